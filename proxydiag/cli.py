@@ -1,0 +1,157 @@
+"""The command line: thin commands over the library (spec/cli.md is the contract)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from proxydiag import __version__, proxy_protocol
+from proxydiag.analysis import analyze_files
+from proxydiag.report import json as json_report
+from proxydiag.report import text as text_report
+from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
+
+EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
+
+app = typer.Typer(
+    name="proxydiag",
+    help=(
+        "Diagnose PROXY protocol problems between a reverse proxy (HAProxy, nginx, Traefik, Caddy, "
+        "Envoy, cloud load balancers) and a mail server (Stalwart, Postfix, Dovecot) from packet captures.\n\n"
+        "Capture on the proxy host or the mail server host, e.g.\n\n"
+        "  tcpdump -i any -s 0 -w cap.pcap 'tcp port 25 or tcp port 587 or tcp port 993'\n\n"
+        "then run: proxydiag analyze cap.pcap"
+    ),
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+class Format(str, Enum):
+    rich = "rich"
+    json = "json"
+
+
+class FailOn(str, Enum):
+    error = "error"
+    warning = "warning"
+    never = "never"
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit 2: the command could not run."""
+    typer.echo(f"proxydiag: {message}", err=True)
+    raise typer.Exit(EXIT_UNUSABLE)
+
+
+def _write(text: str, output: Optional[Path]) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text)
+    except OSError as error:
+        fail(f"cannot write {output}: {error.strerror or error}")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"proxydiag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version."),
+) -> None:
+    pass
+
+
+@app.command()
+def analyze(
+    files: List[str] = typer.Argument(
+        ..., metavar="FILE...", help="pcap or pcapng files ('-' reads standard input). Several files are one analysis."
+    ),
+    format: Format = typer.Option(Format.rich, "--format", "-F", help="rich (for people) or json (for scripts)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
+    fail_on: FailOn = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1."),
+) -> None:
+    """Read captures, reassemble the opening of every TCP connection, decode PROXY headers
+    and the first words of each side.
+
+    Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 an input
+    could not be read (the report still covers what was readable).
+    """
+    analysis = analyze_files(files)
+    for item in analysis.inputs:
+        if item.error:
+            typer.echo(f"proxydiag: {item.error}", err=True)
+        elif item.damaged:
+            typer.echo(f"proxydiag: {item.path}: {item.damaged}; the analysis covers what came before", err=True)
+    for linktype in sorted(analysis.unsupported_linktypes):
+        typer.echo(f"proxydiag: link type {linktype} is not supported; its packets were skipped", err=True)
+    if all(item.error for item in analysis.inputs):
+        raise typer.Exit(EXIT_UNUSABLE)
+    rendered = json_report.render(analysis) if format is Format.json else text_report.render(analysis)
+    _write(rendered, output)
+    if analysis.damaged:
+        raise typer.Exit(EXIT_UNUSABLE)
+    raise typer.Exit(_findings_exit_code(analysis, fail_on))
+
+
+def _findings_exit_code(analysis, fail_on: FailOn) -> int:
+    levels = {FailOn.error: {"error"}, FailOn.warning: {"error", "warning"}, FailOn.never: set()}[fail_on]
+    return EXIT_FINDINGS if any(finding.severity in levels for finding in analysis.findings) else EXIT_OK
+
+
+@app.command()
+def decode(
+    header: str = typer.Argument(
+        ...,
+        metavar="HEX|-",
+        help="The header as hex (0d0a0d0a...), a hexdump (xxd, hexdump -C, Wireshark), a v1 line "
+        "('PROXY TCP4 ...'), or '-' to read it (raw bytes or any of those) from standard input.",
+    ),
+    format: Format = typer.Option(Format.rich, "--format", "-F", help="rich (for people) or json (for scripts)."),
+) -> None:
+    """Decode one PROXY header: every field, every TLV, and every rule it breaks.
+
+    Exit codes: 0 a valid header, 1 not a header or one that breaks the specification,
+    2 the input could not be read as bytes.
+    """
+    try:
+        data, notes = bytes_from_input(sys.stdin.buffer.read()) if header == "-" else bytes_from_text(header)
+    except InputError as error:
+        fail(str(error))
+    result = proxy_protocol.parse(data)
+    if format is Format.json:
+        sys.stdout.write(json.dumps(result.to_dict(len(data)), indent=2, ensure_ascii=False) + "\n")
+    else:
+        lines = text_report.describe_parse(result)
+        trailing = len(data) - result.length if result.header else 0
+        if trailing > 0:
+            lines.append(f"{trailing} byte(s) follow the header (the application's first bytes)")
+        lines.append(f"({'; '.join(notes)})")
+        sys.stdout.write("\n".join(lines) + "\n")
+    raise typer.Exit(EXIT_OK if result.valid else EXIT_FINDINGS)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("proxydiag: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(EXIT_OK)
+
+
+

@@ -1,0 +1,316 @@
+"""TCP connection tracking and reassembly of the opening of each direction.
+
+Only the first `OPENING_LIMIT` bytes of each direction are kept: that is all the
+diagnosis needs. Past that a packet costs one dictionary look-up and a flag test.
+Finished connections are handed to a callback and forgotten.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+from proxydiag.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, reverse_key, split_key
+
+OPENING_LIMIT = 8192
+MAX_SEGMENTS = 128
+SEQ_MOD = 1 << 32
+HALF_SEQ = 1 << 31
+CLOSED_MEMORY = 4096  # recently closed connections remembered to swallow their stragglers
+
+# Ports where the accepting side is known, used to orient connections whose SYN was
+# not captured.
+WELL_KNOWN_SERVER_PORTS = frozenset({25, 110, 143, 465, 587, 993, 995, 4190, 80, 443, 8080, 24})
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Where a piece of a reassembled stream came from."""
+
+    offset: int
+    frame: int
+    ts: float
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The reassembled opening of one direction of a connection."""
+
+    data: bytes
+    chunks: tuple[Chunk, ...]
+    start_seen: bool
+    gap_at: int | None
+    retransmissions: int
+    out_of_order: int
+    overlap_conflicts: int
+    snapped_bytes: int
+    total_bytes: int
+    segments: int
+    fin: tuple[int, float] | None
+    rst: tuple[int, float] | None
+
+    @property
+    def first_frame(self) -> int | None:
+        return self.chunks[0].frame if self.chunks else None
+
+    @property
+    def first_ts(self) -> float | None:
+        return self.chunks[0].ts if self.chunks else None
+
+    def position(self, offset: int) -> Chunk | None:
+        """The chunk that carried the byte at `offset`."""
+        found = None
+        for chunk in self.chunks:
+            if chunk.offset > offset:
+                break
+            found = chunk
+        return found
+
+
+class _Direction:
+    __slots__ = (
+        "base",
+        "start_seen",
+        "segments",
+        "stored",
+        "full",
+        "total",
+        "snapped",
+        "fin",
+        "rst",
+        "count",
+    )
+
+    def __init__(self) -> None:
+        self.base: int | None = None
+        self.start_seen = False
+        self.segments: list[tuple[int, int, float, bytes]] = []
+        self.stored = 0
+        self.full = False
+        self.total = 0
+        self.snapped = 0
+        self.fin: tuple[int, float] | None = None
+        self.rst: tuple[int, float] | None = None
+        self.count = 0
+
+    def add(self, seq: int, frame: int, ts: float, data: bytes, snapped: int) -> None:
+        self.total += len(data)
+        self.count += 1
+        if self.base is None:
+            self.base = seq
+        offset = (seq - self.base) % SEQ_MOD
+        if offset >= HALF_SEQ or offset >= OPENING_LIMIT:
+            if offset < HALF_SEQ:
+                self.full = True
+            return
+        self.snapped += snapped
+        self.segments.append((offset, frame, ts, data[: OPENING_LIMIT - offset]))
+        self.stored += len(data)
+        if self.stored >= OPENING_LIMIT or len(self.segments) >= MAX_SEGMENTS:
+            self.full = True
+
+    def assemble(self) -> Stream:
+        ordered = sorted(enumerate(self.segments), key=lambda item: (item[1][0], item[0]))
+        out_of_order = sum(1 for rank, (arrival, _) in enumerate(ordered) if arrival != rank)
+        data = bytearray()
+        chunks: list[Chunk] = []
+        gap_at = None
+        retransmissions = conflicts = 0
+        for _, (offset, frame, ts, payload) in ordered:
+            end = offset + len(payload)
+            if offset > len(data):
+                gap_at = len(data)
+                break
+            if end <= len(data):
+                retransmissions += 1
+                conflicts += data[offset:end] != payload
+                continue
+            overlap = len(data) - offset
+            if overlap and data[offset:] != payload[:overlap]:
+                conflicts += 1
+            chunks.append(Chunk(len(data), frame, ts))
+            data += payload[overlap:]
+        return Stream(
+            data=bytes(data),
+            chunks=tuple(chunks),
+            start_seen=self.start_seen,
+            gap_at=gap_at,
+            retransmissions=retransmissions,
+            out_of_order=out_of_order,
+            overlap_conflicts=conflicts,
+            snapped_bytes=self.snapped,
+            total_bytes=self.total,
+            segments=self.count,
+            fin=self.fin,
+            rst=self.rst,
+        )
+
+
+class _Connection:
+    __slots__ = (
+        "id",
+        "source",
+        "key",
+        "first_frame",
+        "first_ts",
+        "last_ts",
+        "syn_seen",
+        "synack_seen",
+        "established_ts",
+        "client",
+        "server",
+        "closed",
+    )
+
+    def __init__(self, conn_id: int, source: int, key: bytes, frame: int, ts: float) -> None:
+        self.id = conn_id
+        self.source = source
+        self.key = key  # oriented client -> server
+        self.first_frame = frame
+        self.first_ts = ts
+        self.last_ts = ts
+        self.syn_seen = False
+        self.synack_seen = False
+        self.established_ts: float | None = None
+        self.client = _Direction()
+        self.server = _Direction()
+        self.closed = False
+
+
+@dataclass(frozen=True)
+class TrackedConnection:
+    """A finished connection: its endpoints and both reassembled openings."""
+
+    id: int
+    source: int
+    first_frame: int
+    first_ts: float
+    last_ts: float
+    client_addr: str
+    client_port: int
+    server_addr: str
+    server_port: int
+    syn_seen: bool
+    synack_seen: bool
+    established_ts: float | None
+    client: Stream
+    server: Stream
+
+    @property
+    def mid_stream(self) -> bool:
+        return not (self.syn_seen or self.synack_seen)
+
+
+class FlowTable:
+    """Feeds decoded TCP segments into connections; calls `on_finished` for each one."""
+
+    def __init__(self, on_finished: Callable[[TrackedConnection], None]) -> None:
+        self._by_key: dict[bytes, tuple[_Connection, bool]] = {}
+        self._closed: OrderedDict[int, _Connection] = OrderedDict()
+        self._on_finished = on_finished
+        self._next_id = 1
+
+    def add(self, source: int, frame: int, ts: float, key: bytes, seq: int, flags: int, payload: bytes, snapped: int) -> None:
+        entry = self._by_key.get(key)
+        if entry is None or (flags & (TCP_SYN | TCP_ACK) == TCP_SYN and self._is_new_syn(entry, seq)):
+            if entry is not None:
+                self._finish(entry[0])
+            if flags & TCP_RST and not payload:
+                return
+            entry = self._open(source, frame, ts, key, flags)
+        conn, from_client = entry
+        conn.last_ts = ts
+        direction = conn.client if from_client else conn.server
+        if flags & TCP_SYN:
+            self._on_syn(conn, direction, from_client, seq, flags)
+            seq = (seq + 1) % SEQ_MOD
+        elif conn.established_ts is None and from_client and flags & TCP_ACK and conn.synack_seen:
+            conn.established_ts = ts
+        if payload and not direction.full and not conn.closed:
+            direction.add(seq, frame, ts, payload, snapped)
+        elif payload:
+            direction.total += len(payload)
+        if flags & TCP_FIN and direction.fin is None:
+            direction.fin = (frame, ts)
+        if flags & TCP_RST and direction.rst is None:
+            direction.rst = (frame, ts)
+        if not conn.closed and (flags & TCP_RST or (conn.client.fin and conn.server.fin)):
+            self._finish(conn)
+
+    def flush(self) -> None:
+        """Finish every connection still open (end of the capture)."""
+        for conn in {id(c): c for c, _ in self._by_key.values()}.values():
+            if not conn.closed:
+                self._finish(conn)
+        self._by_key.clear()
+        self._closed.clear()
+
+    def _is_new_syn(self, entry: tuple[_Connection, bool], seq: int) -> bool:
+        conn, from_client = entry
+        direction = conn.client if from_client else conn.server
+        return conn.closed or (direction.base is not None and (seq + 1) % SEQ_MOD != direction.base)
+
+    def _open(self, source: int, frame: int, ts: float, key: bytes, flags: int) -> tuple[_Connection, bool]:
+        from_client = self._sender_is_client(key, flags)
+        oriented = key if from_client else reverse_key(key)
+        conn = _Connection(self._next_id, source, oriented, frame, ts)
+        self._next_id += 1
+        self._by_key[oriented] = (conn, True)
+        self._by_key[reverse_key(oriented)] = (conn, False)
+        return self._by_key[key]
+
+    @staticmethod
+    def _sender_is_client(key: bytes, flags: int) -> bool:
+        if flags & TCP_SYN:
+            return not flags & TCP_ACK
+        _, src_port, _, dst_port = split_key(key)
+        if (dst_port in WELL_KNOWN_SERVER_PORTS) != (src_port in WELL_KNOWN_SERVER_PORTS):
+            return dst_port in WELL_KNOWN_SERVER_PORTS
+        return dst_port <= src_port
+
+    @staticmethod
+    def _on_syn(conn: _Connection, direction: _Direction, from_client: bool, seq: int, flags: int) -> None:
+        if from_client:
+            conn.syn_seen = True
+        else:
+            conn.synack_seen = True
+        if not direction.segments:
+            direction.base = (seq + 1) % SEQ_MOD
+            direction.start_seen = True
+
+    def _finish(self, conn: _Connection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self._remember_closed(conn)
+        client_addr, client_port, server_addr, server_port = split_key(conn.key)
+        self._on_finished(
+            TrackedConnection(
+                id=conn.id,
+                source=conn.source,
+                first_frame=conn.first_frame,
+                first_ts=conn.first_ts,
+                last_ts=conn.last_ts,
+                client_addr=client_addr,
+                client_port=client_port,
+                server_addr=server_addr,
+                server_port=server_port,
+                syn_seen=conn.syn_seen,
+                synack_seen=conn.synack_seen,
+                established_ts=conn.established_ts,
+                client=conn.client.assemble(),
+                server=conn.server.assemble(),
+            )
+        )
+        conn.client.segments = conn.server.segments = []
+
+    def _remember_closed(self, conn: _Connection) -> None:
+        """Closed connections stay in the table a while, so late FINs, ACKs and
+        retransmissions do not open phantom mid-stream connections."""
+        self._closed[conn.id] = conn
+        if len(self._closed) > CLOSED_MEMORY:
+            _, oldest = self._closed.popitem(last=False)
+            for key in (oldest.key, reverse_key(oldest.key)):
+                if self._by_key.get(key, (None,))[0] is oldest:
+                    del self._by_key[key]

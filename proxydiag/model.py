@@ -1,0 +1,143 @@
+"""The result of an analysis: what every report renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxydiag.proxy_protocol import ParseResult
+
+SCHEMA = "proxydiag/1"
+
+
+@dataclass
+class InputSummary:
+    path: str
+    format: str | None
+    linktypes: list[int]
+    packets: int
+    damaged: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "linktype": self.linktypes[0] if self.linktypes else None,
+            "linktypes": self.linktypes,
+            "packets": self.packets,
+            "damaged": self.damaged,
+            "error": self.error,
+        }
+
+
+@dataclass
+class Endpoints:
+    src_addr: str
+    src_port: int
+    dst_addr: str
+    dst_port: int
+
+    def to_dict(self) -> dict:
+        return {"src_addr": self.src_addr, "src_port": self.src_port, "dst_addr": self.dst_addr, "dst_port": self.dst_port}
+
+
+@dataclass
+class Connection:
+    """One TCP connection: who opened it, its PROXY header, and how each side began."""
+
+    id: int
+    input: int
+    first_frame: int
+    start_ts: float
+    tcp: Endpoints
+    mid_stream: bool
+    proxy: ParseResult | None = None
+    extra_headers: list[ParseResult] = field(default_factory=list)
+    header_frames: list[int] = field(default_factory=list)
+    header_ts: float | None = None
+    protocol: str | None = None
+    client_first: str | None = None
+    client_first_frame: int | None = None
+    client_first_ts: float | None = None
+    greeting: str | None = None
+    greeting_frame: int | None = None
+    greeting_ts: float | None = None
+    first_speaker: str | None = None
+    tls_client_hello: bool = False
+    closed_by: str | None = None
+    close_kind: str | None = None
+    close_ts: float | None = None
+    established_ts: float | None = None
+    client_bytes: int = 0
+    server_bytes: int = 0
+    reassembly: dict = field(default_factory=dict)
+
+    @property
+    def header(self):
+        return self.proxy.header if self.proxy else None
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "input": self.input,
+            "first_frame": self.first_frame,
+            "start_time": self.start_ts,
+            "tcp": self.tcp.to_dict(),
+            "mid_stream": self.mid_stream,
+            "protocol": self.protocol,
+            "proxy_header": self.header.to_dict() if self.header else None,
+            "proxy_header_frames": self.header_frames,
+            "proxy_header_violations": [v.to_dict() for v in self.proxy.violations] if self.proxy else [],
+            "proxy_header_incomplete": bool(self.proxy and self.proxy.incomplete),
+            "extra_proxy_headers": [extra.header.to_dict() for extra in self.extra_headers if extra.header],
+            "first_speaker": self.first_speaker,
+            "client_first": self.client_first,
+            "client_first_frame": self.client_first_frame,
+            "greeting": self.greeting,
+            "greeting_frame": self.greeting_frame,
+            "timing": {
+                "established": self.established_ts,
+                "header_after": _delay(self.established_ts or self.start_ts, self.header_ts),
+                "greeting_after": _delay(self.established_ts or self.start_ts, self.greeting_ts),
+            },
+            "tls": {"client_hello": self.tls_client_hello},
+            "closed_by": self.closed_by,
+            "close": self.close_kind,
+            "close_time": self.close_ts,
+            "bytes": {"client": self.client_bytes, "server": self.server_bytes},
+            "reassembly": self.reassembly,
+        }
+
+
+def _delay(start: float | None, end: float | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round(end - start, 6)
+
+
+@dataclass
+class Analysis:
+    inputs: list[InputSummary] = field(default_factory=list)
+    connections: list[Connection] = field(default_factory=list)
+    findings: list = field(default_factory=list)
+    unsupported_linktypes: set[int] = field(default_factory=set)
+
+    @property
+    def damaged(self) -> bool:
+        return any(item.damaged or item.error for item in self.inputs)
+
+    def to_dict(self) -> dict:
+        severities = [finding.severity for finding in self.findings]
+        return {
+            "schema": SCHEMA,
+            "inputs": [item.to_dict() for item in self.inputs],
+            "summary": {
+                "connections": len(self.connections),
+                "with_proxy_header": sum(1 for conn in self.connections if conn.header),
+                "errors": severities.count("error"),
+                "warnings": severities.count("warning"),
+                "infos": severities.count("info"),
+            },
+            "connections": [conn.to_dict() for conn in self.connections],
+            "findings": [finding.to_dict() for finding in self.findings],
+        }

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs (Debian packages for the real proxies, mail
+# servers and capture tools; the Python package with its test extras), then runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debian_packages=(haproxy nginx libnginx-mod-stream postfix dovecot-imapd dovecot-pop3d
+                 tcpdump tshark swaks curl openssl socat)
+missing=()
+for package in "${debian_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python3 -m pip install -q -e '.[test]'
+exec python3 -m pytest -q "$@"
