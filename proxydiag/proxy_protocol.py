@@ -307,7 +307,7 @@ def _parse_v1_fields(line: bytes, length: int, violations: list[Violation]) -> P
     offsets = _field_offsets(fields)
     for index, value in enumerate(fields[1:], start=1):
         if value == "" and not (fields[1] == "UNKNOWN" and index > 1):
-            violations.append(Violation(offsets[index], "v1.single-space", "fields must be separated by exactly one space"))
+            violations.append(Violation(offsets[index] - 1, "v1.single-space", "fields must be separated by exactly one space"))
             return None
     protocol = fields[1]
     if protocol == "UNKNOWN":
