@@ -1,0 +1,203 @@
+"""Link/IP/TCP decoding and the reassembly of connection openings, on frames built
+with scapy (the link types and TCP misbehaviour no loopback capture produces)."""
+
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Raw
+
+from proxydiag.analysis import describe
+from proxydiag.flows import OPENING_LIMIT, FlowTable
+from proxydiag.packet import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_LOOP,
+    LINKTYPE_NULL,
+    LINKTYPE_RAW,
+    decode_tcp,
+    split_key,
+)
+from proxydiag.proxy_protocol import build_v1
+
+CLIENT, SERVER = "192.0.2.1", "192.0.2.25"
+
+
+def tcp(src=CLIENT, dst=SERVER, sport=40000, dport=25, flags="PA", seq=0, payload=b""):
+    return bytes(IP(src=src, dst=dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=1) / Raw(payload))
+
+
+def sll(ip_packet: bytes) -> bytes:
+    return struct.pack("!HHH8sH", 0, 772, 6, b"\x00" * 8, 0x0800) + ip_packet
+
+
+def sll2(ip_packet: bytes) -> bytes:
+    return struct.pack("!HHIHBB8s", 0x0800, 0, 1, 772, 0, 6, b"\x00" * 8) + ip_packet
+
+
+def test_every_link_type_yields_the_same_segment():
+    ip_packet = tcp(payload=b"EHLO x\r\n")
+    frames = {
+        LINKTYPE_ETHERNET: bytes(Ether() / Dot1Q(vlan=5) / Dot1Q(vlan=7) / IP(ip_packet)),
+        LINKTYPE_LINUX_SLL: sll(ip_packet),
+        LINKTYPE_LINUX_SLL2: sll2(ip_packet),
+        LINKTYPE_NULL: struct.pack("<I", 2) + ip_packet,
+        LINKTYPE_LOOP: struct.pack(">I", 2) + ip_packet,
+        LINKTYPE_RAW: ip_packet,
+    }
+    for linktype, frame in frames.items():
+        key, seq, _ack, flags, start, end, missing = decode_tcp(linktype, frame)
+        assert split_key(key) == (CLIENT, 40000, SERVER, 25), linktype
+        assert frame[start:end] == b"EHLO x\r\n" and missing == 0, linktype
+
+
+def test_ethernet_padding_is_not_payload():
+    frame = bytes(Ether() / IP(tcp(flags="A"))) + b"\x00" * 6  # padded to 60 bytes on the wire
+    _key, _seq, _ack, _flags, start, end, _missing = decode_tcp(LINKTYPE_ETHERNET, frame)
+    assert start == end
+
+
+def test_ipv6_with_extension_header_and_bsd_null_af_inet6():
+    packet = bytes(IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrDestOpt() / TCP(sport=1, dport=993) / Raw(b"x"))
+    for family in (24, 28, 30):
+        key, *_ = decode_tcp(LINKTYPE_NULL, struct.pack("<I", family) + packet)
+        assert split_key(key) == ("2001:db8::1", 1, "2001:db8::2", 993)
+
+
+def test_snapped_payload_is_counted():
+    frame = tcp(payload=b"x" * 100)[:60]
+    *_, start, end, missing = decode_tcp(LINKTYPE_RAW, frame)
+    assert end - start == 20 and missing == 80
+
+
+def test_non_tcp_and_garbage_are_ignored():
+    assert decode_tcp(LINKTYPE_RAW, bytes(IP(proto=17) / Raw(b"x" * 20))) is None
+    assert decode_tcp(LINKTYPE_ETHERNET, b"\x00" * 10) is None
+    assert decode_tcp(LINKTYPE_RAW, bytes(IP(frag=10) / TCP())) is None  # not the first fragment
+    assert decode_tcp(999, tcp()) is None
+
+
+@settings(max_examples=500)
+@given(st.sampled_from([0, 1, 101, 108, 113, 276, 228, 229]), st.binary(max_size=120))
+def test_decoder_never_raises(linktype, frame):
+    decode_tcp(linktype, frame)
+
+
+# --- reassembly ------------------------------------------------------------------------
+
+
+class Capture:
+    """Feeds packets into a FlowTable the way analysis does."""
+
+    def __init__(self):
+        self.finished = []
+        self.table = FlowTable(self.finished.append)
+        self.frame = 0
+
+    def send(self, packet: bytes, ts: float | None = None):
+        self.frame += 1
+        key, seq, _ack, flags, start, end, missing = decode_tcp(LINKTYPE_RAW, packet)
+        self.table.add(0, self.frame, ts if ts is not None else self.frame / 10, key, seq, flags, packet[start:end], missing)
+
+    def done(self):
+        self.table.flush()
+        return self.finished
+
+
+def handshake(cap: Capture, client_isn: int, server_isn: int, sport=40000):
+    cap.send(tcp(flags="S", seq=client_isn, sport=sport))
+    cap.send(tcp(src=SERVER, dst=CLIENT, sport=25, dport=sport, flags="SA", seq=server_isn))
+    cap.send(tcp(flags="A", seq=(client_isn + 1) % 2**32, sport=sport))
+
+
+def test_out_of_order_retransmitted_and_overlapping_segments():
+    cap = Capture()
+    isn = 1000
+    handshake(cap, isn, 5000)
+    data = build_v1("TCP4", "203.0.113.9", "192.0.2.25", 1234, 25) + b"EHLO client.example\r\n"
+    cap.send(tcp(seq=isn + 1 + 10, payload=data[10:30]))  # arrives first
+    cap.send(tcp(seq=isn + 1, payload=data[:12]))  # overlaps the next one by 2 bytes
+    cap.send(tcp(seq=isn + 1 + 10, payload=data[10:30]))  # retransmission
+    cap.send(tcp(seq=isn + 1 + 30, payload=data[30:]))
+    (tracked,) = cap.done()
+    assert tracked.client.data == data
+    assert tracked.client.out_of_order >= 1 and tracked.client.retransmissions == 1
+    assert tracked.client.gap_at is None and tracked.client.overlap_conflicts == 0
+    conn = describe(tracked)
+    assert conn.header.src_addr == "203.0.113.9" and conn.client_first == "EHLO client.example"
+
+
+def test_sequence_numbers_wrapping_around():
+    cap = Capture()
+    isn = 2**32 - 5
+    handshake(cap, isn, 7)
+    cap.send(tcp(seq=(isn + 1) % 2**32, payload=b"abcdefgh"))  # crosses 2**32
+    cap.send(tcp(seq=(isn + 9) % 2**32, payload=b"ijkl"))
+    (tracked,) = cap.done()
+    assert tracked.client.data == b"abcdefghijkl"
+
+
+def test_missing_segment_is_flagged():
+    cap = Capture()
+    handshake(cap, 10, 20)
+    cap.send(tcp(seq=11, payload=b"PROXY TCP4 "))
+    cap.send(tcp(seq=11 + 30, payload=b"later"))
+    (tracked,) = cap.done()
+    assert tracked.client.data == b"PROXY TCP4 " and tracked.client.gap_at == 11
+
+
+def test_conflicting_overlap_is_counted():
+    cap = Capture()
+    handshake(cap, 10, 20)
+    cap.send(tcp(seq=11, payload=b"abcdef"))
+    cap.send(tcp(seq=14, payload=b"XYZghi"))
+    (tracked,) = cap.done()
+    assert tracked.client.data == b"abcdefghi" and tracked.client.overlap_conflicts == 1
+
+
+def test_mid_stream_connection_is_oriented_by_the_mail_port():
+    cap = Capture()
+    cap.send(tcp(src=SERVER, dst=CLIENT, sport=25, dport=40000, seq=99, payload=b"250 OK\r\n"))
+    (tracked,) = cap.done()
+    assert tracked.mid_stream and (tracked.server_port, tracked.client_port) == (25, 40000)
+    assert not tracked.server.start_seen
+
+
+def test_only_the_opening_is_kept():
+    cap = Capture()
+    handshake(cap, 0, 0)
+    for index in range(20):
+        cap.send(tcp(seq=1 + index * 1000, payload=b"x" * 1000))
+    (tracked,) = cap.done()
+    assert len(tracked.client.data) == OPENING_LIMIT and tracked.client.total_bytes == 20000
+
+
+def test_port_reuse_starts_a_new_connection_and_rst_closes():
+    cap = Capture()
+    handshake(cap, 100, 200)
+    cap.send(tcp(src=SERVER, dst=CLIENT, sport=25, dport=40000, flags="R", seq=201))
+    handshake(cap, 9000, 300)
+    cap.send(tcp(flags="FA", seq=9001))
+    cap.send(tcp(src=SERVER, dst=CLIENT, sport=25, dport=40000, flags="FA", seq=301))
+    first, second = cap.done()
+    assert describe(first).closed_by == "server" and describe(first).close_kind == "rst"
+    assert describe(second).closed_by == "client" and describe(second).close_kind == "fin"
+    assert first.id != second.id
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=3000), st.randoms(use_true_random=False), st.integers(0, 2**32 - 1))
+def test_any_segmentation_and_order_reassembles_the_same_bytes(payload, rng, isn):
+    cap = Capture()
+    handshake(cap, isn, 1)
+    cuts = sorted({0, len(payload), *(rng.randrange(len(payload)) for _ in range(rng.randrange(6)))})
+    pieces = [(cuts[i], payload[cuts[i] : cuts[i + 1]]) for i in range(len(cuts) - 1)]
+    rng.shuffle(pieces)
+    for offset, piece in pieces + pieces[:1]:
+        cap.send(tcp(seq=(isn + 1 + offset) % 2**32, payload=piece))
+    (tracked,) = cap.done()
+    assert tracked.client.data == payload and tracked.client.gap_at is None
