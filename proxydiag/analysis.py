@@ -8,7 +8,6 @@ from typing import Callable, Iterable
 from proxydiag import proxy_protocol
 from proxydiag.flows import FlowTable, Stream, TrackedConnection
 from proxydiag.model import Analysis, Connection, Endpoints, InputSummary
-from proxydiag.packet import SUPPORTED_LINKTYPES, decode_tcp
 from proxydiag.redact import first_line
 from proxydiag.sources import CaptureError, CaptureReader, open_capture
 
@@ -31,10 +30,9 @@ PORT_PROTOCOLS = {
 
 @dataclass
 class Progress:
-    """Called with (input index, bytes read, total bytes or None, connections seen)."""
+    """Called now and then with (input index, bytes read, total bytes or None, connections seen)."""
 
     callback: Callable[[int, int, int | None, int], None]
-    every: int = 65536
 
 
 def analyze_files(paths: Iterable[str], progress: Progress | None = None) -> Analysis:
@@ -47,29 +45,19 @@ def analyze_files(paths: Iterable[str], progress: Progress | None = None) -> Ana
             analysis.inputs.append(InputSummary(path, None, [], 0, error=str(error)))
             continue
         with reader:
-            _feed(index, reader, table, analysis, progress)
+            table.consume(index, reader, _progress_reporter(index, reader, analysis, progress))
         table.flush()
         info = reader.info
         analysis.inputs.append(InputSummary(info.path, info.format, info.linktypes, info.packets, damaged=info.damaged))
     analysis.connections.sort(key=lambda conn: (conn.input, conn.first_frame))
+    analysis.unsupported_linktypes = table.unsupported_linktypes
     return analysis
 
 
-def _feed(index: int, reader: CaptureReader, table: FlowTable, analysis: Analysis, progress: Progress | None) -> None:
-    add = table.add
-    unsupported = analysis.unsupported_linktypes
-    for frame, ts, linktype, data, _wire_length in reader:
-        segment = decode_tcp(linktype, data)
-        if segment is None:
-            if linktype not in SUPPORTED_LINKTYPES:
-                unsupported.add(linktype)
-            if progress and frame % progress.every == 0:
-                progress.callback(index, reader.info.bytes_read, reader.info.size, len(analysis.connections))
-            continue
-        key, seq, _ack, flags, start, end, snapped = segment
-        add(index, frame, ts, key, seq, flags, data[start:end], snapped)
-        if progress and frame % progress.every == 0:
-            progress.callback(index, reader.info.bytes_read, reader.info.size, len(analysis.connections))
+def _progress_reporter(index: int, reader: CaptureReader, analysis: Analysis, progress: Progress | None):
+    if progress is None:
+        return None
+    return lambda: progress.callback(index, reader.info.bytes_read, reader.info.size, len(analysis.connections))
 
 
 def describe(tracked: TrackedConnection) -> Connection:
@@ -82,8 +70,6 @@ def describe(tracked: TrackedConnection) -> Connection:
         tcp=Endpoints(tracked.client_addr, tracked.client_port, tracked.server_addr, tracked.server_port),
         mid_stream=tracked.mid_stream,
         established_ts=tracked.established_ts,
-        client_bytes=tracked.client.total_bytes,
-        server_bytes=tracked.server.total_bytes,
         reassembly=_reassembly_facts(tracked),
     )
     client, server = tracked.client, tracked.server

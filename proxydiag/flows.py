@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
-from proxydiag.packet import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, reverse_key, split_key
+from proxydiag.packet import LINK_DECODERS, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, reverse_key, split_key, tcp_details
+
+_CONTROL_FLAGS = TCP_SYN | TCP_FIN | TCP_RST
 
 OPENING_LIMIT = 8192
 MAX_SEGMENTS = 128
@@ -45,7 +47,6 @@ class Stream:
     out_of_order: int
     overlap_conflicts: int
     snapped_bytes: int
-    total_bytes: int
     segments: int
     fin: tuple[int, float] | None
     rst: tuple[int, float] | None
@@ -75,7 +76,6 @@ class _Direction:
         "segments",
         "stored",
         "full",
-        "total",
         "snapped",
         "fin",
         "rst",
@@ -88,14 +88,12 @@ class _Direction:
         self.segments: list[tuple[int, int, float, bytes]] = []
         self.stored = 0
         self.full = False
-        self.total = 0
         self.snapped = 0
         self.fin: tuple[int, float] | None = None
         self.rst: tuple[int, float] | None = None
         self.count = 0
 
     def add(self, seq: int, frame: int, ts: float, data: bytes, snapped: int) -> None:
-        self.total += len(data)
         self.count += 1
         if self.base is None:
             self.base = seq
@@ -140,7 +138,6 @@ class _Direction:
             out_of_order=out_of_order,
             overlap_conflicts=conflicts,
             snapped_bytes=self.snapped,
-            total_bytes=self.total,
             segments=self.count,
             fin=self.fin,
             rst=self.rst,
@@ -154,7 +151,6 @@ class _Connection:
         "key",
         "first_frame",
         "first_ts",
-        "last_ts",
         "syn_seen",
         "synack_seen",
         "established_ts",
@@ -169,7 +165,6 @@ class _Connection:
         self.key = key  # oriented client -> server
         self.first_frame = frame
         self.first_ts = ts
-        self.last_ts = ts
         self.syn_seen = False
         self.synack_seen = False
         self.established_ts: float | None = None
@@ -186,7 +181,6 @@ class TrackedConnection:
     source: int
     first_frame: int
     first_ts: float
-    last_ts: float
     client_addr: str
     client_port: int
     server_addr: str
@@ -210,17 +204,52 @@ class FlowTable:
         self._closed: OrderedDict[int, _Connection] = OrderedDict()
         self._on_finished = on_finished
         self._next_id = 1
+        self.unsupported_linktypes: set[int] = set()
 
-    def add(self, source: int, frame: int, ts: float, key: bytes, seq: int, flags: int, payload: bytes, snapped: int) -> None:
+    def consume(self, source: int, records: Iterable[tuple], progress: Callable[[], None] | None = None) -> None:
+        """Track every TCP segment of a capture's records (frame_no, ts, linktype, frame, ...).
+
+        The hot loop: a segment of a connection whose openings are already kept costs a
+        key slice and one dictionary look-up.
+        """
+        decoders = LINK_DECODERS
+        lookup = self._by_key.get
+        add = self.add
+        for frame_no, ts, linktype, frame, _wire_length in records:
+            if not frame_no & 0xFFFF and progress is not None:
+                progress()
+            decoder = decoders.get(linktype)
+            if decoder is None:
+                self.unsupported_linktypes.add(linktype)
+                continue
+            located = decoder(frame)
+            if located is None:
+                continue
+            key, flags, tcp, ip_end = located
+            if not flags & _CONTROL_FLAGS:
+                entry = lookup(key)
+                if entry is not None:
+                    conn = entry[0]
+                    if conn.closed or (conn.client if entry[1] else conn.server).full:
+                        continue
+            add(source, frame_no, ts, key, flags, frame, tcp, ip_end)
+
+    def add(self, source: int, frame_no: int, ts: float, key: bytes, flags: int, frame: bytes, tcp: int, ip_end: int) -> None:
+        """One TCP segment, located in `frame` by `packet.locate_tcp`."""
         entry = self._by_key.get(key)
+        seq, start, end, snapped = tcp_details(frame, tcp, ip_end)
+        if entry is not None and start == end and not flags & _CONTROL_FLAGS:
+            conn = entry[0]
+            if conn.established_ts is not None or not conn.synack_seen:
+                return  # a bare ACK teaches nothing once the handshake is known
+        payload = frame[start:end]
         if entry is None or (flags & (TCP_SYN | TCP_ACK) == TCP_SYN and self._is_new_syn(entry, seq)):
             if entry is not None:
                 self._finish(entry[0])
             if flags & TCP_RST and not payload:
                 return
-            entry = self._open(source, frame, ts, key, flags)
+            entry = self._open(source, frame_no, ts, key, flags)
         conn, from_client = entry
-        conn.last_ts = ts
         direction = conn.client if from_client else conn.server
         if flags & TCP_SYN:
             self._on_syn(conn, direction, from_client, seq, flags)
@@ -228,13 +257,11 @@ class FlowTable:
         elif conn.established_ts is None and from_client and flags & TCP_ACK and conn.synack_seen:
             conn.established_ts = ts
         if payload and not direction.full and not conn.closed:
-            direction.add(seq, frame, ts, payload, snapped)
-        elif payload:
-            direction.total += len(payload)
+            direction.add(seq, frame_no, ts, payload, snapped)
         if flags & TCP_FIN and direction.fin is None:
-            direction.fin = (frame, ts)
+            direction.fin = (frame_no, ts)
         if flags & TCP_RST and direction.rst is None:
-            direction.rst = (frame, ts)
+            direction.rst = (frame_no, ts)
         if not conn.closed and (flags & TCP_RST or (conn.client.fin and conn.server.fin)):
             self._finish(conn)
 
@@ -291,7 +318,6 @@ class FlowTable:
                 source=conn.source,
                 first_frame=conn.first_frame,
                 first_ts=conn.first_ts,
-                last_ts=conn.last_ts,
                 client_addr=client_addr,
                 client_port=client_port,
                 server_addr=server_addr,

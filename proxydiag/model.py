@@ -68,8 +68,6 @@ class Connection:
     close_kind: str | None = None
     close_ts: float | None = None
     established_ts: float | None = None
-    client_bytes: int = 0
-    server_bytes: int = 0
     reassembly: dict = field(default_factory=dict)
 
     @property
@@ -104,7 +102,6 @@ class Connection:
             "closed_by": self.closed_by,
             "close": self.close_kind,
             "close_time": self.close_ts,
-            "bytes": {"client": self.client_bytes, "server": self.server_bytes},
             "reassembly": self.reassembly,
         }
 

@@ -1,9 +1,10 @@
 """Link, IP and TCP decoding: one fast function from a captured frame to a TCP segment.
 
 This runs once per packet of multi-gigabyte captures, so it is written for speed:
-precompiled structs, no objects per packet, and the connection key taken as one
-slice of the frame (source address, destination address, source port, destination
-port) so that looking the connection up costs a single dictionary access.
+precompiled structs, no objects per packet, the connection key taken as slices of the
+frame (source address, destination address, source port, destination port) so that
+looking the connection up costs a single dictionary access, and the rest of the TCP
+header read only for the few segments that still matter.
 """
 
 from __future__ import annotations
@@ -34,10 +35,7 @@ LINKTYPE_NAMES = {
     LINKTYPE_IPV6: "raw IPv6",
     LINKTYPE_LINUX_SLL2: "Linux cooked v2",
 }
-SUPPORTED_LINKTYPES = frozenset(LINKTYPE_NAMES)
 
-ETHERTYPE_IPV4 = 0x0800
-ETHERTYPE_IPV6 = 0x86DD
 VLAN_ETHERTYPES = (0x8100, 0x88A8, 0x9100)
 # BSD loopback address families: AF_INET is 2 everywhere, AF_INET6 differs by OS.
 NULL_AF_IPV6 = (10, 24, 28, 30)
@@ -51,94 +49,114 @@ IPPROTO_TCP = 6
 IPV6_EXTENSION_HEADERS = (0, 43, 60)  # hop-by-hop, routing, destination options
 
 _U16 = struct.Struct("!H")
-_TCP = struct.Struct("!IIBB")  # seq, ack, data offset, flags (after the 4 bytes of ports)
+_TCP = struct.Struct("!I4xB")  # seq, data offset (after the 4 bytes of ports)
 _IPV4 = struct.Struct("!BxH2xHxB")  # version/ihl, total length, flags/fragment, protocol
 _IPV6 = struct.Struct("!4xHB")  # payload length, next header
 
 
-def ip_payload_offset(linktype: int, frame: bytes) -> tuple[int, int] | None:
-    """(IP version, offset of the IP header) in the frame, or None when it carries no IP."""
-    if linktype == LINKTYPE_ETHERNET:
-        if len(frame) < 14:
-            return None
-        offset = 12
-        ethertype = (frame[12] << 8) | frame[13]
-        while ethertype in VLAN_ETHERTYPES and len(frame) >= offset + 6:
-            offset += 4
-            ethertype = (frame[offset] << 8) | frame[offset + 1]
-        offset += 2
-    elif linktype == LINKTYPE_LINUX_SLL2:
-        if len(frame) < 20:
-            return None
-        ethertype, offset = (frame[0] << 8) | frame[1], 20
-    elif linktype == LINKTYPE_LINUX_SLL:
-        if len(frame) < 16:
-            return None
-        ethertype, offset = (frame[14] << 8) | frame[15], 16
-    elif linktype in RAW_IP_LINKTYPES:
-        if not frame:
-            return None
-        version = frame[0] >> 4
-        return (version, 0) if version in (4, 6) else None
-    elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
-        if len(frame) < 4:
-            return None
-        family = frame[0] | frame[3]  # host byte order: the value sits in one end byte
-        if family == 2:
-            return 4, 4
-        return (6, 4) if family in NULL_AF_IPV6 else None
-    else:
+def _ipv4(frame: bytes, ip: int):
+    if len(frame) < ip + 20:
         return None
-    if ethertype == ETHERTYPE_IPV4:
-        return 4, offset
-    if ethertype == ETHERTYPE_IPV6:
-        return 6, offset
+    ver_ihl, total_length, fragment, protocol = _IPV4.unpack_from(frame, ip)
+    if protocol != IPPROTO_TCP or fragment & 0x3FFF or ver_ihl >> 4 != 4:
+        return None
+    tcp = ip + (ver_ihl & 0x0F) * 4
+    if len(frame) < tcp + 14:
+        return None
+    return frame[ip + 12 : ip + 20] + frame[tcp : tcp + 4], frame[tcp + 13], tcp, ip + total_length
+
+
+def _ipv6(frame: bytes, ip: int):
+    if len(frame) < ip + 40:
+        return None
+    payload_length, next_header = _IPV6.unpack_from(frame, ip)
+    tcp = ip + 40
+    while next_header in IPV6_EXTENSION_HEADERS and len(frame) >= tcp + 8:
+        next_header = frame[tcp]
+        tcp += (frame[tcp + 1] + 1) * 8
+    if next_header != IPPROTO_TCP or len(frame) < tcp + 14:
+        return None
+    return frame[ip + 8 : ip + 40] + frame[tcp : tcp + 4], frame[tcp + 13], tcp, ip + 40 + payload_length
+
+
+def tcp_details(frame: bytes, tcp: int, ip_end: int) -> tuple[int, int, int, int]:
+    """(seq, payload_start, payload_end, missing) of a located TCP segment: the payload
+    ends at the IP length (not the Ethernet padding) or where the capture cut it, and
+    `missing` counts the bytes the snap length cut off."""
+    seq, data_offset = _TCP.unpack_from(frame, tcp + 4)
+    start = tcp + (data_offset >> 4) * 4
+    end = len(frame) if ip_end > len(frame) else ip_end
+    return seq, start, max(start, end), ip_end - end
+
+
+def _by_ethertype(frame: bytes, at: int, ip: int):
+    ethertype = frame[at : at + 2]
+    if ethertype == b"\x08\x00":
+        return _ipv4(frame, ip)
+    if ethertype == b"\x86\xdd":
+        return _ipv6(frame, ip)
     return None
 
 
-def decode_tcp(linktype: int, frame: bytes):
-    """Decode a frame down to TCP.
+def _ethernet(frame: bytes):
+    at = 12
+    while frame[at : at + 2] in _VLAN_TAGS:
+        at += 4
+    return _by_ethertype(frame, at, at + 2)
+
+
+def _linux_sll(frame: bytes):
+    return _by_ethertype(frame, 14, 16)
+
+
+def _linux_sll2(frame: bytes):
+    return _by_ethertype(frame, 0, 20)
+
+
+def _raw_ip(frame: bytes, ip: int = 0):
+    version = frame[ip] >> 4 if len(frame) > ip else 0
+    if version == 4:
+        return _ipv4(frame, ip)
+    if version == 6:
+        return _ipv6(frame, ip)
+    return None
+
+
+def _bsd_loopback(frame: bytes):
+    # The address family is in host byte order (NULL) or network order (LOOP): the
+    # value sits in one end byte either way.
+    if len(frame) < 4:
+        return None
+    family = frame[0] | frame[3]
+    if family == 2:
+        return _ipv4(frame, 4)
+    if family in NULL_AF_IPV6:
+        return _ipv6(frame, 4)
+    return None
+
+
+_VLAN_TAGS = frozenset(tag.to_bytes(2, "big") for tag in VLAN_ETHERTYPES)
+
+LINK_DECODERS = {
+    LINKTYPE_ETHERNET: _ethernet,
+    LINKTYPE_LINUX_SLL: _linux_sll,
+    LINKTYPE_LINUX_SLL2: _linux_sll2,
+    LINKTYPE_NULL: _bsd_loopback,
+    LINKTYPE_LOOP: _bsd_loopback,
+    **{linktype: _raw_ip for linktype in RAW_IP_LINKTYPES},
+}
+
+
+def locate_tcp(linktype: int, frame: bytes):
+    """Find the TCP segment in a frame.
 
     Returns None for anything that is not a first-fragment TCP segment, else
-    (key, seq, ack, flags, payload_start, payload_end, missing) where `key` is the
-    bytes src_addr + dst_addr + src_port + dst_port, `payload_end` is bounded by the
-    IP length (not the Ethernet padding) and by what was captured, and `missing` is
-    how many payload bytes the snap length cut off.
+    (key, flags, tcp_offset, ip_end) where `key` is the bytes src_addr + dst_addr +
+    src_port + dst_port and `ip_end` is where the IP packet says it ends. The rest of
+    the segment is read only when needed (`tcp_details`).
     """
-    located = ip_payload_offset(linktype, frame)
-    if located is None:
-        return None
-    version, ip = located
-    if version == 4:
-        if len(frame) < ip + 20:
-            return None
-        ver_ihl, total_length, fragment, protocol = _IPV4.unpack_from(frame, ip)
-        if protocol != IPPROTO_TCP or fragment & 0x3FFF or ver_ihl >> 4 != 4:
-            return None
-        tcp = ip + (ver_ihl & 0x0F) * 4
-        ip_end = ip + total_length
-        addresses = frame[ip + 12 : ip + 20]
-    elif version == 6:
-        if len(frame) < ip + 40:
-            return None
-        payload_length, next_header = _IPV6.unpack_from(frame, ip)
-        tcp = ip + 40
-        ip_end = tcp + payload_length
-        while next_header in IPV6_EXTENSION_HEADERS and len(frame) >= tcp + 8:
-            next_header = frame[tcp]
-            tcp += (frame[tcp + 1] + 1) * 8
-        if next_header != IPPROTO_TCP:
-            return None
-        addresses = frame[ip + 8 : ip + 40]
-    else:
-        return None
-    if len(frame) < tcp + 14:
-        return None
-    seq, ack, data_offset, flags = _TCP.unpack_from(frame, tcp + 4)
-    start = tcp + (data_offset >> 4) * 4
-    end = min(ip_end, len(frame))
-    missing = ip_end - end if ip_end > end else 0
-    return addresses + frame[tcp : tcp + 4], seq, ack, flags, start, max(start, end), missing
+    decoder = LINK_DECODERS.get(linktype)
+    return decoder(frame) if decoder else None
 
 
 def split_key(key: bytes) -> tuple[str, int, str, int]:

@@ -19,7 +19,8 @@ from proxydiag.packet import (
     LINKTYPE_LOOP,
     LINKTYPE_NULL,
     LINKTYPE_RAW,
-    decode_tcp,
+    locate_tcp,
+    tcp_details,
     split_key,
 )
 from proxydiag.proxy_protocol import build_v1
@@ -39,6 +40,13 @@ def sll2(ip_packet: bytes) -> bytes:
     return struct.pack("!HHIHBB8s", 0x0800, 0, 1, 772, 0, 6, b"\x00" * 8) + ip_packet
 
 
+def segment(linktype: int, frame: bytes):
+    """(key, flags, payload start, payload end, missing) as the tracker sees them."""
+    key, flags, tcp, ip_end = locate_tcp(linktype, frame)
+    _seq, start, end, missing = tcp_details(frame, tcp, ip_end)
+    return key, flags, start, end, missing
+
+
 def test_every_link_type_yields_the_same_segment():
     ip_packet = tcp(payload=b"EHLO x\r\n")
     frames = {
@@ -50,41 +58,41 @@ def test_every_link_type_yields_the_same_segment():
         LINKTYPE_RAW: ip_packet,
     }
     for linktype, frame in frames.items():
-        key, seq, _ack, flags, start, end, missing = decode_tcp(linktype, frame)
-        assert split_key(key) == (CLIENT, 40000, SERVER, 25), linktype
+        start, end, missing = segment(linktype, frame)[2:]
+        assert split_key(segment(linktype, frame)[0]) == (CLIENT, 40000, SERVER, 25), linktype
         assert frame[start:end] == b"EHLO x\r\n" and missing == 0, linktype
 
 
 def test_ethernet_padding_is_not_payload():
     frame = bytes(Ether() / IP(tcp(flags="A"))) + b"\x00" * 6  # padded to 60 bytes on the wire
-    _key, _seq, _ack, _flags, start, end, _missing = decode_tcp(LINKTYPE_ETHERNET, frame)
+    _key, _flags, start, end, _missing = segment(LINKTYPE_ETHERNET, frame)
     assert start == end
 
 
 def test_ipv6_with_extension_header_and_bsd_null_af_inet6():
     packet = bytes(IPv6(src="2001:db8::1", dst="2001:db8::2") / IPv6ExtHdrDestOpt() / TCP(sport=1, dport=993) / Raw(b"x"))
     for family in (24, 28, 30):
-        key, *_ = decode_tcp(LINKTYPE_NULL, struct.pack("<I", family) + packet)
+        key = segment(LINKTYPE_NULL, struct.pack("<I", family) + packet)[0]
         assert split_key(key) == ("2001:db8::1", 1, "2001:db8::2", 993)
 
 
 def test_snapped_payload_is_counted():
     frame = tcp(payload=b"x" * 100)[:60]
-    *_, start, end, missing = decode_tcp(LINKTYPE_RAW, frame)
+    *_, start, end, missing = segment(LINKTYPE_RAW, frame)
     assert end - start == 20 and missing == 80
 
 
 def test_non_tcp_and_garbage_are_ignored():
-    assert decode_tcp(LINKTYPE_RAW, bytes(IP(proto=17) / Raw(b"x" * 20))) is None
-    assert decode_tcp(LINKTYPE_ETHERNET, b"\x00" * 10) is None
-    assert decode_tcp(LINKTYPE_RAW, bytes(IP(frag=10) / TCP())) is None  # not the first fragment
-    assert decode_tcp(999, tcp()) is None
+    assert locate_tcp(LINKTYPE_RAW, bytes(IP(proto=17) / Raw(b"x" * 20))) is None
+    assert locate_tcp(LINKTYPE_ETHERNET, b"\x00" * 10) is None
+    assert locate_tcp(LINKTYPE_RAW, bytes(IP(frag=10) / TCP())) is None  # not the first fragment
+    assert locate_tcp(999, tcp()) is None
 
 
 @settings(max_examples=500)
 @given(st.sampled_from([0, 1, 101, 108, 113, 276, 228, 229]), st.binary(max_size=120))
 def test_decoder_never_raises(linktype, frame):
-    decode_tcp(linktype, frame)
+    locate_tcp(linktype, frame)
 
 
 # --- reassembly ------------------------------------------------------------------------
@@ -100,8 +108,7 @@ class Capture:
 
     def send(self, packet: bytes, ts: float | None = None):
         self.frame += 1
-        key, seq, _ack, flags, start, end, missing = decode_tcp(LINKTYPE_RAW, packet)
-        self.table.add(0, self.frame, ts if ts is not None else self.frame / 10, key, seq, flags, packet[start:end], missing)
+        self.table.consume(0, [(self.frame, ts if ts is not None else self.frame / 10, LINKTYPE_RAW, packet, len(packet))])
 
     def done(self):
         self.table.flush()
@@ -173,7 +180,7 @@ def test_only_the_opening_is_kept():
     for index in range(20):
         cap.send(tcp(seq=1 + index * 1000, payload=b"x" * 1000))
     (tracked,) = cap.done()
-    assert len(tracked.client.data) == OPENING_LIMIT and tracked.client.total_bytes == 20000
+    assert len(tracked.client.data) == OPENING_LIMIT
 
 
 def test_port_reuse_starts_a_new_connection_and_rst_closes():
