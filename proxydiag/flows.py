@@ -273,10 +273,14 @@ class FlowTable:
         self._by_key.clear()
         self._closed.clear()
 
-    def _is_new_syn(self, entry: tuple[_Connection, bool], seq: int) -> bool:
+    @staticmethod
+    def _is_new_syn(entry: tuple[_Connection, bool], seq: int) -> bool:
+        """A SYN with another initial sequence number reuses the ports for a new
+        connection; one with the same number is a retransmission, or the same packet
+        seen again on a second interface (dumpcap -i lo -i any)."""
         conn, from_client = entry
         direction = conn.client if from_client else conn.server
-        return conn.closed or (direction.base is not None and (seq + 1) % SEQ_MOD != direction.base)
+        return direction.base is not None and (seq + 1) % SEQ_MOD != direction.base
 
     def _open(self, source: int, frame: int, ts: float, key: bytes, flags: int) -> tuple[_Connection, bool]:
         from_client = self._sender_is_client(key, flags)

@@ -22,6 +22,9 @@ FIELDS = (
     "proxy.v2.tlv.ssl.verify",
     "proxy.v2.tlv.ssl.version",
 )
+# tshark 4.0 (Debian 12) does not decode the SSL sub-TLVs: the version is then read
+# from the SSL TLV's value as Wireshark delimits it.
+TLV_FIELDS = ("proxy.v2.tlv.type", "proxy.v2.tlv.value")
 
 V2_FAMILY_NUMBERS = {
     "UNSPEC": (0, 0),
@@ -50,9 +53,42 @@ def tshark_headers(capture: str) -> dict[int, dict[str, str]]:
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
     headers = {}
     for line in output.splitlines():
-        values = dict(zip(FIELDS, line.split("\t")))
+        values = {name: _normalise(value) for name, value in zip(FIELDS, line.split("\t"))}
         headers[int(values["frame.number"])] = values
+    for frame, version in _ssl_versions_from_tlv_values(capture).items():
+        if frame in headers and not headers[frame]["proxy.v2.tlv.ssl.version"]:
+            headers[frame]["proxy.v2.tlv.ssl.version"] = version
     return headers
+
+
+def _ssl_versions_from_tlv_values(capture: str) -> dict[int, str]:
+    command = [tshark_path(), "-r", capture, "-o", "tcp.try_heuristic_first:TRUE", "-Y", "proxy.v2.tlv.type == 0x20",
+               "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;", "-e", "frame.number"]
+    for field in TLV_FIELDS:
+        command += ["-e", field]
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
+    versions = {}
+    for line in output.splitlines():
+        frame, types, values = line.split("\t")
+        for tlv_type, value in zip(types.split(";"), values.split(";")):
+            if int(tlv_type, 0) == 0x20:
+                versions[int(frame)] = _version_sub_tlv(bytes.fromhex(value.replace(":", "")))
+    return versions
+
+
+def _version_sub_tlv(ssl_value: bytes) -> str:
+    offset = 5  # client (1) and verify (4)
+    while offset + 3 <= len(ssl_value):
+        sub_type, length = ssl_value[offset], int.from_bytes(ssl_value[offset + 1 : offset + 3], "big")
+        if sub_type == 0x21:
+            return ssl_value[offset + 3 : offset + 3 + length].decode()
+        offset += 3 + length
+    return ""
+
+
+def _normalise(value: str) -> str:
+    """tshark shows some integers in hex (BASE_HEX fields): compare numbers as decimal."""
+    return str(int(value, 16)) if value.startswith("0x") else value
 
 
 def our_fields(header) -> dict[str, str]:
