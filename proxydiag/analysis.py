@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from proxydiag import proxy_protocol
 from proxydiag.flows import FlowTable, Stream, TrackedConnection
 from proxydiag.model import Analysis, Connection, Endpoints, InputSummary
-from proxydiag.redact import first_line
+from proxydiag.expectations import ExpectationResolver, parse_expect_options, parse_trusted_networks
+from proxydiag.protocols import recognise
+from proxydiag.rules import judge
+from proxydiag.rules.base import Options
+from proxydiag.stalwart_config import StalwartConfig
+from proxydiag.stalwart_config import load as load_stalwart_config
+from proxydiag.redact import first_line, printable
 from proxydiag.sources import CaptureError, CaptureReader, open_capture
 
-# Port -> protocol, used when the bytes do not tell.
-PORT_PROTOCOLS = {
-    25: "smtp",
-    587: "submission",
-    465: "submissions",
-    24: "lmtp",
-    143: "imap",
-    993: "imaps",
-    110: "pop3",
-    995: "pop3s",
-    4190: "managesieve",
-    80: "http",
-    8080: "http",
-    443: "https",
-}
+SERVER_TEXT_LIMIT = 2048  # what rules may search in the server's words
 
 
 @dataclass
@@ -33,6 +25,45 @@ class Progress:
     """Called now and then with (input index, bytes read, total bytes or None, connections seen)."""
 
     callback: Callable[[int, int, int | None, int], None]
+
+
+@dataclass
+class Settings:
+    """Everything the command line says about how to judge the traffic."""
+
+    expect_global: str | None = None
+    expect_ports: dict[int, str] = field(default_factory=dict)
+    trusted: list | None = None
+    stalwart: StalwartConfig | None = None
+    options: Options = field(default_factory=Options)
+
+    @classmethod
+    def from_options(cls, expect=(), trusted_networks=None, stalwart_config=None, ports=None, min_connections=5,
+                     header_delay=1.0, greeting_timeout=5.0, internal_clients=False) -> "Settings":
+        expect_global, expect_ports = parse_expect_options(list(expect))
+        options = Options(
+            min_connections=min_connections, header_delay=header_delay, greeting_timeout=greeting_timeout,
+            internal_clients=internal_clients,
+        )
+        if ports:
+            extra = {int(port) for port in ports.replace(" ", "").split(",") if port}
+            options.mail_ports = options.mail_ports | extra
+        return cls(
+            expect_global=expect_global,
+            expect_ports=expect_ports,
+            trusted=parse_trusted_networks(trusted_networks) if trusted_networks else None,
+            stalwart=load_stalwart_config(str(stalwart_config)) if stalwart_config else None,
+            options=options,
+        )
+
+
+def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None) -> Analysis:
+    """Read the captures and judge them: the whole of `proxydiag analyze`."""
+    analysis = analyze_files(paths, progress)
+    analysis.stalwart_config = settings.stalwart
+    resolver = ExpectationResolver(settings.expect_global, settings.expect_ports, settings.stalwart, settings.trusted)
+    analysis.findings = judge(analysis, resolver, settings.options, settings.stalwart)
+    return analysis
 
 
 def analyze_files(paths: Iterable[str], progress: Progress | None = None) -> Analysis:
@@ -77,8 +108,10 @@ def describe(tracked: TrackedConnection) -> Connection:
     _describe_client(conn, client, application)
     _describe_server(conn, server)
     conn.first_speaker = _first_speaker(client, server)
-    conn.protocol = guess_protocol(client.data[application:], server.data, tracked.server_port)
+    conn.opening = recognise(client.data[application:], server.data, tracked.server_port)
+    conn.protocol = conn.opening.protocol or ("tls" if conn.opening.tls_from_first_byte else None)
     conn.closed_by, conn.close_kind, conn.close_ts = _closing(client, server)
+    conn.last_ts = tracked.seen_until
     return conn
 
 
@@ -97,6 +130,8 @@ def _read_headers(conn: Connection, client: Stream) -> int:
         if conn.proxy is None:
             conn.proxy = result
             conn.header_ts = chunk.ts if chunk else None
+            conn.header_bytes = client.data[: result.length or proxy_protocol.V1_MAX_LENGTH]
+            conn.header_segments = sum(1 for piece in client.chunks if piece.offset < max(result.length, 1))
         else:
             conn.extra_headers.append(result)
         if not result.length:
@@ -125,6 +160,7 @@ def _describe_server(conn: Connection, server: Stream) -> None:
     conn.greeting_frame = server.first_frame
     conn.greeting_ts = server.first_ts
     conn.greeting = "TLS record" if is_tls_record(server.data) else first_line(server.data)
+    conn.server_text = None if is_tls_record(server.data) else printable(server.data, SERVER_TEXT_LIMIT)
 
 
 def _first_speaker(client: Stream, server: Stream) -> str | None:
@@ -166,28 +202,3 @@ def _reassembly_facts(tracked: TrackedConnection) -> dict:
 
 def is_tls_record(data: bytes) -> bool:
     return len(data) >= 3 and data[0] in (0x14, 0x15, 0x16, 0x17) and data[1] == 0x03 and data[2] <= 0x04
-
-
-def guess_protocol(client_data: bytes, server_data: bytes, server_port: int) -> str | None:
-    """The application protocol from the bytes first, the port second."""
-    if is_tls_record(client_data) or is_tls_record(server_data):
-        return "tls"
-    if server_data.startswith((b"220 ", b"220-")):
-        return "lmtp" if client_data[:4].upper() == b"LHLO" else "smtp"
-    if server_data.startswith(b"* "):
-        return "imap"
-    if server_data.startswith(b"+OK"):
-        return "pop3"
-    if server_data.startswith(b'"IMPLEMENTATION"') or server_data.startswith(b'"SIEVE"'):
-        return "managesieve"
-    if server_data.startswith(b"HTTP/") or client_data.split(b" ", 1)[0] in (
-        b"GET",
-        b"POST",
-        b"PUT",
-        b"HEAD",
-        b"OPTIONS",
-        b"DELETE",
-        b"PATCH",
-    ):
-        return "http"
-    return PORT_PROTOCOLS.get(server_port)

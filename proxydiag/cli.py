@@ -11,7 +11,9 @@ from typing import List, Optional
 import typer
 
 from proxydiag import __version__, proxy_protocol
-from proxydiag.analysis import analyze_files
+from proxydiag.analysis import Settings, diagnose
+from proxydiag.expectations import ExpectationError
+from proxydiag.stalwart_config import ConfigError
 from proxydiag.report import json as json_report
 from proxydiag.report import text as text_report
 from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
@@ -77,19 +79,56 @@ def _root(
 @app.command()
 def analyze(
     files: List[str] = typer.Argument(
-        ..., metavar="FILE...", help="pcap or pcapng files ('-' reads standard input). Several files are one analysis."
+        None, metavar="FILE...", help="pcap or pcapng files ('-' reads standard input). Several files are one analysis "
+        "(the client-to-proxy and proxy-to-server legs may be in different files)."
     ),
     format: Format = typer.Option(Format.rich, "--format", "-F", help="rich (for people) or json (for scripts)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
+    expect: List[str] = typer.Option(
+        [], "--expect", metavar="v1|v2|any|none|PORT=VALUE",
+        help="What the mail server's listeners expect; repeat per port, e.g. --expect v2 --expect 25=none.",
+    ),
+    trusted_networks: Optional[str] = typer.Option(
+        None, "--trusted-networks", metavar="CIDR,...", help="The proxies Stalwart trusts (its proxy trusted-networks)."
+    ),
+    stalwart_config: Optional[Path] = typer.Option(
+        None, "--stalwart-config", metavar="FILE",
+        help="Stalwart's config.toml (up to 0.15) or its exported JSON objects (0.16): listeners, implicit TLS and "
+        "trusted networks decide what each connection must carry; the file itself is checked too (PD6xx).",
+    ),
+    ports: Optional[str] = typer.Option(None, "--ports", metavar="LIST", help="Mail ports to consider besides the defaults."),
+    min_connections: int = typer.Option(5, "--min-connections", help="Connections an endpoint needs before PD202 judges it."),
+    header_delay: float = typer.Option(1.0, "--header-delay", metavar="SECONDS", help="A header later than this is PD108."),
+    greeting_timeout: float = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", help="No greeting within this is PD402."),
+    internal_clients: bool = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205)."),
     fail_on: FailOn = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1."),
 ) -> None:
     """Read captures, reassemble the opening of every TCP connection, decode PROXY headers
-    and the first words of each side.
+    and the first words of each side, and report what is wrong (the findings catalog:
+    proxydiag rules).
+
+    Examples:
+
+      proxydiag analyze proxy-host.pcap
+
+      proxydiag analyze front.pcap back.pcap --expect v2
+
+      proxydiag analyze cap.pcap --stalwart-config /opt/stalwart/etc/config.toml
 
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 an input
     could not be read (the report still covers what was readable).
     """
-    analysis = analyze_files(files)
+    if not files and stalwart_config is None:
+        fail("give at least one capture file (or '-' for standard input), or --stalwart-config FILE")
+    try:
+        settings = Settings.from_options(
+            expect=expect, trusted_networks=trusted_networks, stalwart_config=stalwart_config, ports=ports,
+            min_connections=min_connections, header_delay=header_delay, greeting_timeout=greeting_timeout,
+            internal_clients=internal_clients,
+        )
+    except (ExpectationError, ConfigError, ValueError) as error:
+        fail(str(error))
+    analysis = diagnose(files or [], settings)
     for item in analysis.inputs:
         if item.error:
             typer.echo(f"proxydiag: {item.error}", err=True)
@@ -97,7 +136,7 @@ def analyze(
             typer.echo(f"proxydiag: {item.path}: {item.damaged}; the analysis covers what came before", err=True)
     for linktype in sorted(analysis.unsupported_linktypes):
         typer.echo(f"proxydiag: link type {linktype} is not supported; its packets were skipped", err=True)
-    if all(item.error for item in analysis.inputs):
+    if analysis.inputs and all(item.error for item in analysis.inputs):
         raise typer.Exit(EXIT_UNUSABLE)
     rendered = json_report.render(analysis) if format is Format.json else text_report.render(analysis)
     _write(rendered, output)

@@ -190,6 +190,7 @@ class TrackedConnection:
     established_ts: float | None
     client: Stream
     server: Stream
+    seen_until: float  # the close, or the end of the capture for connections still open
 
     @property
     def mid_stream(self) -> bool:
@@ -205,6 +206,7 @@ class FlowTable:
         self._on_finished = on_finished
         self._next_id = 1
         self.unsupported_linktypes: set[int] = set()
+        self._last_ts = 0.0
 
     def consume(self, source: int, records: Iterable[tuple], progress: Callable[[], None] | None = None) -> None:
         """Track every TCP segment of a capture's records (frame_no, ts, linktype, frame, ...).
@@ -215,6 +217,7 @@ class FlowTable:
         decoders = LINK_DECODERS
         lookup = self._by_key.get
         add = self.add
+        ts = self._last_ts
         for frame_no, ts, linktype, frame, _wire_length in records:
             if not frame_no & 0xFFFF and progress is not None:
                 progress()
@@ -233,6 +236,7 @@ class FlowTable:
                     if conn.closed or (conn.client if entry[1] else conn.server).full:
                         continue
             add(source, frame_no, ts, key, flags, frame, tcp, ip_end)
+        self._last_ts = ts
 
     def add(self, source: int, frame_no: int, ts: float, key: bytes, flags: int, frame: bytes, tcp: int, ip_end: int) -> None:
         """One TCP segment, located in `frame` by `packet.locate_tcp`."""
@@ -245,7 +249,7 @@ class FlowTable:
         payload = frame[start:end]
         if entry is None or (flags & (TCP_SYN | TCP_ACK) == TCP_SYN and self._is_new_syn(entry, seq)):
             if entry is not None:
-                self._finish(entry[0])
+                self._finish(entry[0], ts)
             if flags & TCP_RST and not payload:
                 return
             entry = self._open(source, frame_no, ts, key, flags)
@@ -263,13 +267,13 @@ class FlowTable:
         if flags & TCP_RST and direction.rst is None:
             direction.rst = (frame_no, ts)
         if not conn.closed and (flags & TCP_RST or (conn.client.fin and conn.server.fin)):
-            self._finish(conn)
+            self._finish(conn, ts)
 
     def flush(self) -> None:
         """Finish every connection still open (end of the capture)."""
         for conn in {id(c): c for c, _ in self._by_key.values()}.values():
             if not conn.closed:
-                self._finish(conn)
+                self._finish(conn, at_end=True)
         self._by_key.clear()
         self._closed.clear()
 
@@ -310,7 +314,7 @@ class FlowTable:
             direction.base = (seq + 1) % SEQ_MOD
             direction.start_seen = True
 
-    def _finish(self, conn: _Connection) -> None:
+    def _finish(self, conn: _Connection, ts: float | None = None, at_end: bool = False) -> None:
         if conn.closed:
             return
         conn.closed = True
@@ -331,6 +335,7 @@ class FlowTable:
                 established_ts=conn.established_ts,
                 client=conn.client.assemble(),
                 server=conn.server.assemble(),
+                seen_until=self._last_ts if at_end else ts,
             )
         )
         conn.client.segments = conn.server.segments = []

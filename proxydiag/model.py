@@ -55,6 +55,8 @@ class Connection:
     extra_headers: list[ParseResult] = field(default_factory=list)
     header_frames: list[int] = field(default_factory=list)
     header_ts: float | None = None
+    header_bytes: bytes | None = None
+    header_segments: int = 0
     protocol: str | None = None
     client_first: str | None = None
     client_first_frame: int | None = None
@@ -62,13 +64,20 @@ class Connection:
     greeting: str | None = None
     greeting_frame: int | None = None
     greeting_ts: float | None = None
+    server_text: str | None = None
+    opening: object = None  # protocols.Opening
+    expectation: object = None  # expectations.Expectation, set when judged
     first_speaker: str | None = None
     tls_client_hello: bool = False
     closed_by: str | None = None
     close_kind: str | None = None
     close_ts: float | None = None
     established_ts: float | None = None
+    last_ts: float | None = None
     reassembly: dict = field(default_factory=dict)
+
+    def _tls_summary(self) -> dict:
+        return _tls_summary_of(self)
 
     @property
     def header(self):
@@ -83,6 +92,7 @@ class Connection:
             "tcp": self.tcp.to_dict(),
             "mid_stream": self.mid_stream,
             "protocol": self.protocol,
+            "expectation": self.expectation.to_dict() if self.expectation is not None else None,
             "proxy_header": self.header.to_dict() if self.header else None,
             "proxy_header_frames": self.header_frames,
             "proxy_header_violations": [v.to_dict() for v in self.proxy.violations] if self.proxy else [],
@@ -98,12 +108,21 @@ class Connection:
                 "header_after": _delay(self.established_ts or self.start_ts, self.header_ts),
                 "greeting_after": _delay(self.established_ts or self.start_ts, self.greeting_ts),
             },
-            "tls": {"client_hello": self.tls_client_hello},
+            "tls": self._tls_summary(),
+            "opening": self.opening.to_dict() if self.opening is not None else None,
             "closed_by": self.closed_by,
             "close": self.close_kind,
             "close_time": self.close_ts,
             "reassembly": self.reassembly,
         }
+
+
+def _tls_summary_of(conn: "Connection") -> dict:
+    tls = getattr(conn.opening, "tls", None)
+    summary = {"client_hello": conn.tls_client_hello}
+    if tls is not None:
+        summary.update(tls.to_dict())
+    return summary
 
 
 def _delay(start: float | None, end: float | None) -> float | None:
@@ -115,6 +134,7 @@ def _delay(start: float | None, end: float | None) -> float | None:
 @dataclass
 class Analysis:
     inputs: list[InputSummary] = field(default_factory=list)
+    stalwart_config: object = None  # stalwart_config.StalwartConfig
     connections: list[Connection] = field(default_factory=list)
     findings: list = field(default_factory=list)
     unsupported_linktypes: set[int] = field(default_factory=set)
@@ -135,6 +155,7 @@ class Analysis:
                 "warnings": severities.count("warning"),
                 "infos": severities.count("info"),
             },
+            "stalwart_config": self.stalwart_config.to_dict() if self.stalwart_config is not None else None,
             "connections": [conn.to_dict() for conn in self.connections],
             "findings": [finding.to_dict() for finding in self.findings],
         }

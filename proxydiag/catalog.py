@@ -1,0 +1,107 @@
+"""The finding pages under docs/findings/: the single source of `explain`, of the
+one-line summaries of `rules`, and of the fixes printed in reports.
+
+A page starts with `# CODE slug`, then `severity:` and `summary:` lines, then `##`
+sections; "Fix on the proxy" has one `###` subsection per proxy.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+PROXY_SECTIONS = ("HAProxy", "nginx", "Traefik", "Caddy", "Envoy", "Cloud load balancers")
+
+
+@dataclass(frozen=True)
+class Page:
+    code: str
+    slug: str
+    severity: str
+    summary: str
+    text: str
+    sections: dict[str, str] = field(default_factory=dict)
+    proxy_fixes: dict[str, str] = field(default_factory=dict)
+
+    def fix_for(self, proxy: str | None) -> str:
+        """The fix for the recognised proxy, else the whole proxy section's first fix
+        and the Stalwart side."""
+        parts = []
+        if proxy and proxy in self.proxy_fixes:
+            parts.append(f"{proxy}: {self.proxy_fixes[proxy]}")
+        stalwart = self.sections.get("Fix on Stalwart")
+        if stalwart:
+            parts.append(f"Stalwart: {stalwart}")
+        if not parts and self.proxy_fixes:
+            name, text = next(iter(self.proxy_fixes.items()))
+            parts.append(f"{name}: {text}")
+        return "\n\n".join(parts)
+
+
+def pages_directory() -> Path | None:
+    """docs/findings in a source checkout, or where the package installed it."""
+    for candidate in (
+        Path(__file__).resolve().parent.parent / "docs" / "findings",
+        Path(sys.prefix) / "share" / "proxydiag" / "findings",
+    ):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def parse_page(text: str) -> Page | None:
+    match = re.match(r"#\s+(PD\d{3})\s+(\S+)\s*\n", text)
+    if not match:
+        return None
+    severity = re.search(r"^severity:\s*(\w+)", text, re.M)
+    summary = re.search(r"^summary:\s*(.+)$", text, re.M)
+    sections = _split(text, "## ")
+    fixes = _split(sections.get("Fix on the proxy", ""), "### ")
+    return Page(
+        code=match.group(1),
+        slug=match.group(2),
+        severity=severity.group(1) if severity else "",
+        summary=summary.group(1).strip() if summary else "",
+        text=text,
+        sections=sections,
+        proxy_fixes={name: body for name, body in fixes.items() if name in PROXY_SECTIONS},
+    )
+
+
+def _split(text: str, marker: str) -> dict[str, str]:
+    sections: dict[str, str] = {}
+    current, lines = None, []
+    for line in text.splitlines():
+        if line.startswith(marker):
+            if current is not None:
+                sections[current] = "\n".join(lines).strip()
+            current, lines = line[len(marker) :].strip(), []
+        elif current is not None:
+            lines.append(line)
+    if current is not None:
+        sections[current] = "\n".join(lines).strip()
+    return sections
+
+
+@lru_cache(maxsize=1)
+def load_pages() -> dict[str, Page]:
+    directory = pages_directory()
+    if directory is None:
+        return {}
+    pages = {}
+    for path in sorted(directory.glob("PD*.md")):
+        page = parse_page(path.read_text(encoding="utf-8"))
+        if page is not None:
+            pages[page.code] = page
+    return pages
+
+
+def find_page(code_or_slug: str) -> Page | None:
+    wanted = code_or_slug.strip()
+    pages = load_pages()
+    if wanted.upper() in pages:
+        return pages[wanted.upper()]
+    return next((page for page in pages.values() if page.slug == wanted.lower()), None)

@@ -1,0 +1,122 @@
+"""Which server software spoke, from its own words. `certain` only when the product's name
+appears literally; the other signatures are phrasings a product uses by default, so they
+only say the text resembles it. Either way an administrator may have changed a greeting
+(Stalwart's and Postfix's are configurable): the claim says what the text names, not what
+the server is."""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, NamedTuple
+
+
+class Signature(NamedTuple):
+    name: str
+    pattern: re.Pattern
+    certain: bool
+
+
+def _named(name: str, *patterns: str) -> list[Signature]:
+    return [Signature(name, re.compile(pattern), True) for pattern in patterns]
+
+
+def _resembling(name: str, *patterns: str) -> list[Signature]:
+    return [Signature(name, re.compile(pattern), False) for pattern in patterns]
+
+
+# Most specific phrases first; a bare product name last (not when it starts a host name).
+SIGNATURES: tuple[Signature, ...] = (
+    *_named(
+        "Stalwart",
+        r"Stalwart (?:ESMTP|LMTP|IMAP4rev2|POP3|ManageSieve) at your service\.?",
+        r'"IMPLEMENTATION" "Stalwart[^"]*"',
+        r"IMPLEMENTATION Stalwart[^\r\n]*",
+        r'realm="Stalwart[^"]*"',
+    ),
+    *_named(
+        "Postfix",
+        r"ESMTP Postfix(?: \([^)]*\))?",
+    ),
+    *_named(
+        "Dovecot",
+        r'"IMPLEMENTATION" "Dovecot[^"]*"',
+        r"Dovecot(?: \([^)]*\))? ready\.?",
+    ),
+    *_named(
+        "Exim",
+        r"ESMTP Exim(?: [\w.]+)?",
+    ),
+    *_named(
+        "Microsoft Exchange",
+        r"Microsoft ESMTP MAIL Service(?: ready)?",
+        r"The Microsoft Exchange (?:IMAP4|POP3) service is ready\.?",
+        r"Microsoft Exchange(?: Server)?(?: \d+)?(?: (?:IMAP4|POP3))?",
+    ),
+    *_named(
+        "Sendmail",
+        r"ESMTP Sendmail [\w./-]+",
+    ),
+    *_named(
+        "Courier",
+        r"Courier-(?:IMAP|POP3|MTA) ready\.?",
+    ),
+    *_named(
+        "Cyrus",
+        r"Cyrus (?:IMAP|POP3)(?:4)?(?: Murder)?(?: v?[\w.+-]+)?(?: server ready)?",
+        r'"IMPLEMENTATION" "Cyrus[^"]*"',
+    ),
+    *_named("Stalwart", r"\bStalwart(?: Mail Server| Server)?\b(?!\.\w)"),
+    *_named("Postfix", r"\bPostfix\b(?!\.\w)"),
+    *_named("Dovecot", r"\bDovecot\b(?!\.\w)"),
+    *_named("Exim", r"\bExim\b(?!\.\w)"),
+    *_named("Sendmail", r"\bSendmail\b(?!\.\w)"),
+    *_named("Courier", r"\bCourier(?:-IMAP|-POP3|-MTA)\b"),
+    *_named("Cyrus", r"\bCyrus\b(?!\.\w)"),
+    *_resembling(
+        "Stalwart",
+        r"\b(?:ESMTP|LMTP|IMAP4rev2|POP3|ManageSieve) at your service\.?",
+        r"you had me at (?:EHLO|HELO|LHLO)",
+        r"500 5\.5\.1 Invalid command\.",
+    ),
+    *_resembling(
+        "Postfix",
+        r"5\.5\.2 Error: (?:bad syntax|command not recognized)",
+        r"Error: send HELO/EHLO first",
+    ),
+    *_resembling(
+        "Dovecot",
+        r"Pre-login capabilities listed, post-login capabilities have more\.",
+        r"Plaintext authentication disallowed on non-secure \(SSL/TLS\) connections\.",
+    ),
+    *_resembling("Courier", r"^\+OK Hello there\.$"),
+)
+
+
+def identify(texts: Iterable[tuple[str, str]], protocol: str | None = None) -> dict | None:
+    """The first product whose signature matches, certain ones before resemblances.
+    `texts` are (where, text) pairs in the order they should be trusted."""
+    texts = list(texts)
+    for certain in (True, False):
+        for where, text in texts:
+            for signature in SIGNATURES:
+                if signature.certain != certain:
+                    continue
+                match = signature.pattern.search(text)
+                if match:
+                    return _finding(signature, match.group(0), where, protocol)
+    return None
+
+
+PROTOCOL_NAMES = {"smtp": "SMTP", "lmtp": "LMTP", "imap": "IMAP", "pop3": "POP3", "managesieve": "ManageSieve"}
+
+
+def _finding(signature: Signature, evidence: str, where: str, protocol: str | None) -> dict:
+    place = f"{PROTOCOL_NAMES[protocol]} {where}" if protocol in PROTOCOL_NAMES else where
+    verb = "names" if signature.certain else "resembles"
+    suffix = "" if signature.certain else "'s"
+    return {
+        "name": signature.name,
+        "evidence": evidence,
+        "certain": signature.certain,
+        "claim": f"the {place} {verb} {signature.name}{suffix}",
+    }

@@ -1,0 +1,167 @@
+"""Pieces every line-based recogniser shares: reading a direction line by line, showing
+bytes as text, and keeping credentials out of what is shown."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Callable, NamedTuple
+
+from proxydiag.redact import MASK, mask_line, printable
+
+LINE_LIMIT = 200  # characters of one line kept for a report
+REPLY_LIMIT = 300
+MAX_LINES = 400  # lines read from one direction: an opening, not a whole session
+MAX_ITEMS = 64  # capabilities, commands, ... kept per list
+MAX_BEFORE_COMMANDS = 16
+MIN_SCRUBBED_SECRET = 3  # shorter "secrets" would blank out ordinary words
+
+# Masks that redact.mask_line does not apply: a POP3 user name is a credential too, and so
+# is the user name APOP sends in front of its digest.
+_MORE_SECRET_COMMANDS = (
+    re.compile(r"^(?P<keep>USER)(?P<secret>\s+.*)?$", re.I),
+    re.compile(r"^(?P<keep>APOP)(?P<secret>\s+.*)?$", re.I),
+)
+_SASL_MECHANISM = re.compile(r"^[A-Z0-9_-]{1,40}$")
+_LITERAL_AT_END = re.compile(rb"\{(\d{1,12})(\+?)\}$")
+
+
+class Parsed(NamedTuple):
+    """What a protocol recogniser hands back to `recognise()`."""
+
+    opening: object
+    secrets: frozenset[str] = frozenset()
+    server_texts: tuple[tuple[str, str], ...] = ()  # (where, text) for software.identify
+    client_tls_from: int | None = None  # offsets where STARTTLS turned the streams into TLS
+    server_tls_from: int | None = None
+
+
+class Cursor:
+    """One direction of a conversation, read a line (or a counted literal) at a time."""
+
+    __slots__ = ("data", "pos", "lines_read")
+
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data = data
+        self.pos = pos
+        self.lines_read = 0
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.data) or self.lines_read >= MAX_LINES
+
+    def line(self) -> bytes | None:
+        """The next line without its CRLF or LF; a last line without one counts too."""
+        if self.at_end():
+            return None
+        self.lines_read += 1
+        end = self.data.find(b"\n", self.pos)
+        if end < 0:
+            line, self.pos = self.data[self.pos :], len(self.data)
+        else:
+            line, self.pos = self.data[self.pos : end], end + 1
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def take(self, count: int) -> bytes:
+        chunk = self.data[self.pos : self.pos + max(count, 0)]
+        self.pos += len(chunk)
+        return chunk
+
+    def rest(self) -> bytes:
+        chunk = self.data[self.pos :]
+        self.pos = len(self.data)
+        return chunk
+
+
+class LogicalLine(NamedTuple):
+    """An IMAP/ManageSieve line with its `{n}` literals cut out: `text` keeps the line with
+    each literal's announcement, `literals` holds the literal contents in order."""
+
+    text: bytes
+    literals: tuple[bytes, ...]
+
+
+def logical_line(cursor: Cursor, stop_before: Callable[[bytes], bool] | None = None) -> LogicalLine | None:
+    """The next line with its literals; `stop_before` tells a line that cannot be the
+    rest of a literal's line (it is left for the next call)."""
+    first = cursor.line()
+    if first is None:
+        return None
+    parts, literals = [first], []
+    while (match := _LITERAL_AT_END.search(parts[-1])) and len(literals) < MAX_ITEMS:
+        literals.append(cursor.take(int(match.group(1))))
+        before = cursor.pos, cursor.lines_read
+        continuation = cursor.line()
+        if continuation is None:
+            break
+        if stop_before is not None and stop_before(continuation):
+            cursor.pos, cursor.lines_read = before
+            break
+        parts.append(continuation)
+    return LogicalLine(b"".join(parts), tuple(literals))
+
+
+def show(raw: bytes, limit: int = LINE_LIMIT) -> str:
+    """Bytes as one line of printable text (the rest escaped)."""
+    return printable(raw, limit)
+
+
+def mask_client_line(text: str) -> str:
+    """A client line as shown, with every credential it carries replaced by the mask."""
+    for pattern in _MORE_SECRET_COMMANDS:
+        match = pattern.match(text)
+        if match:
+            return match.group("keep") + (f" {MASK}" if match.group("secret") else "")
+    return mask_line(text)
+
+
+def show_client_line(raw: bytes, known_verbs: frozenset[str]) -> str:
+    """A client line for a report. A single unknown word is masked whole: it can only be a
+    SASL continuation (base64) that the reply matching lost track of."""
+    words = raw.split()
+    if len(words) == 1 and words[0].upper().decode("latin-1") not in known_verbs:
+        return MASK
+    return mask_client_line(show(raw))
+
+
+def verb_of(raw: bytes) -> str:
+    words = raw.split(None, 1)
+    return words[0].upper().decode("latin-1") if words else ""
+
+
+def sasl_mechanism(word: bytes) -> str | None:
+    """The mechanism name as written, if it looks like one (never a credential)."""
+    name = word.strip(b'"').upper().decode("latin-1")
+    return name if _SASL_MECHANISM.match(name) else None
+
+
+def secret_forms(raw: bytes) -> set[str]:
+    """Every way a credential could show up in a report: as sent (escaped like any text)
+    and, for base64, its decoded parts (SASL PLAIN separates them with NUL, XOAUTH2 with ^A)."""
+    raw = raw.strip()
+    forms = {show(raw, len(raw))}
+    try:
+        decoded = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    for part in re.split(rb"[\x00\x01]", decoded):
+        if part:
+            forms.add(show(part, len(part)))
+    return {form for form in forms if len(form) >= MIN_SCRUBBED_SECRET and form != MASK}
+
+
+def unquote(raw: bytes) -> bytes:
+    raw = raw.strip()
+    if len(raw) >= 2 and raw[:1] == raw[-1:] == b'"':
+        return re.sub(rb"\\(.)", rb"\1", raw[1:-1])
+    return raw
+
+
+def arguments(raw: bytes) -> list[bytes]:
+    """Atoms and quoted strings of an IMAP/ManageSieve argument list, quotes removed."""
+    return [unquote(match.group(0)) for match in re.finditer(rb'"(?:[^"\\]|\\.)*"|\S+', raw)]
+
+
+def append_capped(items: list, item) -> None:
+    if len(items) < MAX_ITEMS:
+        items.append(item)

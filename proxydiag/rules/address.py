@@ -1,0 +1,190 @@
+"""PD2xx: what the header says about the client."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from proxydiag.rules.base import INTERNET_MAIL_PORTS, Hit, Rule, describe_endpoint, endpoint
+
+CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+# The service a port names, and the implicit-TLS port that maps onto a plain one.
+PORT_SERVICES = {25: "smtp", 587: "submission", 465: "submission", 143: "imap", 993: "imap", 110: "pop3", 995: "pop3",
+                 4190: "managesieve", 80: "http", 8080: "http", 443: "http"}
+PROTOCOL_SERVICES = {"smtp": {"smtp", "submission"}, "lmtp": {"smtp"}, "imap": {"imap"}, "pop3": {"pop3"},
+                     "managesieve": {"managesieve"}, "http": {"http"}}
+
+
+def is_internal(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_private or ip.is_loopback or ip.is_link_local or (ip.version == 4 and ip in CGNAT)
+
+
+class ClientAddressIsProxy(Rule):
+    code, slug, severity = "PD201", "client-address-is-proxy", "error"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        if header is None or not header.carries_address:
+            return
+        if header.src_addr == conn.tcp.src_addr:
+            why = f"it equals this leg's own TCP source ({conn.tcp.src_addr}), the proxy itself"
+        elif ctx.legs is not None and ctx.legs.is_proxy(header.src_addr):
+            why = f"{header.src_addr} is the address of another proxy (it sends PROXY headers itself), not of a client"
+        else:
+            return
+        yield Hit(
+            f"The PROXY header to {describe_endpoint(conn)} names {header.src_addr} as the client, but {why}: Stalwart "
+            "runs SPF, DMARC and rate limits against the proxy.",
+            [conn], {"header_src": header.src_addr, "tcp_src": conn.tcp.src_addr}, group=endpoint(conn),
+        )
+
+
+class SingleClientAddress(Rule):
+    code, slug, severity = "PD202", "single-client-address", "warning"
+
+    def finish(self, ctx):
+        for (addr, port), stats in ctx.expectations.endpoints.items():
+            headers = sum(stats.header_sources.values())
+            if headers >= ctx.options.min_connections and len(stats.header_sources) == 1:
+                (source,) = stats.header_sources
+                conns = [c for c in ctx.connections if (c.tcp.dst_addr, c.tcp.dst_port) == (addr, port) and c.header]
+                yield Hit(
+                    f"All {headers} PROXY headers to {describe_endpoint(conns[0])} carry the same client address "
+                    f"{source}: an L4 balancer or a NAT in front of the proxy hides the real clients.",
+                    conns, {"header_src": source, "headers": headers}, group=(addr, port),
+                )
+
+
+class LocalCommand(Rule):
+    code, slug, severity = "PD203", "local-command", "info"
+
+    def check(self, conn, ctx):
+        if conn.header is not None and conn.header.command == "LOCAL":
+            stats = ctx.expectations.stats(conn)
+            only_local = stats.local == stats.connections
+            yield Hit(
+                f"{'Every' if only_local else 'Some'} connection{'' if only_local else 's'} to {describe_endpoint(conn)} "
+                f"carr{'ies' if only_local else 'y'} a LOCAL header (health checks: no client address by design)"
+                + (": no real client traffic reached this endpoint in the capture." if only_local else "."),
+                [conn], {"local": stats.local, "connections": stats.connections}, group=endpoint(conn),
+                severity="warning" if only_local and stats.connections >= 2 else None,
+            )
+
+
+class UnknownClientAddress(Rule):
+    code, slug, severity = "PD204", "unknown-client-address", "warning"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        if header is None or header.command != "PROXY":
+            return
+        if header.family in ("UNKNOWN", "UNSPEC"):
+            yield Hit(
+                f"The PROXY header to {describe_endpoint(conn)} is {'v1 UNKNOWN' if header.version == 1 else 'v2 PROXY with AF_UNSPEC'}: "
+                "the server learns nothing about the client and uses the proxy's address.",
+                [conn], {"family": header.family}, group=endpoint(conn),
+            )
+
+
+class PrivateClientAddress(Rule):
+    code, slug, severity = "PD205", "private-client-address", "warning"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        if ctx.options.internal_clients or header is None or not header.carries_address:
+            return
+        public_port = header.dst_port if header.dst_port is not None else conn.tcp.dst_port
+        if public_port in INTERNET_MAIL_PORTS and is_internal(header.src_addr):
+            yield Hit(
+                f"The PROXY header for port {public_port} names the private address {header.src_addr} as the client: "
+                "the real client's address was lost before this proxy (NAT, a load balancer, a container network).",
+                [conn], {"header_src": header.src_addr, "port": public_port}, group=endpoint(conn),
+            )
+
+
+class UntrustedProxySource(Rule):
+    code, slug, severity = "PD206", "untrusted-proxy-source", "error"
+
+    def check(self, conn, ctx):
+        if conn.header is None:
+            return
+        expectation = ctx.expectation(conn)
+        if expectation is None or expectation.inferred or expectation.value != "none" or expectation.source.startswith("--expect"):
+            return
+        yield Hit(
+            f"The proxy {conn.tcp.src_addr} sends PROXY headers to {describe_endpoint(conn)} but is not in the trusted "
+            f"networks ({expectation.source}): Stalwart reads its header as protocol data.",
+            [conn], {"tcp_src": conn.tcp.src_addr}, group=(conn.tcp.src_addr,) + endpoint(conn),
+        )
+
+
+class MappedIpv4Address(Rule):
+    code, slug, severity = "PD207", "mapped-ipv4-address", "info"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        if header is None or not header.carries_address or ":" not in header.src_addr:
+            return
+        if ipaddress.ip_address(header.src_addr).ipv4_mapped:
+            yield Hit(
+                f"The PROXY header to {describe_endpoint(conn)} carries the IPv4-mapped address {header.src_addr}: "
+                "trusted-network and SPF matching must handle it.",
+                [conn], {"header_src": header.src_addr}, group=endpoint(conn),
+            )
+
+
+class DestinationMismatch(Rule):
+    code, slug, severity = "PD208", "destination-mismatch", "warning"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        if header is None or header.dst_port is None or header.dst_port not in PORT_SERVICES:
+            return
+        public = PORT_SERVICES[header.dst_port]
+        spoken = PROTOCOL_SERVICES.get(conn.protocol or "")
+        if spoken and public not in spoken:
+            yield Hit(
+                f"The header says the client connected to port {header.dst_port} ({public}) but {describe_endpoint(conn)} "
+                f"speaks {conn.protocol}: the proxy forwards one service to another's listener.",
+                [conn], {"header_dst_port": header.dst_port, "protocol": conn.protocol}, group=endpoint(conn),
+            )
+        elif header.dst_port == 25 and conn.tcp.dst_port in (587, 465):
+            yield Hit(
+                f"Public port 25 is forwarded to the submission listener {describe_endpoint(conn)}, where AUTH is required: "
+                "inbound mail from other servers is refused.",
+                [conn], {"header_dst_port": 25, "listener_port": conn.tcp.dst_port}, group=endpoint(conn),
+            )
+
+
+class MxPortRemapped(Rule):
+    code, slug, severity = "PD209", "mx-port-remapped", "warning"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        if header is None or header.dst_port != 25 or conn.tcp.dst_port in (25, 587, 465):
+            return
+        if conn.protocol not in ("smtp", None):
+            return
+        refusal = conn.server_text and "503 5.5.1" in conn.server_text
+        yield Hit(
+            f"Public port 25 reaches an SMTP listener on port {conn.tcp.dst_port}. Stalwart's default rules test the "
+            "listener's own port: with it not 25, inbound MX mail must authenticate and SPF/DMARC/iprev are skipped"
+            + (" (the server answered \"503 5.5.1 You must authenticate first.\")." if refusal else "."),
+            [conn], {"listener_port": conn.tcp.dst_port, "saw_503": bool(refusal)}, group=endpoint(conn),
+        )
+
+
+RULES = [
+    ClientAddressIsProxy(),
+    SingleClientAddress(),
+    LocalCommand(),
+    UnknownClientAddress(),
+    PrivateClientAddress(),
+    UntrustedProxySource(),
+    MappedIpv4Address(),
+    DestinationMismatch(),
+    MxPortRemapped(),
+]

@@ -1,0 +1,125 @@
+"""The pieces every rule is made of: a `Rule` with its code, slug and severity, the
+`Hit`s it produces, and the `Finding`s that reports show (hits of one rule grouped
+per server endpoint)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from proxydiag.expectations import Expectation, ExpectationResolver
+from proxydiag.model import Connection
+from proxydiag.stalwart_config import StalwartConfig
+
+SEVERITIES = ("error", "warning", "info")
+MAX_CITED_CONNECTIONS = 20
+
+# Ports whose listeners serve the internet (PD205) and those that speak TLS from the
+# first byte (implicit TLS).
+INTERNET_MAIL_PORTS = frozenset({25, 465, 587, 993, 995, 143, 110})
+IMPLICIT_TLS_PORTS = frozenset({465, 993, 995, 443})
+PLAINTEXT_PORTS = frozenset({25, 587, 143, 110, 4190, 80, 8080, 24})
+SERVER_SPEAKS_FIRST = frozenset({"smtp", "lmtp", "submission", "imap", "pop3", "managesieve"})
+
+
+def lower(severity: str) -> str:
+    """One step down: how sure we are matters as much as what we saw."""
+    return {"error": "warning", "warning": "info"}.get(severity, "info")
+
+
+@dataclass
+class Options:
+    """Thresholds and facts given on the command line."""
+
+    min_connections: int = 5
+    header_delay: float = 1.0
+    greeting_timeout: float = 5.0
+    internal_clients: bool = False
+    mail_ports: frozenset[int] = frozenset({25, 587, 465, 24, 143, 993, 110, 995, 4190, 80, 8080, 443})
+
+
+@dataclass
+class Hit:
+    """One rule firing on one connection (or one endpoint for aggregate rules)."""
+
+    message: str
+    connections: list[Connection] = field(default_factory=list)
+    evidence: dict = field(default_factory=dict)
+    group: object = None  # hits with the same rule and group become one finding
+    severity: str | None = None  # None: the rule's default
+    inferred: bool = False
+    proxy: str | None = None  # the proxy software recognised, for the fix to print
+
+
+@dataclass
+class Finding:
+    code: str
+    slug: str
+    severity: str
+    message: str
+    connections: list[int]
+    frames: list[int | None]
+    count: int
+    evidence: dict
+    fix: str
+    inferred: bool = False
+    doc: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "code": self.code,
+            "slug": self.slug,
+            "severity": self.severity,
+            "message": self.message,
+            "connections": self.connections,
+            "first_frames": self.frames,
+            "count": self.count,
+            "inferred": self.inferred,
+            "evidence": self.evidence,
+            "fix": self.fix,
+            "doc": self.doc,
+        }
+
+
+@dataclass
+class Context:
+    """What the rules may consult besides the connection itself."""
+
+    connections: list[Connection]
+    expectations: ExpectationResolver
+    options: Options
+    config: StalwartConfig | None = None
+    legs: object = None  # correlate.LegIndex
+    inputs: list = field(default_factory=list)
+
+    def expectation(self, conn: Connection) -> Expectation | None:
+        return self.expectations.for_connection(conn)
+
+
+class Rule:
+    """A finding of the catalog. Subclasses set code, slug and severity, and
+    implement `check` (per connection) and/or `finish` (over the whole analysis)."""
+
+    code: str = ""
+    slug: str = ""
+    severity: str = "warning"
+
+    def check(self, conn: Connection, ctx: Context) -> Iterable[Hit]:
+        return ()
+
+    def finish(self, ctx: Context) -> Iterable[Hit]:
+        return ()
+
+
+def endpoint(conn: Connection) -> tuple[str, int]:
+    return conn.tcp.dst_addr, conn.tcp.dst_port
+
+
+def describe_endpoint(conn: Connection) -> str:
+    addr = conn.tcp.dst_addr
+    return f"[{addr}]:{conn.tcp.dst_port}" if ":" in addr else f"{addr}:{conn.tcp.dst_port}"
+
+
+def header_hex(conn: Connection, limit: int = 64) -> str:
+    data = conn.header_bytes or b""
+    return data[:limit].hex() + ("..." if len(data) > limit else "")

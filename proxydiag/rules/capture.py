@@ -1,0 +1,64 @@
+"""PD9xx: about the capture itself."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from proxydiag.rules.base import Hit, Rule
+
+
+class CaptureTruncated(Rule):
+    code, slug, severity = "PD901", "capture-truncated", "info"
+
+    def finish(self, ctx):
+        cut = [c for c in ctx.connections if any(side.get("snapped_bytes") for side in c.reassembly.values())]
+        if cut:
+            yield Hit(
+                f"The snap length cut {len(cut)} connection opening(s) short: capture with `tcpdump -s 0`.",
+                cut, {"connections": len(cut)}, group="snaplen",
+            )
+
+
+class MidStream(Rule):
+    code, slug, severity = "PD902", "mid-stream", "info"
+
+    def finish(self, ctx):
+        partial = [c for c in ctx.connections if c.mid_stream]
+        if partial:
+            yield Hit(
+                f"{len(partial)} connection(s) started before the capture: their first bytes, and so their PROXY "
+                "headers, are unknown. Start the capture before the connections.",
+                partial, {"connections": len(partial)}, group="mid-stream",
+            )
+
+
+class NoMailTraffic(Rule):
+    code, slug, severity = "PD903", "no-mail-traffic", "warning"
+
+    def finish(self, ctx):
+        if any(item.error for item in ctx.inputs) and not ctx.connections:
+            return
+        mail = [c for c in ctx.connections if c.protocol or c.tcp.dst_port in ctx.options.mail_ports or c.header]
+        if mail:
+            return
+        busiest = Counter(c.tcp.dst_port for c in ctx.connections).most_common(5)
+        ports = ", ".join(f"{port} ({count})" for port, count in busiest) or "none"
+        yield Hit(
+            f"No mail traffic found (no mail port, no mail greeting, no PROXY header). Busiest server ports: {ports}. "
+            "Capture on the interface facing the mail server with a filter such as 'tcp port 25 or tcp port 993', "
+            "or pass --ports.",
+            evidence={"busiest_ports": dict(busiest)}, group="no-mail",
+        )
+
+
+class CaptureDamaged(Rule):
+    code, slug, severity = "PD904", "capture-damaged", "warning"
+
+    def finish(self, ctx):
+        for item in ctx.inputs:
+            if item.damaged:
+                yield Hit(f"{item.path}: {item.damaged}; the analysis covers what came before.",
+                          evidence={"input": item.path, "problem": item.damaged}, group=item.path)
+
+
+RULES = [CaptureTruncated(), MidStream(), NoMailTraffic(), CaptureDamaged()]

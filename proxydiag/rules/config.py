@@ -1,0 +1,125 @@
+"""PD6xx: the Stalwart configuration (with --stalwart-config), alone and against traffic."""
+
+from __future__ import annotations
+
+from proxydiag.rules.base import Hit, Rule, describe_endpoint
+
+
+class TrustedNetworkMatchesNothing(Rule):
+    code, slug, severity = "PD601", "trusted-network-matches-nothing", "error"
+
+    def finish(self, ctx):
+        if ctx.config is None:
+            return
+        for entry in ctx.config.all_entries():
+            if entry.problem:
+                yield Hit(f"Trusted-networks entry {entry.text!r} ({entry.where}): {entry.problem}.",
+                          evidence={"entry": entry.text, "where": entry.where}, group=entry.where)
+
+
+class EmptyOverrideIgnored(Rule):
+    code, slug, severity = "PD602", "empty-override-ignored", "warning"
+
+    def finish(self, ctx):
+        if ctx.config is None or ctx.config.style != "json" or not ctx.config.trusted:
+            return
+        for listener in ctx.config.listeners:
+            if listener.trusted_override == []:
+                yield Hit(
+                    f"Listener {listener.id!r} has an empty overrideProxyTrustedNetworks: it is used only when non-empty, "
+                    "so the server-wide proxyTrustedNetworks still applies and headers stay mandatory from those sources.",
+                    evidence={"listener": listener.id}, group=listener.id,
+                )
+
+
+class ProxyOverrideIgnored(Rule):
+    code, slug, severity = "PD603", "proxy-override-ignored", "warning"
+
+    def finish(self, ctx):
+        if ctx.config is None or ctx.config.style != "toml":
+            return
+        for listener in ctx.config.listeners:
+            if listener.override_toggle:
+                yield Hit(
+                    f"server.listener.{listener.id}.proxy.override is set, but the server never reads it; only "
+                    f"server.listener.{listener.id}.proxy.trusted-networks replaces the global list.",
+                    evidence={"listener": listener.id}, group=listener.id,
+                )
+
+
+class ProxyRequiredOnHttp(Rule):
+    code, slug, severity = "PD604", "proxy-required-on-http", "warning"
+
+    def finish(self, ctx):
+        config = ctx.config
+        if config is None or not config.trusted:
+            return
+        for listener in config.listeners:
+            if listener.protocol == "http" and listener.trusted_override is None or (
+                listener.protocol == "http" and listener.trusted_override == []
+            ):
+                sent_none = [
+                    c for c in ctx.connections
+                    if c.tcp.dst_port in listener.ports and c.header is None and config.trusts(listener, c.tcp.src_addr)
+                ]
+                yield Hit(
+                    f"The server-wide trusted networks make PROXY headers mandatory on the HTTP listener "
+                    f"{listener.id!r} too"
+                    + (f"; {len(sent_none)} connection(s) from a trusted proxy carried none." if sent_none else
+                       ": an HTTP proxy that sends none gets Bad Gateway / \"invalid proxy header\"."),
+                    sent_none, {"listener": listener.id, "trusted_networks": [e.text for e in config.trusted]},
+                    group=listener.id, severity=None if sent_none else "warning",
+                )
+
+
+class ForwardedTrustedFromAnyone(Rule):
+    code, slug, severity = "PD605", "forwarded-trusted-from-anyone", "warning"
+
+    def finish(self, ctx):
+        if ctx.config is not None and ctx.config.use_x_forwarded:
+            key = "http.use-x-forwarded" if ctx.config.style == "toml" else "Http.useXForwarded"
+            yield Hit(
+                f"{key} is on: Stalwart takes Forwarded / X-Forwarded-For from any peer, so a client reaching the HTTP "
+                "listener directly chooses its own address (and HTTP parse errors never lead to a ban).",
+                evidence={"setting": key}, group=key,
+            )
+
+
+class TrafficVsConfig(Rule):
+    code, slug, severity = "PD606", "traffic-vs-config", "error"
+
+    def check(self, conn, ctx):
+        config = ctx.config
+        if config is None or conn.mid_stream:
+            return
+        listener = config.listener_for_port(conn.tcp.dst_port)
+        if listener is None:
+            if conn.header is not None:
+                yield Hit(
+                    f"PROXY headers reach port {conn.tcp.dst_port}, which no listener in {config.path} binds.",
+                    [conn], {"port": conn.tcp.dst_port}, group=("unknown-port", conn.tcp.dst_port),
+                )
+            return
+        trusted = config.trusts(listener, conn.tcp.src_addr)
+        if conn.header is not None and not trusted:
+            yield Hit(
+                f"Headers from {conn.tcp.src_addr} reach listener {listener.id!r} ({describe_endpoint(conn)}), which does "
+                "not trust that source: Stalwart reads the header as protocol data.",
+                [conn], {"listener": listener.id, "source": conn.tcp.src_addr}, group=(listener.id, conn.tcp.src_addr, "untrusted"),
+            )
+        elif conn.header is None and trusted and conn.client_first is not None:
+            yield Hit(
+                f"Connections from the trusted source {conn.tcp.src_addr} to listener {listener.id!r} carry no header: "
+                "Stalwart waits for one and the session hangs or fails.",
+                [conn], {"listener": listener.id, "source": conn.tcp.src_addr}, group=(listener.id, conn.tcp.src_addr, "missing"),
+            )
+
+
+RULES = [
+    TrustedNetworkMatchesNothing(),
+    EmptyOverrideIgnored(),
+    ProxyOverrideIgnored(),
+    ProxyRequiredOnHttp(),
+    ForwardedTrustedFromAnyone(),
+    TrafficVsConfig(),
+]

@@ -1,0 +1,257 @@
+"""PD1xx: the PROXY header itself."""
+
+from __future__ import annotations
+
+import re
+
+from proxydiag.rules.base import SERVER_SPEAKS_FIRST, Hit, Rule, describe_endpoint, endpoint, header_hex, lower
+
+TOO_SOON = re.compile(rb"talk(ing)? too soon|pregreet|before (the )?greeting|wait for (the )?greeting", re.I)
+
+
+def opening_value(conn, name, default=None):
+    return getattr(conn.opening, name, default) if conn.opening is not None else default
+
+
+def server_speaks_first(conn) -> bool:
+    return (conn.protocol or "") in SERVER_SPEAKS_FIRST
+
+
+def relayed(conn, ctx) -> bool:
+    """A front leg whose proxy connected onwards: what its server said is the mail
+    server's doing, judged on the onward leg."""
+    return ctx.legs is not None and ctx.legs.onward_leg(conn) is not None
+
+
+def greeted(conn) -> bool:
+    """Whether the server's first words were a welcome (not silence, an error or a refusal)."""
+    if conn.greeting is None or opening_value(conn, "greeting_refused", False):
+        return False
+    return not conn.greeting.startswith(("4", "5", "-ERR", "* BYE", "* BAD", "NO ", "BYE"))
+
+
+def answered_header_as_commands(conn) -> list[str]:
+    """The server's replies to the header bytes themselves (errors before the replies
+    to the client's real commands), when it read them as commands."""
+    replies = opening_value(conn, "replies_before_commands", []) or []
+    return [reply for reply in replies if reply[:1] in ("5", "4", "-") or " BAD" in reply[:12] or reply.startswith("* BAD")]
+
+
+class MissingProxyHeader(Rule):
+    code, slug, severity = "PD101", "missing-proxy-header", "error"
+
+    def check(self, conn, ctx):
+        if conn.mid_stream or conn.header is not None or (conn.proxy and conn.proxy.version):
+            return
+        if conn.client_first is None:
+            return  # nothing sent: a connect-only check (PD403) or an idle connection
+        expectation = ctx.expectation(conn)
+        tls_note = (
+            " The client's first bytes are a TLS ClientHello: the proxy speaks TLS to the server (Traefik serversTransport "
+            "with TLS, nginx proxy_ssl), so any header travels inside the encrypted stream."
+            if conn.tls_client_hello
+            else ""
+        )
+        evidence = {"client_first": conn.client_first, "client_first_frame": conn.client_first_frame}
+        if expectation is not None and expectation.wants_header:
+            yield Hit(
+                f"Connection to {describe_endpoint(conn)} starts with {conn.client_first!r} instead of a PROXY header, "
+                f"but the listener expects one ({expectation.source}).{tls_note}",
+                [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),
+                severity=lower(self.severity) if expectation.inferred else None, inferred=expectation.inferred,
+            )
+        elif server_speaks_first(conn) and conn.first_speaker == "client" and not greeted(conn) and not relayed(conn, ctx):
+            answer = f" (its only answer: {conn.greeting!r})" if conn.greeting else ""
+            yield Hit(
+                f"The client spoke first ({conn.client_first!r}) and {describe_endpoint(conn)} never greeted{answer}: "
+                f"the listener is waiting for a PROXY header that never came.{tls_note}",
+                [conn], evidence | {"server": conn.greeting}, group=endpoint(conn),
+            )
+
+
+class UnexpectedProxyHeader(Rule):
+    code, slug, severity = "PD102", "unexpected-proxy-header", "error"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        if header is None:
+            return
+        expectation = ctx.expectation(conn)
+        answered = answered_header_as_commands(conn)
+        greeted_first = conn.greeting_ts is not None and conn.header_ts is not None and conn.greeting_ts < conn.header_ts
+        tls_refused = conn.tcp.dst_port in (465, 993, 995, 443) and opening_value(conn, "server_sent_tls") and conn.closed_by == "server"
+        evidence = {"header": header_hex(conn), "greeting": conn.greeting, "replies_to_header": answered[:5]}
+        if answered or greeted_first or tls_refused:
+            reason = (
+                f"answered the header bytes as commands ({'; '.join(answered[:3])})"
+                if answered
+                else "greeted before the header arrived"
+                if greeted_first
+                else "answered the header with TLS and closed"
+            )
+            yield Hit(
+                f"{describe_endpoint(conn)} received a PROXY v{header.version} header it does not expect: the server "
+                f"{reason}. For Stalwart this means the proxy's address ({conn.tcp.src_addr}) is not in its trusted "
+                "networks.",
+                [conn], evidence, group=endpoint(conn),
+            )
+        elif expectation is not None and expectation.value == "none":
+            yield Hit(
+                f"{describe_endpoint(conn)} received a PROXY v{header.version} header but does not expect one "
+                f"({expectation.source}).",
+                [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),
+                severity=lower(self.severity) if expectation.inferred else None, inferred=expectation.inferred,
+            )
+
+
+class MalformedProxyHeader(Rule):
+    code, slug, severity = "PD103", "malformed-proxy-header", "error"
+
+    def check(self, conn, ctx):
+        for parsed in filter(None, [conn.proxy, *conn.extra_headers]):
+            violations = list(parsed.violations)
+            if not violations:
+                continue
+            if parsed.incomplete and not conn.closed_by and conn.reassembly.get("client", {}).get("snapped_bytes"):
+                continue  # cut by the snap length: PD901, not the proxy's fault
+            first = violations[0]
+            yield Hit(
+                f"Malformed PROXY v{parsed.version} header to {describe_endpoint(conn)}: {first.message} "
+                f"(byte {first.offset}, rule {first.rule}).",
+                [conn],
+                {"violations": [v.to_dict() for v in violations], "header": header_hex(conn)},
+                group=endpoint(conn),
+            )
+
+
+class ProxyVersionMismatch(Rule):
+    code, slug, severity = "PD104", "proxy-version-mismatch", "error"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        expectation = ctx.expectation(conn)
+        if header is None or expectation is None or expectation.value not in ("v1", "v2"):
+            return
+        if f"v{header.version}" != expectation.value:
+            yield Hit(
+                f"{describe_endpoint(conn)} expects PROXY {expectation.value} ({expectation.source}) but received v{header.version}.",
+                [conn], {"received": header.version, "expected": expectation.value}, group=endpoint(conn),
+            )
+
+    def finish(self, ctx):
+        for (addr, port), stats in ctx.expectations.endpoints.items():
+            if len(stats.versions) > 1:
+                conns = [c for c in ctx.connections if (c.tcp.dst_addr, c.tcp.dst_port) == (addr, port) and c.header]
+                yield Hit(
+                    f"{describe_endpoint(conns[0])} receives both PROXY v1 ({stats.versions[1]}) and v2 "
+                    f"({stats.versions[2]}) headers: two proxies, or two server lines, are configured differently.",
+                    conns, {"versions": dict(stats.versions)}, group=("mixed", addr, port), severity="warning",
+                )
+
+
+class ProxyHeaderSplit(Rule):
+    code, slug, severity = "PD105", "proxy-header-split", "warning"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        if header is None or conn.header_segments <= 1:
+            return
+        yield Hit(
+            f"The {header.length}-byte PROXY header to {describe_endpoint(conn)} arrived in {conn.header_segments} "
+            "segments instead of one; receivers that read it with a single recv() reject it.",
+            [conn], {"segments": conn.header_segments, "length": header.length}, group=endpoint(conn),
+        )
+
+
+class DuplicateProxyHeader(Rule):
+    code, slug, severity = "PD106", "duplicate-proxy-header", "error"
+
+    def check(self, conn, ctx):
+        extras = [parsed.header for parsed in conn.extra_headers if parsed.header]
+        if conn.header is None or not extras:
+            return
+        yield Hit(
+            f"{1 + len(extras)} PROXY headers on one connection to {describe_endpoint(conn)}: two proxies in a chain "
+            "both send one, and the inner one does not accept the outer one's.",
+            [conn], {"headers": [conn.header.to_dict(), *[h.to_dict() for h in extras]]}, group=endpoint(conn),
+        )
+
+
+class GreetingBeforeProxyHeader(Rule):
+    code, slug, severity = "PD107", "greeting-before-proxy-header", "warning"
+
+    def check(self, conn, ctx):
+        if conn.header is None or conn.greeting_ts is None or conn.header_ts is None:
+            return
+        if conn.greeting_ts < conn.header_ts:
+            yield Hit(
+                f"{describe_endpoint(conn)} greeted ({conn.greeting!r}) {conn.header_ts - conn.greeting_ts:.3f} s before "
+                "the PROXY header arrived: the listener is not waiting for a header.",
+                [conn], {"greeting": conn.greeting, "greeting_frame": conn.greeting_frame}, group=endpoint(conn),
+            )
+
+
+class ProxyHeaderLate(Rule):
+    code, slug, severity = "PD108", "proxy-header-late", "warning"
+
+    def check(self, conn, ctx):
+        start = conn.established_ts
+        if conn.header is None or start is None or conn.header_ts is None:
+            return
+        delay = conn.header_ts - start
+        if delay > ctx.options.header_delay:
+            yield Hit(
+                f"The PROXY header to {describe_endpoint(conn)} came {delay:.2f} s after the handshake "
+                f"(more than {ctx.options.header_delay:g} s); receivers time out waiting for it.",
+                [conn], {"delay_seconds": round(delay, 3)}, group=endpoint(conn),
+            )
+
+
+class ProxyExpectsHeaderFromClient(Rule):
+    code, slug, severity = "PD109", "proxy-expects-header-from-client", "error"
+
+    def check(self, conn, ctx):
+        if conn.mid_stream or conn.header is not None or conn.client_first is None or conn.greeting is not None:
+            return
+        if conn.closed_by != "server" or ctx.legs is None or not ctx.legs.is_proxy(conn.tcp.dst_addr):
+            return
+        yield Hit(
+            f"{describe_endpoint(conn)} is a proxy (it sends PROXY headers to the mail server), yet it closed this "
+            f"client connection without forwarding anything after {conn.client_first!r}: it was told to accept "
+            "PROXY headers from clients (nginx `listen ... proxy_protocol`, a Traefik entry point with proxyProtocol) "
+            "instead of sending them.",
+            [conn], {"client_first": conn.client_first, "closed": conn.close_kind}, group=endpoint(conn),
+        )
+
+
+class ProxyWaitsForClient(Rule):
+    code, slug, severity = "PD110", "proxy-waits-for-client", "error"
+
+    def check(self, conn, ctx):
+        if conn.header is None or not server_speaks_first(conn):
+            return
+        same_segment = conn.client_first is not None and conn.client_first_frame == conn.header_frames[0]
+        before_greeting = conn.greeting_ts is None or (conn.client_first_ts or 0) <= conn.greeting_ts
+        too_soon = conn.server_text is not None and TOO_SOON.search(conn.server_text.encode())
+        if (same_segment and before_greeting) or too_soon:
+            words = f" The server said {conn.greeting!r}." if too_soon else ""
+            yield Hit(
+                f"The proxy sent the PROXY header to {describe_endpoint(conn)} together with the client's first command "
+                f"({conn.client_first!r}), before any greeting: it connects to the server only once the client speaks, "
+                f"which a mail client never does first.{words}",
+                [conn], {"client_first": conn.client_first, "frame": conn.client_first_frame}, group=endpoint(conn),
+            )
+
+
+RULES = [
+    MissingProxyHeader(),
+    UnexpectedProxyHeader(),
+    MalformedProxyHeader(),
+    ProxyVersionMismatch(),
+    ProxyHeaderSplit(),
+    DuplicateProxyHeader(),
+    GreetingBeforeProxyHeader(),
+    ProxyHeaderLate(),
+    ProxyExpectsHeaderFromClient(),
+    ProxyWaitsForClient(),
+]

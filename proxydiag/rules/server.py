@@ -1,0 +1,113 @@
+"""PD4xx: what the mail server did."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from proxydiag.rules.base import Hit, Rule, describe_endpoint, endpoint
+from proxydiag.rules.header import opening_value, server_speaks_first
+
+HEALTH_CHECK_SECONDS = 1.0
+
+
+class ServerRejected(Rule):
+    code, slug, severity = "PD401", "server-rejected", "error"
+
+    def check(self, conn, ctx):
+        if conn.mid_stream or not server_speaks_first(conn) and conn.greeting is None:
+            return
+        refused = opening_value(conn, "greeting_refused", False) and conn.first_speaker == "server"
+        if refused:
+            yield Hit(
+                f"{describe_endpoint(conn)} refused the connection at once: {conn.greeting!r}.",
+                [conn], {"greeting": conn.greeting, "frame": conn.greeting_frame}, group=(conn.tcp.src_addr,) + endpoint(conn),
+            )
+        elif conn.greeting is None and conn.closed_by == "server" and conn.client_first is None:
+            yield Hit(
+                f"{describe_endpoint(conn)} {'reset' if conn.close_kind == 'rst' else 'closed'} the connection before "
+                "any greeting or client command.",
+                [conn], {"closed": conn.close_kind}, group=(conn.tcp.src_addr,) + endpoint(conn),
+            )
+
+    def finish(self, ctx):
+        # A proxy whose every connection is cut off at once has likely been banned.
+        by_source = defaultdict(list)
+        for conn in ctx.connections:
+            if not conn.mid_stream and server_speaks_first(conn):
+                by_source[(conn.tcp.src_addr,) + endpoint(conn)].append(conn)
+        for (source, addr, port), conns in by_source.items():
+            cut = [c for c in conns if c.greeting is None and c.closed_by == "server" and c.client_first is None]
+            if len(conns) >= 3 and len(cut) == len(conns) and all(c.header is None for c in conns):
+                yield Hit(
+                    f"Every connection from {source} to {describe_endpoint(conns[0])} was cut off before any greeting: "
+                    "the server has likely banned the proxy's own address (Stalwart's auto-ban counts protocol errors "
+                    "against the address it sees, which is the proxy's when headers are missing or ignored).",
+                    conns, {"source": source, "connections": len(conns)}, group=(source, addr, port),
+                )
+
+
+class NoGreeting(Rule):
+    code, slug, severity = "PD402", "no-greeting", "warning"
+
+    def check(self, conn, ctx):
+        if conn.mid_stream or conn.greeting is not None or not server_speaks_first(conn):
+            return
+        if conn.client_first is None and conn.header is None:
+            return  # a connect-only health check: PD403
+        end = conn.close_ts if conn.close_ts is not None else conn.last_ts
+        start = conn.established_ts or conn.start_ts
+        waited = (end or start) - start
+        if conn.closed_by == "server" or waited < ctx.options.greeting_timeout and conn.closed_by is not None:
+            return
+        yield Hit(
+            f"{describe_endpoint(conn)} sent no greeting in {waited:.1f} s"
+            + (", and the client gave up" if conn.closed_by == "client" else ", and the connection stayed open")
+            + ".",
+            [conn], {"waited_seconds": round(waited, 3)}, group=endpoint(conn),
+        )
+
+
+class HealthcheckWithoutHeader(Rule):
+    code, slug, severity = "PD403", "healthcheck-without-header", "warning"
+
+    def check(self, conn, ctx):
+        if conn.mid_stream or conn.header is not None or conn.client_first is not None or conn.greeting is not None:
+            return
+        if conn.close_ts is None or conn.close_ts - conn.start_ts > HEALTH_CHECK_SECONDS:
+            return
+        expectation = ctx.expectation(conn)
+        if expectation is None or not expectation.wants_header:
+            return
+        yield Hit(
+            f"Connect-only checks from {conn.tcp.src_addr} reach {describe_endpoint(conn)}, which expects a PROXY "
+            f"header ({expectation.source}): each one is a rejected connection in the server's log "
+            "(HAProxy: check-send-proxy, or checks without their own port).",
+            [conn], {"closed": conn.close_kind}, group=(conn.tcp.src_addr,) + endpoint(conn),
+            inferred=expectation.inferred,
+        )
+
+
+class StarttlsRefused(Rule):
+    code, slug, severity = "PD404", "starttls-refused", "warning"
+
+    def check(self, conn, ctx):
+        if opening_value(conn, "starttls_requested") and not opening_value(conn, "upgraded"):
+            reply = opening_value(conn, "starttls_reply")
+            if reply is not None:
+                yield Hit(
+                    f"The client asked {describe_endpoint(conn)} for STARTTLS and the server refused: {reply!r}.",
+                    [conn], {"reply": reply}, group=endpoint(conn),
+                )
+            return
+        header = conn.header
+        offered = opening_value(conn, "starttls_offered")
+        plaintext_client = header is not None and header.command == "PROXY" and (header.ssl is None or not header.ssl.client_ssl)
+        if offered is False and plaintext_client and conn.protocol in ("smtp", "submission", "imap", "pop3", "managesieve"):
+            yield Hit(
+                f"{describe_endpoint(conn)} does not offer STARTTLS although the header says the client is on plaintext: "
+                "it may believe the stream is already encrypted.",
+                [conn], {"capabilities": opening_value(conn, "capabilities", [])}, group=endpoint(conn),
+            )
+
+
+RULES = [ServerRejected(), NoGreeting(), HealthcheckWithoutHeader(), StarttlsRefused()]

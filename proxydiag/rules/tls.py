@@ -1,0 +1,149 @@
+"""PD3xx: TLS, and what the header says about it."""
+
+from __future__ import annotations
+
+from proxydiag.rules.base import IMPLICIT_TLS_PORTS, PLAINTEXT_PORTS, Hit, Rule, describe_endpoint, endpoint
+from proxydiag.rules.header import opening_value
+
+
+def front_was_tls(conn, ctx) -> tuple[bool, str]:
+    """Whether the client reached the proxy over TLS, and the evidence."""
+    front = ctx.legs.front_leg(conn) if ctx.legs is not None else None
+    if front is not None and front.tls_client_hello:
+        return True, f"the front leg (connection {front.id}, frame {front.client_first_frame}) opens with a TLS ClientHello"
+    header = conn.header
+    if front is None and header is not None and header.dst_port in IMPLICIT_TLS_PORTS:
+        return True, f"the header's destination port {header.dst_port} is an implicit-TLS port"
+    return False, ""
+
+
+def server_confirms_plaintext(conn) -> str | None:
+    """The server's own words showing it believes the stream is plaintext."""
+    if opening_value(conn, "starttls_offered"):
+        return "the server offers STARTTLS to a client that is already encrypted"
+    error = opening_value(conn, "first_error")
+    reply = getattr(error, "reply", "") or ""
+    if "clear-text" in reply or "cleartext" in reply.lower():
+        return f"the server refused: {reply!r}"
+    return None
+
+
+class TlsFlagLost(Rule):
+    code, slug, severity = "PD301", "tls-flag-lost", "error"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        if header is None or header.version != 2 or header.command != "PROXY":
+            return
+        if header.ssl is not None and header.ssl.client_ssl:
+            return
+        tls, evidence = front_was_tls(conn, ctx)
+        if not tls:
+            return
+        confirmation = server_confirms_plaintext(conn)
+        yield Hit(
+            f"The client reached the proxy over TLS ({evidence}), but the v2 header to {describe_endpoint(conn)} has no "
+            "SSL TLV with PP2_CLIENT_SSL: Stalwart treats the session as plaintext"
+            + (f" ({confirmation})." if confirmation else "."),
+            [conn], {"evidence": evidence, "server": confirmation, "tlvs": [t.name for t in header.tlvs]},
+            group=endpoint(conn),
+        )
+
+
+class TlsFlagImpossibleV1(Rule):
+    code, slug, severity = "PD302", "tls-flag-impossible-v1", "warning"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        if header is None or header.version != 1:
+            return
+        tls, evidence = front_was_tls(conn, ctx)
+        if tls:
+            yield Hit(
+                f"The client reached the proxy over TLS ({evidence}), but a v1 header cannot say so: "
+                f"{describe_endpoint(conn)} believes the session is plaintext. Use v2 with the SSL TLV "
+                "(HAProxy send-proxy-v2-ssl).",
+                [conn], {"evidence": evidence}, group=endpoint(conn),
+            )
+
+
+class TlsToPlaintextListener(Rule):
+    code, slug, severity = "PD303", "tls-to-plaintext-listener", "error"
+
+    def check(self, conn, ctx):
+        if not conn.tls_client_hello:
+            return
+        plaintext = opening_value(conn, "tls_answered_with_plaintext") or (
+            conn.greeting is not None and conn.greeting != "TLS record"
+        )
+        if plaintext:
+            yield Hit(
+                f"After the {'header' if conn.header else 'handshake'} the client sent a TLS ClientHello, but "
+                f"{describe_endpoint(conn)} answered in plaintext ({conn.greeting!r}): TLS was passed through to a "
+                "listener without implicit TLS.",
+                [conn], {"server": conn.greeting}, group=endpoint(conn),
+            )
+
+
+class PlaintextToTlsListener(Rule):
+    code, slug, severity = "PD304", "plaintext-to-tls-listener", "error"
+
+    def check(self, conn, ctx):
+        if conn.client_first is None or conn.tls_client_hello or conn.client_first.startswith("TLS"):
+            return
+        implicit = conn.tcp.dst_port in IMPLICIT_TLS_PORTS or _config_implicit(conn, ctx)
+        alert = opening_value(conn, "server_sent_tls") and conn.greeting == "TLS record"
+        silent = conn.greeting is None and implicit
+        if alert or silent:
+            yield Hit(
+                f"The client sent plaintext ({conn.client_first!r}) to {describe_endpoint(conn)}, which "
+                f"{'answered with TLS' if alert else 'stayed silent, waiting for a ClientHello'}: the proxy terminated "
+                "TLS and forwarded to an implicit-TLS listener.",
+                [conn], {"client_first": conn.client_first}, group=endpoint(conn),
+            )
+
+
+def _config_implicit(conn, ctx) -> bool:
+    if ctx.config is None:
+        return False
+    listener = ctx.config.listener_for_port(conn.tcp.dst_port)
+    return bool(listener and listener.implicit_tls)
+
+
+class TlsFlagWithoutTls(Rule):
+    code, slug, severity = "PD305", "tls-flag-without-tls", "warning"
+
+    def check(self, conn, ctx):
+        header = conn.header
+        if header is None or header.ssl is None or not header.ssl.client_ssl:
+            return
+        front = ctx.legs.front_leg(conn) if ctx.legs is not None else None
+        if header.dst_port in PLAINTEXT_PORTS and (front is None or not front.tls_client_hello):
+            yield Hit(
+                f"The SSL TLV says the client used TLS, but the header's destination port {header.dst_port} is a "
+                "plaintext port" + (" and the front leg was plaintext." if front else "."),
+                [conn], {"header_dst_port": header.dst_port}, group=endpoint(conn),
+            )
+
+
+class ClientCertUnverified(Rule):
+    code, slug, severity = "PD306", "client-cert-unverified", "info"
+
+    def check(self, conn, ctx):
+        ssl = conn.header.ssl if conn.header else None
+        if ssl is not None and ssl.client & 0x06 and ssl.verify != 0:
+            yield Hit(
+                f"The client presented a certificate{f' (CN {ssl.cn})' if ssl.cn else ''} that the proxy did not verify "
+                f"(verify = {ssl.verify}).",
+                [conn], {"verify": ssl.verify, "cn": ssl.cn}, group=endpoint(conn),
+            )
+
+
+RULES = [
+    TlsFlagLost(),
+    TlsFlagImpossibleV1(),
+    TlsToPlaintextListener(),
+    PlaintextToTlsListener(),
+    TlsFlagWithoutTls(),
+    ClientCertUnverified(),
+]
