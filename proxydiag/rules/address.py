@@ -6,7 +6,14 @@ import ipaddress
 
 from proxydiag.rules.base import INTERNET_MAIL_PORTS, Hit, Rule, describe_endpoint, endpoint
 
-CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# Where a real client's address cannot come from on the internet: RFC 1918, CGNAT (RFC
+# 6598), loopback, link-local, and IPv6 unique-local. Documentation ranges are not here:
+# Python's is_private counts them, a mail server's logs never see them.
+INTERNAL_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+                "::1/128", "fe80::/10", "fc00::/7")
+)
 
 # The service a port names, and the implicit-TLS port that maps onto a plain one.
 PORT_SERVICES = {25: "smtp", 587: "submission", 465: "submission", 143: "imap", 993: "imap", 110: "pop3", 995: "pop3",
@@ -19,7 +26,7 @@ def is_internal(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     if ip.version == 6 and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    return ip.is_private or ip.is_loopback or ip.is_link_local or (ip.version == 4 and ip in CGNAT)
+    return any(ip in network for network in INTERNAL_NETWORKS if network.version == ip.version)
 
 
 class ClientAddressIsProxy(Rule):
