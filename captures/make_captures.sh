@@ -720,6 +720,17 @@ VERIFY_LOG=$WORK/logs/verify.log
 json_str() { local s=$1; s=${s//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
 json_or_null() { if [ "$1" = null ]; then printf 'null'; else json_str "$1"; fi; }
 
+json_list() { local out="" item; for item in $1; do out+="${out:+, }\"$item\""; done; printf '[%s]' "$out"; }
+
+# What proxydiag must report on each capture (codes, the first one named first), and
+# what it must not (codes, or the severities "error" and "warning": a correct setup
+# yields neither). Files not listed here are correct setups.
+declare -A MUST MUST_NOT
+MUST[haproxy-healthchecks.pcap]="PD203";           MUST_NOT[haproxy-healthchecks.pcap]="error PD101 PD403"
+MUST[header-to-plain-listener.pcap]="PD102";       MUST_NOT[header-to-plain-listener.pcap]="PD101 PD103"
+MUST[no-header-to-proxy-listener.pcap]="PD101";    MUST_NOT[no-header-to-proxy-listener.pcap]="PD102 PD103"
+MUST[v1-behind-tls.pcap]="PD302";                  MUST_NOT[v1-behind-tls.pcap]="error PD301"
+
 # describe FILE FORMAT PROXY SERVER FRONT_PORTS(json) DESCRIPTION NOTES LEG...
 #   LEG = "server_port header command ssl_tlv header_src family count"
 #   count "auto:N" = whatever was observed, at least N (health checks).
@@ -748,7 +759,7 @@ describe() {
     [ "$total_seen" = "$total_expected" ] || { printf '%s\n' "$summary" >&2; die "$file: $total_seen back-leg connections seen, $total_expected described"; }
     local packets
     packets=$(capinfos -c -M "$path" 2>/dev/null | awk -F': *' '/Number of packets/ {gsub(/ /, "", $2); print $2}')
-    MANIFEST_ENTRIES+=("  {\"file\": $(json_str "$file"), \"format\": \"$fmt\", \"packets\": ${packets:-null}, \"description\": $(json_str "$desc"), \"proxy\": $(json_str "$proxy"), \"server\": $(json_str "$server"), \"back_legs\": [$legs], \"front_port\": $fronts, \"notes\": $(json_str "$notes"), \"findings\": {\"must\": [], \"must_not\": []}}")
+    MANIFEST_ENTRIES+=("  {\"file\": $(json_str "$file"), \"format\": \"$fmt\", \"packets\": ${packets:-null}, \"description\": $(json_str "$desc"), \"proxy\": $(json_str "$proxy"), \"server\": $(json_str "$server"), \"back_legs\": [$legs], \"front_port\": $fronts, \"notes\": $(json_str "$notes"), \"findings\": {\"must\": $(json_list "${MUST[$file]:-}"), \"must_not\": $(json_list "${MUST_NOT[$file]:-error warning}")}}")
 }
 
 describe haproxy-v1-smtp.pcap pcap "haproxy 2.6 send-proxy" "postfix 3.7" "[20025]" \

@@ -10,10 +10,14 @@ from typing import List, Optional
 
 import typer
 
-from proxydiag import __version__, proxy_protocol
+from rich.console import Console
+from rich.markdown import Markdown
+
+from proxydiag import __version__, catalog, proxy_protocol
 from proxydiag.analysis import Settings, diagnose
 from proxydiag.expectations import ExpectationError
 from proxydiag.stalwart_config import ConfigError
+from proxydiag.rules import ALL_RULES
 from proxydiag.report import json as json_report
 from proxydiag.report import text as text_report
 from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
@@ -180,6 +184,37 @@ def decode(
         lines.append(f"({'; '.join(notes)})")
         sys.stdout.write("\n".join(lines) + "\n")
     raise typer.Exit(EXIT_OK if result.valid else EXIT_FINDINGS)
+
+
+@app.command()
+def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code (PD301) or its slug (tls-flag-lost).")) -> None:
+    """The finding's page: what it means, why Stalwart cares, how to confirm it, and the
+    fix for HAProxy, nginx, Traefik, Caddy, Envoy, cloud load balancers and Stalwart."""
+    page = catalog.find_page(code)
+    if page is None:
+        known = ", ".join(sorted(catalog.load_pages())) or "none installed"
+        fail(f"no finding {code!r}; known codes: {known} (proxydiag rules lists them)")
+    console = Console(soft_wrap=False)
+    if console.is_terminal:
+        console.print(Markdown(page.text))
+    else:
+        sys.stdout.write(page.text if page.text.endswith("\n") else page.text + "\n")
+
+
+@app.command("rules")
+def list_rules(format: Format = typer.Option(Format.rich, "--format", "-F", help="rich (a table) or json.")) -> None:
+    """The findings catalog: code, slug, severity and one line each."""
+    pages = catalog.load_pages()
+    rows = [
+        {"code": rule.code, "slug": rule.slug, "severity": rule.severity,
+         "summary": pages[rule.code].summary if rule.code in pages else ""}
+        for rule in ALL_RULES
+    ]
+    if format is Format.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    for row in rows:
+        sys.stdout.write(f"{row['code']}  {row['severity']:<7}  {row['slug']:<34}  {row['summary']}\n")
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from proxydiag.analysis import analyze_files
+from proxydiag.analysis import Settings, analyze_files, diagnose
 from tests.tshark import FIELDS, our_fields, tshark_headers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,6 +101,23 @@ def test_back_legs_as_the_manifest_describes(capture_dir, entry):
         for conn in conns:
             assert any(_matches(conn, leg) for leg in legs), f"{entry['file']}: connection {conn.id}"
             assert not (conn.proxy and conn.proxy.violations)
+
+
+@pytest.mark.parametrize("entry", MANIFEST, ids=[entry["file"] for entry in MANIFEST])
+def test_findings_as_the_manifest_requires(capture_dir, entry):
+    analysis = diagnose([str(capture_dir / entry["file"])], Settings())
+    codes = [finding.code for finding in analysis.findings]
+    severities = {finding.severity for finding in analysis.findings}
+    must, must_not = entry["findings"]["must"], entry["findings"]["must_not"]
+    for code in must:
+        assert code in codes, f"{entry['file']}: {code} missing from {codes}"
+    if must:
+        assert codes[0] == must[0], f"{entry['file']}: the first finding should be {must[0]}, not {codes[0]}"
+    for forbidden in must_not:
+        if forbidden in ("error", "warning"):
+            assert forbidden not in severities, f"{entry['file']}: {[(f.code, f.message) for f in analysis.findings]}"
+        else:
+            assert forbidden not in codes, f"{entry['file']}: {forbidden} reported"
 
 
 def test_every_link_type_and_format_is_covered():

@@ -8,6 +8,7 @@ from proxydiag.proxy_protocol import ParseResult, ProxyHeader
 
 def render(analysis: Analysis) -> str:
     lines = [_summary(analysis), ""]
+    lines.extend(_findings(analysis))
     for conn in analysis.connections:
         lines.extend(_connection(conn, several_inputs=len(analysis.inputs) > 1))
         lines.append("")
@@ -21,6 +22,21 @@ def _summary(analysis: Analysis) -> str:
         f"{len(analysis.inputs)} input(s), {packets} packets, {len(analysis.connections)} TCP connections, "
         f"{with_header} with a PROXY header"
     )
+
+
+def _findings(analysis: Analysis) -> list[str]:
+    if not analysis.findings:
+        return ["No findings.", ""]
+    lines = ["Findings:"]
+    for finding in analysis.findings:
+        cited = ", ".join(f"#{conn_id} (frame {frame})" for conn_id, frame in zip(finding.connections, finding.frames))
+        lines.append(f"  {finding.severity.upper():7} {finding.code} {finding.slug}")
+        lines.append(f"          {finding.message}")
+        if cited:
+            lines.append(f"          connections: {cited}" + (f" and {finding.count - len(finding.connections)} more" if finding.count > len(finding.connections) else ""))
+        lines.append(f"          more: proxydiag explain {finding.code}")
+    lines.append("")
+    return lines
 
 
 def _connection(conn: Connection, several_inputs: bool) -> list[str]:
