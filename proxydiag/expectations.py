@@ -73,8 +73,8 @@ class EndpointStats:
     header_sources: Counter = field(default_factory=Counter)
 
     def add(self, conn: Connection) -> None:
-        if conn.mid_stream:
-            return
+        if conn.mid_stream or (conn.header is None and conn.client_first is None):
+            return  # a connect-only check or an idle connection says nothing about headers
         self.connections += 1
         header = conn.header
         if header is None:
