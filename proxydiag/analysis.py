@@ -110,9 +110,19 @@ def describe(tracked: TrackedConnection) -> Connection:
     conn.first_speaker = _first_speaker(client, server)
     conn.opening = recognise(client.data[application:], server.data, tracked.server_port)
     conn.protocol = conn.opening.protocol or ("tls" if conn.opening.tls_from_first_byte else None)
+    conn.replies_to_header = replies_to_header(conn)
     conn.closed_by, conn.close_kind, conn.close_ts = _closing(client, server)
     conn.last_ts = tracked.seen_until
     return conn
+
+
+def replies_to_header(conn: Connection) -> list[str]:
+    """The server's error replies to the PROXY header's own bytes, when it read them as
+    commands: errors sent before the replies to the client's real commands."""
+    if conn.header is None:
+        return []
+    replies = getattr(conn.opening, "replies_before_commands", None) or []
+    return [reply for reply in replies if reply[:1] in ("4", "5") or reply.startswith(("-ERR", "* BAD", "* BYE")) or " BAD " in reply[:16]]
 
 
 def _read_headers(conn: Connection, client: Stream) -> int:

@@ -65,6 +65,7 @@ class Connection:
     greeting_frame: int | None = None
     greeting_ts: float | None = None
     server_text: str | None = None
+    replies_to_header: list[str] = field(default_factory=list)
     opening: object = None  # protocols.Opening
     expectation: object = None  # expectations.Expectation, set when judged
     first_speaker: str | None = None
@@ -103,6 +104,8 @@ class Connection:
             "client_first_frame": self.client_first_frame,
             "greeting": self.greeting,
             "greeting_frame": self.greeting_frame,
+            "header_answered_as_command": bool(self.replies_to_header),
+            "replies_to_header": self.replies_to_header,
             "timing": {
                 "established": self.established_ts,
                 "header_after": _delay(self.established_ts or self.start_ts, self.header_ts),

@@ -17,11 +17,11 @@ import re
 from proxydiag.protocols import software
 from proxydiag.protocols.base import Exchange, MailOpening, Opening, scrub
 from proxydiag.protocols.http import HttpOpening, recognise_http
-from proxydiag.protocols.imap import IMAP_VERBS, ImapOpening, recognise_imap
-from proxydiag.protocols.pop3 import POP3_VERBS, Pop3Opening, recognise_pop3
-from proxydiag.protocols.sieve import SIEVE_VERBS, SieveOpening, recognise_sieve
-from proxydiag.protocols.smtp import SMTP_VERBS, SmtpOpening, recognise_smtp
-from proxydiag.protocols.text import Cursor, Parsed, show_client_line
+from proxydiag.protocols.imap import ImapOpening, recognise_imap
+from proxydiag.protocols.pop3 import Pop3Opening, recognise_pop3
+from proxydiag.protocols.sieve import SieveOpening, recognise_sieve
+from proxydiag.protocols.smtp import SmtpOpening, recognise_smtp
+from proxydiag.protocols.text import Cursor, Parsed, mask_client_line, show
 from proxydiag.protocols.tls import Alert, ClientHello, ServerHello, TlsOpening, client_alpn, read_tls, starts_with_tls
 from proxydiag.redact import first_line
 
@@ -97,7 +97,6 @@ RECOGNISERS = {
     "managesieve": recognise_sieve,
     "http": recognise_http,
 }
-ALL_VERBS = SMTP_VERBS | IMAP_VERBS | POP3_VERBS | SIEVE_VERBS
 
 
 def port_service(port: int | None) -> tuple[str | None, bool]:
@@ -150,7 +149,8 @@ def recognise(client: bytes, server: bytes, server_port: int) -> Opening:
     opening.tls_answered_with_plaintext = client_tls and bool(server) and not server_tls
     opening.server_first_line = first_line(server) if server_text else None
     if client_text and opening.client_first_line is None:
-        opening.client_first_line = show_client_line(Cursor(client_text).line() or b"", ALL_VERBS)
+        # A first line can never be a SASL continuation: show it, masked like any command.
+        opening.client_first_line = mask_client_line(show(Cursor(client_text).line() or b""))
     opening.tls = read_tls(
         _tls_part(client, client_tls, parsed.client_tls_from), _tls_part(server, server_tls, parsed.server_tls_from)
     )

@@ -90,9 +90,10 @@ def read_commands(client: bytes) -> list[Command]:
 
 
 def capability_list(raw: bytes) -> list[str]:
+    """Capability names as the server spelt them (IMAP4rev1); they compare case-blind."""
     found: list[str] = []
     for word in raw.split():
-        name = show(word.upper())
+        name = show(word)
         if name not in found:
             append_capped(found, name)
     return found
@@ -171,9 +172,10 @@ class _Session:
             return
         opening = self.opening
         opening.capabilities = listed
-        opening.starttls_offered = "STARTTLS" in listed
-        opening.login_disabled = "LOGINDISABLED" in listed
-        opening.auth_mechanisms = [name[5:] for name in listed if name.startswith("AUTH=")]
+        upper = [name.upper() for name in listed]
+        opening.starttls_offered = "STARTTLS" in upper
+        opening.login_disabled = "LOGINDISABLED" in upper
+        opening.auth_mechanisms = [name[5:] for name in upper if name.startswith("AUTH=")]
 
     def note_replies_before_commands(self, tagged: dict[bytes, Response]) -> None:
         """Responses ahead of the first answer to a client command that answer none of

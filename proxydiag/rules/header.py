@@ -30,13 +30,6 @@ def greeted(conn) -> bool:
     return not conn.greeting.startswith(("4", "5", "-ERR", "* BYE", "* BAD", "NO ", "BYE"))
 
 
-def answered_header_as_commands(conn) -> list[str]:
-    """The server's replies to the header bytes themselves (errors before the replies
-    to the client's real commands), when it read them as commands."""
-    replies = opening_value(conn, "replies_before_commands", []) or []
-    return [reply for reply in replies if reply[:1] in ("5", "4", "-") or " BAD" in reply[:12] or reply.startswith("* BAD")]
-
-
 class MissingProxyHeader(Rule):
     code, slug, severity = "PD101", "missing-proxy-header", "error"
 
@@ -77,7 +70,7 @@ class UnexpectedProxyHeader(Rule):
         if header is None:
             return
         expectation = ctx.expectation(conn)
-        answered = answered_header_as_commands(conn)
+        answered = conn.replies_to_header
         greeted_first = conn.greeting_ts is not None and conn.header_ts is not None and conn.greeting_ts < conn.header_ts
         tls_refused = conn.tcp.dst_port in (465, 993, 995, 443) and opening_value(conn, "server_sent_tls") and conn.closed_by == "server"
         evidence = {"header": header_hex(conn), "greeting": conn.greeting, "replies_to_header": answered[:5]}
