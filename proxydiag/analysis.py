@@ -6,16 +6,16 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from proxydiag import proxy_protocol
+from proxydiag.expectations import ExpectationResolver, parse_expect_options, parse_trusted_networks
 from proxydiag.flows import FlowTable, Stream, TrackedConnection
 from proxydiag.model import Analysis, Connection, Endpoints, InputSummary
-from proxydiag.expectations import ExpectationResolver, parse_expect_options, parse_trusted_networks
 from proxydiag.protocols import recognise
+from proxydiag.redact import first_line, printable
 from proxydiag.rules import judge
 from proxydiag.rules.base import Options
+from proxydiag.sources import CaptureError, CaptureReader, open_capture
 from proxydiag.stalwart_config import StalwartConfig
 from proxydiag.stalwart_config import load as load_stalwart_config
-from proxydiag.redact import first_line, printable
-from proxydiag.sources import CaptureError, CaptureReader, open_capture
 
 SERVER_TEXT_LIMIT = 2048  # what rules may search in the server's words
 
@@ -39,7 +39,7 @@ class Settings:
 
     @classmethod
     def from_options(cls, expect=(), trusted_networks=None, stalwart_config=None, ports=None, min_connections=5,
-                     header_delay=1.0, greeting_timeout=5.0, internal_clients=False) -> "Settings":
+                     header_delay=1.0, greeting_timeout=5.0, internal_clients=False) -> Settings:
         expect_global, expect_ports = parse_expect_options(list(expect))
         options = Options(
             min_connections=min_connections, header_delay=header_delay, greeting_timeout=greeting_timeout,

@@ -6,20 +6,19 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import typer
-
 from rich.console import Console
 from rich.markdown import Markdown
 
 from proxydiag import __version__, catalog, proxy_protocol
 from proxydiag.analysis import Settings, diagnose
 from proxydiag.expectations import ExpectationError
-from proxydiag.stalwart_config import ConfigError
-from proxydiag.rules import ALL_RULES
 from proxydiag.report import json as json_report
 from proxydiag.report import text as text_report
+from proxydiag.rules import ALL_RULES
+from proxydiag.stalwart_config import ConfigError
 from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
@@ -57,7 +56,7 @@ def fail(message: str) -> None:
     raise typer.Exit(EXIT_UNUSABLE)
 
 
-def _write(text: str, output: Optional[Path]) -> None:
+def _write(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
         return
@@ -87,20 +86,20 @@ def analyze(
         "(the client-to-proxy and proxy-to-server legs may be in different files)."
     ),
     format: Format = typer.Option(Format.rich, "--format", "-F", help="rich (for people) or json (for scripts)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to this file."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the report to this file."),
     expect: List[str] = typer.Option(
         [], "--expect", metavar="v1|v2|any|none|PORT=VALUE",
         help="What the mail server's listeners expect; repeat per port, e.g. --expect v2 --expect 25=none.",
     ),
-    trusted_networks: Optional[str] = typer.Option(
+    trusted_networks: str | None = typer.Option(
         None, "--trusted-networks", metavar="CIDR,...", help="The proxies Stalwart trusts (its proxy trusted-networks)."
     ),
-    stalwart_config: Optional[Path] = typer.Option(
+    stalwart_config: Path | None = typer.Option(
         None, "--stalwart-config", metavar="FILE",
         help="Stalwart's config.toml (up to 0.15) or its exported JSON objects (0.16): listeners, implicit TLS and "
         "trusted networks decide what each connection must carry; the file itself is checked too (PD6xx).",
     ),
-    ports: Optional[str] = typer.Option(None, "--ports", metavar="LIST", help="Mail ports to consider besides the defaults."),
+    ports: str | None = typer.Option(None, "--ports", metavar="LIST", help="Mail ports to consider besides the defaults."),
     min_connections: int = typer.Option(5, "--min-connections", help="Connections an endpoint needs before PD202 judges it."),
     header_delay: float = typer.Option(1.0, "--header-delay", metavar="SECONDS", help="A header later than this is PD108."),
     greeting_timeout: float = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", help="No greeting within this is PD402."),

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from proxydiag.model import Connection
 
-
 RELAY_WINDOW = 2.0  # seconds between a proxy accepting a client and connecting onwards
 
 
@@ -19,7 +18,7 @@ class LegIndex:
     proxies: set[str] = field(default_factory=set)
 
     @classmethod
-    def build(cls, connections: list[Connection]) -> "LegIndex":
+    def build(cls, connections: list[Connection]) -> LegIndex:
         index = cls()
         for conn in connections:
             index.by_client.setdefault((conn.tcp.src_addr, conn.tcp.src_port), []).append(conn)

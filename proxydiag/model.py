@@ -120,7 +120,7 @@ class Connection:
         }
 
 
-def _tls_summary_of(conn: "Connection") -> dict:
+def _tls_summary_of(conn: Connection) -> dict:
     tls = getattr(conn.opening, "tls", None)
     summary = {"client_hello": conn.tls_client_hello}
     if tls is not None:

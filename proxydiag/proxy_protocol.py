@@ -215,7 +215,7 @@ def tlv_name(tlv_type: int) -> str:
         return "CUSTOM"
     if 0xF0 <= tlv_type <= 0xF7:
         return "EXPERIMENT"
-    if 0xF8 <= tlv_type:
+    if tlv_type >= 0xF8:
         return "FUTURE"
     return "UNASSIGNED"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from proxydiag.proxy_protocol import PREFIX_V1, SIGNATURE_V2
+from proxydiag.proxy_protocol import SIGNATURE_V2
 
 
 class InputError(ValueError):
@@ -69,9 +69,7 @@ def _hex_tokens(line: str) -> list[str]:
     tokens = []
     for index, token in enumerate(line.split()):
         bare = token.rstrip(":")
-        if index == 0 and re.fullmatch(r"[0-9a-fA-F]+", bare):
-            tokens.append(token)
-        elif _HEX_PAIRS.match(token):
+        if index == 0 and re.fullmatch(r"[0-9a-fA-F]+", bare) or _HEX_PAIRS.match(token):
             tokens.append(token)
         else:
             break
