@@ -41,7 +41,7 @@ class MissingProxyHeader(Rule):
         expectation = ctx.expectation(conn)
         tls_note = (
             " The client's first bytes are a TLS ClientHello: the proxy speaks TLS to the server (Traefik serversTransport "
-            "with TLS, nginx proxy_ssl), so any header travels inside the encrypted stream."
+            "with TLS), so any header travels inside the encrypted stream."
             if conn.tls_client_hello
             else ""
         )
