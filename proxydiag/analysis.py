@@ -107,7 +107,7 @@ def describe(tracked: TrackedConnection) -> Connection:
     application = _read_headers(conn, client)
     _describe_client(conn, client, application)
     _describe_server(conn, server)
-    conn.first_speaker = _first_speaker(client, server)
+    conn.first_speaker = _first_speaker(conn)
     conn.opening = recognise(client.data[application:], server.data, tracked.server_port)
     conn.protocol = conn.opening.protocol or ("tls" if conn.opening.tls_from_first_byte else None)
     conn.replies_to_header = replies_to_header(conn)
@@ -173,14 +173,15 @@ def _describe_server(conn: Connection, server: Stream) -> None:
     conn.server_text = None if is_tls_record(server.data) else printable(server.data, SERVER_TEXT_LIMIT)
 
 
-def _first_speaker(client: Stream, server: Stream) -> str | None:
-    if client.first_ts is None and server.first_ts is None:
-        return None
-    if server.first_ts is None:
+def _first_speaker(conn: Connection) -> str | None:
+    """Who spoke first after the PROXY header: the header is the proxy's, not the client's."""
+    client = (conn.client_first_ts, conn.client_first_frame)
+    server = (conn.greeting_ts, conn.greeting_frame)
+    if client[0] is None:
+        return "server" if server[0] is not None else None
+    if server[0] is None:
         return "client"
-    if client.first_ts is None:
-        return "server"
-    return "client" if (client.first_ts, client.first_frame) <= (server.first_ts, server.first_frame) else "server"
+    return "client" if client <= server else "server"
 
 
 def _closing(client: Stream, server: Stream) -> tuple[str | None, str | None, float | None]:
