@@ -68,7 +68,7 @@ def test_analyze_json_document(capture):
     assert (header["src_addr"], header["src_port"], header["dst_port"]) == ("203.0.113.7", 40000, 465)
     assert header["ssl"]["client_ssl"] is True and header["ssl"]["version"] == "TLSv1.3"
     assert conn["greeting"].startswith("220 mail.example.test Stalwart")
-    assert conn["closed_by"] == "client" and conn["first_speaker"] == "client"
+    assert conn["closed_by"] == "client" and conn["first_speaker"] == "server"
     assert document["summary"]["with_proxy_header"] == 1
 
 
