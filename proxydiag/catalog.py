@@ -14,6 +14,11 @@ from functools import lru_cache
 from pathlib import Path
 
 PROXY_SECTIONS = ("HAProxy", "nginx", "Traefik", "Caddy", "Envoy", "Cloud load balancers")
+UNRECOGNISED_PROXY_FIXES = ("HAProxy", "nginx")
+
+
+def _not_applicable(text: str) -> bool:
+    return text.lower().startswith("not applicable")
 
 
 @dataclass(frozen=True)
@@ -27,17 +32,13 @@ class Page:
     proxy_fixes: dict[str, str] = field(default_factory=dict)
 
     def fix_for(self, proxy: str | None) -> str:
-        """The fix for the recognised proxy, else the whole proxy section's first fix
-        and the Stalwart side."""
-        parts = []
-        if proxy and proxy in self.proxy_fixes:
-            parts.append(f"{proxy}: {self.proxy_fixes[proxy]}")
+        """The fix for the recognised proxy (HAProxy's and nginx's, the usual senders,
+        when the bytes do not say which proxy it was), then the Stalwart side."""
+        names = [proxy] if proxy in self.proxy_fixes else [name for name in UNRECOGNISED_PROXY_FIXES if name in self.proxy_fixes]
+        parts = [f"{name}: {self.proxy_fixes[name]}" for name in names if not _not_applicable(self.proxy_fixes[name])]
         stalwart = self.sections.get("Fix on Stalwart")
-        if stalwart:
+        if stalwart and not _not_applicable(stalwart):
             parts.append(f"Stalwart: {stalwart}")
-        if not parts and self.proxy_fixes:
-            name, text = next(iter(self.proxy_fixes.items()))
-            parts.append(f"{name}: {text}")
         return "\n\n".join(parts)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import os
 import json
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
@@ -15,8 +18,12 @@ from rich.markdown import Markdown
 from proxydiag import __version__, catalog, proxy_protocol
 from proxydiag.analysis import Settings, diagnose
 from proxydiag.expectations import ExpectationError
+from proxydiag.progress import ProgressBar
 from proxydiag.report import json as json_report
+from proxydiag.report import markdown as markdown_report
+from proxydiag.report import rich as rich_report
 from proxydiag.report import text as text_report
+from proxydiag.report.anonymize import anonymize as anonymize_document
 from proxydiag.rules import ALL_RULES
 from proxydiag.stalwart_config import ConfigError
 from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
@@ -42,6 +49,7 @@ app = typer.Typer(
 class Format(str, Enum):
     rich = "rich"
     json = "json"
+    markdown = "markdown"
 
 
 class FailOn(str, Enum):
@@ -85,8 +93,15 @@ def analyze(
         None, metavar="FILE...", help="pcap or pcapng files ('-' reads standard input). Several files are one analysis "
         "(the client-to-proxy and proxy-to-server legs may be in different files)."
     ),
-    format: Format = typer.Option(Format.rich, "--format", "-F", help="rich (for people) or json (for scripts)."),
+    format: Format = typer.Option(
+        Format.rich, "--format", "-F", help="rich (for people), json (for scripts) or markdown (for a support ticket)."
+    ),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the report to this file."),
+    anonymize: bool = typer.Option(
+        False, "--anonymize", help="Replace every IP address and host name by a stable pseudonym (same kind of address)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the findings."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More evidence, longer fixes, every connection."),
     expect: List[str] = typer.Option(
         [], "--expect", metavar="v1|v2|any|none|PORT=VALUE",
         help="What the mail server's listeners expect; repeat per port, e.g. --expect v2 --expect 25=none.",
@@ -131,7 +146,8 @@ def analyze(
         )
     except (ExpectationError, ConfigError, ValueError) as error:
         fail(str(error))
-    analysis = diagnose(files or [], settings)
+    with ProgressBar() as progress:
+        analysis = diagnose(files or [], settings, progress.reporter())
     for item in analysis.inputs:
         if item.error:
             typer.echo(f"proxydiag: {item.error}", err=True)
@@ -141,11 +157,27 @@ def analyze(
         typer.echo(f"proxydiag: link type {linktype} is not supported; its packets were skipped", err=True)
     if analysis.inputs and all(item.error for item in analysis.inputs):
         raise typer.Exit(EXIT_UNUSABLE)
-    rendered = json_report.render(analysis) if format is Format.json else text_report.render(analysis)
-    _write(rendered, output)
+    document = analysis.to_dict()
+    if anonymize:
+        document = anonymize_document(document)
+    _write(_render(document, format, output, quiet, verbose), output)
     if analysis.damaged:
         raise typer.Exit(EXIT_UNUSABLE)
     raise typer.Exit(_findings_exit_code(analysis, fail_on))
+
+
+def _render(document: dict, format: Format, output: Path | None, quiet: bool, verbose: bool) -> str:
+    if format is Format.json:
+        return json_report.render_document(document)
+    if format is Format.markdown:
+        return markdown_report.render(document, __version__, shlex.join(["proxydiag", *sys.argv[1:]]))
+    to_terminal = output is None and sys.stdout.isatty()
+    console = Console(file=io.StringIO(), force_terminal=to_terminal, width=None if to_terminal else 100,
+                      color_system="auto" if to_terminal else None, soft_wrap=False)
+    if to_terminal:
+        console.width = Console().width
+    rich_report.render(document, console, verbose=verbose, quiet=quiet)
+    return console.file.getvalue()
 
 
 def _findings_exit_code(analysis, fail_on: FailOn) -> int:
@@ -219,12 +251,20 @@ def list_rules(format: Format = typer.Option(Format.rich, "--format", "-F", help
 def main() -> None:
     try:
         app()
+    except (typer.Exit, SystemExit):
+        raise
     except KeyboardInterrupt:
         typer.echo("proxydiag: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(EXIT_OK)
+    except Exception as error:  # a bug of ours: one line, not a traceback (PROXYDIAG_DEBUG=1 shows it)
+        if os.environ.get("PROXYDIAG_DEBUG"):
+            raise
+        typer.echo(f"proxydiag: internal error: {type(error).__name__}: {error} (run with PROXYDIAG_DEBUG=1 for details "
+                   "and please report it)", err=True)
+        sys.exit(EXIT_UNUSABLE)
 
 
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxydiag.redact import MASK
+
+if TYPE_CHECKING:
+    from proxydiag.protocols.tls import TlsOpening
 
 
 def to_json(value):
@@ -52,7 +56,7 @@ class Opening(JsonFields):
     tls_answered_with_plaintext: bool = False
     client_first_line: str | None = None  # None when the client said nothing or spoke TLS
     server_first_line: str | None = None  # None when the server said nothing or spoke TLS
-    tls: object | None = None  # tls.TlsOpening
+    tls: TlsOpening | None = None
     software: dict | None = None
 
 

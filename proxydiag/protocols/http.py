@@ -27,16 +27,28 @@ FORWARDING_HEADERS = {"forwarded": "forwarded", "x-forwarded-for": "x_forwarded_
 CREDENTIAL_HEADERS = {"authorization": "authorization", "proxy-authorization": "proxy_authorization"}
 # Schemes are kept in the masked value: they say what kind of credential was sent.
 AUTH_SCHEMES = frozenset(
-    "basic bearer digest negotiate ntlm hoba mutual scram-sha-1 scram-sha-256 vapid dpop aws4-hmac-sha256 "
-    "token".split()
+    {
+        "basic",
+        "bearer",
+        "digest",
+        "negotiate",
+        "ntlm",
+        "hoba",
+        "mutual",
+        "scram-sha-1",
+        "scram-sha-256",
+        "vapid",
+        "dpop",
+        "aws4-hmac-sha256",
+        "token",
+    }
 )
 
 _REQUEST_LINE = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/\d+(?:\.\d+)?)$")
 _STATUS_LINE = re.compile(rb"^(HTTP/\d+(?:\.\d+)?) (\d{3})(?: (.*))?$", re.S)
-_HEADER = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:[ \t]*(.*?)[ \t]*$", re.S)
+_HEADER = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]*:(.*)$", re.S)
 _REALM = re.compile(rb'realm\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))', re.I)
 _URL_USER = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
-_LIST_SPLIT = re.compile(rb',(?=(?:[^"]*"[^"]*")*[^"]*$)')  # commas outside quoted strings
 
 
 @dataclass
@@ -75,12 +87,25 @@ def read_message(data: bytes) -> Message:
             continue
         match = _HEADER.match(line)
         if match:
-            headers.append((match.group(1).lower().decode("latin-1"), match.group(2)))
+            headers.append((match.group(1).lower().decode("latin-1"), match.group(2).strip(b" \t")))
     return Message(start, headers)
 
 
 def list_values(value: bytes) -> list[str]:
-    return [show(item.strip()) for item in _LIST_SPLIT.split(value) if item.strip()]
+    """The comma-separated items of a header value; commas inside quoted strings stay."""
+    items, start, quoted, escaped = [], 0, False, False
+    for index, byte in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted and byte == 0x5C:  # backslash: a quoted pair
+            escaped = True
+        elif byte == 0x22:  # double quote
+            quoted = not quoted
+        elif byte == 0x2C and not quoted:  # comma
+            items.append(value[start:index])
+            start = index + 1
+    items.append(value[start:])
+    return [show(item.strip()) for item in items if item.strip()][:MAX_ITEMS]
 
 
 def mask_target(target: str) -> str:
@@ -171,7 +196,8 @@ class _Reader:
         if name == "host" and opening.host is None:
             opening.host = show(value)
         elif name in FORWARDING_HEADERS:
-            getattr(opening, FORWARDING_HEADERS[name]).extend(list_values(value)[:MAX_ITEMS])
+            values = getattr(opening, FORWARDING_HEADERS[name])
+            values.extend(list_values(value)[: MAX_ITEMS - len(values)])
         elif name in CREDENTIAL_HEADERS:
             shown, secrets = mask_authorization(value)
             setattr(opening, CREDENTIAL_HEADERS[name], shown)

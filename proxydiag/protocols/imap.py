@@ -27,10 +27,55 @@ from proxydiag.protocols.tls import starts_with_tls
 from proxydiag.redact import MASK
 
 IMAP_VERBS = frozenset(
-    "CAPABILITY NOOP LOGOUT STARTTLS AUTHENTICATE LOGIN ENABLE SELECT EXAMINE CREATE DELETE RENAME "
-    "SUBSCRIBE UNSUBSCRIBE LIST LSUB NAMESPACE STATUS APPEND IDLE DONE CHECK CLOSE UNSELECT EXPUNGE "
-    "SEARCH FETCH STORE COPY MOVE UID ID COMPRESS GETQUOTA GETQUOTAROOT SETQUOTA GETACL SETACL "
-    "MYRIGHTS LISTRIGHTS DELETEACL SORT THREAD UNAUTHENTICATE GETMETADATA SETMETADATA XLIST".split()
+    {
+        "CAPABILITY",
+        "NOOP",
+        "LOGOUT",
+        "STARTTLS",
+        "AUTHENTICATE",
+        "LOGIN",
+        "ENABLE",
+        "SELECT",
+        "EXAMINE",
+        "CREATE",
+        "DELETE",
+        "RENAME",
+        "SUBSCRIBE",
+        "UNSUBSCRIBE",
+        "LIST",
+        "LSUB",
+        "NAMESPACE",
+        "STATUS",
+        "APPEND",
+        "IDLE",
+        "DONE",
+        "CHECK",
+        "CLOSE",
+        "UNSELECT",
+        "EXPUNGE",
+        "SEARCH",
+        "FETCH",
+        "STORE",
+        "COPY",
+        "MOVE",
+        "UID",
+        "ID",
+        "COMPRESS",
+        "GETQUOTA",
+        "GETQUOTAROOT",
+        "SETQUOTA",
+        "GETACL",
+        "SETACL",
+        "MYRIGHTS",
+        "LISTRIGHTS",
+        "DELETEACL",
+        "SORT",
+        "THREAD",
+        "UNAUTHENTICATE",
+        "GETMETADATA",
+        "SETMETADATA",
+        "XLIST",
+    }
 )
 GREETING_STATUSES = frozenset({"OK", "PREAUTH", "BYE"})
 ERROR_STATUSES = frozenset({"NO", "BAD"})
@@ -119,9 +164,7 @@ class _Session:
         self.note_replies_before_commands(tagged)
         self.replay(tagged)
         self.texts.extend(("reply", response.render()) for response in self.responses[:MAX_SOFTWARE_RESPONSES])
-        return Parsed(
-            self.opening, frozenset(self.secrets), tuple(self.texts), self.client_tls_from, self.server_tls_from
-        )
+        return Parsed(self.opening, frozenset(self.secrets), tuple(self.texts), self.client_tls_from, self.server_tls_from)
 
     def greet(self) -> None:
         if not self.responses:
@@ -193,7 +236,7 @@ class _Session:
                     continue
             if len(self.opening.replies_before_commands) < MAX_BEFORE_COMMANDS:
                 self.opening.replies_before_commands.append(response.render())
-            if response.status in ERROR_STATUSES or response.status == "BYE":
+            if response.status in ERROR_STATUSES:
                 self.opening.note_error(None, response.render())
 
     def replay(self, tagged: dict[bytes, Response]) -> None:
@@ -204,6 +247,8 @@ class _Session:
                 continue
             authenticating = command.verb == "AUTHENTICATE"
             shown = self.show(command)
+            if shown == MASK:  # a stray SASL continuation: a server may echo it
+                self.secrets |= secret_forms(command.line)
             if self.opening.client_first_line is None:
                 self.opening.client_first_line = shown
             append_capped(self.opening.commands, command.verb if command.verb in IMAP_VERBS else "?")

@@ -21,8 +21,29 @@ from proxydiag.protocols.text import (
     verb_of,
 )
 from proxydiag.protocols.tls import starts_with_tls
+from proxydiag.redact import MASK
 
-POP3_VERBS = frozenset("USER PASS APOP AUTH STLS CAPA QUIT STAT LIST RETR DELE NOOP RSET TOP UIDL UTF8 LANG".split())
+POP3_VERBS = frozenset(
+    [
+        "USER",
+        "PASS",
+        "APOP",
+        "AUTH",
+        "STLS",
+        "CAPA",
+        "QUIT",
+        "STAT",
+        "LIST",
+        "RETR",
+        "DELE",
+        "NOOP",
+        "RSET",
+        "TOP",
+        "UIDL",
+        "UTF8",
+        "LANG",
+    ]
+)
 MULTI_LINE_ALWAYS = frozenset({"CAPA", "RETR", "TOP"})
 MULTI_LINE_WITHOUT_ARGUMENT = frozenset({"LIST", "UIDL", "AUTH"})  # bare AUTH lists mechanisms
 OK, ERR, CONTINUE = "+OK", "-ERR", "+"
@@ -89,9 +110,7 @@ class _Session:
             self.skip_replies_before_commands()
             while not self.stopped and (line := self.commands.line()) is not None:
                 self.command(line)
-        return Parsed(
-            self.opening, frozenset(self.secrets), tuple(self.texts), self.client_tls_from, self.server_tls_from
-        )
+        return Parsed(self.opening, frozenset(self.secrets), tuple(self.texts), self.client_tls_from, self.server_tls_from)
 
     def take_reply(self) -> Status | None:
         line = self.replies.line()
@@ -127,6 +146,8 @@ class _Session:
     def command(self, line: bytes) -> None:
         verb = verb_of(line)
         shown = show_client_line(line, POP3_VERBS)
+        if shown == MASK:  # a stray SASL continuation: a server may echo it
+            self.secrets |= secret_forms(line)
         if self.opening.client_first_line is None:
             self.opening.client_first_line = shown
         append_capped(self.opening.commands, verb if verb in POP3_VERBS else "?")
@@ -199,9 +220,10 @@ class _Session:
 
     def auth(self, line: bytes, reply: Status | None) -> Status | None:
         words = line.split()
-        if len(words) == 1:
+        if len(words) == 1:  # RFC 1734 servers answer a bare AUTH with their mechanisms
             if reply is not None and reply.kind == OK:
-                self.read_list()
+                listed = [name for name in map(sasl_mechanism, self.read_list()) if name]
+                self.opening.auth_mechanisms = self.opening.auth_mechanisms or listed
             return reply
         self.opening.auth_method = sasl_mechanism(words[1])
         for word in words[2:]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from proxydiag.protocols.base import MailOpening
 from proxydiag.protocols.text import (
@@ -31,8 +30,22 @@ from proxydiag.protocols.tls import starts_with_tls
 from proxydiag.redact import MASK
 
 SIEVE_VERBS = frozenset(
-    "AUTHENTICATE STARTTLS LOGOUT CAPABILITY HAVESPACE PUTSCRIPT LISTSCRIPTS SETACTIVE GETSCRIPT "
-    "DELETESCRIPT RENAMESCRIPT CHECKSCRIPT NOOP UNAUTHENTICATE".split()
+    {
+        "AUTHENTICATE",
+        "STARTTLS",
+        "LOGOUT",
+        "CAPABILITY",
+        "HAVESPACE",
+        "PUTSCRIPT",
+        "LISTSCRIPTS",
+        "SETACTIVE",
+        "GETSCRIPT",
+        "DELETESCRIPT",
+        "RENAMESCRIPT",
+        "CHECKSCRIPT",
+        "NOOP",
+        "UNAUTHENTICATE",
+    }
 )
 REFUSALS = frozenset({"NO", "BYE"})
 MAX_SOFTWARE_LINES = 40
@@ -111,9 +124,7 @@ class _Session:
             self.skip_responses_before_commands()
         while not self.stopped and (line := logical_line(self.commands)) is not None:
             self.command(line)
-        return Parsed(
-            self.opening, frozenset(self.secrets), tuple(self.texts), self.client_tls_from, self.server_tls_from
-        )
+        return Parsed(self.opening, frozenset(self.secrets), tuple(self.texts), self.client_tls_from, self.server_tls_from)
 
     def take_response(self) -> Response | None:
         if self.next_response >= len(self.responses):
@@ -171,6 +182,8 @@ class _Session:
     def command(self, line: LogicalLine) -> None:
         verb = verb_of(line.text)
         shown = self.show(line, verb)
+        if shown == MASK:  # a stray SASL answer: a server may echo it
+            self.hide(line)
         if self.opening.client_first_line is None:
             self.opening.client_first_line = shown
         append_capped(self.opening.commands, verb if verb in SIEVE_VERBS else "?")

@@ -7,7 +7,6 @@ import re
 from dataclasses import dataclass, field
 
 from proxydiag.protocols.base import MailOpening
-from proxydiag.protocols.tls import starts_with_tls
 from proxydiag.protocols.text import (
     MAX_BEFORE_COMMANDS,
     REPLY_LIMIT,
@@ -20,10 +19,33 @@ from proxydiag.protocols.text import (
     show_client_line,
     verb_of,
 )
+from proxydiag.protocols.tls import starts_with_tls
+from proxydiag.redact import MASK
 
 SMTP_VERBS = frozenset(
-    "HELO EHLO LHLO MAIL RCPT DATA BDAT RSET VRFY EXPN HELP NOOP QUIT STARTTLS AUTH ETRN ATRN "
-    "TURN BURL XCLIENT XFORWARD".split()
+    {
+        "HELO",
+        "EHLO",
+        "LHLO",
+        "MAIL",
+        "RCPT",
+        "DATA",
+        "BDAT",
+        "RSET",
+        "VRFY",
+        "EXPN",
+        "HELP",
+        "NOOP",
+        "QUIT",
+        "STARTTLS",
+        "AUTH",
+        "ETRN",
+        "ATRN",
+        "TURN",
+        "BURL",
+        "XCLIENT",
+        "XFORWARD",
+    }
 )
 EXTENDED_HELLO = frozenset({"EHLO", "LHLO"})
 SYNTAX_ERROR = "500"  # "command unrecognised": never the answer to a verb the server knows
@@ -160,9 +182,7 @@ class _Session:
             self.skip_replies_before_commands()
         while not self.stopped and (line := self.commands.line()) is not None:
             self.command(line)
-        return Parsed(
-            self.opening, frozenset(self.secrets), tuple(self.texts), self.client_tls_from, self.server_tls_from
-        )
+        return Parsed(self.opening, frozenset(self.secrets), tuple(self.texts), self.client_tls_from, self.server_tls_from)
 
     def take_reply(self) -> Reply | None:
         if self.next_reply >= len(self.replies):
@@ -192,6 +212,8 @@ class _Session:
     def command(self, line: bytes) -> None:
         verb = verb_of(line)
         shown = show_client_line(line, SMTP_VERBS)
+        if shown == MASK:  # a stray SASL continuation: a server may echo it
+            self.secrets |= secret_forms(line)
         if self.opening.client_first_line is None:
             self.opening.client_first_line = shown
         append_capped(self.opening.commands, verb if verb in SMTP_VERBS else "?")

@@ -8,6 +8,7 @@ import binascii
 import re
 from typing import Callable, NamedTuple
 
+from proxydiag.protocols.base import Opening
 from proxydiag.redact import MASK, mask_line, printable
 
 LINE_LIMIT = 200  # characters of one line kept for a report
@@ -17,20 +18,19 @@ MAX_ITEMS = 64  # capabilities, commands, ... kept per list
 MAX_BEFORE_COMMANDS = 16
 MIN_SCRUBBED_SECRET = 3  # shorter "secrets" would blank out ordinary words
 
-# Masks that redact.mask_line does not apply: a POP3 user name is a credential too, and so
-# is the user name APOP sends in front of its digest.
-_MORE_SECRET_COMMANDS = (
-    re.compile(r"^(?P<keep>USER)(?P<secret>\s+.*)?$", re.I),
-    re.compile(r"^(?P<keep>APOP)(?P<secret>\s+.*)?$", re.I),
-)
+# Verbs whose arguments are credentials, wherever they stand in the first two words
+# (`a1 LOGIN ...`, `LOGIN ...`): redact.mask_line misses the untagged forms, POP3's USER
+# (a user name is a credential too) and the user name APOP sends before its digest.
+_SECRET_VERBS = frozenset({"AUTH", "AUTHENTICATE", "LOGIN", "USER", "PASS", "APOP"})
+_SASL_VERBS = frozenset({"AUTH", "AUTHENTICATE"})  # these keep their mechanism
 _SASL_MECHANISM = re.compile(r"^[A-Z0-9_-]{1,40}$")
-_LITERAL_AT_END = re.compile(rb"\{(\d{1,12})(\+?)\}$")
+_LITERAL_AT_END = re.compile(rb"\{(\d{1,12})\+?\}$")  # {5} synchronising, {5+} not
 
 
 class Parsed(NamedTuple):
     """What a protocol recogniser hands back to `recognise()`."""
 
-    opening: object
+    opening: Opening
     secrets: frozenset[str] = frozenset()
     server_texts: tuple[tuple[str, str], ...] = ()  # (where, text) for software.identify
     client_tls_from: int | None = None  # offsets where STARTTLS turned the streams into TLS
@@ -65,11 +65,6 @@ class Cursor:
     def take(self, count: int) -> bytes:
         chunk = self.data[self.pos : self.pos + max(count, 0)]
         self.pos += len(chunk)
-        return chunk
-
-    def rest(self) -> bytes:
-        chunk = self.data[self.pos :]
-        self.pos = len(self.data)
         return chunk
 
 
@@ -108,10 +103,14 @@ def show(raw: bytes, limit: int = LINE_LIMIT) -> str:
 
 def mask_client_line(text: str) -> str:
     """A client line as shown, with every credential it carries replaced by the mask."""
-    for pattern in _MORE_SECRET_COMMANDS:
-        match = pattern.match(text)
-        if match:
-            return match.group("keep") + (f" {MASK}" if match.group("secret") else "")
+    words = text.split()
+    for index, word in enumerate(words[:2]):
+        if word.upper() not in _SECRET_VERBS:
+            continue
+        keep = words[: index + 1]
+        if word.upper() in _SASL_VERBS and len(words) > index + 1 and sasl_mechanism(words[index + 1].encode("latin-1")):
+            keep.append(words[index + 1])
+        return " ".join(keep + ([MASK] if len(words) > len(keep) else []))
     return mask_line(text)
 
 

@@ -8,4 +8,8 @@ from proxydiag.model import Analysis
 
 
 def render(analysis: Analysis) -> str:
-    return json.dumps(analysis.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    return render_document(analysis.to_dict())
+
+
+def render_document(document: dict) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

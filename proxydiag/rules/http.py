@@ -6,30 +6,42 @@ from proxydiag.rules.base import Hit, Rule, describe_endpoint, endpoint
 from proxydiag.rules.header import opening_value
 
 
+def http_opening(conn):
+    opening = conn.opening
+    return opening if opening is not None and hasattr(opening, "x_forwarded_for") else None
+
+
 def forwarded_for(conn) -> list[str]:
-    """Client addresses named by Forwarded / X-Forwarded-For / X-Real-IP, first first."""
-    http = opening_value(conn, "http")
+    """Client addresses named by Forwarded / X-Forwarded-For / X-Real-IP, in Stalwart's
+    order of preference (Forwarded first, then the first X-Forwarded-For entry)."""
+    http = http_opening(conn)
     if http is None:
         return []
     names = []
-    for value in getattr(http, "forwarded", []) or []:
+    for value in http.forwarded or []:
         for part in value.split(";"):
             key, _, address = part.strip().partition("=")
-            if key.lower() == "for":
-                names.append(address.strip('"[]').rsplit(":", 1)[0] if address.count(":") == 1 else address.strip('"[]'))
-    for value in getattr(http, "x_forwarded_for", []) or []:
-        names.extend(item.strip() for item in value.split(",") if item.strip())
-    names.extend(getattr(http, "x_real_ip", []) or [])
+            if key.strip().lower() == "for":
+                names.append(_forwarded_node(address))
+    names.extend(http.x_forwarded_for or [])
+    names.extend(http.x_real_ip or [])
     return names
+
+
+def _forwarded_node(value: str) -> str:
+    """RFC 7239 node: `192.0.2.1`, `"[2001:db8::1]:4711"`, `192.0.2.1:80`."""
+    value = value.strip().strip('"')
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value[1:]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
 class HttpClientAddressLost(Rule):
     code, slug, severity = "PD501", "http-client-address-lost", "warning"
 
     def check(self, conn, ctx):
-        if conn.protocol != "http" or conn.header is not None or opening_value(conn, "http") is None:
-            return
-        if opening_value(conn, "http").method is None:
+        http = http_opening(conn)
+        if conn.header is not None or http is None or http.method is None:
             return
         if not forwarded_for(conn):
             yield Hit(

@@ -1,0 +1,122 @@
+"""The report for people: a verdict per endpoint, the findings with their evidence and
+fix, then the connections. Colour only where it helps; plain text when not a terminal."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console, Group
+from rich.markdown import Markdown
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from proxydiag.report.views import (
+    client_label,
+    endpoint_of,
+    endpoint_verdicts,
+    evidence_lines,
+    fix_excerpt,
+    header_label,
+    outcome_label,
+    tls_label,
+    where_line,
+)
+
+STYLES = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+MAX_TABLE_ROWS = 200
+
+
+def render(document: dict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
+    console.print(_headline(document))
+    if not quiet:
+        console.print(_verdict(document))
+    console.print(_findings(document, verbose))
+    if not quiet and document["connections"]:
+        console.print(_connections(document, verbose))
+
+
+def _headline(document: dict) -> Text:
+    summary = document["summary"]
+    packets = sum(item["packets"] for item in document["inputs"])
+    inputs = len(document["inputs"])
+    text = Text()
+    text.append("proxydiag", style="bold")
+    text.append(
+        f"  {inputs} capture{'s' if inputs != 1 else ''}, {packets} packets, {summary['connections']} connections, "
+        f"{summary['with_proxy_header']} with a PROXY header\n"
+    )
+    counts = [(summary["errors"], "error"), (summary["warnings"], "warning"), (summary["infos"], "info")]
+    parts = [f"{count} {name}{'s' if count != 1 else ''}" for count, name in counts if count]
+    text.append(", ".join(parts) if parts else "no findings", style=STYLES["error"] if summary["errors"] else "green")
+    return text
+
+
+def _verdict(document: dict) -> Table:
+    table = Table(title="Endpoints", title_justify="left", box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
+    table.add_column("", width=1, no_wrap=True)
+    table.add_column("server endpoint", no_wrap=True)
+    table.add_column("protocol")
+    table.add_column("conns", justify="right")
+    table.add_column("header")
+    table.add_column("verdict")
+    for row in endpoint_verdicts(document):
+        if row["errors"]:
+            mark, verdict, style = "✗", f"{row['errors']} error(s)", STYLES["error"]
+        elif row["warnings"]:
+            mark, verdict, style = "!", f"{row['warnings']} warning(s)", STYLES["warning"]
+        else:
+            mark, verdict, style = "✓", "healthy", "green"
+        protocol = "/".join(row["protocols"]) + (f" ({row['software']})" if row["software"] else "")
+        table.add_row(Text(mark, style=style), row["endpoint"], protocol, str(row["connections"]),
+                      ", ".join(row["headers"]), Text(verdict, style=style))
+    return table
+
+
+def _findings(document: dict, verbose: bool) -> Group:
+    findings = document["findings"]
+    if not findings:
+        return Group(Text("\nNo findings: every header and greeting looks as expected.", style="green"))
+    parts = [Text("\nFindings", style="bold")]
+    for finding in findings:
+        title = Text()
+        title.append(f" {finding['severity'].upper():7} ", style=STYLES[finding["severity"]])
+        title.append(f"{finding['code']} {finding['slug']}", style="bold")
+        if finding["inferred"]:
+            title.append("  (expectation inferred)", style="dim")
+        body = [Text(finding["message"])]
+        for line in evidence_lines(finding, limit=12 if verbose else 5):
+            body.append(Text(line, style="dim"))
+        if finding["connections"]:
+            body.append(Text(f"where: {where_line(finding)}", style="dim"))
+        if finding["fix"] and finding["severity"] != "info" or verbose:
+            body.append(Text("fix:", style="bold"))
+            body.append(Markdown(fix_excerpt(finding["fix"], max_lines=40 if verbose else 14)))
+        body.append(Text(f"more: proxydiag explain {finding['code']}", style="dim"))
+        parts.append(title)
+        parts.append(Padding(Group(*body), (0, 0, 1, 4)))
+    return Group(*parts)
+
+
+def _connections(document: dict, verbose: bool) -> Table:
+    table = Table(title="Connections", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("client (per header)\n→ server", no_wrap=True)
+    table.add_column("proto", no_wrap=True)
+    table.add_column("header", no_wrap=True)
+    table.add_column("greeting", overflow="fold", ratio=1, min_width=16)
+    table.add_column("closed by", no_wrap=True)
+    connections = document["connections"]
+    shown = connections if verbose else connections[:MAX_TABLE_ROWS]
+    for conn in shown:
+        tls = tls_label(conn)
+        table.add_row(
+            str(conn["id"]),
+            f"{client_label(conn)}\n→ {endpoint_of(conn)}",
+            (conn["protocol"] or "?") + (f"\n{tls}" if tls != "-" and conn["protocol"] != "tls" else ""),
+            header_label(conn),
+            (conn["greeting"] or "")[:120],
+            outcome_label(conn),
+        )
+    if len(shown) < len(connections):
+        table.caption = f"{len(connections) - len(shown)} more connections: use -v or --format json"
+    return table

@@ -1,0 +1,120 @@
+"""Small views of the JSON document shared by the human reports (rich, Markdown)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+SEVERITY_ORDER = ("error", "warning", "info")
+
+
+def endpoint_of(conn: dict) -> str:
+    addr, port = conn["tcp"]["dst_addr"], conn["tcp"]["dst_port"]
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def address(addr: str | None, port: int | None) -> str:
+    if addr is None:
+        return "-"
+    shown = f"[{addr}]" if ":" in addr else addr
+    return f"{shown}:{port}" if port is not None else shown
+
+
+def header_label(conn: dict) -> str:
+    header = conn["proxy_header"]
+    if header is None:
+        return "bad" if conn["proxy_header_violations"] else "none"
+    label = f"v{header['version']}"
+    if header["command"] == "LOCAL":
+        return label + " LOCAL"
+    if header["ssl"] and header["ssl"]["client_ssl"]:
+        label += "+SSL"
+    return label + ("!" if conn["proxy_header_violations"] else "")
+
+
+def tls_label(conn: dict) -> str:
+    opening = conn.get("opening") or {}
+    if conn["tls"]["client_hello"] or opening.get("tls_from_first_byte"):
+        return "TLS"
+    if opening.get("upgraded"):
+        return "STARTTLS"
+    return "-"
+
+
+def client_label(conn: dict) -> str:
+    header = conn["proxy_header"]
+    if header and header["src_addr"] is not None and header["command"] == "PROXY":
+        return address(header["src_addr"], header["src_port"])
+    return address(conn["tcp"]["src_addr"], conn["tcp"]["src_port"])
+
+
+def outcome_label(conn: dict) -> str:
+    if conn["closed_by"] is None:
+        return "open"
+    return f"{conn['closed_by']} {conn['close'].upper()}"
+
+
+def software_label(conn: dict) -> str:
+    software = (conn.get("opening") or {}).get("software")
+    return software["name"] if software else ""
+
+
+def endpoint_verdicts(document: dict) -> list[dict]:
+    """One row per server endpoint: its connections, header versions and the worst
+    finding that cites any of them."""
+    by_endpoint: dict[str, list[dict]] = defaultdict(list)
+    for conn in document["connections"]:
+        by_endpoint[endpoint_of(conn)].append(conn)
+    severity_of: dict[int, list[str]] = defaultdict(list)
+    for finding in document["findings"]:
+        for conn_id in finding["connections"]:
+            severity_of[conn_id].append(finding["severity"])
+    rows = []
+    for name, conns in by_endpoint.items():
+        severities = [sev for conn in conns for sev in severity_of.get(conn["id"], [])]
+        headers = sorted({header_label(conn) for conn in conns})
+        protocols = sorted({conn["protocol"] or "?" for conn in conns})
+        rows.append({
+            "endpoint": name,
+            "connections": len(conns),
+            "protocols": protocols,
+            "headers": headers,
+            "software": next((software_label(c) for c in conns if software_label(c)), ""),
+            "errors": severities.count("error"),
+            "warnings": severities.count("warning"),
+        })
+    rows.sort(key=lambda row: (-row["errors"], -row["warnings"], row["endpoint"]))
+    return rows
+
+
+def evidence_lines(finding: dict, limit: int = 6) -> list[str]:
+    lines = []
+    for key, value in finding["evidence"].items():
+        if value in (None, [], {}, ""):
+            continue
+        text = value if isinstance(value, str) else _compact(value)
+        lines.append(f"{key.replace('_', ' ')}: {text}")
+    return lines[:limit]
+
+
+def _compact(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_compact(v)}" for k, v in value.items() if v not in (None, [], {}))
+    if isinstance(value, list):
+        return "; ".join(_compact(item) for item in value[:5]) + (" ..." if len(value) > 5 else "")
+    return str(value)
+
+
+def where_line(finding: dict) -> str:
+    cited = ", ".join(f"#{cid} (frame {frame})" for cid, frame in zip(finding["connections"], finding["first_frames"]))
+    extra = finding["count"] - len(finding["connections"])
+    return cited + (f" and {extra} more" if extra > 0 else "")
+
+
+def fix_excerpt(fix: str, max_lines: int = 14) -> str:
+    lines = fix.strip().splitlines()
+    if len(lines) <= max_lines:
+        return "\n".join(lines)
+    cut = lines[:max_lines]
+    if sum(1 for line in cut if line.startswith("```")) % 2:
+        cut.append("```")
+    return "\n".join(cut) + "\n..."
