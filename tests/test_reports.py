@@ -1,0 +1,130 @@
+"""The reports people paste into tickets: rich (plain when not a terminal), Markdown,
+JSON, with and without --anonymize.
+
+Snapshots live in tests/snapshots/; after a deliberate change of a report (or of the
+shipped captures), refresh them with PROXYDIAG_UPDATE_SNAPSHOTS=1 and read the diff."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from markdown_it import MarkdownIt
+
+REPO = Path(__file__).resolve().parent.parent
+CAPTURES = REPO / "captures"
+SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
+SNAPSHOT_CAPTURES = ["v1-behind-tls.pcap", "header-to-plain-listener.pcap", "haproxy-v2-imap.pcap"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="100")
+    return subprocess.run([sys.executable, "-m", "proxydiag", *args], capture_output=True, text=True, timeout=120,
+                          env=env, cwd=REPO)
+
+
+def check_snapshot(name: str, text: str) -> None:
+    path = SNAPSHOTS / name
+    if os.environ.get("PROXYDIAG_UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOTS.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"no snapshot {name}: run with PROXYDIAG_UPDATE_SNAPSHOTS=1"
+    assert text == path.read_text(), f"{name} differs from its snapshot"
+
+
+@pytest.mark.parametrize("capture", SNAPSHOT_CAPTURES)
+@pytest.mark.parametrize("fmt", ["rich", "markdown"])
+def test_report_snapshots(capture, fmt):
+    result = run("analyze", f"captures/{capture}", "--format", fmt, "--fail-on", "never")
+    assert result.returncode == 0, result.stderr
+    check_snapshot(f"{Path(capture).stem}.{fmt}.txt", result.stdout)
+
+
+def test_rich_report_is_plain_text_when_not_a_terminal():
+    result = run("analyze", "captures/v1-behind-tls.pcap")
+    assert "\x1b[" not in result.stdout
+    assert "PD302 tls-flag-impossible-v1" in result.stdout and "send-proxy-v2-ssl" in result.stdout
+
+
+def test_rich_report_fits_80_columns():
+    env = dict(os.environ, COLUMNS="80")
+    result = subprocess.run([sys.executable, "-m", "proxydiag", "analyze", "captures/v1-behind-tls.pcap"],
+                            capture_output=True, text=True, env=env, cwd=REPO)
+    assert max(len(line.rstrip()) for line in result.stdout.splitlines()) <= 100
+
+
+def markdown_tokens(text: str):
+    return MarkdownIt("commonmark").enable("table").parse(text)
+
+
+def test_markdown_renders_as_a_document_with_tables():
+    result = run("analyze", "captures/v1-behind-tls.pcap", "--format", "markdown", "--fail-on", "never")
+    tokens = markdown_tokens(result.stdout)
+    headings = [tokens[i + 1].content for i, token in enumerate(tokens) if token.type == "heading_open"]
+    assert headings[:4] == ["proxydiag report", "Environment", "Endpoints", "Findings"]
+    assert any(h.startswith("WARNING PD302") for h in headings)
+    tables = [token for token in tokens if token.type == "table_open"]
+    assert len(tables) == 2, "the endpoint table and the connection table parse as tables"
+    rows = [token for token in tokens if token.type == "tr_open"]
+    assert len(rows) >= 2 + 3
+    fences = [token for token in tokens if token.type == "fence"]
+    assert any("send-proxy-v2-ssl" in fence.content for fence in fences), "the fix's configuration is a code block"
+    html = MarkdownIt("commonmark").enable("table").render(result.stdout)
+    assert "<table>" in html and html.count("<h1>") == 1
+
+
+def test_markdown_names_version_and_command_line():
+    result = run("analyze", "captures/v1-behind-tls.pcap", "--format", "markdown", "--fail-on", "never")
+    assert "proxydiag 0.1.0" in result.stdout and "proxydiag analyze captures/v1-behind-tls.pcap --format markdown" in result.stdout
+
+
+# --- anonymisation ---------------------------------------------------------------------
+
+ADDRESS = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}|[0-9a-fA-F:]*:[0-9a-fA-F:]+")
+
+
+def originals(capture: str) -> tuple[set[str], set[str]]:
+    """Every address and host name the capture shows, from the plain JSON report."""
+    document = json.loads(run("analyze", f"captures/{capture}", "--format", "json", "--fail-on", "never").stdout)
+    addresses, names = set(), set()
+    for conn in document["connections"]:
+        addresses.update({conn["tcp"]["src_addr"], conn["tcp"]["dst_addr"]})
+        header = conn["proxy_header"] or {}
+        addresses.update(addr for addr in (header.get("src_addr"), header.get("dst_addr")) if addr)
+        for text in (conn["greeting"] or "", conn["client_first"] or ""):
+            names.update(re.findall(r"\b[\w-]+(?:\.[\w-]+)*\.(?:test|example|com|net|org)\b", text))
+    return {a for a in addresses if a != "::1"}, names
+
+
+@pytest.mark.parametrize("capture", ["haproxy-v2-smtp.pcap", "haproxy-ipv6.pcap", "v1-behind-tls.pcap"])
+@pytest.mark.parametrize("fmt", ["rich", "json", "markdown"])
+def test_anonymized_output_contains_no_original_address_or_name(capture, fmt):
+    addresses, names = originals(capture)
+    assert addresses and names
+    result = run("analyze", f"captures/{capture}", "--format", fmt, "--anonymize", "--fail-on", "never")
+    assert result.returncode == 0, result.stderr
+    found = {token for token in ADDRESS.findall(result.stdout)}
+    for address in addresses:
+        assert address not in found, f"{address} survived --anonymize"
+    for name in names:
+        assert name not in result.stdout, f"{name} survived --anonymize"
+
+
+def test_pseudonyms_are_stable_and_keep_the_kind_of_address():
+    document = json.loads(run("analyze", "captures/haproxy-v2-smtp.pcap", "--format", "json", "--anonymize",
+                              "--fail-on", "never").stdout)
+    conns = document["connections"]
+    back = [conn for conn in conns if conn["proxy_header"]]
+    front = [conn for conn in conns if not conn["proxy_header"]]
+    # the client named in each header is the client of a front leg, under the same pseudonym
+    assert {conn["proxy_header"]["src_addr"] for conn in back} <= {conn["tcp"]["src_addr"] for conn in front}
+    for conn in conns:
+        for addr in (conn["tcp"]["src_addr"], conn["tcp"]["dst_addr"]):
+            assert ipaddress.ip_address(addr).is_loopback, "loopback stays loopback"
+    assert document["anonymized"] is True
