@@ -17,6 +17,17 @@ PROXY_SECTIONS = ("HAProxy", "nginx", "Traefik", "Caddy", "Envoy", "Cloud load b
 UNRECOGNISED_PROXY_FIXES = ("HAProxy", "nginx")
 
 
+def essential(section: str, max_prose_lines: int = 6) -> str:
+    """A fix as a report shows it: the text up to the end of its first configuration
+    block (the page has the rest)."""
+    lines = section.strip().splitlines()
+    fences = [index for index, line in enumerate(lines) if line.startswith("```")]
+    if len(fences) >= 2:
+        return "\n".join(lines[: fences[1] + 1])
+    prose = section.strip().split("\n\n", 1)[0].splitlines()
+    return "\n".join(prose[:max_prose_lines])
+
+
 def _not_applicable(text: str) -> bool:
     return text.lower().startswith("not applicable")
 
@@ -35,10 +46,10 @@ class Page:
         """The fix for the recognised proxy (HAProxy's and nginx's, the usual senders,
         when the bytes do not say which proxy it was), then the Stalwart side."""
         names = [proxy] if proxy in self.proxy_fixes else [name for name in UNRECOGNISED_PROXY_FIXES if name in self.proxy_fixes]
-        parts = [f"{name}: {self.proxy_fixes[name]}" for name in names if not _not_applicable(self.proxy_fixes[name])]
+        parts = [f"{name}: {essential(self.proxy_fixes[name])}" for name in names if not _not_applicable(self.proxy_fixes[name])]
         stalwart = self.sections.get("Fix on Stalwart")
         if stalwart and not _not_applicable(stalwart):
-            parts.append(f"Stalwart: {stalwart}")
+            parts.append(f"Stalwart: {essential(stalwart)}")
         return "\n\n".join(parts)
 
 

@@ -42,7 +42,7 @@ def _headline(document: dict) -> Text:
     text = Text()
     text.append("proxydiag", style="bold")
     text.append(
-        f"  {inputs} capture{'s' if inputs != 1 else ''}, {packets} packets, {summary['connections']} connections, "
+        f"  — {inputs} capture{'s' if inputs != 1 else ''}, {packets} packets, {summary['connections']} connections, "
         f"{summary['with_proxy_header']} with a PROXY header\n"
     )
     counts = [(summary["errors"], "error"), (summary["warnings"], "warning"), (summary["infos"], "info")]
@@ -90,7 +90,7 @@ def _findings(document: dict, verbose: bool) -> Group:
             body.append(Text(f"where: {where_line(finding)}", style="dim"))
         if finding["fix"] and finding["severity"] != "info" or verbose:
             body.append(Text("fix:", style="bold"))
-            body.append(Markdown(fix_excerpt(finding["fix"], max_lines=40 if verbose else 14)))
+            body.append(Markdown(fix_excerpt(finding["fix"], max_lines=60 if verbose else 30)))
         body.append(Text(f"more: proxydiag explain {finding['code']}", style="dim"))
         parts.append(title)
         parts.append(Padding(Group(*body), (0, 0, 1, 4)))
