@@ -11,7 +11,8 @@
 #   KEEP_WORK=1 keeps the temp dir (configs, daemon logs, client logs).
 #
 # Address plan: clients 127.0.0.10 (IPv6 scenario: ::1) -> proxies 127.0.0.20
-# -> servers 127.0.0.30. Nothing ever talks to a non-loopback address.
+# -> servers 127.0.0.30; 127.0.0.21 is the second proxy of a chain and 127.0.0.15
+# an L4 relay. Nothing ever talks to a non-loopback address.
 set -euo pipefail
 
 START_TS=$(date +%s)
@@ -20,6 +21,8 @@ OUT_DIR=${1:-$SCRIPT_DIR}
 
 CLIENT=127.0.0.10
 PROXY=127.0.0.20
+PROXY2=127.0.0.21     # second proxy of a chain
+L4BAL=127.0.0.15      # L4 relay (no PROXY support) in front of a proxy
 SERVER=127.0.0.30
 USER_NAME='alice@example.test'
 USER_PASS='Tr0ub4dor&3xample'
@@ -108,7 +111,8 @@ wait_listening() { # NAME ADDR PORT [LOGFILE]
 }
 
 SERVER_PORTS=(10025 2525 10143 10110 1143)
-PROXY_PORTS=(20025 21025 20465 20466 20143 20993 20110 22025 23025 24025 30025 30143)
+PROXY_PORTS=(20025 21025 20465 20466 20467 20468 20143 20993 20110 22025 22143 23025
+             24025 24026 24143 25025 25027 30025 30026 30143)
 for p in "${SERVER_PORTS[@]}"; do
     is_listening "$SERVER" "$p" && die "port $SERVER:$p is already in use (a previous run still alive?)"
 done
@@ -116,6 +120,8 @@ for p in "${PROXY_PORTS[@]}"; do
     is_listening "$PROXY" "$p" && die "port $PROXY:$p is already in use (a previous run still alive?)"
 done
 is_listening ::1 21025 && die "port [::1]:21025 is already in use"
+is_listening "$PROXY2" 25026 && die "port $PROXY2:25026 is already in use"
+is_listening "$L4BAL" 40025 && die "port $L4BAL:40025 is already in use"
 
 # --------------------------------------------------------------------------
 # Step C. Temp dir, cleanup trap.
@@ -405,6 +411,34 @@ listen mistake_no_header_to_proxy_listener
 listen mistake_v1_behind_tls
     bind $PROXY:20466 ssl crt $WORK/haproxy.pem
     server postfix $SERVER:10025 send-proxy
+
+listen mistake_tls_terminated_no_ssl_tlv
+    bind $PROXY:20467 ssl crt $WORK/haproxy.pem
+    server postfix $SERVER:10025 send-proxy-v2
+
+listen mistake_tls_passthrough_to_plain
+    bind $PROXY:20468
+    server postfix $SERVER:10025 send-proxy-v2
+
+listen mistake_header_to_plain_imap
+    bind $PROXY:22143
+    server dovecot $SERVER:1143 send-proxy-v2
+
+# Two proxies in a chain that both send a header: A ($PROXY) -> B ($PROXY2, whose
+# bind has no accept-proxy) -> Postfix.
+listen mistake_chain_a
+    bind $PROXY:25025
+    server proxy_b $PROXY2:25026 send-proxy-v2
+
+listen mistake_chain_b
+    bind $PROXY2:25026
+    source $PROXY2
+    server postfix $SERVER:10025 send-proxy-v2
+
+# Behind an L4 relay without PROXY support (nginx stream on $L4BAL:40025).
+listen mistake_behind_l4_relay
+    bind $PROXY:25027
+    server postfix $SERVER:10025 send-proxy-v2
 EOF
 cat >"$HA/haproxy-checks.cfg" <<EOF
 # second HAProxy instance: only the health-checked backend (LOCAL headers)
@@ -425,19 +459,36 @@ listen smtp_v2_checked
     bind $PROXY:24025
     server postfix $SERVER:10025 send-proxy-v2 check inter 500
 EOF
+# Third and fourth instances, each running only during its own capture: checks with a
+# port of their own (connect only, no header at all) in front of Postfix, and correct
+# LOCAL-header checks to Dovecot.
+ha_checks_cfg() { # COMMENT LISTEN_BLOCK
+    sed -e "s|^# second HAProxy instance.*|# $1|" -e '/^listen /,$d' "$HA/haproxy-checks.cfg"
+    printf '%s\n' "$2"
+}
+ha_checks_cfg "third HAProxy instance: checks with their own port (no header)" "listen smtp_v2_checked_port
+    bind $PROXY:24026
+    server postfix $SERVER:10025 send-proxy-v2 check port 10025 inter 300" >"$HA/haproxy-checks-port.cfg"
+ha_checks_cfg "fourth HAProxy instance: LOCAL-header checks to Dovecot (correct setup)" "listen imap_v2_checked
+    bind $PROXY:24143
+    server dovecot $SERVER:10143 send-proxy-v2 check inter 500" >"$HA/haproxy-checks-imap.cfg"
 haproxy -c -f "$HA/haproxy.cfg" >"$WORK/logs/haproxy-check.log" 2>&1 || { cat "$WORK/logs/haproxy-check.log" >&2; die "HAProxy rejected $HA/haproxy.cfg"; }
-haproxy -c -f "$HA/haproxy-checks.cfg" >>"$WORK/logs/haproxy-check.log" 2>&1 || { cat "$WORK/logs/haproxy-check.log" >&2; die "HAProxy rejected $HA/haproxy-checks.cfg"; }
+for cfg in haproxy-checks.cfg haproxy-checks-port.cfg haproxy-checks-imap.cfg; do
+    haproxy -c -f "$HA/$cfg" >>"$WORK/logs/haproxy-check.log" 2>&1 || { cat "$WORK/logs/haproxy-check.log" >&2; die "HAProxy rejected $HA/$cfg"; }
+done
 log "starting HAProxy"
 haproxy -db -f "$HA/haproxy.cfg" >"$WORK/logs/haproxy.log" 2>&1 </dev/null &
 PIDS+=($!)
 wait_listening haproxy "$PROXY" 20025 "$WORK/logs/haproxy.log"
-for p in 21025 20465 20466 20143 20993 20110 22025 23025; do
+for p in 21025 20465 20466 20467 20468 20143 20993 20110 22025 22143 23025 25025 25027; do
     wait_listening haproxy "$PROXY" "$p" "$WORK/logs/haproxy.log"
 done
+wait_listening haproxy "$PROXY2" 25026 "$WORK/logs/haproxy.log"
 wait_listening haproxy ::1 21025 "$WORK/logs/haproxy.log"
 
 # --------------------------------------------------------------------------
-# Step H. nginx 1.22 stream: proxy_protocol on (v1) to Postfix and Dovecot.
+# Step H. nginx 1.22 stream: proxy_protocol on (v1) to Postfix and Dovecot; one
+#    server that wrongly expects a header from clients; a plain L4 relay.
 # --------------------------------------------------------------------------
 NG=$WORK/nginx
 mkdir -p "$NG"
@@ -465,6 +516,19 @@ stream {
         proxy_bind $PROXY;
         proxy_protocol on;
     }
+    # mistake: "listen ... proxy_protocol" makes nginx expect a header from the client
+    server {
+        listen $PROXY:30026 proxy_protocol;
+        proxy_pass $SERVER:10025;
+        proxy_bind $PROXY;
+        proxy_protocol on;
+    }
+    # a plain L4 relay (no PROXY protocol) in front of HAProxy
+    server {
+        listen $L4BAL:40025;
+        proxy_pass $PROXY:25027;
+        proxy_bind $L4BAL;
+    }
 }
 EOF
 nginx -t -p "$NG/" -e "$WORK/logs/nginx-error.log" -c "$NG/nginx.conf" >"$WORK/logs/nginx-check.log" 2>&1 \
@@ -475,6 +539,8 @@ nginx -p "$NG/" -e "$WORK/logs/nginx-error.log" -c "$NG/nginx.conf" -g 'daemon o
 PIDS+=($!)
 wait_listening nginx "$PROXY" 30025 "$WORK/logs/nginx-error.log"
 wait_listening nginx "$PROXY" 30143 "$WORK/logs/nginx-error.log"
+wait_listening nginx "$PROXY" 30026 "$WORK/logs/nginx-error.log"
+wait_listening nginx "$L4BAL" 40025 "$WORK/logs/nginx-error.log"
 
 # --------------------------------------------------------------------------
 # Capture and client helpers.
@@ -561,16 +627,112 @@ smtp_via() { # EXPECT LABEL PORT [extra swaks args]
     swaks_run "$expect" "$label" --server "$PROXY" --port "$port" --local-interface "$CLIENT" --timeout 10 "$@"
 }
 AUTH_ARGS=(--auth PLAIN --auth-user "$USER_NAME" --auth-password "$USER_PASS")
-# curl_run LABEL URL [extra curl args]
-curl_run() {
-    local label=$1 url=$2 rc=0; shift 2
-    printf '\n===== curl %s =====\n' "$label" >>"$CLIENT_LOG"
+# curl_try EXPECT(ok|fail|any) LABEL URL [extra curl args]
+curl_try() {
+    local expect=$1 label=$2 url=$3 rc=0; shift 3
+    printf '\n===== curl %s (%s) =====\n' "$label" "$expect" >>"$CLIENT_LOG"
     timeout 30 curl -sS -v --max-time 20 --interface "$CLIENT" --user "$USER_NAME:$USER_PASS" \
         "$@" "$url" >>"$CLIENT_LOG" 2>&1 </dev/null || rc=$?
-    if [ "$rc" != 0 ]; then
+    printf '===== curl exit %s\n' "$rc" >>"$CLIENT_LOG"
+    if [ "$expect" = ok ] && [ "$rc" != 0 ]; then
         tail -n 25 "$CLIENT_LOG" >&2
         die "curl session '$label' ($url) failed (exit $rc)"
     fi
+    if [ "$expect" = fail ] && [ "$rc" = 0 ]; then
+        tail -n 25 "$CLIENT_LOG" >&2
+        die "curl session '$label' ($url) succeeded but should have failed"
+    fi
+    return 0
+}
+curl_run() { curl_try ok "$@"; } # LABEL URL [extra curl args]
+
+# Crafted PROXY headers that no real proxy sends, over a real TCP connection from the
+# client address to Postfix 10025 (which expects a header), then EHLO and QUIT.
+# Standalone (no proxydiag import): the header bytes are written out here.
+CRAFT_PY=$WORK/craft_client.py
+cat >"$CRAFT_PY" <<'PY'
+import socket, struct, sys, time
+
+mode, src, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+addrs = socket.inet_aton("203.0.113.7") + socket.inet_aton(host) + struct.pack("!HH", 40000, port)
+if mode == "malformed-v1":      # leading zero in the destination port
+    pieces = [b"PROXY TCP4 203.0.113.7 %s 40000 070\r\n" % host.encode()]
+elif mode == "crc32c-mismatch":  # CRC32C TLV with a wrong checksum
+    body = addrs + b"\x03\x00\x04" + struct.pack("!I", 0xDEADBEEF)
+    header = SIG + b"\x21\x11" + struct.pack("!H", len(body)) + body
+    right = crc32c(header[:-4] + b"\0\0\0\0")
+    assert right != 0xDEADBEEF
+    print("CRC32C sent 0xDEADBEEF, correct value 0x%08X" % right)
+    pieces = [header]
+elif mode == "split":            # valid v2 header in two segments, 200 ms apart
+    header = SIG + b"\x21\x11" + struct.pack("!H", len(addrs)) + addrs
+    pieces = [header[:16], header[16:]]
+else:
+    sys.exit("unknown mode " + mode)
+
+s = socket.socket()
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.bind((src, 0))
+s.settimeout(3)
+s.connect((host, port))
+try:
+    for i, piece in enumerate(pieces):
+        if i:
+            time.sleep(0.2)
+        s.sendall(piece)
+        print(">> %r" % piece)
+except ConnectionError as e:   # the server gave up on a partial header
+    print("!! %s while sending %r" % (e, piece))
+
+buf = b""
+def reply():
+    # one SMTP reply (up to its last line), or whatever came before EOF / timeout
+    global buf
+    while True:
+        lines = buf.split(b"\r\n")
+        for n, line in enumerate(lines[:-1]):
+            if len(line) >= 4 and line[3:4] == b" ":
+                out = b"\r\n".join(lines[:n + 1])
+                buf = b"\r\n".join(lines[n + 1:])
+                print("<< %r" % out)
+                return out
+        try:
+            data = s.recv(4096)
+        except (socket.timeout, ConnectionError) as e:
+            print("<< (%s) %r" % (type(e).__name__, buf))
+            return None
+        if not data:
+            print("<< (closed) %r" % buf)
+            return None
+        buf += data
+
+try:
+    if reply() is not None:
+        for cmd in (b"EHLO client.example.test\r\n", b"QUIT\r\n"):
+            s.sendall(cmd)
+            print(">> %r" % cmd)
+            if reply() is None:
+                break
+except ConnectionError as e:
+    print("!! %s" % e)
+s.close()
+PY
+# craft_run MODE   (client address -> Postfix 10025)
+craft_run() {
+    printf '\n===== crafted %s =====\n' "$1" >>"$CLIENT_LOG"
+    timeout 15 python3 "$CRAFT_PY" "$1" "$CLIENT" "$SERVER" 10025 >>"$CLIENT_LOG" 2>&1 </dev/null \
+        || { tail -n 25 "$CLIENT_LOG" >&2; die "crafted client '$1' failed"; }
 }
 
 # --------------------------------------------------------------------------
@@ -667,21 +829,123 @@ sc_v1_behind_tls() {
 #    scenario on that port.
 sc_healthchecks() {
     cap_start haproxy-healthchecks.pcap lo "tcp port 10025"
-    haproxy -db -f "$HA/haproxy-checks.cfg" >>"$WORK/logs/haproxy-checks.log" 2>&1 </dev/null &
-    local hc_pid=$!
-    PIDS+=($hc_pid)
+    ha_extra_start haproxy-checks.cfg
     sleep 3
-    kill -TERM "$hc_pid" 2>/dev/null || true
-    wait "$hc_pid" 2>/dev/null || true
+    ha_extra_stop
+    cap_stop
+}
+
+# An extra HAProxy instance that runs during one capture only (health checks).
+HA_EXTRA_PID=""
+ha_extra_start() { # CONFIG_FILE (in $HA)
+    haproxy -db -f "$HA/$1" >>"$WORK/logs/${1%.cfg}.log" 2>&1 </dev/null &
+    HA_EXTRA_PID=$!
+    PIDS+=($HA_EXTRA_PID)
+}
+ha_extra_stop() {
+    kill -TERM "$HA_EXTRA_PID" 2>/dev/null || true
+    wait "$HA_EXTRA_PID" 2>/dev/null || true
     local keep=() pid
-    for pid in "${PIDS[@]}"; do [ "$pid" = "$hc_pid" ] || keep+=("$pid"); done
+    for pid in "${PIDS[@]}"; do [ "$pid" = "$HA_EXTRA_PID" ] || keep+=("$pid"); done
     PIDS=("${keep[@]}")
+    HA_EXTRA_PID=""
+}
+# sleep_until_elapsed START_EPOCH_NS SECONDS: keep a capture running at least that long.
+sleep_until_elapsed() {
+    local left_ms=$(( $2 * 1000 - ($(date +%s%N) - $1) / 1000000 ))
+    [ "$left_ms" -gt 0 ] && sleep "$(printf '%d.%03d' $((left_ms / 1000)) $((left_ms % 1000)))"
+    return 0
+}
+
+# 12. HAProxy terminates implicit TLS but sends send-proxy-v2 without -ssl.
+sc_tls_no_ssl_tlv() {
+    cap_start tls-terminated-no-ssl-tlv.pcap lo "tcp and (port 20467 or port 10025)"
+    smtp_via ok "tls terminated, v2 without ssl tlv" 20467 --tls-on-connect
+    cap_stop
+}
+# 13. v2 header to Dovecot's plain IMAP listener (1143, no haproxy = yes).
+sc_header_to_plain_imap() {
+    cap_start header-to-plain-imap.pcap lo "tcp and (port 22143 or port 1143)"
+    curl_try any "header to plain imap" "imap://$PROXY:22143/INBOX"
+    cap_stop
+}
+# 14. Two HAProxy proxies in a chain, both sending a header; all three legs.
+sc_two_proxies() {
+    cap_start two-proxies-both-send.pcap lo "tcp and (port 25025 or port 25026 or port 10025)"
+    smtp_via fail "two proxies both send" 25025 --timeout 3
+    cap_stop
+}
+# 15. Checks with a port of their own (connect only, no header) plus one real session.
+sc_healthcheck_no_header() {
+    cap_start healthcheck-no-header.pcap lo "tcp and (port 24026 or port 10025)"
+    local t0
+    t0=$(date +%s%N)
+    ha_extra_start haproxy-checks-port.cfg
+    wait_listening "haproxy (port checks)" "$PROXY" 24026 "$WORK/logs/haproxy-checks-port.log"
+    smtp_via ok "behind connect-only checks" 24026
+    sleep_until_elapsed "$t0" 2
+    ha_extra_stop
+    cap_stop
+}
+# 16. A plain L4 relay (nginx without proxy_protocol) in front of HAProxy: six
+#     sessions, every header names the relay.
+sc_l4_relay() {
+    cap_start l4-balancer-loses-client.pcap lo "tcp and (port 40025 or port 25027 or port 10025)"
+    local i
+    for i in 1 2 3 4 5 6; do
+        swaks_run ok "behind l4 relay $i" --server "$L4BAL" --port 40025 --local-interface "$CLIENT" --timeout 10
+    done
+    cap_stop
+}
+# 17. TLS passed through (no ssl on the bind) to Postfix's plaintext listener.
+sc_tls_passthrough_plain() {
+    cap_start tls-passthrough-to-plain.pcap lo "tcp and (port 20468 or port 10025)"
+    smtp_via fail "tls passthrough to plaintext listener" 20468 --tls-on-connect --timeout 3
+    cap_stop
+}
+# 18. Correct: LOCAL-header checks to Dovecot plus two IMAP sessions.
+sc_correct_local_checks() {
+    cap_start correct-with-local-checks.pcap lo "tcp and (port 24143 or port 10143)"
+    local t0
+    t0=$(date +%s%N)
+    ha_extra_start haproxy-checks-imap.cfg
+    wait_listening "haproxy (imap checks)" "$PROXY" 24143 "$WORK/logs/haproxy-checks-imap.log"
+    curl_run "imap behind local checks 1" "imap://$PROXY:24143/INBOX"
+    curl_run "imap behind local checks 2" "imap://$PROXY:24143/INBOX"
+    sleep_until_elapsed "$t0" 2
+    ha_extra_stop
+    cap_stop
+}
+# 19. nginx: a correct server (30025) and one with "listen ... proxy_protocol" (30026).
+sc_nginx_expects_header() {
+    cap_start nginx-expects-header-from-client.pcap lo "tcp and (port 30025 or port 30026 or port 10025)"
+    smtp_via ok "nginx correct" 30025
+    smtp_via fail "nginx expects a header from the client" 30026 --timeout 2
+    cap_stop
+}
+# 20-22. Crafted headers over real TCP, client -> Postfix 10025 directly.
+sc_malformed_v1() {
+    cap_start malformed-v1.pcap lo "tcp and host $CLIENT and port 10025"
+    craft_run malformed-v1
+    cap_stop
+}
+sc_crc32c_mismatch() {
+    cap_start crc32c-mismatch.pcap lo "tcp and host $CLIENT and port 10025"
+    craft_run crc32c-mismatch
+    cap_stop
+}
+sc_split_header() {
+    cap_start split-header.pcap lo "tcp and host $CLIENT and port 10025"
+    craft_run split
     cap_stop
 }
 
 for sc in sc_v1_smtp sc_v2_smtp sc_v2ssl_smtps sc_v2_imap sc_nginx_v1 sc_ipv6 \
           sc_any_sll2 sc_multi_if sc_nanosecond sc_header_to_plain sc_no_header \
-          sc_v1_behind_tls sc_healthchecks; do
+          sc_v1_behind_tls sc_tls_no_ssl_tlv sc_header_to_plain_imap sc_two_proxies \
+          sc_l4_relay sc_tls_passthrough_plain sc_correct_local_checks \
+          sc_nginx_expects_header sc_malformed_v1 sc_crc32c_mismatch sc_split_header \
+          sc_healthcheck_no_header sc_healthchecks; do
     run_scenario "$sc"
 done
 
@@ -690,17 +954,24 @@ done
 # --------------------------------------------------------------------------
 log "verifying captures with tshark"
 # back_leg_summary FILE -> lines "server_port header command ssl_tlv src family" per back-leg
-# TCP connection (SYN from the proxy address to the server address).
+# TCP connection: a SYN from a leg source to a leg destination, the pairs given by
+# LEGS ("SRC>DST ...", default "$PROXY>$SERVER"; e.g. LEGS="$PROXY>$PROXY2 $PROXY2>$SERVER"
+# for a chain of proxies, "$CLIENT>$SERVER" for crafted headers sent by a client). The
+# header columns describe the first PROXY header that the leg's source sent on it.
 back_leg_summary() {
+    local pair pairs=""
+    for pair in ${LEGS:-$PROXY>$SERVER}; do
+        pairs+="${pairs:+ || }(ip.src == ${pair%%>*} && ip.dst == ${pair##*>})"
+    done
     tshark -r "$1" -n -o tcp.try_heuristic_first:TRUE \
-        -Y "(tcp.flags.syn == 1 && tcp.flags.ack == 0 && ip.src == $PROXY && ip.dst == $SERVER) || proxy" \
+        -Y "(tcp.flags.syn == 1 && tcp.flags.ack == 0 && ($pairs)) || proxy" \
         -T fields -E separator='|' -E occurrence=a -E aggregator=, \
         -e tcp.stream -e tcp.flags.syn -e tcp.dstport -e ip.src \
         -e proxy.v1.proto -e proxy.v2.cmd -e proxy.v2.addr_family -e proxy.v2.tlv.type \
         -e proxy.src.ipv4 -e proxy.src.ipv6 2>/dev/null |
-    awk -F'|' -v proxy="$PROXY" '
-        $2 == "1" { if (!($1 in port)) { port[$1] = $3; order[++n] = $1 } next }
-        $4 == proxy && !($1 in hdr) {
+    awk -F'|' '
+        $2 == "1" { if (!($1 in port)) { port[$1] = $3; from[$1] = $4; order[++n] = $1 } next }
+        ($1 in port) && $4 == from[$1] && !($1 in hdr) {
             if ($5 != "") { h = "v1"; c = "PROXY"; fam = $5; ssl = "false" }
             else {
                 h = "v2"; c = ($6 == "1" || $6 == "0x1" || $6 == "0x01") ? "PROXY" : "LOCAL"
@@ -717,6 +988,59 @@ back_leg_summary() {
 MANIFEST_ENTRIES=()
 VERIFY_LOG=$WORK/logs/verify.log
 : >"$VERIFY_LOG"
+
+# Byte-level facts that the header columns above cannot express (the scenario notes
+# rely on them). segs FILE FILTER -> the hex payload of each data segment matching the
+# display filter, in capture order.
+segs() { tshark -r "$1" -n -Y "($2) && tcp.len > 0" -T fields -e tcp.payload 2>/dev/null | tr -d ':'; }
+hex() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }
+# fact FILE TEXT CHECK [ARGS...]: CHECK must succeed, else the script fails.
+fact() {
+    local file=$1 text=$2; shift 2
+    "$@" "$WORK/out/$file" || die "$file: the capture does not show that $text"
+    printf '   fact: %s\n' "$text" >>"$VERIFY_LOG"
+}
+seg_count() { # N FILTER FILE: exactly N data segments match
+    local n
+    n=$(segs "$3" "$2" | grep -c . || true)
+    [ "$n" = "$1" ]
+}
+first_seg_is() { # HEX FILTER FILE: the first matching data segment is exactly HEX
+    local all
+    all=$(segs "$3" "$2")
+    [ "${all%%$'\n'*}" = "$1" ]
+}
+first_seg_starts() { # HEX FILTER FILE: the first matching data segment starts with HEX
+    local all
+    all=$(segs "$3" "$2")
+    [ -n "$all" ] && [ "${all:0:${#1}}" = "$1" ]
+}
+nth_seg_starts() { # N HEX FILTER FILE: the Nth matching data segment starts with HEX
+    local seg
+    seg=$(segs "$4" "$3" | sed -n "$1p")
+    [ -n "$seg" ] && [ "${seg:0:${#2}}" = "$2" ]
+}
+segs_contain() { # HEX FILTER FILE: the matching segments, joined, contain HEX
+    local all
+    all=$(segs "$3" "$2" | tr -d '\n')
+    [[ $all == *"$1"* ]]
+}
+frames_count() { # N FILTER FILE: exactly N frames match (any length)
+    local n
+    n=$(tshark -r "$3" -n -o tcp.try_heuristic_first:TRUE -Y "$2" -T fields -e frame.number 2>/dev/null | grep -c . || true)
+    [ "$n" = "$1" ]
+}
+streams_with_data() { # N FILTER FILE: exactly N TCP connections have data segments matching
+    local n
+    n=$(tshark -r "$3" -n -Y "($2) && tcp.len > 0" -T fields -e tcp.stream 2>/dev/null | sort -u | grep -c . || true)
+    [ "$n" = "$1" ]
+}
+header_srcs_are() { # "SRC SRC..." FILTER FILE: the PROXY headers in matching frames name these sources, in order
+    local got
+    got=$(tshark -r "$3" -n -o tcp.try_heuristic_first:TRUE -Y "($2) && proxy" -T fields \
+        -e proxy.src.ipv4 2>/dev/null | tr '\n' ' ')
+    [ "${got% }" = "$1" ]
+}
 json_str() { local s=$1; s=${s//\\/\\\\}; s=${s//\"/\\\"}; printf '"%s"' "$s"; }
 json_or_null() { if [ "$1" = null ]; then printf 'null'; else json_str "$1"; fi; }
 
@@ -730,10 +1054,23 @@ MUST[haproxy-healthchecks.pcap]="PD203";           MUST_NOT[haproxy-healthchecks
 MUST[header-to-plain-listener.pcap]="PD102";       MUST_NOT[header-to-plain-listener.pcap]="PD101 PD103"
 MUST[no-header-to-proxy-listener.pcap]="PD101";    MUST_NOT[no-header-to-proxy-listener.pcap]="PD102 PD103"
 MUST[v1-behind-tls.pcap]="PD302";                  MUST_NOT[v1-behind-tls.pcap]="error PD301"
+MUST[tls-terminated-no-ssl-tlv.pcap]="PD301";      MUST_NOT[tls-terminated-no-ssl-tlv.pcap]="PD302"
+MUST[header-to-plain-imap.pcap]="PD102";           MUST_NOT[header-to-plain-imap.pcap]="PD101"
+MUST[two-proxies-both-send.pcap]="PD106 PD201";    MUST_NOT[two-proxies-both-send.pcap]="PD103"
+MUST[healthcheck-no-header.pcap]="PD403";          MUST_NOT[healthcheck-no-header.pcap]="PD101"
+MUST[l4-balancer-loses-client.pcap]="PD202";       MUST_NOT[l4-balancer-loses-client.pcap]="error"
+MUST[tls-passthrough-to-plain.pcap]="PD303";       MUST_NOT[tls-passthrough-to-plain.pcap]="PD304"
+MUST[correct-with-local-checks.pcap]="PD203";      MUST_NOT[correct-with-local-checks.pcap]="error warning"
+MUST[nginx-expects-header-from-client.pcap]="PD109"; MUST_NOT[nginx-expects-header-from-client.pcap]="PD101"
+MUST[malformed-v1.pcap]="PD103";                   MUST_NOT[malformed-v1.pcap]="PD101"
+MUST[crc32c-mismatch.pcap]="PD103";                MUST_NOT[crc32c-mismatch.pcap]="PD101"
+MUST[split-header.pcap]="PD105";                   MUST_NOT[split-header.pcap]="PD101"
 
 # describe FILE FORMAT PROXY SERVER FRONT_PORTS(json) DESCRIPTION NOTES LEG...
 #   LEG = "server_port header command ssl_tlv header_src family count"
 #   count "auto:N" = whatever was observed, at least N (health checks).
+#   The legs are the connections that LEGS names (see back_leg_summary): prefix the
+#   call with LEGS="SRC>DST ..." for other legs than proxy -> server.
 describe() {
     local file=$1 fmt=$2 proxy=$3 server=$4 fronts=$5 desc=$6 notes=$7; shift 7
     local path=$WORK/out/$file
@@ -757,9 +1094,10 @@ describe() {
         legs+="${legs:+, }{\"server_port\": $sp, \"header\": \"$h\", \"command\": $(json_or_null "$c"), \"ssl_tlv\": $ssl, \"header_src\": $(json_or_null "$src"), \"family\": $(json_or_null "$fam"), \"count\": $cnt}"
     done
     [ "$total_seen" = "$total_expected" ] || { printf '%s\n' "$summary" >&2; die "$file: $total_seen back-leg connections seen, $total_expected described"; }
+    [ -z "${LEGS:-}" ] || printf '   (legs: %s)\n' "$LEGS" >>"$VERIFY_LOG"
     local packets
     packets=$(capinfos -c -M "$path" 2>/dev/null | awk -F': *' '/Number of packets/ {gsub(/ /, "", $2); print $2}')
-    MANIFEST_ENTRIES+=("  {\"file\": $(json_str "$file"), \"format\": \"$fmt\", \"packets\": ${packets:-null}, \"description\": $(json_str "$desc"), \"proxy\": $(json_str "$proxy"), \"server\": $(json_str "$server"), \"back_legs\": [$legs], \"front_port\": $fronts, \"notes\": $(json_str "$notes"), \"findings\": {\"must\": $(json_list "${MUST[$file]:-}"), \"must_not\": $(json_list "${MUST_NOT[$file]:-error warning}")}}")
+    MANIFEST_ENTRIES+=("  {\"file\": $(json_str "$file"), \"format\": \"$fmt\", \"packets\": ${packets:-null}, \"description\": $(json_str "$desc"), \"proxy\": $(json_str "$proxy"), \"server\": $(json_str "$server"), \"back_legs\": [$legs], \"front_port\": $fronts, \"notes\": $(json_str "$notes"), \"findings\": {\"must\": $(json_list "${MUST[$file]:-}"), \"must_not\": $(json_list "${MUST_NOT[$file]-error warning}")}}")
 }
 
 describe haproxy-v1-smtp.pcap pcap "haproxy 2.6 send-proxy" "postfix 3.7" "[20025]" \
@@ -817,6 +1155,117 @@ describe v1-behind-tls.pcap pcap "haproxy 2.6 ssl crt + send-proxy" "postfix 3.7
     "Mistake: HAProxy terminates implicit TLS but sends a v1 header, which cannot say that the client used TLS." \
     "The session itself succeeds; the back leg is plaintext after a v1 line, so the server believes the client spoke plaintext." \
     "10025 v1 PROXY false 127.0.0.10 TCP4 1"
+
+SIG_HEX=0d0a0d0a000d0a515549540a   # the v2 signature
+TO_PF="ip.dst == $SERVER && tcp.dstport == 10025"
+FROM_PF="ip.src == $SERVER && tcp.srcport == 10025"
+describe tls-terminated-no-ssl-tlv.pcap pcap "haproxy 2.6 ssl crt + send-proxy-v2" "postfix 3.7" "[20467]" \
+    "Mistake: HAProxy terminates implicit TLS (20467) but sends send-proxy-v2 without -ssl: the v2 header has no SSL TLV, so the server cannot know that the client used TLS." \
+    "Front leg 127.0.0.10 -> 127.0.0.20:20467 opens with a TLS ClientHello; the back leg to 10025 is plaintext after a 28-byte v2 header without TLVs. The session succeeds, and Postfix offers STARTTLS on the back leg to a client that is already encrypted." \
+    "10025 v2 PROXY false 127.0.0.10 TCP4 1"
+fact tls-terminated-no-ssl-tlv.pcap "the front leg opens with a TLS handshake record" \
+    first_seg_starts 16 "ip.src == $CLIENT && tcp.dstport == 20467"
+fact tls-terminated-no-ssl-tlv.pcap "the back-leg header declares 12 bytes (addresses only, no TLV)" \
+    first_seg_starts "${SIG_HEX}2111000c" "ip.src == $PROXY && $TO_PF"
+fact tls-terminated-no-ssl-tlv.pcap "Postfix offers STARTTLS on the back leg" \
+    segs_contain "$(hex 250-STARTTLS)" "$FROM_PF"
+
+describe header-to-plain-imap.pcap pcap "haproxy 2.6 send-proxy-v2" "dovecot 2.3" "[22143]" \
+    "Mistake: HAProxy sends a v2 header to Dovecot's plain IMAP listener (1143, without haproxy = yes); Dovecot greets and answers the header bytes as IMAP commands." \
+    "Dovecot greets (* OK, with its capabilities, or * OK Waiting for authentication process to respond. when its auth process is still busy), then answers * BAD Error in IMAP command received by server. and ends with * BYE Too many invalid IMAP commands.; curl's login fails (exit 56). Dovecot logs the proxy's address (rip=127.0.0.20) as the client." \
+    "1143 v2 PROXY false 127.0.0.10 TCP4 1"
+fact header-to-plain-imap.pcap "Dovecot greets first" \
+    first_seg_starts "$(hex '* OK ')" "ip.src == $SERVER && tcp.srcport == 1143"
+fact header-to-plain-imap.pcap "Dovecot answers * BAD Error in IMAP command received by server." \
+    segs_contain "$(hex $'* BAD Error in IMAP command received by server.\r\n')" "ip.src == $SERVER && tcp.srcport == 1143"
+fact header-to-plain-imap.pcap "Dovecot ends with * BYE Too many invalid IMAP commands." \
+    segs_contain "$(hex '* BYE Too many invalid IMAP commands.')" "ip.src == $SERVER && tcp.srcport == 1143"
+
+LEGS="$PROXY>$PROXY2 $PROXY2>$SERVER" \
+describe two-proxies-both-send.pcap pcap "haproxy 2.6 send-proxy-v2, two proxies in a chain" "postfix 3.7" "[25025]" \
+    "Mistake: two HAProxy proxies in a chain both send a v2 header: A (127.0.0.20:25025) sends one to B (127.0.0.21:25026, whose bind has no accept-proxy), and B puts its own header in front of A's." \
+    "All three legs: client 127.0.0.10 -> A 127.0.0.20:25025; A -> B 127.0.0.20 -> 127.0.0.21:25026 with A's header (client 127.0.0.10); B -> Postfix 127.0.0.21 -> 127.0.0.30:10025 with B's header, which names A's address 127.0.0.20 as the client, followed by A's 28-byte header as data. Postfix accepts B's header, greets with 220, answers A's header with three 500 5.5.2 Error: bad syntax and 221 2.0.0 Bye (the QUIT in the signature) and closes; swaks fails. back_legs lists A's leg to B (server_port 25026) and B's leg to Postfix." \
+    "25026 v2 PROXY false 127.0.0.10 TCP4 1" \
+    "10025 v2 PROXY false 127.0.0.20 TCP4 1"
+fact two-proxies-both-send.pcap "B's leg to Postfix carries two v2 headers: B's (client 127.0.0.20), then A's (client 127.0.0.10)" \
+    header_srcs_are "$PROXY $CLIENT" "ip.src == $PROXY2 && $TO_PF"
+fact two-proxies-both-send.pcap "Postfix greets B's leg" first_seg_starts "$(hex '220 mail.example.test')" "$FROM_PF"
+fact two-proxies-both-send.pcap "Postfix answers three 500 5.5.2 Error: bad syntax and 221 2.0.0 Bye" \
+    segs_contain "$(hex $'500 5.5.2 Error: bad syntax\r\n500 5.5.2 Error: bad syntax\r\n500 5.5.2 Error: bad syntax\r\n221 2.0.0 Bye\r\n')" "$FROM_PF"
+
+describe healthcheck-no-header.pcap pcap "haproxy 2.6 send-proxy-v2 check port 10025 inter 300" "postfix 3.7" "[24026]" \
+    "Mistake: HAProxy health checks with a port of their own (check port 10025) send no PROXY header to a Postfix listener that expects one; one real SMTP session through the same backend carries a v2 header." \
+    "About 2 s of a separate HAProxy instance: every 300 ms a connect-only check from 127.0.0.20 (SYN, SYN-ACK, then RST from HAProxy; no byte either way), about 7 in all (the count depends on timing), plus one swaks session through 127.0.0.20:24026 with a v2 header naming 127.0.0.10." \
+    "10025 none null false null null auto:3" \
+    "10025 v2 PROXY false 127.0.0.10 TCP4 1"
+fact healthcheck-no-header.pcap "only the real session carries data to or from Postfix" \
+    streams_with_data 1 "tcp.port == 10025"
+
+describe l4-balancer-loses-client.pcap pcap "nginx 1.22 stream without proxy_protocol (L4 relay) + haproxy 2.6 send-proxy-v2" "postfix 3.7" "[40025]" \
+    "Mistake: a plain L4 relay (nginx stream without proxy_protocol, 127.0.0.15:40025) in front of HAProxy: six SMTP sessions from 127.0.0.10, and every header names the relay 127.0.0.15 as the client." \
+    "Three legs per session: 127.0.0.10 -> 127.0.0.15:40025 (nginx, proxy_bind 127.0.0.15), 127.0.0.15 -> 127.0.0.20:25027 (no header), 127.0.0.20 -> 127.0.0.30:10025 (v2 header, client 127.0.0.15). All six sessions succeed; Postfix logs every client as 127.0.0.15." \
+    "10025 v2 PROXY false 127.0.0.15 TCP4 6"
+fact l4-balancer-loses-client.pcap "six relay legs 127.0.0.15 -> 127.0.0.20:25027" \
+    frames_count 6 "tcp.flags.syn == 1 && tcp.flags.ack == 0 && ip.src == $L4BAL && ip.dst == $PROXY && tcp.dstport == 25027"
+fact l4-balancer-loses-client.pcap "the relay legs carry no PROXY header" \
+    frames_count 0 "ip.src == $L4BAL && proxy"
+
+describe tls-passthrough-to-plain.pcap pcap "haproxy 2.6 send-proxy-v2 (no ssl on the bind: TLS passed through)" "postfix 3.7" "[20468]" \
+    "Mistake: HAProxy passes implicit TLS through (mode tcp, no ssl on the bind) to Postfix's plaintext listener: after the header the client's ClientHello reaches a server that speaks plaintext." \
+    "swaks --tls-on-connect to 127.0.0.20:20468. Postfix accepts the header and greets in plaintext (220); the client's ClientHello follows the header on the back leg, and Postfix answers its bytes as commands (500 5.5.2 Error: bad UTF-8 syntax / bad syntax; their number depends on the random bytes). swaks fails with wrong version number and resets." \
+    "10025 v2 PROXY false 127.0.0.10 TCP4 1"
+fact tls-passthrough-to-plain.pcap "Postfix greets the back leg in plaintext" \
+    first_seg_starts "$(hex '220 mail.example.test')" "$FROM_PF"
+fact tls-passthrough-to-plain.pcap "the back leg carries the header, then a TLS handshake record" \
+    nth_seg_starts 2 16 "ip.src == $PROXY && $TO_PF"
+
+describe correct-with-local-checks.pcap pcap "haproxy 2.6 send-proxy-v2 check inter 500" "dovecot 2.3" "[24143]" \
+    "Correct setup: HAProxy health checks send v2 LOCAL headers to Dovecot (haproxy = yes), which accepts them, and two curl IMAP sessions pass through the same backend." \
+    "About 2 s of a separate HAProxy instance: LOCAL checks from 127.0.0.20 every 500 ms (about 4; the count depends on timing; HAProxy resets each one after Dovecot's greeting) and two IMAP logins with folder listings (v2 PROXY, client 127.0.0.10; AUTHENTICATE PLAIN in cleartext)." \
+    "10143 v2 LOCAL false null UNSPEC auto:2" \
+    "10143 v2 PROXY false 127.0.0.10 TCP4 2"
+
+describe nginx-expects-header-from-client.pcap pcap "nginx 1.22 stream: proxy_protocol on; and listen ... proxy_protocol" "postfix 3.7" "[30025, 30026]" \
+    "Mistake: an nginx stream server with listen ... proxy_protocol expects a header from its clients; next to it a correct server (proxy_protocol on only) forwards one session." \
+    "30025 (correct): one swaks session, back leg with a v1 header. 30026 (listen ... proxy_protocol): swaks waits for a greeting, nginx waits for a header; after 2 s swaks sends QUIT, nginx logs broken header: \"QUIT\" while reading PROXY protocol and resets the connection without ever connecting to Postfix, so that session has no back leg." \
+    "10025 v1 PROXY false 127.0.0.10 TCP4 1"
+fact nginx-expects-header-from-client.pcap "the client's only bytes to 30026 are QUIT" \
+    first_seg_is "$(hex $'QUIT\r\n')" "ip.src == $CLIENT && tcp.dstport == 30026"
+fact nginx-expects-header-from-client.pcap "nginx sends no byte on 30026" \
+    seg_count 0 "ip.src == $PROXY && tcp.srcport == 30026"
+fact nginx-expects-header-from-client.pcap "nginx resets the 30026 connection" \
+    frames_count 1 "ip.src == $PROXY && tcp.srcport == 30026 && tcp.flags.reset == 1"
+
+CRAFT_PROXY="none: crafted bytes from a python3 socket client (127.0.0.10) straight to the server"
+LEGS="$CLIENT>$SERVER" \
+describe malformed-v1.pcap pcap "$CRAFT_PROXY" "postfix 3.7" "[]" \
+    "Crafted malformed v1 header (leading zero in the destination port) sent straight to a Postfix listener that expects a header." \
+    "The client (127.0.0.10) sends PROXY TCP4 203.0.113.7 127.0.0.30 40000 070 CRLF to 127.0.0.30:10025. Postfix logs haproxy read: bad or missing server port, answers 421 4.3.0 mail.example.test Server local error and resets. Wireshark still decodes the line as a v1 header. The back leg here is the client's own connection; 203.0.113.7 appears only inside the header." \
+    "10025 v1 PROXY false 203.0.113.7 TCP4 1"
+fact malformed-v1.pcap "the client's first segment is exactly the crafted line" \
+    first_seg_is "$(hex $'PROXY TCP4 203.0.113.7 127.0.0.30 40000 070\r\n')" "ip.src == $CLIENT && $TO_PF"
+fact malformed-v1.pcap "Postfix answers 421 4.3.0" first_seg_starts "$(hex '421 4.3.0')" "$FROM_PF"
+fact malformed-v1.pcap "Postfix resets the connection" frames_count 1 "$FROM_PF && tcp.flags.reset == 1"
+
+LEGS="$CLIENT>$SERVER" \
+describe crc32c-mismatch.pcap pcap "$CRAFT_PROXY" "postfix 3.7" "[]" \
+    "Crafted v2 header with a CRC32C TLV whose checksum is wrong (0xDEADBEEF), sent straight to a Postfix listener that expects a header; Postfix does not check the CRC and the session goes on." \
+    "35-byte header: PROXY TCP4 203.0.113.7:40000 -> 127.0.0.30:10025, one TLV type 0x03 (CRC32C) length 4 value DEADBEEF; the correct CRC32C of this header is 0xA8B7BC7A. Postfix greets (220), answers EHLO and QUIT (221). The back leg here is the client's own connection." \
+    "10025 v2 PROXY false 203.0.113.7 TCP4 1"
+fact crc32c-mismatch.pcap "the client's first segment is exactly the crafted header" \
+    first_seg_is "${SIG_HEX}21110013cb0071077f00001e9c402729030004deadbeef" "ip.src == $CLIENT && $TO_PF"
+fact crc32c-mismatch.pcap "Postfix greets and ends with 221" segs_contain "$(hex $'221 2.0.0 Bye\r\n')" "$FROM_PF"
+
+LEGS="$CLIENT>$SERVER" \
+describe split-header.pcap pcap "$CRAFT_PROXY" "postfix 3.7" "[]" \
+    "Crafted valid v2 header sent in two send() calls 200 ms apart (TCP_NODELAY) straight to a Postfix listener that expects a header: Postfix reads the first segment alone, refuses it and resets, so the second part never leaves the client." \
+    "Intended: 16 bytes (signature, 0x21, 0x11, length 12), then 200 ms later the 12-byte address block (203.0.113.7:40000 -> 127.0.0.30:10025). On the wire: the 16-byte segment only. Postfix peeks once, logs haproxy read: short version 2 protocol header, answers 421 4.3.0 mail.example.test Server local error and resets within a millisecond; the client's second send fails with ECONNRESET. header_src is null: the address block is not in the capture. HAProxy 2.6 accept-proxy (Truncated PROXY protocol header received) and nginx 1.22 listen proxy_protocol (header is too large) refuse a header split this way too." \
+    "10025 v2 PROXY false null TCP4 1"
+fact split-header.pcap "the client sent one 16-byte segment, the header's first 16 bytes" \
+    first_seg_is "${SIG_HEX}2111000c" "ip.src == $CLIENT && $TO_PF"
+fact split-header.pcap "the second part of the header never left the client" seg_count 1 "ip.src == $CLIENT && $TO_PF"
+fact split-header.pcap "Postfix answers 421 4.3.0" first_seg_starts "$(hex '421 4.3.0')" "$FROM_PF"
+fact split-header.pcap "Postfix resets the connection" frames_count 1 "$FROM_PF && tcp.flags.reset == 1"
 
 {
     printf '[\n'

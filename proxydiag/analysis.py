@@ -119,8 +119,8 @@ def describe(tracked: TrackedConnection) -> Connection:
 def replies_to_header(conn: Connection) -> list[str]:
     """The server's error replies to the PROXY header's own bytes, when it read them as
     commands: errors sent before the replies to the client's real commands."""
-    if conn.header is None:
-        return []
+    if conn.header is None or conn.tls_client_hello or conn.extra_headers:
+        return []  # the errors answer the TLS bytes, or the second header (PD106)
     replies = getattr(conn.opening, "replies_before_commands", None) or []
     return [reply for reply in replies if reply[:1] in ("4", "5") or reply.startswith(("-ERR", "* BAD", "* BYE")) or " BAD " in reply[:16]]
 
@@ -144,6 +144,8 @@ def _read_headers(conn: Connection, client: Stream) -> int:
             conn.header_segments = sum(1 for piece in client.chunks if piece.offset < max(result.length, 1))
         else:
             conn.extra_headers.append(result)
+        if result.incomplete:
+            return len(client.data)  # everything the client sent belongs to the unfinished header
         if not result.length:
             break
         offset += result.length

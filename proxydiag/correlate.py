@@ -4,6 +4,7 @@ header names, and tell which addresses are proxies."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 from proxydiag.model import Connection
@@ -16,6 +17,7 @@ class LegIndex:
     by_client: dict[tuple[str, int], list[Connection]] = field(default_factory=dict)
     by_source_addr: dict[str, list[Connection]] = field(default_factory=dict)
     proxies: set[str] = field(default_factory=set)
+    onward_by_front: dict[int, Connection] = field(default_factory=dict)
 
     @classmethod
     def build(cls, connections: list[Connection]) -> LegIndex:
@@ -25,6 +27,10 @@ class LegIndex:
             index.by_source_addr.setdefault(conn.tcp.src_addr, []).append(conn)
             if conn.header is not None:
                 index.proxies.add(conn.tcp.src_addr)
+        for conn in connections:
+            front = index.front_leg(conn)
+            if front is not None:
+                index.onward_by_front.setdefault(front.id, conn)
         return index
 
     def is_proxy(self, address: str) -> bool:
@@ -49,6 +55,8 @@ class LegIndex:
         """The connection the server side of `front` opened onwards right after accepting
         it, when that server is a relay (a proxy): matched by the header when there is
         one, else by timing alone."""
+        if front.id in self.onward_by_front:
+            return self.onward_by_front[front.id]
         candidates = [
             conn
             for conn in self.by_source_addr.get(front.tcp.dst_addr, [])
@@ -62,4 +70,9 @@ class LegIndex:
 
 
 def _unmapped(address: str) -> str:
-    return address[7:] if address.startswith("::ffff:") and "." in address else address
+    """An IPv4-mapped IPv6 address as the IPv4 address the front leg shows."""
+    try:
+        mapped = ipaddress.ip_address(address).ipv4_mapped if ":" in address else None
+    except ValueError:
+        return address
+    return str(mapped) if mapped else address

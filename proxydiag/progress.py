@@ -21,7 +21,7 @@ class ProgressBar:
         self._task = None
         self._enabled = sys.stderr.isatty()
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc) -> None:

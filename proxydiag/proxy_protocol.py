@@ -385,9 +385,15 @@ def _parse_v2(data: bytes) -> ParseResult:
         return _incomplete(2, data, "inside the 16-byte fixed part")
     _, ver_cmd, family_byte, declared = _FIXED_V2.unpack_from(data)
     length = V2_FIXED_LENGTH + declared
-    if len(data) < length:
-        return _incomplete(2, data, f"but the header declares {length}")
     violations: list[Violation] = []
+    if len(data) < length:
+        # The fixed part is whole and can be trusted; the rest never arrived.
+        command, family = _v2_command(ver_cmd, violations), _v2_family(family_byte, violations)
+        cut = _incomplete(2, data, f"but the header declares {length}")
+        return ParseResult(
+            version=2, header=ProxyHeader(version=2, command=command, family=family, length=length),
+            violations=tuple(violations) + cut.violations, incomplete=True,
+        )
     block = data[:length]
     command = _v2_command(ver_cmd, violations)
     family = _v2_family(family_byte, violations)

@@ -41,6 +41,8 @@ class TrustedEntry:
             return False
         if ip.version == 6 and ip.ipv4_mapped and self.network.version == 4:
             ip = ip.ipv4_mapped  # an IPv4 entry also matches ::ffff:a.b.c.d on a [::] socket
+        elif ip.version == 4 and self.network.version == 6:
+            ip = ipaddress.IPv6Address(f"::ffff:{ip}")  # and a ::ffff: entry matches IPv4 peers
         return ip.version == self.network.version and ip in self.network
 
 
@@ -48,23 +50,25 @@ def parse_trusted_entry(text: str, where: str) -> TrustedEntry:
     raw = text.strip()
     if not raw:
         return TrustedEntry(text, where, None, "an empty entry matches nothing")
-    address, _, mask = raw.partition("/")
+    address, slash, mask = (part.strip() for part in raw.partition("/"))  # Stalwart trims each side
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(address) if "%" not in address else None
     except ValueError:
+        ip = None
+    if ip is None:
         return TrustedEntry(text, where, None, f"{raw!r} is not an IP address or CIDR mask")
-    if not mask:
+    if not slash:
         if ip.is_unspecified:
             return TrustedEntry(text, where, None, f"{raw} without a mask trusts nothing (0.15) or is refused (0.16)")
         return TrustedEntry(text, where, ipaddress.ip_network(ip))
-    if not mask.isdigit() or int(mask) > ip.max_prefixlen:
+    if not (mask.isascii() and mask.isdigit()) or int(mask) > ip.max_prefixlen:
         return TrustedEntry(text, where, None, f"{raw!r} has an invalid mask")
     if int(mask) < MIN_PREFIX:
         return TrustedEntry(
             text, where, None,
             f"{raw}: masks shorter than /8 are rejected (0.15 skips the entry, 0.16 refuses it), so it trusts no one",
         )
-    return TrustedEntry(text, where, ipaddress.ip_network(raw, strict=False))
+    return TrustedEntry(text, where, ipaddress.ip_network(f"{address}/{mask}", strict=False))
 
 
 @dataclass
@@ -135,9 +139,14 @@ def load(path: str) -> StalwartConfig:
         raise ConfigError(f"{path}: cannot read the Stalwart configuration ({getattr(error, 'strerror', None) or error})") from None
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")) and _looks_like_json(stripped):
-        return from_json(json.loads(stripped), path)
+        try:
+            return from_json(json.loads(stripped), path)
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply to be a Stalwart configuration") from None
     try:
         document = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a Stalwart configuration") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: neither a TOML config.toml nor Stalwart JSON objects ({error})") from None
     return from_toml(document, path)
@@ -146,7 +155,7 @@ def load(path: str) -> StalwartConfig:
 def _looks_like_json(text: str) -> bool:
     try:
         json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 
@@ -221,10 +230,10 @@ def _str(value) -> str | None:
 def parse_bind(text: str) -> tuple[str, int] | None:
     """'[::]:25', '0.0.0.0:465', '127.0.0.1:10025', or a bare port."""
     text = str(text).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return "0.0.0.0", int(text)
     host, _, port = text.rpartition(":")
-    if not port.isdigit() or not host:
+    if not (port.isascii() and port.isdigit()) or not host or int(port) > 65535:
         return None
     return host.strip("[]"), int(port)
 
@@ -234,7 +243,11 @@ def parse_bind(text: str) -> tuple[str, int] | None:
 
 def from_json(document, path: str) -> StalwartConfig:
     config = StalwartConfig(path=path, style="json")
+    recognised = False
     for kind, obj, where in _objects(document, "$"):
+        recognised = recognised or kind in ("SystemSettings", "Http", "NetworkListener") or any(
+            key in obj for key in ("proxyTrustedNetworks", "useXForwarded")
+        )
         if kind == "SystemSettings" or "proxyTrustedNetworks" in obj:
             config.trusted.extend(
                 parse_trusted_entry(text, f"{where}.proxyTrustedNetworks") for text in _json_set(obj.get("proxyTrustedNetworks"))
@@ -244,7 +257,7 @@ def from_json(document, path: str) -> StalwartConfig:
                 config.use_x_forwarded = obj["useXForwarded"]
         if kind == "NetworkListener" or ("bind" in obj and "protocol" in obj):
             config.listeners.append(_json_listener(obj, where, len(config.listeners)))
-    if not (config.trusted or config.listeners or config.use_x_forwarded is not None):
+    if not (recognised or config.listeners):
         raise ConfigError(
             f"{path}: no SystemSettings, NetworkListener or Http object found; export them from the web admin "
             "or the management API"

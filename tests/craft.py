@@ -60,27 +60,27 @@ class Conversation:
             else:
                 self.server_seq += advance
 
-    def handshake(self, after: float = 0.0) -> "Conversation":
+    def handshake(self, after: float = 0.0) -> Conversation:
         self._emit(True, SYN, after=after)
         self._emit(False, SYN | ACK)
         self._emit(True, ACK)
         return self
 
-    def client_sends(self, data: bytes, after: float = 0.001, segments: int = 1) -> "Conversation":
+    def client_sends(self, data: bytes, after: float = 0.001, segments: int = 1) -> Conversation:
         size = -(-len(data) // segments)
         for index in range(0, len(data), size):
             self._emit(True, PSH | ACK, data[index : index + size], after=after if index == 0 else 0.0005)
         return self
 
-    def server_sends(self, data: bytes, after: float = 0.001) -> "Conversation":
+    def server_sends(self, data: bytes, after: float = 0.001) -> Conversation:
         self._emit(False, PSH | ACK, data, after=after)
         return self
 
-    def wait(self, seconds: float) -> "Conversation":
+    def wait(self, seconds: float) -> Conversation:
         self.now += seconds
         return self
 
-    def close(self, by: str = "client", reset: bool = False, after: float = 0.001) -> "Conversation":
+    def close(self, by: str = "client", reset: bool = False, after: float = 0.001) -> Conversation:
         from_client = by == "client"
         if reset:
             self._emit(from_client, RST | ACK, after=after)

@@ -20,8 +20,8 @@ from proxydiag.packet import (
     LINKTYPE_NULL,
     LINKTYPE_RAW,
     locate_tcp,
-    tcp_details,
     split_key,
+    tcp_details,
 )
 from proxydiag.proxy_protocol import build_v1
 

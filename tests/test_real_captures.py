@@ -77,6 +77,8 @@ def _matches(conn, leg) -> bool:
     header = conn.header
     if leg["header"] == "none":
         return header is None
+    if conn.proxy is not None and conn.proxy.incomplete:  # the rest of the header never came
+        return header is not None and header.version == int(leg["header"][1])
     return (
         header is not None
         and header.version == int(leg["header"][1])
@@ -98,9 +100,10 @@ def test_back_legs_as_the_manifest_describes(capture_dir, entry):
             assert len(conns) >= 3, "HAProxy checks every 500 ms during the capture"
         else:
             assert len(conns) == sum(leg["count"] for leg in legs), f"{entry['file']}: back legs to port {port}"
+        broken_on_purpose = {"PD103", "PD105"} & set(entry["findings"]["must"])
         for conn in conns:
             assert any(_matches(conn, leg) for leg in legs), f"{entry['file']}: connection {conn.id}"
-            assert not (conn.proxy and conn.proxy.violations)
+            assert broken_on_purpose or not (conn.proxy and conn.proxy.violations)
 
 
 @pytest.mark.parametrize("entry", MANIFEST, ids=[entry["file"] for entry in MANIFEST])

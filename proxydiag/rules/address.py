@@ -118,14 +118,27 @@ class UntrustedProxySource(Rule):
     def check(self, conn, ctx):
         if conn.header is None:
             return
-        expectation = ctx.expectation(conn)
-        if expectation is None or expectation.inferred or expectation.value != "none" or expectation.source.startswith("--expect"):
+        verdict = _trust(conn, ctx)
+        if verdict is None or verdict[0]:
             return
         yield Hit(
             f"The proxy {conn.tcp.src_addr} sends PROXY headers to {describe_endpoint(conn)} but is not in the trusted "
-            f"networks ({expectation.source}): Stalwart reads its header as protocol data.",
-            [conn], {"tcp_src": conn.tcp.src_addr}, group=(conn.tcp.src_addr,) + endpoint(conn),
+            f"networks ({verdict[1]}): Stalwart reads its header as protocol data.",
+            [conn], {"tcp_src": conn.tcp.src_addr, "trusted_networks": verdict[1]}, group=(conn.tcp.src_addr,) + endpoint(conn),
         )
+
+
+def _trust(conn, ctx) -> tuple[bool, str] | None:
+    """Whether the leg's source is trusted, and by what list; None when no list is known."""
+    if ctx.config is not None:
+        listener = ctx.config.listener_for_port(conn.tcp.dst_port)
+        if listener is not None:
+            entries = ctx.config.effective_trust(listener)
+            return ctx.config.trusts(listener, conn.tcp.src_addr), f"listener {listener.id!r}: {[e.text for e in entries]}"
+    trusted = ctx.expectations.trusted
+    if trusted is not None:
+        return any(entry.matches(conn.tcp.src_addr) for entry in trusted), f"--trusted-networks {[e.text for e in trusted]}"
+    return None
 
 
 class MappedIpv4Address(Rule):

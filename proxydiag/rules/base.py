@@ -91,6 +91,7 @@ class Context:
     config: StalwartConfig | None = None
     legs: object = None  # correlate.LegIndex
     inputs: list = field(default_factory=list)
+    cache: dict = field(default_factory=dict)  # what several rules compute once
 
     def expectation(self, conn: Connection) -> Expectation | None:
         return self.expectations.for_connection(conn)

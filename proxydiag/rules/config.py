@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from proxydiag.rules.base import Hit, Rule, describe_endpoint
 
+MAIL_PROTOCOLS = frozenset({"smtp", "lmtp", "imap", "pop3", "managesieve", "http"})
+
 
 class TrustedNetworkMatchesNothing(Rule):
     code, slug, severity = "PD601", "trusted-network-matches-nothing", "error"
@@ -52,7 +54,7 @@ class ProxyRequiredOnHttp(Rule):
 
     def finish(self, ctx):
         config = ctx.config
-        if config is None or not config.trusted:
+        if config is None or not any(entry.network for entry in config.trusted):
             return
         for listener in config.listeners:
             if listener.protocol == "http" and listener.trusted_override is None or (
@@ -94,9 +96,10 @@ class TrafficVsConfig(Rule):
             return
         listener = config.listener_for_port(conn.tcp.dst_port)
         if listener is None:
-            if conn.header is not None:
+            if conn.header is not None or conn.protocol in MAIL_PROTOCOLS or conn.greeting is not None:
                 yield Hit(
-                    f"PROXY headers reach port {conn.tcp.dst_port}, which no listener in {config.path} binds.",
+                    f"{'PROXY headers reach' if conn.header else 'Mail traffic reaches'} port {conn.tcp.dst_port}, which no "
+                    f"listener in {config.path} binds: is this the right file, or a listener bound elsewhere?",
                     [conn], {"port": conn.tcp.dst_port}, group=("unknown-port", conn.tcp.dst_port),
                 )
             return

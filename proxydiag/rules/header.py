@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import re
 
-from proxydiag.rules.base import SERVER_SPEAKS_FIRST, Hit, Rule, describe_endpoint, endpoint, header_hex, lower
+from proxydiag.rules.base import (
+    IMPLICIT_TLS_PORTS,
+    SERVER_SPEAKS_FIRST,
+    Hit,
+    Rule,
+    describe_endpoint,
+    endpoint,
+    header_hex,
+    lower,
+)
 
 TOO_SOON = re.compile(rb"talk(ing)? too soon|pregreet|before (the )?greeting|wait for (the )?greeting", re.I)
 
@@ -15,6 +24,19 @@ def opening_value(conn, name, default=None):
 
 def server_speaks_first(conn) -> bool:
     return (conn.protocol or "") in SERVER_SPEAKS_FIRST
+
+
+def split_then_rejected(conn) -> bool:
+    """The header's first piece arrived, then the server closed before the rest."""
+    parsed = conn.proxy
+    return (
+        parsed is not None
+        and parsed.incomplete
+        and conn.header_bytes is not None
+        and len(conn.header_bytes) > (len(b"PROXY ") if parsed.version == 1 else 16 - 1)
+        and conn.closed_by == "server"
+        and conn.reassembly.get("client", {}).get("gap_at") is None
+    )
 
 
 def relayed(conn, ctx) -> bool:
@@ -72,15 +94,18 @@ class UnexpectedProxyHeader(Rule):
         expectation = ctx.expectation(conn)
         answered = conn.replies_to_header
         greeted_first = conn.greeting_ts is not None and conn.header_ts is not None and conn.greeting_ts < conn.header_ts
-        tls_refused = conn.tcp.dst_port in (465, 993, 995, 443) and opening_value(conn, "server_sent_tls") and conn.closed_by == "server"
+        implicit_tls = conn.tcp.dst_port in IMPLICIT_TLS_PORTS
+        tls_refused = implicit_tls and conn.closed_by == "server" and (
+            opening_value(conn, "server_sent_tls") or (conn.close_kind == "rst" and conn.greeting is None)
+        )
         evidence = {"header": header_hex(conn), "greeting": conn.greeting, "replies_to_header": answered[:5]}
-        if answered or greeted_first or tls_refused:
+        if (answered or greeted_first or tls_refused) and not relayed(conn, ctx):
             reason = (
                 f"answered the header bytes as commands ({'; '.join(answered[:3])})"
                 if answered
                 else "greeted before the header arrived"
                 if greeted_first
-                else "answered the header with TLS and closed"
+                else "answered the header with a TLS alert or a reset"
             )
             yield Hit(
                 f"{describe_endpoint(conn)} received a PROXY v{header.version} header it does not expect: the server "
@@ -105,8 +130,10 @@ class MalformedProxyHeader(Rule):
             violations = list(parsed.violations)
             if not violations:
                 continue
-            if parsed.incomplete and not conn.closed_by and conn.reassembly.get("client", {}).get("snapped_bytes"):
+            if parsed.incomplete and conn.reassembly.get("client", {}).get("snapped_bytes"):
                 continue  # cut by the snap length: PD901, not the proxy's fault
+            if parsed.incomplete and split_then_rejected(conn):
+                continue  # PD105: the rest never came because the server gave up first
             first = violations[0]
             yield Hit(
                 f"Malformed PROXY v{parsed.version} header to {describe_endpoint(conn)}: {first.message} "
@@ -147,13 +174,22 @@ class ProxyHeaderSplit(Rule):
 
     def check(self, conn, ctx):
         header = conn.header
-        if header is None or conn.header_segments <= 1:
-            return
-        yield Hit(
-            f"The {header.length}-byte PROXY header to {describe_endpoint(conn)} arrived in {conn.header_segments} "
-            "segments instead of one; receivers that read it with a single recv() reject it.",
-            [conn], {"segments": conn.header_segments, "length": header.length}, group=endpoint(conn),
-        )
+        if header is not None and conn.header_segments > 1:
+            yield Hit(
+                f"The {header.length}-byte PROXY header to {describe_endpoint(conn)} arrived in {conn.header_segments} "
+                "segments instead of one; receivers that read it with a single recv() reject it.",
+                [conn], {"segments": conn.header_segments, "length": header.length}, group=endpoint(conn),
+            )
+        elif split_then_rejected(conn):
+            received = len(conn.header_bytes or b"")
+            yield Hit(
+                f"Only the first {received} bytes of the PROXY v{conn.proxy.version} header reached "
+                f"{describe_endpoint(conn)} before the server {'reset' if conn.close_kind == 'rst' else 'closed'} the "
+                "connection: the proxy split the header, and the server read it with a single recv() and gave up"
+                + (f" ({conn.greeting!r})." if conn.greeting else "."),
+                [conn], {"received_bytes": received, "header": header_hex(conn), "server": conn.greeting},
+                group=endpoint(conn),
+            )
 
 
 class DuplicateProxyHeader(Rule):
@@ -234,6 +270,24 @@ class ProxyWaitsForClient(Rule):
                 f"which a mail client never does first.{words}",
                 [conn], {"client_first": conn.client_first, "frame": conn.client_first_frame}, group=endpoint(conn),
             )
+
+    def finish(self, ctx):
+        """Two legs: the proxy opened the back leg only after the client had spoken."""
+        if ctx.legs is None:
+            return
+        for back in ctx.connections:
+            front = ctx.legs.front_leg(back)
+            if front is None or front.client_first_ts is None or front.mid_stream or front.tls_client_hello:
+                continue  # a TLS client speaks first by design; the proxy connects once TLS is up
+            if server_speaks_first(back) and back.start_ts > front.client_first_ts:
+                idle = front.client_first_ts - (front.established_ts or front.start_ts)
+                yield Hit(
+                    f"The proxy {describe_endpoint(front)} connected to the server (connection {back.id}) only after the "
+                    f"client's first bytes ({front.client_first!r}, {idle:.1f} s after the handshake): a mail client waits "
+                    "for the greeting first, so sessions hang until the client gives up.",
+                    [back, front], {"front_leg": front.id, "back_leg": back.id, "idle_seconds": round(idle, 3)},
+                    group=endpoint(back),
+                )
 
 
 RULES = [

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from proxydiag.rules.base import Hit, Rule, describe_endpoint, endpoint
+from proxydiag.rules.base import Hit, Rule, describe_endpoint, endpoint, lower
 from proxydiag.rules.header import opening_value, server_speaks_first
 
 HEALTH_CHECK_SECONDS = 1.0
+
+
+def cut_off_sources(ctx) -> dict[tuple, list]:
+    """(source, server address, port) whose every connection (three or more, none with a
+    header) the server cut off before any greeting: the mark of a banned proxy."""
+    if "cut_off_sources" in ctx.cache:
+        return ctx.cache["cut_off_sources"]
+    by_source = defaultdict(list)
+    for conn in ctx.connections:
+        if not conn.mid_stream and server_speaks_first(conn):
+            by_source[(conn.tcp.src_addr,) + endpoint(conn)].append(conn)
+    ctx.cache["cut_off_sources"] = {
+        key: conns
+        for key, conns in by_source.items()
+        if len(conns) >= 3
+        and all(c.greeting is None and c.closed_by == "server" and c.client_first is None and c.header is None for c in conns)
+    }
+    return ctx.cache["cut_off_sources"]
 
 
 class ServerRejected(Rule):
@@ -16,13 +34,17 @@ class ServerRejected(Rule):
     def check(self, conn, ctx):
         if conn.mid_stream or not server_speaks_first(conn) and conn.greeting is None:
             return
+        if conn.proxy is not None and conn.proxy.violations:
+            return  # the broken header explains the refusal: PD103 / PD105 say so
         refused = opening_value(conn, "greeting_refused", False) and conn.first_speaker == "server"
         if refused:
             yield Hit(
                 f"{describe_endpoint(conn)} refused the connection at once: {conn.greeting!r}.",
                 [conn], {"greeting": conn.greeting, "frame": conn.greeting_frame}, group=(conn.tcp.src_addr,) + endpoint(conn),
             )
-        elif conn.greeting is None and conn.closed_by == "server" and conn.client_first is None:
+        elif conn.greeting is None and conn.closed_by == "server" and conn.client_first is None and (
+            (conn.tcp.src_addr,) + endpoint(conn) not in cut_off_sources(ctx)
+        ):
             yield Hit(
                 f"{describe_endpoint(conn)} {'reset' if conn.close_kind == 'rst' else 'closed'} the connection before "
                 "any greeting or client command.",
@@ -30,20 +52,13 @@ class ServerRejected(Rule):
             )
 
     def finish(self, ctx):
-        # A proxy whose every connection is cut off at once has likely been banned.
-        by_source = defaultdict(list)
-        for conn in ctx.connections:
-            if not conn.mid_stream and server_speaks_first(conn):
-                by_source[(conn.tcp.src_addr,) + endpoint(conn)].append(conn)
-        for (source, addr, port), conns in by_source.items():
-            cut = [c for c in conns if c.greeting is None and c.closed_by == "server" and c.client_first is None]
-            if len(conns) >= 3 and len(cut) == len(conns) and all(c.header is None for c in conns):
-                yield Hit(
-                    f"Every connection from {source} to {describe_endpoint(conns[0])} was cut off before any greeting: "
-                    "the server has likely banned the proxy's own address (Stalwart's auto-ban counts protocol errors "
-                    "against the address it sees, which is the proxy's when headers are missing or ignored).",
-                    conns, {"source": source, "connections": len(conns)}, group=(source, addr, port),
-                )
+        for (source, addr, port), conns in cut_off_sources(ctx).items():
+            yield Hit(
+                f"Every connection from {source} to {describe_endpoint(conns[0])} was cut off before any greeting: "
+                "the server has likely banned the proxy's own address (Stalwart's auto-ban counts protocol errors "
+                "against the address it sees, which is the proxy's when headers are missing or ignored).",
+                conns, {"source": source, "connections": len(conns)}, group=("banned", source, addr, port),
+            )
 
 
 class NoGreeting(Rule):
@@ -57,7 +72,7 @@ class NoGreeting(Rule):
         end = conn.close_ts if conn.close_ts is not None else conn.last_ts
         start = conn.established_ts or conn.start_ts
         waited = (end or start) - start
-        if conn.closed_by == "server" or waited < ctx.options.greeting_timeout and conn.closed_by is not None:
+        if conn.closed_by == "server" or waited < ctx.options.greeting_timeout:
             return
         yield Hit(
             f"{describe_endpoint(conn)} sent no greeting in {waited:.1f} s"
@@ -83,7 +98,7 @@ class HealthcheckWithoutHeader(Rule):
             f"header ({expectation.source}): each one is a rejected connection in the server's log "
             "(HAProxy: check-send-proxy, or checks without their own port).",
             [conn], {"closed": conn.close_kind}, group=(conn.tcp.src_addr,) + endpoint(conn),
-            inferred=expectation.inferred,
+            inferred=expectation.inferred, severity=lower(self.severity) if expectation.inferred else None,
         )
 
 

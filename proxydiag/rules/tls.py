@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from proxydiag.rules.base import IMPLICIT_TLS_PORTS, PLAINTEXT_PORTS, Hit, Rule, describe_endpoint, endpoint
-from proxydiag.rules.header import opening_value
+from proxydiag.rules.header import opening_value, relayed
 
 
 def front_was_tls(conn, ctx) -> tuple[bool, str]:
@@ -35,8 +35,8 @@ class TlsFlagLost(Rule):
         header = conn.header
         if header is None or header.version != 2 or header.command != "PROXY":
             return
-        if header.ssl is not None and header.ssl.client_ssl:
-            return
+        if (header.ssl is not None and header.ssl.client_ssl) or conn.tls_client_hello:
+            return  # flagged, or TLS passed through: the server does the TLS itself
         tls, evidence = front_was_tls(conn, ctx)
         if not tls:
             return
@@ -55,7 +55,7 @@ class TlsFlagImpossibleV1(Rule):
 
     def check(self, conn, ctx):
         header = conn.header
-        if header is None or header.version != 1:
+        if header is None or header.version != 1 or conn.tls_client_hello:
             return
         tls, evidence = front_was_tls(conn, ctx)
         if tls:
@@ -71,7 +71,7 @@ class TlsToPlaintextListener(Rule):
     code, slug, severity = "PD303", "tls-to-plaintext-listener", "error"
 
     def check(self, conn, ctx):
-        if not conn.tls_client_hello:
+        if not conn.tls_client_hello or relayed(conn, ctx):
             return
         plaintext = opening_value(conn, "tls_answered_with_plaintext") or (
             conn.greeting is not None and conn.greeting != "TLS record"
