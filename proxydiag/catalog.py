@@ -46,10 +46,10 @@ class Page:
         """The fix for the recognised proxy (HAProxy's and nginx's, the usual senders,
         when the bytes do not say which proxy it was), then the Stalwart side."""
         names = [proxy] if proxy in self.proxy_fixes else [name for name in UNRECOGNISED_PROXY_FIXES if name in self.proxy_fixes]
-        parts = [f"{name}: {essential(self.proxy_fixes[name])}" for name in names if not _not_applicable(self.proxy_fixes[name])]
+        parts = [f"{name}:\n\n{essential(self.proxy_fixes[name])}" for name in names if not _not_applicable(self.proxy_fixes[name])]
         stalwart = self.sections.get("Fix on Stalwart")
         if stalwart and not _not_applicable(stalwart):
-            parts.append(f"Stalwart: {essential(stalwart)}")
+            parts.append(f"Stalwart:\n\n{essential(stalwart)}")
         return "\n\n".join(parts)
 
 

@@ -77,6 +77,10 @@ class Connection:
     last_ts: float | None = None
     reassembly: dict = field(default_factory=dict)
 
+    @property
+    def timing_greeting_after(self) -> float | None:
+        return _delay(self.established_ts or self.start_ts, self.greeting_ts)
+
     def _tls_summary(self) -> dict:
         return _tls_summary_of(self)
 
@@ -109,7 +113,7 @@ class Connection:
             "timing": {
                 "established": self.established_ts,
                 "header_after": _delay(self.established_ts or self.start_ts, self.header_ts),
-                "greeting_after": _delay(self.established_ts or self.start_ts, self.greeting_ts),
+                "greeting_after": self.timing_greeting_after,
             },
             "tls": self._tls_summary(),
             "opening": self.opening.to_dict() if self.opening is not None else None,

@@ -41,4 +41,4 @@ def test_rules_lists_the_catalog():
 def test_fix_names_the_recognised_proxy_first():
     page = catalog.load_pages()["PD301"]
     fix = page.fix_for("HAProxy")
-    assert fix.startswith("HAProxy:") and "send-proxy-v2-ssl" in fix and "Stalwart:" in fix
+    assert fix.startswith("HAProxy:\n") and "send-proxy-v2-ssl" in fix and "Stalwart:\n" in fix

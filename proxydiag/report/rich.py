@@ -41,10 +41,13 @@ def _headline(document: dict) -> Text:
     inputs = len(document["inputs"])
     text = Text()
     text.append("proxydiag", style="bold")
-    text.append(
-        f"  — {inputs} capture{'s' if inputs != 1 else ''}, {packets} packets, {summary['connections']} connections, "
-        f"{summary['with_proxy_header']} with a PROXY header\n"
-    )
+    if not inputs and document.get("stalwart_config"):
+        text.append(f"  — Stalwart configuration {document['stalwart_config']['path']}\n")
+    else:
+        text.append(
+            f"  — {inputs} capture{'s' if inputs != 1 else ''}, {packets} packets, {summary['connections']} connections, "
+            f"{summary['with_proxy_header']} with a PROXY header\n"
+        )
     counts = [(summary["errors"], "error"), (summary["warnings"], "warning"), (summary["infos"], "info")]
     parts = [f"{count} {name}{'s' if count != 1 else ''}" for count, name in counts if count]
     text.append(", ".join(parts) if parts else "no findings", style=STYLES["error"] if summary["errors"] else "green")

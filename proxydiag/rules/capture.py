@@ -36,8 +36,8 @@ class NoMailTraffic(Rule):
     code, slug, severity = "PD903", "no-mail-traffic", "warning"
 
     def finish(self, ctx):
-        if any(item.error for item in ctx.inputs) and not ctx.connections:
-            return
+        if not ctx.inputs or (any(item.error for item in ctx.inputs) and not ctx.connections):
+            return  # no capture given (a configuration check), or none could be read
         mail = [c for c in ctx.connections if c.protocol or c.tcp.dst_port in ctx.options.mail_ports or c.header]
         if mail:
             return
