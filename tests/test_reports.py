@@ -39,7 +39,7 @@ def check_snapshot(name: str, text: str) -> None:
 
 
 @pytest.mark.parametrize("capture", SNAPSHOT_CAPTURES)
-@pytest.mark.parametrize("fmt", ["rich", "markdown"])
+@pytest.mark.parametrize("fmt", ["rich", "markdown", "json"])
 def test_report_snapshots(capture, fmt):
     result = run("analyze", f"captures/{capture}", "--format", fmt, "--fail-on", "never")
     assert result.returncode == 0, result.stderr
@@ -128,3 +128,22 @@ def test_pseudonyms_are_stable_and_keep_the_kind_of_address():
         for addr in (conn["tcp"]["src_addr"], conn["tcp"]["dst_addr"]):
             assert ipaddress.ip_address(addr).is_loopback, "loopback stays loopback"
     assert document["anonymized"] is True
+
+
+def test_progress_reports_bytes_read_and_connections(tmp_path):
+    """The progress bar's feed: called during long reads with the bytes read so far."""
+    import struct
+
+    from proxydiag.analysis import Progress, analyze_files
+
+    path = tmp_path / "many.pcap"
+    frame = b"\x00" * 12 + b"\x08\x06" + b"\x00" * 28  # ARP-sized, not TCP: read and skipped
+    with open(path, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        record = struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame
+        out.write(record * 140_000)
+    calls = []
+    analyze_files([str(path)], Progress(lambda index, done, total, conns: calls.append((index, done, total, conns))))
+    assert len(calls) >= 2
+    assert all(index == 0 and total == path.stat().st_size and 0 < done <= total for index, done, total, _ in calls)
+    assert [done for _, done, _, _ in calls] == sorted(done for _, done, _, _ in calls)
