@@ -29,11 +29,13 @@ def mask_line(line: str) -> str:
     return line
 
 
+_UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
+
+
 def printable(data: bytes, limit: int = 200) -> str:
     """Bytes as one line of text: printable ASCII kept, the rest escaped."""
-    text = data[:limit].decode("latin-1")
-    out = "".join(ch if 32 <= ord(ch) < 127 else f"\\x{ord(ch):02x}" for ch in text)
-    return out + ("..." if len(data) > limit else "")
+    shown = _UNPRINTABLE.sub(lambda match: b"\\x%02x" % match.group()[0], bytes(data[:limit])).decode("ascii")
+    return shown + ("..." if len(data) > limit else "")
 
 
 def first_line(data: bytes, limit: int = 200) -> str:
