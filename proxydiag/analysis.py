@@ -60,9 +60,29 @@ class Settings:
 def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None) -> Analysis:
     """Read the captures and judge them: the whole of `proxydiag analyze`."""
     analysis = analyze_files(paths, progress)
+    judge_analysis(analysis, settings)
+    return analysis
+
+
+def judge_analysis(analysis: Analysis, settings: Settings) -> None:
+    """(Re)compute the findings of what has been read so far."""
     analysis.stalwart_config = settings.stalwart
     resolver = ExpectationResolver(settings.expect_global, settings.expect_ports, settings.stalwart, settings.trusted)
     analysis.findings = judge(analysis, resolver, settings.options, settings.stalwart)
+
+
+def analyze_live(capture, analysis: Analysis) -> Analysis:
+    """Track a live capture (proxydiag.live.LiveCapture) into `analysis` until it stops."""
+    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked)))
+    try:
+        table.consume(0, capture)
+    finally:
+        capture.stop()
+        table.flush()
+        info = capture.info
+        analysis.inputs.append(InputSummary(info.path, info.format, info.linktypes, info.packets, damaged=info.damaged))
+        analysis.connections.sort(key=lambda conn: (conn.input, conn.first_frame))
+        analysis.unsupported_linktypes = table.unsupported_linktypes
     return analysis
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import shlex
 import sys
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import List
@@ -16,8 +18,10 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from proxydiag import __version__, catalog, proxy_protocol
-from proxydiag.analysis import Settings, diagnose
+from proxydiag.analysis import Settings, analyze_live, diagnose, judge_analysis
 from proxydiag.expectations import ExpectationError
+from proxydiag.live import MAIL_FILTER, LiveCapture, LiveError
+from proxydiag.model import Analysis
 from proxydiag.progress import ProgressBar
 from proxydiag.report import json as json_report
 from proxydiag.report import markdown as markdown_report
@@ -87,39 +91,72 @@ def _root(
     pass
 
 
+# Options shared by analyze and sniff (spec/cli.md).
+FORMAT = typer.Option(Format.rich, "--format", "-F",
+                      help="rich (for people), json (for scripts) or markdown (for a support ticket).")
+OUTPUT = typer.Option(None, "--output", "-o", help="Write the report to this file.")
+ANONYMIZE = typer.Option(False, "--anonymize",
+                         help="Replace every IP address and host name by a stable pseudonym (same kind of address).")
+QUIET = typer.Option(False, "--quiet", "-q", help="Only the findings.")
+VERBOSE = typer.Option(False, "--verbose", "-v", help="More evidence, longer fixes, every connection.")
+EXPECT = typer.Option([], "--expect", metavar="v1|v2|any|none|PORT=VALUE",
+                      help="What the mail server's listeners expect; repeat per port, e.g. --expect v2 --expect 25=none.")
+TRUSTED = typer.Option(None, "--trusted-networks", metavar="CIDR,...",
+                       help="The proxies Stalwart trusts (its proxy trusted-networks).")
+STALWART = typer.Option(None, "--stalwart-config", metavar="FILE",
+                        help="Stalwart's config.toml (up to 0.15) or its exported JSON objects (0.16): listeners, implicit "
+                        "TLS and trusted networks decide what each connection must carry; the file itself is checked too "
+                        "(PD6xx).")
+PORTS = typer.Option(None, "--ports", metavar="LIST", help="Mail ports to consider besides the defaults.")
+MIN_CONNECTIONS = typer.Option(5, "--min-connections", help="Connections an endpoint needs before PD202 judges it.")
+HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", help="A header later than this is PD108.")
+GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", help="No greeting within this is PD402.")
+INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205).")
+FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1.")
+
+
+@dataclass
+class ReportOptions:
+    format: Format
+    output: Path | None
+    anonymize: bool
+    quiet: bool
+    verbose: bool
+    fail_on: FailOn
+
+
+def _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay, greeting_timeout,
+              internal_clients) -> Settings:
+    try:
+        return Settings.from_options(
+            expect=expect, trusted_networks=trusted_networks, stalwart_config=stalwart_config, ports=ports,
+            min_connections=min_connections, header_delay=header_delay, greeting_timeout=greeting_timeout,
+            internal_clients=internal_clients,
+        )
+    except (ExpectationError, ConfigError, ValueError) as error:
+        fail(str(error))
+
+
 @app.command()
 def analyze(
     files: List[str] = typer.Argument(
         None, metavar="FILE...", help="pcap or pcapng files ('-' reads standard input). Several files are one analysis "
         "(the client-to-proxy and proxy-to-server legs may be in different files)."
     ),
-    format: Format = typer.Option(
-        Format.rich, "--format", "-F", help="rich (for people), json (for scripts) or markdown (for a support ticket)."
-    ),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write the report to this file."),
-    anonymize: bool = typer.Option(
-        False, "--anonymize", help="Replace every IP address and host name by a stable pseudonym (same kind of address)."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the findings."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="More evidence, longer fixes, every connection."),
-    expect: List[str] = typer.Option(
-        [], "--expect", metavar="v1|v2|any|none|PORT=VALUE",
-        help="What the mail server's listeners expect; repeat per port, e.g. --expect v2 --expect 25=none.",
-    ),
-    trusted_networks: str | None = typer.Option(
-        None, "--trusted-networks", metavar="CIDR,...", help="The proxies Stalwart trusts (its proxy trusted-networks)."
-    ),
-    stalwart_config: Path | None = typer.Option(
-        None, "--stalwart-config", metavar="FILE",
-        help="Stalwart's config.toml (up to 0.15) or its exported JSON objects (0.16): listeners, implicit TLS and "
-        "trusted networks decide what each connection must carry; the file itself is checked too (PD6xx).",
-    ),
-    ports: str | None = typer.Option(None, "--ports", metavar="LIST", help="Mail ports to consider besides the defaults."),
-    min_connections: int = typer.Option(5, "--min-connections", help="Connections an endpoint needs before PD202 judges it."),
-    header_delay: float = typer.Option(1.0, "--header-delay", metavar="SECONDS", help="A header later than this is PD108."),
-    greeting_timeout: float = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", help="No greeting within this is PD402."),
-    internal_clients: bool = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205)."),
-    fail_on: FailOn = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1."),
+    format: Format = FORMAT,
+    output: Path | None = OUTPUT,
+    anonymize: bool = ANONYMIZE,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    expect: List[str] = EXPECT,
+    trusted_networks: str | None = TRUSTED,
+    stalwart_config: Path | None = STALWART,
+    ports: str | None = PORTS,
+    min_connections: int = MIN_CONNECTIONS,
+    header_delay: float = HEADER_DELAY,
+    greeting_timeout: float = GREETING_TIMEOUT,
+    internal_clients: bool = INTERNAL,
+    fail_on: FailOn = FAIL_ON,
 ) -> None:
     """Read captures, reassemble the opening of every TCP connection, decode PROXY headers
     and the first words of each side, and report what is wrong (the findings catalog:
@@ -138,16 +175,76 @@ def analyze(
     """
     if not files and stalwart_config is None:
         fail("give at least one capture file (or '-' for standard input), or --stalwart-config FILE")
-    try:
-        settings = Settings.from_options(
-            expect=expect, trusted_networks=trusted_networks, stalwart_config=stalwart_config, ports=ports,
-            min_connections=min_connections, header_delay=header_delay, greeting_timeout=greeting_timeout,
-            internal_clients=internal_clients,
-        )
-    except (ExpectationError, ConfigError, ValueError) as error:
-        fail(str(error))
+    settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
+                         greeting_timeout, internal_clients)
     with ProgressBar() as progress:
         analysis = diagnose(files or [], settings, progress.reporter())
+    _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on))
+
+
+@app.command()
+def sniff(
+    interface: str = typer.Option(..., "--interface", "-i", help="The interface to capture on (any: all of them)."),
+    bpf: str | None = typer.Option(None, "--filter", "-f", metavar="BPF",
+                                   help="Capture filter replacing the default (the mail ports and 10000-10999)."),
+    count: int = typer.Option(0, "--count", "-c", help="Stop after this many packets (0: no limit)."),
+    duration: float | None = typer.Option(None, "--duration", metavar="SECONDS", help="Stop after this long."),
+    write: Path | None = typer.Option(None, "--write", "-w", metavar="FILE",
+                                      help="Also write the packets to this pcap, e.g. to attach to a ticket."),
+    format: Format = FORMAT,
+    output: Path | None = OUTPUT,
+    anonymize: bool = ANONYMIZE,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    expect: List[str] = EXPECT,
+    trusted_networks: str | None = TRUSTED,
+    stalwart_config: Path | None = STALWART,
+    ports: str | None = PORTS,
+    min_connections: int = MIN_CONNECTIONS,
+    header_delay: float = HEADER_DELAY,
+    greeting_timeout: float = GREETING_TIMEOUT,
+    internal_clients: bool = INTERNAL,
+    fail_on: FailOn = FAIL_ON,
+) -> None:
+    """Capture live (as root), print findings as they appear, and the full report when
+    the capture ends (--duration, --count, or Ctrl-C).
+
+    Examples:
+
+      proxydiag sniff -i eth0 --duration 60
+
+      proxydiag sniff -i any -f 'tcp port 10025' -w ticket.pcap
+    """
+    settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
+                         greeting_timeout, internal_clients)
+    analysis = Analysis()
+    announced: set[tuple] = set()
+
+    def announce() -> None:
+        judge_analysis(analysis, settings)
+        for finding in analysis.findings:
+            key = (finding.code, tuple(finding.connections[:1]))
+            if key not in announced and finding.severity != "info":
+                announced.add(key)
+                stream = sys.stderr if format is not Format.rich or output is not None else sys.stdout
+                stream.write(f"{finding.severity.upper():7} {finding.code} {finding.slug}: {finding.message}\n")
+                stream.flush()
+
+    capture = LiveCapture(interface, bpf or MAIL_FILTER, count=count, duration=duration,
+                          write_path=str(write) if write else None, on_tick=announce)
+    try:
+        capture.start()
+    except LiveError as error:
+        fail(str(error))
+    typer.echo(f"proxydiag: capturing on {interface} ({bpf or 'mail ports'}); Ctrl-C to stop", err=True)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the capture, not the report
+        analyze_live(capture, analysis)
+    judge_analysis(analysis, settings)
+    _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on))
+
+
+def _report(analysis: Analysis, options: ReportOptions) -> None:
+    """Say what could not be read, render the report, and leave with the exit code."""
     for item in analysis.inputs:
         if item.error:
             typer.echo(f"proxydiag: {item.error}", err=True)
@@ -158,12 +255,12 @@ def analyze(
     if analysis.inputs and all(item.error for item in analysis.inputs):
         raise typer.Exit(EXIT_UNUSABLE)
     document = analysis.to_dict()
-    if anonymize:
+    if options.anonymize:
         document = anonymize_document(document)
-    _write(_render(document, format, output, quiet, verbose), output)
+    _write(_render(document, options.format, options.output, options.quiet, options.verbose), options.output)
     if analysis.damaged:
         raise typer.Exit(EXIT_UNUSABLE)
-    raise typer.Exit(_findings_exit_code(analysis, fail_on))
+    raise typer.Exit(_findings_exit_code(analysis, options.fail_on))
 
 
 def _render(document: dict, format: Format, output: Path | None, quiet: bool, verbose: bool) -> str:

@@ -1,0 +1,120 @@
+"""Live capture with scapy, handed to the same tracker as files: records of
+(frame_no, ts, linktype, frame, wire_length)."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+MAIL_FILTER = (
+    "tcp and (port 25 or port 587 or port 465 or port 24 or port 143 or port 993 or port 110 or port 995 "
+    "or port 4190 or port 80 or port 443 or port 8080 or portrange 10000-10999 or portrange 14190-14190)"
+)
+TICK_SECONDS = 2.0
+
+
+class LiveError(Exception):
+    """The capture cannot start: one line for the user."""
+
+
+@dataclass
+class LiveInfo:
+    path: str
+    format: str = "live"
+    linktypes: list[int] = field(default_factory=list)
+    packets: int = 0
+    bytes_read: int = 0
+    size: int | None = None
+    damaged: str | None = None
+
+
+class LiveCapture:
+    """Frames from an interface until `count` packets, `duration` seconds, or stop()."""
+
+    def __init__(self, iface: str, bpf: str = MAIL_FILTER, count: int = 0, duration: float | None = None,
+                 write_path: str | None = None, on_tick: Callable[[], None] | None = None) -> None:
+        self.iface, self.bpf, self.count, self.duration = iface, bpf, count, duration
+        self.write_path, self.on_tick = write_path, on_tick
+        self.info = LiveInfo(path=f"live:{iface}")
+        self._queue: queue.Queue = queue.Queue(maxsize=100_000)
+        self._sniffer = None
+        self._writer = None
+        self._stopped = False
+
+    def start(self) -> None:
+        from scapy.config import conf
+        from scapy.error import Scapy_Exception
+        from scapy.interfaces import get_if_list
+        from scapy.sendrecv import AsyncSniffer
+
+        if self.iface not in get_if_list() and self.iface != "any":
+            raise LiveError(f"no interface {self.iface!r}; choose one of: {', '.join(get_if_list())} (or any)")
+        self._layer2num = conf.l2types.layer2num
+        try:
+            self._sniffer = AsyncSniffer(iface=None if self.iface == "any" else self.iface, filter=self.bpf,
+                                         store=False, prn=self._on_packet)
+            self._sniffer.start()
+            time.sleep(0.2)  # let the socket open, so that an error surfaces here
+        except PermissionError:
+            raise LiveError("no permission to capture: run as root or give the interpreter CAP_NET_RAW") from None
+        except (OSError, Scapy_Exception) as error:
+            raise LiveError(f"cannot capture on {self.iface}: {error}") from None
+        failure = getattr(self._sniffer, "exception", None)
+        if failure is not None:
+            raise LiveError(f"cannot capture on {self.iface}: {failure}")
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._sniffer is not None and getattr(self._sniffer, "running", False):
+            try:
+                self._sniffer.stop()
+            except Exception:  # noqa: BLE001 - the sniffer may already have died with its socket
+                pass
+        if self._writer is not None:
+            self._writer.close()
+
+    def _on_packet(self, packet) -> None:
+        try:
+            self._queue.put_nowait(packet)
+        except queue.Full:
+            self.info.damaged = "packets were dropped: the analysis could not keep up with the interface"
+
+    def __iter__(self) -> Iterator[tuple[int, float, int, bytes, int]]:
+        started = last_tick = time.monotonic()
+        previous = (None, 0.0)
+        while not self._stopped:
+            now = time.monotonic()
+            if self.duration is not None and now - started >= self.duration:
+                break
+            if self.on_tick is not None and now - last_tick >= TICK_SECONDS:
+                last_tick = now
+                self.on_tick()
+            try:
+                packet = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            frame, ts = bytes(packet), float(packet.time)
+            if frame == previous[0] and ts - previous[1] < 0.001:
+                continue  # loopback shows each packet twice (outgoing and incoming)
+            previous = (frame, ts)
+            linktype = self._layer2num.get(type(packet), 1)
+            if linktype not in self.info.linktypes:
+                self.info.linktypes.append(linktype)
+            self._write(packet)
+            self.info.packets += 1
+            self.info.bytes_read += len(frame)
+            yield self.info.packets, ts, linktype, frame, len(frame)
+            if self.count and self.info.packets >= self.count:
+                break
+        self.stop()
+
+    def _write(self, packet) -> None:
+        if self.write_path is None:
+            return
+        if self._writer is None:
+            from scapy.utils import PcapWriter
+
+            self._writer = PcapWriter(self.write_path, append=False, sync=True)
+        self._writer.write(packet)

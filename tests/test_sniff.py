@@ -1,0 +1,56 @@
+"""Live capture on loopback through the same decoder as files (needs root, as capturing
+does; CI runs as root)."""
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from proxydiag.proxy_protocol import build_v2
+
+
+def serve_smtp_once(server: socket.socket) -> None:
+    conn, _ = server.accept()
+    with conn:
+        conn.sendall(b"220 mail.example.test Stalwart ESMTP at your service\r\n")
+        conn.recv(4096)
+        conn.sendall(b"221 2.0.0 Bye.\r\n")
+
+
+def test_sniff_decodes_a_live_session_and_writes_it(tmp_path):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    threading.Thread(target=serve_smtp_once, args=(server,), daemon=True).start()
+    written = tmp_path / "live.pcap"
+    sniffer = subprocess.Popen(
+        [sys.executable, "-m", "proxydiag", "sniff", "-i", "lo", "-f", f"tcp port {port}", "--duration", "5",
+         "--format", "json", "-w", str(written), "--fail-on", "never"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(2.0)  # the capture is running
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        client.sendall(build_v2(src_addr="203.0.113.7", dst_addr="192.0.2.10", src_port=40000, dst_port=25))
+        client.recv(4096)
+        client.sendall(b"QUIT\r\n")
+        client.recv(4096)
+    out, err = sniffer.communicate(timeout=30)
+    assert sniffer.returncode == 0, err
+    document = json.loads(out)
+    (conn,) = [c for c in document["connections"] if c["tcp"]["dst_port"] == port]
+    assert conn["proxy_header"]["src_addr"] == "203.0.113.7" and conn["greeting"].startswith("220 mail.example.test")
+    assert conn["opening"]["software"]["name"] == "Stalwart"
+    assert document["inputs"][0]["path"] == "live:lo"
+    replay = json.loads(subprocess.run([sys.executable, "-m", "proxydiag", "analyze", str(written), "-F", "json",
+                                        "--fail-on", "never"], capture_output=True, text=True).stdout)
+    assert [c["proxy_header"] for c in replay["connections"]] == [conn["proxy_header"]]
+
+
+def test_sniff_unknown_interface_is_one_line_and_exit_2():
+    result = subprocess.run([sys.executable, "-m", "proxydiag", "sniff", "-i", "nosuchif0", "--duration", "1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "no interface 'nosuchif0'" in result.stderr
