@@ -581,7 +581,7 @@ def _decode_ssl(value: bytes, value_offset: int, violations: list[Violation]) ->
     sub_fields: dict[str, object] = {}
     # Offsets inside the SSL value are shifted so that violations name the header's byte.
     shifted: list[Violation] = []
-    for sub_type, sub_offset, sub_value in _walk_tlvs(value, SSL_FIXED_LENGTH, len(value), shifted, "v2.ssl-sub-tlv-length"):
+    for sub_type, _sub_offset, sub_value in _walk_tlvs(value, SSL_FIXED_LENGTH, len(value), shifted, "v2.ssl-sub-tlv-length"):
         name = SSL_SUBTYPES.get(sub_type)
         if name == "client_cert":
             sub_fields["client_cert_length"] = len(sub_value)

@@ -114,7 +114,7 @@ def open_capture(path: str) -> CaptureReader:
         return read_records(sys.stdin.buffer, path)
     name = _display_name(path)
     try:
-        stream = open(path, "rb")
+        stream = open(path, "rb")  # noqa: SIM115 - the reader owns it and closes it
     except FileNotFoundError:
         raise CaptureError(f"{name}: no such file; check the path") from None
     except IsADirectoryError:
@@ -349,7 +349,7 @@ class CaptureReader:
                     return
                 if length < min_length(block_type, 0):
                     self._damage(f"block of type {block_type} at byte {self._offset(end - pos)} is too short; skipped")
-                elif block_type == _EPB or block_type == _PB:
+                elif block_type in (_EPB, _PB):
                     if block_type == _EPB:
                         interface, ts_high, ts_low, caplen, wire_length = epb(buf, pos + 8)
                     else:

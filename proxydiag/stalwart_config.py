@@ -252,9 +252,8 @@ def from_json(document, path: str) -> StalwartConfig:
             config.trusted.extend(
                 parse_trusted_entry(text, f"{where}.proxyTrustedNetworks") for text in _json_set(obj.get("proxyTrustedNetworks"))
             )
-        if kind == "Http" or "useXForwarded" in obj:
-            if isinstance(obj.get("useXForwarded"), bool):
-                config.use_x_forwarded = obj["useXForwarded"]
+        if (kind == "Http" or "useXForwarded" in obj) and isinstance(obj.get("useXForwarded"), bool):
+            config.use_x_forwarded = obj["useXForwarded"]
         if kind == "NetworkListener" or ("bind" in obj and "protocol" in obj):
             config.listeners.append(_json_listener(obj, where, len(config.listeners)))
     if not (recognised or config.listeners):

@@ -29,7 +29,7 @@ def _findings(analysis: Analysis) -> list[str]:
         return ["No findings.", ""]
     lines = ["Findings:"]
     for finding in analysis.findings:
-        cited = ", ".join(f"#{conn_id} (frame {frame})" for conn_id, frame in zip(finding.connections, finding.frames))
+        cited = ", ".join(f"#{conn_id} (frame {frame})" for conn_id, frame in zip(finding.connections, finding.frames, strict=False))
         lines.append(f"  {finding.severity.upper():7} {finding.code} {finding.slug}")
         lines.append(f"          {finding.message}")
         if cited:

@@ -105,7 +105,7 @@ def _compact(value) -> str:
 
 
 def where_line(finding: dict) -> str:
-    cited = ", ".join(f"#{cid} (frame {frame})" for cid, frame in zip(finding["connections"], finding["first_frames"]))
+    cited = ", ".join(f"#{cid} (frame {frame})" for cid, frame in zip(finding["connections"], finding["first_frames"], strict=False))
     extra = finding["count"] - len(finding["connections"])
     return cited + (f" and {extra} more" if extra > 0 else "")
 
