@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import time
 from collections.abc import Callable, Iterator
@@ -68,10 +69,8 @@ class LiveCapture:
     def stop(self) -> None:
         self._stopped = True
         if self._sniffer is not None and getattr(self._sniffer, "running", False):
-            try:
+            with contextlib.suppress(Exception):  # the sniffer may already have died with its socket
                 self._sniffer.stop()
-            except Exception:  # noqa: BLE001 - the sniffer may already have died with its socket
-                pass
         if self._writer is not None:
             self._writer.close()
 
