@@ -78,11 +78,8 @@ def analyze_live(capture, analysis: Analysis) -> Analysis:
         table.consume(0, capture)
     finally:
         capture.stop()
-        table.flush()
-        info = capture.info
-        analysis.inputs.append(InputSummary(info.path, info.format, info.linktypes, info.packets, damaged=info.damaged))
-        analysis.connections.sort(key=lambda conn: (conn.input, conn.first_frame))
-        analysis.unsupported_linktypes = table.unsupported_linktypes
+        _close_input(analysis, table, capture.info)
+    _sort(analysis, table)
     return analysis
 
 
@@ -97,12 +94,20 @@ def analyze_files(paths: Iterable[str], progress: Progress | None = None) -> Ana
             continue
         with reader:
             table.consume(index, reader, _progress_reporter(index, reader, analysis, progress))
-        table.flush()
-        info = reader.info
-        analysis.inputs.append(InputSummary(info.path, info.format, info.linktypes, info.packets, damaged=info.damaged))
+        _close_input(analysis, table, reader.info)
+    _sort(analysis, table)
+    return analysis
+
+
+def _close_input(analysis: Analysis, table: FlowTable, info) -> None:
+    """The end of one input: its open connections are finished, and it is summarised."""
+    table.flush()
+    analysis.inputs.append(InputSummary(info.path, info.format, info.linktypes, info.packets, damaged=info.damaged))
+
+
+def _sort(analysis: Analysis, table: FlowTable) -> None:
     analysis.connections.sort(key=lambda conn: (conn.input, conn.first_frame))
     analysis.unsupported_linktypes = table.unsupported_linktypes
-    return analysis
 
 
 def _progress_reporter(index: int, reader: CaptureReader, analysis: Analysis, progress: Progress | None):

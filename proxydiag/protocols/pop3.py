@@ -14,14 +14,14 @@ from proxydiag.protocols.text import (
     Cursor,
     Parsed,
     append_capped,
+    begin_command,
+    note_reply_before_commands,
     sasl_mechanism,
     secret_forms,
     show,
-    show_client_line,
     verb_of,
 )
 from proxydiag.protocols.tls import starts_with_tls
-from proxydiag.redact import MASK
 
 POP3_VERBS = frozenset(
     [
@@ -138,19 +138,10 @@ class _Session:
             lines.append(line)
         for _ in range(count_replies_before_commands(lines, self.client)):
             reply = self.take_reply()
-            if len(self.opening.replies_before_commands) < MAX_BEFORE_COMMANDS:
-                self.opening.replies_before_commands.append(reply.render())
-            if reply.kind == ERR:
-                self.opening.note_error(None, reply.render())
+            note_reply_before_commands(self.opening, reply.render(), reply.kind == ERR, MAX_BEFORE_COMMANDS)
 
     def command(self, line: bytes) -> None:
-        verb = verb_of(line)
-        shown = show_client_line(line, POP3_VERBS)
-        if shown == MASK:  # a stray SASL continuation: a server may echo it
-            self.secrets |= secret_forms(line)
-        if self.opening.client_first_line is None:
-            self.opening.client_first_line = shown
-        append_capped(self.opening.commands, verb if verb in POP3_VERBS else "?")
+        verb, shown = begin_command(self, line, POP3_VERBS)
         reply = self.take_reply()
         handler = self.handlers.get(verb)
         if handler is not None:

@@ -164,3 +164,24 @@ def arguments(raw: bytes) -> list[bytes]:
 def append_capped(items: list, item) -> None:
     if len(items) < MAX_ITEMS:
         items.append(item)
+
+
+def begin_command(session, line: bytes, verbs: frozenset[str]) -> tuple[str, str]:
+    """A client command's verb and its line as shown (masked), noted on the session:
+    the first client line, the list of verbs, and any credential a server may echo."""
+    verb = verb_of(line)
+    shown = show_client_line(line, verbs)
+    if shown == MASK:  # a stray SASL continuation: a server may echo it
+        session.secrets |= secret_forms(line)
+    if session.opening.client_first_line is None:
+        session.opening.client_first_line = shown
+    append_capped(session.opening.commands, verb if verb in verbs else "?")
+    return verb, shown
+
+
+def note_reply_before_commands(opening, rendered: str, is_error: bool, limit: int) -> None:
+    """A reply to bytes the client's stream does not hold (a PROXY header read as commands)."""
+    if len(opening.replies_before_commands) < limit:
+        opening.replies_before_commands.append(rendered)
+    if is_error:
+        opening.note_error(None, rendered)
