@@ -1,7 +1,8 @@
 """Write a large synthetic capture of proxied mail connections for the benchmark.
 
-Each connection: handshake, a v2 PROXY header, an SMTP greeting and EHLO, then bulk
-DATA segments (what makes real captures large), then FIN both ways.
+Each connection: handshake, a v2 PROXY header, an SMTP greeting, EHLO, MAIL, RCPT and
+DATA with their replies, then bulk message segments (what makes real captures large),
+then FIN both ways.
 """
 
 from __future__ import annotations
@@ -40,9 +41,17 @@ def connection(index: int, bulk_segments: int):
     greeting = b"220 mail.example.test Stalwart ESMTP at your service\r\n"
     yield ipv4_tcp(server, client, 25, sport, s, c, 0x18, greeting)
     s += len(greeting)
-    yield ipv4_tcp(client, server, sport, 25, c, s, 0x18, b"EHLO client.example\r\n")
-    c += 21
-    body = b"x" * 1400
+    for command, reply in (
+        (b"EHLO client.example\r\n", b"250-mail.example.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n"),
+        (b"MAIL FROM:<alice@example.net>\r\n", b"250 2.1.0 OK\r\n"),
+        (b"RCPT TO:<bob@example.test>\r\n", b"250 2.1.5 OK\r\n"),
+        (b"DATA\r\n", b"354 Start mail input; end with <CRLF>.<CRLF>\r\n"),
+    ):
+        yield ipv4_tcp(client, server, sport, 25, c, s, 0x18, command)
+        c += len(command)
+        yield ipv4_tcp(server, client, 25, sport, s, c, 0x18, reply)
+        s += len(reply)
+    body = (b"x" * 68 + b"\r\n") * 20
     for _ in range(bulk_segments):
         yield ipv4_tcp(client, server, sport, 25, c, s, 0x10, body)
         c += len(body)

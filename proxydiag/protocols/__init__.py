@@ -158,6 +158,8 @@ def recognise(client: bytes, server: bytes, server_port: int) -> Opening:
     if not texts and opening.server_first_line:
         texts = (("first line", opening.server_first_line),)
     opening.software = software.identify(texts, protocol)
+    if not parsed.secrets:
+        return opening
     return scrub(opening, sorted(parsed.secrets, key=len, reverse=True))
 
 

@@ -244,9 +244,7 @@ class _Session:
         self.opening.data_seen = True
         if reply is None or reply.code != DATA_GO_AHEAD:
             return reply
-        while (line := self.commands.line()) is not None and line != b".":
-            pass
-        if line is None:
+        if not self.commands.skip_past_line(b"."):
             return None
         # LMTP answers the message once per accepted recipient, SMTP once.
         answers = max(self.accepted_recipients, 1) if self.opening.protocol == "lmtp" else 1

@@ -62,6 +62,25 @@ class Cursor:
             line, self.pos = self.data[self.pos : end], end + 1
         return line[:-1] if line.endswith(b"\r") else line
 
+    def skip_past_line(self, marker: bytes) -> bool:
+        """Move past the next line that is exactly `marker` (CRLF or LF ended); False
+        when there is none (the cursor is then at the end)."""
+        data, start = self.data, self.pos
+        if data.startswith(marker + b"\n", start) or data.startswith(marker + b"\r\n", start):
+            self.pos = data.index(b"\n", start) + 1
+            return True
+        candidates = [
+            (found, ending)
+            for ending in (b"\r\n", b"\n")
+            if (found := data.find(b"\n" + marker + ending, start)) >= 0
+        ]
+        if not candidates:
+            self.pos = len(data)
+            return False
+        found, ending = min(candidates)
+        self.pos = found + 1 + len(marker) + len(ending)
+        return True
+
     def take(self, count: int) -> bytes:
         chunk = self.data[self.pos : self.pos + max(count, 0)]
         self.pos += len(chunk)

@@ -94,7 +94,8 @@ class Context:
     cache: dict = field(default_factory=dict)  # what several rules compute once
 
     def expectation(self, conn: Connection) -> Expectation | None:
-        return self.expectations.for_connection(conn)
+        """What the listener expects of this connection (`judge` resolves it once for all)."""
+        return conn.expectation
 
 
 class Rule:
