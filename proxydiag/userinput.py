@@ -64,15 +64,23 @@ def _from_hexdump(lines: list[str]) -> bytes | None:
 
 
 def _hex_tokens(line: str) -> list[str]:
-    """The leading hex tokens of a hexdump line: stops at the ASCII column."""
+    """The leading hex tokens of a hexdump line: stops at the ASCII column, which sits
+    after a wider gap and (xxd, Wireshark) holds one character per byte of the row, so
+    that an ASCII column that happens to look like hex ("00") is not read as data."""
     line = line.split("|", 1)[0]
-    tokens = []
-    for index, token in enumerate(line.split()):
-        bare = token.rstrip(":")
-        if index == 0 and re.fullmatch(r"[0-9a-fA-F]+", bare) or _HEX_PAIRS.match(token):
-            tokens.append(token)
-        else:
+    offset, _, rest = line.strip().partition(" ")
+    tokens = [offset] if re.fullmatch(r"[0-9a-fA-F]+:?", offset) else []
+    if not tokens:
+        rest = line
+    data_bytes = 0
+    for segment in re.split(r"\s{2,}", rest.strip()):
+        words = segment.split()
+        if not words or not all(_HEX_PAIRS.match(word) for word in words):
             break
+        if tokens and data_bytes and len(words) == 1 and len(words[0]) == data_bytes:
+            break  # the ASCII column of the bytes already read
+        tokens.extend(words)
+        data_bytes += sum(len(word) for word in words) // 2
     return tokens
 
 
