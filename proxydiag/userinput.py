@@ -53,49 +53,70 @@ def _v1_line(text: str) -> tuple[bytes, list[str]]:
     return line.encode("latin-1") + b"\r\n", ["read as a v1 line; CRLF added (text copied from a log loses it)"]
 
 
+_HEXDUMP_C_ASCII = re.compile(r"\s+\|.*\|\s*$")  # hexdump -C's |ascii| column
+_ROW = re.compile(r"\s*([0-9a-fA-F]{4,}):?(?:\s(.*))?")
+
+
 def _from_hexdump(lines: list[str]) -> bytes | None:
-    rows = _without_offsets([_hex_tokens(line) for line in lines])
-    if rows is None:
-        return None
-    joined = "".join("".join(tokens) for tokens in rows)
-    if not joined or not _HEX_PAIRS.match(joined):
-        return None
-    return bytes.fromhex(joined)
-
-
-def _hex_tokens(line: str) -> list[str]:
-    """The leading hex tokens of a hexdump line: stops at the ASCII column, which sits
-    after a wider gap and (xxd, Wireshark) holds one character per byte of the row, so
-    that an ASCII column that happens to look like hex ("00") is not read as data."""
-    line = line.split("|", 1)[0]
-    offset, _, rest = line.strip().partition(" ")
-    tokens = [offset] if re.fullmatch(r"[0-9a-fA-F]+:?", offset) else []
-    if not tokens:
-        rest = line
-    data_bytes = 0
-    for segment in re.split(r"\s{2,}", rest.strip()):
-        words = segment.split()
-        if not words or not all(_HEX_PAIRS.match(word) for word in words):
-            break
-        if tokens and data_bytes and len(words) == 1 and len(words[0]) == data_bytes:
-            break  # the ASCII column of the bytes already read
-        tokens.extend(words)
-        data_bytes += sum(len(word) for word in words) // 2
-    return tokens
-
-
-def _without_offsets(rows: list[list[str]]) -> list[list[str]] | None:
-    """The rows without their offset column, or None when they have none (each row of
-    a hexdump starts with the running byte count)."""
-    expected = 0
-    stripped = []
-    for tokens in rows:
-        if not tokens:
-            continue
-        first = tokens[0].rstrip(":")
-        if len(first) < 4 or int(first, 16) != expected:
+    """A hexdump whose rows start with their offset (xxd, hexdump -C, Wireshark). The
+    offsets say how many bytes each row holds; the last row's ASCII column is found at
+    the column where the previous row's began."""
+    rows = []
+    for line in lines:
+        match = _ROW.fullmatch(_HEXDUMP_C_ASCII.sub("", line.rstrip("\r\n")))
+        if match is None:
             return None
-        rest = tokens[1:]
-        expected += sum(len(token) for token in rest) // 2
-        stripped.append(rest)
-    return stripped
+        rows.append((int(match.group(1), 16), match.group(2) or ""))
+    data = bytearray()
+    ascii_column = None
+    for index, (offset, rest) in enumerate(rows):
+        if offset != len(data):
+            return None
+        wanted = rows[index + 1][0] - offset if index + 1 < len(rows) else None
+        if wanted is None and ascii_column is not None:
+            row, end = _leading_hex(rest[:ascii_column]), ascii_column
+        else:
+            row, end = _row_bytes(rest, wanted)
+        if row is None:
+            return None
+        if wanted is not None:
+            ascii_column = end
+        data += row
+    return bytes(data) if data else None
+
+
+def _row_bytes(rest: str, wanted: int | None) -> tuple[bytes | None, int]:
+    """The bytes of one row's hex area and the column where it ends. With `wanted`
+    unknown (a lone last row), the ASCII column is recognised by its length: one
+    character per byte, after a gap of two spaces or more."""
+    if wanted is None:
+        for gap in re.finditer(r"\s{2,}", rest):
+            row = _hex_words(rest[: gap.start()])
+            ascii_start = len(rest) - len(row or b"")
+            if row and gap.start() + 2 <= ascii_start <= gap.end():
+                return row, gap.start()
+        return _leading_hex(rest), len(rest)
+    row = bytearray()
+    end = 0
+    for match in re.finditer(r"\S+", rest):
+        if len(row) >= wanted or not _HEX_PAIRS.fullmatch(match.group()):
+            break
+        row += bytes.fromhex(match.group())
+        end = match.end()
+    return (bytes(row), end) if len(row) == wanted else (None, end)
+
+
+def _leading_hex(text: str) -> bytes:
+    words = []
+    for word in text.split():
+        if not _HEX_PAIRS.fullmatch(word):
+            break
+        words.append(word)
+    return bytes.fromhex("".join(words))
+
+
+def _hex_words(text: str) -> bytes | None:
+    words = text.split()
+    if not words or not all(_HEX_PAIRS.fullmatch(word) for word in words):
+        return None
+    return bytes.fromhex("".join(words))
