@@ -33,6 +33,8 @@ from proxydiag.stalwart_config import ConfigError
 from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
+# Click's usage error, whichever click typer carries (its own copy in newer versions).
+UsageError = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
 
 app = typer.Typer(
     name="proxydiag",
@@ -54,6 +56,11 @@ class Format(str, Enum):
     rich = "rich"
     json = "json"
     markdown = "markdown"
+
+
+class PlainFormat(str, Enum):
+    rich = "rich"
+    json = "json"
 
 
 class FailOn(str, Enum):
@@ -290,9 +297,17 @@ def decode(
         help="The header as hex (0d0a0d0a...), a hexdump (xxd, hexdump -C, Wireshark), a v1 line "
         "('PROXY TCP4 ...'), or '-' to read it (raw bytes or any of those) from standard input.",
     ),
-    format: Format = typer.Option(Format.rich, "--format", "-F", help="rich (for people) or json (for scripts)."),
+    format: PlainFormat = typer.Option(PlainFormat.rich, "--format", "-F", help="rich (for people) or json (for scripts)."),
 ) -> None:
     """Decode one PROXY header: every field, every TLV, and every rule it breaks.
+
+    Examples:
+
+      proxydiag decode 0d0a0d0a000d0a515549540a2111000c...
+
+      proxydiag decode 'PROXY TCP4 203.0.113.7 192.0.2.10 40000 25'
+
+      xxd header.bin | proxydiag decode -
 
     Exit codes: 0 a valid header, 1 not a header or one that breaks the specification,
     2 the input could not be read as bytes.
@@ -302,7 +317,7 @@ def decode(
     except InputError as error:
         fail(str(error))
     result = proxy_protocol.parse(data)
-    if format is Format.json:
+    if format is PlainFormat.json:
         sys.stdout.write(json.dumps(result.to_dict(len(data)), indent=2, ensure_ascii=False) + "\n")
     else:
         lines = text_report.describe_parse(result)
@@ -330,7 +345,7 @@ def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code
 
 
 @app.command("rules")
-def list_rules(format: Format = typer.Option(Format.rich, "--format", "-F", help="rich (a table) or json.")) -> None:
+def list_rules(format: PlainFormat = typer.Option(PlainFormat.rich, "--format", "-F", help="rich (a table) or json.")) -> None:
     """The findings catalog: code, slug, severity and one line each."""
     pages = catalog.load_pages()
     rows = [
@@ -338,7 +353,7 @@ def list_rules(format: Format = typer.Option(Format.rich, "--format", "-F", help
          "summary": pages[rule.code].summary if rule.code in pages else ""}
         for rule in ALL_RULES
     ]
-    if format is Format.json:
+    if format is PlainFormat.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     for row in rows:
@@ -347,10 +362,17 @@ def list_rules(format: Format = typer.Option(Format.rich, "--format", "-F", help
 
 def main() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)
+    except UsageError as usage:  # a bad option or argument: one line, and where the help is
+        if type(usage).__name__ == "NoArgsIsHelpError":
+            usage.show()
+            sys.exit(EXIT_UNUSABLE)
+        command = usage.ctx.command_path if usage.ctx is not None else "proxydiag"
+        typer.echo(f"proxydiag: {usage.format_message()} (see {command} --help)", err=True)
+        sys.exit(EXIT_UNUSABLE)
     except (typer.Exit, SystemExit):
         raise
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("proxydiag: interrupted", err=True)
         sys.exit(130)
     except BrokenPipeError:
@@ -362,6 +384,7 @@ def main() -> None:
         typer.echo(f"proxydiag: internal error: {type(error).__name__}: {error} (run with PROXYDIAG_DEBUG=1 for details "
                    "and please report it)", err=True)
         sys.exit(EXIT_UNUSABLE)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 

@@ -145,3 +145,9 @@ def test_decode_garbage_is_exit_2():
 def test_decode_not_a_header_is_exit_1():
     result = run("decode", "45484c4f", "--format", "json")
     assert result.returncode == 1 and json.loads(result.stdout)["proxy_header"] is None
+
+
+def test_bad_option_is_one_line_naming_the_help():
+    result = run("analyze", "--no-such-option")
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "--help" in lines[0]
