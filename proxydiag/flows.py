@@ -235,6 +235,8 @@ class FlowTable:
                     conn = entry[0]
                     if conn.closed or (conn.client if entry[1] else conn.server).full:
                         continue
+                    if ip_end - tcp == (frame[tcp + 12] >> 4) * 4 and conn.established_ts is not None:
+                        continue  # a bare ACK of an established connection
             add(source, frame_no, ts, key, flags, frame, tcp, ip_end)
         self._last_ts = ts
 
