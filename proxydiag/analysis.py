@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -123,7 +125,8 @@ def describe(tracked: TrackedConnection) -> Connection:
         input=tracked.source,
         first_frame=tracked.first_frame,
         start_ts=tracked.first_ts,
-        tcp=Endpoints(tracked.client_addr, tracked.client_port, tracked.server_addr, tracked.server_port),
+        tcp=Endpoints(sys.intern(tracked.client_addr), tracked.client_port, sys.intern(tracked.server_addr),
+                      tracked.server_port),
         mid_stream=tracked.mid_stream,
         established_ts=tracked.established_ts,
         reassembly=_reassembly_facts(tracked),
@@ -133,12 +136,25 @@ def describe(tracked: TrackedConnection) -> Connection:
     _describe_client(conn, client, application)
     _describe_server(conn, server)
     conn.first_speaker = _first_speaker(conn)
-    conn.opening = recognise(client.data[application:], server.data, tracked.server_port)
+    conn.opening = share_strings(recognise(client.data[application:], server.data, tracked.server_port))
     conn.protocol = conn.opening.protocol or ("tls" if conn.opening.tls_from_first_byte else None)
     conn.replies_to_header = replies_to_header(conn)
     conn.closed_by, conn.close_kind, conn.close_ts = _closing(client, server)
     conn.last_ts = tracked.seen_until
     return conn
+
+
+def share_strings(value):
+    """The same greeting, capability or verb seen on thousands of connections is kept once."""
+    for item in dataclasses.fields(value):
+        current = getattr(value, item.name)
+        if type(current) is str:
+            setattr(value, item.name, sys.intern(current))
+        elif type(current) is list and current and all(type(text) is str for text in current):
+            setattr(value, item.name, [sys.intern(text) for text in current])
+        elif dataclasses.is_dataclass(current):
+            share_strings(current)
+    return value
 
 
 def replies_to_header(conn: Connection) -> list[str]:
@@ -196,8 +212,8 @@ def _describe_server(conn: Connection, server: Stream) -> None:
         return
     conn.greeting_frame = server.first_frame
     conn.greeting_ts = server.first_ts
-    conn.greeting = "TLS record" if is_tls_record(server.data) else first_line(server.data)
-    conn.server_text = None if is_tls_record(server.data) else printable(server.data, SERVER_TEXT_LIMIT)
+    conn.greeting = sys.intern("TLS record" if is_tls_record(server.data) else first_line(server.data))
+    conn.server_text = None if is_tls_record(server.data) else sys.intern(printable(server.data, SERVER_TEXT_LIMIT))
 
 
 def _first_speaker(conn: Connection) -> str | None:
@@ -225,17 +241,19 @@ def _closing(client: Stream, server: Stream) -> tuple[str | None, str | None, fl
 
 
 def _reassembly_facts(tracked: TrackedConnection) -> dict:
-    facts = {}
-    for side, stream in (("client", tracked.client), ("server", tracked.server)):
-        facts[side] = {
-            "start_seen": stream.start_seen,
-            "gap_at": stream.gap_at,
-            "retransmissions": stream.retransmissions,
-            "out_of_order": stream.out_of_order,
-            "overlap_conflicts": stream.overlap_conflicts,
-            "snapped_bytes": stream.snapped_bytes,
-        }
-    return facts
+    return {"client": _stream_facts(tracked.client), "server": _stream_facts(tracked.server)}
+
+
+def _stream_facts(stream: Stream) -> dict:
+    facts = (stream.start_seen, stream.gap_at, stream.retransmissions, stream.out_of_order,
+             stream.overlap_conflicts, stream.snapped_bytes)
+    if facts not in _FACTS:  # most streams share one of a few dicts (never mutated)
+        _FACTS[facts] = dict(zip(_FACT_NAMES, facts, strict=False))
+    return _FACTS[facts]
+
+
+_FACT_NAMES = ("start_seen", "gap_at", "retransmissions", "out_of_order", "overlap_conflicts", "snapped_bytes")
+_FACTS: dict[tuple, dict] = {}
 
 
 def is_tls_record(data: bytes) -> bool:

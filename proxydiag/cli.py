@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -75,12 +76,17 @@ def fail(message: str) -> None:
     raise typer.Exit(EXIT_UNUSABLE)
 
 
-def _write(text: str, output: Path | None) -> None:
+def _write(text: str | Iterable[str], output: Path | None) -> None:
+    """The report to stdout or a file; given as pieces, it is written piece by piece."""
+    pieces = [text] if isinstance(text, str) else text
     if output is None:
-        sys.stdout.write(text)
+        for piece in pieces:
+            sys.stdout.write(piece)
         return
     try:
-        output.write_text(text)
+        with output.open("w") as handle:
+            for piece in pieces:
+                handle.write(piece)
     except OSError as error:
         fail(f"cannot write {output}: {error.strerror or error}")
 
@@ -261,10 +267,14 @@ def _report(analysis: Analysis, options: ReportOptions) -> None:
         typer.echo(f"proxydiag: link type {linktype} is not supported; its packets were skipped", err=True)
     if analysis.inputs and all(item.error for item in analysis.inputs):
         raise typer.Exit(EXIT_UNUSABLE)
-    document = analysis.to_dict()
-    if options.anonymize:
-        document = anonymize_document(document)
-    _write(_render(document, options.format, options.output, options.quiet, options.verbose), options.output)
+    if options.format is Format.json and not options.anonymize:
+        # Written connection by connection: the document of a big capture is never whole in memory.
+        _write(json_report.stream_document(analysis.to_dict(lazy=True)), options.output)
+    else:
+        document = analysis.to_dict()
+        if options.anonymize:
+            document = anonymize_document(document)
+        _write(_render(document, options.format, options.output, options.quiet, options.verbose), options.output)
     if analysis.damaged:
         raise typer.Exit(EXIT_UNUSABLE)
     raise typer.Exit(_findings_exit_code(analysis, options.fail_on))

@@ -26,7 +26,7 @@ CLOSED_MEMORY = 4096  # recently closed connections remembered to swallow their 
 WELL_KNOWN_SERVER_PORTS = frozenset({25, 110, 143, 465, 587, 993, 995, 4190, 80, 443, 8080, 24})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Chunk:
     """Where a piece of a reassembled stream came from."""
 
@@ -35,7 +35,7 @@ class Chunk:
     ts: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Stream:
     """The reassembled opening of one direction of a connection."""
 
@@ -173,7 +173,7 @@ class _Connection:
         self.closed = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TrackedConnection:
     """A finished connection: its endpoints and both reassembled openings."""
 

@@ -9,7 +9,7 @@ from proxydiag.proxy_protocol import ParseResult
 SCHEMA = "proxydiag/1"
 
 
-@dataclass
+@dataclass(slots=True)
 class InputSummary:
     path: str
     format: str | None
@@ -30,7 +30,7 @@ class InputSummary:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Endpoints:
     src_addr: str
     src_port: int
@@ -41,7 +41,7 @@ class Endpoints:
         return {"src_addr": self.src_addr, "src_port": self.src_port, "dst_addr": self.dst_addr, "dst_port": self.dst_port}
 
 
-@dataclass
+@dataclass(slots=True)
 class Connection:
     """One TCP connection: who opened it, its PROXY header, and how each side began."""
 
@@ -138,7 +138,7 @@ def _delay(start: float | None, end: float | None) -> float | None:
     return round(end - start, 6)
 
 
-@dataclass
+@dataclass(slots=True)
 class Analysis:
     inputs: list[InputSummary] = field(default_factory=list)
     stalwart_config: object = None  # stalwart_config.StalwartConfig
@@ -150,7 +150,8 @@ class Analysis:
     def damaged(self) -> bool:
         return any(item.damaged or item.error for item in self.inputs)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, lazy: bool = False) -> dict:
+        """The JSON document; with `lazy`, connections come as an iterator of dicts."""
         severities = [finding.severity for finding in self.findings]
         return {
             "schema": SCHEMA,
@@ -163,6 +164,6 @@ class Analysis:
                 "infos": severities.count("info"),
             },
             "stalwart_config": self.stalwart_config.to_dict() if self.stalwart_config is not None else None,
-            "connections": [conn.to_dict() for conn in self.connections],
+            "connections": (conn.to_dict() for conn in self.connections) if lazy else [conn.to_dict() for conn in self.connections],
             "findings": [finding.to_dict() for finding in self.findings],
         }

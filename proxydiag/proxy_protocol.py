@@ -83,7 +83,7 @@ _INET4_BLOCK = struct.Struct("!4s4sHH")
 _INET6_BLOCK = struct.Struct("!16s16sHH")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Violation:
     offset: int
     rule: str
@@ -93,7 +93,7 @@ class Violation:
         return {"offset": self.offset, "rule": self.rule, "message": self.message}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tlv:
     type: int
     offset: int
@@ -113,7 +113,7 @@ class Tlv:
         return entry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SslInfo:
     client: int
     verify: int
@@ -148,7 +148,7 @@ class SslInfo:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProxyHeader:
     version: int
     command: str
@@ -180,7 +180,7 @@ class ProxyHeader:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParseResult:
     """What the bytes at the start of a stream say about a PROXY header.
 

@@ -29,11 +29,13 @@ def to_json(value):
 class JsonFields:
     """`to_dict()` for a dataclass: every field under its own name."""
 
+    __slots__ = ()
+
     def to_dict(self) -> dict:
         return {f.name: to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange(JsonFields):
     """A server reply and the client command it answered (masked), or None when the
     client's stream holds no command for it (a PROXY header read as commands, TLS bytes)."""
@@ -42,7 +44,7 @@ class Exchange(JsonFields):
     reply: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Opening(JsonFields):
     protocol: str | None = None  # smtp, lmtp, imap, pop3, managesieve, http; None: unknown
     recognised_from: str | None = None  # server_bytes, client_bytes, alpn, port
@@ -60,7 +62,7 @@ class Opening(JsonFields):
     software: dict | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class MailOpening(Opening):
     """SMTP, LMTP, IMAP, POP3 and ManageSieve: a greeting, capabilities, commands."""
 

@@ -51,7 +51,7 @@ _REALM = re.compile(rb'realm\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))', re.I)
 _URL_USER = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#@]*@")
 
 
-@dataclass
+@dataclass(slots=True)
 class HttpOpening(Opening):
     method: str | None = None
     target: str | None = None  # query values and URL user parts masked

@@ -87,7 +87,7 @@ _ALERT_CODE = re.compile(rb"^\[ALERT\]", re.I)
 _LITERAL_ANNOUNCEMENT = re.compile(rb"^\{\d+\+?\}$")
 
 
-@dataclass
+@dataclass(slots=True)
 class ImapOpening(MailOpening):
     login_disabled: bool = False  # LOGINDISABLED advertised
 

@@ -53,7 +53,7 @@ MAX_SOFTWARE_REPLIES = 40
 _STATUS = re.compile(rb"^(\+OK|-ERR|\+)(?=[\s\[]|$)", re.I)
 
 
-@dataclass
+@dataclass(slots=True)
 class Pop3Opening(MailOpening):
     pass
 

@@ -53,12 +53,12 @@ MAX_SOFTWARE_LINES = 40
 _FINAL = re.compile(rb"^(OK|NO|BYE)(?=[\s(]|$)\s*(?:\([^)]*\)\s*)?(.*)$", re.I | re.S)
 
 
-@dataclass
+@dataclass(slots=True)
 class SieveOpening(MailOpening):
     implementation: str | None = None  # the IMPLEMENTATION capability
 
 
-@dataclass
+@dataclass(slots=True)
 class Response:
     lines: list[LogicalLine] = field(default_factory=list)  # capabilities or challenges
     status: str | None = None  # OK, NO, BYE; None: the response never ended

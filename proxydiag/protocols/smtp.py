@@ -59,7 +59,7 @@ MAX_SOFTWARE_REPLIES = 40
 _REPLY_LINE = re.compile(rb"^(\d{3})([ -]|$)(.*)$", re.S)
 
 
-@dataclass
+@dataclass(slots=True)
 class SmtpOpening(MailOpening):
     hello_command: str | None = None  # EHLO, HELO or LHLO, the last one sent
     mail_seen: bool = False
@@ -68,7 +68,7 @@ class SmtpOpening(MailOpening):
     quit_seen: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Reply:
     code: str
     texts: list[bytes] = field(default_factory=list)

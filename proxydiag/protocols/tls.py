@@ -80,7 +80,7 @@ def is_grease(value: int) -> bool:
     return value & 0x0F0F == 0x0A0A and value >> 8 == value & 0xFF
 
 
-@dataclass
+@dataclass(slots=True)
 class ClientHello(JsonFields):
     legacy_version: str | None = None
     supported_versions: list[str] = field(default_factory=list)
@@ -89,21 +89,21 @@ class ClientHello(JsonFields):
     sslv2_compatible: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class ServerHello(JsonFields):
     legacy_version: str | None = None
     version: str | None = None  # supported_versions when present, else the legacy field
     alpn: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Alert(JsonFields):
     sender: str  # client or server
     level: str
     description: str
 
 
-@dataclass
+@dataclass(slots=True)
 class TlsOpening(JsonFields):
     client_hello: ClientHello | None = None
     server_hello: ServerHello | None = None
