@@ -16,6 +16,7 @@ from proxydiag.protocols.text import (
     append_capped,
     begin_command,
     note_reply_before_commands,
+    sasl_exchange,
     sasl_mechanism,
     secret_forms,
     show,
@@ -217,19 +218,7 @@ class _Session:
                 self.opening.auth_mechanisms = self.opening.auth_mechanisms or listed
             return reply
         self.opening.auth_method = sasl_mechanism(words[1])
-        for word in words[2:]:
-            self.secrets |= secret_forms(word)
-        while reply is not None and reply.kind == CONTINUE:
-            answer = self.commands.line()
-            if answer is None:
-                return None
-            self.secrets |= secret_forms(answer)
-            reply = self.take_reply()
-        if reply is None:
-            self.hide_the_rest()
-            return None
-        self.opening.auth_reply = reply.render()
-        return reply
+        return sasl_exchange(self, words[2:], reply, lambda challenge: challenge.kind == CONTINUE)
 
     def hide_arguments(self, line: bytes) -> None:
         words = line.split(None, 1)

@@ -15,6 +15,7 @@ from proxydiag.protocols.text import (
     append_capped,
     begin_command,
     note_reply_before_commands,
+    sasl_exchange,
     sasl_mechanism,
     secret_forms,
     show,
@@ -277,19 +278,7 @@ class _Session:
     def auth(self, line: bytes, reply: Reply | None) -> Reply | None:
         words = line.split()
         self.opening.auth_method = sasl_mechanism(words[1]) if len(words) > 1 else None
-        for word in words[2:]:
-            self.secrets |= secret_forms(word)
-        while reply is not None and reply.code == AUTH_CHALLENGE:
-            answer = self.commands.line()
-            if answer is None:
-                return None
-            self.secrets |= secret_forms(answer)
-            reply = self.take_reply()
-        if reply is None:
-            self.hide_the_rest()
-            return None
-        self.opening.auth_reply = reply.render()
-        return reply
+        return sasl_exchange(self, words[2:], reply, lambda challenge: challenge.code == AUTH_CHALLENGE)
 
     def hide_the_rest(self) -> None:
         """Without the server's replies, SASL continuation lines cannot be told from

@@ -204,3 +204,22 @@ def note_reply_before_commands(opening, rendered: str, is_error: bool, limit: in
         opening.replies_before_commands.append(rendered)
     if is_error:
         opening.note_error(None, rendered)
+
+
+def sasl_exchange(session, initial: list[bytes], reply, is_challenge: Callable[[object], bool]):
+    """Follow a SASL exchange after AUTH/AUTHENTICATE: the initial response and every
+    continuation line are secrets. Returns the final reply, or None when the server's
+    side ran out (then everything the client sent after is hidden)."""
+    for word in initial:
+        session.secrets |= secret_forms(word)
+    while reply is not None and is_challenge(reply):
+        answer = session.commands.line()
+        if answer is None:
+            return None
+        session.secrets |= secret_forms(answer)
+        reply = session.take_reply()
+    if reply is None:
+        session.hide_the_rest()
+        return None
+    session.opening.auth_reply = reply.render()
+    return reply
