@@ -12,6 +12,7 @@ from proxydiag.expectations import ExpectationResolver, parse_expect_options, pa
 from proxydiag.flows import FlowTable, Stream, TrackedConnection
 from proxydiag.model import Analysis, Connection, Endpoints, InputSummary
 from proxydiag.protocols import recognise
+from proxydiag.protocols.tls import starts_with_tls
 from proxydiag.redact import first_line, printable
 from proxydiag.rules import judge
 from proxydiag.rules.base import Options
@@ -200,7 +201,7 @@ def _describe_client(conn: Connection, client: Stream, application: int) -> None
     chunk = client.position(application)
     conn.client_first_frame = chunk.frame if chunk else None
     conn.client_first_ts = chunk.ts if chunk else None
-    if is_tls_record(data):
+    if starts_with_tls(data):
         conn.tls_client_hello = data[5:6] == b"\x01"
         conn.client_first = "TLS ClientHello" if conn.tls_client_hello else "TLS record"
     else:
@@ -212,8 +213,8 @@ def _describe_server(conn: Connection, server: Stream) -> None:
         return
     conn.greeting_frame = server.first_frame
     conn.greeting_ts = server.first_ts
-    conn.greeting = sys.intern("TLS record" if is_tls_record(server.data) else first_line(server.data))
-    conn.server_text = None if is_tls_record(server.data) else sys.intern(printable(server.data, SERVER_TEXT_LIMIT))
+    conn.greeting = sys.intern("TLS record" if starts_with_tls(server.data) else first_line(server.data))
+    conn.server_text = None if starts_with_tls(server.data) else sys.intern(printable(server.data, SERVER_TEXT_LIMIT))
 
 
 def _first_speaker(conn: Connection) -> str | None:
@@ -254,7 +255,3 @@ def _stream_facts(stream: Stream) -> dict:
 
 _FACT_NAMES = ("start_seen", "gap_at", "retransmissions", "out_of_order", "overlap_conflicts", "snapped_bytes")
 _FACTS: dict[tuple, dict] = {}
-
-
-def is_tls_record(data: bytes) -> bool:
-    return len(data) >= 3 and data[0] in (0x14, 0x15, 0x16, 0x17) and data[1] == 0x03 and data[2] <= 0x04

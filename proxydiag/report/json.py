@@ -9,13 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from proxydiag.model import Analysis
-
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
-
-
-def render(analysis: Analysis) -> str:
-    return render_document(analysis.to_dict())
 
 
 def render_document(document: dict) -> str:

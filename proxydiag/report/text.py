@@ -1,66 +1,12 @@
-"""Plain text for people: a summary, then one block per connection."""
+"""One decoded PROXY header as plain text (`proxydiag decode`)."""
 
 from __future__ import annotations
 
-from proxydiag.model import Analysis, Connection
 from proxydiag.proxy_protocol import ParseResult, ProxyHeader
 
 
-def render(analysis: Analysis) -> str:
-    lines = [_summary(analysis), ""]
-    lines.extend(_findings(analysis))
-    for conn in analysis.connections:
-        lines.extend(_connection(conn, several_inputs=len(analysis.inputs) > 1))
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _summary(analysis: Analysis) -> str:
-    packets = sum(item.packets for item in analysis.inputs)
-    with_header = sum(1 for conn in analysis.connections if conn.header)
-    return (
-        f"{len(analysis.inputs)} input(s), {packets} packets, {len(analysis.connections)} TCP connections, "
-        f"{with_header} with a PROXY header"
-    )
-
-
-def _findings(analysis: Analysis) -> list[str]:
-    if not analysis.findings:
-        return ["No findings.", ""]
-    lines = ["Findings:"]
-    for finding in analysis.findings:
-        cited = ", ".join(f"#{conn_id} (frame {frame})" for conn_id, frame in zip(finding.connections, finding.frames, strict=False))
-        lines.append(f"  {finding.severity.upper():7} {finding.code} {finding.slug}")
-        lines.append(f"          {finding.message}")
-        if cited:
-            lines.append(f"          connections: {cited}" + (f" and {finding.count - len(finding.connections)} more" if finding.count > len(finding.connections) else ""))
-        lines.append(f"          more: proxydiag explain {finding.code}")
-    lines.append("")
-    return lines
-
-
-def _connection(conn: Connection, several_inputs: bool) -> list[str]:
-    tcp = conn.tcp
-    where = f"input {conn.input + 1}, " if several_inputs else ""
-    lines = [
-        f"#{conn.id} ({where}frame {conn.first_frame}) {_endpoint(tcp.src_addr, tcp.src_port)} -> "
-        f"{_endpoint(tcp.dst_addr, tcp.dst_port)} {conn.protocol or '?'}" + (" [start not captured]" if conn.mid_stream else "")
-    ]
-    if conn.proxy:
-        lines.extend("  " + line for line in describe_parse(conn.proxy))
-    for extra in conn.extra_headers:
-        lines.extend("  another header: " + line for line in describe_parse(extra)[:1])
-    if conn.greeting is not None:
-        lines.append(f"  server first: {conn.greeting}")
-    if conn.client_first is not None:
-        lines.append(f"  client first: {conn.client_first}")
-    if conn.closed_by:
-        lines.append(f"  closed by the {conn.closed_by} ({conn.close_kind.upper()})")
-    return lines
-
-
 def describe_parse(result: ParseResult) -> list[str]:
-    """The header and its violations as lines of text (also used by `decode`)."""
+    """The header and its violations as lines of text."""
     lines = []
     if result.header:
         lines.extend(describe_header(result.header))
