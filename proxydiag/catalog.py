@@ -1,4 +1,5 @@
-"""The finding pages under docs/findings/: the single source of `explain`, of the
+"""The finding pages (package data under proxydiag/findings/, shown in the source tree
+as docs/findings/): the single source of `explain`, of the
 one-line summaries of `rules`, and of the fixes printed in reports.
 
 A page starts with `# CODE slug`, then `severity:` and `summary:` lines, then `##`
@@ -8,10 +9,9 @@ sections; "Fix on the proxy" has one `###` subsection per proxy.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from importlib import resources
 
 PROXY_SECTIONS = ("HAProxy", "nginx", "Traefik", "Caddy", "Envoy", "Cloud load balancers")
 UNRECOGNISED_PROXY_FIXES = ("HAProxy", "nginx")
@@ -53,17 +53,6 @@ class Page:
         return "\n\n".join(parts)
 
 
-def pages_directory() -> Path | None:
-    """docs/findings in a source checkout, or where the package installed it."""
-    for candidate in (
-        Path(__file__).resolve().parent.parent / "docs" / "findings",
-        Path(sys.prefix) / "share" / "proxydiag" / "findings",
-    ):
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
 def parse_page(text: str) -> Page | None:
     match = re.match(r"#\s+(PD\d{3})\s+(\S+)\s*\n", text)
     if not match:
@@ -100,14 +89,15 @@ def _split(text: str, marker: str) -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def load_pages() -> dict[str, Page]:
-    directory = pages_directory()
-    if directory is None:
-        return {}
+    """Every page shipped with the package, by code (read through importlib.resources, so
+    wheels, zip imports, `--user`, `--prefix` and `--target` installs all find them)."""
     pages = {}
-    for path in sorted(directory.glob("PD*.md")):
-        page = parse_page(path.read_text(encoding="utf-8"))
-        if page is not None:
-            pages[page.code] = page
+    directory = resources.files("proxydiag") / "findings"
+    for entry in sorted(directory.iterdir(), key=lambda item: item.name):
+        if entry.name.startswith("PD") and entry.name.endswith(".md"):
+            page = parse_page(entry.read_text(encoding="utf-8"))
+            if page is not None:
+                pages[page.code] = page
     return pages
 
 
