@@ -11,11 +11,12 @@ from proxydiag import proxy_protocol
 from proxydiag.expectations import ExpectationResolver, parse_expect_options, parse_trusted_networks
 from proxydiag.flows import FlowTable, Stream, TrackedConnection
 from proxydiag.model import Analysis, Connection, Endpoints, InputSummary
-from proxydiag.protocols import recognise
+from proxydiag.protocols import Opening, recognise
 from proxydiag.protocols.tls import starts_with_tls
 from proxydiag.redact import first_line, printable
 from proxydiag.rules import judge
 from proxydiag.rules.base import Options
+from proxydiag.services import DEFAULT_TABLE, ServiceTable, parse_ports
 from proxydiag.sources import CaptureError, CaptureReader, open_capture
 from proxydiag.stalwart_config import StalwartConfig
 from proxydiag.stalwart_config import load as load_stalwart_config
@@ -49,8 +50,7 @@ class Settings:
             internal_clients=internal_clients,
         )
         if ports:
-            extra = {int(port) for port in ports.replace(" ", "").split(",") if port}
-            options.mail_ports = options.mail_ports | extra
+            options.services = DEFAULT_TABLE.with_ports(parse_ports(ports))
         return cls(
             expect_global=expect_global,
             expect_ports=expect_ports,
@@ -62,7 +62,7 @@ class Settings:
 
 def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None) -> Analysis:
     """Read the captures and judge them: the whole of `proxydiag analyze`."""
-    analysis = analyze_files(paths, progress)
+    analysis = analyze_files(paths, progress, settings.options.services)
     judge_analysis(analysis, settings)
     return analysis
 
@@ -74,9 +74,9 @@ def judge_analysis(analysis: Analysis, settings: Settings) -> None:
     analysis.findings = judge(analysis, resolver, settings.options, settings.stalwart)
 
 
-def analyze_live(capture, analysis: Analysis) -> Analysis:
+def analyze_live(capture, analysis: Analysis, services: ServiceTable = DEFAULT_TABLE) -> Analysis:
     """Track a live capture (proxydiag.live.LiveCapture) into `analysis` until it stops."""
-    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked)))
+    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked, services)), services)
     try:
         table.consume(0, capture)
     finally:
@@ -86,9 +86,10 @@ def analyze_live(capture, analysis: Analysis) -> Analysis:
     return analysis
 
 
-def analyze_files(paths: Iterable[str], progress: Progress | None = None) -> Analysis:
+def analyze_files(paths: Iterable[str], progress: Progress | None = None,
+                  services: ServiceTable = DEFAULT_TABLE) -> Analysis:
     analysis = Analysis()
-    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked)))
+    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked, services)), services)
     for index, path in enumerate(paths):
         try:
             reader = open_capture(path)
@@ -119,7 +120,7 @@ def _progress_reporter(index: int, reader: CaptureReader, analysis: Analysis, pr
     return lambda: progress.callback(index, reader.info.bytes_read, reader.info.size, len(analysis.connections))
 
 
-def describe(tracked: TrackedConnection) -> Connection:
+def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE) -> Connection:
     """What a finished connection shows: header, first words of each side, closing."""
     conn = Connection(
         id=tracked.id,
@@ -134,11 +135,13 @@ def describe(tracked: TrackedConnection) -> Connection:
     )
     client, server = tracked.client, tracked.server
     application = _read_headers(conn, client)
+    conn.service = services.lookup(tracked.server_port)
+    conn.header_service = services.lookup(conn.header.dst_port) if conn.header is not None else None
+    conn.opening = share_strings(recognise(client.data[application:], server.data, tracked.server_port, services))
+    conn.protocol = conn.opening.protocol or ("tls" if conn.opening.tls_from_first_byte else None)
     _describe_client(conn, client, application)
     _describe_server(conn, server)
     conn.first_speaker = _first_speaker(conn)
-    conn.opening = share_strings(recognise(client.data[application:], server.data, tracked.server_port))
-    conn.protocol = conn.opening.protocol or ("tls" if conn.opening.tls_from_first_byte else None)
     conn.replies_to_header = replies_to_header(conn)
     conn.closed_by, conn.close_kind, conn.close_ts = _closing(client, server)
     conn.last_ts = tracked.seen_until
@@ -163,7 +166,7 @@ def replies_to_header(conn: Connection) -> list[str]:
     commands: errors sent before the replies to the client's real commands."""
     if conn.header is None or conn.tls_client_hello or conn.extra_headers:
         return []  # the errors answer the TLS bytes, or the second header (PD106)
-    replies = getattr(conn.opening, "replies_before_commands", None) or []
+    replies = conn.mail.replies_before_commands if conn.mail is not None else []
     return [reply for reply in replies if reply[:1] in ("4", "5") or reply.startswith(("-ERR", "* BAD", "* BYE")) or " BAD " in reply[:16]]
 
 
@@ -195,17 +198,27 @@ def _read_headers(conn: Connection, client: Stream) -> int:
 
 
 def _describe_client(conn: Connection, client: Stream, application: int) -> None:
-    data = client.data[application:]
-    if not data:
+    """Where and when the client's first application bytes came, and what they were, as
+    the recognisers read them (masked there, once)."""
+    if not client.data[application:]:
         return
     chunk = client.position(application)
     conn.client_first_frame = chunk.frame if chunk else None
     conn.client_first_ts = chunk.ts if chunk else None
-    if starts_with_tls(data):
-        conn.tls_client_hello = data[5:6] == b"\x01"
-        conn.client_first = "TLS ClientHello" if conn.tls_client_hello else "TLS record"
-    else:
-        conn.client_first = first_line(data)
+    conn.tls_client_hello = client_hello_first(conn.opening)
+    conn.client_first = client_first_words(conn.opening)
+
+
+def client_hello_first(opening: Opening) -> bool:
+    """The client's first application bytes are a TLS ClientHello (SSLv2-compatible ones
+    included), as the TLS reader parsed it."""
+    return opening.client_sent_tls and opening.tls is not None and opening.tls.client_hello is not None
+
+
+def client_first_words(opening: Opening) -> str | None:
+    if opening.client_sent_tls:
+        return "TLS ClientHello" if client_hello_first(opening) else "TLS record"
+    return opening.client_first_line
 
 
 def _describe_server(conn: Connection, server: Stream) -> None:

@@ -1,6 +1,9 @@
-"""Two-leg correlation: match each back leg (proxy -> server, carrying a PROXY header)
-with the front leg (client -> proxy) it relays, by the client address and port the
-header names, and tell which addresses are proxies."""
+"""Legs and chains: match each leg a proxy opened with the leg it relays, hop by hop,
+so that client -> relay -> proxy -> server is one chain and each hop can be judged.
+
+A leg carrying a PROXY header is matched by the client address and port the header
+names; a leg without one (a plain L4 relay forwards the bytes untouched) by timing,
+by the relay's address, and by the same conversation on both sides."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ RELAY_WINDOW = 2.0  # seconds between a proxy accepting a client and connecting 
 class LegIndex:
     by_client: dict[tuple[str, int], list[Connection]] = field(default_factory=dict)
     by_source_addr: dict[str, list[Connection]] = field(default_factory=dict)
+    by_dest_addr: dict[str, list[Connection]] = field(default_factory=dict)
     proxies: set[str] = field(default_factory=set)
     onward_by_front: dict[int, Connection] = field(default_factory=dict)
 
@@ -25,6 +29,7 @@ class LegIndex:
         for conn in connections:
             index.by_client.setdefault((conn.tcp.src_addr, conn.tcp.src_port), []).append(conn)
             index.by_source_addr.setdefault(conn.tcp.src_addr, []).append(conn)
+            index.by_dest_addr.setdefault(conn.tcp.dst_addr, []).append(conn)
             if conn.header is not None:
                 index.proxies.add(conn.tcp.src_addr)
         for conn in connections:
@@ -40,7 +45,7 @@ class LegIndex:
         """The client's connection to the proxy that this back leg relays: its source is
         the header's source; among candidates, the one that started last before it."""
         header = back.header
-        if header is None or not header.carries_address or header.src_port is None:
+        if header is None or header.src_addr is None or header.src_port is None:
             return None
         candidates = [
             conn
@@ -50,6 +55,29 @@ class LegIndex:
         ]
         return max(candidates, key=lambda conn: conn.start_ts, default=None)
 
+    def previous_hop(self, leg: Connection) -> Connection | None:
+        """The leg that `leg`'s source accepted and relayed by opening `leg`: by the
+        header where `leg` carries one, else the connection into `leg`'s source address
+        that started last within the relay window before it and shows the same
+        conversation (a connection never relays into the listener it arrived on)."""
+        if leg.header is not None:
+            return self.front_leg(leg)
+        candidates = [
+            conn
+            for conn in self.by_dest_addr.get(leg.tcp.src_addr, [])
+            if conn is not leg
+            and (conn.tcp.dst_addr, conn.tcp.dst_port) != (leg.tcp.dst_addr, leg.tcp.dst_port)
+            and 0 <= leg.start_ts - conn.start_ts <= RELAY_WINDOW
+            and same_conversation(conn, leg)
+        ]
+        return max(candidates, key=lambda conn: conn.start_ts, default=None)
+
+    def chain(self, leg: Connection, limit: int = 8) -> list[Connection]:
+        """Every captured hop that ends with `leg`, the real client's first."""
+        hops = [leg]
+        while len(hops) < limit and (previous := self.previous_hop(hops[0])) is not None and previous not in hops:
+            hops.insert(0, previous)
+        return hops
 
     def onward_leg(self, front: Connection) -> Connection | None:
         """The connection the server side of `front` opened onwards right after accepting
@@ -69,10 +97,30 @@ class LegIndex:
         return min(candidates, key=lambda conn: conn.start_ts, default=None)
 
 
+def same_conversation(first: Connection, second: Connection) -> bool:
+    """Two legs carry the same bytes where both show them in clear (a relay that
+    terminates TLS changes the bytes of one side only, and is not contradicted)."""
+    for mine, theirs in ((first.greeting, second.greeting), (first.client_first, second.client_first)):
+        readable = mine is not None and theirs is not None and not mine.startswith("TLS") and not theirs.startswith("TLS")
+        if readable and mine != theirs:
+            return False
+    return True
+
+
+def describe_chain(hops: list[Connection]) -> str:
+    """client -> relay -> proxy -> server, as addresses and ports."""
+    points = [f"{hops[0].tcp.src_addr}"] + [_point(hop.tcp.dst_addr, hop.tcp.dst_port) for hop in hops]
+    return " -> ".join(points)
+
+
+def _point(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def _unmapped(address: str) -> str:
     """An IPv4-mapped IPv6 address as the IPv4 address the front leg shows."""
     try:
-        mapped = ipaddress.ip_address(address).ipv4_mapped if ":" in address else None
+        mapped = ipaddress.IPv6Address(address).ipv4_mapped if ":" in address else None
     except ValueError:
         return address
     return str(mapped) if mapped else address

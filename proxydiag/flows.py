@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from proxydiag.packet import LINK_DECODERS, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, reverse_key, split_key, tcp_details
+from proxydiag.services import DEFAULT_TABLE, ServiceTable
 
 _CONTROL_FLAGS = TCP_SYN | TCP_FIN | TCP_RST
 
@@ -21,9 +22,6 @@ SEQ_MOD = 1 << 32
 HALF_SEQ = 1 << 31
 CLOSED_MEMORY = 4096  # recently closed connections remembered to swallow their stragglers
 
-# Ports where the accepting side is known, used to orient connections whose SYN was
-# not captured.
-WELL_KNOWN_SERVER_PORTS = frozenset({25, 110, 143, 465, 587, 993, 995, 4190, 80, 443, 8080, 24})
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +198,9 @@ class TrackedConnection:
 class FlowTable:
     """Feeds decoded TCP segments into connections; calls `on_finished` for each one."""
 
-    def __init__(self, on_finished: Callable[[TrackedConnection], None]) -> None:
+    def __init__(self, on_finished: Callable[[TrackedConnection], None], services: ServiceTable = DEFAULT_TABLE) -> None:
+        # The service table's ports orient connections whose SYN was not captured.
+        self._server_ports = frozenset(services.ports())
         self._by_key: dict[bytes, tuple[_Connection, bool]] = {}
         self._closed: OrderedDict[int, _Connection] = OrderedDict()
         self._on_finished = on_finished
@@ -297,13 +297,12 @@ class FlowTable:
         self._by_key[reverse_key(oriented)] = (conn, False)
         return self._by_key[key]
 
-    @staticmethod
-    def _sender_is_client(key: bytes, flags: int) -> bool:
+    def _sender_is_client(self, key: bytes, flags: int) -> bool:
         if flags & TCP_SYN:
             return not flags & TCP_ACK
         _, src_port, _, dst_port = split_key(key)
-        if (dst_port in WELL_KNOWN_SERVER_PORTS) != (src_port in WELL_KNOWN_SERVER_PORTS):
-            return dst_port in WELL_KNOWN_SERVER_PORTS
+        if (dst_port in self._server_ports) != (src_port in self._server_ports):
+            return dst_port in self._server_ports
         return dst_port <= src_port
 
     @staticmethod

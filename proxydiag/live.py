@@ -9,10 +9,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-MAIL_FILTER = (
-    "tcp and (port 25 or port 587 or port 465 or port 24 or port 143 or port 993 or port 110 or port 995 "
-    "or port 4190 or port 80 or port 443 or port 8080 or portrange 10000-10999 or portrange 14190-14190)"
-)
+from proxydiag.services import DEFAULT_TABLE
+
+MAIL_FILTER = DEFAULT_TABLE.bpf_filter()  # every port of the service table, 10000+ shifts included
 TICK_SECONDS = 2.0
 
 

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from proxydiag.proxy_protocol import ParseResult
+from proxydiag.protocols.base import MailOpening, Opening
+from proxydiag.proxy_protocol import ParseResult, ProxyHeader
+from proxydiag.services import Service
+
+if TYPE_CHECKING:
+    from proxydiag.expectations import Expectation
+    from proxydiag.stalwart_config import StalwartConfig
 
 SCHEMA = "proxydiag/1"
 
@@ -43,7 +50,13 @@ class Endpoints:
 
 @dataclass(slots=True)
 class Connection:
-    """One TCP connection: who opened it, its PROXY header, and how each side began."""
+    """One TCP connection: the typed facts every rule reads.
+
+    Everything here is derived once, from the two reassembled openings, by
+    `analysis.describe`: the PROXY header(s), who spoke first, the first words of each
+    side (client text masked by the recognisers, the only masking path), TLS seen from
+    either side, and the services the listener's port and the header's destination port
+    name in the service table."""
 
     id: int
     input: int
@@ -66,16 +79,18 @@ class Connection:
     greeting_ts: float | None = None
     server_text: str | None = None
     replies_to_header: list[str] = field(default_factory=list)
-    opening: object = None  # protocols.Opening
-    expectation: object = None  # expectations.Expectation, set when judged
+    opening: Opening = field(default_factory=Opening)
+    expectation: Expectation | None = None  # set when judged
+    service: Service | None = None  # what the listener's port means (service table)
+    header_service: Service | None = None  # what the header's destination port means
     first_speaker: str | None = None
-    tls_client_hello: bool = False
+    tls_client_hello: bool = False  # the client's first application bytes are a TLS ClientHello
     closed_by: str | None = None
     close_kind: str | None = None
     close_ts: float | None = None
     established_ts: float | None = None
     last_ts: float | None = None
-    reassembly: dict = field(default_factory=dict)
+    reassembly: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def timing_greeting_after(self) -> float | None:
@@ -85,8 +100,37 @@ class Connection:
         return _tls_summary_of(self)
 
     @property
-    def header(self):
+    def header(self) -> ProxyHeader | None:
         return self.proxy.header if self.proxy else None
+
+    @property
+    def mail(self) -> MailOpening | None:
+        """The mail-protocol facts (greeting, capabilities, STARTTLS, errors), if any."""
+        return self.opening if isinstance(self.opening, MailOpening) else None
+
+    @property
+    def server_speaks_first(self) -> bool:
+        """The client waits for a greeting: from the recognised protocol, else the port."""
+        if self.protocol in SERVER_SPEAKS_FIRST_PROTOCOLS:
+            return True
+        return self.protocol is None and self.service is not None and self.service.server_speaks_first
+
+    @property
+    def implicit_tls_expected(self) -> bool:
+        """The listener wants TLS from the first byte: its own port says so, or, where the
+        table does not know that port, the header's destination port does."""
+        if self.service is not None:
+            return self.service.implicit_tls
+        return self.header_service is not None and self.header_service.implicit_tls
+
+    @property
+    def client_gap(self) -> int | None:
+        gap = self.reassembly.get("client", {}).get("gap_at")
+        return gap if isinstance(gap, int) else None
+
+    @property
+    def client_snapped(self) -> bool:
+        return bool(self.reassembly.get("client", {}).get("snapped_bytes"))
 
     def to_dict(self) -> dict:
         return {
@@ -116,7 +160,7 @@ class Connection:
                 "greeting_after": self.timing_greeting_after,
             },
             "tls": self._tls_summary(),
-            "opening": self.opening.to_dict() if self.opening is not None else None,
+            "opening": self.opening.to_dict(),
             "closed_by": self.closed_by,
             "close": self.close_kind,
             "close_time": self.close_ts,
@@ -124,9 +168,12 @@ class Connection:
         }
 
 
+SERVER_SPEAKS_FIRST_PROTOCOLS = frozenset({"smtp", "lmtp", "imap", "pop3", "managesieve"})
+
+
 def _tls_summary_of(conn: Connection) -> dict:
-    tls = getattr(conn.opening, "tls", None)
-    summary = {"client_hello": conn.tls_client_hello}
+    tls = conn.opening.tls
+    summary: dict[str, Any] = {"client_hello": conn.tls_client_hello}
     if tls is not None:
         summary.update(tls.to_dict())
     return summary
@@ -141,16 +188,16 @@ def _delay(start: float | None, end: float | None) -> float | None:
 @dataclass(slots=True)
 class Analysis:
     inputs: list[InputSummary] = field(default_factory=list)
-    stalwart_config: object = None  # stalwart_config.StalwartConfig
+    stalwart_config: StalwartConfig | None = None
     connections: list[Connection] = field(default_factory=list)
-    findings: list = field(default_factory=list)
+    findings: list[Any] = field(default_factory=list)  # rules.base.Finding
     unsupported_linktypes: set[int] = field(default_factory=set)
 
     @property
     def damaged(self) -> bool:
         return any(item.damaged or item.error for item in self.inputs)
 
-    def to_dict(self, lazy: bool = False) -> dict:
+    def to_dict(self, lazy: bool = False) -> dict[str, Any]:
         """The JSON document; with `lazy`, connections come as an iterator of dicts."""
         severities = [finding.severity for finding in self.findings]
         return {

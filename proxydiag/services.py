@@ -26,7 +26,9 @@ class Service:
     protocol: str | None  # the application protocol: smtp, lmtp, imap, pop3, managesieve, http (None: unknown)
     implicit_tls: bool  # TLS from the first byte (465, 993, 995, 443)
     server_speaks_first: bool  # the client waits for a greeting
-    internet_facing: bool  # real clients reach it from anywhere (its header's source must be public)
+    # Mail clients and servers reach it from anywhere, so the header's source must be a
+    # public address (the catalog's list for PD205: 25, 465, 587, 143, 993, 110, 995).
+    internet_facing: bool
     public_port: int  # the standard port of this service
     shifted: bool = False  # reached on 10000 + the public port
 
@@ -49,10 +51,10 @@ STANDARD_SERVICES: Mapping[int, Service] = {
         Service("imaps", "imap", True, True, True, 993),
         Service("pop3", "pop3", False, True, True, 110),
         Service("pop3s", "pop3", True, True, True, 995),
-        Service("managesieve", "managesieve", False, True, True, 4190),
+        Service("managesieve", "managesieve", False, True, False, 4190),
         Service("http", "http", False, False, False, 80),
         Service("http", "http", False, False, False, 8080),
-        Service("https", "http", True, False, True, 443),
+        Service("https", "http", True, False, False, 443),
     )
 }
 _FAMILIES = {"submissions": "submission", "imaps": "imap", "pop3s": "pop3", "https": "http"}

@@ -20,7 +20,6 @@ from proxydiag.protocols import (
     Pop3Opening,
     SieveOpening,
     SmtpOpening,
-    port_service,
     recognise,
 )
 from proxydiag.protocols.http import recognise_http
@@ -28,6 +27,7 @@ from proxydiag.protocols.imap import recognise_imap
 from proxydiag.protocols.pop3 import recognise_pop3
 from proxydiag.protocols.sieve import recognise_sieve
 from proxydiag.protocols.smtp import recognise_smtp
+from proxydiag.services import DEFAULT_TABLE
 from proxydiag.protocols.software import identify
 from proxydiag.protocols.tls import read_tls
 from proxydiag.redact import MASK
@@ -473,7 +473,8 @@ def test_protocol_comes_from_alpn_when_tls_hides_everything_else():
 def test_protocol_comes_from_the_port_last(port, expected, implicit):
     opening = recognise(b"", b"", port)
     assert (opening.protocol, opening.recognised_from, opening.implicit_tls_port) == (expected, "port", implicit)
-    assert port_service(port) == (expected, implicit)
+    service = DEFAULT_TABLE.lookup(port)
+    assert service is not None and (service.protocol, service.implicit_tls) == (expected, implicit)
 
 
 def test_unknown_protocol_is_none():

@@ -147,3 +147,12 @@ def test_progress_reports_bytes_read_and_connections(tmp_path):
     assert len(calls) >= 2
     assert all(index == 0 and total == path.stat().st_size and 0 < done <= total for index, done, total, _ in calls)
     assert [done for _, done, _, _ in calls] == sorted(done for _, done, _, _ in calls)
+
+
+
+def test_reports_show_each_fix_whole_as_the_catalog_trimmed_it():
+    """Fixes are trimmed in one place (catalog.essential, at the end of a section's first
+    configuration block); no view cuts them again."""
+    for fmt in ("rich", "markdown"):
+        shown = run("analyze", "captures/v1-behind-tls.pcap", "--format", fmt).stdout
+        assert "tls.implicit = true" in shown, fmt

@@ -24,6 +24,7 @@ from proxydiag.protocols.smtp import SmtpOpening, recognise_smtp
 from proxydiag.protocols.text import Cursor, Parsed, mask_client_line, show
 from proxydiag.protocols.tls import Alert, ClientHello, ServerHello, TlsOpening, client_alpn, read_tls, starts_with_tls
 from proxydiag.redact import first_line
+from proxydiag.services import DEFAULT_TABLE, ServiceTable
 
 __all__ = [
     "Alert",
@@ -38,29 +39,8 @@ __all__ = [
     "SieveOpening",
     "SmtpOpening",
     "TlsOpening",
-    "port_service",
     "recognise",
 ]
-
-PORT_PROTOCOLS = {
-    25: "smtp",
-    587: "smtp",
-    465: "smtp",
-    2525: "smtp",
-    24: "lmtp",
-    143: "imap",
-    993: "imap",
-    110: "pop3",
-    995: "pop3",
-    4190: "managesieve",
-    80: "http",
-    8080: "http",
-    443: "http",
-}
-IMPLICIT_TLS_PORTS = frozenset({465, 993, 995, 443})
-# Listeners behind a proxy often sit on 10000 + the usual port (Stalwart's examples use
-# 10025, 10143, 10465, 10993, 10443 and 14190).
-SHIFTED_PORT_OFFSET = 10000
 
 # (pattern, protocol): what the server's first bytes look like.
 SERVER_SIGNATURES = (
@@ -99,19 +79,10 @@ RECOGNISERS = {
 }
 
 
-def port_service(port: int | None) -> tuple[str | None, bool]:
-    """(protocol, implicit TLS) of a listening port, shifted ports included."""
-    if not isinstance(port, int):
-        return None, False
-    base = port if port in PORT_PROTOCOLS else port - SHIFTED_PORT_OFFSET
-    if base not in PORT_PROTOCOLS:
-        return None, False
-    return PORT_PROTOCOLS[base], base in IMPLICIT_TLS_PORTS
-
-
-def choose_protocol(client_text: bytes, server_text: bytes, client: bytes, port: int | None) -> tuple[str | None, str | None]:
+def choose_protocol(client_text: bytes, server_text: bytes, client: bytes, port: int | None,
+                    services: ServiceTable = DEFAULT_TABLE) -> tuple[str | None, str | None]:
     """(protocol, what told it): the server's bytes, the client's, ALPN, then the port."""
-    port_protocol, _implicit = port_service(port)
+    port_protocol = services.protocol(port)
     for pattern, protocol in SERVER_SIGNATURES:
         if pattern.match(server_text):
             if protocol == "smtp" and _is_lmtp(client_text, server_text, port_protocol):
@@ -132,17 +103,17 @@ def _is_lmtp(client_text: bytes, server_text: bytes, port_protocol: str | None) 
     return client_text[:4].upper() == b"LHLO" or port_protocol == "lmtp" or bool(_LMTP_GREETING.match(server_text))
 
 
-def recognise(client: bytes, server: bytes, server_port: int) -> Opening:
+def recognise(client: bytes, server: bytes, server_port: int, services: ServiceTable = DEFAULT_TABLE) -> Opening:
     """The opening of one connection; `client` starts after any PROXY header."""
     client, server = bytes(client or b""), bytes(server or b"")
     client_tls, server_tls = starts_with_tls(client), starts_with_tls(server)
     client_text = b"" if client_tls else client
     server_text = b"" if server_tls else server
-    protocol, source = choose_protocol(client_text, server_text, client, server_port)
+    protocol, source = choose_protocol(client_text, server_text, client, server_port, services)
     parsed = RECOGNISERS[protocol](client_text, server_text) if protocol else Parsed(Opening())
     opening = parsed.opening
     opening.protocol, opening.recognised_from, opening.server_port = protocol, source, server_port
-    opening.implicit_tls_port = port_service(server_port)[1]
+    opening.implicit_tls_port = services.implicit_tls(server_port)
     opening.client_sent_tls, opening.server_sent_tls = client_tls, server_tls
     spoken = [started_tls for data, started_tls in ((client, client_tls), (server, server_tls)) if data]
     opening.tls_from_first_byte = bool(spoken) and all(spoken)

@@ -7,7 +7,6 @@ from proxydiag.report.views import (
     endpoint_of,
     endpoint_verdicts,
     evidence_lines,
-    fix_excerpt,
     header_label,
     outcome_label,
     tls_label,
@@ -82,7 +81,7 @@ def _findings(document: dict) -> list[str]:
             lines.append(f"- where: {where_line(finding)}")
         lines.append("")
         if finding["fix"] and finding["severity"] != "info":
-            lines += ["**Fix**", "", _demote_headings(fix_excerpt(finding["fix"], max_lines=30)), ""]
+            lines += ["**Fix**", "", _demote_headings(finding["fix"]), ""]
         lines += [f"More: `proxydiag explain {finding['code']}`", ""]
     return lines
 

@@ -15,7 +15,6 @@ from proxydiag.report.views import (
     endpoint_of,
     endpoint_verdicts,
     evidence_lines,
-    fix_excerpt,
     header_label,
     outcome_label,
     tls_label,
@@ -93,7 +92,7 @@ def _findings(document: dict, verbose: bool) -> Group:
             body.append(Text(f"where: {where_line(finding)}", style="dim"))
         if finding["fix"] and finding["severity"] != "info" or verbose:
             body.append(Text("fix:", style="bold"))
-            body.append(Markdown(fix_excerpt(finding["fix"], max_lines=60 if verbose else 30)))
+            body.append(Markdown(finding["fix"]))
         body.append(Text(f"more: proxydiag explain {finding['code']}", style="dim"))
         parts.append(title)
         parts.append(Padding(Group(*body), (0, 0, 1, 4)))

@@ -108,13 +108,3 @@ def where_line(finding: dict) -> str:
     cited = ", ".join(f"#{cid} (frame {frame})" for cid, frame in zip(finding["connections"], finding["first_frames"], strict=False))
     extra = finding["count"] - len(finding["connections"])
     return cited + (f" and {extra} more" if extra > 0 else "")
-
-
-def fix_excerpt(fix: str, max_lines: int = 14) -> str:
-    lines = fix.strip().splitlines()
-    if len(lines) <= max_lines:
-        return "\n".join(lines)
-    cut = lines[:max_lines]
-    if sum(1 for line in cut if line.startswith("```")) % 2:
-        cut.append("```")
-    return "\n".join(cut) + "\n..."

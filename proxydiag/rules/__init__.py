@@ -49,9 +49,16 @@ def judge(analysis: Analysis, resolver: ExpectationResolver, options: Options, s
                 _collect(grouped, rule, hit)
         for hit in rule.finish(ctx):
             _collect(grouped, rule, hit)
-    findings = [_finding(rule, hits) for rule, hits in grouped.values()]
-    findings.sort(key=lambda f: (SEVERITIES.index(f.severity), f.code, f.connections[:1]))
-    return findings
+    ranked = [(_finding(rule, hits, note=_is_note(rule, hits[0])), _is_note(rule, hits[0])) for rule, hits in grouped.values()]
+    ranked.sort(key=lambda item: (SEVERITIES.index(item[0].severity), item[1], item[0].code, item[0].connections[:1]))
+    return [finding for finding, _note in ranked]
+
+
+def _is_note(rule: Rule, hit: Hit) -> bool:
+    """A hit its rule lowered for what the situation is (a local test), not for doubt:
+    context, shown after the findings of its severity."""
+    lowered = hit.severity is not None and SEVERITIES.index(hit.severity) > SEVERITIES.index(rule.severity)
+    return lowered and not hit.inferred
 
 
 def _collect(grouped: dict, rule: Rule, hit: Hit) -> None:
@@ -59,7 +66,7 @@ def _collect(grouped: dict, rule: Rule, hit: Hit) -> None:
     grouped.setdefault(key, (rule, []))[1].append(hit)
 
 
-def _finding(rule: Rule, hits: list[Hit]) -> Finding:
+def _finding(rule: Rule, hits: list[Hit], note: bool = False) -> Finding:
     first = hits[0]
     conns: list[Connection] = []
     seen = set()
@@ -84,7 +91,7 @@ def _finding(rule: Rule, hits: list[Hit]) -> Finding:
         frames=[conn.first_frame for conn in cited],
         count=len(conns),
         evidence=first.evidence,
-        fix=page.fix_for(proxy) if page else f"See `proxydiag explain {rule.code}`.",
+        fix="" if note else page.fix_for(proxy) if page else f"See `proxydiag explain {rule.code}`.",
         inferred=first.inferred,
         doc=f"docs/findings/{rule.code}.md",
     )

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Iterator
 
-from proxydiag.rules.base import INTERNET_MAIL_PORTS, Hit, Rule, describe_endpoint, endpoint
+from proxydiag.correlate import describe_chain
+from proxydiag.model import Connection
+from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint, endpoint
+from proxydiag.rules.header import is_local_client
 
 # Where a real client's address cannot come from on the internet: RFC 1918, CGNAT (RFC
 # 6598), loopback, link-local, and IPv6 unique-local. Documentation ranges are not here:
@@ -15,16 +19,14 @@ INTERNAL_NETWORKS = tuple(
                 "::1/128", "fe80::/10", "fc00::/7")
 )
 
-# The service a port names, and the implicit-TLS port that maps onto a plain one.
-PORT_SERVICES = {25: "smtp", 587: "submission", 465: "submission", 143: "imap", 993: "imap", 110: "pop3", 995: "pop3",
-                 4190: "managesieve", 80: "http", 8080: "http", 443: "http"}
-PROTOCOL_SERVICES = {"smtp": {"smtp", "submission"}, "lmtp": {"smtp"}, "imap": {"imap"}, "pop3": {"pop3"},
+# The application protocol each recognised protocol may carry, by service family.
+PROTOCOL_FAMILIES = {"smtp": {"smtp", "submission"}, "lmtp": {"smtp", "lmtp"}, "imap": {"imap"}, "pop3": {"pop3"},
                      "managesieve": {"managesieve"}, "http": {"http"}}
 
 
 def is_internal(address: str) -> bool:
-    ip = ipaddress.ip_address(address)
-    if ip.version == 6 and ip.ipv4_mapped:
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
     return any(ip in network for network in INTERNAL_NETWORKS if network.version == ip.version)
 
@@ -32,27 +34,42 @@ def is_internal(address: str) -> bool:
 class ClientAddressIsProxy(Rule):
     code, slug, severity = "PD201", "client-address-is-proxy", "error"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
-        if header is None or not header.carries_address:
+        if header is None or not header.carries_address or header.src_addr is None:
             return
-        if header.src_addr == conn.tcp.src_addr:
+        legs = ctx.legs
+        front = legs.front_leg(conn) if legs is not None else None
+        relay = legs.previous_hop(front) if legs is not None and front is not None else None
+        evidence: dict[str, object] = {"header_src": header.src_addr, "tcp_src": conn.tcp.src_addr}
+        if legs is not None and front is not None and relay is not None:
+            hops = legs.chain(conn)
+            evidence |= {"chain": describe_chain(hops), "legs": [hop.id for hop in hops]}
+            why = (
+                f"{header.src_addr} only relayed the connection (connection {front.id}): it accepted it from "
+                f"{relay.tcp.src_addr} (connection {relay.id}) just before; the chain is {describe_chain(hops)}"
+            )
+        elif front is not None:
+            return  # the client's own leg carries that address and port: the header is right
+        elif header.src_addr == conn.tcp.src_addr:
+            if is_local_client(header.src_addr, header.dst_addr or ""):
+                return  # a local test on the proxy host (PD205 says so)
             why = f"it equals this leg's own TCP source ({conn.tcp.src_addr}), the proxy itself"
-        elif ctx.legs is not None and ctx.legs.is_proxy(header.src_addr):
+        elif legs is not None and legs.is_proxy(header.src_addr):
             why = f"{header.src_addr} is the address of another proxy (it sends PROXY headers itself), not of a client"
         else:
             return
         yield Hit(
             f"The PROXY header to {describe_endpoint(conn)} names {header.src_addr} as the client, but {why}: Stalwart "
             "runs SPF, DMARC and rate limits against the proxy.",
-            [conn], {"header_src": header.src_addr, "tcp_src": conn.tcp.src_addr}, group=endpoint(conn),
+            [conn], evidence, group=endpoint(conn),
         )
 
 
 class SingleClientAddress(Rule):
     code, slug, severity = "PD202", "single-client-address", "warning"
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         for (addr, port), stats in ctx.expectations.endpoints.items():
             headers = sum(stats.header_sources.values())
             if headers >= ctx.options.min_connections and len(stats.header_sources) == 1:
@@ -68,7 +85,7 @@ class SingleClientAddress(Rule):
 class LocalCommand(Rule):
     code, slug, severity = "PD203", "local-command", "info"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.header is not None and conn.header.command == "LOCAL":
             stats = ctx.expectations.stats(conn)
             only_local = stats.local == stats.connections
@@ -84,7 +101,7 @@ class LocalCommand(Rule):
 class UnknownClientAddress(Rule):
     code, slug, severity = "PD204", "unknown-client-address", "warning"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
         if header is None or header.command != "PROXY":
             return
@@ -99,23 +116,33 @@ class UnknownClientAddress(Rule):
 class PrivateClientAddress(Rule):
     code, slug, severity = "PD205", "private-client-address", "warning"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
-        if ctx.options.internal_clients or header is None or not header.carries_address:
+        if ctx.options.internal_clients or header is None or not header.carries_address or header.src_addr is None:
             return
-        public_port = header.dst_port if header.dst_port is not None else conn.tcp.dst_port
-        if public_port in INTERNET_MAIL_PORTS and is_internal(header.src_addr):
+        public = conn.header_service or conn.service
+        if public is None or not public.internet_facing or not is_internal(header.src_addr):
+            return
+        port = header.dst_port if header.dst_port is not None else conn.tcp.dst_port
+        if is_local_client(header.src_addr, header.dst_addr or ""):
             yield Hit(
-                f"The PROXY header for port {public_port} names the private address {header.src_addr} as the client: "
-                "the real client's address was lost before this proxy (NAT, a load balancer, a container network).",
-                [conn], {"header_src": header.src_addr, "port": public_port}, group=endpoint(conn),
+                f"The PROXY header for port {port} names {header.src_addr}, a client on the proxy host itself: a local "
+                "test. The header is right; real clients will show their public addresses.",
+                [conn], {"header_src": header.src_addr, "port": port, "local_test": True},
+                group=("local", *endpoint(conn)), severity="info",
             )
+            return
+        yield Hit(
+            f"The PROXY header for port {port} names the private address {header.src_addr} as the client: "
+            "the real client's address was lost before this proxy (NAT, a load balancer, a container network).",
+            [conn], {"header_src": header.src_addr, "port": port}, group=endpoint(conn),
+        )
 
 
 class UntrustedProxySource(Rule):
     code, slug, severity = "PD206", "untrusted-proxy-source", "error"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.header is None:
             return
         verdict = _trust(conn, ctx)
@@ -128,7 +155,7 @@ class UntrustedProxySource(Rule):
         )
 
 
-def _trust(conn, ctx) -> tuple[bool, str] | None:
+def _trust(conn: Connection, ctx: Context) -> tuple[bool, str] | None:
     """Whether the leg's source is trusted, and by what list; None when no list is known."""
     if ctx.config is not None:
         listener = ctx.config.listener_for_port(conn.tcp.dst_port)
@@ -144,11 +171,11 @@ def _trust(conn, ctx) -> tuple[bool, str] | None:
 class MappedIpv4Address(Rule):
     code, slug, severity = "PD207", "mapped-ipv4-address", "info"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
-        if header is None or not header.carries_address or ":" not in header.src_addr:
+        if header is None or header.src_addr is None or ":" not in header.src_addr:
             return
-        if ipaddress.ip_address(header.src_addr).ipv4_mapped:
+        if ipaddress.IPv6Address(header.src_addr).ipv4_mapped:
             yield Hit(
                 f"The PROXY header to {describe_endpoint(conn)} carries the IPv4-mapped address {header.src_addr}: "
                 "trusted-network and SPF matching must handle it.",
@@ -159,33 +186,35 @@ class MappedIpv4Address(Rule):
 class DestinationMismatch(Rule):
     code, slug, severity = "PD208", "destination-mismatch", "warning"
 
-    def check(self, conn, ctx):
-        header = conn.header
-        if header is None or header.dst_port is None or header.dst_port not in PORT_SERVICES:
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        header, public = conn.header, conn.header_service
+        if header is None or public is None:
             return
-        public = PORT_SERVICES[header.dst_port]
-        spoken = PROTOCOL_SERVICES.get(conn.protocol or "")
-        if spoken and public not in spoken:
+        spoken = PROTOCOL_FAMILIES.get(conn.protocol or "")
+        listener = conn.service
+        if spoken and public.family not in spoken:
             yield Hit(
-                f"The header says the client connected to port {header.dst_port} ({public}) but {describe_endpoint(conn)} "
-                f"speaks {conn.protocol}: the proxy forwards one service to another's listener.",
+                f"The header says the client connected to port {header.dst_port} ({public.name}) but "
+                f"{describe_endpoint(conn)} speaks {conn.protocol}: the proxy forwards one service to another's listener.",
                 [conn], {"header_dst_port": header.dst_port, "protocol": conn.protocol}, group=endpoint(conn),
             )
-        elif header.dst_port == 25 and conn.tcp.dst_port in (587, 465):
+        elif public.name == "smtp" and listener is not None and listener.family == "submission":
             yield Hit(
-                f"Public port 25 is forwarded to the submission listener {describe_endpoint(conn)}, where AUTH is required: "
-                "inbound mail from other servers is refused.",
-                [conn], {"header_dst_port": 25, "listener_port": conn.tcp.dst_port}, group=endpoint(conn),
+                f"Public port {header.dst_port} (MX) is forwarded to the submission listener {describe_endpoint(conn)}, "
+                "where AUTH is required: inbound mail from other servers is refused.",
+                [conn], {"header_dst_port": header.dst_port, "listener_port": conn.tcp.dst_port}, group=endpoint(conn),
             )
 
 
 class MxPortRemapped(Rule):
     code, slug, severity = "PD209", "mx-port-remapped", "warning"
 
-    def check(self, conn, ctx):
-        header = conn.header
-        if header is None or header.dst_port != 25 or conn.tcp.dst_port in (25, 587, 465):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        header, listener = conn.header, conn.service
+        if header is None or header.dst_port != 25 or conn.tcp.dst_port == 25:
             return
+        if listener is not None and listener.family == "submission":
+            return  # PD208: the MX port reaches a submission listener
         if conn.protocol not in ("smtp", None):
             return
         refusal = conn.server_text and "503 5.5.1" in conn.server_text

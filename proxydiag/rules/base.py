@@ -5,21 +5,18 @@ per server endpoint)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Hashable, Iterable
 
 from proxydiag.expectations import Expectation, ExpectationResolver
-from proxydiag.model import Connection
+from proxydiag.model import Connection, InputSummary
+from proxydiag.services import DEFAULT_TABLE, ServiceTable
 from proxydiag.stalwart_config import StalwartConfig
+
+if TYPE_CHECKING:
+    from proxydiag.correlate import LegIndex
 
 SEVERITIES = ("error", "warning", "info")
 MAX_CITED_CONNECTIONS = 20
-
-# Ports whose listeners serve the internet (PD205) and those that speak TLS from the
-# first byte (implicit TLS).
-INTERNET_MAIL_PORTS = frozenset({25, 465, 587, 993, 995, 143, 110})
-IMPLICIT_TLS_PORTS = frozenset({465, 993, 995, 443})
-PLAINTEXT_PORTS = frozenset({25, 587, 143, 110, 4190, 80, 8080, 24})
-SERVER_SPEAKS_FIRST = frozenset({"smtp", "lmtp", "submission", "imap", "pop3", "managesieve"})
 
 
 def lower(severity: str) -> str:
@@ -35,7 +32,7 @@ class Options:
     header_delay: float = 1.0
     greeting_timeout: float = 5.0
     internal_clients: bool = False
-    mail_ports: frozenset[int] = frozenset({25, 587, 465, 24, 143, 993, 110, 995, 4190, 80, 8080, 443})
+    services: ServiceTable = DEFAULT_TABLE
 
 
 @dataclass
@@ -44,8 +41,8 @@ class Hit:
 
     message: str
     connections: list[Connection] = field(default_factory=list)
-    evidence: dict = field(default_factory=dict)
-    group: object = None  # hits with the same rule and group become one finding
+    evidence: dict[str, Any] = field(default_factory=dict)
+    group: Hashable = None  # hits with the same rule and group become one finding
     severity: str | None = None  # None: the rule's default
     inferred: bool = False
     proxy: str | None = None  # the proxy software recognised, for the fix to print
@@ -60,7 +57,7 @@ class Finding:
     connections: list[int]
     frames: list[int | None]
     count: int
-    evidence: dict
+    evidence: dict[str, Any]
     fix: str
     inferred: bool = False
     doc: str = ""
@@ -89,9 +86,9 @@ class Context:
     expectations: ExpectationResolver
     options: Options
     config: StalwartConfig | None = None
-    legs: object = None  # correlate.LegIndex
-    inputs: list = field(default_factory=list)
-    cache: dict = field(default_factory=dict)  # what several rules compute once
+    legs: LegIndex | None = None
+    inputs: list[InputSummary] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)  # what several rules compute once
 
     def expectation(self, conn: Connection) -> Expectation | None:
         """What the listener expects of this connection (`judge` resolves it once for all)."""
@@ -111,6 +108,16 @@ class Rule:
 
     def finish(self, ctx: Context) -> Iterable[Hit]:
         return ()
+
+
+def implicit_tls_listener(conn: Connection, ctx: Context) -> bool:
+    """The listener wants TLS from the first byte: the Stalwart configuration says so
+    where it knows the listener, else the service table (`Connection.implicit_tls_expected`)."""
+    if ctx.config is not None:
+        listener = ctx.config.listener_for_port(conn.tcp.dst_port)
+        if listener is not None:
+            return bool(listener.implicit_tls)
+    return conn.implicit_tls_expected
 
 
 def endpoint(conn: Connection) -> tuple[str, int]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Iterator
 
-from proxydiag.rules.base import Hit, Rule
+from proxydiag.rules.base import Context, Hit, Rule
 
 
 class CaptureTruncated(Rule):
     code, slug, severity = "PD901", "capture-truncated", "info"
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         cut = [c for c in ctx.connections if any(side.get("snapped_bytes") for side in c.reassembly.values())]
         if cut:
             yield Hit(
@@ -22,7 +23,7 @@ class CaptureTruncated(Rule):
 class MidStream(Rule):
     code, slug, severity = "PD902", "mid-stream", "info"
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         partial = [c for c in ctx.connections if c.mid_stream]
         if partial:
             yield Hit(
@@ -35,10 +36,10 @@ class MidStream(Rule):
 class NoMailTraffic(Rule):
     code, slug, severity = "PD903", "no-mail-traffic", "warning"
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         if not ctx.inputs or (any(item.error for item in ctx.inputs) and not ctx.connections):
             return  # no capture given (a configuration check), or none could be read
-        mail = [c for c in ctx.connections if c.protocol or c.tcp.dst_port in ctx.options.mail_ports or c.header]
+        mail = [c for c in ctx.connections if c.protocol or c.tcp.dst_port in ctx.options.services or c.header]
         if mail:
             return
         busiest = Counter(c.tcp.dst_port for c in ctx.connections).most_common(5)
@@ -54,7 +55,7 @@ class NoMailTraffic(Rule):
 class CaptureDamaged(Rule):
     code, slug, severity = "PD904", "capture-damaged", "warning"
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         for item in ctx.inputs:
             if item.damaged:
                 yield Hit(f"{item.path}: {item.damaged}; the analysis covers what came before.",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from proxydiag.rules.base import Hit, Rule, describe_endpoint
+from typing import Iterator
+
+from proxydiag.model import Connection
+from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint
 
 MAIL_PROTOCOLS = frozenset({"smtp", "lmtp", "imap", "pop3", "managesieve", "http"})
 
@@ -10,7 +13,7 @@ MAIL_PROTOCOLS = frozenset({"smtp", "lmtp", "imap", "pop3", "managesieve", "http
 class TrustedNetworkMatchesNothing(Rule):
     code, slug, severity = "PD601", "trusted-network-matches-nothing", "error"
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is None:
             return
         for entry in ctx.config.all_entries():
@@ -22,7 +25,7 @@ class TrustedNetworkMatchesNothing(Rule):
 class EmptyOverrideIgnored(Rule):
     code, slug, severity = "PD602", "empty-override-ignored", "warning"
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is None or ctx.config.style != "json" or not ctx.config.trusted:
             return
         for listener in ctx.config.listeners:
@@ -37,7 +40,7 @@ class EmptyOverrideIgnored(Rule):
 class ProxyOverrideIgnored(Rule):
     code, slug, severity = "PD603", "proxy-override-ignored", "warning"
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is None or ctx.config.style != "toml":
             return
         for listener in ctx.config.listeners:
@@ -52,7 +55,7 @@ class ProxyOverrideIgnored(Rule):
 class ProxyRequiredOnHttp(Rule):
     code, slug, severity = "PD604", "proxy-required-on-http", "warning"
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         config = ctx.config
         if config is None or not any(entry.network for entry in config.trusted):
             return
@@ -77,7 +80,7 @@ class ProxyRequiredOnHttp(Rule):
 class ForwardedTrustedFromAnyone(Rule):
     code, slug, severity = "PD605", "forwarded-trusted-from-anyone", "warning"
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is not None and ctx.config.use_x_forwarded:
             key = "http.use-x-forwarded" if ctx.config.style == "toml" else "Http.useXForwarded"
             yield Hit(
@@ -90,7 +93,7 @@ class ForwardedTrustedFromAnyone(Rule):
 class TrafficVsConfig(Rule):
     code, slug, severity = "PD606", "traffic-vs-config", "error"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         config = ctx.config
         if config is None or conn.mid_stream:
             return

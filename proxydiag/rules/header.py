@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from typing import Iterator
 
+from proxydiag.model import Connection
 from proxydiag.rules.base import (
-    IMPLICIT_TLS_PORTS,
-    SERVER_SPEAKS_FIRST,
+    Context,
     Hit,
     Rule,
     describe_endpoint,
     endpoint,
     header_hex,
+    implicit_tls_listener,
     lower,
 )
 
 TOO_SOON = re.compile(rb"talk(ing)? too soon|pregreet|before (the )?greeting|wait for (the )?greeting", re.I)
 
 
-def opening_value(conn, name, default=None):
-    return getattr(conn.opening, name, default) if conn.opening is not None else default
-
-
-def server_speaks_first(conn) -> bool:
-    return (conn.protocol or "") in SERVER_SPEAKS_FIRST
-
-
-def split_then_rejected(conn) -> bool:
+def split_then_rejected(conn: Connection) -> bool:
     """The header's first piece arrived, then the server closed before the rest."""
     parsed = conn.proxy
     return (
@@ -35,19 +30,19 @@ def split_then_rejected(conn) -> bool:
         and conn.header_bytes is not None
         and len(conn.header_bytes) > (len(b"PROXY ") if parsed.version == 1 else 16 - 1)
         and conn.closed_by == "server"
-        and conn.reassembly.get("client", {}).get("gap_at") is None
+        and conn.client_gap is None
     )
 
 
-def relayed(conn, ctx) -> bool:
+def relayed(conn: Connection, ctx: Context) -> bool:
     """A front leg whose proxy connected onwards: what its server said is the mail
     server's doing, judged on the onward leg."""
     return ctx.legs is not None and ctx.legs.onward_leg(conn) is not None
 
 
-def greeted(conn) -> bool:
+def greeted(conn: Connection) -> bool:
     """Whether the server's first words were a welcome (not silence, an error or a refusal)."""
-    if conn.greeting is None or opening_value(conn, "greeting_refused", False):
+    if conn.greeting is None or (conn.mail is not None and conn.mail.greeting_refused):
         return False
     return not conn.greeting.startswith(("4", "5", "-ERR", "* BYE", "* BAD", "NO ", "BYE"))
 
@@ -55,12 +50,14 @@ def greeted(conn) -> bool:
 class MissingProxyHeader(Rule):
     code, slug, severity = "PD101", "missing-proxy-header", "error"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.mid_stream or conn.header is not None or (conn.proxy and conn.proxy.version):
             return
         if conn.client_first is None:
             return  # nothing sent: a connect-only check (PD403) or an idle connection
         expectation = ctx.expectation(conn)
+        if (expectation is None or expectation.inferred) and front_of_a_proxy(conn, ctx):
+            return  # a proxy's front refusing ordinary clients: PD109
         tls_note = (
             " The client's first bytes are a TLS ClientHello: the proxy speaks TLS to the server (Traefik serversTransport "
             "with TLS), so any header travels inside the encrypted stream."
@@ -75,7 +72,7 @@ class MissingProxyHeader(Rule):
                 [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),
                 severity=lower(self.severity) if expectation.inferred else None, inferred=expectation.inferred,
             )
-        elif server_speaks_first(conn) and conn.first_speaker == "client" and not greeted(conn) and not relayed(conn, ctx):
+        elif conn.server_speaks_first and conn.first_speaker == "client" and not greeted(conn) and not relayed(conn, ctx):
             answer = f" (its only answer: {conn.greeting!r})" if conn.greeting else ""
             yield Hit(
                 f"The client spoke first ({conn.client_first!r}) and {describe_endpoint(conn)} never greeted{answer}: "
@@ -87,16 +84,15 @@ class MissingProxyHeader(Rule):
 class UnexpectedProxyHeader(Rule):
     code, slug, severity = "PD102", "unexpected-proxy-header", "error"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
         if header is None:
             return
         expectation = ctx.expectation(conn)
         answered = conn.replies_to_header
         greeted_first = conn.greeting_ts is not None and conn.header_ts is not None and conn.greeting_ts < conn.header_ts
-        implicit_tls = conn.tcp.dst_port in IMPLICIT_TLS_PORTS
-        tls_refused = implicit_tls and conn.closed_by == "server" and (
-            opening_value(conn, "server_sent_tls") or (conn.close_kind == "rst" and conn.greeting is None)
+        tls_refused = implicit_tls_listener(conn, ctx) and conn.closed_by == "server" and (
+            conn.opening.server_sent_tls or (conn.close_kind == "rst" and conn.greeting is None)
         )
         evidence = {"header": header_hex(conn), "greeting": conn.greeting, "replies_to_header": answered[:5]}
         if (answered or greeted_first or tls_refused) and not relayed(conn, ctx):
@@ -125,12 +121,12 @@ class UnexpectedProxyHeader(Rule):
 class MalformedProxyHeader(Rule):
     code, slug, severity = "PD103", "malformed-proxy-header", "error"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         for parsed in filter(None, [conn.proxy, *conn.extra_headers]):
             violations = list(parsed.violations)
             if not violations:
                 continue
-            if parsed.incomplete and conn.reassembly.get("client", {}).get("snapped_bytes"):
+            if parsed.incomplete and conn.client_snapped:
                 continue  # cut by the snap length: PD901, not the proxy's fault
             if parsed.incomplete and split_then_rejected(conn):
                 continue  # PD105: the rest never came because the server gave up first
@@ -147,7 +143,7 @@ class MalformedProxyHeader(Rule):
 class ProxyVersionMismatch(Rule):
     code, slug, severity = "PD104", "proxy-version-mismatch", "error"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
         expectation = ctx.expectation(conn)
         if header is None or expectation is None or expectation.value not in ("v1", "v2"):
@@ -158,7 +154,7 @@ class ProxyVersionMismatch(Rule):
                 [conn], {"received": header.version, "expected": expectation.value}, group=endpoint(conn),
             )
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         for (addr, port), stats in ctx.expectations.endpoints.items():
             if len(stats.versions) > 1:
                 conns = [c for c in ctx.connections if (c.tcp.dst_addr, c.tcp.dst_port) == (addr, port) and c.header]
@@ -172,7 +168,7 @@ class ProxyVersionMismatch(Rule):
 class ProxyHeaderSplit(Rule):
     code, slug, severity = "PD105", "proxy-header-split", "warning"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
         if header is not None and conn.header_segments > 1:
             yield Hit(
@@ -180,7 +176,7 @@ class ProxyHeaderSplit(Rule):
                 "segments instead of one; receivers that read it with a single recv() reject it.",
                 [conn], {"segments": conn.header_segments, "length": header.length}, group=endpoint(conn),
             )
-        elif split_then_rejected(conn):
+        elif conn.proxy is not None and split_then_rejected(conn):
             received = len(conn.header_bytes or b"")
             yield Hit(
                 f"Only the first {received} bytes of the PROXY v{conn.proxy.version} header reached "
@@ -195,7 +191,7 @@ class ProxyHeaderSplit(Rule):
 class DuplicateProxyHeader(Rule):
     code, slug, severity = "PD106", "duplicate-proxy-header", "error"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         extras = [parsed.header for parsed in conn.extra_headers if parsed.header]
         if conn.header is None or not extras:
             return
@@ -209,7 +205,7 @@ class DuplicateProxyHeader(Rule):
 class GreetingBeforeProxyHeader(Rule):
     code, slug, severity = "PD107", "greeting-before-proxy-header", "warning"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.header is None or conn.greeting_ts is None or conn.header_ts is None:
             return
         if conn.greeting_ts < conn.header_ts:
@@ -223,7 +219,7 @@ class GreetingBeforeProxyHeader(Rule):
 class ProxyHeaderLate(Rule):
     code, slug, severity = "PD108", "proxy-header-late", "warning"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         start = conn.established_ts
         if conn.header is None or start is None or conn.header_ts is None:
             return
@@ -239,25 +235,94 @@ class ProxyHeaderLate(Rule):
 class ProxyExpectsHeaderFromClient(Rule):
     code, slug, severity = "PD109", "proxy-expects-header-from-client", "error"
 
-    def check(self, conn, ctx):
-        if conn.mid_stream or conn.header is not None or conn.client_first is None or conn.greeting is not None:
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        expectation = ctx.expectation(conn)
+        if expectation is not None and not expectation.inferred:
+            return  # the user named this listener a mail server's: PD101 judges it
+        if not refused_without_a_word(conn, ctx):
             return
-        if conn.closed_by != "server" or ctx.legs is None or not ctx.legs.is_proxy(conn.tcp.dst_addr):
+        why = front_of_a_proxy(conn, ctx)
+        if why is None:
             return
+        before = f" after {conn.client_first!r}" if conn.client_first else ""
         yield Hit(
-            f"{describe_endpoint(conn)} is a proxy (it sends PROXY headers to the mail server), yet it closed this "
-            f"client connection without forwarding anything after {conn.client_first!r}: it was told to accept "
-            "PROXY headers from clients (nginx `listen ... proxy_protocol`, a Traefik entry point with proxyProtocol) "
-            "instead of sending them.",
-            [conn], {"client_first": conn.client_first, "closed": conn.close_kind}, group=endpoint(conn),
+            f"{describe_endpoint(conn)} is a proxy's front ({why}), yet it "
+            f"{'closed' if conn.closed_by == 'server' else 'kept silent on'} this client connection without a word{before}: "
+            "it was told to accept PROXY headers from clients (HAProxy `bind ... accept-proxy`, nginx `listen ... "
+            "proxy_protocol`, a Traefik entry point with proxyProtocol) instead of sending them to the mail server.",
+            [conn], {"client_first": conn.client_first, "closed": conn.close_kind, "closed_by": conn.closed_by, "why": why},
+            group=endpoint(conn),
         )
+
+
+def refused_without_a_word(conn: Connection, ctx: Context) -> bool:
+    """The listener sent nothing to a client that sent no header, and the connection
+    ended: the listener hung up, or the client spoke (or waited past the greeting
+    timeout) and gave up."""
+    if conn.mid_stream or conn.proxy is not None or conn.greeting is not None or conn.closed_by is None:
+        return False
+    if conn.closed_by == "server" or conn.client_first is not None:
+        return True
+    start = conn.established_ts or conn.start_ts
+    return conn.close_ts is not None and conn.close_ts - start >= ctx.options.greeting_timeout
+
+
+def front_of_a_proxy(conn: Connection, ctx: Context) -> str | None:
+    """Why this leg's listener is a proxy's front rather than the mail server, or None.
+
+    Stalwart demands a header only from its trusted proxies, and greets everyone else:
+    a listener that demands one from an ordinary client is a proxy. Known for sure when
+    the listener's address sends PROXY headers itself; otherwise when it listens on a
+    public mail port (the 10000+ ports are the mail server's, in Stalwart's layout) and
+    the client is plainly not a proxy: a local test (loopback, or the listener's own
+    address), or one of several clients it treats alike."""
+    legs = ctx.legs
+    if legs is not None and legs.is_proxy(conn.tcp.dst_addr):
+        return f"{conn.tcp.dst_addr} sends PROXY headers to the mail server"
+    service = conn.service
+    if service is None or service.shifted or not service.internet_facing or conn.tcp.dst_port != service.public_port:
+        return None
+    if (legs is not None and (legs.is_proxy(conn.tcp.src_addr) or legs.onward_leg(conn) is not None)) or (
+        ctx.config is not None and ctx.config.listener_for_port(conn.tcp.dst_port) is not None
+    ):
+        return None  # a proxy's leg, a relayed connection, or Stalwart's own listener
+    if is_local_client(conn.tcp.src_addr, conn.tcp.dst_addr):
+        return f"port {conn.tcp.dst_port} is the public {service.name} port, and the client {conn.tcp.src_addr} is a local test"
+    clients = refused_clients(ctx).get(endpoint(conn), set())
+    if len(clients) >= 2:
+        return f"port {conn.tcp.dst_port} is the public {service.name} port, and {len(clients)} clients get the same silence"
+    return None
+
+
+def refused_clients(ctx: Context) -> dict[tuple[str, int], set[str]]:
+    """Per endpoint, the source addresses it refused without a word (computed once)."""
+    if "refused_clients" not in ctx.cache:
+        refused: dict[tuple[str, int], set[str]] = {}
+        for conn in ctx.connections:
+            if refused_without_a_word(conn, ctx):
+                sources = refused.setdefault(endpoint(conn), set())
+                if len(sources) < 16:
+                    sources.add(conn.tcp.src_addr)
+        ctx.cache["refused_clients"] = refused
+    result: dict[tuple[str, int], set[str]] = ctx.cache["refused_clients"]
+    return result
+
+
+def is_local_client(src: str, dst: str) -> bool:
+    """A client on the same host as the listener: loopback, or the listener's own address."""
+    try:
+        address = ipaddress.ip_address(src)
+    except ValueError:
+        return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback or src == dst
 
 
 class ProxyWaitsForClient(Rule):
     code, slug, severity = "PD110", "proxy-waits-for-client", "error"
 
-    def check(self, conn, ctx):
-        if conn.header is None or not server_speaks_first(conn):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        if conn.header is None or not conn.server_speaks_first:
             return
         same_segment = conn.client_first is not None and conn.client_first_frame == conn.header_frames[0]
         before_greeting = conn.greeting_ts is None or (conn.client_first_ts or 0) <= conn.greeting_ts
@@ -271,7 +336,7 @@ class ProxyWaitsForClient(Rule):
                 [conn], {"client_first": conn.client_first, "frame": conn.client_first_frame}, group=endpoint(conn),
             )
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         """Two legs: the proxy opened the back leg only after the client had spoken."""
         if ctx.legs is None:
             return
@@ -279,7 +344,7 @@ class ProxyWaitsForClient(Rule):
             front = ctx.legs.front_leg(back)
             if front is None or front.client_first_ts is None or front.mid_stream or front.tls_client_hello:
                 continue  # a TLS client speaks first by design; the proxy connects once TLS is up
-            if server_speaks_first(back) and back.start_ts > front.client_first_ts:
+            if back.server_speaks_first and back.start_ts > front.client_first_ts:
                 idle = front.client_first_ts - (front.established_ts or front.start_ts)
                 yield Hit(
                     f"The proxy {describe_endpoint(front)} connected to the server (connection {back.id}) only after the "

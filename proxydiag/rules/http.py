@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from proxydiag.rules.base import Hit, Rule, describe_endpoint, endpoint
-from proxydiag.rules.header import opening_value
+from typing import Iterator
+
+from proxydiag.model import Connection
+from proxydiag.protocols import HttpOpening
+from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint, endpoint
 
 
-def http_opening(conn):
-    opening = conn.opening
-    return opening if opening is not None and hasattr(opening, "x_forwarded_for") else None
+def http_opening(conn: Connection) -> HttpOpening | None:
+    return conn.opening if isinstance(conn.opening, HttpOpening) else None
 
 
-def forwarded_for(conn) -> list[str]:
+def forwarded_for(conn: Connection) -> list[str]:
     """Client addresses named by Forwarded / X-Forwarded-For / X-Real-IP, in Stalwart's
     order of preference (Forwarded first, then the first X-Forwarded-For entry)."""
     http = http_opening(conn)
@@ -39,7 +41,7 @@ def _forwarded_node(value: str) -> str:
 class HttpClientAddressLost(Rule):
     code, slug, severity = "PD501", "http-client-address-lost", "warning"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         http = http_opening(conn)
         if conn.header is not None or http is None or http.method is None:
             return
@@ -47,14 +49,14 @@ class HttpClientAddressLost(Rule):
             yield Hit(
                 f"HTTP requests reach {describe_endpoint(conn)} with neither a PROXY header nor Forwarded / "
                 "X-Forwarded-For / X-Real-IP: every request seems to come from the proxy.",
-                [conn], {"request": opening_value(conn, "client_first_line")}, group=endpoint(conn),
+                [conn], {"request": conn.opening.client_first_line}, group=endpoint(conn),
             )
 
 
 class HttpForwardedConflict(Rule):
     code, slug, severity = "PD502", "http-forwarded-conflict", "warning"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
         named = forwarded_for(conn)
         if header is None or not header.carries_address or not named or named[0] == header.src_addr:

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Iterator
 
-from proxydiag.rules.base import Hit, Rule, describe_endpoint, endpoint, lower
-from proxydiag.rules.header import opening_value, server_speaks_first
+from proxydiag.model import Connection
+from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint, endpoint, lower
 
 HEALTH_CHECK_SECONDS = 1.0
 
 
-def cut_off_sources(ctx) -> dict[tuple, list]:
+def cut_off_sources(ctx: Context) -> dict[tuple[str, str, int], list[Connection]]:
     """(source, server address, port) whose every connection (three or more, none with a
     header) the server cut off before any greeting: the mark of a banned proxy."""
     if "cut_off_sources" in ctx.cache:
-        return ctx.cache["cut_off_sources"]
-    by_source = defaultdict(list)
+        cached: dict[tuple[str, str, int], list[Connection]] = ctx.cache["cut_off_sources"]
+        return cached
+    by_source: dict[tuple[str, str, int], list[Connection]] = defaultdict(list)
     for conn in ctx.connections:
-        if not conn.mid_stream and server_speaks_first(conn):
+        if not conn.mid_stream and conn.server_speaks_first:
             by_source[(conn.tcp.src_addr,) + endpoint(conn)].append(conn)
     ctx.cache["cut_off_sources"] = {
         key: conns
@@ -31,12 +33,12 @@ def cut_off_sources(ctx) -> dict[tuple, list]:
 class ServerRejected(Rule):
     code, slug, severity = "PD401", "server-rejected", "error"
 
-    def check(self, conn, ctx):
-        if conn.mid_stream or not server_speaks_first(conn) and conn.greeting is None:
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        if conn.mid_stream or not conn.server_speaks_first and conn.greeting is None:
             return
         if conn.proxy is not None and conn.proxy.violations:
             return  # the broken header explains the refusal: PD103 / PD105 say so
-        refused = opening_value(conn, "greeting_refused", False) and conn.first_speaker == "server"
+        refused = conn.mail is not None and conn.mail.greeting_refused and conn.first_speaker == "server"
         if refused:
             yield Hit(
                 f"{describe_endpoint(conn)} refused the connection at once: {conn.greeting!r}.",
@@ -51,7 +53,7 @@ class ServerRejected(Rule):
                 [conn], {"closed": conn.close_kind}, group=(conn.tcp.src_addr,) + endpoint(conn),
             )
 
-    def finish(self, ctx):
+    def finish(self, ctx: Context) -> Iterator[Hit]:
         for (source, addr, port), conns in cut_off_sources(ctx).items():
             yield Hit(
                 f"Every connection from {source} to {describe_endpoint(conns[0])} was cut off before any greeting: "
@@ -64,8 +66,8 @@ class ServerRejected(Rule):
 class NoGreeting(Rule):
     code, slug, severity = "PD402", "no-greeting", "warning"
 
-    def check(self, conn, ctx):
-        if conn.mid_stream or conn.greeting is not None or not server_speaks_first(conn):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        if conn.mid_stream or conn.greeting is not None or not conn.server_speaks_first:
             return
         if conn.client_first is None and conn.header is None:
             return  # a connect-only health check: PD403
@@ -85,7 +87,7 @@ class NoGreeting(Rule):
 class HealthcheckWithoutHeader(Rule):
     code, slug, severity = "PD403", "healthcheck-without-header", "warning"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.mid_stream or conn.header is not None or conn.client_first is not None or conn.greeting is not None:
             return
         if conn.close_ts is None or conn.close_ts - conn.start_ts > HEALTH_CHECK_SECONDS:
@@ -105,23 +107,24 @@ class HealthcheckWithoutHeader(Rule):
 class StarttlsRefused(Rule):
     code, slug, severity = "PD404", "starttls-refused", "warning"
 
-    def check(self, conn, ctx):
-        if opening_value(conn, "starttls_requested") and not opening_value(conn, "upgraded"):
-            reply = opening_value(conn, "starttls_reply")
-            if reply is not None:
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        mail = conn.mail
+        if mail is None:
+            return
+        if mail.starttls_requested and not mail.upgraded:
+            if mail.starttls_reply is not None:
                 yield Hit(
-                    f"The client asked {describe_endpoint(conn)} for STARTTLS and the server refused: {reply!r}.",
-                    [conn], {"reply": reply}, group=endpoint(conn),
+                    f"The client asked {describe_endpoint(conn)} for STARTTLS and the server refused: {mail.starttls_reply!r}.",
+                    [conn], {"reply": mail.starttls_reply}, group=endpoint(conn),
                 )
             return
         header = conn.header
-        offered = opening_value(conn, "starttls_offered")
         plaintext_client = header is not None and header.command == "PROXY" and (header.ssl is None or not header.ssl.client_ssl)
-        if offered is False and plaintext_client and conn.protocol in ("smtp", "submission", "imap", "pop3", "managesieve"):
+        if mail.starttls_offered is False and plaintext_client and conn.protocol in ("smtp", "imap", "pop3", "managesieve"):
             yield Hit(
                 f"{describe_endpoint(conn)} does not offer STARTTLS although the header says the client is on plaintext: "
                 "it may believe the stream is already encrypted.",
-                [conn], {"capabilities": opening_value(conn, "capabilities", [])}, group=endpoint(conn),
+                [conn], {"capabilities": mail.capabilities}, group=endpoint(conn),
             )
 
 

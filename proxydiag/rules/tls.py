@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-from proxydiag.rules.base import IMPLICIT_TLS_PORTS, PLAINTEXT_PORTS, Hit, Rule, describe_endpoint, endpoint
-from proxydiag.rules.header import opening_value, relayed
+from typing import Iterator
+
+from proxydiag.model import Connection
+from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint, endpoint, implicit_tls_listener
+from proxydiag.rules.header import relayed
 
 
-def front_was_tls(conn, ctx) -> tuple[bool, str]:
+def front_was_tls(conn: Connection, ctx: Context) -> tuple[bool, str]:
     """Whether the client reached the proxy over TLS, and the evidence."""
     front = ctx.legs.front_leg(conn) if ctx.legs is not None else None
     if front is not None and front.tls_client_hello:
         return True, f"the front leg (connection {front.id}, frame {front.client_first_frame}) opens with a TLS ClientHello"
-    header = conn.header
-    if front is None and header is not None and header.dst_port in IMPLICIT_TLS_PORTS:
-        return True, f"the header's destination port {header.dst_port} is an implicit-TLS port"
+    header, public = conn.header, conn.header_service
+    if front is None and header is not None and public is not None and public.implicit_tls:
+        return True, f"the header's destination port {header.dst_port} is an implicit-TLS port ({public.name})"
     return False, ""
 
 
-def server_confirms_plaintext(conn) -> str | None:
+def server_confirms_plaintext(conn: Connection) -> str | None:
     """The server's own words showing it believes the stream is plaintext."""
-    if opening_value(conn, "starttls_offered"):
+    mail = conn.mail
+    if mail is None:
+        return None
+    if mail.starttls_offered:
         return "the server offers STARTTLS to a client that is already encrypted"
-    error = opening_value(conn, "first_error")
-    reply = getattr(error, "reply", "") or ""
+    reply = mail.first_error.reply if mail.first_error is not None else ""
     if "clear-text" in reply or "cleartext" in reply.lower():
         return f"the server refused: {reply!r}"
     return None
@@ -31,7 +36,7 @@ def server_confirms_plaintext(conn) -> str | None:
 class TlsFlagLost(Rule):
     code, slug, severity = "PD301", "tls-flag-lost", "error"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
         if header is None or header.version != 2 or header.command != "PROXY":
             return
@@ -53,7 +58,7 @@ class TlsFlagLost(Rule):
 class TlsFlagImpossibleV1(Rule):
     code, slug, severity = "PD302", "tls-flag-impossible-v1", "warning"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
         if header is None or header.version != 1 or conn.tls_client_hello:
             return
@@ -70,10 +75,10 @@ class TlsFlagImpossibleV1(Rule):
 class TlsToPlaintextListener(Rule):
     code, slug, severity = "PD303", "tls-to-plaintext-listener", "error"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if not conn.tls_client_hello or relayed(conn, ctx):
             return
-        plaintext = opening_value(conn, "tls_answered_with_plaintext") or (
+        plaintext = conn.opening.tls_answered_with_plaintext or (
             conn.greeting is not None and conn.greeting != "TLS record"
         )
         if plaintext:
@@ -88,37 +93,47 @@ class TlsToPlaintextListener(Rule):
 class PlaintextToTlsListener(Rule):
     code, slug, severity = "PD304", "plaintext-to-tls-listener", "error"
 
-    def check(self, conn, ctx):
-        if conn.client_first is None or conn.tls_client_hello or conn.client_first.startswith("TLS"):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        if conn.mid_stream or conn.opening.client_sent_tls or not implicit_tls_listener(conn, ctx):
             return
-        implicit = conn.tcp.dst_port in IMPLICIT_TLS_PORTS or _config_implicit(conn, ctx)
-        alert = opening_value(conn, "server_sent_tls") and conn.greeting == "TLS record"
-        silent = conn.greeting is None and implicit
-        if alert or silent:
-            yield Hit(
-                f"The client sent plaintext ({conn.client_first!r}) to {describe_endpoint(conn)}, which "
-                f"{'answered with TLS' if alert else 'stayed silent, waiting for a ClientHello'}: the proxy terminated "
-                "TLS and forwarded to an implicit-TLS listener.",
-                [conn], {"client_first": conn.client_first}, group=endpoint(conn),
-            )
+        terminated = tls_terminated_by_proxy(conn, ctx)
+        if conn.client_first is None and terminated is None:
+            return  # nothing sent and nothing known: an idle connection (PD402)
+        alert = conn.opening.server_sent_tls and conn.greeting == "TLS record"
+        silent = conn.greeting is None
+        if not (alert or silent):
+            return
+        sent = f"sent plaintext ({conn.client_first!r})" if conn.client_first else "sent no ClientHello"
+        why = f" ({terminated})" if terminated else ""
+        yield Hit(
+            f"After the {'header' if conn.header else 'handshake'} the client {sent} to {describe_endpoint(conn)}, which "
+            f"{'answered with TLS' if alert else 'stayed silent, waiting for a ClientHello'}: the proxy terminated "
+            f"TLS{why} and forwarded to an implicit-TLS listener.",
+            [conn], {"client_first": conn.client_first, "tls_terminated": terminated, "server": conn.greeting},
+            group=endpoint(conn),
+        )
 
 
-def _config_implicit(conn, ctx) -> bool:
-    if ctx.config is None:
-        return False
-    listener = ctx.config.listener_for_port(conn.tcp.dst_port)
-    return bool(listener and listener.implicit_tls)
+def tls_terminated_by_proxy(conn: Connection, ctx: Context) -> str | None:
+    """The evidence that the proxy decrypted the client's TLS before this leg, if any."""
+    header = conn.header
+    if header is not None and header.ssl is not None and header.ssl.client_ssl:
+        return "the header's SSL TLV says the client used TLS"
+    tls, evidence = front_was_tls(conn, ctx)
+    return evidence if tls else None
 
 
 class TlsFlagWithoutTls(Rule):
     code, slug, severity = "PD305", "tls-flag-without-tls", "warning"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
         if header is None or header.ssl is None or not header.ssl.client_ssl:
             return
         front = ctx.legs.front_leg(conn) if ctx.legs is not None else None
-        if header.dst_port in PLAINTEXT_PORTS and (front is None or not front.tls_client_hello):
+        public = conn.header_service
+        plaintext_port = public is not None and not public.implicit_tls
+        if plaintext_port and (front is None or not front.tls_client_hello):
             yield Hit(
                 f"The SSL TLV says the client used TLS, but the header's destination port {header.dst_port} is a "
                 "plaintext port" + (" and the front leg was plaintext." if front else "."),
@@ -129,7 +144,7 @@ class TlsFlagWithoutTls(Rule):
 class ClientCertUnverified(Rule):
     code, slug, severity = "PD306", "client-cert-unverified", "info"
 
-    def check(self, conn, ctx):
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         ssl = conn.header.ssl if conn.header else None
         if ssl is not None and ssl.client & 0x06 and ssl.verify != 0:
             yield Hit(
