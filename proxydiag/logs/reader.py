@@ -82,7 +82,17 @@ def parse_record(record: str, file: str, number: int, assume_tz: tzinfo) -> LogE
 def parse_line(line: str, file: str, number: int, assume_tz: tzinfo) -> LogEvent | None:
     return (stalwart.text_event(line, file, number)
             or haproxy.parse_line(line, file, number, assume_tz)
-            or nginx.parse_line(line, file, number, assume_tz))
+            or nginx.parse_line(line, file, number, assume_tz)
+            or quoted_reply(line, file, number))
+
+
+def quoted_reply(line: str, file: str, number: int) -> LogEvent | None:
+    """A line of any other log (a sending MTA's, a client's) quoting Stalwart's refusal of
+    an unauthenticated MAIL FROM (crates/smtp/src/inbound/mail.rs)."""
+    if stalwart.AUTH_FIRST_REPLY not in line:
+        return None
+    return LogEvent(None, "other", "smtp.reply-authenticate-first", {"reply": stalwart.AUTH_FIRST_REPLY}, line, file,
+                    number)
 
 
 def _journal(entry: dict[str, Any], raw: str, file: str, number: int, assume_tz: tzinfo) -> LogEvent | None:

@@ -69,6 +69,8 @@ KNOWN_KEYS = ("listenerId", "localIp", "localPort", "remoteIp", "remotePort", "r
               "protocol", "accountName", "path", "to", "from", "domain", "hostname", "id", "version", "result",
               "elapsed", "size", "total", "type", "value", "expires")
 KEY_BY_UPPER = {key.upper(): key for key in KNOWN_KEYS}
+# The reply to MAIL FROM where AUTH is required (crates/smtp/src/inbound/mail.rs).
+AUTH_FIRST_REPLY = "503 5.5.1 You must authenticate first."
 
 
 def starts_text_line(line: str) -> bool:
