@@ -253,7 +253,7 @@ def _proxy_header_errors(events: list[LogEvent]) -> Iterable[tuple[str, str, lis
 
 def _kind(event: LogEvent) -> str:
     return event.text("error") or event.text("reason") or (
-        "broken header: " + (str(event.fields.get("data", ""))[:24] or "(nothing)"))
+        "broken header: " + (printable(str(event.fields.get("data", ""))[:24]) or "(nothing)"))
 
 
 def _finding(code: str, group: list[LogEvent], message: str, evidence: dict, inferred: bool = False,
@@ -286,10 +286,14 @@ def _finding(code: str, group: list[LogEvent], message: str, evidence: dict, inf
 def quote(event: LogEvent) -> str:
     """The log line as evidence: where it is, and its text with every control character
     shown as an escape (a log line is data, never terminal control)."""
-    text = "".join(char if char.isprintable() else repr(char)[1:-1] for char in event.raw)
+    text = printable(event.raw)
     if len(text) > MAX_QUOTE_CHARS:
         text = text[:MAX_QUOTE_CHARS] + "..."
     return f"{event.where()}: {text}"
+
+
+def printable(text: str) -> str:
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _by(events: Iterable[LogEvent], key: Callable[[LogEvent], str | None]) -> dict[str, list[LogEvent]]:
