@@ -300,6 +300,58 @@ def _findings_exit_code(analysis, fail_on: FailOn) -> int:
 
 
 @app.command()
+def logs(
+    files: List[str] = typer.Argument(..., metavar="FILE...", help="Stalwart, HAProxy or nginx logs, or journalctl -o json "
+                                      "exports ('-' reads standard input). Several files are one story."),
+    format: Format = FORMAT,
+    output: Path | None = OUTPUT,
+    anonymize: bool = ANONYMIZE,
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    proxy_address: List[str] = typer.Option([], "--proxy-address", metavar="ADDR",
+                                            help="An address of the proxy as Stalwart sees it (repeatable)."),
+    fail_on: FailOn = FAIL_ON,
+) -> None:
+    """Read Stalwart's, HAProxy's and nginx's logs and report the findings their lines
+    show, each line quoted as file:line.
+
+    Examples:
+
+      proxydiag logs /opt/stalwart/logs/stalwart.log.2026-11-12 --proxy-address 10.0.0.2
+
+      journalctl -u stalwart -u haproxy -o json | proxydiag logs -
+
+    Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a file could
+    not be read or holds no log line proxydiag knows (the report covers the others).
+    """
+    from datetime import datetime, timezone
+
+    from proxydiag.logs.document import analyze_logs
+    from proxydiag.logs.judge import LogOptions
+
+    result = analyze_logs(files, _read_input, LogOptions(proxy_addresses=frozenset(proxy_address)),
+                          datetime.now().astimezone().tzinfo or timezone.utc)
+    for message in result.errors:
+        typer.echo(f"proxydiag: {message}", err=True)
+    if not result.reads:
+        raise typer.Exit(EXIT_UNUSABLE)
+    document = result.to_dict()
+    if anonymize:
+        document = anonymize_document(document)
+    _write(_render(document, format, output, quiet, verbose), output)
+    if result.errors:
+        raise typer.Exit(EXIT_UNUSABLE)
+    raise typer.Exit(_findings_exit_code(result.verdict, fail_on))
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+@app.command()
 def decode(
     header: str = typer.Argument(
         ...,

@@ -17,7 +17,7 @@ IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
 IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:)[0-9A-Fa-f:.]{2,45}(?![\w:])")
 HOSTNAME = re.compile(r"(?<![\w.-])(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?![\w-])")
 # Keys whose strings come from the wire (where host names appear); findings quote them.
-WIRE_KEYS = {"connections", "findings", "stalwart_config", "inputs"}
+WIRE_KEYS = {"connections", "findings", "stalwart_config", "inputs", "logs"}
 NOT_HOSTNAMES = re.compile(r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log)$", re.I)
 
 V4_KINDS = [
@@ -112,7 +112,8 @@ def _strings(value):
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
-        for item in value.values():
+        for key, item in value.items():
+            yield from _strings(key)
             yield from _strings(item)
     elif isinstance(value, list):
         for item in value:
@@ -122,8 +123,8 @@ def _strings(value):
 def _transform(value, rewrite):
     if isinstance(value, str):
         return rewrite(value)
-    if isinstance(value, dict):
-        return {key: _transform(item, rewrite) for key, item in value.items()}
+    if isinstance(value, dict):  # keys too: counts per address are keyed by the address
+        return {(rewrite(key) if isinstance(key, str) else key): _transform(item, rewrite) for key, item in value.items()}
     if isinstance(value, list):
         return [_transform(item, rewrite) for item in value]
     return value

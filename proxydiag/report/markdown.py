@@ -33,6 +33,11 @@ def _environment(document: dict, version: str, command_line: str) -> list[str]:
     summary = document["summary"]
     lines = ["## Environment", ""]
     for item in document["inputs"]:
+        if item.get("format") == "log":
+            lines.append(f"- log `{item['path']}`: {item['lines']} lines, {item['events']} events "
+                         f"({', '.join(f'{k} {v}' for k, v in item['sources'].items()) or 'none'}), "
+                         f"{item['foreign']} foreign and {item['malformed']} malformed lines skipped")
+            continue
         state = f", damaged: {item['damaged']}" if item.get("damaged") else ""
         state += f", unreadable: {item['error']}" if item.get("error") else ""
         lines.append(f"- capture `{item['path']}`: {item['format'] or '?'}, link types {item['linktypes']}, "

@@ -27,7 +27,7 @@ MAX_TABLE_ROWS = 200
 
 def render(document: dict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
     console.print(_headline(document))
-    if not quiet:
+    if not quiet and (document.get("logs") is None or document["connections"]):
         console.print(_verdict(document))
     console.print(_findings(document, verbose))
     if not quiet and document["connections"]:
@@ -36,11 +36,14 @@ def render(document: dict, console: Console, verbose: bool = False, quiet: bool 
 
 def _headline(document: dict) -> Text:
     summary = document["summary"]
-    packets = sum(item["packets"] for item in document["inputs"])
+    packets = sum(item.get("packets", 0) for item in document["inputs"])
     inputs = len(document["inputs"])
     text = Text()
     text.append("proxydiag", style="bold")
-    if not inputs and document.get("stalwart_config"):
+    if document.get("logs") is not None:
+        events = summary.get("log_events", 0)
+        text.append(f"  — {inputs} log{'s' if inputs != 1 else ''}, {events} event{'s' if events != 1 else ''} read\n")
+    elif not inputs and document.get("stalwart_config"):
         text.append(f"  — Stalwart configuration {document['stalwart_config']['path']}\n")
     else:
         text.append(
