@@ -4,6 +4,7 @@ and errors that are always one-line `ConfigError`s."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import textwrap
 from pathlib import Path
@@ -318,6 +319,20 @@ def test_json_without_any_known_object_is_a_config_error(tmp_path):
 ])
 def test_parse_bind(text, bind):
     assert parse_bind(text) == bind
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.ip_addresses(), st.just("::"), st.just("0.0.0.0")), st.integers(0, 65535))
+def test_parse_bind_reads_back_every_full_socket_address(address, port):
+    host = f"[{address}]" if ":" in str(address) else str(address)
+    assert parse_bind(f"{host}:{port}") == (str(ipaddress.ip_address(str(address))), port)
+    assert parse_bind(str(port)) is None  # a bare port is no socket address for Stalwart
+
+
+@given(st.text(max_size=60))
+def test_parse_bind_never_raises(text):
+    bind = parse_bind(text)
+    assert bind is None or 0 <= bind[1] <= 65535
 
 
 def test_parse_bind_with_a_superscript_digit_is_no_bind():
