@@ -3,8 +3,13 @@
 Two styles: the TOML `config.toml` of versions up to 0.15 (`server.proxy.trusted-networks`,
 `server.listener.<id>.*`, `http.use-x-forwarded`), and the JSON registry objects of 0.16
 (`SystemSettings.proxyTrustedNetworks`, `NetworkListener`, `Http.useXForwarded`), as
-exported from the web admin or returned by the JMAP management API. Sets may be written
-as lists or as maps of value -> true; both are read.
+exported from the web admin or returned by the JMAP management API.
+
+Each style is read the way its Stalwart reads it: 0.15 reads the *values* of a list (a map
+`{ "10.0.0.0/8" = true }` gives the value `true`, which trusts nothing), creates a listener
+only where `protocol` is set (any case; `https` means http) and wants full socket addresses in
+`bind`; 0.16 sets are JSON maps of value -> true, and an array is refused
+("Invalid value for object property", registry/src/types/map.rs).
 """
 
 from __future__ import annotations
@@ -17,6 +22,10 @@ from pathlib import Path
 import tomllib
 
 MIN_PREFIX = 8  # Stalwart rejects masks under /8 (registry/src/types/ipmask.rs)
+PROTOCOLS_015 = {"smtp": "smtp", "lmtp": "lmtp", "imap": "imap", "pop3": "pop3", "managesieve": "managesieve",
+                 "http": "http", "https": "http"}  # v0.15.5 config/server/listener.rs, case-insensitive
+PROTOCOLS_016 = {"smtp": "smtp", "lmtp": "lmtp", "imap": "imap", "pop3": "pop3", "manageSieve": "managesieve",
+                 "http": "http"}  # registry/src/schema/enums_impl.rs, exact spelling
 
 
 class ConfigError(ValueError):
@@ -46,7 +55,9 @@ class TrustedEntry:
         return ip.version == self.network.version and ip in self.network
 
 
-def parse_trusted_entry(text: str, where: str) -> TrustedEntry:
+def parse_trusted_entry(text: str, where: str, style: str = "toml") -> TrustedEntry:
+    """One entry as Stalwart parses it; `style` "json" adds 0.16's refusal of any IPv4 entry
+    whose address is 0.0.0.0, whatever the mask."""
     raw = text.strip()
     if not raw:
         return TrustedEntry(text, where, None, "an empty entry matches nothing")
@@ -57,6 +68,8 @@ def parse_trusted_entry(text: str, where: str) -> TrustedEntry:
         ip = None
     if ip is None:
         return TrustedEntry(text, where, None, f"{raw!r} is not an IP address or CIDR mask")
+    if style == "json" and ip.version == 4 and ip.is_unspecified:
+        return TrustedEntry(text, where, None, f"{raw}: 0.16 refuses any IPv4 entry whose address is 0.0.0.0, whatever the mask")
     if not slash:
         if ip.is_unspecified:
             return TrustedEntry(text, where, None, f"{raw} without a mask trusts nothing (0.15) or is refused (0.16)")
@@ -92,6 +105,7 @@ class StalwartConfig:
     trusted: list[TrustedEntry] = field(default_factory=list)
     listeners: list[Listener] = field(default_factory=list)
     use_x_forwarded: bool | None = None
+    problems: list[str] = field(default_factory=list)  # what Stalwart refuses outside trust entries
 
     def listener_for_port(self, port: int) -> Listener | None:
         return next((listener for listener in self.listeners if port in listener.ports), None)
@@ -117,6 +131,7 @@ class StalwartConfig:
             "style": self.style,
             "trusted_networks": [entry.text for entry in self.trusted],
             "use_x_forwarded": self.use_x_forwarded,
+            "problems": list(self.problems),
             "listeners": [
                 {
                     "id": listener.id,
@@ -183,44 +198,71 @@ def _values_under(flat: dict[str, object], key: str) -> list[tuple[str, object]]
     return [(name, value) for name, value in flat.items() if name == key or name.startswith(key + ".")]
 
 
-def _set_values(flat: dict[str, object], key: str) -> list[tuple[str, str]] | None:
-    """A Stalwart list: `key = [..]`, `key.N = ..`, or a map `key = {"10.0.0.0/8" = true}`."""
+def _set_values(flat: dict[str, object], key: str) -> list[tuple[str, object]] | None:
+    """A 0.15 list: `key = [..]`, `key = ".."` or `key.N = ..`, as (full key, value). A map
+    `key = {"10.0.0.0/8" = true}` comes out as its values, `true`: what 0.15 reads."""
     found = _values_under(flat, key)
-    if not found:
+    return found or None
+
+
+MAP_FORM_015 = "written as a map: Stalwart 0.15 reads the values of this list (here `{value}`), which trust nothing; write a list"
+
+
+def _toml_trusted(flat: dict[str, object], key: str) -> list[TrustedEntry] | None:
+    found = _set_values(flat, key)
+    if found is None:
         return None
-    values = []
-    for name, value in found:
-        if isinstance(value, bool):
-            if value:
-                values.append((name, name[len(key) + 1 :].strip('"')))
-        else:
-            values.append((name, str(value)))
-    return values
+    return [
+        TrustedEntry(f"{name[len(key) + 1:]} = {str(value).lower()}", name, None, MAP_FORM_015.format(value=str(value).lower()))
+        if isinstance(value, bool)
+        else parse_trusted_entry(str(value), name)
+        for name, value in found
+    ]
 
 
 def from_toml(document: dict, path: str) -> StalwartConfig:
     flat = _flatten(document)
     config = StalwartConfig(path=path, style="toml")
-    for where, text in _set_values(flat, "server.proxy.trusted-networks") or []:
-        config.trusted.append(parse_trusted_entry(text, where))
+    config.trusted.extend(_toml_trusted(flat, "server.proxy.trusted-networks") or [])
     for key in ("http.use-x-forwarded", "server.http.use-x-forwarded"):
-        if isinstance(flat.get(key), bool):
-            config.use_x_forwarded = flat[key]
-    listener_ids = sorted({name.split(".")[2] for name in flat if name.startswith("server.listener.") and name.count(".") >= 3})
-    for listener_id in listener_ids:
+        value = flat.get(key)
+        if isinstance(value, bool):
+            config.use_x_forwarded = value
+    for listener_id in _toml_listener_ids(flat):
         base = f"server.listener.{listener_id}"
-        override = _set_values(flat, f"{base}.proxy.trusted-networks")
+        protocol = PROTOCOLS_015.get(str(flat[f"{base}.protocol"]).lower())
+        if protocol is None:
+            config.problems.append(f"{base}.protocol = {flat[f'{base}.protocol']!r} is no protocol Stalwart 0.15 knows: no listener")
+            continue
+        binds = _binds(config, f"{base}.bind", [(name, value) for name, value in _set_values(flat, f"{base}.bind") or []])
         config.listeners.append(
             Listener(
                 id=listener_id,
-                protocol=_str(flat.get(f"{base}.protocol")),
-                binds=[bind for _, text in _set_values(flat, f"{base}.bind") or [] if (bind := parse_bind(text))],
+                protocol=protocol,
+                binds=binds,
                 implicit_tls=flat.get(f"{base}.tls.implicit") is True,
-                trusted_override=None if override is None else [parse_trusted_entry(t, w) for w, t in override],
+                trusted_override=_toml_trusted(flat, f"{base}.proxy.trusted-networks"),
                 override_toggle=f"{base}.proxy.override" in flat,
             )
         )
     return config
+
+
+def _toml_listener_ids(flat: dict[str, object]) -> list[str]:
+    """0.15 creates a listener only where `server.listener.<id>.protocol` is set."""
+    return sorted({name.split(".")[2] for name in flat if name.count(".") == 3 and name.startswith("server.listener.")
+                   and name.endswith(".protocol")})
+
+
+def _binds(config: StalwartConfig, where: str, values: list[tuple[str, object]]) -> list[tuple[str, int]]:
+    binds = []
+    for name, value in values:
+        bind = parse_bind(str(value))
+        if bind is None:
+            config.problems.append(f"{name} = {value!r} is not a full socket address (such as [::]:25): Stalwart binds nothing for it")
+        else:
+            binds.append(bind)
+    return binds
 
 
 def _str(value) -> str | None:
@@ -228,14 +270,19 @@ def _str(value) -> str | None:
 
 
 def parse_bind(text: str) -> tuple[str, int] | None:
-    """'[::]:25', '0.0.0.0:465', '127.0.0.1:10025', or a bare port."""
+    """A full socket address, as Stalwart requires: '[::]:25', '0.0.0.0:465', '[2001:db8::1]:587'."""
     text = str(text).strip()
-    if text.isascii() and text.isdigit():
-        return "0.0.0.0", int(text)
     host, _, port = text.rpartition(":")
-    if not (port.isascii() and port.isdigit()) or not host or int(port) > 65535:
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
         return None
-    return host.strip("[]"), int(port)
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        address = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        return None
+    if (address.version == 6) != bracketed:
+        return None
+    return str(address), int(port)
 
 
 # --- JSON registry objects, 0.16 -------------------------------------------------------
@@ -249,13 +296,13 @@ def from_json(document, path: str) -> StalwartConfig:
             key in obj for key in ("proxyTrustedNetworks", "useXForwarded")
         )
         if kind == "SystemSettings" or "proxyTrustedNetworks" in obj:
-            config.trusted.extend(
-                parse_trusted_entry(text, f"{where}.proxyTrustedNetworks") for text in _json_set(obj.get("proxyTrustedNetworks"))
-            )
+            config.trusted.extend(_json_trusted(obj.get("proxyTrustedNetworks"), f"{where}.proxyTrustedNetworks"))
         if (kind == "Http" or "useXForwarded" in obj) and isinstance(obj.get("useXForwarded"), bool):
             config.use_x_forwarded = obj["useXForwarded"]
         if kind == "NetworkListener" or ("bind" in obj and "protocol" in obj):
-            config.listeners.append(_json_listener(obj, where, len(config.listeners)))
+            listener = _json_listener(config, obj, where, len(config.listeners))
+            if listener is not None:
+                config.listeners.append(listener)
     if not (recognised or config.listeners):
         raise ConfigError(
             f"{path}: no SystemSettings, NetworkListener or Http object found; export them from the web admin "
@@ -273,9 +320,10 @@ def _objects(value, where: str):
             yield from _objects(item, f"{where}.{key}")
     elif isinstance(value, list):
         if len(value) == 3 and isinstance(value[0], str) and "/" in value[0] and isinstance(value[1], dict):
-            # A JMAP method response: ["NetworkListener/get", {"list": [...]}, "id"]
-            object_type = value[0].split("/")[0]
-            for index, item in enumerate(value[1].get("list", [])):
+            # A JMAP method response: ["x:NetworkListener/get", {"list": [...]}, "id"]
+            object_type = value[0].split("/")[0].removeprefix("x:")
+            items = value[1].get("list", [])
+            for index, item in enumerate(items if isinstance(items, list) else []):
                 if isinstance(item, dict):
                     yield object_type, item, f"{where}.{object_type}[{index}]"
             return
@@ -283,25 +331,47 @@ def _objects(value, where: str):
             yield from _objects(item, f"{where}[{index}]")
 
 
-def _json_set(value) -> list[str]:
+NOT_A_MAP_016 = "a set written as {shape}: Stalwart 0.16 refuses it (\"Invalid value for object property\"); write {{{example}: true}}"
+
+
+def _json_members(value) -> tuple[list[str], str | None]:
+    """A 0.16 set's members, and why Stalwart refuses it when it is not a map of value -> true."""
     if isinstance(value, dict):
-        return [key for key, enabled in value.items() if enabled]
+        return [str(key) for key, enabled in value.items() if enabled is True], None
     if isinstance(value, list):
-        return [str(item) for item in value]
-    if isinstance(value, str):
-        return [value]
-    return []
+        return [str(item) for item in value], "a JSON array"
+    if value is None:
+        return [], None
+    return [str(value)], "a single value"
 
 
-def _json_listener(obj: dict, where: str, index: int) -> Listener:
-    override = _json_set(obj.get("overrideProxyTrustedNetworks"))
+def _json_trusted(value, where: str) -> list[TrustedEntry]:
+    members, shape = _json_members(value)
+    if shape is None:
+        return [parse_trusted_entry(text, where, style="json") for text in members]
+    return [TrustedEntry(text, where, None, NOT_A_MAP_016.format(shape=shape, example=json.dumps(text))) for text in members]
+
+
+def _json_listener(config: StalwartConfig, obj: dict, where: str, index: int) -> Listener | None:
+    """A NetworkListener as 0.16 builds it; None (with the reason kept) when Stalwart would
+    refuse the object: an unknown protocol or a bind that is not a map."""
+    name = str(obj.get("name") or obj.get("id") or f"listener-{index + 1}")
+    protocol = PROTOCOLS_016.get(str(obj.get("protocol")))
+    if protocol is None:
+        config.problems.append(f"{where} ({name}): protocol {obj.get('protocol')!r} is not one of {', '.join(PROTOCOLS_016)}: "
+                               "Stalwart 0.16 refuses the listener")
+        return None
+    members, shape = _json_members(obj.get("bind"))
+    if shape is not None:
+        config.problems.append(f"{where}.bind ({name}): " + NOT_A_MAP_016.format(shape=shape, example=json.dumps(members[0] if members else "[::]:25")))
+        return None
     implicit = obj.get("tlsImplicit", obj.get("useImplicitTls", False))
     return Listener(
-        id=str(obj.get("name") or obj.get("id") or f"listener-{index + 1}"),
-        protocol=_str(obj.get("protocol")),
-        binds=[bind for text in _json_set(obj.get("bind")) if (bind := parse_bind(text))],
+        id=name,
+        protocol=protocol,
+        binds=_binds(config, f"{where}.bind", [(f"{where}.bind", member) for member in members]),
         implicit_tls=implicit is True,
-        trusted_override=[parse_trusted_entry(text, f"{where}.overrideProxyTrustedNetworks") for text in override]
+        trusted_override=_json_trusted(obj.get("overrideProxyTrustedNetworks"), f"{where}.overrideProxyTrustedNetworks")
         if "overrideProxyTrustedNetworks" in obj
         else None,
     )

@@ -1086,7 +1086,7 @@ def test_pd601_toml_entries_that_trust_no_one(tmp_path):
 def test_pd601_json_ipv6_everyone_and_a_listener_override_under_slash_8(tmp_path):
     config = json_config(tmp_path, [
         {"@type": "SystemSettings", "proxyTrustedNetworks": {"10.0.0.0/24": True, "::/0": True}},
-        listener("submissions", ["[::]:10465"], "smtp", tlsImplicit=True, overrideProxyTrustedNetworks=["10.0.0.0/7"]),
+        listener("submissions", {"[::]:10465": True}, "smtp", tlsImplicit=True, overrideProxyTrustedNetworks={"10.0.0.0/7": True}),
     ])
     found = findings(run(tmp_path, smtp_session(), stalwart_config=config), "PD601")
     assert sorted(f.evidence["entry"] for f in found) == ["10.0.0.0/7", "::/0"]
@@ -1108,10 +1108,10 @@ def test_pd602_empty_override_map_in_016(tmp_path):
 
 def test_pd602_empty_override_list_in_a_jmap_response(tmp_path):
     config = json_config(tmp_path, {"methodResponses": [
-        ["SystemSettings/get", {"list": [{"proxyTrustedNetworks": ["10.0.0.0/24"]}]}, "0"],
-        ["NetworkListener/get", {"list": [
-            {"name": "smtp", "bind": ["[::]:25"], "protocol": "smtp", "overrideProxyTrustedNetworks": []},
-            {"name": "imap", "bind": ["[::]:143"], "protocol": "imap"},
+        ["x:SystemSettings/get", {"list": [{"proxyTrustedNetworks": {"10.0.0.0/24": True}}]}, "0"],
+        ["x:NetworkListener/get", {"list": [
+            {"name": "smtp", "bind": {"[::]:25": True}, "protocol": "smtp", "overrideProxyTrustedNetworks": {}},
+            {"name": "imap", "bind": {"[::]:143": True}, "protocol": "imap"},
         ]}, "1"],
     ]})
     finding = check(run(tmp_path, smtp_session(header=v2()), stalwart_config=config), "PD602", "warning")
@@ -1120,8 +1120,8 @@ def test_pd602_empty_override_list_in_a_jmap_response(tmp_path):
 
 def test_pd602_absent_for_a_non_empty_override(tmp_path):
     config = json_config(tmp_path, [
-        {"@type": "SystemSettings", "proxyTrustedNetworks": ["10.0.0.0/24"]},
-        listener("smtp", ["[::]:25"], "smtp", overrideProxyTrustedNetworks=["10.0.0.5"]),
+        {"@type": "SystemSettings", "proxyTrustedNetworks": {"10.0.0.0/24": True}},
+        listener("smtp", {"[::]:25": True}, "smtp", overrideProxyTrustedNetworks={"10.0.0.5": True}),
     ])
     absent(run(tmp_path, smtp_session(header=v2()), stalwart_config=config), "PD602")
 
@@ -1175,7 +1175,7 @@ def test_pd605_use_x_forwarded_in_015(tmp_path):
 
 
 def test_pd605_use_x_forwarded_in_016(tmp_path):
-    config = json_config(tmp_path, [{"@type": "Http", "useXForwarded": True}, listener("http", ["[::]:8080"], "http")])
+    config = json_config(tmp_path, [{"@type": "Http", "useXForwarded": True}, listener("http", {"[::]:8080": True}, "http")])
     finding = check(run(tmp_path, smtp_session(), stalwart_config=config), "PD605", "warning")
     assert finding.evidence == {"setting": "Http.useXForwarded"}
 
@@ -1208,7 +1208,7 @@ def test_pd606_headers_reach_a_port_no_listener_binds(tmp_path):
 
 def test_pd606_listener_override_trusts_the_source_in_016(tmp_path):
     config = json_config(tmp_path, [
-        {"@type": "SystemSettings", "proxyTrustedNetworks": ["192.168.0.0/16"]},
+        {"@type": "SystemSettings", "proxyTrustedNetworks": {"192.168.0.0/16": True}},
         listener("smtp", {"[::]:25": True}, "smtp", overrideProxyTrustedNetworks={"10.0.0.5": True}),
     ])
     absent(run(tmp_path, smtp_session(header=v2()), stalwart_config=config), "PD606")

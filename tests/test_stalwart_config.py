@@ -4,6 +4,7 @@ and errors that are always one-line `ConfigError`s."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import textwrap
 from pathlib import Path
@@ -67,8 +68,8 @@ TOML_015 = """\
     proxy.trusted-networks = ["172.16.0.0/12"]
 
     [server.listener.http]
-    bind = ["8080"]
-    protocol = "http"
+    bind = ["0.0.0.0:8080"]
+    protocol = "HTTPS"
 
     [http]
     use-x-forwarded = true
@@ -97,20 +98,64 @@ def test_toml_015_per_listener_trusted_networks_and_override_toggle(tmp_path):
     assert listeners["smtp"].override_toggle is False
 
 
-def test_toml_sets_written_as_maps_keep_only_true_members(tmp_path):
+def test_toml_015_map_form_trusts_nothing_and_binds_nothing(tmp_path):
+    """0.15 reads the *values* of a list: a map gives `true`, which is no network, so the
+    entries are flagged (PD601) and never honoured."""
     config = load(write_toml(tmp_path, """\
         [server.proxy.trusted-networks]
         "10.0.0.0/8" = true
         "2001:db8::/32" = true
-        "192.168.0.0/16" = false
 
         [server.listener.smtp]
-        bind = { "[::]:25" = true, "0.0.0.0:2525" = false }
+        bind = { "[::]:25" = true }
         protocol = "smtp"
         """))
-    assert sorted(texts(config.trusted)) == ["10.0.0.0/8", "2001:db8::/32"]
-    assert all(entry.problem is None for entry in config.trusted)
-    assert by_id(config)["smtp"].binds == [("::", 25)]
+    assert [entry.network for entry in config.trusted] == [None, None]
+    assert all("written as a map" in entry.problem for entry in config.trusted)
+    assert sorted(texts(config.trusted)) == ["10.0.0.0/8 = true", "2001:db8::/32 = true"]
+    assert not config.trusts(by_id(config)["smtp"], "10.1.2.3")
+    assert by_id(config)["smtp"].binds == []
+    assert any("not a full socket address" in problem for problem in config.problems)
+
+
+def test_toml_015_listener_exists_only_where_protocol_is_set(tmp_path):
+    config = load(write_toml(tmp_path, """\
+        [server.listener.smtp]
+        bind = ["[::]:25"]
+        protocol = "SMTP"
+
+        [server.listener.half]
+        bind = ["[::]:2525"]
+        tls.implicit = true
+
+        [server.listener.sieve]
+        bind = ["[::]:4190"]
+        protocol = "ManageSieve"
+
+        [server.listener.web]
+        bind = ["[::]:443"]
+        protocol = "https"
+        tls.implicit = true
+
+        [server.listener.bogus]
+        bind = ["[::]:9999"]
+        protocol = "imaps"
+        """))
+    listeners = by_id(config)
+    assert {name: listener.protocol for name, listener in listeners.items()} == {
+        "smtp": "smtp", "sieve": "managesieve", "web": "http"}
+    assert config.listener_for_port(2525) is None
+    assert any("imaps" in problem for problem in config.problems)
+
+
+def test_toml_015_bind_must_be_a_full_socket_address(tmp_path):
+    config = load(write_toml(tmp_path, """\
+        [server.listener.http]
+        bind = ["8080", "[::]:8081", "::1:8082", "mail.example.test:8083"]
+        protocol = "http"
+        """))
+    assert by_id(config)["http"].binds == [("::", 8081)]
+    assert len([problem for problem in config.problems if "full socket address" in problem]) == 3
 
 
 def test_toml_dotted_keys_in_stalwart_key_space(tmp_path):
@@ -159,14 +204,15 @@ JSON_016 = [
     {"@type": "SystemSettings", "proxyTrustedNetworks": {"10.0.0.0/8": True, "192.168.0.0/16": False}},
     {"@type": "NetworkListener", "name": "smtp", "bind": {"[::]:25": True}, "protocol": "smtp",
      "overrideProxyTrustedNetworks": {}},
-    {"@type": "NetworkListener", "name": "submissions", "bind": ["[::]:465"], "protocol": "smtp", "tlsImplicit": True},
-    {"@type": "NetworkListener", "name": "imap", "bind": "[::]:143", "protocol": "imap",
-     "overrideProxyTrustedNetworks": ["172.16.0.0/12"]},
+    {"@type": "NetworkListener", "name": "submissions", "bind": {"[::]:465": True}, "protocol": "smtp", "tlsImplicit": True},
+    {"@type": "NetworkListener", "name": "imap", "bind": {"[::]:143": True}, "protocol": "imap",
+     "overrideProxyTrustedNetworks": {"172.16.0.0/12": True}},
+    {"@type": "NetworkListener", "name": "sieve", "bind": {"[::]:4190": True}, "protocol": "manageSieve"},
     {"@type": "Http", "useXForwarded": True},
 ]
 
 
-def test_json_016_objects_with_sets_as_maps_and_lists(tmp_path):
+def test_json_016_objects_with_sets_as_maps(tmp_path):
     config = load(write_json(tmp_path, JSON_016))
     assert config.style == "json"
     assert texts(config.trusted) == ["10.0.0.0/8"]
@@ -175,6 +221,39 @@ def test_json_016_objects_with_sets_as_maps_and_lists(tmp_path):
     assert listeners["smtp"].binds == [("::", 25)]
     assert listeners["submissions"].binds == [("::", 465)] and listeners["submissions"].implicit_tls is True
     assert listeners["imap"].binds == [("::", 143)]
+    assert listeners["sieve"].protocol == "managesieve"
+    assert config.problems == []
+
+
+def test_json_016_arrays_are_flagged_as_refused_and_never_honoured(tmp_path):
+    config = load(write_json(tmp_path, [
+        {"@type": "SystemSettings", "proxyTrustedNetworks": ["10.0.0.0/8"]},
+        {"@type": "NetworkListener", "name": "imap", "bind": {"[::]:143": True}, "protocol": "imap",
+         "overrideProxyTrustedNetworks": ["172.16.0.0/12"]},
+        {"@type": "NetworkListener", "name": "smtp", "bind": ["[::]:25"], "protocol": "smtp"},
+    ]))
+    assert [entry.network for entry in config.all_entries()] == [None, None]
+    assert all("Stalwart 0.16 refuses it" in entry.problem and '{"10.0.0.0/8": true}' in config.trusted[0].problem
+               for entry in config.all_entries())
+    assert not config.trusts(by_id(config)["imap"], "172.16.0.5")
+    assert "smtp" not in by_id(config) and any("bind" in problem for problem in config.problems)
+
+
+@pytest.mark.parametrize("protocol", ["managesieve", "ManageSieve", "https", "SMTP"])
+def test_json_016_protocol_names_are_exact(tmp_path, protocol):
+    config = load(write_json(tmp_path, [{"@type": "NetworkListener", "name": "x", "bind": {"[::]:1": True}, "protocol": protocol}]))
+    assert config.listeners == [] and protocol in config.problems[0]
+
+
+@pytest.mark.parametrize("text", ["0.0.0.0/8", "0.0.0.0/32", "0.0.0.0"])
+def test_json_016_refuses_any_ipv4_entry_at_0_0_0_0(tmp_path, text):
+    config = load(write_json(tmp_path, {"@type": "SystemSettings", "proxyTrustedNetworks": {text: True}}))
+    assert config.trusted[0].network is None and "0.0.0.0" in config.trusted[0].problem
+
+
+def test_toml_015_keeps_0_0_0_0_slash_8_as_the_network_it_names():
+    assert parse_trusted_entry("0.0.0.0/8", "x").problem is None
+    assert parse_trusted_entry("0.0.0.0/8", "x", style="json").problem
 
 
 def test_json_016_override_empty_present_or_missing(tmp_path):
@@ -186,13 +265,13 @@ def test_json_016_override_empty_present_or_missing(tmp_path):
 
 def test_json_jmap_method_responses(tmp_path):
     config = load(write_json(tmp_path, {"methodResponses": [
-        ["SystemSettings/get", {"accountId": "a", "list": [{"id": "singleton", "proxyTrustedNetworks": ["10.0.0.0/8"]}]}, "0"],
-        ["NetworkListener/get", {"accountId": "a", "list": [
+        ["x:SystemSettings/get", {"accountId": "a", "list": [{"id": "singleton", "proxyTrustedNetworks": {"10.0.0.0/8": True}}]}, "0"],
+        ["x:NetworkListener/get", {"accountId": "a", "list": [
             {"id": "b1", "name": "smtp", "bind": {"[::]:25": True}, "protocol": "smtp"},
-            {"id": "b2", "name": "imaps", "bind": ["[::]:993"], "protocol": "imap", "tlsImplicit": True,
+            {"id": "b2", "name": "imaps", "bind": {"[::]:993": True}, "protocol": "imap", "tlsImplicit": True,
              "overrideProxyTrustedNetworks": {"192.168.1.10": True}},
         ]}, "1"],
-        ["Http/get", {"list": [{"useXForwarded": False}]}, "2"],
+        ["x:Http/get", {"list": [{"useXForwarded": False}]}, "2"],
     ]}))
     assert texts(config.trusted) == ["10.0.0.0/8"]
     assert config.use_x_forwarded is False
@@ -204,13 +283,13 @@ def test_json_jmap_method_responses(tmp_path):
 
 def test_json_single_method_response(tmp_path):
     config = load(write_json(tmp_path, {"methodResponses": [
-        ["NetworkListener/get", {"list": [{"name": "smtp", "bind": ["[::]:25"], "protocol": "smtp"}]}, "0"],
+        ["x:NetworkListener/get", {"list": [{"name": "smtp", "bind": {"[::]:25": True}, "protocol": "smtp"}]}, "0"],
     ]}))
     assert [listener.id for listener in config.listeners] == ["smtp"]
 
 
 def test_json_listener_without_type_or_name(tmp_path):
-    config = load(write_json(tmp_path, {"listeners": [{"bind": ["0.0.0.0:25"], "protocol": "smtp"}]}))
+    config = load(write_json(tmp_path, {"listeners": [{"bind": {"0.0.0.0:25": True}, "protocol": "smtp"}]}))
     assert [(listener.id, listener.binds) for listener in config.listeners] == [("listener-1", [("0.0.0.0", 25)])]
 
 
@@ -228,7 +307,10 @@ def test_json_without_any_known_object_is_a_config_error(tmp_path):
     ("0.0.0.0:465", ("0.0.0.0", 465)),
     ("127.0.0.1:10025", ("127.0.0.1", 10025)),
     ("[2001:db8::25]:587", ("2001:db8::25", 587)),
-    ("8080", ("0.0.0.0", 8080)),
+    ("8080", None),  # Stalwart wants a full socket address
+    ("::1:25", None),
+    ("[10.0.0.1]:25", None),
+    ("mail.example.test:25", None),
     (" [::]:993 ", ("::", 993)),
     ("nonsense", None),
     ("[::]:", None),
@@ -237,6 +319,20 @@ def test_json_without_any_known_object_is_a_config_error(tmp_path):
 ])
 def test_parse_bind(text, bind):
     assert parse_bind(text) == bind
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.ip_addresses(), st.just("::"), st.just("0.0.0.0")), st.integers(0, 65535))
+def test_parse_bind_reads_back_every_full_socket_address(address, port):
+    host = f"[{address}]" if ":" in str(address) else str(address)
+    assert parse_bind(f"{host}:{port}") == (str(ipaddress.ip_address(str(address))), port)
+    assert parse_bind(str(port)) is None  # a bare port is no socket address for Stalwart
+
+
+@given(st.text(max_size=60))
+def test_parse_bind_never_raises(text):
+    bind = parse_bind(text)
+    assert bind is None or 0 <= bind[1] <= 65535
 
 
 def test_parse_bind_with_a_superscript_digit_is_no_bind():

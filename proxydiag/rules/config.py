@@ -83,9 +83,11 @@ class ForwardedTrustedFromAnyone(Rule):
     def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is not None and ctx.config.use_x_forwarded:
             key = "http.use-x-forwarded" if ctx.config.style == "toml" else "Http.useXForwarded"
+            where = (" in this file (0.12 to 0.15 normally keep it in the database: the web admin's value wins "
+                     "if it differs)") if ctx.config.style == "toml" else ""
             yield Hit(
-                f"{key} is on: Stalwart takes Forwarded / X-Forwarded-For from any peer, so a client reaching the HTTP "
-                "listener directly chooses its own address (and HTTP parse errors never lead to a ban).",
+                f"{key} is on{where}: Stalwart takes Forwarded / X-Forwarded-For from any peer, so a client reaching the "
+                "HTTP listener directly chooses its own address (and HTTP parse errors never lead to a ban).",
                 evidence={"setting": key}, group=key,
             )
 
