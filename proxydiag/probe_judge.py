@@ -62,7 +62,7 @@ def verdict(probe: TargetProbe) -> dict:
         expects_header = True
     elif greets_plain:
         expects_header = False
-    best = next((r for r in probe.records if outcome(r) == GREETS and _opening(r)), None)
+    best = next((r for r in probe.records if outcome(r) in (GREETS, GREETS_AFTER_CLIENT) and _opening(r)), None)
     opening = _opening(best) if best else None
     return {
         "greets_without_header": greets_plain,
