@@ -60,6 +60,10 @@ class Lab:
     postfix_dir: Path | None = None
 
     def start(self) -> None:
+        for addr in (SERVER, HAPROXY, NGINX, STUNNEL):
+            for port in (25, 143, 465, 587, 2525, 10025, 10143, 10993):
+                with contextlib.suppress(OSError), socket.create_connection((addr, port), 0.5, (LAB_CLIENT, 0)):
+                    raise LabError(f"{addr}:{port} is already in use (a previous lab still running?)")
         self.work.chmod(0o755)  # Dovecot's and Postfix's children must traverse it
         (self.work / "logs").mkdir()
         self._certificate()
