@@ -301,8 +301,12 @@ def _console(output: Path | None) -> Console:
 
 
 def _findings_exit_code(analysis, fail_on: FailOn) -> int:
+    return _exit_code_for([finding.severity for finding in analysis.findings], fail_on)
+
+
+def _exit_code_for(severities: list[str], fail_on: FailOn) -> int:
     levels = {FailOn.error: {"error"}, FailOn.warning: {"error", "warning"}, FailOn.never: set()}[fail_on]
-    return EXIT_FINDINGS if any(finding.severity in levels for finding in analysis.findings) else EXIT_OK
+    return EXIT_FINDINGS if any(severity in levels for severity in severities) else EXIT_OK
 
 
 @app.command()
@@ -374,8 +378,7 @@ def probe(
         _write(console.file.getvalue(), output)
     if unusable:
         raise typer.Exit(EXIT_UNUSABLE)
-    levels = {FailOn.error: {"error"}, FailOn.warning: {"error", "warning"}, FailOn.never: set()}[fail_on]
-    raise typer.Exit(EXIT_FINDINGS if any(f["severity"] in levels for f in document["findings"]) else EXIT_OK)
+    raise typer.Exit(_exit_code_for([finding["severity"] for finding in document["findings"]], fail_on))
 
 
 @app.command()

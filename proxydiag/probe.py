@@ -10,6 +10,7 @@ the records."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import time
@@ -110,7 +111,7 @@ class Wire:
         self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             return None
         except OSError:
             self._ended("server-rst")
@@ -178,7 +179,8 @@ class Wire:
                 if raw is None:
                     return {"ok": False, "error": f"no answer to the ClientHello within {timeout:g} s"}
                 if not raw:
-                    return {"ok": False, "error": f"the server ended the connection ({self.record.ended_by}) during the handshake"}
+                    ended = self.record.ended_by
+                    return {"ok": False, "error": f"the server ended the connection ({ended}) during the handshake"}
                 self.incoming.write(raw)
             except ssl.SSLError as error:
                 self._flush()
@@ -190,10 +192,8 @@ class Wire:
     def close(self) -> None:
         self._ended("probe")
         self.record.events.append(Event(self.now(), "client", flag="fin"))
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 def certificate_facts(der: bytes | None) -> dict:
@@ -243,7 +243,7 @@ def run_step(target: Target, step: str, address: tuple[int, tuple], options: Pro
             sock.bind((options.source, 0))
         sock.settimeout(options.timeout)
         sock.connect(sockaddr)
-    except socket.timeout:
+    except TimeoutError:
         sock.close()
         record.connect_error = "timeout"
         return record
@@ -286,7 +286,7 @@ def converse(wire: Wire, record: StepRecord, protocol: str | None, header: bytes
     _ask(wire, protocol, "hello", timeout)
     if do_starttls and not use_tls and _offers_starttls(record, target.port):
         _ask(wire, protocol, "starttls", timeout)
-        if recognise(record.client_text, record.server_text, target.port).upgraded:
+        if _mail_opening(record, target.port).upgraded:
             record.starttls = wire.start_tls(server_name, timeout)
             if not record.starttls["ok"]:
                 return
@@ -303,9 +303,13 @@ def _leave(wire: Wire, protocol: str | None) -> None:
     wire.read(lambda data: False, QUIT_WAIT)
 
 
-def _offers_starttls(record: StepRecord, port: int) -> bool:
+def _mail_opening(record: StepRecord, port: int) -> MailOpening:
     opening = recognise(record.client_text, record.server_text, port)
-    return isinstance(opening, MailOpening) and bool(opening.starttls_offered)
+    return opening if isinstance(opening, MailOpening) else MailOpening()
+
+
+def _offers_starttls(record: StepRecord, port: int) -> bool:
+    return bool(_mail_opening(record, port).starttls_offered)
 
 
 def _is_address(host: str) -> bool:
@@ -385,5 +389,6 @@ def unusable(target: Target, records: list[StepRecord], timeout: float) -> str |
     if first.connect_error is not None:
         return f"{target}: cannot connect: {first.connect_error}"
     if all(_nothing_back(r) for r in records):
-        return f"{target}: accepted {len(records)} connection(s) but never answered within {timeout:g} s, with or without a header"
+        return (f"{target}: accepted {len(records)} connection(s) but never answered within {timeout:g} s, "
+                "with or without a header")
     return None

@@ -196,7 +196,8 @@ def findings(probe: TargetProbe, facts: dict) -> list[Finding]:
     answered = facts["headers_answered_as_commands"] + [step for step in facts["headers_refused"] if outcomes[step] == TLS_FAILED]
     if answered and facts["greets_without_header"]:
         first = by_step[answered[0]]
-        replies = _opening(first).replies_before_commands if _opening(first) else []
+        first_opening = _opening(first)
+        replies = first_opening.replies_before_commands if first_opening else []
         if role == "server":
             found.append(_finding("PD102", "warning",
                 f"{target} greets without a header and answers PROXY headers ({', '.join(answered)}) as commands: it takes "
