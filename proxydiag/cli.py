@@ -285,18 +285,100 @@ def _render(document: dict, format: Format, output: Path | None, quiet: bool, ve
         return json_report.render_document(document)
     if format is Format.markdown:
         return markdown_report.render(document, __version__, shlex.join(["proxydiag", *sys.argv[1:]]))
+    console = _console(output)
+    rich_report.render(document, console, verbose=verbose, quiet=quiet)
+    return console.file.getvalue()
+
+
+def _console(output: Path | None) -> Console:
+    """A console recording into a string: colour on a terminal, plain 100 columns elsewhere."""
     to_terminal = output is None and sys.stdout.isatty()
     console = Console(file=io.StringIO(), force_terminal=to_terminal, width=None if to_terminal else 100,
                       color_system="auto" if to_terminal else None, soft_wrap=False)
     if to_terminal:
         console.width = Console().width
-    rich_report.render(document, console, verbose=verbose, quiet=quiet)
-    return console.file.getvalue()
+    return console
 
 
 def _findings_exit_code(analysis, fail_on: FailOn) -> int:
+    return _exit_code_for([finding.severity for finding in analysis.findings], fail_on)
+
+
+def _exit_code_for(severities: list[str], fail_on: FailOn) -> int:
     levels = {FailOn.error: {"error"}, FailOn.warning: {"error", "warning"}, FailOn.never: set()}[fail_on]
-    return EXIT_FINDINGS if any(finding.severity in levels for finding in analysis.findings) else EXIT_OK
+    return EXIT_FINDINGS if any(severity in levels for severity in severities) else EXIT_OK
+
+
+@app.command()
+def probe(
+    targets: List[str] = typer.Argument(..., metavar="HOST:PORT...", help="Listeners to ask ([IPv6]:PORT for IPv6)."),
+    tls: bool | None = typer.Option(None, "--tls/--no-tls", help="Speak TLS from the first byte (after any header); "
+                                    "default: on the implicit-TLS ports (465, 993, 995, 443 and their 10000+ shifts)."),
+    timeout: float = typer.Option(5.0, "--timeout", metavar="SECONDS", help="Per step: connecting, each answer awaited."),
+    source: str | None = typer.Option(None, "--source", metavar="ADDR", help="Connect from this local address."),
+    format: Format = FORMAT,
+    output: Path | None = OUTPUT,
+    write: Path | None = typer.Option(None, "--write", "-w", metavar="FILE",
+                                      help="Also write the probe's conversations to this pcap (proxydiag analyze reads it)."),
+    quiet: bool = QUIET,
+    verbose: bool = VERBOSE,
+    fail_on: FailOn = FAIL_ON,
+) -> None:
+    """Ask a live listener (a mail server's, or a proxy's front port) what it expects: does
+    it greet without a PROXY header, take v1, v2, v2 with the SSL TLV, v2 LOCAL from this
+    host, greet only once the client speaks? At most 5 connections per target, each ending
+    with QUIT/LOGOUT; it stops at the first ban-like refusal.
+
+    Examples:
+
+      proxydiag probe mail.example.com:25 proxy.example.com:993
+
+      proxydiag probe 10.0.0.5:10025 10.0.0.5:10993 --source 10.0.0.2
+
+    Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a target could
+    not be probed (not resolvable, refused, unreachable, never answering).
+    """
+    from proxydiag import probe as probe_module
+    from proxydiag import probe_judge, probe_pcap, probe_steps
+    from proxydiag.report import probe as probe_report
+
+    if timeout <= 0:
+        fail("--timeout must be more than 0 seconds")
+    try:
+        parsed = [probe_steps.parse_target(text) for text in targets]
+    except probe_steps.TargetError as error:
+        fail(str(error))
+    options = probe_module.ProbeOptions(timeout=timeout, tls=tls, source=source)
+    probes, unusable = [], []
+    for target in parsed:
+        try:
+            result = probe_module.probe_target(target, options, lambda line: typer.echo(f"proxydiag: {line}", err=True))
+        except probe_module.ProbeError as error:
+            unusable.append(str(error))
+            continue
+        probes.append(result)
+        if result.error:
+            unusable.append(result.error)
+    for line in unusable:
+        typer.echo(f"proxydiag: {line}", err=True)
+    if write is not None:
+        try:
+            with write.open("wb") as handle:
+                probe_pcap.write(handle, [record for result in probes for record in result.records])
+        except OSError as error:
+            fail(f"cannot write {write}: {error.strerror or error}")
+    document = probe_judge.document(probes, {"timeout": timeout, "tls": tls, "source": source})
+    if format is Format.json:
+        _write(json_report.render_document(document), output)
+    elif format is Format.markdown:
+        _write(probe_report.render_markdown(document, __version__, shlex.join(["proxydiag", *sys.argv[1:]])), output)
+    else:
+        console = _console(output)
+        probe_report.render_rich(document, console, verbose=verbose, quiet=quiet)
+        _write(console.file.getvalue(), output)
+    if unusable:
+        raise typer.Exit(EXIT_UNUSABLE)
+    raise typer.Exit(_exit_code_for([finding["severity"] for finding in document["findings"]], fail_on))
 
 
 @app.command()

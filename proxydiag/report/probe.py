@@ -1,0 +1,96 @@
+"""The probe's document (schema proxydiag-probe/1) for people: rich and Markdown. The
+findings are shown exactly as `analyze` shows them; wire text stays data (rich Text cells,
+escaped Markdown cells)."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from proxydiag.report import markdown as markdown_report
+from proxydiag.report import rich as rich_report
+
+STYLES = rich_report.STYLES
+
+
+def listener_line(target: dict) -> str:
+    """The verdict in one sentence."""
+    if target["error"]:
+        return target["error"]
+    verdict = target["verdict"]
+    what = verdict["protocol"] or "?"
+    if verdict["software"]:
+        what += f" ({verdict['software']})"
+    if verdict["greets_only_after_client_spoke"]:
+        return f"{what}: greets only after the client speaks"
+    if verdict["expects_header"]:
+        return f"{what}: expects a PROXY header from this host ({', '.join(verdict['headers_accepted'])} accepted)"
+    if verdict["greets_without_header"]:
+        seconds = verdict["time_to_greeting"]
+        when = f" after {seconds:.3f} s" if seconds is not None else ""
+        return f"{what}: greets without a header{when}; headers from this host are not taken"
+    if verdict["trusted"] is False:
+        return f"{what}: cuts connections from this host, with or without a header"
+    return f"{what}: no greeting seen"
+
+
+def _tls_summary(verdict: dict | None) -> str:
+    if not verdict:
+        return ""
+    tls = verdict["tls"] or verdict["starttls"]
+    if not tls or not tls.get("ok"):
+        return ""
+    how = "TLS" if verdict["tls"] else "STARTTLS"
+    return f"{how} {tls['version']}, {tls['subject']}, expires {tls['not_after']}"
+
+
+def render_rich(document: dict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
+    summary = document["summary"]
+    head = Text()
+    head.append("proxydiag probe", style="bold")
+    head.append(f"  — {summary['targets']} target(s), {summary['connections']} connections\n")
+    counts = [(summary["errors"], "error"), (summary["warnings"], "warning"), (summary["infos"], "info")]
+    parts = [f"{count} {name}{'s' if count != 1 else ''}" for count, name in counts if count]
+    head.append(", ".join(parts) if parts else "no findings", style=STYLES["error"] if summary["errors"] else "green")
+    console.print(head)
+    if not quiet:
+        console.print(_targets_table(document))
+    console.print(rich_report._findings(document, verbose))
+    if verbose:
+        for target in document["targets"]:
+            for step in target["steps"]:
+                console.print(Text(f"{target['target']} step {step['step']}: {step['outcome']}", style="bold"))
+                for line in step["exchange"]:
+                    console.print(Text("    " + line))
+
+
+def _targets_table(document: dict) -> Table:
+    table = Table(title="Listeners", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("target", "role", "verdict", "steps", "TLS"):
+        table.add_column(name, overflow="fold")
+    for target in document["targets"]:
+        steps = "\n".join(f"{step['step']}: {step['outcome']}" for step in target["steps"])
+        table.add_row(Text(target["target"]), target["role"], Text(listener_line(target)), Text(steps),
+                      Text(_tls_summary(target["verdict"])))
+    return table
+
+
+def render_markdown(document: dict, version: str, command_line: str) -> str:
+    cell = markdown_report._cell
+    out = ["# proxydiag probe report", "", f"- proxydiag {version}: `{command_line}`",
+           f"- {document['summary']['targets']} target(s), {document['summary']['connections']} connections", "",
+           "## Listeners", "", "| target | role | verdict | steps | TLS |", "|---|---|---|---|---|"]
+    for target in document["targets"]:
+        steps = ", ".join(f"{step['step']}: {step['outcome']}" for step in target["steps"])
+        out.append(f"| {cell(target['target'])} | {target['role']} | {cell(listener_line(target))} | {cell(steps)} | "
+                   f"{cell(_tls_summary(target['verdict']))} |")
+    out.append("")
+    out += markdown_report._findings(document)
+    out += ["## Conversations", ""]
+    for target in document["targets"]:
+        for step in target["steps"]:
+            exchange = [line.replace("`", "'") for line in step["exchange"]]  # wire text cannot close the fence
+            out += [f"### {target['target']}: {step['step']} ({step['outcome']})", "", "```text", *exchange, "```", ""]
+    return "\n".join(out).rstrip() + "\n"

@@ -1,0 +1,300 @@
+"""Real listeners for `proxydiag probe` to ask: Postfix, Dovecot, HAProxy, nginx stream and
+stunnel from Debian's packages, started privately from throw-away configs on 127.40.0.0/16.
+
+Layout (production-like: public ports on the proxies, 10000+ on the servers):
+
+  SERVER 127.40.0.10  Postfix  25 plain, 10025 smtpd_upstream_proxy_protocol = haproxy
+                      Dovecot 143 plain, 10143 haproxy = yes, 10993 implicit TLS (ssl = required)
+  HAPROXY 127.40.0.20 25 send-proxy (v1) -> 10025, 587 send-proxy-v2 -> 10025,
+                      143 no header -> Dovecot 143, 2525 waits for the client's bytes
+                      (inspect-delay) then send-proxy-v2 -> 10025
+  NGINX 127.40.0.21   25 proxy_protocol on (v1) -> 10025,
+                      587 `listen ... proxy_protocol` (expects a header from clients) -> 10025
+  STUNNEL 127.40.0.22 465 TLS terminated, protocol = proxy (v1) -> 10025
+
+Dovecot trusts headers from HAProxy and from PROBE_TRUSTED, not from PROBE_UNTRUSTED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SERVER = "127.40.0.10"
+HAPROXY = "127.40.0.20"
+NGINX = "127.40.0.21"
+STUNNEL = "127.40.0.22"
+PROBE_TRUSTED = "127.40.0.2"
+PROBE_UNTRUSTED = "127.40.0.3"
+CLOSED = "127.40.0.30"  # nothing listens here
+LAB_CLIENT = "127.40.0.1"  # the lab's own readiness checks
+INSPECT_DELAY = 10  # seconds HAProxy waits for the client's first bytes on 2525
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def wait_listening(addr: str, port: int, what: str, log: Path | None = None, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((addr, port), 0.5, (LAB_CLIENT, 0)):
+            return
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+    raise LabError(f"{what} is not listening on {addr}:{port} after {seconds} s\n{tail}")
+
+
+@dataclass
+class Lab:
+    work: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    postfix_dir: Path | None = None
+
+    def start(self) -> None:
+        for addr in (SERVER, HAPROXY, NGINX, STUNNEL):
+            for port in (25, 143, 465, 587, 2525, 10025, 10143, 10993):
+                with contextlib.suppress(OSError), socket.create_connection((addr, port), 0.5, (LAB_CLIENT, 0)):
+                    raise LabError(f"{addr}:{port} is already in use (a previous lab still running?)")
+        self.work.chmod(0o755)  # Dovecot's and Postfix's children must traverse it
+        (self.work / "logs").mkdir()
+        self._certificate()
+        self._dovecot()
+        self._postfix()
+        self._haproxy()
+        self._nginx()
+        self._stunnel()
+
+    def stop(self) -> None:
+        if self.postfix_dir is not None:
+            subprocess.run(["postfix", "-c", str(self.postfix_dir), "stop"], capture_output=True)
+        for pid in self._processes_working_here():  # Postfix's master and children, whatever `stop` did
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def _processes_working_here(self) -> list[int]:
+        """The processes whose working directory lies in this lab's directory (Postfix's
+        master runs in its queue directory): ours, found by id."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if Path(os.readlink(entry / "cwd")).is_relative_to(self.work):
+                        pids.append(int(entry.name))
+        return pids
+
+    def _spawn(self, argv: list[str], name: str) -> None:
+        log = open(self.work / "logs" / f"{name}.stdout", "wb")  # noqa: SIM115 (lives as long as the process)
+        self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+
+    def _certificate(self) -> None:
+        self.cert, self.key = self.work / "cert.pem", self.work / "key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7", "-keyout", str(self.key),
+             "-out", str(self.cert), "-subj", "/CN=mail.example.test", "-addext", "subjectAltName=DNS:mail.example.test"],
+            check=True, capture_output=True,
+        )
+        self.key.chmod(0o644)  # throw-away key; the daemons read it after dropping privileges
+        self.pem = self.work / "combined.pem"
+        self.pem.write_text(self.cert.read_text() + self.key.read_text())
+
+    def _dovecot(self) -> None:
+        base = self.work / "dovecot"
+        for sub in ("base", "state"):
+            (base / sub).mkdir(parents=True)
+        log = self.work / "logs" / "dovecot.log"
+        dh = "ssl_dh = </usr/share/dovecot/dh.pem" if Path("/usr/share/dovecot/dh.pem").exists() else ""
+        (base / "passwd").write_text(f"alice:{{PLAIN}}not-used:65534:65534::{base}::\n")
+        (base / "dovecot.conf").write_text(f"""
+protocols = imap
+listen = {SERVER}
+base_dir = {base}/base
+state_dir = {base}/state
+instance_name = proxydiag-probe
+log_path = {log}
+default_login_user = dovenull
+default_internal_user = dovecot
+ssl = yes
+ssl_cert = <{self.cert}
+ssl_key = <{self.key}
+{dh}
+haproxy_trusted_networks = {HAPROXY} {PROBE_TRUSTED}
+haproxy_timeout = 3 secs
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {base}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {base}/passwd
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = {SERVER}
+    port = 143
+  }}
+  inet_listener imap_haproxy {{
+    address = {SERVER}
+    port = 10143
+    haproxy = yes
+  }}
+  inet_listener imaps {{
+    address = {SERVER}
+    port = 10993
+    ssl = yes
+  }}
+}}
+""")
+        self._spawn(["dovecot", "-c", str(base / "dovecot.conf"), "-F"], "dovecot")
+        for port in (143, 10143, 10993):
+            wait_listening(SERVER, port, "Dovecot", log)
+
+    def _postfix(self) -> None:
+        config = self.work / "postfix"
+        config.mkdir()
+        for sub in ("postfix-queue", "postfix-data"):
+            (self.work / sub).mkdir()
+        shutil.chown(self.work / "postfix-data", "postfix")
+        log = self.work / "logs" / "postfix.log"
+        (config / "main.cf").write_text(f"""
+compatibility_level = 3.6
+queue_directory = {self.work}/postfix-queue
+data_directory = {self.work}/postfix-data
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mail.example.test
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+alias_maps =
+alias_database =
+smtpd_peername_lookup = no
+smtpd_banner = $myhostname ESMTP Postfix
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {self.cert}
+smtpd_tls_key_file = {self.key}
+smtpd_upstream_proxy_timeout = 3s
+maillog_file = {log}
+maillog_file_prefixes = {self.work}
+""")
+        services = "\n".join(f"{name} unix - - n - {limit} {command}" for name, limit, command in (
+            ("cleanup", "0", "cleanup"), ("qmgr", "1", "qmgr"), ("rewrite", "-", "trivial-rewrite"),
+            ("bounce", "0", "bounce"), ("defer", "0", "bounce"), ("trace", "0", "bounce"), ("verify", "1", "verify"),
+            ("proxymap", "-", "proxymap"), ("anvil", "1", "anvil"), ("scache", "1", "scache"), ("tlsmgr", "1", "tlsmgr")))
+        (config / "master.cf").write_text(
+            f"{SERVER}:25 inet n - n - - smtpd\n"
+            f"{SERVER}:10025 inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy\n"
+            f"{services}\npostlog unix-dgram n - n - 1 postlogd\n"
+        )
+        self.postfix_dir = config
+        started = subprocess.run(["postfix", "-c", str(config), "start"], capture_output=True, text=True)
+        if started.returncode != 0:
+            raise LabError(f"Postfix did not start: {started.stderr}")
+        for port in (25, 10025):
+            wait_listening(SERVER, port, "Postfix", log)
+
+    def _haproxy(self) -> None:
+        config = self.work / "haproxy.cfg"
+        config.write_text(f"""
+global
+    maxconn 64
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 30s
+    timeout server 30s
+    source {HAPROXY}
+listen smtp_v1
+    bind {HAPROXY}:25
+    server postfix {SERVER}:10025 send-proxy
+listen submission_v2
+    bind {HAPROXY}:587
+    server postfix {SERVER}:10025 send-proxy-v2
+listen imap_plain
+    bind {HAPROXY}:143
+    server dovecot {SERVER}:143
+listen smtp_waits_for_client
+    bind {HAPROXY}:2525
+    tcp-request inspect-delay {INSPECT_DELAY}s
+    tcp-request content accept if {{ req.len gt 0 }}
+    server postfix {SERVER}:10025 send-proxy-v2
+""")
+        checked = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
+        if checked.returncode != 0:
+            raise LabError(f"HAProxy rejected its configuration: {checked.stdout}{checked.stderr}")
+        self._spawn(["haproxy", "-db", "-f", str(config)], "haproxy")
+        for port in (25, 587, 143, 2525):
+            wait_listening(HAPROXY, port, "HAProxy", self.work / "logs" / "haproxy.stdout")
+
+    def _nginx(self) -> None:
+        prefix = self.work / "nginx"
+        prefix.mkdir()
+        error_log = self.work / "logs" / "nginx-error.log"
+        (prefix / "nginx.conf").write_text(f"""
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {error_log} info;
+events {{ worker_connections 64; }}
+stream {{
+    proxy_connect_timeout 3s;
+    server {{
+        listen {NGINX}:25;
+        proxy_pass {SERVER}:10025;
+        proxy_protocol on;
+    }}
+    server {{
+        listen {NGINX}:587 proxy_protocol;
+        proxy_pass {SERVER}:10025;
+        proxy_protocol on;
+    }}
+}}
+""")
+        argv = ["nginx", "-p", f"{prefix}/", "-e", str(error_log), "-c", str(prefix / "nginx.conf")]
+        checked = subprocess.run([*argv, "-t"], capture_output=True, text=True)
+        if checked.returncode != 0:
+            raise LabError(f"nginx rejected its configuration: {checked.stderr}")
+        self._spawn([*argv, "-g", "daemon off;"], "nginx")
+        for port in (25, 587):
+            wait_listening(NGINX, port, "nginx", error_log)
+
+    def _stunnel(self) -> None:
+        config = self.work / "stunnel.conf"
+        config.write_text(f"""
+foreground = yes
+pid =
+[smtps]
+accept = {STUNNEL}:465
+connect = {SERVER}:10025
+protocol = proxy
+cert = {self.pem}
+""")
+        self._spawn(["stunnel4", str(config)], "stunnel")
+        wait_listening(STUNNEL, 465, "stunnel", self.work / "logs" / "stunnel.stdout")
+
+
+@contextlib.contextmanager
+def running_lab():
+    lab = Lab(Path(tempfile.mkdtemp(prefix="proxydiag-probe-lab.")))
+    try:
+        lab.start()
+        yield lab
+    finally:
+        lab.stop()
+        shutil.rmtree(lab.work, ignore_errors=True)
