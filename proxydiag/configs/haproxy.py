@@ -282,7 +282,7 @@ def _front_listeners(section: _Section) -> list[FrontListener]:
 
 
 def _bind_addresses(spec: str, origin: Origin) -> list[tuple[str, int]]:
-    found = []
+    found: list[tuple[str, int]] = []
     for part in spec.split(","):
         family, at, rest = part.partition("@")
         if at and family in ("unix", "abns", "fd", "sockpair", "quic4", "quic6", "udp", "udp4", "udp6"):

@@ -41,7 +41,11 @@ def _headline(document: dict) -> Text:
     inputs = len(document["inputs"])
     text = Text()
     text.append("proxydiag", style="bold")
-    if not inputs and document.get("stalwart_config"):
+    if document.get("proxy_configs") is not None:
+        paths = ", ".join(config["path"] for config in document["proxy_configs"]) or "none readable"
+        stalwart = document.get("stalwart_config")
+        text.append(f"  — proxy configurations: {paths}" + (f"; Stalwart: {stalwart['path']}" if stalwart else "") + "\n")
+    elif not inputs and document.get("stalwart_config"):
         text.append(f"  — Stalwart configuration {document['stalwart_config']['path']}\n")
     else:
         text.append(
