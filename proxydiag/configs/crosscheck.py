@@ -284,6 +284,7 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
             "AUTH PLAIN/LOGIN refused).",
             {**_both(route, target), "front": front.origin.cite()},
             fixes.carry_tls(route, config.kind, _implicit_port(route, target)),
+            fixes.tls_advice(config.kind, _implicit_port(route, target)),
         )
     elif route.sends == "v2" and not route.ssl_tlv:
         yield Judgement(
@@ -293,6 +294,7 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
             "PLAIN/LOGIN refused).",
             {**_both(route, target), "front": front.origin.cite()},
             fixes.carry_tls(route, config.kind, _implicit_port(route, target)),
+            fixes.tls_advice(config.kind, _implicit_port(route, target)),
         )
 
 
@@ -306,18 +308,21 @@ def _plain_port(route: Route, target: Target | None) -> int | None:
 
 
 def _sibling_port(route: Route, target: Target | None, implicit: bool) -> int | None:
-    front = route.front
-    family = DEFAULT_TABLE.lookup(front.port) if front is not None else None
-    if target is None or family is None:
+    """A listener of the same protocol with (or without) implicit TLS; of the same service
+    family as the front port (465 and 587, not 25) where the service table knows it."""
+    if target is None:
         return None
-    stalwart_protocol = target.listener.protocol
-    for listener in target.siblings:
-        if listener.implicit_tls == implicit and listener.protocol == stalwart_protocol:
-            for port in sorted(listener.ports):
-                service = DEFAULT_TABLE.lookup(port)
-                if service is None or service.family == family.family:
-                    return port
-    return None
+    front = DEFAULT_TABLE.lookup(route.front.port) if route.front is not None else None
+    ports = sorted(port for listener in target.siblings
+                   if listener.implicit_tls == implicit and listener.protocol == target.listener.protocol
+                   for port in listener.ports)
+    same_family = [port for port in ports if front is not None and _family(port) in (None, front.family)]
+    return (same_family or ports or [None])[0]
+
+
+def _family(port: int) -> str | None:
+    service = DEFAULT_TABLE.lookup(port)
+    return service.family if service else None
 
 
 def _judge_waiting(route: Route, config: ProxyConfig, table: ServiceTable) -> Iterable[Judgement]:

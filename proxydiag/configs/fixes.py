@@ -109,10 +109,21 @@ def carry_tls(route: Route, kind: str, implicit_port: int | None) -> tuple[LineE
     implicit-TLS listener (proxies that cannot send the SSL TLV)."""
     if kind == "haproxy":
         return set_header(route, kind, "v2", ssl=True)
-    if route.front is None or implicit_port is None:
+    if kind != "nginx" or route.front is None or implicit_port is None:
         return ()
     edits = _replace(route.front.origin, _drop_word(route.front.origin.text, "ssl"))
     return edits + point_to_port(route, kind, implicit_port)
+
+
+def tls_advice(kind: str, implicit_port: int | None) -> str:
+    """What to do where the proxy cannot send the SSL TLV."""
+    passthrough = ("pass TLS through to Stalwart's implicit-TLS listener"
+                   + (f" (port {implicit_port})" if implicit_port else "") + " and let Stalwart terminate it")
+    if kind == "nginx":
+        return f"nginx 1.31.4 and later: `proxy_protocol v2;` carries the SSL TLV. Older nginx cannot: {passthrough}."
+    if kind == "stunnel":
+        return f"stunnel sends only v1 headers, which cannot carry TLS facts: {passthrough}, or use HAProxy `send-proxy-v2-ssl`."
+    return ""
 
 
 def check_with_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
