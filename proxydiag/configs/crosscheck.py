@@ -317,7 +317,8 @@ def _sibling_port(route: Route, target: Target | None, implicit: bool) -> int | 
                    if listener.implicit_tls == implicit and listener.protocol == target.listener.protocol
                    for port in listener.ports)
     same_family = [port for port in ports if front is not None and _family(port) in (None, front.family)]
-    return (same_family or ports or [None])[0]
+    candidates = same_family or ports
+    return candidates[0] if candidates else None
 
 
 def _family(port: int) -> str | None:
