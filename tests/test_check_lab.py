@@ -160,9 +160,10 @@ class Running:
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_listening(*ready)
-        except AssertionError:
+        except AssertionError as error:
             self.stop()
-            raise AssertionError(f"{args[0]} did not start: {self.process.stderr.read().decode() if self.process.stderr else ''}")
+            said = self.process.stderr.read().decode() if self.process.stderr else ""
+            raise AssertionError(f"{args[0]} did not start: {said}") from error
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -531,7 +531,8 @@ def test_haproxy_reader_reads_back_what_was_written(servers, indent, comments):
     lines = []
     for index, (front, back, send, ssl, accept) in enumerate(servers):
         lines.append(f"listen l{index}" + ("  # a comment" if comments else ""))
-        lines.append(f"{indent}bind 127.30.0.20:{front}" + (" ssl crt /x.pem" if ssl else "") + (" accept-proxy" if accept else ""))
+        options = (" ssl crt /x.pem" if ssl else "") + (" accept-proxy" if accept else "")
+        lines.append(f"{indent}bind 127.30.0.20:{front}{options}")
         lines.append(f"{indent}server s{index} 127.30.0.30:{back} {send}" + (" # send-proxy" if comments else ""))
     config = haproxy.parse("\n".join(lines), "h.cfg")
     assert len(config.routes) == len(servers)

@@ -374,7 +374,7 @@ def _judge_health_check(route: Route, config: ProxyConfig, target: Target | None
     if setting.stalwart is not None and check.port is not None and check.port != route.target_port:
         checked = _target(Route(route.front, route.server_address, check.port, "none", route.origin,
                                 source_address=route.source_address), setting, StalwartLines.of(setting.stalwart))
-    requires = checked.trusted if checked is not None else (True if route.sends != "none" else False)
+    requires = checked.trusted if checked is not None else route.sends != "none"
     if not requires:
         return
     yield Judgement(

@@ -276,7 +276,7 @@ def _front_listeners(section: _Section) -> list[FrontListener]:
                 tls_terminated="ssl" in options,
                 accepts_header="accept-proxy" in options or bool(expect_proxy),
                 origin=line.origin,
-                trusted_sources=conditional if not ("accept-proxy" in options) else (),
+                trusted_sources=conditional if "accept-proxy" not in options else (),
             ))
     return fronts
 

@@ -46,7 +46,7 @@ def parse(text: str, path: str = "stunnel.conf") -> ProxyConfig:
         sections[-1][1].setdefault(key.strip().lower(), []).append((value.strip(), origin))
     globals_ = sections[0][1]
     listeners, routes = [], []
-    for section_origin, options in sections[1:]:
+    for _, options in sections[1:]:
         merged = {**globals_, **options}
         client = _value(merged, "client") in ("yes", "true", "1")
         proxy = [item for item in merged.get("protocol", []) if item[0].lower() == "proxy"]
