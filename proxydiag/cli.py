@@ -434,6 +434,51 @@ def _read_input(path: str) -> bytes:
 
 
 @app.command()
+def check(
+    files: List[str] = typer.Argument(..., metavar="FILE...",
+                                      help="Proxy configurations: haproxy.cfg, nginx.conf (includes followed), stunnel.conf."),
+    stalwart_config: Path | None = STALWART,
+    kind: str | None = typer.Option(None, "--kind", metavar="haproxy|nginx|stunnel",
+                                    help="The kind of every FILE, when its content does not tell."),
+    server_address: List[str] = typer.Option([], "--server-address", metavar="ADDR",
+                                             help="An address under which the proxies reach Stalwart (NAT, containers); "
+                                             "repeatable. Only routes to these addresses are matched to its listeners."),
+    format: Format = FORMAT,
+    output: Path | None = OUTPUT,
+    fail_on: FailOn = FAIL_ON,
+) -> None:
+    """Read proxy configurations and, with --stalwart-config, Stalwart's; report the
+    findings the traffic would show, citing both files, with each fix written against
+    your own lines.
+
+    Examples:
+
+      proxydiag check /etc/haproxy/haproxy.cfg --stalwart-config /opt/stalwart/etc/config.toml
+
+      proxydiag check /etc/nginx/nginx.conf
+
+    Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a file
+    could not be read (the others are still checked).
+    """
+    from proxydiag import configs
+    from proxydiag.stalwart_config import load as load_stalwart
+
+    try:
+        stalwart = load_stalwart(str(stalwart_config)) if stalwart_config else None
+    except ConfigError as error:
+        fail(str(error))
+    result = configs.check(files, stalwart, kind, server_address)
+    for error in result.errors:
+        typer.echo(f"proxydiag: {error}", err=True)
+    if result.errors and not result.configs:
+        raise typer.Exit(EXIT_UNUSABLE)
+    _write(_render(result.document(), format, output, quiet=True, verbose=False), output)
+    if result.errors:
+        raise typer.Exit(EXIT_UNUSABLE)
+    raise typer.Exit(_findings_exit_code(result, fail_on))
+
+
+@app.command()
 def decode(
     header: str = typer.Argument(
         ...,

@@ -42,6 +42,9 @@ def _environment(document: dict, version: str, command_line: str) -> list[str]:
         state += f", unreadable: {item['error']}" if item.get("error") else ""
         lines.append(f"- capture `{item['path']}`: {item['format'] or '?'}, link types {item['linktypes']}, "
                      f"{item['packets']} packets{state}")
+    for config in document.get("proxy_configs") or []:
+        lines.append(f"- {config['kind']} configuration `{config['path']}`: {len(config['listeners'])} listeners, "
+                     f"{len(config['routes'])} routes")
     software = sorted({(c.get("opening") or {}).get("software", {}).get("name") for c in document["connections"]
                        if (c.get("opening") or {}).get("software")})
     if software:

@@ -43,6 +43,10 @@ def _headline(document: dict) -> Text:
     if document.get("logs") is not None:
         events = summary.get("log_events", 0)
         text.append(f"  — {inputs} log{'s' if inputs != 1 else ''}, {events} event{'s' if events != 1 else ''} read\n")
+    elif document.get("proxy_configs") is not None:
+        paths = ", ".join(config["path"] for config in document["proxy_configs"]) or "none readable"
+        stalwart = document.get("stalwart_config")
+        text.append(f"  — proxy configurations: {paths}" + (f"; Stalwart: {stalwart['path']}" if stalwart else "") + "\n")
     elif not inputs and document.get("stalwart_config"):
         text.append(f"  — Stalwart configuration {document['stalwart_config']['path']}\n")
     else:

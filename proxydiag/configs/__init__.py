@@ -1,0 +1,101 @@
+"""Proxy configurations: readers (text -> ProxyConfig), and `check`, which reads them
+with Stalwart's and reports what the traffic would show."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proxydiag.configs import crosscheck, haproxy, nginx, stunnel
+from proxydiag.configs.model import ConfigReadError, ProxyConfig
+from proxydiag.model import Analysis
+from proxydiag.rules.base import SEVERITIES, Finding
+from proxydiag.stalwart_config import StalwartConfig
+
+KINDS = ("haproxy", "nginx", "stunnel")
+# Kinds recognised but not read yet: what to say instead of a wrong guess.
+NOT_READ = (
+    ("Stalwart's configuration (give it with --stalwart-config)",
+     re.compile(r"(?m)^\s*\[?server\.(listener|proxy)\b|\"(NetworkListener|proxyTrustedNetworks)\"")),
+    ("a Traefik configuration", re.compile(r"(?mi)^\s*(entryPoints|\[entryPoints|tcp:\s*$|kind:\s*IngressRouteTCP)")),
+    ("a Caddy configuration", re.compile(r"(?m)\"apps\"\s*:|^\s*layer4\s*\{|^\s*reverse_proxy\b")),
+    ("an Envoy bootstrap", re.compile(r"(?m)^\s*static_resources\s*:")),
+    ("a Kubernetes manifest", re.compile(r"(?m)^\s*apiVersion\s*:")),
+)
+
+
+def detect_kind(text: str) -> str | None:
+    if haproxy.looks_like(text):
+        return "haproxy"
+    if nginx.looks_like(text):
+        return "nginx"
+    if stunnel.looks_like(text):
+        return "stunnel"
+    return None
+
+
+def load(path: str, kind: str | None = None) -> ProxyConfig:
+    """One configuration file, of the kind given or recognised from its content."""
+    if kind is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError as error:
+            raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
+        kind = detect_kind(text)
+        if kind is None:
+            other = next((name for name, pattern in NOT_READ if pattern.search(text)), None)
+            raise ConfigReadError(path, None, f"this looks like {other}, which check does not read" if other else
+                                  "not an HAProxy, nginx or stunnel configuration (--kind to say which)")
+    reader = {"haproxy": haproxy.load, "nginx": nginx.load, "stunnel": stunnel.load}.get(kind)
+    if reader is None:
+        raise ConfigReadError(path, None, f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
+    return reader(path)
+
+
+@dataclass
+class CheckResult:
+    configs: list[ProxyConfig] = field(default_factory=list)
+    errors: list[ConfigReadError] = field(default_factory=list)
+    judgements: list[crosscheck.Judgement] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    stalwart: StalwartConfig | None = None
+
+    def document(self) -> dict:
+        """The report document (schema proxydiag/1) with the configurations as inputs."""
+        analysis = Analysis(stalwart_config=self.stalwart, findings=self.findings)
+        document = analysis.to_dict()
+        document["proxy_configs"] = [config.to_dict() for config in self.configs]
+        document["proxy_config_errors"] = [str(error) for error in self.errors]
+        return document
+
+
+def check(paths: Sequence[str], stalwart: StalwartConfig | None = None, kind: str | None = None,
+          server_addresses: Sequence[str] = ()) -> CheckResult:
+    """Read every file (the unreadable ones are reported, the others still checked) and
+    judge them together with Stalwart's configuration."""
+    result = CheckResult(stalwart=stalwart)
+    for path in paths:
+        try:
+            result.configs.append(load(path, kind))
+        except ConfigReadError as error:
+            result.errors.append(error)
+    setting = crosscheck.Setting(stalwart=stalwart, server_addresses=frozenset(server_addresses))
+    result.judgements = crosscheck.check(result.configs, setting)
+    findings = [crosscheck.to_finding(judgement) for judgement in result.judgements]
+    findings += _stalwart_findings(stalwart)
+    findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.code))
+    result.findings = findings
+    return result
+
+
+def _stalwart_findings(stalwart: StalwartConfig | None) -> list[Finding]:
+    """The PD6xx checks of the Stalwart file alone (the same rules `analyze` runs)."""
+    if stalwart is None:
+        return []
+    from proxydiag.expectations import ExpectationResolver
+    from proxydiag.rules import judge
+    from proxydiag.rules.base import Options
+
+    return judge(Analysis(), ExpectationResolver(None, {}, stalwart, None), Options(), stalwart)

@@ -1,0 +1,186 @@
+"""Fixes written against the user's own lines: each is a `LineEdit` (this line, as
+written, becomes these lines), rendered as a small diff, and applied by the tests to
+the real configuration, which the proxy itself then checks (`haproxy -c`, `nginx -t`).
+
+What each proxy needs (HAProxy configuration.txt 5.2; nginx ngx_stream_proxy_module,
+ngx_stream_core_module and ngx_stream_ssl_preread_module; stunnel(8) `protocol`):
+- header on:   HAProxy `send-proxy-v2` / `send-proxy-v2-ssl` on the server line;
+               nginx `proxy_protocol on;` in the server block (v1; `proxy_protocol v2;`
+               from 1.31.4); stunnel `protocol = proxy` (v1).
+- header off:  the same, removed.
+- TLS facts:   HAProxy `send-proxy-v2-ssl`; nginx before 1.31.4 and stunnel cannot send
+               the SSL TLV: pass TLS through to Stalwart's implicit-TLS listener instead.
+- checks:      HAProxy `check-send-proxy`.
+- listeners:   HAProxy `accept-proxy` / nginx `listen ... proxy_protocol` removed.
+- waiting:     HAProxy `tcp-request inspect-delay`, nginx `ssl_preread on;` removed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from proxydiag.configs.model import FrontListener, Origin, Route
+from proxydiag.stalwart_config import Listener
+
+HAPROXY_SEND = re.compile(r"[ \t]+(?:no-)?send-proxy(?:-v2(?:-ssl(?:-cn)?)?)?(?=[ \t#]|$)")
+
+
+@dataclass(frozen=True)
+class LineEdit:
+    """Line `origin.line` of `origin.path`, written as `origin.text`, becomes `new`
+    (no lines: deleted)."""
+
+    origin: Origin
+    new: tuple[str, ...]
+
+
+def apply(text: str, edits: Iterable[LineEdit], path: str) -> str:
+    """The file's text with the edits for it applied (bottom up, so line numbers hold)."""
+    lines = text.split("\n")
+    for edit in sorted((e for e in edits if e.origin.path == path), key=lambda e: -e.origin.line):
+        index = edit.origin.line - 1
+        if index < len(lines) and lines[index].rstrip("\r") == edit.origin.text.rstrip("\r"):
+            lines[index : index + 1] = list(edit.new)
+    return "\n".join(lines)
+
+
+def render(edits: Iterable[LineEdit], advice: str = "") -> str:
+    parts = []
+    for edit in edits:
+        diff = [f"-{edit.origin.text}", *(f"+{line}" for line in edit.new)]
+        parts.append(f"In {edit.origin.path}, line {edit.origin.line}:\n\n```diff\n" + "\n".join(diff) + "\n```")
+    if advice:
+        parts.append(advice)
+    return "\n\n".join(parts)
+
+
+def _replace(origin: Origin | None, new_text: str) -> tuple[LineEdit, ...]:
+    if origin is None or new_text == origin.text:
+        return ()
+    return (LineEdit(origin, (new_text,)),)
+
+
+def _insert_after(origin: Origin, line: str) -> tuple[LineEdit, ...]:
+    indent = re.match(r"[ \t]*", origin.text)
+    return (LineEdit(origin, (origin.text, (indent.group(0) if indent else "") + line)),)
+
+
+def _append_word(text: str, word: str) -> str:
+    """A word added at the end of a line, before its comment."""
+    body, hash_, comment = text.partition("#")
+    return f"{body.rstrip()} {word}" + (f"  #{comment}" if hash_ else "")
+
+
+def _drop_word(text: str, word: str) -> str:
+    return re.sub(rf"[ \t]+{re.escape(word)}(?=[ \t;#]|$)", "", text)
+
+
+# --- the header ----------------------------------------------------------------------------
+
+
+def set_header(route: Route, kind: str, version: str = "v2", ssl: bool = False) -> tuple[LineEdit, ...]:
+    if kind == "haproxy":
+        word = "send-proxy" if version == "v1" else ("send-proxy-v2-ssl" if ssl else "send-proxy-v2")
+        return _replace(route.origin, _append_word(HAPROXY_SEND.sub("", route.origin.text), word))
+    if kind == "nginx":
+        if route.sends_origin is not None and route.sends_origin != route.origin:
+            return _replace(route.sends_origin, re.sub(r"proxy_protocol\s+\S+;", "proxy_protocol on;", route.sends_origin.text))
+        return _insert_after(route.block_origin or route.origin, "proxy_protocol on;")
+    if kind == "stunnel":
+        return _insert_after(route.origin, "protocol = proxy")
+    return ()
+
+
+def remove_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
+    if kind == "haproxy":
+        text = HAPROXY_SEND.sub("", route.origin.text)
+        if text == route.origin.text:  # the header comes from a default-server line
+            text = _append_word(text, "no-send-proxy-v2" if route.sends == "v2" else "no-send-proxy")
+        return _replace(route.origin, text)
+    if kind in ("nginx", "stunnel") and route.sends_origin is not None:
+        return (LineEdit(route.sends_origin, ()),)
+    return ()
+
+
+def carry_tls(route: Route, kind: str, implicit_port: int | None) -> tuple[LineEdit, ...]:
+    """The header says the client used TLS (HAProxy), or TLS is passed through to the
+    implicit-TLS listener (proxies that cannot send the SSL TLV)."""
+    if kind == "haproxy":
+        return set_header(route, kind, "v2", ssl=True)
+    if kind != "nginx" or route.front is None or implicit_port is None:
+        return ()
+    edits = _replace(route.front.origin, _drop_word(route.front.origin.text, "ssl"))
+    return edits + point_to_port(route, kind, implicit_port)
+
+
+def tls_advice(kind: str, implicit_port: int | None) -> str:
+    """What to do where the proxy cannot send the SSL TLV."""
+    passthrough = ("pass TLS through to Stalwart's implicit-TLS listener"
+                   + (f" (port {implicit_port})" if implicit_port else "") + " and let Stalwart terminate it")
+    if kind == "nginx":
+        return f"nginx 1.31.4 and later: `proxy_protocol v2;` carries the SSL TLV. Older nginx cannot: {passthrough}."
+    if kind == "stunnel":
+        return f"stunnel sends only v1 headers, which cannot carry TLS facts: {passthrough}, or use HAProxy `send-proxy-v2-ssl`."
+    return ""
+
+
+def check_with_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
+    if kind == "haproxy":
+        return _replace(route.origin, _append_word(route.origin.text, "check-send-proxy"))
+    return ()
+
+
+# --- listeners, waiting, ports -------------------------------------------------------------
+
+
+def stop_accepting(front: FrontListener, kind: str) -> tuple[LineEdit, ...]:
+    if kind == "haproxy" and "accept-proxy" in front.origin.text:
+        return _replace(front.origin, _drop_word(front.origin.text, "accept-proxy"))
+    if kind == "haproxy":  # tcp-request connection expect-proxy: not on the bind line
+        return ()
+    if kind == "nginx":
+        return _replace(front.origin, _drop_word(front.origin.text, "proxy_protocol"))
+    return ()
+
+
+def accept_header(front: FrontListener, kind: str) -> tuple[LineEdit, ...]:
+    if kind == "haproxy":
+        return _replace(front.origin, _append_word(front.origin.text, "accept-proxy"))
+    if kind == "nginx":
+        return _replace(front.origin, re.sub(r"\s*;", " proxy_protocol;", front.origin.text, count=1))
+    return ()
+
+
+def stop_waiting(route: Route, kind: str) -> tuple[LineEdit, ...]:
+    if route.wait_origin is None:
+        return ()
+    return (LineEdit(route.wait_origin, ()),)
+
+
+def point_to_port(route: Route, kind: str, port: int | None) -> tuple[LineEdit, ...]:
+    old = route.server_port
+    if port is None or old is None or old == port:
+        return ()
+    text = re.sub(rf"(?<=:){old}(?=[\s;#]|$)", str(port), route.origin.text, count=1)
+    return _replace(route.origin, text)
+
+
+# --- Stalwart's side -----------------------------------------------------------------------
+
+
+def trust_advice(where: str, source: str | None, listener: Listener) -> str:
+    if source:
+        entry = f"{source}/32" if ":" not in source else f"{source}/128"
+        return (f"Or, if this proxy should pass client addresses: let Stalwart trust it ({where}): add `{entry}` to "
+                f"`server.proxy.trusted-networks` (0.15) / `proxyTrustedNetworks` (0.16), or to listener "
+                f"{listener.id!r}'s own list.")
+    return (f"Or, if this proxy should pass client addresses: add the proxy's address to Stalwart's trusted networks "
+            f"({where}), and set the address the proxy connects from (HAProxy `source`, nginx `proxy_bind`).")
+
+
+def mx_port_advice(where: str | None) -> str:
+    return ("and bind Stalwart's SMTP listener to port 25" + (f" ({where})" if where else "") +
+            " (a container maps its own port 25 wherever it likes); or keep the port and change the rules that test "
+            "`local_port == 25` (session.auth.require, SPF/DMARC/iprev verification).")

@@ -1,0 +1,240 @@
+"""nginx's configuration -> ProxyConfig, parsed by crossplane (nginx's own grammar,
+includes followed).
+
+What is read (nginx.org docs: ngx_stream_core_module `listen`, ngx_stream_proxy_module
+`proxy_pass`, `proxy_protocol`, `proxy_ssl`, `proxy_bind`; ngx_stream_upstream_module
+`upstream`/`server`; ngx_stream_ssl_preread_module `ssl_preread`; ngx_stream_realip_module
+`set_real_ip_from`; ngx_mail_core_module `listen` and ngx_mail_proxy_module
+`proxy_protocol`; ngx_http_proxy_module `proxy_pass`):
+- stream and http `server` blocks: each `listen ADDR:PORT [ssl] [proxy_protocol]` is a
+  front listener (`proxy_protocol` there makes nginx *expect* a header from clients),
+  `proxy_pass` (an address, or an `upstream` whose `server` lines are followed) a route;
+- stream `proxy_protocol on;` sends a v1 header; `proxy_protocol v2;` (nginx 1.31.4+)
+  sends v2, with the SSL TLV when nginx terminated TLS; http `proxy_pass` never sends one;
+- `proxy_ssl on;` speaks TLS to the server (the v1 line still goes first, in clear);
+- `proxy_bind ADDR` is the source address towards the server; `ssl_preread on;` waits
+  for the client's ClientHello before connecting;
+- mail `server` blocks: listeners only (the back end comes from `auth_http` at run time).
+Directives given in `stream {}` or `http {}` apply to every server inside.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from proxydiag.configs.model import (
+    ConfigReadError,
+    FrontListener,
+    HeaderVersion,
+    Origin,
+    Problem,
+    ProxyConfig,
+    Route,
+    split_host_port,
+)
+
+INHERITED = ("proxy_protocol", "proxy_ssl", "proxy_bind", "ssl_preread", "set_real_ip_from")
+Directive = dict[str, Any]
+
+
+def looks_like(text: str) -> bool:
+    return bool(re.search(r"(?m)^\s*(events|http|stream|mail|server|upstream|load_module|worker_processes|user)\b[^\n#]*[;{]",
+                          text)) and bool(re.search(r"(?m)[;{]\s*(#.*)?$", text))
+
+
+def load(path: str) -> ProxyConfig:
+    import crossplane  # the runtime dependency that reads nginx's grammar
+
+    if not Path(path).is_file():
+        raise ConfigReadError(path, None, "no such file")
+    payload = crossplane.parse(path, catch_errors=True, check_ctx=False, check_args=False, strict=False)
+    return from_payload(payload, path, _line_reader())
+
+
+def _line_reader() -> Callable[[str, int], str]:
+    cache: dict[str, list[str]] = {}
+
+    def line_of(path: str, number: int) -> str:
+        if path not in cache:
+            try:
+                cache[path] = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError:
+                cache[path] = []
+        lines = cache[path]
+        return lines[number - 1] if 0 < number <= len(lines) else ""
+
+    return line_of
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """Directives in force, with where each was set."""
+
+    values: tuple[tuple[str, tuple[str, ...], Origin], ...] = ()
+
+    def with_directives(self, directives: list[tuple[Directive, Origin]]) -> _Scope:
+        values = list(self.values)
+        for directive, origin in directives:
+            name = directive["directive"]
+            if name in INHERITED:
+                if name != "set_real_ip_from":
+                    values = [value for value in values if value[0] != name]
+                values.append((name, tuple(directive.get("args", [])), origin))
+        return replace(self, values=tuple(values))
+
+    def get(self, name: str) -> tuple[tuple[str, ...], Origin] | None:
+        found = [(args, origin) for key, args, origin in self.values if key == name]
+        return found[-1] if found else None
+
+    def all(self, name: str) -> list[str]:
+        return [arg for key, args, _ in self.values if key == name for arg in args]
+
+
+def from_payload(payload: dict, path: str, line_of: Callable[[str, int], str]) -> ProxyConfig:
+    """crossplane's parse result -> ProxyConfig (pure but for `line_of`, which gives a
+    line's text for the citations)."""
+    errors = payload.get("errors") or []
+    if errors:
+        first = errors[0]
+        message = str(first.get("error", "syntax error"))
+        message = re.sub(r"\s+in\s+\S+:\d+$", "", message)
+        message = re.sub(r"^\[Errno \d+\] No such file or directory: '(.*)'$", r"include \1: no such file", message)
+        raise ConfigReadError(first.get("file") or path, first.get("line"), message)
+    configs = payload.get("config") or []
+    if not configs:
+        raise ConfigReadError(path, None, "nothing parsed")
+    reader = _Reader(configs, line_of)
+    top = list(reader.directives(0, configs[0].get("parsed", [])))
+    if not any(d["directive"] in ("stream", "http", "mail", "events", "server") for d, _ in top):
+        raise ConfigReadError(path, None, "no stream, http, mail or events block: not an nginx configuration")
+    listeners: list[FrontListener] = []
+    routes: list[Route] = []
+    problems: list[Problem] = []
+    for directive, origin in top:
+        if directive["directive"] in ("stream", "http", "mail"):
+            reader.context(directive, origin, listeners, routes, problems)
+    return ProxyConfig("nginx", path, tuple(listeners), tuple(routes), tuple(problems))
+
+
+class _Reader:
+    def __init__(self, configs: list[dict], line_of: Callable[[str, int], str]) -> None:
+        self.configs = configs
+        self.line_of = line_of
+
+    def directives(self, file_index: int, block: list[Directive]) -> Iterator[tuple[Directive, Origin]]:
+        """The block's directives with includes expanded in place, each with its origin."""
+        file = self.configs[file_index]["file"]
+        for directive in block:
+            if directive["directive"] == "include" and "includes" in directive:
+                for index in directive["includes"]:
+                    yield from self.directives(index, self.configs[index].get("parsed", []))
+                continue
+            line = directive.get("line", 0)
+            yield directive, Origin(file, line, self.line_of(file, line))
+
+    def children(self, directive: Directive, origin: Origin) -> list[tuple[Directive, Origin]]:
+        index = next((i for i, config in enumerate(self.configs) if config["file"] == origin.path), 0)
+        return list(self.directives(index, directive.get("block") or []))
+
+    def context(self, block: Directive, origin: Origin, listeners: list[FrontListener], routes: list[Route],
+                problems: list[Problem]) -> None:
+        kind = block["directive"]
+        inner = self.children(block, origin)
+        scope = _Scope().with_directives(inner)
+        upstreams = {d["args"][0]: (d, o) for d, o in inner if d["directive"] == "upstream" and d.get("args")}
+        for directive, server_origin in inner:
+            if directive["directive"] != "server":
+                continue
+            body = self.children(directive, server_origin)
+            server_scope = scope.with_directives(body)
+            fronts = self.listen(body, kind, server_scope)
+            listeners.extend(fronts)
+            if kind == "mail":
+                continue
+            for pass_directive, pass_origin in self.proxy_passes(body):
+                targets = self.targets(pass_directive, pass_origin, upstreams, kind, problems)
+                for front in fronts:
+                    routes.extend(self.route(front, address, port, origin_of, pass_origin, server_scope, kind)
+                                  for address, port, origin_of in targets)
+
+    def listen(self, body: list[tuple[Directive, Origin]], kind: str, scope: _Scope) -> list[FrontListener]:
+        fronts = []
+        trusted = tuple(scope.all("set_real_ip_from"))
+        for directive, origin in body:
+            if directive["directive"] != "listen" or not directive.get("args"):
+                continue
+            spec, *options = directive["args"]
+            if spec.startswith("unix:"):
+                continue
+            parsed = split_host_port(spec)
+            if parsed is None or parsed[1] is None:
+                raise ConfigReadError(origin.path, origin.line, f"listen {spec}: no valid port")
+            fronts.append(FrontListener(parsed[0], parsed[1], "ssl" in options, "proxy_protocol" in options, origin,
+                                        trusted if "proxy_protocol" in options else ()))
+        return fronts
+
+    def proxy_passes(self, body: list[tuple[Directive, Origin]]) -> Iterator[tuple[Directive, Origin]]:
+        for directive, origin in body:
+            if directive["directive"] == "proxy_pass" and directive.get("args"):
+                yield directive, origin
+            elif directive["directive"] == "location":
+                yield from self.proxy_passes(self.children(directive, origin))
+
+    def targets(self, directive: Directive, origin: Origin, upstreams: dict, kind: str,
+                problems: list[Problem]) -> list[tuple[str, int | None, Origin]]:
+        target = directive["args"][0]
+        default_port = None
+        if kind == "http":
+            scheme, _, target = target.partition("://")
+            target = target.split("/", 1)[0]
+            default_port = 443 if scheme == "https" else 80
+        if "$" in target:
+            problems.append(Problem(f"proxy_pass {target}: chosen at run time, not followed", origin))
+            return []
+        if target in upstreams:
+            upstream, upstream_origin = upstreams[target]
+            found = []
+            for server, server_origin in self.children(upstream, upstream_origin):
+                if server["directive"] == "server" and server.get("args"):
+                    parsed = split_host_port(server["args"][0])
+                    if parsed is not None:
+                        found.append((parsed[0], parsed[1] or default_port, server_origin))
+            return found
+        parsed = split_host_port(target)
+        if parsed is None or target.startswith("unix:"):
+            problems.append(Problem(f"proxy_pass {target}: not a TCP address", origin))
+            return []
+        return [(parsed[0], parsed[1] or default_port, origin)]
+
+    def route(self, front: FrontListener, address: str, port: int | None, origin: Origin, pass_origin: Origin,
+              scope: _Scope, kind: str) -> Route:
+        header = scope.get("proxy_protocol") if kind == "stream" else None
+        sends: HeaderVersion = "none"
+        if header is not None and header[0][:1] == ("on",):
+            sends = "v1"
+        elif header is not None and header[0][:1] == ("v2",):
+            sends = "v2"
+        tls = scope.get("proxy_ssl")
+        bind = scope.get("proxy_bind")
+        preread = scope.get("ssl_preread")
+        waits = preread is not None and preread[0][:1] == ("on",)
+        return Route(
+            front=front,
+            server_address=address,
+            server_port=port,
+            sends=sends,
+            origin=origin,
+            ssl_tlv=sends == "v2",
+            ssl_cipher=sends == "v2",
+            tls_to_server=tls is not None and tls[0][:1] == ("on",),
+            source_address=bind[0][0] if bind and bind[0] and "$" not in bind[0][0] else None,
+            waits_for_client=waits,
+            sends_origin=header[1] if header else None,
+            source_origin=bind[1] if bind else None,
+            wait_origin=preread[1] if waits and preread else None,
+            block_origin=pass_origin,
+        )

@@ -1,0 +1,52 @@
+"""Where things are written in Stalwart's configuration file: the reader
+(proxydiag/stalwart_config.py) keeps keys, a finding cites lines."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxydiag.stalwart_config import Listener, StalwartConfig
+
+
+@dataclass(frozen=True)
+class StalwartLines:
+    path: str
+    lines: tuple[str, ...]
+    style: str
+
+    @classmethod
+    def of(cls, config: StalwartConfig) -> StalwartLines:
+        try:
+            text = Path(config.path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            text = ""
+        return cls(config.path, tuple(text.splitlines()), config.style)
+
+    def _first(self, patterns: list[str]) -> str:
+        for pattern in patterns:
+            regex = re.compile(pattern)
+            for number, line in enumerate(self.lines, start=1):
+                if regex.search(line):
+                    return f"{self.path}:{number}"
+        return self.path
+
+    def listener(self, listener_id: str) -> str:
+        """file:line of the listener's definition."""
+        name = re.escape(listener_id)
+        if self.style == "toml":
+            return self._first([rf"^\s*\[\s*server\.listener\.[\"']?{name}[\"']?\s*\]",
+                                rf"^\s*server\.listener\.[\"']?{name}[\"']?\.", rf"\b{name}\b"])
+        return self._first([rf"\"name\"\s*:\s*\"{name}\"", rf"\"{name}\""])
+
+    def trust(self, listener: Listener) -> str:
+        """file:line of the trusted networks that apply to the listener."""
+        if listener.trusted_override:
+            name = re.escape(listener.id)
+            if self.style == "toml":
+                return self._first([rf"server\.listener\.[\"']?{name}[\"']?\.proxy", r"^\s*\[\s*server\.listener\..*proxy"])
+            return self._first([r"overrideProxyTrustedNetworks"])
+        if self.style == "toml":
+            return self._first([r"^\s*\[\s*server\.proxy\s*\]", r"^\s*server\.proxy\.trusted-networks", r"trusted-networks"])
+        return self._first([r"proxyTrustedNetworks"])

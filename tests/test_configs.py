@@ -1,0 +1,551 @@
+"""`proxydiag check`: the readers, the cross-check and the fixes, on configurations that
+the real programs accept (`haproxy -c`, `nginx -t`, stunnel's own start-up), and the
+fixes printed for them applied and checked by the same programs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxydiag import configs
+from proxydiag.configs import fixes, haproxy
+from proxydiag.configs.model import ConfigReadError
+from proxydiag.stalwart_config import load as load_stalwart
+
+ROOT = Path(__file__).resolve().parent.parent
+PROXY, PROXY2, SERVER = "127.30.0.20", "127.30.0.21", "127.30.0.30"
+NGINX_MODULES = ("load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
+                 "load_module /usr/lib/nginx/modules/ngx_mail_module.so;\n")
+STALWART = f"""
+[server.proxy]
+trusted-networks = ["{PROXY}"]
+
+[server.listener.smtp]
+bind = ["[::]:10025"]
+protocol = "smtp"
+
+[server.listener.submissions]
+bind = ["[::]:10465"]
+protocol = "smtp"
+tls.implicit = true
+
+[server.listener.imap]
+bind = ["[::]:10143"]
+protocol = "imap"
+
+[server.listener.imaps]
+bind = ["[::]:10993"]
+protocol = "imap"
+tls.implicit = true
+"""
+
+
+def need(program: str) -> str:
+    path = shutil.which(program) or (f"/usr/sbin/{program}" if Path(f"/usr/sbin/{program}").exists() else None)
+    assert path, f"{program} is not installed (bash tests/run.sh installs it)"
+    return path
+
+
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("tls")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
+                    str(directory / "key.pem"), "-out", str(directory / "cert.pem"), "-subj", "/CN=mail.example.test"],
+                   check=True, capture_output=True)
+    combined = directory / "both.pem"
+    combined.write_text((directory / "cert.pem").read_text() + (directory / "key.pem").read_text())
+    return combined
+
+
+def haproxy_cfg(body: str) -> str:
+    return textwrap.dedent("""\
+        global
+            maxconn 100
+        defaults
+            mode tcp
+            timeout connect 3s
+            timeout client 30s
+            timeout server 30s
+        """) + textwrap.dedent(body)
+
+
+def haproxy_accepts(path: Path) -> None:
+    run = subprocess.run([need("haproxy"), "-c", "-q", "-f", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr + run.stdout
+
+
+def nginx_accepts(path: Path) -> None:
+    run = subprocess.run([need("nginx"), "-t", "-q", "-e", "stderr", "-p", str(path.parent), "-c", str(path),
+                          "-g", f"pid {path.parent}/nginx.pid;"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def nginx_conf(body: str) -> str:
+    return NGINX_MODULES + "events {}\n" + textwrap.dedent(body)
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def stalwart(tmp_path: Path, text: str = STALWART):
+    return load_stalwart(str(write(tmp_path, "config.toml", text)))
+
+
+def codes(result) -> list[str]:
+    return [judgement.code for judgement in result.judgements]
+
+
+def fixed(path: Path, result, code: str) -> Path:
+    """The file with the edits printed for `code` applied (as a new file beside it)."""
+    edits = [edit for judgement in result.judgements if judgement.code == code for edit in judgement.edits]
+    assert edits, f"{code}: no edit printed"
+    new = path.with_name("fixed-" + path.name)
+    new.write_text(fixes.apply(path.read_text(), edits, str(path)))
+    return new
+
+
+def refixed_check(original: Path, new: Path, stalwart_config=None):
+    """Check the fixed file under the original's name, so citations line up."""
+    text = new.read_text()
+    saved = original.read_text()
+    original.write_text(text)
+    try:
+        return configs.check([str(original)], stalwart_config)
+    finally:
+        original.write_text(saved)
+
+
+# --- HAProxy -------------------------------------------------------------------------------
+
+HAPROXY_CASES = {
+    "PD301": f"""
+        listen smtps
+            bind {PROXY}:465 ssl crt PEM
+            source {PROXY}
+            server s1 {SERVER}:10025 send-proxy-v2
+        """,
+    "PD302": f"""
+        listen imaps
+            bind {PROXY}:993 ssl crt PEM
+            source {PROXY}
+            server s1 {SERVER}:10143 send-proxy
+        """,
+    "PD101": f"""
+        frontend smtp
+            bind {PROXY}:587
+            default_backend mail
+        backend mail
+            source {PROXY}
+            server s1 {SERVER}:10025
+        """,
+    "PD206": f"""
+        listen smtp
+            bind {PROXY}:587
+            source {PROXY2}
+            server s1 {SERVER}:10025 send-proxy-v2
+        """,
+    "PD109": f"""
+        listen smtp
+            bind {PROXY}:587 accept-proxy
+            source {PROXY}
+            server s1 {SERVER}:10025 send-proxy-v2
+        """,
+    "PD403": f"""
+        listen imap
+            bind {PROXY}:143
+            source {PROXY}
+            server s1 {SERVER}:10143 send-proxy-v2 check port 10143
+        """,
+    "PD110": f"""
+        frontend mail
+            bind {PROXY}:143
+            tcp-request inspect-delay 5s
+            tcp-request content accept if {{ req.ssl_hello_type 1 }}
+            use_backend tls if {{ req.ssl_sni -i mail.example.test }}
+            default_backend imap
+        backend tls
+            source {PROXY}
+            server s1 {SERVER}:10993 send-proxy-v2
+        backend imap
+            source {PROXY}
+            server s1 {SERVER}:10143 send-proxy-v2
+        """,
+    "PD303": f"""
+        listen imaps
+            bind {PROXY}:993
+            source {PROXY}
+            server s1 {SERVER}:10143 send-proxy-v2
+        """,
+    "PD304": f"""
+        listen imaps
+            bind {PROXY}:993 ssl crt PEM
+            source {PROXY}
+            server s1 {SERVER}:10993 send-proxy-v2-ssl
+        """,
+}
+
+
+@pytest.mark.parametrize("code", sorted(HAPROXY_CASES))
+def test_haproxy_mistake_found_and_its_fix_checked_by_haproxy(code, tmp_path, pem):
+    path = write(tmp_path, "haproxy.cfg", haproxy_cfg(HAPROXY_CASES[code].replace("PEM", str(pem))))
+    haproxy_accepts(path)
+    config = stalwart(tmp_path)
+    result = configs.check([str(path)], config)
+    assert code in codes(result)
+    judgement = next(j for j in result.judgements if j.code == code)
+    assert str(path) in str(judgement.evidence)
+    if code in ("PD101", "PD206", "PD301", "PD302", "PD403", "PD303"):
+        assert "config.toml:" in judgement.evidence["stalwart"], "the evidence names Stalwart's file and line"
+    if code == "PD206":
+        assert "PD102" in codes(result)  # Stalwart answers the header as data
+        return  # the fix is on Stalwart's side (trust the proxy) or removes the header
+    new = fixed(path, result, code)
+    haproxy_accepts(new)
+    assert code not in codes(refixed_check(path, new, config))
+
+
+def test_haproxy_correct_setup_has_no_error(tmp_path, pem):
+    path = write(tmp_path, "haproxy.cfg", haproxy_cfg(f"""
+        listen imaps
+            bind {PROXY}:993 ssl crt {pem}
+            source {PROXY}
+            server s1 {SERVER}:10143 send-proxy-v2-ssl check
+        listen smtp_passthrough
+            bind {PROXY}:465
+            source {PROXY}
+            server s1 {SERVER}:10465 send-proxy-v2
+        """))
+    haproxy_accepts(path)
+    result = configs.check([str(path)], stalwart(tmp_path))
+    assert result.errors == [] and codes(result) == []
+
+
+def test_haproxy_reader_facts(tmp_path, pem):
+    path = write(tmp_path, "haproxy.cfg", haproxy_cfg(f"""
+        defaults named
+            mode tcp
+            timeout connect 3s
+            timeout client 30s
+            timeout server 30s
+            source {PROXY}
+            default-server send-proxy-v2
+        frontend front from named
+            bind {PROXY}:993,{PROXY}:995 ssl crt {pem}
+            bind [::1]:25 accept-proxy
+            default_backend back
+        backend back from named
+            server a {SERVER}:10143 proxy-v2-options ssl,ssl-cipher check
+            server b {SERVER}:+10000 no-send-proxy-v2 source {PROXY2}
+        """))
+    haproxy_accepts(path)
+    config = haproxy.load(str(path))
+    fronts = {(f.address, f.port): f for f in config.listeners}
+    assert fronts[(PROXY, 995)].tls_terminated and not fronts[(PROXY, 995)].accepts_header
+    assert fronts[("::1", 25)].accepts_header and not fronts[("::1", 25)].tls_terminated
+    routes = {(r.front.port, r.server_port): r for r in config.routes}
+    a = routes[(993, 10143)]
+    assert (a.sends, a.ssl_tlv, a.ssl_cipher, a.source_address) == ("v2", True, True, PROXY)
+    assert a.health_check is not None and a.health_check.sends_header and a.health_check.local
+    b = routes[(995, 10995)]  # a `+N` port is the client's destination port plus N
+    assert (b.sends, b.source_address, b.health_check) == ("none", PROXY2, None)
+    assert a.origin.line == b.origin.line - 1 and a.origin.text.strip().startswith("server a")
+
+
+# --- nginx ---------------------------------------------------------------------------------
+
+NGINX_CASES = {
+    "PD302": f"""
+        stream {{
+            server {{
+                listen {PROXY}:993 ssl;
+                ssl_certificate PEM;
+                ssl_certificate_key PEM;
+                proxy_bind {PROXY};
+                proxy_pass {SERVER}:10143;
+                proxy_protocol on;
+            }}
+        }}
+        """,
+    "PD101": f"""
+        stream {{
+            upstream smtp {{
+                server {SERVER}:10025;
+            }}
+            server {{
+                listen {PROXY}:587;
+                proxy_bind {PROXY};
+                proxy_pass smtp;
+            }}
+        }}
+        """,
+    "PD102": f"""
+        stream {{
+            proxy_protocol on;
+            server {{
+                listen {PROXY}:587;
+                proxy_bind {PROXY2};
+                proxy_pass {SERVER}:10025;
+            }}
+        }}
+        """,
+    "PD109": f"""
+        stream {{
+            server {{
+                listen {PROXY}:587 proxy_protocol;
+                proxy_bind {PROXY};
+                proxy_pass {SERVER}:10025;
+                proxy_protocol on;
+            }}
+        }}
+        """,
+    "PD110": f"""
+        stream {{
+            server {{
+                listen {PROXY}:143;
+                ssl_preread on;
+                proxy_bind {PROXY};
+                proxy_pass {SERVER}:10143;
+                proxy_protocol on;
+            }}
+        }}
+        """,
+}
+
+
+@pytest.mark.parametrize("code", sorted(NGINX_CASES))
+def test_nginx_mistake_found_and_its_fix_checked_by_nginx(code, tmp_path, pem):
+    path = write(tmp_path, "nginx.conf", nginx_conf(NGINX_CASES[code].replace("PEM", str(pem))))
+    nginx_accepts(path)
+    config = stalwart(tmp_path)
+    result = configs.check([str(path)], config)
+    assert code in codes(result), result.judgements
+    new = fixed(path, result, code)
+    nginx_accepts(new)
+    assert code not in codes(refixed_check(path, new, config))
+
+
+def test_nginx_includes_http_and_mail(tmp_path, pem):
+    (tmp_path / "conf.d").mkdir()
+    write(tmp_path / "conf.d", "stream.conf", f"""
+        server {{
+            listen {PROXY}:25;
+            proxy_bind {PROXY};
+            proxy_pass {SERVER}:10025;
+            proxy_protocol on;
+        }}
+        """)
+    path = write(tmp_path, "nginx.conf", nginx_conf(f"""
+        stream {{
+            include conf.d/*.conf;
+        }}
+        mail {{
+            server_name mail.example.test;
+            auth_http 127.30.0.40:9000/auth;
+            server {{
+                listen {PROXY}:110 proxy_protocol;
+                protocol pop3;
+                proxy_protocol on;
+            }}
+        }}
+        http {{
+            server {{
+                listen {PROXY}:443 ssl;
+                ssl_certificate {pem};
+                ssl_certificate_key {pem};
+                location / {{ proxy_pass http://{SERVER}:10443; }}
+            }}
+        }}
+        """))
+    nginx_accepts(path)
+    config = configs.load(str(path))
+    assert config.kind == "nginx"
+    smtp = next(route for route in config.routes if route.front and route.front.port == 25)
+    assert smtp.sends == "v1" and smtp.origin.path.endswith("stream.conf") and smtp.source_address == PROXY
+    assert {f.port for f in config.listeners} == {25, 110, 443}
+    https = next(route for route in config.routes if route.front and route.front.port == 443)
+    assert (https.sends, https.server_port, https.front.tls_terminated) == ("none", 10443, True)
+    result = configs.check([str(path)], stalwart(tmp_path))
+    assert "PD209" in codes(result) and "PD109" in codes(result)  # public 25 to 10025; mail listen proxy_protocol
+
+
+# --- stunnel -------------------------------------------------------------------------------
+
+
+def stunnel_accepts(path: Path) -> None:
+    """stunnel has no dry run: it must get through its configuration and start."""
+    process = subprocess.Popen([need("stunnel4"), str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    assert "Configuration successful" in output, output
+
+
+def test_stunnel_v1_behind_tls(tmp_path, pem):
+    path = write(tmp_path, "stunnel.conf", textwrap.dedent(f"""\
+        foreground = yes
+        pid =
+        [imaps]
+        accept = {PROXY}:9993
+        connect = {SERVER}:10143
+        cert = {pem}
+        local = {PROXY}
+        protocol = proxy
+        """))
+    stunnel_accepts(path)
+    config = configs.load(str(path))
+    assert config.kind == "stunnel"
+    assert "PD302" in codes(configs.check([str(path)]))  # stunnel terminates TLS, v1 cannot say so
+    result = configs.check([str(path)], stalwart(tmp_path))
+    judgement = next(j for j in result.judgements if j.code == "PD302")
+    assert "config.toml:" in judgement.evidence["stalwart"] and "stunnel.conf:5" in judgement.evidence["proxy"]
+    assert judgement.edits == () and "10993" in judgement.advice  # stunnel has no v2: pass TLS through
+
+
+def test_stunnel_terminating_to_plain_listener(tmp_path, pem):
+    path = write(tmp_path, "stunnel.conf", textwrap.dedent(f"""\
+        foreground = yes
+        pid =
+        [imaps]
+        accept = {PROXY}:993
+        connect = {SERVER}:10143
+        cert = {pem}
+        local = {PROXY}
+        """))
+    stunnel_accepts(path)
+    result = configs.check([str(path)], stalwart(tmp_path))
+    assert "PD101" in codes(result)  # Stalwart trusts the source: a header is required
+    new = fixed(path, result, "PD101")
+    stunnel_accepts(new)
+    again = refixed_check(path, new, stalwart(tmp_path))
+    assert "PD101" not in codes(again) and "PD302" in codes(again)  # v1 is all stunnel sends
+
+
+# --- two hops ------------------------------------------------------------------------------
+
+
+def test_two_hops_both_adding_headers(tmp_path):
+    outer = write(tmp_path, "outer.cfg", haproxy_cfg(f"""
+        listen smtp
+            bind {PROXY2}:25
+            server inner {PROXY}:25 send-proxy-v2
+        """))
+    inner = write(tmp_path, "inner.cfg", haproxy_cfg(f"""
+        listen smtp
+            bind {PROXY}:25
+            source {PROXY}
+            server s1 {SERVER}:25 send-proxy-v2
+        """))
+    haproxy_accepts(outer)
+    haproxy_accepts(inner)
+    result = configs.check([str(outer), str(inner)])
+    assert "PD106" in codes(result)
+    new = fixed(inner, result, "PD106")
+    haproxy_accepts(new)
+    text = new.read_text()
+    inner.write_text(text)
+    assert "PD106" not in codes(configs.check([str(outer), str(inner)]))
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+def run_check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "proxydiag", "check", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/sbin:/usr/bin:/bin"})
+
+
+def test_bad_files_one_line_each_exit_2_and_the_others_checked(tmp_path):
+    good = write(tmp_path, "good.cfg", haproxy_cfg(f"""
+        listen smtp
+            bind {PROXY}:587 accept-proxy
+            server s1 {SERVER}:10025 send-proxy-v2
+        """))
+    broken = write(tmp_path, "broken.cfg", haproxy_cfg(f"""
+        listen smtp
+            bind {PROXY}:587
+            server s1 "{SERVER}:10025
+        """))
+    missing_include = write(tmp_path, "nginx.conf", nginx_conf("stream {\n    include nowhere.conf;\n}\n"))
+    other = write(tmp_path, "traefik.yml", "entryPoints:\n  smtp:\n    address: ':25'\n")
+    run = run_check(str(good), str(broken), str(missing_include), str(other), "--format", "json")
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 3 and all("Traceback" not in line for line in lines)
+    assert f"{broken}:11:" in run.stderr and "unmatched quote" in run.stderr
+    assert f"{missing_include}:5: include {tmp_path}/nowhere.conf: no such file" in run.stderr
+    assert str(other) in run.stderr and "Traefik" in run.stderr
+    import json
+
+    document = json.loads(run.stdout)
+    assert [finding["code"] for finding in document["findings"]] == ["PD109"]
+
+
+def test_check_exit_codes_and_formats(tmp_path):
+    path = write(tmp_path, "haproxy.cfg", haproxy_cfg(f"""
+        listen smtp
+            bind {PROXY}:587 accept-proxy
+            server s1 {SERVER}:10025 send-proxy-v2
+        """))
+    markdown = run_check(str(path), "--format", "markdown")
+    assert markdown.returncode == 1 and "PD109" in markdown.stdout and f"-    bind {PROXY}:587 accept-proxy" in markdown.stdout
+    assert run_check(str(path), "--fail-on", "never").returncode == 0
+    assert run_check(str(path), "--kind", "nginx").returncode == 2
+
+
+# --- properties of the HAProxy reader ------------------------------------------------------
+
+
+@given(st.text(max_size=400))
+def test_haproxy_reader_never_raises_but_config_errors(text):
+    try:
+        config = haproxy.parse(text, "h.cfg")
+    except ConfigReadError as error:
+        assert error.line is None or 1 <= error.line <= max(1, len(text.splitlines()))
+        return
+    for route in config.routes:
+        assert 1 <= route.origin.line <= len(text.splitlines())
+
+
+SENDS = {"": "none", "send-proxy": "v1", "send-proxy-v2": "v2", "send-proxy-v2-ssl": "v2", "send-proxy-v2-ssl-cn": "v2"}
+ports = st.integers(min_value=1, max_value=65535)
+
+
+@given(st.lists(st.tuples(ports, ports, st.sampled_from(sorted(SENDS)), st.booleans(), st.booleans()), min_size=1,
+                max_size=6),
+       st.sampled_from(["    ", "\t", "  "]), st.booleans())
+def test_haproxy_reader_reads_back_what_was_written(servers, indent, comments):
+    """A configuration written from facts reads back as the same facts, whatever the
+    indentation and trailing comments."""
+    lines = []
+    for index, (front, back, send, ssl, accept) in enumerate(servers):
+        lines.append(f"listen l{index}" + ("  # a comment" if comments else ""))
+        options = (" ssl crt /x.pem" if ssl else "") + (" accept-proxy" if accept else "")
+        lines.append(f"{indent}bind 127.30.0.20:{front}{options}")
+        lines.append(f"{indent}server s{index} 127.30.0.30:{back} {send}" + (" # send-proxy" if comments else ""))
+    config = haproxy.parse("\n".join(lines), "h.cfg")
+    assert len(config.routes) == len(servers)
+    for route, (front, back, send, ssl, accept) in zip(config.routes, servers, strict=True):
+        assert route.front is not None
+        assert (route.front.port, route.server_port, route.sends) == (front, back, SENDS[send])
+        assert (route.front.tls_terminated, route.front.accepts_header) == (ssl, accept)
+        assert route.ssl_tlv == send.startswith("send-proxy-v2-ssl")
+        assert route.origin.text.strip().startswith("server")
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
+def test_haproxy_words_split_like_haproxy(word):
+    """A word written in double quotes (with `"` and `\\` escaped) is one word, as HAProxy reads it."""
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"')
+    assert haproxy.split_words(f'server "{escaped}" # tail') == ["server", word]
