@@ -281,12 +281,7 @@ SCENARIOS = {
 
 # Where analyze does not (yet) give the finding the configuration shows; reported to the
 # lead, not special-cased. strict: the day analyze agrees, these must be taken out.
-ANALYZE_DISAGREES = {
-    "PD101": "analyze: PD401 (Postfix's 421 after HAProxy gave up) and PD606, not PD101: a trusted, header-less back "
-             "leg on which nobody spoke is not judged PD101",
-    "PD109": "analyze: PD101 on the front leg (ClientHello, then the proxy's RST), since nothing tells it that "
-             "127.30.0.20:465 is a proxy, not the mail server (no Stalwart listener binds 465)",
-}
+ANALYZE_DISAGREES: dict[str, str] = {}  # scenarios where analyze and check disagree (none today)
 
 
 @pytest.fixture(scope="module")

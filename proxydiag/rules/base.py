@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 SEVERITIES = ("error", "warning", "info")
 MAX_CITED_CONNECTIONS = 20
+HEALTH_CHECK_SECONDS = 1.0  # a connect-only check opens and closes within this
 
 
 def lower(severity: str) -> str:

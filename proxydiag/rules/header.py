@@ -8,6 +8,7 @@ from typing import Iterator
 
 from proxydiag.model import Connection
 from proxydiag.rules.base import (
+    HEALTH_CHECK_SECONDS,
     Context,
     Hit,
     Rule,
@@ -53,9 +54,10 @@ class MissingProxyHeader(Rule):
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.mid_stream or conn.header is not None or (conn.proxy and conn.proxy.version):
             return
-        if conn.client_first is None:
-            return  # nothing sent: a connect-only check (PD403) or an idle connection
         expectation = ctx.expectation(conn)
+        if conn.client_first is None:
+            yield from self.silent_leg(conn, ctx)
+            return
         if (expectation is None or expectation.inferred) and front_of_a_proxy(conn, ctx):
             return  # a proxy's front refusing ordinary clients: PD109
         tls_note = (
@@ -79,6 +81,28 @@ class MissingProxyHeader(Rule):
                 f"the listener is waiting for a PROXY header that never came.{tls_note}",
                 [conn], evidence | {"server": conn.greeting}, group=endpoint(conn),
             )
+
+
+    def silent_leg(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        """Nothing at all from the proxy, to a listener that expects a header: the
+        listener waits for it and never greets (Stalwart hangs; Postfix gives up with a
+        421). A connect-only check (closed within a second) is PD403's."""
+        expectation = ctx.expectation(conn)
+        if expectation is None or not expectation.wants_header or greeted(conn) or conn.closed_by is None:
+            return
+        end = conn.greeting_ts if conn.greeting_ts is not None else conn.close_ts
+        start = conn.established_ts or conn.start_ts
+        if end is None or end - start <= HEALTH_CHECK_SECONDS:
+            return
+        answer = f", then answered {conn.greeting!r}" if conn.greeting else ""
+        yield Hit(
+            f"The proxy sent nothing to {describe_endpoint(conn)}, which expects a PROXY header ({expectation.source}): "
+            f"the listener waited {end - start:.1f} s for the header without greeting{answer}.",
+            [conn], {"client_first": None, "server": conn.greeting, "waited_seconds": round(end - start, 3),
+                     "expectation": expectation.to_dict()},
+            group=endpoint(conn), severity=lower(self.severity) if expectation.inferred else None,
+            inferred=expectation.inferred,
+        )
 
 
 class UnexpectedProxyHeader(Rule):

@@ -6,9 +6,7 @@ from collections import defaultdict
 from typing import Iterator
 
 from proxydiag.model import Connection
-from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint, endpoint, lower
-
-HEALTH_CHECK_SECONDS = 1.0
+from proxydiag.rules.base import HEALTH_CHECK_SECONDS, Context, Hit, Rule, describe_endpoint, endpoint, lower
 
 
 def cut_off_sources(ctx: Context) -> dict[tuple[str, str, int], list[Connection]]:
