@@ -74,7 +74,8 @@ def parse_page(text: str) -> Page | None:
 
 def _split(text: str, marker: str) -> dict[str, str]:
     sections: dict[str, str] = {}
-    current, lines = None, []
+    current: str | None = None
+    lines: list[str] = []
     for line in text.splitlines():
         if line.startswith(marker):
             if current is not None:

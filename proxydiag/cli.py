@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import List
+from typing import Any, List, NoReturn
 
 import typer
 from rich.console import Console
@@ -35,7 +35,7 @@ from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 # Click's usage error, whichever click typer carries (its own copy in newer versions).
-UsageError = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
+UsageError: Any = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
 
 app = typer.Typer(
     name="proxydiag",
@@ -70,7 +70,7 @@ class FailOn(str, Enum):
     never = "never"
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """One line on stderr, exit 2: the command could not run."""
     typer.echo(f"proxydiag: {message}", err=True)
     raise typer.Exit(EXIT_UNUSABLE)
@@ -287,7 +287,7 @@ def _render(document: dict, format: Format, output: Path | None, quiet: bool, ve
         return markdown_report.render(document, __version__, shlex.join(["proxydiag", *sys.argv[1:]]))
     console = _console(output)
     rich_report.render(document, console, verbose=verbose, quiet=quiet)
-    return console.file.getvalue()
+    return recorded(console)
 
 
 def _console(output: Path | None) -> Console:
@@ -298,6 +298,12 @@ def _console(output: Path | None) -> Console:
     if to_terminal:
         console.width = Console().width
     return console
+
+
+def recorded(console: Console) -> str:
+    """What a console made by `_console` has written."""
+    assert isinstance(console.file, io.StringIO)
+    return console.file.getvalue()
 
 
 def _findings_exit_code(analysis, fail_on: FailOn) -> int:
@@ -375,7 +381,7 @@ def probe(
     else:
         console = _console(output)
         probe_report.render_rich(document, console, verbose=verbose, quiet=quiet)
-        _write(console.file.getvalue(), output)
+        _write(recorded(console), output)
     if unusable:
         raise typer.Exit(EXIT_UNUSABLE)
     raise typer.Exit(_exit_code_for([finding["severity"] for finding in document["findings"]], fail_on))
@@ -465,8 +471,8 @@ def check(
 
     try:
         stalwart = load_stalwart(str(stalwart_config)) if stalwart_config else None
-    except ConfigError as error:
-        fail(str(error))
+    except ConfigError as problem:
+        fail(str(problem))
     result = configs.check(files, stalwart, kind, server_address)
     for error in result.errors:
         typer.echo(f"proxydiag: {error}", err=True)

@@ -8,6 +8,7 @@ import queue
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxydiag.services import DEFAULT_TABLE
 
@@ -39,8 +40,8 @@ class LiveCapture:
         self.write_path, self.on_tick = write_path, on_tick
         self.info = LiveInfo(path=f"live:{iface}")
         self._queue: queue.Queue = queue.Queue(maxsize=100_000)
-        self._sniffer = None
-        self._writer = None
+        self._sniffer: Any = None  # scapy's AsyncSniffer, once started
+        self._writer: Any = None  # scapy's PcapWriter, once a packet is to be kept
         self._stopped = False
 
     def start(self) -> None:
@@ -81,7 +82,7 @@ class LiveCapture:
 
     def __iter__(self) -> Iterator[tuple[int, float, int, bytes, int]]:
         started = last_tick = time.monotonic()
-        previous = (None, 0.0)
+        previous: tuple[bytes | None, float] = (None, 0.0)
         while not self._stopped:
             now = time.monotonic()
             if self.duration is not None and now - started >= self.duration:

@@ -66,7 +66,7 @@ class Connection:
     mid_stream: bool
     proxy: ParseResult | None = None
     extra_headers: list[ParseResult] = field(default_factory=list)
-    header_frames: list[int] = field(default_factory=list)
+    header_frames: list[int | None] = field(default_factory=list)
     header_ts: float | None = None
     header_bytes: bytes | None = None
     header_segments: int = 0

@@ -7,7 +7,7 @@ import sys
 import time
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from proxydiag.analysis import Progress as AnalysisProgress
 
@@ -18,7 +18,7 @@ class ProgressBar:
     def __init__(self) -> None:
         self._started = time.monotonic()
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._enabled = sys.stderr.isatty()
 
     def __enter__(self) -> ProgressBar:
@@ -42,4 +42,5 @@ class ProgressBar:
             )
             self._progress.start()
             self._task = self._progress.add_task("read", total=total, input=index + 1, connections=0)
-        self._progress.update(self._task, completed=done, total=total, input=index + 1, connections=connections)
+        if self._task is not None:
+            self._progress.update(self._task, completed=done, total=total, input=index + 1, connections=connections)

@@ -32,7 +32,7 @@ class JsonFields:
     __slots__ = ()
 
     def to_dict(self) -> dict:
-        return {f.name: to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)

@@ -113,7 +113,8 @@ class Command(NamedTuple):
 
 
 def read_responses(server: bytes) -> list[Response]:
-    cursor, found = Cursor(server), []
+    cursor = Cursor(server)
+    found: list[Response] = []
     while len(found) < MAX_LINES and (line := logical_line(cursor)) is not None:
         words = line.text.split(None, 2)
         tag = words[0] if words else b""
@@ -123,7 +124,8 @@ def read_responses(server: bytes) -> list[Response]:
 
 
 def read_commands(client: bytes) -> list[Command]:
-    cursor, found = Cursor(client), []
+    cursor = Cursor(client)
+    found: list[Command] = []
     while len(found) < MAX_LINES and (line := logical_line(cursor)) is not None:
         words = line.text.split(None, 2)
         if len(words) < 2:

@@ -139,6 +139,8 @@ class _Session:
             lines.append(line)
         for _ in range(count_replies_before_commands(lines, self.client)):
             reply = self.take_reply()
+            if reply is None:
+                break
             note_reply_before_commands(self.opening, reply.render(), reply.kind == ERR, MAX_BEFORE_COMMANDS)
 
     def command(self, line: bytes) -> None:
@@ -159,7 +161,7 @@ class _Session:
         return verb in MULTI_LINE_ALWAYS or (verb in MULTI_LINE_WITHOUT_ARGUMENT and len(words) == 1)
 
     def read_list(self) -> list[bytes]:
-        items = []
+        items: list[bytes] = []
         while (line := self.replies.line()) is not None and line != END_OF_LIST:
             if len(items) < MAX_SOFTWARE_REPLIES:
                 items.append(line)

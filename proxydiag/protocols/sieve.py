@@ -75,7 +75,8 @@ def is_final(line: bytes) -> bool:
 
 
 def read_responses(server: bytes) -> list[Response]:
-    cursor, found, current = Cursor(server), [], Response()
+    cursor, current = Cursor(server), Response()
+    found: list[Response] = []
     # Stalwart sends an empty challenge as a bare `{0}` line: never let a status line be
     # read as the rest of a literal's line.
     while len(found) < MAX_LINES and (line := logical_line(cursor, stop_before=is_final)) is not None:
@@ -120,7 +121,9 @@ class _Session:
 
     def run(self) -> Parsed:
         if self.responses:
-            self.greet(self.take_response())
+            first = self.take_response()
+            if first is not None:
+                self.greet(first)
             self.skip_responses_before_commands()
         while not self.stopped and (line := logical_line(self.commands)) is not None:
             self.command(line)
@@ -174,6 +177,8 @@ class _Session:
             count = len(pending)
         for _ in range(count):
             response = self.take_response()
+            if response is None:
+                break
             if len(self.opening.replies_before_commands) < MAX_BEFORE_COMMANDS:
                 self.opening.replies_before_commands.append(response.render())
             if response.status in REFUSALS:

@@ -179,7 +179,9 @@ class _Session:
 
     def run(self) -> Parsed:
         if self.replies:
-            self.greet(self.take_reply())
+            first = self.take_reply()
+            if first is not None:
+                self.greet(first)
             self.skip_replies_before_commands()
         while not self.stopped and (line := self.commands.line()) is not None:
             self.command(line)
@@ -205,6 +207,8 @@ class _Session:
         pending = self.replies[self.next_reply :]
         for _ in range(count_replies_before_commands(pending, self.client)):
             reply = self.take_reply()
+            if reply is None:
+                break
             note_reply_before_commands(self.opening, reply.render(), reply.is_error, MAX_BEFORE_COMMANDS)
 
     def command(self, line: bytes) -> None:

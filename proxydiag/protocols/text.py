@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Protocol, TypeVar
 
 from proxydiag.protocols.base import Opening
 from proxydiag.redact import MASK, mask_line, printable
@@ -101,7 +101,8 @@ def logical_line(cursor: Cursor, stop_before: Callable[[bytes], bool] | None = N
     first = cursor.line()
     if first is None:
         return None
-    parts, literals = [first], []
+    parts: list[bytes] = [first]
+    literals: list[bytes] = []
     while (match := _LITERAL_AT_END.search(parts[-1])) and len(literals) < MAX_ITEMS:
         literals.append(cursor.take(int(match.group(1))))
         before = cursor.pos, cursor.lines_read
@@ -206,7 +207,15 @@ def note_reply_before_commands(opening, rendered: str, is_error: bool, limit: in
         opening.note_error(None, rendered)
 
 
-def sasl_exchange(session, initial: list[bytes], reply, is_challenge: Callable[[object], bool]):
+class Rendered(Protocol):
+    def render(self) -> str: ...
+
+
+ReplyT = TypeVar("ReplyT", bound=Rendered)
+
+
+def sasl_exchange(session: Any, initial: list[bytes], reply: ReplyT | None,
+                  is_challenge: Callable[[ReplyT], bool]) -> ReplyT | None:
     """Follow a SASL exchange after AUTH/AUTHENTICATE: the initial response and every
     continuation line are secrets. Returns the final reply, or None when the server's
     side ran out (then everything the client sent after is hidden)."""

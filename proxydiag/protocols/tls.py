@@ -133,7 +133,8 @@ def starts_with_tls(data: bytes) -> bool:
 
 def records(data: bytes) -> list[Record]:
     """The TLS records at the start of `data`, until something is not one."""
-    found, offset = [], 0
+    found: list[Record] = []
+    offset = 0
     while offset + RECORD_HEADER <= len(data) and len(found) < MAX_RECORDS:
         if not is_record_start(data[offset : offset + 3]):
             break
@@ -199,7 +200,8 @@ def handshake_message(stream: bytes, wanted: int) -> bytes | None:
 
 def extensions(reader: _Reader) -> list[tuple[int, bytes]]:
     """Extensions that arrived whole; a truncated tail is dropped."""
-    found, start = [], reader.pos
+    found: list[tuple[int, bytes]] = []
+    start = reader.pos
     try:
         block = _Reader(reader.vector(2))
     except _Short:
@@ -255,7 +257,7 @@ def _server_name(reader: _Reader) -> str | None:
 
 def _protocol_names(reader: _Reader) -> list[str]:
     names = _Reader(reader.vector(2))
-    found = []
+    found: list[str] = []
     while names.remaining() and len(found) < MAX_ITEMS:
         found.append(show(names.vector(1)))
     return found
