@@ -31,7 +31,7 @@ from proxydiag.report import text as text_report
 from proxydiag.report.anonymize import anonymize as anonymize_document
 from proxydiag.rules import ALL_RULES
 from proxydiag.stalwart_config import ConfigError
-from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
+from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text, read_bounded
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 # Click's usage error, whichever click typer carries (its own copy in newer versions).
@@ -322,13 +322,21 @@ def decode(
     Exit codes: 0 a valid header, 1 not a header or one that breaks the specification,
     2 the input could not be read as bytes.
     """
+    more = False
     try:
-        data, notes = bytes_from_input(sys.stdin.buffer.read()) if header == "-" else bytes_from_text(header)
+        if header == "-":
+            raw, more = read_bounded(sys.stdin.buffer)
+            data, notes = bytes_from_input(raw)
+        else:
+            data, notes = bytes_from_text(header)
     except InputError as error:
         fail(str(error))
+    if more:
+        notes.append(f"standard input goes on past {len(raw)} bytes; the rest was not read (a header is at most "
+                     f"{proxy_protocol.MAX_HEADER_LENGTH} bytes)")
     result = proxy_protocol.parse(data)
     if format is PlainFormat.json:
-        sys.stdout.write(json.dumps(result.to_dict(len(data)), indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_report.dumps(result.to_dict(len(data))) + "\n")
     else:
         lines = text_report.describe_parse(result)
         trailing = len(data) - result.length if result.header else 0

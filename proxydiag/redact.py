@@ -43,3 +43,29 @@ def first_line(data: bytes, limit: int = 200) -> str:
     end = data.find(b"\n")
     line = data if end < 0 else data[:end]
     return mask_line(printable(line.rstrip(b"\r"), limit))
+
+
+# Characters that steer a terminal or reorder what a reader sees: C0 controls, DEL, C1
+# controls (ESC's 8-bit forms), the bidi embeddings, overrides and isolates, the bidi
+# marks, and the line and paragraph separators.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029"
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
+_CONTROL_BUT_LINES = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f{_BIDI}]")
+
+
+def _escape_control(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, keep_newlines: bool = False) -> str:
+    """Text with every control and bidi character shown as an escape (`\\x1b`,
+    `\\u202e`): what a stranger wrote can never steer a terminal or reorder a line.
+    A backslash stays as it is: the escapes show what was there, they are not a code."""
+    pattern = _CONTROL_BUT_LINES if keep_newlines else _CONTROL
+    return pattern.sub(_escape_control, text) if pattern.search(text) else text
+
+
+def has_control(text: str) -> bool:
+    """True when `text` holds a character that `visible` would escape (newlines too)."""
+    return _CONTROL.search(text) is not None
