@@ -272,6 +272,8 @@ def _report(analysis: Analysis, options: ReportOptions) -> None:
         _write(json_report.stream_document(analysis.to_dict(lazy=True)), options.output)
     else:
         document = analysis.to_dict()
+        if options.format is Format.markdown:  # the ticket names the command, anonymised like the rest
+            document["command_line"] = shlex.join(["proxydiag", *sys.argv[1:]])
         if options.anonymize:
             document = anonymize_document(document)
         _write(_render(document, options.format, options.output, options.quiet, options.verbose), options.output)

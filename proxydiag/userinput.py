@@ -103,6 +103,7 @@ def _from_hexdump(lines: list[str]) -> bytes | None:
         if offset != len(data):
             return None
         wanted = rows[index + 1][0] - offset if index + 1 < len(rows) else None
+        row: bytes | None
         if wanted is None and ascii_column is not None:
             row, end = _leading_hex(rest[:ascii_column]), ascii_column
         else:
@@ -126,14 +127,14 @@ def _row_bytes(rest: str, wanted: int | None) -> tuple[bytes | None, int]:
             if row and gap.start() + 2 <= ascii_start <= gap.end():
                 return row, gap.start()
         return _leading_hex(rest), len(rest)
-    row = bytearray()
+    found = bytearray()
     end = 0
     for match in re.finditer(r"\S+", rest):
-        if len(row) >= wanted or not _HEX_PAIRS.fullmatch(match.group()):
+        if len(found) >= wanted or not _HEX_PAIRS.fullmatch(match.group()):
             break
-        row += bytes.fromhex(match.group())
+        found += bytes.fromhex(match.group())
         end = match.end()
-    return (bytes(row), end) if len(row) == wanted else (None, end)
+    return (bytes(found), end) if len(found) == wanted else (None, end)
 
 
 def _leading_hex(text: str) -> bytes:

@@ -97,7 +97,7 @@ def endpoint_verdicts(document: dict) -> list[dict]:
             "errors": severities.count("error"),
             "warnings": severities.count("warning"),
         })
-    rows.sort(key=lambda row: (-row["errors"], -row["warnings"], row["endpoint"]))
+    rows.sort(key=lambda row: (-int(row["errors"]), -int(row["warnings"]), str(row["endpoint"])))
     return rows
 
 
