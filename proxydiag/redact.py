@@ -69,3 +69,39 @@ def visible(text: str, keep_newlines: bool = False) -> str:
 def has_control(text: str) -> bool:
     """True when `text` holds a character that `visible` would escape (newlines too)."""
     return _CONTROL.search(text) is not None
+
+
+_V1_FIELDS = re.compile(rb"PROXY(?: [!-~]{1,39}){0,5}(?:\r\n)?")
+
+
+def header_evidence(data: bytes, limit: int = 64) -> str:
+    """The hex of a PROXY header for a report: only the bytes that read as the header's
+    own structure. A header whose length swallows the client's first command (`a1
+    LOGIN user pass`) must not carry that command into the evidence, so whatever does
+    not parse as fields or known TLVs is counted, not shown."""
+    from proxydiag import proxy_protocol
+
+    shown = data[: _structured_length(data, proxy_protocol)]
+    text = shown[:limit].hex() + ("..." if len(shown) > limit else "")
+    hidden = len(data) - len(shown)
+    return text + (f" (+{hidden} bytes not shown)" if hidden else "")
+
+
+def _structured_length(data: bytes, pp) -> int:
+    version = pp.header_version_at_start(data)
+    if version == 1:
+        match = _V1_FIELDS.match(data)
+        return min(match.end() if match else 0, pp.V1_MAX_LENGTH)
+    if version != 2 or len(data) < pp.V2_FIXED_LENGTH:
+        return min(len(data), pp.V2_FIXED_LENGTH)
+    declared = int.from_bytes(data[14:16], "big")
+    end = min(len(data), pp.V2_FIXED_LENGTH + declared)
+    offset = pp.V2_FIXED_LENGTH + pp.ADDRESS_BLOCK_LENGTH.get(data[13] >> 4, 0)
+    if offset > end:
+        return pp.V2_FIXED_LENGTH
+    while offset + 3 <= end:
+        tlv_type, length = data[offset], int.from_bytes(data[offset + 1 : offset + 3], "big")
+        if pp.tlv_name(tlv_type) in ("UNASSIGNED", "FUTURE") or offset + 3 + length > end:
+            break
+        offset += 3 + length
+    return offset
