@@ -7,6 +7,7 @@ crashes are written to tests/fuzz/crashes/TARGET/."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,10 +26,11 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
         sys.exit(f"usage: fuzz.py TARGET [libFuzzer options]; targets: {', '.join(TARGETS)}")
     name, options = sys.argv[1], sys.argv[2:]
-    corpus = HERE / "corpus" / name
+    base = Path(os.environ.get("PROXYDIAG_FUZZ_DIR", HERE))  # tests/test_fuzz.py works in a temp dir
+    corpus = base / "corpus" / name
     if not corpus.exists() or not any(corpus.iterdir()):
         write_corpus(name, corpus)
-    crashes = HERE / "crashes" / name
+    crashes = base / "crashes" / name
     crashes.mkdir(parents=True, exist_ok=True)
     target = TARGETS[name]
     extra = [] if any(option.startswith("-max_len") for option in options) else ["-max_len=8192"]
