@@ -261,10 +261,10 @@ def _report(analysis: Analysis, options: ReportOptions) -> None:
     for item in analysis.inputs:
         if item.error:
             typer.echo(f"proxydiag: {item.error}", err=True)
-        elif item.damaged:
-            typer.echo(f"proxydiag: {item.path}: {item.damaged}; the analysis covers what came before", err=True)
-    for linktype in sorted(analysis.unsupported_linktypes):
-        typer.echo(f"proxydiag: link type {linktype} is not supported; its packets were skipped", err=True)
+        elif item.damaged:  # the message names the file already
+            typer.echo(f"proxydiag: {item.damaged}; the analysis covers what came before", err=True)
+    if analysis.unsupported_linktypes:
+        typer.echo(f"proxydiag: {_unsupported_linktypes(analysis.unsupported_linktypes)}", err=True)
     if analysis.inputs and all(item.error for item in analysis.inputs):
         raise typer.Exit(EXIT_UNUSABLE)
     if options.format is Format.json and not options.anonymize:
@@ -277,9 +277,17 @@ def _report(analysis: Analysis, options: ReportOptions) -> None:
         if options.anonymize:
             document = anonymize_document(document)
         _write(_render(document, options.format, options.output, options.quiet, options.verbose), options.output)
-    if analysis.damaged:
+    if analysis.damaged or analysis.unsupported_linktypes:  # part of the input was not read
         raise typer.Exit(EXIT_UNUSABLE)
     raise typer.Exit(_findings_exit_code(analysis, options.fail_on))
+
+
+def _unsupported_linktypes(linktypes: set[int], shown: int = 8) -> str:
+    """One line, however many link types a file names."""
+    listed = ", ".join(str(linktype) for linktype in sorted(linktypes)[:shown])
+    more = f" and {len(linktypes) - shown} more" if len(linktypes) > shown else ""
+    noun = "link type" if len(linktypes) == 1 else "link types"
+    return f"{noun} {listed}{more} not supported; their packets were skipped (the analysis covers the rest)"
 
 
 def _render(document: dict, format: Format, output: Path | None, quiet: bool, verbose: bool) -> str:
