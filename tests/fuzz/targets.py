@@ -146,7 +146,7 @@ def _capture_of(port: int, header: bytes, client: bytes, server: bytes) -> Path:
     conv.handshake()
     # The credential right after the header: a header whose length swallows it must not
     # carry it into the evidence.
-    conv.client_sends(header + f"a1 LOGIN user {SECRET}\r\n".encode(), segments=2 if len(header) > 40 else 1)
+    conv.client_sends(header + f"\r\na1 LOGIN user {SECRET}\r\n".encode(), segments=2 if len(header) > 40 else 1)
     if server:
         conv.server_sends(server)
     if client:
