@@ -31,7 +31,7 @@ from proxydiag.report import text as text_report
 from proxydiag.report.anonymize import anonymize as anonymize_document
 from proxydiag.rules import ALL_RULES
 from proxydiag.stalwart_config import ConfigError
-from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
+from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text, read_bounded
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 # Click's usage error, whichever click typer carries (its own copy in newer versions).
@@ -261,10 +261,10 @@ def _report(analysis: Analysis, options: ReportOptions) -> None:
     for item in analysis.inputs:
         if item.error:
             typer.echo(f"proxydiag: {item.error}", err=True)
-        elif item.damaged:
-            typer.echo(f"proxydiag: {item.path}: {item.damaged}; the analysis covers what came before", err=True)
-    for linktype in sorted(analysis.unsupported_linktypes):
-        typer.echo(f"proxydiag: link type {linktype} is not supported; its packets were skipped", err=True)
+        elif item.damaged:  # the message names the file already
+            typer.echo(f"proxydiag: {item.damaged}; the analysis covers what came before", err=True)
+    if analysis.unsupported_linktypes:
+        typer.echo(f"proxydiag: {_unsupported_linktypes(analysis.unsupported_linktypes)}", err=True)
     if analysis.inputs and all(item.error for item in analysis.inputs):
         raise typer.Exit(EXIT_UNUSABLE)
     if options.format is Format.json and not options.anonymize:
@@ -272,12 +272,22 @@ def _report(analysis: Analysis, options: ReportOptions) -> None:
         _write(json_report.stream_document(analysis.to_dict(lazy=True)), options.output)
     else:
         document = analysis.to_dict()
+        if options.format is Format.markdown:  # the ticket names the command, anonymised like the rest
+            document["command_line"] = shlex.join(["proxydiag", *sys.argv[1:]])
         if options.anonymize:
             document = anonymize_document(document)
         _write(_render(document, options.format, options.output, options.quiet, options.verbose), options.output)
-    if analysis.damaged:
+    if analysis.damaged or analysis.unsupported_linktypes:  # part of the input was not read
         raise typer.Exit(EXIT_UNUSABLE)
     raise typer.Exit(_findings_exit_code(analysis, options.fail_on))
+
+
+def _unsupported_linktypes(linktypes: set[int], shown: int = 8) -> str:
+    """One line, however many link types a file names."""
+    listed = ", ".join(str(linktype) for linktype in sorted(linktypes)[:shown])
+    more = f" and {len(linktypes) - shown} more" if len(linktypes) > shown else ""
+    noun = "link type" if len(linktypes) == 1 else "link types"
+    return f"{noun} {listed}{more} not supported; their packets were skipped (the analysis covers the rest)"
 
 
 def _render(document: dict, format: Format, output: Path | None, quiet: bool, verbose: bool) -> str:
@@ -507,13 +517,21 @@ def decode(
     Exit codes: 0 a valid header, 1 not a header or one that breaks the specification,
     2 the input could not be read as bytes.
     """
+    more = False
     try:
-        data, notes = bytes_from_input(sys.stdin.buffer.read()) if header == "-" else bytes_from_text(header)
+        if header == "-":
+            raw, more = read_bounded(sys.stdin.buffer)
+            data, notes = bytes_from_input(raw)
+        else:
+            data, notes = bytes_from_text(header)
     except InputError as error:
         fail(str(error))
+    if more:
+        notes.append(f"standard input goes on past {len(raw)} bytes; the rest was not read (a header is at most "
+                     f"{proxy_protocol.MAX_HEADER_LENGTH} bytes)")
     result = proxy_protocol.parse(data)
     if format is PlainFormat.json:
-        sys.stdout.write(json.dumps(result.to_dict(len(data)), indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_report.dumps(result.to_dict(len(data))) + "\n")
     else:
         lines = text_report.describe_parse(result)
         trailing = len(data) - result.length if result.header else 0

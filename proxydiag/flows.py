@@ -101,9 +101,15 @@ class _Direction:
                 self.full = True
             return
         self.snapped += snapped
-        self.segments.append((offset, frame, ts, data[: OPENING_LIMIT - offset]))
-        self.stored += len(data)
-        if self.stored >= OPENING_LIMIT or len(self.segments) >= MAX_SEGMENTS:
+        kept = data[: OPENING_LIMIT - offset]
+        self.segments.append((offset, frame, ts, kept))
+        self.stored += len(kept)
+        if len(self.segments) > MAX_SEGMENTS:
+            # Segments may arrive in any order (3,000 one-byte ones in reverse): the opening
+            # is what matters, so the segment furthest from it makes room.
+            furthest = max(range(len(self.segments)), key=lambda index: self.segments[index][0])
+            self.stored -= len(self.segments.pop(furthest)[3])
+        if self.stored >= OPENING_LIMIT:
             self.full = True
 
     def assemble(self) -> Stream:

@@ -8,6 +8,7 @@ break as a `Violation` with the byte offset and the rule's name. `build_v1` and
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 from dataclasses import dataclass
 
@@ -16,6 +17,9 @@ PREFIX_V1 = b"PROXY "
 V1_MAX_LENGTH = 107
 V2_FIXED_LENGTH = 16
 UNIQUE_ID_MAX_LENGTH = 128
+MAX_TLVS = 64  # kept per header (and per SSL TLV); past it only counted: a 64 KiB header holds 21,845 empty TLVs
+MAX_HEADER_LENGTH = V2_FIXED_LENGTH + 0xFFFF  # the largest header there can be (65,551 bytes)
+NOT_A_HEADER = "the data starts with neither the v2 signature (0d0a0d0a000d0a515549540a) nor 'PROXY'"
 
 COMMANDS = {0x0: "LOCAL", 0x1: "PROXY"}
 
@@ -160,6 +164,7 @@ class ProxyHeader:
     dst_port: int | None = None
     tlvs: tuple[Tlv, ...] = ()
     ssl: SslInfo | None = None
+    tlvs_omitted: int = 0  # TLVs past MAX_TLVS, counted but not kept
 
     @property
     def carries_address(self) -> bool:
@@ -177,7 +182,7 @@ class ProxyHeader:
             "length": self.length,
             "tlvs": [tlv.to_dict() for tlv in self.tlvs],
             "ssl": self.ssl.to_dict() if self.ssl else None,
-        }
+        } | ({"tlvs_omitted": self.tlvs_omitted} if self.tlvs_omitted else {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,11 +206,14 @@ class ParseResult:
 
     def to_dict(self, data_length: int | None = None) -> dict:
         trailing = 0 if data_length is None else max(0, data_length - self.length)
-        return {
+        document = {
             "proxy_header": self.header.to_dict() if self.header else None,
             "violations": [v.to_dict() for v in self.violations],
             "trailing": trailing,
         }
+        if self.header is None:
+            document["reason"] = self.violations[0].message if self.violations else NOT_A_HEADER
+        return document
 
 
 def tlv_name(tlv_type: int) -> str:
@@ -226,8 +234,8 @@ def header_version_at_start(data: bytes) -> int | None:
         return None
     if data[:12] == SIGNATURE_V2[: len(data[:12])]:
         return 2
-    if data[:6] == PREFIX_V1[: len(data[:6])]:
-        return 1
+    if data[:5] == PREFIX_V1[: len(data[:5])]:
+        return 1  # the spec reads "PROXY" as v1 whatever follows; the v1 rules judge the rest
     return None
 
 
@@ -239,7 +247,7 @@ def parse(data: bytes) -> ParseResult:
         return _parse_v2(data)
     if version == 1:
         return _parse_v1(data)
-    return ParseResult(version=None)
+    return ParseResult(version=None, violations=(Violation(0, "signature", NOT_A_HEADER),))
 
 
 # --- version 1 -------------------------------------------------------------------------
@@ -253,6 +261,9 @@ def _incomplete(version: int, data: bytes, needed: str) -> ParseResult:
 def _parse_v1(data: bytes) -> ParseResult:
     if len(data) < len(PREFIX_V1):
         return _incomplete(1, data, "inside the 'PROXY ' prefix")
+    if not data.startswith(PREFIX_V1):
+        violation = Violation(5, "v1.single-space", f"'PROXY' is followed by byte 0x{data[5]:02x}; it must be one space")
+        return ParseResult(version=1, violations=(violation,))
     window = data[: V1_MAX_LENGTH]
     end = window.find(b"\r\n")
     if end < 0:
@@ -352,6 +363,9 @@ def _field_offsets(fields: list[str]) -> list[int]:
 
 
 def _v1_address(text: str, protocol: str, offset: int, violations: list[Violation]) -> str | None:
+    if "%" in text:  # Python's ipaddress takes fe80::1%eth0; spec 2.1 has no zone ids
+        violations.append(Violation(offset, "v1.address", f"{text!r} carries a zone id; the v1 format has none"))
+        return None
     if "." in text and any(len(part) > 1 and part[0] == "0" for part in text.split(".")):
         violations.append(Violation(offset, "v1.address", f"{text!r} has leading zeroes (octal is ambiguous)"))
         return None
@@ -365,7 +379,7 @@ def _v1_address(text: str, protocol: str, offset: int, violations: list[Violatio
         violations.append(
             Violation(offset, "v1.family-mismatch", f"{text} is an IPv{address.version} address in a {protocol} line")
         )
-    return str(address)
+    return address_text(address)
 
 
 def _v1_port(text: str, offset: int, violations: list[Violation]) -> int | None:
@@ -398,6 +412,15 @@ def _parse_v2(data: bytes) -> ParseResult:
     command = _v2_command(ver_cmd, violations)
     family = _v2_family(family_byte, violations)
     address_length = ADDRESS_BLOCK_LENGTH.get(family_byte >> 4, 0)
+    if declared < address_length and command == "LOCAL":
+        # Spec 2.2: a receiver must accept LOCAL whatever the family, and ignore the
+        # address block (HAProxy does the same).
+        return ParseResult(
+            version=2,
+            header=ProxyHeader(version=2, command=command, family=family, length=length),
+            violations=tuple(violations),
+            length=length,
+        )
     if declared < address_length:
         violations.append(
             Violation(
@@ -413,9 +436,10 @@ def _parse_v2(data: bytes) -> ParseResult:
             length=length,
         )
     addresses = _v2_addresses(block, family_byte)
-    tlvs, ssl = _v2_tlvs(block, V2_FIXED_LENGTH + address_length, violations)
+    tlvs, ssl, omitted = _v2_tlvs(block, V2_FIXED_LENGTH + address_length, violations)
     header = ProxyHeader(
-        version=2, command=command, family=family, length=length, tlvs=tuple(tlvs), ssl=ssl, **addresses
+        version=2, command=command, family=family, length=length, tlvs=tuple(tlvs), ssl=ssl, tlvs_omitted=omitted,
+        **addresses,
     )
     return ParseResult(version=2, header=header, violations=tuple(violations), length=length)
 
@@ -462,7 +486,14 @@ def _v2_addresses(block: bytes, family_byte: int) -> dict:
 
 
 def _address_fields(src, dst, sport: int, dport: int) -> dict:
-    return {"src_addr": str(src), "dst_addr": str(dst), "src_port": sport, "dst_port": dport}
+    return {"src_addr": address_text(src), "dst_addr": address_text(dst), "src_port": sport, "dst_port": dport}
+
+
+def address_text(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """An address as RFC 5952 and Wireshark write it: IPv4-mapped ones as ::ffff:10.1.91.14."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"::ffff:{address.ipv4_mapped}"
+    return str(address)
 
 
 def _unix_path(raw: bytes) -> str:
@@ -493,11 +524,18 @@ def _walk_tlvs(data: bytes, start: int, end: int, violations: list[Violation], r
         offset = value_start + tlv_length
 
 
-def _v2_tlvs(block: bytes, start: int, violations: list[Violation]) -> tuple[list[Tlv], SslInfo | None]:
-    """The TLVs after the address block, and the first SSL TLV decoded."""
+def _v2_tlvs(block: bytes, start: int, violations: list[Violation]) -> tuple[list[Tlv], SslInfo | None, int]:
+    """The TLVs after the address block (the first MAX_TLVS of them), the first SSL TLV
+    decoded, and how many TLVs were only counted."""
     tlvs: list[Tlv] = []
     first_ssl = None
+    omitted = 0
     for tlv_type, offset, value in _walk_tlvs(block, start, len(block), violations, "v2.tlv-length"):
+        if len(tlvs) >= MAX_TLVS:
+            omitted += 1
+            if omitted == 1:
+                first_omitted = offset
+            continue
         decoder = _TLV_DECODERS.get(tlv_type)
         if tlv_type == PP2_TYPE_SSL:
             ssl = _decode_ssl(value, offset + _TLV_HEAD.size, violations)
@@ -509,20 +547,40 @@ def _v2_tlvs(block: bytes, start: int, violations: list[Violation]) -> tuple[lis
             tlvs.append(Tlv(tlv_type, offset, value, decoder(value, offset, violations)))
         else:
             tlvs.append(Tlv(tlv_type, offset, value))
-    return tlvs, first_ssl
+    if omitted:
+        violations.append(
+            Violation(first_omitted, "v2.tlv-count", f"{MAX_TLVS + omitted} TLVs; the {omitted} past the first {MAX_TLVS} "
+                      "are counted, not shown")
+        )
+    return tlvs, first_ssl, omitted
 
 
-def _text(value: bytes, offset: int, violations: list[Violation], name: str, ascii_only: bool = False) -> str:
+_CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]|\xd8\x9c|\xe2\x80[\x8e\x8f\xa8-\xae]|\xe2\x81[\xa6-\xa9]")
+
+
+def _text(value: bytes, offset: int, violations: list[Violation], name: str, ascii_only: bool = False,
+          what: str = "TLV") -> str:
+    """A text value as the spec types it (US-ASCII or UTF-8); bytes that break the type
+    are kept as \\x escapes, and control characters (no name or version holds one) are
+    named too."""
+    label = name.upper().replace("_", " ")
     try:
-        return value.decode("ascii" if ascii_only else "utf-8")
+        text = value.decode("ascii" if ascii_only else "utf-8")
     except UnicodeDecodeError:
         encoding = "US-ASCII" if ascii_only else "UTF-8"
-        violations.append(Violation(offset, f"v2.{name}", f"{name.upper()} TLV value is not {encoding}"))
-        return value.decode("utf-8", "backslashreplace")
+        violations.append(Violation(offset, f"v2.{name}", f"{label} {what} value is not {encoding}"))
+        text = value.decode("ascii" if ascii_only else "utf-8", "backslashreplace")
+    control = _CONTROL_BYTES.search(value)
+    if control:
+        violations.append(
+            Violation(offset, f"v2.{name}-control", f"{label} {what} value holds control character(s) "
+                      f"(the first: 0x{control.group().hex()})")
+        )
+    return text
 
 
 def _decode_alpn(value: bytes, offset: int, violations: list[Violation]) -> str:
-    return value.decode("ascii", "backslashreplace")
+    return value.decode("ascii", "backslashreplace")  # a byte sequence by the spec, not text
 
 
 def _decode_authority(value: bytes, offset: int, violations: list[Violation]) -> str:
@@ -543,7 +601,7 @@ def _decode_unique_id(value: bytes, offset: int, violations: list[Violation]) ->
 
 def _decode_aws(value: bytes, offset: int, violations: list[Violation]) -> dict:
     if value[:1] == bytes([AWS_SUBTYPE_VPCE_ID]):
-        return {"subtype": AWS_SUBTYPE_VPCE_ID, "vpce_id": value[1:].decode("ascii", "backslashreplace")}
+        return {"subtype": AWS_SUBTYPE_VPCE_ID, "vpce_id": _text(value[1:], offset, violations, "aws_vpce_id", ascii_only=True)}
     return {"subtype": value[0] if value else None, "data": value[1:].hex()}
 
 
@@ -581,13 +639,24 @@ def _decode_ssl(value: bytes, value_offset: int, violations: list[Violation]) ->
     sub_fields: dict[str, object] = {}
     # Offsets inside the SSL value are shifted so that violations name the header's byte.
     shifted: list[Violation] = []
-    for sub_type, _sub_offset, sub_value in _walk_tlvs(value, SSL_FIXED_LENGTH, len(value), shifted, "v2.ssl-sub-tlv-length"):
+    for count, (sub_type, sub_offset, sub_value) in enumerate(
+        _walk_tlvs(value, SSL_FIXED_LENGTH, len(value), shifted, "v2.ssl-sub-tlv-length")
+    ):
+        if count >= MAX_TLVS:
+            shifted.append(Violation(sub_offset, "v2.ssl-sub-tlv-count", f"more than {MAX_TLVS} SSL sub-TLVs; the rest are not read"))
+            break
         name = SSL_SUBTYPES.get(sub_type)
         if name == "client_cert":
             sub_fields["client_cert_length"] = len(sub_value)
         elif name is not None and name not in sub_fields:
-            sub_fields[name] = sub_value.decode("utf-8", "backslashreplace")
+            # CN is UTF-8; VERSION, CIPHER, SIG_ALG, KEY_ALG (and GROUP, SIG_SCHEME) are US-ASCII.
+            sub_fields[name] = _text(sub_value, sub_offset, shifted, f"ssl_{name}", ascii_only=name != "cn", what="sub-TLV")
     violations.extend(Violation(v.offset + value_offset, v.rule, v.message) for v in shifted)
+    if client & PP2_CLIENT_SSL and "version" not in sub_fields:
+        violations.append(
+            Violation(value_offset, "v2.ssl-version-missing",
+                      "PP2_CLIENT_SSL is set but no SSL_VERSION sub-TLV follows (the spec requires it)")
+        )
     return SslInfo(client=client, verify=verify, **sub_fields)
 
 

@@ -43,3 +43,65 @@ def first_line(data: bytes, limit: int = 200) -> str:
     end = data.find(b"\n")
     line = data if end < 0 else data[:end]
     return mask_line(printable(line.rstrip(b"\r"), limit))
+
+
+# Characters that steer a terminal or reorder what a reader sees: C0 controls, DEL, C1
+# controls (ESC's 8-bit forms), the bidi embeddings, overrides and isolates, the bidi
+# marks, and the line and paragraph separators.
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029"
+_CONTROL = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")
+_CONTROL_BUT_LINES = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f{_BIDI}]")
+
+
+def _escape_control(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, keep_newlines: bool = False) -> str:
+    """Text with every control and bidi character shown as an escape (`\\x1b`,
+    `\\u202e`): what a stranger wrote can never steer a terminal or reorder a line.
+    A backslash stays as it is: the escapes show what was there, they are not a code."""
+    pattern = _CONTROL_BUT_LINES if keep_newlines else _CONTROL
+    return pattern.sub(_escape_control, text) if pattern.search(text) else text
+
+
+def has_control(text: str) -> bool:
+    """True when `text` holds a character that `visible` would escape (newlines too)."""
+    return _CONTROL.search(text) is not None
+
+
+_V1_FIELDS = re.compile(rb"PROXY(?: [!-~]{1,39}){0,5}(?:\r\n)?")
+
+
+def header_evidence(data: bytes, limit: int = 64) -> str:
+    """The hex of a PROXY header for a report: only the bytes that read as the header's
+    own structure. A header whose length swallows the client's first command (`a1
+    LOGIN user pass`) must not carry that command into the evidence, so whatever does
+    not parse as fields or known TLVs is counted, not shown."""
+    from proxydiag import proxy_protocol
+
+    shown = data[: _structured_length(data, proxy_protocol)]
+    text = shown[:limit].hex() + ("..." if len(shown) > limit else "")
+    hidden = len(data) - len(shown)
+    return text + (f" (+{hidden} bytes not shown)" if hidden else "")
+
+
+def _structured_length(data: bytes, pp) -> int:
+    version = pp.header_version_at_start(data)
+    if version == 1:
+        match = _V1_FIELDS.match(data)
+        return min(match.end() if match else 0, pp.V1_MAX_LENGTH)
+    if version != 2 or len(data) < pp.V2_FIXED_LENGTH:
+        return min(len(data), pp.V2_FIXED_LENGTH)
+    declared = int.from_bytes(data[14:16], "big")
+    end = min(len(data), pp.V2_FIXED_LENGTH + declared)
+    offset = pp.V2_FIXED_LENGTH + pp.ADDRESS_BLOCK_LENGTH.get(data[13] >> 4, 0)
+    if offset > end:
+        return pp.V2_FIXED_LENGTH
+    while offset + 3 <= end:
+        tlv_type, length = data[offset], int.from_bytes(data[offset + 1 : offset + 3], "big")
+        if pp.tlv_name(tlv_type) in ("UNASSIGNED", "FUTURE") or offset + 3 + length > end:
+            break
+        offset += 3 + length
+    return offset

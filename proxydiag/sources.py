@@ -311,6 +311,7 @@ class CaptureReader:
         info = self.info
         more = self._more
         linktypes = info.linktypes
+        known_linktypes = set(linktypes)  # a file may hold 65,000 interfaces: no list search per IDB
         layout = _LAYOUT_BY_BOM[buf[8:12]]
         block_head, u32, epb, pb = layout.block_head, layout.u32, layout.epb, layout.pb
         max_caplen = MAX_CAPLEN
@@ -376,7 +377,8 @@ class CaptureReader:
                         yield frame_no, last_ts, linktype, buf[pos + 12:pos + 12 + caplen], wire_length
                 elif block_type == _IDB:
                     interfaces.append(_interface(layout, buf, pos, stop))
-                    if interfaces[-1][0] not in linktypes:
+                    if interfaces[-1][0] not in known_linktypes:
+                        known_linktypes.add(interfaces[-1][0])
                         linktypes.append(interfaces[-1][0])
                 elif block_type == _SHB:
                     interfaces = []

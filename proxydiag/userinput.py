@@ -4,8 +4,12 @@ hexdump -C, Wireshark's "copy as hex dump"), a v1 text line, or raw bytes."""
 from __future__ import annotations
 
 import re
+from typing import BinaryIO
 
-from proxydiag.proxy_protocol import SIGNATURE_V2
+from proxydiag.proxy_protocol import MAX_HEADER_LENGTH, SIGNATURE_V2
+
+RAW_READ_LIMIT = MAX_HEADER_LENGTH + 64  # the largest header, and a glimpse of what follows it
+TEXT_READ_LIMIT = 6 * MAX_HEADER_LENGTH  # the largest header as an xxd or hexdump -C listing
 
 
 class InputError(ValueError):
@@ -16,9 +20,35 @@ _HEX_PAIRS = re.compile(r"^(?:[0-9a-fA-F]{2})+$")
 _HEX_NOISE = re.compile(r"0x|\\x|[\s:,]")
 
 
+def read_bounded(stream: BinaryIO) -> tuple[bytes, bool]:
+    """What `decode -` reads from a stream: raw bytes up to the largest header and a
+    little more, text up to the largest header's hexdump; never all of /dev/zero.
+    Also says whether the stream had more."""
+    data = _read_up_to(stream, RAW_READ_LIMIT)
+    if len(data) == RAW_READ_LIMIT and _looks_like_text(data):
+        data += _read_up_to(stream, TEXT_READ_LIMIT - len(data))
+    limit = TEXT_READ_LIMIT if _looks_like_text(data) else RAW_READ_LIMIT
+    return data, len(data) >= limit and bool(stream.read(1))
+
+
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    pieces, wanted = [], size
+    while wanted > 0:
+        piece = stream.read(wanted)
+        if not piece:
+            break
+        pieces.append(piece)
+        wanted -= len(piece)
+    return b"".join(pieces)
+
+
+def _looks_like_text(data: bytes) -> bool:
+    return not data.startswith(SIGNATURE_V2[:4]) and data.isascii() and b"\x00" not in data
+
+
 def bytes_from_input(raw: bytes) -> tuple[bytes, list[str]]:
     """The header bytes the user meant, and notes on how they were read."""
-    if raw.startswith(SIGNATURE_V2[:4]):
+    if not _looks_like_text(raw):
         return raw, ["read as raw bytes"]
     try:
         text = raw.decode("ascii")
@@ -73,6 +103,7 @@ def _from_hexdump(lines: list[str]) -> bytes | None:
         if offset != len(data):
             return None
         wanted = rows[index + 1][0] - offset if index + 1 < len(rows) else None
+        row: bytes | None
         if wanted is None and ascii_column is not None:
             row, end = _leading_hex(rest[:ascii_column]), ascii_column
         else:
@@ -96,14 +127,14 @@ def _row_bytes(rest: str, wanted: int | None) -> tuple[bytes | None, int]:
             if row and gap.start() + 2 <= ascii_start <= gap.end():
                 return row, gap.start()
         return _leading_hex(rest), len(rest)
-    row = bytearray()
+    found = bytearray()
     end = 0
     for match in re.finditer(r"\S+", rest):
-        if len(row) >= wanted or not _HEX_PAIRS.fullmatch(match.group()):
+        if len(found) >= wanted or not _HEX_PAIRS.fullmatch(match.group()):
             break
-        row += bytes.fromhex(match.group())
+        found += bytes.fromhex(match.group())
         end = match.end()
-    return (bytes(row), end) if len(row) == wanted else (None, end)
+    return (bytes(found), end) if len(found) == wanted else (None, end)
 
 
 def _leading_hex(text: str) -> bytes:

@@ -1,24 +1,54 @@
-"""--anonymize: every IP address and host name in the document replaced by a stable
-pseudonym, before any renderer sees it.
+"""--anonymize: every IP address, host name, opaque identifier and file path in the
+finished document replaced by a stable pseudonym, in one pass before any renderer sees it.
 
 A pseudonym keeps the address family and the kind of address (loopback, private,
 shared CGNAT space, link-local, public), so a report still shows "a private client
 behind a public proxy". The same input gets the same pseudonym everywhere in one
 report. `::1` and the unspecified addresses identify nobody and stay as they are.
+
+Besides addresses in text (next to any punctuation, after an escaped control byte,
+zero-padded, with a port, as `[IPv6:...]`), the pass covers addresses inside header
+hex evidence (packed, or as v1 text), TLV values that identify a client or an
+account (UNIQUE_ID, custom TLVs, the AWS VPC endpoint id, AUTHORITY), host names
+where a protocol puts one (single-label ones too), a value cut short by truncation,
+and the input paths and the command line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
-IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
-IPV6 = re.compile(r"(?<![\w:.])(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:)[0-9A-Fa-f:.]{2,45}(?![\w:])")
-HOSTNAME = re.compile(r"(?<![\w.-])(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?![\w-])")
-# Keys whose strings come from the wire (where host names appear); findings quote them.
-WIRE_KEYS = {"connections", "findings", "stalwart_config", "inputs", "logs"}
-NOT_HOSTNAMES = re.compile(r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log)$", re.I)
+from proxydiag import proxy_protocol
+
+# An escape `visible()` or `printable()` wrote (\x09, \u202e) is not part of the next token.
+_AFTER = r"(?:(?<=\\x[0-9a-f]{2})|(?<=\\u[0-9a-f]{4})|(?<![\w.]))"
+IPV4 = re.compile(_AFTER + r"(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
+IPV6 = re.compile(
+    r"(?:(?<=IPv6:)|(?<=\\x[0-9a-f]{2})|(?<![\w:.]))(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:)[0-9A-Fa-f:.]{2,51}(?![\w:])"
+)
+HOSTNAME = re.compile(
+    _AFTER.replace(r"[\w.]", r"[\w.-]")
+    + r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+[A-Za-z][A-Za-z0-9-]{1,62}(?![\w-])"
+)
+# Where a protocol names a host: an SMTP greeting or reply, HELO/EHLO/LHLO, an HTTP Host.
+NAMED_HOSTS = (
+    re.compile(r"^(?:220|250)[ -]([A-Za-z0-9_][\w.-]*)", re.M),
+    re.compile(r"\b(?:EHLO|HELO|LHLO)\s+([A-Za-z0-9_][\w.-]*)", re.I),
+    re.compile(r"\bHost:\s*([A-Za-z0-9_][\w.-]*)", re.I),
+)
+NOT_HOSTS = frozenset({"esmtp", "smtp", "lmtp", "service", "ready", "ok", "mail", "localhost", "error", "unknown"})
+HEX_BLOB = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-f]{2}){6,}(?![0-9a-fA-F])")
+# A value cut short by truncation: its last token before the ellipsis could be half an address.
+CUT_TOKEN = re.compile(r"[0-9A-Za-z_.:\[\]-]*[0-9.:][0-9A-Za-z_.:\[\]-]*(?=\.\.\.$)")
+# Keys whose strings come from the wire or from files (where names appear); findings quote them.
+WIRE_KEYS = ("inputs", "connections", "findings", "stalwart_config", "command_line", "logs", "proxy_configs")
+NOT_HOSTNAMES = re.compile(r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log|gz|zst|xz)$", re.I)
+_SUFFIX = re.compile(r"\.[a-z]{1,7}")
+OPAQUE_TLVS = frozenset({"UNIQUE_ID", "CUSTOM", "EXPERIMENT", "FUTURE", "UNASSIGNED", "AWS", "AZURE", "GCP", "NETNS"})
 
 V4_KINDS = [
     (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("127.200.0.0/16")),
@@ -36,18 +66,29 @@ V6_KINDS = [
 V6_PUBLIC = ipaddress.ip_network("2001:db8:200::/64")
 
 
+def ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address `text` spells, zero-padded IPv4 (010.000.000.001) included."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    parts = text.split(".")
+    if len(parts) == 4 and all(part.isdigit() and int(part) <= 255 for part in parts):
+        return ipaddress.IPv4Address(".".join(str(int(part)) for part in parts))
+    return None
+
+
 @dataclass
 class Pseudonyms:
     originals: set[str] = field(default_factory=set)
     mapping: dict[str, str] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    opaque: dict[bytes, bytes] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
 
     def address(self, text: str) -> str:
-        try:
-            ip = ipaddress.ip_address(text)
-        except ValueError:
-            return text
-        if ip.is_unspecified or (ip.version == 6 and ip.is_loopback):
+        ip = ip_of(text)
+        if ip is None or ip.is_unspecified or (ip.version == 6 and ip.is_loopback):
             return text
         key = str(ip)
         if key not in self.mapping:
@@ -60,44 +101,128 @@ class Pseudonyms:
         kinds, public = (V4_KINDS, V4_PUBLIC) if ip.version == 4 else (V6_KINDS, V6_PUBLIC)
         pool = next((target for source, target in kinds if ip in source), public)
         while True:
-            count = self.counters.get(str(pool), 0) + 1
-            self.counters[str(pool)] = count
-            candidate = str(pool.network_address + count)
+            candidate = str(pool.network_address + self._count(str(pool)))
             if candidate not in self.originals:
                 return candidate
 
     def hostname(self, name: str) -> str:
         key = name.lower()
         if key not in self.mapping:
-            count = self.counters.get("host", 0) + 1
-            self.counters["host"] = count
-            self.mapping[key] = f"host{count}.anon.invalid"
+            self.mapping[key] = f"host{self._count('host')}.anon.invalid"
         return self.mapping[key]
+
+    def path(self, path: str) -> str:
+        if path in ("-", "stdin"):
+            return path
+        if path not in self.paths:
+            suffix = PurePath(path).suffix
+            self.paths[path] = f"input{self._count('path')}" + (suffix if _SUFFIX.fullmatch(suffix) else "")
+        return self.paths[path]
+
+    def blob(self, value: bytes) -> bytes:
+        """An opaque identifier: as long as the original, printable if it was."""
+        if value not in self.opaque:
+            stream = hashlib.sha256(b"proxydiag-anon-%d" % self._count("blob")).hexdigest() * (len(value) // 64 + 1)
+            keep = re.match(rb"^[\x00-\x1f]?[A-Za-z]{1,8}-", value)  # AWS: \x01vpce-...
+            kept = keep.group() if keep else b""
+            if value[len(kept):].isascii() and bytes(value[len(kept):]).decode("ascii").isprintable():
+                filler = stream.encode()
+            else:
+                filler = bytes.fromhex(stream * 2)
+            self.opaque[value] = kept + filler[: len(value) - len(kept)]
+        return self.opaque[value]
+
+    def _count(self, pool: str) -> int:
+        self.counters[pool] = self.counters.get(pool, 0) + 1
+        return self.counters[pool]
 
 
 def anonymize(document: dict) -> dict:
     pseudonyms = Pseudonyms()
-    hostnames: set[str] = set()
-    for key in WIRE_KEYS:
-        for text in _strings(document.get(key)):
-            pseudonyms.originals.update(IPV4.findall(text))
-            pseudonyms.originals.update(match for match in IPV6.findall(text) if _is_ip(match))
-            hostnames.update(name for name in HOSTNAME.findall(text) if not NOT_HOSTNAMES.search(name) and not _is_ip(name))
-    hostname_pattern = (
-        re.compile(r"(?<![\w.-])(" + "|".join(re.escape(n) for n in sorted(hostnames, key=len, reverse=True)) + r")(?![\w-])", re.I)
-        if hostnames else None
-    )
-
-    def rewrite(text: str) -> str:
-        text = IPV4.sub(lambda m: pseudonyms.address(m.group(0)), text)
-        text = IPV6.sub(lambda m: pseudonyms.address(m.group(0)) if _is_ip(m.group(0)) else m.group(0), text)
-        if hostname_pattern is not None:
-            text = hostname_pattern.sub(lambda m: pseudonyms.hostname(m.group(0)), text)
-        return text
-
-    result = _transform(document, rewrite)
+    texts = [text for key in WIRE_KEYS for text in _strings(document.get(key))]
+    blobs = [bytes.fromhex(match) for text in texts for match in HEX_BLOB.findall(text)]
+    for blob in blobs:  # addresses a header in evidence holds, parsed or not
+        header = proxy_protocol.parse(blob).header
+        texts += [addr for addr in (header.src_addr, header.dst_addr) if addr] if header else []
+        texts.append(blob.decode("latin-1"))
+    for text in texts:
+        pseudonyms.originals.update(str(ip) for ip in map(ip_of, IPV4.findall(text)) if ip)
+        pseudonyms.originals.update(str(ip) for ip in map(_ipv6_of, IPV6.findall(text)) if ip)
+    hostnames = _hostnames(texts)
+    for path in _paths(document):
+        pseudonyms.path(path)
+    document = _opaque_tlvs(document, pseudonyms)
+    rewrite = _Rewriter(pseudonyms, hostnames)
+    result = {key: _transform(value, rewrite) if key in WIRE_KEYS else value for key, value in document.items()}
     result["anonymized"] = True
     return result
+
+
+def _hostnames(texts: list[str]) -> set[str]:
+    names: set[str] = set()
+    for text in texts:
+        names.update(name for name in HOSTNAME.findall(text) if not NOT_HOSTNAMES.search(name) and ip_of(name) is None)
+        for pattern in NAMED_HOSTS:
+            for name in pattern.findall(text):
+                name = name.rstrip(".-")
+                if name and name.lower() not in NOT_HOSTS and ip_of(name) is None and not re.fullmatch(r"[\d.]+", name):
+                    names.add(name)
+    return names
+
+
+class _Rewriter:
+    def __init__(self, pseudonyms: Pseudonyms, hostnames: set[str]) -> None:
+        self.pseudonyms = pseudonyms
+        names = sorted(hostnames, key=len, reverse=True)
+        self.hostname = (
+            re.compile(_AFTER.replace(r"[\w.]", r"[\w.-]") + "(" + "|".join(map(re.escape, names)) + r")(?![\w-])", re.I)
+            if names else None
+        )
+        paths = sorted(pseudonyms.paths, key=len, reverse=True)
+        self.paths = re.compile("|".join(map(re.escape, paths))) if paths else None
+
+    def __call__(self, text: str) -> str:
+        if self.paths is not None:
+            text = self.paths.sub(lambda m: self.pseudonyms.paths[m.group()], text)
+        text = HEX_BLOB.sub(lambda m: self._hex(m.group()), text)
+        text = self._text(text)
+        return CUT_TOKEN.sub("[cut]", text) if text.endswith("...") else text
+
+    def _text(self, text: str) -> str:
+        text = IPV4.sub(lambda m: self.pseudonyms.address(m.group()), text)
+        text = IPV6.sub(lambda m: self._ipv6(m.group()), text)
+        if self.hostname is not None:
+            text = self.hostname.sub(lambda m: self.pseudonyms.hostname(m.group()), text)
+        return text
+
+    def _ipv6(self, token: str) -> str:
+        ip = _ipv6_of(token)
+        if ip is None:
+            return token
+        port = "" if _is_ip(token) else ":" + token.rpartition(":")[2]
+        return self.pseudonyms.address(str(ip)) + port
+
+    def _hex(self, blob: str) -> str:
+        data = bytes.fromhex(blob)
+        for value, pseudonym in self.pseudonyms.opaque.items():
+            data = data.replace(value, pseudonym)
+        for original in list(self.pseudonyms.originals):
+            ip = ipaddress.ip_address(original)
+            if not (ip.is_unspecified or (ip.version == 6 and ip.is_loopback)):
+                data = data.replace(ip.packed, ipaddress.ip_address(self.pseudonyms.address(original)).packed)
+        # v1 headers and any text inside: rewritten as text (pseudonyms are ASCII)
+        return self._text(data.decode("latin-1")).encode("latin-1").hex()
+
+
+def _ipv6_of(token: str):
+    """The IPv6 address in `token`, which may carry a :port (`fd12::25:10025`)."""
+    if _is_ip(token):
+        ip = ipaddress.ip_address(token)
+        return ip if ip.version == 6 else None
+    head, _, port = token.rpartition(":")
+    if port.isdigit() and _is_ip(head) and ipaddress.ip_address(head).version == 6:
+        return ipaddress.ip_address(head)
+    return None
 
 
 def _is_ip(text: str) -> bool:
@@ -106,6 +231,36 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _paths(document: dict) -> list[str]:
+    found = [item["path"] for item in document.get("inputs") or [] if item.get("path")]
+    config = document.get("stalwart_config") or {}
+    return found + ([config["path"]] if config.get("path") else [])
+
+
+def _opaque_tlvs(document: dict, pseudonyms: Pseudonyms) -> dict:
+    """TLV values that identify a client, a session or an account, replaced (and
+    remembered, so that the same bytes inside header hex are replaced too)."""
+    for conn in document.get("connections") or []:
+        for header in [conn.get("proxy_header"), *(conn.get("extra_proxy_headers") or [])]:
+            for tlv in (header or {}).get("tlvs") or []:
+                if tlv.get("name") in OPAQUE_TLVS and "value" in tlv:
+                    tlv["value"] = _opaque_value(tlv["value"], pseudonyms)
+    return document
+
+
+def _opaque_value(value, pseudonyms: Pseudonyms):
+    if isinstance(value, str):
+        if re.fullmatch(r"(?:[0-9a-f]{2})*", value):
+            return pseudonyms.blob(bytes.fromhex(value)).hex()
+        return pseudonyms.blob(value.encode()).decode("latin-1")
+    if isinstance(value, dict):
+        return {key: item if key == "subtype" else _opaque_value(item, pseudonyms) for key, item in value.items()}
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = max(1, (value.bit_length() + 7) // 8)
+        return int.from_bytes(pseudonyms.blob(value.to_bytes(size, "big")), "big")
+    return value
 
 
 def _strings(value):

@@ -7,9 +7,33 @@ large capture's document would take longer than reading the capture)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+_plain_encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+# The C encoder escapes C0 controls only; DEL, C1 controls (8-bit ESC forms), bidi
+# overrides and isolates and the line separators would reach a terminal (`jq -r`, `cat`)
+# raw. They can only stand inside strings, where \uXXXX is their JSON spelling.
+_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def _escape_unsafe(match: re.Match) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def encode(value) -> str:
+    """One JSON value, with every character that could steer a terminal escaped."""
+    text = _plain_encode(value)
+    return _UNSAFE.sub(_escape_unsafe, text) if _UNSAFE.search(text) else text
+
+
+def dumps(value, indent: int = 2) -> str:
+    """An indented JSON value (small documents: `decode`, `rules`), escaped like `encode`."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    return _UNSAFE.sub(_escape_unsafe, text)
+
+
+_encode = encode
 
 
 def render_document(document: dict) -> str:

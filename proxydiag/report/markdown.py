@@ -1,6 +1,13 @@
-"""--format markdown: a self-contained report to paste into a support ticket."""
+"""--format markdown: a self-contained report to paste into a support ticket.
+
+Everything that came from the wire or from a file (greetings, addresses, paths, evidence,
+messages quoting them) is data: it goes into code spans or has every Markdown
+construct escaped, so a capture cannot add images, links, HTML or headings to a ticket.
+"""
 
 from __future__ import annotations
+
+import re
 
 from proxydiag.report.views import (
     client_label,
@@ -10,13 +17,21 @@ from proxydiag.report.views import (
     header_label,
     outcome_label,
     tls_label,
+    visible_document,
     where_line,
 )
 
 MAX_CONNECTIONS = 30
+# Any ASCII punctuation may be backslash-escaped in CommonMark; these are the ones that
+# start emphasis, links, images, autolinks (www., scheme:, user@host), HTML, entities,
+# headings, lists and table cells. A hyphen matters only where a line starts.
+_PUNCTUATION = re.compile(r"""([!#&()*+.:<>@\[\\\]_`{|}~]|^-)""")
+_BACKTICK_RUN = re.compile(r"`+")
 
 
 def render(document: dict, version: str, command_line: str) -> str:
+    document = visible_document(document)
+    command_line = document.get("command_line") or command_line
     out: list[str] = ["# proxydiag report", ""]
     out += _environment(document, version, command_line)
     out += _verdicts(document)
@@ -25,8 +40,27 @@ def render(document: dict, version: str, command_line: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def escape(text) -> str:
+    """Prose that quotes data: every punctuation character escaped, one line."""
+    return _PUNCTUATION.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def code(text, in_table: bool = False) -> str:
+    """Data as a code span, whatever backticks it holds; in a table its pipes are escaped
+    (GFM splits cells on them even inside code spans)."""
+    text = str(text).replace("\n", " ")
+    if in_table:
+        text = text.replace("|", "\\|")
+    if not text:
+        return " "
+    longest = max((len(run) for run in _BACKTICK_RUN.findall(text)), default=0)
+    fence = "`" * (longest + 1)
+    padding = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
+    return f"{fence}{padding}{text}{padding}{fence}"
+
+
 def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ") if text not in (None, "") else " "
+    return code(text, in_table=True) if text not in (None, "") else " "
 
 
 def _environment(document: dict, version: str, command_line: str) -> list[str]:
@@ -34,30 +68,31 @@ def _environment(document: dict, version: str, command_line: str) -> list[str]:
     lines = ["## Environment", ""]
     for item in document["inputs"]:
         if item.get("format") == "log":
-            lines.append(f"- log `{item['path']}`: {item['lines']} lines, {item['events']} events "
-                         f"({', '.join(f'{k} {v}' for k, v in item['sources'].items()) or 'none'}), "
+            sources = ", ".join(f"{escape(str(k))} {v}" for k, v in item["sources"].items()) or "none"
+            lines.append(f"- log {code(item['path'])}: {item['lines']} lines, {item['events']} events ({sources}), "
                          f"{item['foreign']} foreign and {item['malformed']} malformed lines skipped")
             continue
-        state = f", damaged: {item['damaged']}" if item.get("damaged") else ""
-        state += f", unreadable: {item['error']}" if item.get("error") else ""
-        lines.append(f"- capture `{item['path']}`: {item['format'] or '?'}, link types {item['linktypes']}, "
-                     f"{item['packets']} packets{state}")
+        state = f", damaged: {escape(item['damaged'])}" if item.get("damaged") else ""
+        state += f", unreadable: {escape(item['error'])}" if item.get("error") else ""
+        lines.append(f"- capture {code(item['path'])}: {escape(item['format'] or '?')}, link types "
+                     f"{code(item['linktypes'])}, {item['packets']} packets{state}")
     for config in document.get("proxy_configs") or []:
-        lines.append(f"- {config['kind']} configuration `{config['path']}`: {len(config['listeners'])} listeners, "
-                     f"{len(config['routes'])} routes")
+        lines.append(f"- {escape(config['kind'])} configuration {code(config['path'])}: {len(config['listeners'])} "
+                     f"listeners, {len(config['routes'])} routes")
     software = sorted({(c.get("opening") or {}).get("software", {}).get("name") for c in document["connections"]
                        if (c.get("opening") or {}).get("software")})
     if software:
-        lines.append(f"- servers recognised: {', '.join(software)}")
+        lines.append(f"- servers recognised: {', '.join(code(name) for name in software)}")
     if document.get("stalwart_config"):
         config = document["stalwart_config"]
-        lines.append(f"- Stalwart configuration `{config['path']}` ({config['style']}): "
-                     f"{len(config['listeners'])} listeners, trusted networks {config['trusted_networks'] or 'none'}")
+        trusted = config["trusted_networks"]
+        lines.append(f"- Stalwart configuration {code(config['path'])} ({escape(config['style'])}): "
+                     f"{len(config['listeners'])} listeners, trusted networks {code(trusted) if trusted else 'none'}")
     lines.append(f"- {summary['connections']} TCP connections, {summary['with_proxy_header']} with a PROXY header; "
                  f"{summary['errors']} errors, {summary['warnings']} warnings, {summary['infos']} infos")
     if document.get("anonymized"):
         lines.append("- addresses and host names are pseudonyms (`--anonymize`)")
-    lines += [f"- proxydiag {version}: `{command_line}`", ""]
+    lines += [f"- proxydiag {version}: {code(command_line)}", ""]
     return lines
 
 
@@ -82,15 +117,17 @@ def _findings(document: dict) -> list[str]:
         return lines + ["No findings: every header and greeting looks as expected.", ""]
     for finding in findings:
         inferred = " (expectation inferred)" if finding["inferred"] else ""
-        lines += [f"### {finding['severity'].upper()} {finding['code']} {finding['slug']}{inferred}", "", finding["message"], ""]
+        title = f"{finding['severity'].upper()} {finding['code']} {finding['slug']}"
+        lines += [f"### {escape(title)}{inferred}", "", escape(finding["message"]), ""]
         for line in evidence_lines(finding):
-            lines.append(f"- {line}")
+            name, _, value = line.partition(": ")
+            lines.append(f"- {escape(name)}: {code(value)}")
         if finding["connections"]:
-            lines.append(f"- where: {where_line(finding)}")
+            lines.append(f"- where: {escape(where_line(finding))}")
         lines.append("")
         if finding["fix"] and finding["severity"] != "info":
             lines += ["**Fix**", "", _demote_headings(finding["fix"]), ""]
-        lines += [f"More: `proxydiag explain {finding['code']}`", ""]
+        lines += [f"More: {code('proxydiag explain ' + finding['code'])}", ""]
     return lines
 
 

@@ -18,6 +18,7 @@ from proxydiag.report.views import (
     header_label,
     outcome_label,
     tls_label,
+    visible_document,
     where_line,
 )
 
@@ -26,6 +27,9 @@ MAX_TABLE_ROWS = 200
 
 
 def render(document: dict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
+    """Every string of the document is data: rich gets it as `Text` (never markup), with
+    control characters already shown as escapes."""
+    document = visible_document(document)
     console.print(_headline(document))
     if not quiet and (document.get("logs") is None or document["connections"]):
         console.print(_verdict(document))
@@ -76,8 +80,8 @@ def _verdict(document: dict) -> Table:
         else:
             mark, verdict, style = "✓", "healthy", "green"
         protocol = "/".join(row["protocols"]) + (f" ({row['software']})" if row["software"] else "")
-        table.add_row(Text(mark, style=style), row["endpoint"], protocol, str(row["connections"]),
-                      ", ".join(row["headers"]), Text(verdict, style=style))
+        table.add_row(Text(mark, style=style), Text(row["endpoint"]), Text(protocol), Text(str(row["connections"])),
+                      Text(", ".join(row["headers"])), Text(verdict, style=style))
     return table
 
 
@@ -118,7 +122,7 @@ def _connections(document: dict, verbose: bool) -> Table:
     shown = connections if verbose else connections[:MAX_TABLE_ROWS]
     for conn in shown:
         tls = tls_label(conn)
-        table.add_row(
+        cells = (
             str(conn["id"]),
             f"{client_label(conn)}\n→ {endpoint_of(conn)}",
             (conn["protocol"] or "?") + (f"\n{tls}" if tls != "-" and conn["protocol"] != "tls" else ""),
@@ -126,6 +130,7 @@ def _connections(document: dict, verbose: bool) -> Table:
             (conn["greeting"] or "")[:120],
             outcome_label(conn),
         )
+        table.add_row(*(Text(cell) for cell in cells))
     if len(shown) < len(connections):
-        table.caption = f"{len(connections) - len(shown)} more connections: use -v or --format json"
+        table.caption = Text(f"{len(connections) - len(shown)} more connections: use -v or --format json")
     return table

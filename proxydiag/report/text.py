@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from proxydiag.proxy_protocol import ParseResult, ProxyHeader
+from proxydiag.proxy_protocol import NOT_A_HEADER, ParseResult, ProxyHeader
+from proxydiag.redact import visible
 
 
 def describe_parse(result: ParseResult) -> list[str]:
-    """The header and its violations as lines of text."""
+    """The header and its violations as lines of text; every value from the bytes with
+    its control characters shown as escapes."""
+    return [visible(line) for line in _describe_parse(result)]
+
+
+def _describe_parse(result: ParseResult) -> list[str]:
     lines = []
     if result.header:
         lines.extend(describe_header(result.header))
@@ -15,7 +21,8 @@ def describe_parse(result: ParseResult) -> list[str]:
     elif result.version:
         lines.append(f"PROXY v{result.version} header, unreadable")
     else:
-        lines.append("not a PROXY header")
+        lines.append(f"not a PROXY header: {NOT_A_HEADER}")
+        return lines
     for violation in result.violations:
         lines.append(f"  violation at byte {violation.offset}: {violation.message} [{violation.rule}]")
     return lines
@@ -28,11 +35,16 @@ def describe_header(header: ProxyHeader) -> list[str]:
         lines.append(f"  destination  {_endpoint(header.dst_addr, header.dst_port)}")
     for tlv in header.tlvs:
         lines.append(f"  TLV 0x{tlv.type:02x} {tlv.name} ({len(tlv.value)} bytes){_tlv_value(tlv.decoded)}")
+    if header.tlvs_omitted:
+        lines.append(f"  ... and {header.tlvs_omitted} more TLVs, counted but not shown")
     if header.ssl:
         ssl = header.ssl
         flags = [name for bit, name in ((1, "SSL"), (2, "CERT_CONN"), (4, "CERT_SESS")) if ssl.client & bit]
         details = ", ".join(
-            f"{name}={value}" for name, value in (("version", ssl.version), ("cipher", ssl.cipher), ("cn", ssl.cn)) if value
+            f"{name}={value}" for name, value in (
+                ("version", ssl.version), ("cipher", ssl.cipher), ("cn", ssl.cn), ("sig_alg", ssl.sig_alg),
+                ("key_alg", ssl.key_alg), ("group", ssl.group), ("sig_scheme", ssl.sig_scheme),
+            ) if value
         )
         lines.append(f"  SSL client=0x{ssl.client:02x} ({'|'.join(flags) or 'none'}) verify={ssl.verify} {details}".rstrip())
     return lines

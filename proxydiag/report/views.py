@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from proxydiag.redact import visible
+
 SEVERITY_ORDER = ("error", "warning", "info")
+MULTILINE_KEYS = frozenset({"fix"})  # the finding pages' fix text keeps its lines
+
+
+def visible_document(value, key: str | None = None):
+    """The document with every control and bidi character in its strings shown as an
+    escape: what the human views (rich, Markdown) render. Only a fix keeps its newlines."""
+    if isinstance(value, str):
+        return visible(value, keep_newlines=key in MULTILINE_KEYS)
+    if isinstance(value, dict):
+        return {name: visible_document(item, name) for name, item in value.items()}
+    if isinstance(value, list):
+        return [visible_document(item, key) for item in value]
+    return value
 
 
 def endpoint_of(conn: dict) -> str:
@@ -82,7 +97,7 @@ def endpoint_verdicts(document: dict) -> list[dict]:
             "errors": severities.count("error"),
             "warnings": severities.count("warning"),
         })
-    rows.sort(key=lambda row: (-row["errors"], -row["warnings"], row["endpoint"]))
+    rows.sort(key=lambda row: (-int(row["errors"]), -int(row["warnings"]), str(row["endpoint"])))
     return rows
 
 

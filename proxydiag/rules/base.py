@@ -131,5 +131,6 @@ def describe_endpoint(conn: Connection) -> str:
 
 
 def header_hex(conn: Connection, limit: int = 64) -> str:
-    data = conn.header_bytes or b""
-    return data[:limit].hex() + ("..." if len(data) > limit else "")
+    from proxydiag.redact import header_evidence  # only the header's own structure: never the client's bytes
+
+    return header_evidence(conn.header_bytes or b"", limit)

@@ -1,0 +1,94 @@
+"""Seed corpora for the fuzz targets, taken from the captures in captures/ (their
+headers, both sides of every connection, the capture files themselves) and from the
+Stalwart configurations the tests use."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+from proxydiag import proxy_protocol
+from proxydiag.flows import FlowTable, TrackedConnection
+from proxydiag.sources import open_capture
+from tests.fuzz.targets import conversation_input
+
+REPO = Path(__file__).resolve().parents[2]
+CAPTURES = REPO / "captures"
+SMALL_CAPTURE = 64 << 10
+
+STALWART_SEEDS = [
+    b'[server.listener.smtp]\nbind = ["0.0.0.0:10025"]\nprotocol = "smtp"\n'
+    b'[server.listener.smtp.proxy]\ntrusted-networks = ["10.0.0.0/8"]\n',
+    b'[server.proxy]\ntrusted-networks = {"192.0.2.0/24" = true}\n[server.listener.imaps]\nbind = "[::]:10993"\n'
+    b'protocol = "imap"\ntls.implicit = true\n',
+    b'[{"@type": "NetworkListener", "name": "smtp", "bind": ["0.0.0.0:10025"], "protocol": "smtp", '
+    b'"proxy": {"trustedNetworks": ["10.0.0.0/8"]}}]\n',
+]
+
+
+def connections() -> list[TrackedConnection]:
+    found: list[TrackedConnection] = []
+    table = FlowTable(found.append)
+    for index, path in enumerate(sorted(CAPTURES.glob("*.pcap*"))):
+        with open_capture(str(path)) as reader:
+            table.consume(index, reader)
+        table.flush()
+    return found
+
+
+def _split_input(first: bytes, second: bytes) -> bytes:
+    return struct.pack("!H", len(first)) + first + second
+
+
+def seeds(target: str) -> list[bytes]:
+    if target == "pcap":
+        return [p.read_bytes()[:SMALL_CAPTURE] for p in sorted(CAPTURES.glob("*.pcap"))]
+    if target == "pcapng":
+        return [p.read_bytes()[:SMALL_CAPTURE] for p in sorted(CAPTURES.glob("*.pcapng"))]
+    if target == "stalwart":
+        return list(STALWART_SEEDS)
+    tracked = connections()
+    headers = []
+    for conn in tracked:
+        result = proxy_protocol.parse(conn.client.data)
+        if result.version is not None:
+            headers.append(conn.client.data[: result.length or 120])
+    if target == "proxy":
+        return headers
+    if target == "hexdump":
+        return [_xxd(header) for header in headers] + [header.hex().encode() for header in headers]
+    if target == "report":
+        found = []
+        for conn in tracked:
+            result = proxy_protocol.parse(conn.client.data)
+            header = conn.client.data[: result.length]
+            found.append(conversation_input(conn.server_port, header, conn.client.data[result.length :][:2048],
+                                            conn.server.data[:2048]))
+        return found
+    if target == "recognise":
+        return [_split_input(struct.pack("!H", conn.server_port) + _application(conn)[:4096], conn.server.data[:4096])
+                for conn in tracked]
+    return [_split_input(_application(conn)[:4096], conn.server.data[:4096]) for conn in tracked]
+
+
+def _application(conn: TrackedConnection) -> bytes:
+    result = proxy_protocol.parse(conn.client.data)
+    return conn.client.data[result.length :]
+
+
+def _xxd(data: bytes) -> bytes:
+    rows = []
+    for offset in range(0, len(data), 16):
+        row = data[offset : offset + 16]
+        words = " ".join(row[i : i + 2].hex() for i in range(0, len(row), 2))
+        text = "".join(chr(b) if 0x20 <= b < 0x7F else "." for b in row)
+        rows.append(f"{offset:08x}: {words:<39}  {text}")
+    return ("\n".join(rows) + "\n").encode()
+
+
+def write_corpus(target: str, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for seed in seeds(target):
+        (directory / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
+    return directory

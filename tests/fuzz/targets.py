@@ -1,0 +1,235 @@
+"""Fuzz targets: one per parser, and one that drives whole small captures through every
+report. Each target takes bytes and either returns or raises AssertionError (a property
+broke) or any other exception (a crash). They run under atheris (tests/fuzz/fuzz.py)
+and, bounded, under pytest (tests/test_fuzz.py)."""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import json
+import os
+import re
+import struct
+import tempfile
+from pathlib import Path
+
+from proxydiag import proxy_protocol
+from proxydiag.protocols import RECOGNISERS, recognise
+from proxydiag.protocols.tls import read_tls
+from proxydiag.sources import CaptureError, read_records
+from proxydiag.stalwart_config import ConfigError
+from proxydiag.stalwart_config import load as load_stalwart
+from proxydiag.userinput import InputError, bytes_from_input
+
+SECRET = "Zq7-s3cret-PW"  # a password no report may ever show, as text or as hex
+CLIENT = ("203.0.113.77", 40123)
+SERVER = ("198.51.100.25", 10025)
+# Terminal control left in a report: anything but newline, and ESC only as an SGR colour.
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+_RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def _split(data: bytes) -> tuple[bytes, bytes]:
+    """Two byte strings from one: a 2-byte length, then the first, then the rest."""
+    if len(data) < 2:
+        return data, b""
+    cut = struct.unpack_from("!H", data)[0] % (len(data) - 1)
+    return data[2 : 2 + cut], data[2 + cut :]
+
+
+# --- parsers ---------------------------------------------------------------------------
+
+
+def proxy_header(data: bytes) -> None:
+    result = proxy_protocol.parse(data)
+    document = result.to_dict(len(data))
+    json.dumps(document)
+    assert result.length <= len(data) or result.incomplete is False
+    if result.header is not None:
+        assert len(result.header.tlvs) <= proxy_protocol.MAX_TLVS
+    if result.valid:  # what parses cleanly rebuilds to a header that parses the same
+        assert proxy_protocol.parse(data[: result.length]).to_dict() == result.to_dict(result.length)
+
+
+def recogniser(name: str):
+    def target(data: bytes) -> None:
+        client, server = _split(data)
+        parsed = RECOGNISERS[name](client, server)
+        json.dumps(parsed.opening.to_dict())
+
+    target.__name__ = f"recognise_{name}"
+    return target
+
+
+def recognise_any(data: bytes) -> None:
+    """The whole of recognise(): protocol choice, TLS, software, scrubbing."""
+    head, server = _split(data)
+    port = struct.unpack_from("!H", head)[0] if len(head) >= 2 else 25
+    # The credentials on lines of their own (after whatever the fuzzer wrote).
+    client = head[2:] + f"\r\na1 LOGIN user {SECRET}\r\nAUTH PLAIN {SECRET}\r\nPASS {SECRET}\r\n".encode()
+    opening = recognise(client, server, port)
+    shown = json.dumps(opening.to_dict())
+    assert SECRET not in shown, shown
+
+
+def tls(data: bytes) -> None:
+    client, server = _split(data)
+    opening = read_tls(client, server)
+    if opening is not None:
+        json.dumps(opening.to_dict())
+
+
+def _read_capture(data: bytes) -> None:
+    try:
+        reader = read_records(io.BytesIO(data), "fuzz")
+    except CaptureError as error:
+        assert "\n" not in str(error)
+        return
+    for _record in reader:
+        pass
+    assert reader.info.damaged is None or "\n" not in reader.info.damaged
+
+
+def pcap(data: bytes) -> None:
+    _read_capture(data)
+
+
+def pcapng(data: bytes) -> None:
+    _read_capture(data)
+
+
+def hexdump(data: bytes) -> None:
+    try:
+        decoded, notes = bytes_from_input(data)
+    except InputError as error:
+        assert "\n" not in str(error)
+        return
+    assert isinstance(decoded, bytes) and notes
+
+
+_SCRATCH = Path(os.environ.get("PROXYDIAG_FUZZ_SCRATCH", tempfile.gettempdir())) / f"proxydiag-fuzz-{os.getpid()}"
+
+
+def stalwart(data: bytes) -> None:
+    _SCRATCH.write_bytes(data)
+    try:
+        config = load_stalwart(str(_SCRATCH))
+    except ConfigError as error:
+        assert "\n" not in str(error).strip() or "TOML" in str(error)
+        return
+    json.dumps(config.to_dict())
+
+
+# --- whole captures through every report -------------------------------------------------
+
+
+def conversation_input(port: int, header: bytes, client: bytes, server: bytes) -> bytes:
+    """The report target's input format (seeds are written in it)."""
+    return struct.pack("!HHH", port, len(header), len(client)) + header + client + server
+
+
+def _conversation_parts(data: bytes) -> tuple[int, bytes, bytes, bytes]:
+    if len(data) < 6:
+        data = data.ljust(6, b"\x00")
+    port, header_length, client_length = struct.unpack_from("!HHH", data)
+    rest = data[6:]
+    header, rest = rest[:header_length], rest[header_length:]
+    client, server = rest[:client_length], rest[client_length:]
+    return port or 25, header, client, server
+
+
+def _capture_of(port: int, header: bytes, client: bytes, server: bytes) -> Path:
+    from tests.craft import Conversation, write_pcap
+
+    conv = Conversation(client=CLIENT, server=(SERVER[0], port))
+    conv.handshake()
+    # The credential right after the header: a header whose length swallows it must not
+    # carry it into the evidence.
+    conv.client_sends(header + f"\r\na1 LOGIN user {SECRET}\r\n".encode(), segments=2 if len(header) > 40 else 1)
+    if server:
+        conv.server_sends(server)
+    if client:
+        conv.client_sends(client)
+    conv.close(by="client")
+    path = _SCRATCH.with_suffix(".pcap")
+    write_pcap(path, [conv])
+    return path
+
+
+def originals(header: bytes) -> set[str]:
+    """The addresses a report with --anonymize must not show."""
+    found = {CLIENT[0], SERVER[0]}
+    parsed = proxy_protocol.parse(header).header
+    for address in (parsed.src_addr, parsed.dst_addr) if parsed else ():
+        if address and _identifies(address):
+            found.add(address)
+    return found
+
+
+def _identifies(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return not (ip.is_unspecified or (ip.version == 6 and ip.is_loopback))
+
+
+def render_all(document: dict) -> dict[str, str]:
+    from rich.console import Console
+
+    from proxydiag.report import json as json_report
+    from proxydiag.report import markdown as markdown_report
+    from proxydiag.report import rich as rich_report
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=100, color_system="truecolor", soft_wrap=False)
+    # The fixes are the catalog's own pages (no wire text) and most of rich's time: left out.
+    rich_report.render({**document, "findings": [{**f, "fix": ""} for f in document["findings"]]}, console)
+    return {
+        "json": json_report.render_document(document),
+        "markdown": markdown_report.render(document, "0", "proxydiag analyze fuzz.pcap"),
+        "rich": console.file.getvalue(),
+    }
+
+
+def check_outputs(outputs: dict[str, str], secret: str, hidden: set[str] = frozenset()) -> None:
+    json.loads(outputs["json"])
+    for name, text in outputs.items():
+        plain = _SGR.sub("", text)
+        control = _RAW_CONTROL.search(plain)
+        assert control is None, f"{name}: raw control {control.group()!r} in {plain[max(0, control.start() - 40):control.end() + 40]!r}"
+        for value in (secret, secret.encode().hex()):
+            assert value not in text, f"{name}: the secret {value!r} is shown"
+        for address in hidden:
+            assert not _shows_address(text, address), f"{name}: {address} is shown with --anonymize"
+
+
+def _shows_address(text: str, address: str) -> bool:
+    packed = ipaddress.ip_address(address).packed.hex()
+    pattern = re.compile(r"(?<![\w.:])" + re.escape(address) + r"(?![\w:]|\.\d)", re.I)
+    return bool(pattern.search(text)) or packed in text.lower()
+
+
+def report(data: bytes) -> None:
+    from proxydiag.analysis import Settings, diagnose
+    from proxydiag.report.anonymize import anonymize
+
+    port, header, client, server = _conversation_parts(data)
+    path = _capture_of(port, header, client, server)
+    analysis = diagnose([str(path)], Settings())
+    document = analysis.to_dict()
+    check_outputs(render_all(document), SECRET)
+    check_outputs(render_all(anonymize(analysis.to_dict())), SECRET, originals(header))
+
+
+TARGETS = {
+    "proxy": proxy_header,
+    **{f"recognise_{name}": recogniser(name) for name in ("smtp", "imap", "pop3", "managesieve", "http")},
+    "recognise": recognise_any,
+    "tls": tls,
+    "pcap": pcap,
+    "pcapng": pcapng,
+    "hexdump": hexdump,
+    "stalwart": stalwart,
+    "report": report,
+}
