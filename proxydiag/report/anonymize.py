@@ -233,10 +233,15 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+STANDARD_STREAMS = frozenset({"-", "<stdin>", "live"})  # names no one's files
+
+
 def _paths(document: dict) -> list[str]:
     found = [item["path"] for item in document.get("inputs") or [] if item.get("path")]
+    found += [config["path"] for config in document.get("proxy_configs") or [] if config.get("path")]
     config = document.get("stalwart_config") or {}
-    return found + ([config["path"]] if config.get("path") else [])
+    found += [config["path"]] if config.get("path") else []
+    return [path for path in found if path not in STANDARD_STREAMS]
 
 
 def _opaque_tlvs(document: dict, pseudonyms: Pseudonyms) -> dict:
