@@ -496,7 +496,7 @@ ha_cfg ssl_cn           "$(ha_listen imaps "$PROXY:993 $TLS_BIND ca-file $WORK/c
 # Health checks: connect-only checks with a port of their own in front of Postfix (no
 # header at all), and LOCAL-header checks to Dovecot only (Postfix 3.7's smtpd dies on
 # LOCAL headers and its master then throttles the service).
-ha_cfg checks_port      "$(ha_listen mx "$PROXY:25" "postfix $SERVER:10025 $V2 check port 10025 inter 300")"
+ha_cfg checks_port      "$(ha_listen submission "$PROXY:587" "postfix $SERVER:10587 $V2 check port 10587 inter 300")"
 ha_cfg checks_imap      "$(ha_listen imap "$PROXY:143" "dovecot $SERVER:10143 $V2 check inter 500")"
 
 NG_LOG_FORMAT="log_format basic '\$remote_addr:\$remote_port -> \$upstream_addr \$status \$bytes_sent/\$bytes_received \$session_time';"
@@ -1010,11 +1010,11 @@ sc_two_proxies() {    # two HAProxy proxies in a chain, both sending a header; a
     cap_stop
 }
 sc_healthcheck_no_header() { # checks with a port of their own plus one real session
-    cap_ports healthcheck-no-header.pcap 25 10025
+    cap_ports healthcheck-no-header.pcap 587 10587
     local t0
     t0=$(date +%s%N)
-    up haproxy checks_port "$PROXY:25"
-    smtp_via ok "behind connect-only checks" 25
+    up haproxy checks_port "$PROXY:587"
+    smtp_via ok "behind connect-only checks" 587
     sleep_until_elapsed "$t0" 2
     down
     cap_stop
@@ -1444,13 +1444,13 @@ fact two-proxies-both-send.pcap "B's leg to Postfix carries two v2 headers: B's 
 fact two-proxies-both-send.pcap "Postfix greets B's leg" first_seg_starts "$(hex '220 mail.example.test')" "$(from_server "$S" 10025)"
 fact two-proxies-both-send.pcap "Postfix answers three 500 5.5.2 Error: bad syntax and 221 2.0.0 Bye" \
     segs_contain "$(hex $'500 5.5.2 Error: bad syntax\r\n500 5.5.2 Error: bad syntax\r\n500 5.5.2 Error: bad syntax\r\n221 2.0.0 Bye\r\n')" "$(from_server "$S" 10025)"
-describe healthcheck-no-header.pcap pcap "haproxy 2.6 send-proxy-v2 check port 10025 inter 300" "postfix 3.7" "[25]" \
-    "Mistake: HAProxy health checks with a port of their own (check port 10025) send no PROXY header to a Postfix listener that expects one; one real SMTP session through the same backend carries a v2 header." \
-    "About 2 s of a separate HAProxy instance: every 300 ms a connect-only check from 127.80.0.20 (SYN, SYN-ACK, then RST from HAProxy; no byte either way; how many depends on the clock, at least one), plus one swaks session through 127.80.0.20:25 with a v2 header naming 127.80.0.10." \
-    "$S 10025 none null false null null clock:1" \
-    "$S 10025 v2 PROXY false 127.80.0.10 TCP4 1"
+describe healthcheck-no-header.pcap pcap "haproxy 2.6 send-proxy-v2 check port 10587 inter 300" "postfix 3.7" "[587]" \
+    "Mistake: HAProxy health checks with a port of their own (check port 10587) send no PROXY header to a Postfix submission listener that expects one; one real session through the same backend (587 -> 10587) carries a v2 header." \
+    "About 2 s of a separate HAProxy instance: every 300 ms a connect-only check from 127.80.0.20 (SYN, SYN-ACK, then RST from HAProxy; no byte either way; how many depends on the clock, at least one), plus one swaks session through 127.80.0.20:587 with a v2 header naming 127.80.0.10." \
+    "$S 10587 none null false null null clock:1" \
+    "$S 10587 v2 PROXY false 127.80.0.10 TCP4 1"
 fact healthcheck-no-header.pcap "only the real session carries data to or from Postfix" \
-    streams_with_data 1 "sport == 10025 || dport == 10025"
+    streams_with_data 1 "sport == 10587 || dport == 10587"
 describe l4-balancer-loses-client.pcap pcap "nginx 1.22 stream without proxy_protocol (L4 relay) + haproxy 2.6 send-proxy-v2" "postfix 3.7" "[]" \
     "Mistake: a plain L4 relay (nginx stream without proxy_protocol, 127.80.0.15:25) in front of HAProxy: six SMTP sessions from 127.80.0.10, every header names the relay 127.80.0.15; only the back legs (port 10025) are captured." \
     "Per session: 127.80.0.10 -> 127.80.0.15:25 (nginx, proxy_bind 127.80.0.15) -> 127.80.0.20:25 (no header) -> 127.80.0.30:10025 (v2 header, client 127.80.0.15); the capture holds the last leg only, so nothing in it shows that 127.80.0.15 is a relay: the sign is one address for every session (PD202). All six sessions succeed." \

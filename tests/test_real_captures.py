@@ -33,6 +33,10 @@ SHIPPED = REPO / "captures"
 MANIFEST = json.loads((SHIPPED / "manifest.json").read_text())
 ENTRY_IDS = [entry["file"] for entry in MANIFEST]
 SEVERITIES = ("error", "warning", "info")
+# Every lab client is a loopback address (loopback is all the lab has), which a report
+# rightly calls a local test at info level. That note comes with every capture and is
+# not what a capture is about: it never counts as the first finding, unless it is.
+LAB_NOTES = ("PD205:info",)
 
 # The lab's throw-away credentials (make_captures.sh): the user name counts as one.
 USER, PASSWORD = "alice@example.test", "Tr0ub4dor&3xample"
@@ -202,7 +206,8 @@ def test_findings_as_the_manifest_requires(capture_dir, entry):
     for item in must:
         assert _reported(findings, item), f"{entry['file']}: {item} missing from {reported}"
     if must:
-        assert findings and _reported(findings[:1], must[0]), \
+        leading = [f for f in findings if must[0] in LAB_NOTES or f"{f.code}:{f.severity}" not in LAB_NOTES]
+        assert leading and _reported(leading[:1], must[0]), \
             f"{entry['file']}: the first finding should be {must[0]}, not {reported[:1]}"
     for item in must_not:
         assert not _reported(findings, item), \
