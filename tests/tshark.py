@@ -45,35 +45,31 @@ def tshark_path() -> str:
 
 
 def tshark_headers(capture: str) -> dict[int, dict[str, str]]:
-    """Frame number -> the PROXY fields tshark decodes in that frame (first occurrence)."""
+    """Frame number -> the PROXY fields tshark decodes in that frame (its first header).
+
+    One tshark run per capture: every field with all its occurrences, of which the
+    first is the frame's first header."""
     command = [tshark_path(), "-r", capture, "-o", "tcp.try_heuristic_first:TRUE", "-Y", "proxy", "-T", "fields",
-               "-E", "separator=\t", "-E", "occurrence=f"]
-    for field in FIELDS:
+               "-E", "separator=\t", "-E", "occurrence=a", "-E", "aggregator=;"]
+    for field in FIELDS + TLV_FIELDS:
         command += ["-e", field]
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
     headers = {}
     for line in output.splitlines():
-        values = {name: _normalise(value) for name, value in zip(FIELDS, line.split("\t"))}
+        columns = dict(zip(FIELDS + TLV_FIELDS, line.split("\t"), strict=True))
+        values = {name: _normalise(columns.get(name, "").split(";")[0]) for name in FIELDS}
+        if not values["proxy.v2.tlv.ssl.version"]:
+            values["proxy.v2.tlv.ssl.version"] = _ssl_version_from_tlvs(columns)
         headers[int(values["frame.number"])] = values
-    for frame, version in _ssl_versions_from_tlv_values(capture).items():
-        if frame in headers and not headers[frame]["proxy.v2.tlv.ssl.version"]:
-            headers[frame]["proxy.v2.tlv.ssl.version"] = version
     return headers
 
 
-def _ssl_versions_from_tlv_values(capture: str) -> dict[int, str]:
-    command = [tshark_path(), "-r", capture, "-o", "tcp.try_heuristic_first:TRUE", "-Y", "proxy.v2.tlv.type == 0x20",
-               "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;", "-e", "frame.number"]
-    for field in TLV_FIELDS:
-        command += ["-e", field]
-    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout
-    versions = {}
-    for line in output.splitlines():
-        frame, types, values = line.split("\t")
-        for tlv_type, value in zip(types.split(";"), values.split(";")):
-            if int(tlv_type, 0) == 0x20:
-                versions[int(frame)] = _version_sub_tlv(bytes.fromhex(value.replace(":", "")))
-    return versions
+def _ssl_version_from_tlvs(columns: dict[str, str]) -> str:
+    types, tlv_values = columns.get(TLV_FIELDS[0], ""), columns.get(TLV_FIELDS[1], "")
+    for tlv_type, value in zip(types.split(";"), tlv_values.split(";"), strict=True):
+        if tlv_type and int(tlv_type, 0) == 0x20:
+            return _version_sub_tlv(bytes.fromhex(value.replace(":", "")))
+    return ""
 
 
 def _version_sub_tlv(ssl_value: bytes) -> str:
