@@ -115,9 +115,7 @@ class UnexpectedProxyHeader(Rule):
         expectation = ctx.expectation(conn)
         answered = conn.replies_to_header
         greeted_first = conn.greeting_ts is not None and conn.header_ts is not None and conn.greeting_ts < conn.header_ts
-        tls_refused = implicit_tls_listener(conn, ctx) and conn.closed_by == "server" and (
-            conn.opening.server_sent_tls or (conn.close_kind == "rst" and conn.greeting is None)
-        )
+        tls_refused = implicit_tls_listener(conn, ctx) and refused_tls_at_once(conn)
         evidence = {"header": header_hex(conn), "greeting": conn.greeting, "replies_to_header": answered[:5]}
         if (answered or greeted_first or tls_refused) and not relayed(conn, ctx):
             reason = (
@@ -140,6 +138,17 @@ class UnexpectedProxyHeader(Rule):
                 [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),
                 severity=lower(self.severity) if expectation.inferred else None, inferred=expectation.inferred,
             )
+
+
+def refused_tls_at_once(conn: Connection) -> bool:
+    """An implicit-TLS listener that ended the connection after the header without a
+    handshake: an alert instead of a ServerHello, or a reset before any answer, while the
+    client offered TLS or nothing (plaintext from the client is PD304's story)."""
+    if conn.closed_by != "server" or (conn.client_first is not None and not conn.opening.client_sent_tls):
+        return False
+    tls = conn.opening.tls
+    alert_only = conn.opening.server_sent_tls and (tls is None or tls.server_hello is None)
+    return alert_only or (conn.close_kind == "rst" and conn.greeting is None)
 
 
 class MalformedProxyHeader(Rule):
@@ -368,6 +377,8 @@ class ProxyWaitsForClient(Rule):
             front = ctx.legs.front_leg(back)
             if front is None or front.client_first_ts is None or front.mid_stream or front.tls_client_hello:
                 continue  # a TLS client speaks first by design; the proxy connects once TLS is up
+            if front.greeting_ts is not None and front.greeting_ts <= front.client_first_ts:
+                continue  # the proxy greeted the client itself (nginx mail): nobody was left waiting
             if back.server_speaks_first and back.start_ts > front.client_first_ts:
                 idle = front.client_first_ts - (front.established_ts or front.start_ts)
                 yield Hit(
