@@ -194,7 +194,22 @@ def _read_headers(conn: Connection, client: Stream) -> int:
         if not result.length:
             break
         offset += result.length
+        if swallowed_client_text(result):
+            return _past_line(client.data, offset)
     return offset
+
+
+def swallowed_client_text(result: proxy_protocol.ParseResult) -> bool:
+    """A v2 header whose length ran into the client's own bytes: its TLV area does not
+    parse as TLVs. The line the header's end cut in two is then a fragment of a command
+    whose start (a verb such as LOGIN, which marks its arguments as secrets) is gone."""
+    return result.version == 2 and any(violation.rule == "v2.tlv-length" for violation in result.violations)
+
+
+def _past_line(data: bytes, offset: int) -> int:
+    """Where the line that `offset` falls in ends (the fragment is never shown)."""
+    end = data.find(b"\n", offset)
+    return len(data) if end < 0 else end + 1
 
 
 def _describe_client(conn: Connection, client: Stream, application: int) -> None:

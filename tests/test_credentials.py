@@ -41,3 +41,23 @@ def test_no_output_format_prints_a_credential(capture, fmt):
     for secret in SECRETS:
         assert secret not in output
     assert "PROXY" in output or "proxy_header" in output  # a real report, not an empty one
+
+
+def test_a_header_that_swallows_the_start_of_a_login_line_never_shows_the_rest(tmp_path):
+    """A v2 header whose length covers `a1 LOGIN user ` leaves only the password on its
+    line: no recogniser can tell it is one, so the cut line is never shown."""
+    from tests.craft import Conversation, write_pcap
+
+    secret = "Sw4llowedPa55"
+    header = b"\r\n\r\n\x00\r\nQUIT\n" + b"\x20\x00" + (16).to_bytes(2, "big")
+    conv = Conversation(client=("203.0.113.9", 40000), server=("192.0.2.25", 10143))
+    conv.handshake()
+    conv.server_sends(b"* OK IMAP ready\r\n")
+    conv.client_sends(header + b"\r\na1 LOGIN user " + secret.encode() + b"\r\na2 LOGOUT\r\n")
+    conv.close(by="client")
+    path = write_pcap(tmp_path / "swallowed.pcap", [conv])
+    for fmt in ("json", "markdown", "rich"):
+        result = subprocess.run([sys.executable, "-m", "proxydiag", "analyze", str(path), "--format", fmt],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode in (0, 1), result.stderr
+        assert secret not in result.stdout and secret.encode().hex() not in result.stdout, fmt

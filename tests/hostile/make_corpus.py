@@ -4,8 +4,7 @@ program on loopback produces (run: python3 -m tests.hostile.make_corpus).
 
 Manifest entry: file, command (analyze|decode), exit (expected exit code), properties
 (what must hold in every format), and for some: secret (never shown), originals (never
-shown with --anonymize), shows (text every human view must show), lead (the case needs
-the lead's single masking path for client_first)."""
+shown with --anonymize), shows (text every human view must show)."""
 
 from __future__ import annotations
 
@@ -35,7 +34,7 @@ def v2(**kw) -> bytes:
 
 
 def capture(name: str, header: bytes, server: bytes, client: bytes = b"EHLO client.example\r\n", port: int = 10025,
-            exit: int = 1, shows: list[str] | None = None, lead: bool = False, addresses=(PROXY[0], SERVER[0]),
+            exit: int = 1, shows: list[str] | None = None, addresses=(PROXY[0], SERVER[0]),
             segments: int = 1, originals: list[str] | None = None) -> None:
     conv = Conversation(client=(addresses[0], PROXY[1]), server=(addresses[1], port))
     conv.handshake()
@@ -47,7 +46,7 @@ def capture(name: str, header: bytes, server: bytes, client: bytes = b"EHLO clie
     write_pcap(FILES / f"{name}.pcap", [conv])
     hidden = [a for a in (*addresses, *(originals or [])) if a not in ("::1",)]
     entries.append({"file": f"{name}.pcap", "command": "analyze", "exit": [0, 1] if exit == 1 else [exit],
-                    "properties": COMMON, "secret": SECRET, "originals": hidden, "shows": shows or [], "lead": lead})
+                    "properties": COMMON, "secret": SECRET, "originals": hidden, "shows": shows or []})
 
 
 def decode(name: str, data: bytes, exit: int, rules: list[str], shows: list[str] | None = None) -> None:
@@ -103,15 +102,14 @@ def build() -> None:
     swallow[15] += len(f"a1 LOGIN user {SECRET}\r\n")
     capture("v2-length-swallows-login", bytes(swallow) + f"a1 LOGIN user {SECRET}\r\n".encode(), b"* OK IMAP ready\r\n",
             client=b"", port=10143)
-    capture("imap-untagged-login", header, b"* OK IMAP ready\r\n", client=f"LOGIN user {SECRET}\r\n".encode(), port=10143,
-            lead=True)
-    capture("pop3-user", header, b"+OK POP3 ready\r\n", client=f"USER {SECRET}\r\n".encode(), port=10110, lead=True)
+    capture("imap-untagged-login", header, b"* OK IMAP ready\r\n", client=f"LOGIN user {SECRET}\r\n".encode(), port=10143)
+    capture("pop3-user", header, b"+OK POP3 ready\r\n", client=f"USER {SECRET}\r\n".encode(), port=10110)
     capture("pop3-apop-user", header, b"+OK POP3 ready <1.2@e>\r\n", client=f"APOP {SECRET} 0123abcd\r\n".encode(),
-            port=10110, lead=True)
+            port=10110)
     capture("http-access-token", v2(dst_port=80), b"HTTP/1.1 200 OK\r\n\r\n",
-            client=f"GET /?access_token={SECRET} HTTP/1.1\r\n\r\n".encode(), port=10080, lead=True)
+            client=f"GET /?access_token={SECRET} HTTP/1.1\r\n\r\n".encode(), port=10080)
     capture("http-userinfo", v2(dst_port=80), b"HTTP/1.1 200 OK\r\n\r\n",
-            client=f"GET http://user:{SECRET}@e.example/ HTTP/1.1\r\n\r\n".encode(), port=10080, lead=True)
+            client=f"GET http://user:{SECRET}@e.example/ HTTP/1.1\r\n\r\n".encode(), port=10080)
     capture("smtp-auth-plain", header, b"220 mail.example ESMTP\r\n", client=f"AUTH PLAIN {SECRET}\r\n".encode())
     capture("ehlo-ipv6-literal", header, b"220 mail.example ESMTP\r\n", client=b"EHLO [IPv6:2001:db8:55::7]\r\n",
             originals=["2001:db8:55::7"])
