@@ -43,17 +43,26 @@ def test_no_output_format_prints_a_credential(capture, fmt):
     assert "PROXY" in output or "proxy_header" in output  # a real report, not an empty one
 
 
-def test_a_header_that_swallows_the_start_of_a_login_line_never_shows_the_rest(tmp_path):
-    """A v2 header whose length covers `a1 LOGIN user ` leaves only the password on its
-    line: no recogniser can tell it is one, so the cut line is never shown."""
+@pytest.mark.parametrize(("port", "greeting", "swallowed", "after"), [
+    (10143, b"* OK IMAP ready\r\n", b"\r\na1 LOGIN user ", b"\r\na2 LOGOUT\r\n"),
+    (10025, b"220 mail.example.test ESMTP\r\n", b"\r\nAUTH PLAIN ", b"\r\nQUIT\r\n"),
+    (10110, b"+OK POP3 ready\r\n", b"\r\nUSER alice\r\nPASS ", b"\r\nQUIT\r\n"),
+    (10025, b"220 mail.example.test ESMTP\r\n", b"\r\nAUTH LOGIN\r\n", b"\r\nQUIT\r\n"),
+    (5000, b"", b"\r\na1 LOGIN user ", b"\r\n"),  # a port nobody knows, a silent server
+])
+def test_a_header_that_swallows_the_start_of_a_login_line_never_shows_the_rest(tmp_path, port, greeting, swallowed, after):
+    """A v2 header whose length covers the start of a credential line (the verb that
+    marks its arguments as secrets) leaves only the secret on its line: no recogniser can
+    tell what it is, so the cut line is never shown."""
     from tests.craft import Conversation, write_pcap
 
-    secret = "Sw4llowedPa55"
-    header = b"\r\n\r\n\x00\r\nQUIT\n" + b"\x20\x00" + (16).to_bytes(2, "big")
-    conv = Conversation(client=("203.0.113.9", 40000), server=("192.0.2.25", 10143))
+    secret = "U3dhbGxvd2VkUGE1NQ"
+    header = b"\r\n\r\n\x00\r\nQUIT\n" + b"\x20\x00" + len(swallowed).to_bytes(2, "big")
+    conv = Conversation(client=("203.0.113.9", 40000), server=("192.0.2.25", port))
     conv.handshake()
-    conv.server_sends(b"* OK IMAP ready\r\n")
-    conv.client_sends(header + b"\r\na1 LOGIN user " + secret.encode() + b"\r\na2 LOGOUT\r\n")
+    if greeting:
+        conv.server_sends(greeting)
+    conv.client_sends(header + swallowed + secret.encode() + after)
     conv.close(by="client")
     path = write_pcap(tmp_path / "swallowed.pcap", [conv])
     for fmt in ("json", "markdown", "rich"):
