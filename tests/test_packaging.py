@@ -1,0 +1,65 @@
+"""The package as users install it: a wheel, installed elsewhere, run from another
+directory. The finding pages travel inside it (importlib.resources), so `explain`,
+`rules` and the fixes in reports work however it was installed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    (built,) = out.glob("proxydiag-*.whl")
+    return built
+
+
+def test_the_wheel_carries_every_finding_page(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    pages = {Path(name).stem for name in names if name.startswith("proxydiag/findings/PD") and name.endswith(".md")}
+    shipped = {path.stem for path in (REPO / "proxydiag" / "findings").glob("PD*.md")}
+    assert pages == shipped and len(shipped) >= 40
+    assert "proxydiag/py.typed" in names
+
+
+@pytest.mark.parametrize("layout", ["target", "venv"])
+def test_explain_and_rules_work_from_an_installed_wheel(wheel, tmp_path, layout):
+    if layout == "target":  # pip install --target: no data-files directory, no sys.prefix share/
+        site = tmp_path / "site"
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                       check=True, capture_output=True, timeout=300)
+        python, env = sys.executable, dict(os.environ, PYTHONPATH=str(site))
+    else:  # a fresh venv that borrows only the dependencies from this interpreter
+        venv = tmp_path / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+        python, env = str(venv / "bin" / "python"), {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True,
+                       timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def run(*args: str) -> str:
+        result = subprocess.run([python, "-m", "proxydiag", *args], cwd=elsewhere, env=env, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    where = subprocess.run([python, "-c", "import proxydiag; print(proxydiag.__file__)"], cwd=elsewhere, env=env,
+                           capture_output=True, text=True, timeout=60).stdout
+    assert str(REPO) not in where, f"the installed copy must be the one imported: {where}"
+    page = run("explain", "PD301")
+    assert page.startswith("# PD301 tls-flag-lost") and "## Fix on Stalwart" in page
+    rules = run("rules").splitlines()
+    assert len(rules) >= 40 and all(len(line.split(None, 3)) == 4 for line in rules), "every rule has its summary"
+    report = run("analyze", str(REPO / "captures" / "v1-behind-tls.pcap"), "--format", "json", "--fail-on", "never")
+    assert '"fix": "HAProxy:' in report
