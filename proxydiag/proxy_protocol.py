@@ -10,7 +10,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 SIGNATURE_V2 = b"\r\n\r\n\x00\r\nQUIT\n"
 PREFIX_V1 = b"PROXY "
@@ -206,7 +208,7 @@ class ParseResult:
 
     def to_dict(self, data_length: int | None = None) -> dict:
         trailing = 0 if data_length is None else max(0, data_length - self.length)
-        document = {
+        document: dict[str, Any] = {
             "proxy_header": self.header.to_dict() if self.header else None,
             "violations": [v.to_dict() for v in self.violations],
             "trailing": trailing,
@@ -636,7 +638,7 @@ def _decode_ssl(value: bytes, value_offset: int, violations: list[Violation]) ->
         return None
     client = value[0]
     verify = int.from_bytes(value[1:5], "big")
-    sub_fields: dict[str, object] = {}
+    sub_fields: dict[str, Any] = {}
     # Offsets inside the SSL value are shifted so that violations name the header's byte.
     shifted: list[Violation] = []
     for count, (sub_type, sub_offset, sub_value) in enumerate(
@@ -726,7 +728,7 @@ def build_v2(
     dst_addr: str | None = None,
     src_port: int = 0,
     dst_port: int = 0,
-    tlvs: list[tuple[int, bytes]] = (),
+    tlvs: Sequence[tuple[int, bytes]] = (),
     with_crc32c: bool = False,
 ) -> bytes:
     command_nibble = {name: code for code, name in COMMANDS.items()}[command]

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tomllib
 
 MIN_PREFIX = 8  # Stalwart rejects masks under /8 (registry/src/types/ipmask.rs)
 PROTOCOLS_015 = {"smtp": "smtp", "lmtp": "lmtp", "imap": "imap", "pop3": "pop3", "managesieve": "managesieve",

@@ -25,10 +25,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxydiag.logs import NotALog, read_log
+from proxydiag.logs import NotALog, read_log, stalwart
 from proxydiag.logs import haproxy as haproxy_log
 from proxydiag.logs import nginx as nginx_log
-from proxydiag.logs import stalwart
 from proxydiag.logs.event import LogEvent
 from proxydiag.logs.judge import LogOptions, judge
 

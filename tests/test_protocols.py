@@ -27,10 +27,10 @@ from proxydiag.protocols.imap import recognise_imap
 from proxydiag.protocols.pop3 import recognise_pop3
 from proxydiag.protocols.sieve import recognise_sieve
 from proxydiag.protocols.smtp import recognise_smtp
-from proxydiag.services import DEFAULT_TABLE
 from proxydiag.protocols.software import identify
 from proxydiag.protocols.tls import read_tls
 from proxydiag.redact import MASK
+from proxydiag.services import DEFAULT_TABLE
 
 # The throw-away credentials of captures/README.md.
 USER = "alice@example.test"

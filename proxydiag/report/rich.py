@@ -4,7 +4,7 @@ fix, then the connections. Colour only where it helps; plain text when not a ter
 from __future__ import annotations
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.markdown import Markdown
 from rich.padding import Padding
 from rich.table import Table
@@ -89,14 +89,14 @@ def _findings(document: dict, verbose: bool) -> Group:
     findings = document["findings"]
     if not findings:
         return Group(Text("\nNo findings: every header and greeting looks as expected.", style="green"))
-    parts = [Text("\nFindings", style="bold")]
+    parts: list[RenderableType] = [Text("\nFindings", style="bold")]
     for finding in findings:
         title = Text()
         title.append(f" {finding['severity'].upper():7} ", style=STYLES[finding["severity"]])
         title.append(f"{finding['code']} {finding['slug']}", style="bold")
         if finding["inferred"]:
             title.append("  (expectation inferred)", style="dim")
-        body = [Text(finding["message"])]
+        body: list[RenderableType] = [Text(finding["message"])]
         for line in evidence_lines(finding, limit=12 if verbose else 5):
             body.append(Text(line, style="dim"))
         if finding["connections"]:

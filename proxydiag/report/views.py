@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from proxydiag.redact import visible
 
@@ -83,7 +84,7 @@ def endpoint_verdicts(document: dict) -> list[dict]:
     for finding in document["findings"]:
         for conn_id in finding["connections"]:
             severity_of[conn_id].append(finding["severity"])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, conns in by_endpoint.items():
         severities = [sev for conn in conns for sev in severity_of.get(conn["id"], [])]
         headers = sorted({header_label(conn) for conn in conns})
@@ -120,6 +121,9 @@ def _compact(value) -> str:
 
 
 def where_line(finding: dict) -> str:
-    cited = ", ".join(f"#{cid} (frame {frame})" for cid, frame in zip(finding["connections"], finding["first_frames"], strict=False))
+    """The connections a finding rests on: how many, and the first ones with their frames."""
+    pairs = zip(finding["connections"], finding["first_frames"], strict=False)
+    cited = ", ".join(f"#{cid} (frame {frame})" if frame is not None else f"#{cid}" for cid, frame in pairs)
     extra = finding["count"] - len(finding["connections"])
-    return cited + (f" and {extra} more" if extra > 0 else "")
+    count = f"{finding['count']} connections: " if finding["count"] > 1 else ""
+    return count + cited + (f" and {extra} more" if extra > 0 else "")

@@ -77,16 +77,13 @@ def _finding(rule: Rule, hits: list[Hit], note: bool = False) -> Finding:
                 conns.append(conn)
     conns.sort(key=lambda conn: conn.id)
     cited = conns[:MAX_CITED_CONNECTIONS]
-    message = first.message
-    if len(conns) > 1:
-        message += f" ({len(conns)} connections, first: #{cited[0].id})"
     page = catalog.load_pages().get(rule.code)
     proxy = first.proxy or next((recognise_proxy(conn) for conn in cited if recognise_proxy(conn)), None)
     return Finding(
         code=rule.code,
         slug=rule.slug,
         severity=first.severity or rule.severity,
-        message=message,
+        message=first.message,
         connections=[conn.id for conn in cited],
         frames=[conn.first_frame for conn in cited],
         count=len(conns),
