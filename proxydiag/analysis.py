@@ -138,7 +138,7 @@ def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE)
     conn.service = services.lookup(tracked.server_port)
     conn.header_service = services.lookup(conn.header.dst_port) if conn.header is not None else None
     conn.opening = share_strings(recognise(client.data[application:], server.data, tracked.server_port, services))
-    conn.protocol = conn.opening.protocol or ("tls" if conn.opening.tls_from_first_byte else None)
+    conn.protocol = protocol_spoken(conn.opening)
     _describe_client(conn, client, application)
     _describe_server(conn, server)
     conn.first_speaker = _first_speaker(conn)
@@ -222,6 +222,14 @@ def _describe_client(conn: Connection, client: Stream, application: int) -> None
     conn.client_first_ts = chunk.ts if chunk else None
     conn.tls_client_hello = client_hello_first(conn.opening)
     conn.client_first = client_first_words(conn.opening)
+
+
+def protocol_spoken(opening: Opening) -> str | None:
+    """What the bytes show: a stream that is TLS from its first byte is `tls`, whatever
+    its port suggests (ALPN may still name the protocol inside)."""
+    if opening.tls_from_first_byte and opening.recognised_from in ("port", None):
+        return "tls"
+    return opening.protocol
 
 
 def client_hello_first(opening: Opening) -> bool:
