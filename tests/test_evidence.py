@@ -1,0 +1,228 @@
+"""`analyze` on captures, proxy configurations and logs together: one report.
+
+The lab (127.32.0.0/16: client .10, proxy .20, server .30): a real Postfix expects a
+PROXY header on 10025 (`smtpd_upstream_proxy_protocol = haproxy`) and none on 10587. A
+real HAProxy runs a configuration that sends no header to 10025, expects headers from
+clients on 587 (`accept-proxy`) and still serves IMAP on 143; it logs raw lines to
+stdout. The ticket's haproxy.cfg is what the administrator edited but never reloaded:
+`send-proxy-v2` on the 10025 server, and the 143 frontend gone. swaks and curl talk
+through the proxy while tcpdump records; `analyze cap.pcap haproxy.cfg haproxy.log` must
+give one report where the configuration, the traffic and the log meet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxydiag.evidence import CAPTURE_MAGICS, classify, section_of
+from tests.test_check_lab import Capture, postfix_lab, program, wait_listening
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT, PROXY, SERVER = "127.32.0.10", "127.32.0.20", "127.32.0.30"
+HEAD = f"""\
+global
+    log stdout format raw local0 info
+defaults
+    mode tcp
+    log global
+    option tcplog
+    timeout connect 2s
+    timeout client 2s
+    timeout server 10s
+    source {PROXY}
+frontend fe_smtp
+    bind {PROXY}:25
+    default_backend be_smtp
+frontend fe_submission
+    bind {PROXY}:587 accept-proxy
+    default_backend be_submission
+backend be_submission
+    server postfix {SERVER}:10587
+"""
+RUNNING = HEAD + f"""\
+frontend fe_imap
+    bind {PROXY}:143
+    default_backend be_imap
+backend be_imap
+    server dovecot {SERVER}:10143
+backend be_smtp
+    server postfix {SERVER}:10025
+"""
+TICKET = HEAD + f"""\
+backend be_smtp
+    server postfix {SERVER}:10025 send-proxy-v2
+"""
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "proxydiag", *args], capture_output=True, cwd=ROOT, input=stdin,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with postfix_lab("proxydiag-evidence-lab.", [
+        f"{SERVER}:10025 inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy",
+        f"{SERVER}:10587 inet n - n - - smtpd",
+    ]) as work:
+        running, ticket = work / "running.cfg", work / "haproxy.cfg"
+        running.write_text(RUNNING)
+        ticket.write_text(TICKET)
+        for config in (running, ticket):
+            subprocess.run([program("haproxy"), "-c", "-q", "-f", str(config)], check=True)
+        capture = Capture(work / "cap.pcap", "127.32.0.0/16")
+        with (work / "haproxy.log").open("wb") as log:
+            proxy = subprocess.Popen([program("haproxy"), "-db", "-f", str(running)], stdout=log,
+                                     stderr=subprocess.STDOUT)
+            try:
+                wait_listening(PROXY, 25)
+                drive_clients()
+            finally:
+                capture.stop()
+                proxy.terminate()
+                proxy.wait(timeout=10)
+        yield work
+
+
+def drive_clients() -> None:
+    swaks = [program("swaks"), "--server", PROXY, "--local-interface", CLIENT, "--from", "alice@example.test",
+             "--to", "bob@example.test", "--timeout", "3", "--quit-after", "EHLO"]
+    subprocess.run([*swaks, "--port", "25"], capture_output=True, timeout=30)
+    subprocess.run([*swaks, "--port", "587"], capture_output=True, timeout=30)
+    subprocess.run([program("curl"), "-s", "-m", "3", "--interface", CLIENT, f"imap://{PROXY}:143/"],
+                   capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def report(lab):
+    result = run("analyze", str(lab / "cap.pcap"), str(lab / "haproxy.cfg"), str(lab / "haproxy.log"),
+                 "--format", "json", "--fail-on", "never")
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def by_code(document: dict, code: str) -> list[dict]:
+    return [finding for finding in document["findings"] if finding["code"] == code]
+
+
+def line_of(path: Path, text: str) -> int:
+    return next(number for number, line in enumerate(path.read_text().splitlines(), start=1) if text in line)
+
+
+def test_one_report_holds_every_kind_of_evidence(report, lab):
+    kinds = {item.get("format") for item in report["inputs"]}
+    assert {"pcap", "log"} <= kinds, report["inputs"]
+    assert report["proxy_configs"][0]["path"] == str(lab / "haproxy.cfg")
+    assert report["logs"]["per_listener"], "the log's events are counted"
+    assert report["summary"]["log_events"] > 0
+    assert report["connections"], "the capture's connections are there"
+
+
+def test_config_says_v2_traffic_carries_none_is_pd606_citing_line_and_frames(report, lab):
+    server_line = line_of(lab / "haproxy.cfg", "send-proxy-v2")
+    contradictions = [finding for finding in by_code(report, "PD606") if finding["evidence"].get("configured") == "v2"]
+    assert contradictions, [finding["message"] for finding in report["findings"]]
+    finding = contradictions[0]
+    assert finding["evidence"]["proxy"].startswith(f"{lab / 'haproxy.cfg'}:{server_line}: server postfix")
+    assert finding["evidence"]["observed"] == {"none": finding["count"]}
+    connections = {conn["id"]: conn for conn in report["connections"]}
+    for number in finding["connections"]:
+        assert connections[number]["tcp"]["dst_port"] == 10025
+        assert connections[number]["proxy_header"] is None
+    assert finding["evidence"]["frames"] == finding["first_frames"]
+
+
+def test_a_port_the_file_no_longer_binds_is_pd606(report):
+    unrouted = [finding for finding in by_code(report, "PD606") if finding["evidence"].get("port") == 143]
+    assert unrouted, [finding["message"] for finding in by_code(report, "PD606")]
+    connections = {conn["id"]: conn for conn in report["connections"]}
+    assert all(connections[number]["tcp"]["dst_addr"] == PROXY for number in unrouted[0]["connections"])
+
+
+def test_config_finding_cites_the_bind_line(report, lab):
+    bind_line = line_of(lab / "haproxy.cfg", "accept-proxy")
+    cited = [finding for finding in by_code(report, "PD109")
+             if f"haproxy.cfg:{bind_line}" in json.dumps(finding["evidence"])]
+    assert cited, [finding["evidence"] for finding in by_code(report, "PD109")]
+
+
+def test_log_finding_cites_its_connections(report):
+    from_log = [finding for finding in by_code(report, "PD109") if "log_lines" in finding["evidence"]]
+    assert from_log, "HAProxy logged the plain client on its accept-proxy bind"
+    matched = from_log[0]["evidence"].get("connections_matched")
+    assert matched
+    connections = {conn["id"]: conn for conn in report["connections"]}
+    assert {connections[number]["tcp"]["dst_port"] for number in matched} == {587}
+
+
+def test_findings_are_one_sorted_list_and_the_summary_counts_them(report):
+    order = ("error", "warning", "info")
+    keys = [(order.index(finding["severity"]), finding["code"]) for finding in report["findings"]]
+    assert keys == sorted(keys)
+    severities = [finding["severity"] for finding in report["findings"]]
+    assert report["summary"]["errors"] == severities.count("error")
+    assert report["summary"]["warnings"] == severities.count("warning")
+    assert report["summary"]["infos"] == severities.count("info")
+
+
+def test_a_file_of_no_known_kind_is_one_line_and_the_others_are_reported(lab, tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("the proxy is broken, please help\n")
+    result = run("analyze", str(lab / "cap.pcap"), str(junk), str(lab / "haproxy.cfg"), str(lab / "haproxy.log"),
+                 "--format", "json")
+    assert result.returncode == 2
+    errors = result.stderr.decode().strip().splitlines()
+    assert len(errors) == 1 and str(junk) in errors[0], errors
+    document = json.loads(result.stdout)
+    assert by_code(document, "PD606") and document["proxy_configs"] and document["logs"]
+
+
+def test_markdown_renders_and_anonymize_covers_every_kind(lab):
+    result = run("analyze", str(lab / "cap.pcap"), str(lab / "haproxy.cfg"), str(lab / "haproxy.log"),
+                 "--format", "markdown", "--anonymize", "--fail-on", "never")
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode()
+    assert "PD606" in text and "PD109" in text
+    assert "127.32." not in text
+
+
+# --- classify -------------------------------------------------------------------------------
+
+
+def test_classify_by_content(lab):
+    assert classify((lab / "cap.pcap").read_bytes()[:4096]) == "capture"
+    assert classify((lab / "haproxy.cfg").read_bytes()) == "config"
+    assert classify((lab / "haproxy.log").read_bytes()) == "log"
+    assert classify(b"the proxy is broken\n") == "capture"  # the capture reader's error names it
+
+
+@given(st.binary(max_size=512))
+def test_classify_never_raises(data):
+    assert classify(data) in ("capture", "config", "log")
+
+
+@given(st.sampled_from(CAPTURE_MAGICS), st.binary(max_size=256))
+def test_capture_magic_is_always_a_capture(magic, rest):
+    assert classify(magic + rest) == "capture"
+
+
+@given(st.lists(st.sampled_from(["frontend", "backend", "listen", "global", "defaults"]), min_size=1, max_size=6),
+       st.from_regex(r"[a-z_]{1,12}", fullmatch=True))
+def test_section_of_names_the_nearest_section_above(tmp_path_factory, kinds, name):
+    path = tmp_path_factory.mktemp("sections") / "haproxy.cfg"
+    lines = [f"{kind} {name}{index}" if kind in ("frontend", "backend", "listen") else kind
+             for index, kind in enumerate(kinds)]
+    path.write_text(textwrap.dedent("\n".join(line for pair in zip(lines, ["    server s 1.2.3.4:1"] * len(lines))
+                                             for line in pair)) + "\n")
+    for index, kind in enumerate(kinds):
+        named = [i for i in range(index + 1) if kinds[i] in ("frontend", "backend", "listen")]
+        expected = f"{name}{named[-1]}" if named else None
+        assert section_of(str(path), 2 * index + 2) == expected
