@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from proxydiag import catalog, configs
-from proxydiag.configs.model import ProxyConfig, Route
+from proxydiag.configs.model import WILDCARD_ADDRESSES, ProxyConfig, Route
 from proxydiag.logs.document import LogAnalysis
 from proxydiag.logs.event import LogEvent
 from proxydiag.logs.judge import quote
@@ -153,8 +153,8 @@ def traffic_vs_configs(connections: Sequence[Connection], proxy_configs: Sequenc
                 findings.append(finding)
     listening = {listener.port for config in proxy_configs for listener in config.listeners}
     proxy_addresses.update(listener.address for config in proxy_configs for listener in config.listeners
-                           if listener.address not in ("", "*", "0.0.0.0", "::"))
-    findings.extend(_unrouted_ports(connections, proxy_addresses, listening | routed_ports, proxy_configs))
+                           if listener.address not in WILDCARD_ADDRESSES)
+    findings.extend(_unrouted_ports(connections, proxy_addresses, listening, routed_ports, proxy_configs))
     return findings
 
 
@@ -187,20 +187,33 @@ def _header_contradiction(route: Route, legs: list[Connection]) -> Finding | Non
         "reloaded, another host, or the wrong file).", wrong, evidence)
 
 
-def _unrouted_ports(connections: Sequence[Connection], proxy_addresses: set[str], known_ports: set[int],
-                    proxy_configs: Sequence[ProxyConfig]) -> Iterable[Finding]:
-    by_port: dict[int, list[Connection]] = {}
-    for conn in connections:
-        if (conn.tcp.dst_addr in proxy_addresses and conn.tcp.dst_port not in known_ports
-                and DEFAULT_TABLE.lookup(conn.tcp.dst_port) is not None):
-            by_port.setdefault(conn.tcp.dst_port, []).append(conn)
+def _unrouted_ports(connections: Sequence[Connection], proxy_addresses: set[str], listening: set[int],
+                    routed: set[int], proxy_configs: Sequence[ProxyConfig]) -> Iterable[Finding]:
+    """Clients reaching a port of the proxy that no listener binds, and the proxy reaching
+    a server port that no route targets."""
     files = ", ".join(config.path for config in proxy_configs)
-    for port, group in sorted(by_port.items()):
+    fronts: dict[int, list[Connection]] = {}
+    backs: dict[int, list[Connection]] = {}
+    for conn in connections:
+        port = conn.tcp.dst_port
+        if conn.mid_stream or DEFAULT_TABLE.lookup(port) is None:
+            continue
+        if conn.tcp.dst_addr in proxy_addresses:
+            if port not in listening | routed:
+                fronts.setdefault(port, []).append(conn)
+        elif conn.tcp.src_addr in proxy_addresses and port not in routed:
+            backs.setdefault(port, []).append(conn)
+    for port, group in sorted(fronts.items()):
         yield _finding(
             f"The capture shows {len(group)} connection(s) to the proxy's port {port} "
             f"({group[0].tcp.dst_addr}), which no listener of {files} binds: the proxy runs another "
             "configuration than this file, or the capture holds another proxy's traffic.",
             group, {"port": port, "proxy_configs": files})
+    for port, group in sorted(backs.items()):
+        yield _finding(
+            f"The proxy ({group[0].tcp.src_addr}) opened {len(group)} connection(s) to {group[0].tcp.dst_addr}:{port}, "
+            f"which no route of {files} targets: the proxy runs another configuration than this file.",
+            group, {"server_port": port, "proxy_configs": files})
 
 
 def _finding(message: str, conns: list[Connection], evidence: dict) -> Finding:

@@ -147,6 +147,22 @@ def test_a_port_the_file_no_longer_binds_is_pd606(report):
     assert all(connections[number]["tcp"]["dst_addr"] == PROXY for number in unrouted[0]["connections"])
 
 
+def test_a_server_port_no_route_targets_is_pd606(report):
+    unrouted = [finding for finding in by_code(report, "PD606") if finding["evidence"].get("server_port") == 10143]
+    assert unrouted, [finding["message"] for finding in by_code(report, "PD606")]
+    connections = {conn["id"]: conn for conn in report["connections"]}
+    assert all(connections[number]["tcp"]["src_addr"] == PROXY for number in unrouted[0]["connections"])
+
+
+def test_traffic_finding_quotes_the_log_line_of_its_connection(report, lab):
+    connections = {conn["id"]: conn for conn in report["connections"]}
+    to_postfix = [finding for finding in report["findings"] if finding["code"] in ("PD101", "PD401")
+                  and any(connections[number]["tcp"]["dst_port"] == 10025 for number in finding["connections"])]
+    assert to_postfix, [finding["message"] for finding in report["findings"]]
+    session = line_of(lab / "haproxy.log", "be_smtp/postfix")
+    assert any(line.startswith(f"{lab / 'haproxy.log'}:{session}: ") for line in to_postfix[0]["evidence"]["log_lines"])
+
+
 def test_config_finding_cites_the_bind_line(report, lab):
     bind_line = line_of(lab / "haproxy.cfg", "accept-proxy")
     cited = [finding for finding in by_code(report, "PD109")
