@@ -208,6 +208,10 @@ def test_markdown_renders_and_anonymize_covers_every_kind(lab):
     text = result.stdout.decode()
     assert "PD606" in text and "PD109" in text
     assert "127.32." not in text
+    anonymized = run("analyze", str(lab / "cap.pcap"), str(lab / "haproxy.cfg"), str(lab / "haproxy.log"),
+                     "--format", "json", "--anonymize", "--fail-on", "never")
+    document = json.loads(anonymized.stdout)
+    assert document["logs"] and document["proxy_configs"] and "127.32." not in anonymized.stdout.decode()
 
 
 # --- classify -------------------------------------------------------------------------------
@@ -242,3 +246,20 @@ def test_section_of_names_the_nearest_section_above(tmp_path_factory, kinds, nam
         named = [i for i in range(index + 1) if kinds[i] in ("frontend", "backend", "listen")]
         expected = f"{name}{named[-1]}" if named else None
         assert section_of(str(path), 2 * index + 2) == expected
+
+
+@given(st.integers(-30_000, 30_000), st.integers(1, 65535), st.integers(1, 65535))
+def test_a_log_line_and_a_connection_meet_within_the_window_on_the_same_port(milliseconds, port, other):
+    from datetime import datetime, timezone
+
+    from proxydiag.evidence import MATCH_SECONDS, PortNames, same_event
+    from proxydiag.logs.event import LogEvent
+    from proxydiag.model import Connection, Endpoints
+
+    start, offset = 1_764_676_953.25, milliseconds / 1000  # log stamps have at most microseconds
+    conn = Connection(id=1, input=0, first_frame=1, start_ts=start, tcp=Endpoints(PROXY, 40000, SERVER, port),
+                      mid_stream=False)
+    event = LogEvent(datetime.fromtimestamp(start + offset, timezone.utc), "stalwart", "network.proxy-error",
+                     {"localPort": other})
+    expected = abs(offset) <= MATCH_SECONDS and other == port
+    assert same_event(event, conn, PortNames({})) == expected
