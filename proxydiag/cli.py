@@ -8,7 +8,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -280,7 +280,8 @@ def sniff(
     _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on))
 
 
-def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = None, unread: list[str] = ()) -> None:
+def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = None,
+            unread: Sequence[str] = ()) -> None:
     """Say what could not be read, render the report, and leave with the exit code.
     `extra`: what configurations and logs beside the captures add to the document."""
     from proxydiag.evidence import add_to_document

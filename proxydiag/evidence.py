@@ -12,7 +12,9 @@ seconds: log findings cite the connections, traffic findings the log lines.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -74,20 +76,25 @@ class Sorted:
         return bool(self.configs or self.logs)
 
 
-def sort_inputs(paths: Sequence[str], read_head: Callable[[str], bytes]) -> Sorted:
-    """Each file to its reader; standard input and unreadable files stay captures (the
-    capture reader streams the one and says what is wrong with the other)."""
+def sort_inputs(paths: Sequence[str], read_head: Callable[[str], bytes | None]) -> Sorted:
+    """Each file to its reader; standard input, pipes and unreadable files stay captures
+    (the capture reader streams the ones and says what is wrong with the others)."""
     result = Sorted()
     for path in paths:
         try:
-            kind: Kind = "capture" if path == "-" else classify(read_head(path))
+            head = None if path == "-" else read_head(path)
         except OSError:
-            kind = "capture"
+            head = None
+        kind: Kind = "capture" if head is None else classify(head)
         {"capture": result.captures, "config": result.configs, "log": result.logs}[kind].append(path)
     return result
 
 
-def read_head(path: str) -> bytes:
+def read_head(path: str) -> bytes | None:
+    """The first bytes of a regular file; None for a pipe or a device, whose bytes are
+    read once, by the capture reader."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return None
     with open(path, "rb") as handle:
         return handle.read(HEAD_BYTES)
 

@@ -263,3 +263,20 @@ def test_a_log_line_and_a_connection_meet_within_the_window_on_the_same_port(mil
                      {"localPort": other})
     expected = abs(offset) <= MATCH_SECONDS and other == port
     assert same_event(event, conn, PortNames({})) == expected
+
+
+def test_a_capture_through_a_pipe_is_read_once_by_the_capture_reader(lab):
+    """Process substitution (`analyze <(tcpdump -w -) haproxy.cfg`): the kind is not sniffed
+    from a pipe, whose first bytes would be gone for the capture reader."""
+    read, write = os.pipe()
+    pipe = f"/dev/fd/{read}"
+    result = subprocess.Popen([sys.executable, "-m", "proxydiag", "analyze", pipe, str(lab / "haproxy.cfg"),
+                               "--format", "json", "--fail-on", "never"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, pass_fds=(read,))
+    os.close(read)
+    with os.fdopen(write, "wb") as sink:
+        sink.write((lab / "cap.pcap").read_bytes())
+    out, err = result.communicate(timeout=60)
+    assert result.returncode == 0, err.decode()
+    document = json.loads(out)
+    assert document["connections"] and by_code(document, "PD606")
