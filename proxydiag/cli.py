@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, NoReturn
+from typing import TYPE_CHECKING, Any, List, NoReturn
 
 import typer
 from rich.console import Console
@@ -32,6 +32,9 @@ from proxydiag.report.anonymize import anonymize as anonymize_document
 from proxydiag.rules import ALL_RULES
 from proxydiag.stalwart_config import ConfigError
 from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text, read_bounded
+
+if TYPE_CHECKING:
+    from proxydiag import evidence
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 # Click's usage error, whichever click typer carries (its own copy in newer versions).
@@ -202,7 +205,7 @@ def analyze(
     _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on), extra, unread)
 
 
-def _other_evidence(analysis: Analysis, inputs, settings: Settings) -> tuple[dict, list[str]]:
+def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, settings: Settings) -> tuple[dict, list[str]]:
     """The configurations and logs beside the captures, combined into the analysis; and
     one line for each file that could not be read."""
     from datetime import datetime, timezone

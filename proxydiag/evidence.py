@@ -39,7 +39,10 @@ CAPTURE_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
 MATCH_SECONDS = 5.0  # a log line and a connection this close in time may be one event
 MAX_MATCHED = 10  # connections or log lines attached to one finding
 TRAFFIC_CODES_WITH_LOG_LINES = frozenset({"PD101", "PD102", "PD401"})
-SECTION = re.compile(r"^\s*(frontend|backend|listen)\s+(\S+)")
+# Every keyword that opens an HAProxy section; only proxies' sections have names in logs.
+SECTION = re.compile(r"^\s*(frontend|backend|listen|defaults|global|resolvers|peers|userlist|mailers|program|cache|ring"
+                     r"|http-errors|crt-store|traces)\b(?:\s+(\S+))?")
+PROXY_SECTIONS = frozenset({"frontend", "backend", "listen"})
 
 
 def classify(head: bytes) -> Kind:
@@ -274,7 +277,7 @@ def section_of(path: str, line: int) -> str | None:
     for text in reversed(_lines(path)[: max(line - 1, 0)]):
         match = SECTION.match(text)
         if match:
-            return match.group(2)
+            return match.group(2) if match.group(1) in PROXY_SECTIONS else None
     return None
 
 

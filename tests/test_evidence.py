@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -236,16 +235,13 @@ def test_capture_magic_is_always_a_capture(magic, rest):
 
 @given(st.lists(st.sampled_from(["frontend", "backend", "listen", "global", "defaults"]), min_size=1, max_size=6),
        st.from_regex(r"[a-z_]{1,12}", fullmatch=True))
-def test_section_of_names_the_nearest_section_above(tmp_path_factory, kinds, name):
+def test_section_of_names_the_section_a_line_is_in(tmp_path_factory, kinds, name):
     path = tmp_path_factory.mktemp("sections") / "haproxy.cfg"
-    lines = [f"{kind} {name}{index}" if kind in ("frontend", "backend", "listen") else kind
-             for index, kind in enumerate(kinds)]
-    path.write_text(textwrap.dedent("\n".join(line for pair in zip(lines, ["    server s 1.2.3.4:1"] * len(lines))
-                                             for line in pair)) + "\n")
-    for index, kind in enumerate(kinds):
-        named = [i for i in range(index + 1) if kinds[i] in ("frontend", "backend", "listen")]
-        expected = f"{name}{named[-1]}" if named else None
-        assert section_of(str(path), 2 * index + 2) == expected
+    named = ("frontend", "backend", "listen")
+    heads = [f"{kind} {name}{index}" if kind in named else kind for index, kind in enumerate(kinds)]
+    path.write_text("".join(f"{head}\n    server s 192.0.2.1:1\n" for head in heads))
+    for index in range(len(kinds)):
+        assert section_of(str(path), 2 * index + 2) == (f"{name}{index}" if kinds[index] in named else None)
 
 
 @given(st.integers(-30_000, 30_000), st.integers(1, 65535), st.integers(1, 65535))
