@@ -215,8 +215,9 @@ def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, settings: Setti
     from proxydiag.logs.judge import LogOptions
 
     checked = configs.check(inputs.configs, settings.stalwart) if inputs.configs else None
-    logs = (analyze_logs(inputs.logs, _read_input, LogOptions(), datetime.now().astimezone().tzinfo or timezone.utc)
-            if inputs.logs else None)
+    proxies = evidence.proxy_addresses(analysis.connections, checked.configs if checked else [])
+    logs = (analyze_logs(inputs.logs, _read_input, LogOptions(proxy_addresses=proxies),
+                         datetime.now().astimezone().tzinfo or timezone.utc) if inputs.logs else None)
     unread = [str(error) for error in checked.errors] if checked else []
     unread += logs.errors if logs else []
     return evidence.combine(analysis, checked, logs), unread

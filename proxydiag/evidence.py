@@ -154,7 +154,7 @@ def traffic_vs_configs(connections: Sequence[Connection], proxy_configs: Sequenc
     routed_ports: set[int] = set()
     for config in proxy_configs:
         for route in config.routes:
-            legs = [conn for conn in connections if _leg_of(conn, route)]
+            legs = route_legs(connections, route)
             proxy_addresses.update(conn.tcp.src_addr for conn in legs)
             if route.target_port is not None:
                 routed_ports.add(route.target_port)
@@ -168,9 +168,19 @@ def traffic_vs_configs(connections: Sequence[Connection], proxy_configs: Sequenc
     return findings
 
 
-def _leg_of(conn: Connection, route: Route) -> bool:
-    return (not conn.mid_stream and conn.tcp.dst_port == route.target_port
-            and conn.tcp.dst_addr == route.server_address)
+def route_legs(connections: Sequence[Connection], route: Route) -> list[Connection]:
+    """The captured connections from the proxy to a route's server."""
+    return [conn for conn in connections if not conn.mid_stream and conn.tcp.dst_port == route.target_port
+            and conn.tcp.dst_addr == route.server_address]
+
+
+def proxy_addresses(connections: Sequence[Connection], proxy_configs: Sequence[ProxyConfig]) -> frozenset[str]:
+    """The proxy's addresses as the server sees them: the sources of captured connections
+    that carry a PROXY header, or that go where a route of the configuration goes."""
+    sending = {conn.tcp.src_addr for conn in connections if conn.header is not None}
+    routed = {conn.tcp.src_addr for config in proxy_configs for route in config.routes
+              for conn in route_legs(connections, route)}
+    return frozenset(sending | routed)
 
 
 def observed_header(conn: Connection) -> str:

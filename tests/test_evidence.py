@@ -162,6 +162,27 @@ def test_traffic_finding_quotes_the_log_line_of_its_connection(report, lab):
     assert any(line.startswith(f"{lab / 'haproxy.log'}:{session}: ") for line in to_postfix[0]["evidence"]["log_lines"])
 
 
+def test_stalwart_seeing_the_proxy_as_client_is_pd201_matched_to_the_leg(lab, report, tmp_path):
+    """Stalwart's log (a line as its text tracer writes it) names the proxy's address as
+    the client: the capture says that address is the proxy, and which leg it was."""
+    from datetime import datetime, timezone
+
+    from tests.test_logs import text_line
+
+    leg = next(conn for conn in report["connections"] if conn["tcp"]["dst_port"] == 10025)
+    stamp = datetime.fromtimestamp(leg["start_time"] + 0.2, timezone.utc).isoformat().replace("+00:00", "Z")
+    stalwart_log = tmp_path / "stalwart.log"
+    stalwart_log.write_text(text_line(stamp, "INFO", "SMTP connection started", "smtp.connection-start",
+                                      f'listenerId = "smtp", localPort = 10025, remoteIp = {PROXY}, remotePort = '
+                                      f'{leg["tcp"]["src_port"]}') + "\n")
+    result = run("analyze", str(lab / "cap.pcap"), str(lab / "haproxy.cfg"), str(stalwart_log), "--format", "json",
+                 "--fail-on", "never")
+    document = json.loads(result.stdout)
+    pd201 = by_code(document, "PD201")
+    assert pd201, [finding["message"] for finding in document["findings"]]
+    assert leg["id"] in pd201[0]["evidence"]["connections_matched"]
+
+
 def test_config_finding_cites_the_bind_line(report, lab):
     bind_line = line_of(lab / "haproxy.cfg", "accept-proxy")
     cited = [finding for finding in by_code(report, "PD109")
