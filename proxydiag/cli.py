@@ -8,11 +8,11 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, List, NoReturn
+from typing import TYPE_CHECKING, Any, List, NoReturn
 
 import typer
 from rich.console import Console
@@ -32,6 +32,9 @@ from proxydiag.report.anonymize import anonymize as anonymize_document
 from proxydiag.rules import ALL_RULES
 from proxydiag.stalwart_config import ConfigError
 from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text, read_bounded
+
+if TYPE_CHECKING:
+    from proxydiag import evidence
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 # Click's usage error, whichever click typer carries (its own copy in newer versions).
@@ -153,8 +156,9 @@ def _settings(expect, trusted_networks, stalwart_config, ports, min_connections,
 @app.command()
 def analyze(
     files: List[str] = typer.Argument(
-        None, metavar="FILE...", help="pcap or pcapng files ('-' reads standard input). Several files are one analysis "
-        "(the client-to-proxy and proxy-to-server legs may be in different files)."
+        None, metavar="FILE...", help="pcap or pcapng files ('-' reads standard input), and beside them proxy configurations and "
+        "log files (kind told by content). Several files are one analysis (the client-to-proxy and proxy-to-server "
+        "legs may be in different files)."
     ),
     format: Format = FORMAT,
     output: Path | None = OUTPUT,
@@ -183,16 +187,40 @@ def analyze(
 
       proxydiag analyze cap.pcap --stalwart-config /opt/stalwart/etc/config.toml
 
+      proxydiag analyze cap.pcap /etc/haproxy/haproxy.cfg haproxy.log
+
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 an input
     could not be read (the report still covers what was readable).
     """
+    from proxydiag import evidence
+
     if not files and stalwart_config is None:
         fail("give at least one capture file (or '-' for standard input), or --stalwart-config FILE")
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
                          greeting_timeout, internal_clients)
+    inputs = evidence.sort_inputs(files or [], evidence.read_head)
     with ProgressBar() as progress:
-        analysis = diagnose(files or [], settings, progress.reporter())
-    _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on))
+        analysis = diagnose(inputs.captures, settings, progress.reporter())
+    extra, unread = _other_evidence(analysis, inputs, settings) if inputs.besides_captures else (None, [])
+    _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on), extra, unread)
+
+
+def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, settings: Settings) -> tuple[dict, list[str]]:
+    """The configurations and logs beside the captures, combined into the analysis; and
+    one line for each file that could not be read."""
+    from datetime import datetime, timezone
+
+    from proxydiag import configs, evidence
+    from proxydiag.logs.document import analyze_logs
+    from proxydiag.logs.judge import LogOptions
+
+    checked = configs.check(inputs.configs, settings.stalwart) if inputs.configs else None
+    proxies = evidence.proxy_addresses(analysis.connections, checked.configs if checked else [])
+    logs = (analyze_logs(inputs.logs, _read_input, LogOptions(proxy_addresses=proxies),
+                         datetime.now().astimezone().tzinfo or timezone.utc) if inputs.logs else None)
+    unread = [str(error) for error in checked.errors] if checked else []
+    unread += logs.errors if logs else []
+    return evidence.combine(analysis, checked, logs), unread
 
 
 @app.command()
@@ -256,8 +284,14 @@ def sniff(
     _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on))
 
 
-def _report(analysis: Analysis, options: ReportOptions) -> None:
-    """Say what could not be read, render the report, and leave with the exit code."""
+def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = None,
+            unread: Sequence[str] = ()) -> None:
+    """Say what could not be read, render the report, and leave with the exit code.
+    `extra`: what configurations and logs beside the captures add to the document."""
+    from proxydiag.evidence import add_to_document
+
+    for line in unread:
+        typer.echo(f"proxydiag: {line}", err=True)
     for item in analysis.inputs:
         if item.error:
             typer.echo(f"proxydiag: {item.error}", err=True)
@@ -265,19 +299,19 @@ def _report(analysis: Analysis, options: ReportOptions) -> None:
             typer.echo(f"proxydiag: {item.damaged}; the analysis covers what came before", err=True)
     if analysis.unsupported_linktypes:
         typer.echo(f"proxydiag: {_unsupported_linktypes(analysis.unsupported_linktypes)}", err=True)
-    if analysis.inputs and all(item.error for item in analysis.inputs):
+    if analysis.inputs and all(item.error for item in analysis.inputs) and extra is None:
         raise typer.Exit(EXIT_UNUSABLE)
     if options.format is Format.json and not options.anonymize:
         # Written connection by connection: the document of a big capture is never whole in memory.
-        _write(json_report.stream_document(analysis.to_dict(lazy=True)), options.output)
+        _write(json_report.stream_document(add_to_document(analysis.to_dict(lazy=True), extra or {})), options.output)
     else:
-        document = analysis.to_dict()
+        document = add_to_document(analysis.to_dict(), extra or {})
         if options.format is Format.markdown:  # the ticket names the command, anonymised like the rest
             document["command_line"] = shlex.join(["proxydiag", *sys.argv[1:]])
         if options.anonymize:
             document = anonymize_document(document)
         _write(_render(document, options.format, options.output, options.quiet, options.verbose), options.output)
-    if analysis.damaged or analysis.unsupported_linktypes:  # part of the input was not read
+    if analysis.damaged or analysis.unsupported_linktypes or unread:  # part of the input was not read
         raise typer.Exit(EXIT_UNUSABLE)
     raise typer.Exit(_findings_exit_code(analysis, options.fail_on))
 

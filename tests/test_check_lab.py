@@ -11,6 +11,7 @@ another address only (a plain smtpd)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,14 +84,23 @@ def wait_listening(address: str, port: int, timeout: float = 10.0) -> None:
 
 @pytest.fixture(scope="module")
 def lab():
-    work = Path(tempfile.mkdtemp(prefix="proxydiag-check-lab."))
+    with postfix_lab("proxydiag-check-lab.", [f"{SERVER}:10025 inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy",
+                                              f"{SERVER}:10587 inet n - n - - smtpd"]) as work:
+        (work / "config.toml").write_text(STALWART)
+        yield work
+
+
+@contextlib.contextmanager
+def postfix_lab(prefix: str, smtpd_lines: list[str]) -> Iterator[Path]:
+    """A private Postfix with these smtpd lines in master.cf (ADDRESS:PORT inet ... smtpd),
+    a throw-away certificate (cert.pem, key.pem, both.pem) in its work directory."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     work.chmod(0o755)  # Postfix's children (user postfix) traverse it; pytest's own tmp is 0700
     subprocess.run([program("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-keyout", str(work / "key.pem"), "-out", str(work / "cert.pem"), "-subj", "/CN=mail.example.test"],
                    check=True, capture_output=True)
     (work / "key.pem").chmod(0o644)
     (work / "both.pem").write_text((work / "cert.pem").read_text() + (work / "key.pem").read_text())
-    (work / "config.toml").write_text(STALWART)
     postfix = work / "postfix"
     for directory in ("postfix", "queue", "data"):
         (work / directory).mkdir()
@@ -119,9 +130,7 @@ def lab():
         maillog_file = {work}/postfix.log
         maillog_file_prefixes = {work}
         """))
-    (postfix / "master.cf").write_text(textwrap.dedent(f"""\
-        {SERVER}:10025 inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy
-        {SERVER}:10587 inet n - n - - smtpd
+    (postfix / "master.cf").write_text("\n".join(smtpd_lines) + "\n" + textwrap.dedent("""\
         pickup    unix  n - n 60 1 pickup
         cleanup   unix  n - n -  0 cleanup
         qmgr      unix  n - n 300 1 qmgr
@@ -140,8 +149,9 @@ def lab():
     started = subprocess.run([program("postfix"), "-c", str(postfix), "start"], capture_output=True, text=True)
     try:
         assert started.returncode == 0, started.stderr + _tail(work / "postfix.log")
-        wait_listening(SERVER, 10025)
-        wait_listening(SERVER, 10587)
+        for line in smtpd_lines:
+            address, _, port = line.split()[0].rpartition(":")
+            wait_listening(address, int(port))
         yield work
     finally:
         subprocess.run([program("postfix"), "-c", str(postfix), "stop"], capture_output=True)
@@ -176,11 +186,11 @@ class Running:
 
 
 class Capture:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, net: str = "127.30.0.0/16") -> None:
         self.path = path
         self.process = subprocess.Popen([program("tcpdump"), "-i", "lo", "-s", "0", "-U", "--immediate-mode", "-Z", "root",
                                          "-w", str(path),
-                                         "net 127.30.0.0/16"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                         f"net {net}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert self.process.stderr is not None
         line = self.process.stderr.readline().decode()
         assert "listening on" in line, line

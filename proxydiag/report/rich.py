@@ -40,24 +40,25 @@ def render(document: dict, console: Console, verbose: bool = False, quiet: bool 
 
 def _headline(document: dict) -> Text:
     summary = document["summary"]
-    packets = sum(item.get("packets", 0) for item in document["inputs"])
-    inputs = len(document["inputs"])
-    text = Text()
-    text.append("proxydiag", style="bold")
+    captures = [item for item in document["inputs"] if item.get("format") != "log"]
+    logs = len(document["inputs"]) - len(captures)
+    stalwart = document.get("stalwart_config")
+    parts = []
+    if captures or (document.get("logs") is None and document.get("proxy_configs") is None and not stalwart):
+        packets = sum(item.get("packets", 0) for item in captures)
+        parts.append(f"{len(captures)} capture{'s' if len(captures) != 1 else ''}, {packets} packets, "
+                     f"{summary['connections']} connections, {summary['with_proxy_header']} with a PROXY header")
     if document.get("logs") is not None:
         events = summary.get("log_events", 0)
-        text.append(f"  — {inputs} log{'s' if inputs != 1 else ''}, {events} event{'s' if events != 1 else ''} read\n")
-    elif document.get("proxy_configs") is not None:
+        parts.append(f"{logs} log{'s' if logs != 1 else ''}, {events} event{'s' if events != 1 else ''} read")
+    if document.get("proxy_configs") is not None:
         paths = ", ".join(config["path"] for config in document["proxy_configs"]) or "none readable"
-        stalwart = document.get("stalwart_config")
-        text.append(f"  — proxy configurations: {paths}" + (f"; Stalwart: {stalwart['path']}" if stalwart else "") + "\n")
-    elif not inputs and document.get("stalwart_config"):
-        text.append(f"  — Stalwart configuration {document['stalwart_config']['path']}\n")
-    else:
-        text.append(
-            f"  — {inputs} capture{'s' if inputs != 1 else ''}, {packets} packets, {summary['connections']} connections, "
-            f"{summary['with_proxy_header']} with a PROXY header\n"
-        )
+        parts.append(f"proxy configurations: {paths}" + (f"; Stalwart: {stalwart['path']}" if stalwart else ""))
+    if not parts and stalwart:
+        parts.append(f"Stalwart configuration {stalwart['path']}")
+    text = Text()
+    text.append("proxydiag", style="bold")
+    text.append("  — " + "; ".join(parts) + "\n")
     counts = [(summary["errors"], "error"), (summary["warnings"], "warning"), (summary["infos"], "info")]
     parts = [f"{count} {name}{'s' if count != 1 else ''}" for count, name in counts if count]
     text.append(", ".join(parts) if parts else "no findings", style=STYLES["error"] if summary["errors"] else "green")
