@@ -3,10 +3,17 @@
 Only the first `OPENING_LIMIT` bytes of each direction are kept: that is all the
 diagnosis needs. Past that a packet costs one dictionary look-up and a flag test.
 Finished connections are handed to a callback and forgotten.
+
+The table is bounded (`FlowLimits`): flows quiet for too long (in capture time, the
+packets' timestamps) and, past a cap on open flows, the oldest ones are evicted. An
+evicted flow that carried data or completed its handshake is handed to the callback
+like a finished one, marked `evicted`; a half-open flow (no data, no handshake: a SYN
+flood, stray ACKs) is dropped and only counted.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -20,6 +27,23 @@ MAX_SEGMENTS = 128
 SEQ_MOD = 1 << 32
 HALF_SEQ = 1 << 31
 CLOSED_MEMORY = 4096  # recently closed connections remembered to swallow their stragglers
+CAP_LOW_WATERMARK = 0.9  # a full table is evicted down to this share of the cap, not one flow at a time
+
+EVICTED_IDLE = "idle"
+EVICTED_BY_CAP = "cap"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowLimits:
+    """How much the flow table holds; timeouts are in capture time."""
+
+    max_open: int = 75_000
+    half_open_timeout: float = 120.0  # no data and no handshake: outlives a client's SYN retries (about 127 s on Linux)
+    idle_timeout: float = 600.0  # no packet at all: longer than SMTP's command timeouts (RFC 5321 4.5.3.2)
+
+    @property
+    def sweep_interval(self) -> float:
+        return min(self.half_open_timeout, self.idle_timeout) / 2
 
 # Ports where the accepting side is known, used to orient connections whose SYN was
 # not captured.
@@ -69,6 +93,9 @@ class Stream:
         return found
 
 
+_NO_SEGMENTS: list = []  # shared, never appended to: most flows of a SYN flood carry no data
+
+
 class _Direction:
     __slots__ = (
         "base",
@@ -85,7 +112,7 @@ class _Direction:
     def __init__(self) -> None:
         self.base: int | None = None
         self.start_seen = False
-        self.segments: list[tuple[int, int, float, bytes]] = []
+        self.segments: list[tuple[int, int, float, bytes]] = _NO_SEGMENTS  # a list of its own from the first one
         self.stored = 0
         self.full = False
         self.snapped = 0
@@ -103,6 +130,8 @@ class _Direction:
                 self.full = True
             return
         self.snapped += snapped
+        if self.segments is _NO_SEGMENTS:
+            self.segments = []
         self.segments.append((offset, frame, ts, data[: OPENING_LIMIT - offset]))
         self.stored += len(data)
         if self.stored >= OPENING_LIMIT or len(self.segments) >= MAX_SEGMENTS:
@@ -144,11 +173,15 @@ class _Direction:
         )
 
 
+_SILENT = _Direction()  # shared by every direction that has sent nothing yet; never changed
+
+
 class _Connection:
     __slots__ = (
         "id",
         "source",
         "key",
+        "reverse_key",
         "first_frame",
         "first_ts",
         "syn_seen",
@@ -157,20 +190,27 @@ class _Connection:
         "client",
         "server",
         "closed",
+        "last_ts",
     )
 
     def __init__(self, conn_id: int, source: int, key: bytes, frame: int, ts: float) -> None:
         self.id = conn_id
         self.source = source
         self.key = key  # oriented client -> server
+        self.reverse_key = reverse_key(key)
         self.first_frame = frame
         self.first_ts = ts
+        self.last_ts = ts
         self.syn_seen = False
         self.synack_seen = False
         self.established_ts: float | None = None
-        self.client = _Direction()
-        self.server = _Direction()
+        self.client = self.server = _SILENT
         self.closed = False
+
+    @property
+    def half_open(self) -> bool:
+        """Neither data nor a completed handshake: nothing to describe."""
+        return self.established_ts is None and not self.client.count and not self.server.count
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +230,8 @@ class TrackedConnection:
     established_ts: float | None
     client: Stream
     server: Stream
-    seen_until: float  # the close, or the end of the capture for connections still open
+    seen_until: float  # the close, the last packet of an evicted flow, or the end of the capture
+    evicted: str | None = None  # EVICTED_IDLE or EVICTED_BY_CAP: let go while open, its end not seen
 
     @property
     def mid_stream(self) -> bool:
@@ -198,29 +239,65 @@ class TrackedConnection:
 
 
 class FlowTable:
-    """Feeds decoded TCP segments into connections; calls `on_finished` for each one."""
+    """Feeds decoded TCP segments into connections; calls `on_finished` for each one.
 
-    def __init__(self, on_finished: Callable[[TrackedConnection], None]) -> None:
-        self._by_key: dict[bytes, tuple[_Connection, bool]] = {}
+    Bounded by `limits`; what the bounds cost is counted: `evicted_half_open` (dropped
+    by age, never described), `evicted_idle` (described, marked evicted) and
+    `evicted_by_cap` (evicted because `max_open` flows were open; of them
+    `dropped_by_cap` were half-open and never described); `dropped_at_end` counts the
+    half-open flows still open at the end once such flows had been evicted.
+    """
+
+    def __init__(self, on_finished: Callable[[TrackedConnection], None], limits: FlowLimits | None = None) -> None:
+        self.limits = limits or FlowLimits()
+        self._by_key: dict[bytes, _Connection] = {}  # both directions' keys; conn.key is the client's
+        self._open: dict[int, _Connection] = {}  # by id, oldest first
         self._closed: OrderedDict[int, _Connection] = OrderedDict()
         self._on_finished = on_finished
         self._next_id = 1
         self.unsupported_linktypes: set[int] = set()
         self._last_ts = 0.0
+        self._next_sweep: float | None = None
+        self.evicted_half_open = 0
+        self.evicted_idle = 0
+        self.evicted_by_cap = 0
+        self.dropped_by_cap = 0
+        self.dropped_at_end = 0
+
+    @property
+    def open_flows(self) -> int:
+        return len(self._open)
+
+    @property
+    def opened(self) -> int:
+        """Flows opened so far: each one is handed to the callback once or counted in `dropped`."""
+        return self._next_id - 1
+
+    @property
+    def bound_hit(self) -> bool:
+        return bool(self.evicted_half_open or self.evicted_idle or self.evicted_by_cap)
+
+    @property
+    def dropped(self) -> int:
+        """Flows never handed to the callback."""
+        return self.evicted_half_open + self.dropped_by_cap + self.dropped_at_end
 
     def consume(self, source: int, records: Iterable[tuple], progress: Callable[[], None] | None = None) -> None:
         """Track every TCP segment of a capture's records (frame_no, ts, linktype, frame, ...).
 
         The hot loop: a segment of a connection whose openings are already kept costs a
-        key slice and one dictionary look-up.
+        key slice, one dictionary look-up and a timestamp store.
         """
         decoders = LINK_DECODERS
         lookup = self._by_key.get
         add = self.add
         ts = self._last_ts
+        next_sweep = self._next_sweep
         for frame_no, ts, linktype, frame, _wire_length in records:
             if not frame_no & 0xFFFF and progress is not None:
                 progress()
+            if next_sweep is None or ts >= next_sweep:
+                next_sweep = self._sweep(ts)
             decoder = decoders.get(linktype)
             if decoder is None:
                 self.unsupported_linktypes.add(linktype)
@@ -230,33 +307,36 @@ class FlowTable:
                 continue
             key, flags, tcp, ip_end = located
             if not flags & _CONTROL_FLAGS:
-                entry = lookup(key)
-                if entry is not None:
-                    conn = entry[0]
-                    if conn.closed or (conn.client if entry[1] else conn.server).full:
+                conn = lookup(key)
+                if conn is not None:
+                    conn.last_ts = ts
+                    if conn.closed or (conn.client if key == conn.key else conn.server).full:
                         continue
                     if ip_end - tcp == (frame[tcp + 12] >> 4) * 4 and conn.established_ts is not None:
                         continue  # a bare ACK of an established connection
             add(source, frame_no, ts, key, flags, frame, tcp, ip_end)
         self._last_ts = ts
+        self._next_sweep = next_sweep
 
     def add(self, source: int, frame_no: int, ts: float, key: bytes, flags: int, frame: bytes, tcp: int, ip_end: int) -> None:
         """One TCP segment, located in `frame` by `packet.locate_tcp`."""
-        entry = self._by_key.get(key)
+        conn = self._by_key.get(key)
         seq, start, end, snapped = tcp_details(frame, tcp, ip_end)
-        if entry is not None and start == end and not flags & _CONTROL_FLAGS:
-            conn = entry[0]
-            if conn.established_ts is not None or not conn.synack_seen:
+        if conn is not None:
+            conn.last_ts = ts
+            if start == end and not flags & _CONTROL_FLAGS and (conn.established_ts is not None or not conn.synack_seen):
                 return  # a bare ACK teaches nothing once the handshake is known
         payload = frame[start:end]
-        if entry is None or (flags & (TCP_SYN | TCP_ACK) == TCP_SYN and self._is_new_syn(entry, seq)):
-            if entry is not None:
-                self._finish(entry[0], ts)
+        if conn is None or (flags & (TCP_SYN | TCP_ACK) == TCP_SYN and self._is_new_syn(conn, key, seq)):
+            if conn is not None:
+                self._finish(conn, ts)
             if flags & TCP_RST and not payload:
                 return
-            entry = self._open(source, frame_no, ts, key, flags)
-        conn, from_client = entry
+            conn = self._open_flow(source, frame_no, ts, key, flags)
+        from_client = key == conn.key
         direction = conn.client if from_client else conn.server
+        if direction is _SILENT and (payload or flags & _CONTROL_FLAGS):
+            direction = self._speaking(conn, from_client)
         if flags & TCP_SYN:
             self._on_syn(conn, direction, from_client, seq, flags)
             seq = (seq + 1) % SEQ_MOD
@@ -272,30 +352,78 @@ class FlowTable:
             self._finish(conn, ts)
 
     def flush(self) -> None:
-        """Finish every connection still open (end of the capture)."""
-        for conn in {id(c): c for c, _ in self._by_key.values()}.values():
-            if not conn.closed:
+        """Finish every connection still open (end of the capture). Once half-open flows
+        were being evicted, those still open are more of the same and are dropped too."""
+        flooded = self.evicted_half_open or self.dropped_by_cap
+        for conn in list(self._open.values()):
+            if flooded and conn.half_open:
+                self._forget(conn)
+                self.dropped_at_end += 1
+            else:
                 self._finish(conn, at_end=True)
         self._by_key.clear()
         self._closed.clear()
+        self._next_sweep = None
+
+    def _sweep(self, now: float) -> float:
+        """Evict the flows quiet for longer than their timeout; return when to sweep next."""
+        limits = self.limits
+        half_open_before, idle_before = now - limits.half_open_timeout, now - limits.idle_timeout
+        quiet = [conn for conn in self._open.values() if conn.last_ts < half_open_before]
+        for conn in quiet:
+            if conn.half_open:
+                self._forget(conn)
+                self.evicted_half_open += 1
+            elif conn.last_ts < idle_before:
+                self._evict(conn, EVICTED_IDLE)
+                self.evicted_idle += 1
+        return now + limits.sweep_interval
+
+    def _make_room(self) -> None:
+        """The table is full: half-open flows go first, oldest first, then the flows
+        quiet the longest, down to the low watermark."""
+        excess = len(self._open) - int(self.limits.max_open * CAP_LOW_WATERMARK)
+        half_open = [conn for conn in self._open.values() if conn.half_open][:excess]
+        for conn in half_open:
+            self._forget(conn)
+        rest = heapq.nsmallest(excess - len(half_open), self._open.values(), key=lambda conn: conn.last_ts)
+        for conn in rest:
+            self._evict(conn, EVICTED_BY_CAP)
+        self.evicted_by_cap += len(half_open) + len(rest)
+        self.dropped_by_cap += len(half_open)
+
+    def _forget(self, conn: _Connection) -> None:
+        """Let a flow go without describing it."""
+        conn.closed = True
+        del self._open[conn.id]
+        self._unmap(conn)
+
+    def _unmap(self, conn: _Connection) -> None:
+        for key in (conn.key, conn.reverse_key):
+            if self._by_key.get(key) is conn:
+                del self._by_key[key]
+
+    def _evict(self, conn: _Connection, reason: str) -> None:
+        self._finish(conn, conn.last_ts, evicted=reason)
 
     @staticmethod
-    def _is_new_syn(entry: tuple[_Connection, bool], seq: int) -> bool:
+    def _is_new_syn(conn: _Connection, key: bytes, seq: int) -> bool:
         """A SYN with another initial sequence number reuses the ports for a new
         connection; one with the same number is a retransmission, or the same packet
         seen again on a second interface (dumpcap -i lo -i any)."""
-        conn, from_client = entry
-        direction = conn.client if from_client else conn.server
+        direction = conn.client if key == conn.key else conn.server
         return direction.base is not None and (seq + 1) % SEQ_MOD != direction.base
 
-    def _open(self, source: int, frame: int, ts: float, key: bytes, flags: int) -> tuple[_Connection, bool]:
+    def _open_flow(self, source: int, frame: int, ts: float, key: bytes, flags: int) -> _Connection:
+        if len(self._open) >= self.limits.max_open:
+            self._make_room()
         from_client = self._sender_is_client(key, flags)
         oriented = key if from_client else reverse_key(key)
         conn = _Connection(self._next_id, source, oriented, frame, ts)
+        self._open[conn.id] = conn
         self._next_id += 1
-        self._by_key[oriented] = (conn, True)
-        self._by_key[reverse_key(oriented)] = (conn, False)
-        return self._by_key[key]
+        self._by_key[oriented] = self._by_key[conn.reverse_key] = conn
+        return conn
 
     @staticmethod
     def _sender_is_client(key: bytes, flags: int) -> bool:
@@ -307,19 +435,30 @@ class FlowTable:
         return dst_port <= src_port
 
     @staticmethod
+    def _speaking(conn: _Connection, from_client: bool) -> _Direction:
+        """The direction's own state, made when it first has something to say."""
+        direction = _Direction()
+        if from_client:
+            conn.client = direction
+        else:
+            conn.server = direction
+        return direction
+
+    @staticmethod
     def _on_syn(conn: _Connection, direction: _Direction, from_client: bool, seq: int, flags: int) -> None:
         if from_client:
             conn.syn_seen = True
         else:
             conn.synack_seen = True
-        if not direction.segments:
+        if direction.segments is _NO_SEGMENTS:
             direction.base = (seq + 1) % SEQ_MOD
             direction.start_seen = True
 
-    def _finish(self, conn: _Connection, ts: float | None = None, at_end: bool = False) -> None:
+    def _finish(self, conn: _Connection, ts: float | None = None, at_end: bool = False, evicted: str | None = None) -> None:
         if conn.closed:
             return
         conn.closed = True
+        del self._open[conn.id]
         self._remember_closed(conn)
         client_addr, client_port, server_addr, server_port = split_key(conn.key)
         self._on_finished(
@@ -337,10 +476,13 @@ class FlowTable:
                 established_ts=conn.established_ts,
                 client=conn.client.assemble(),
                 server=conn.server.assemble(),
-                seen_until=self._last_ts if at_end else ts,
+                seen_until=self._last_ts if at_end or ts is None else ts,
+                evicted=evicted,
             )
         )
-        conn.client.segments = conn.server.segments = []
+        for direction in (conn.client, conn.server):
+            if direction is not _SILENT:
+                direction.segments = _NO_SEGMENTS
 
     def _remember_closed(self, conn: _Connection) -> None:
         """Closed connections stay in the table a while, so late FINs, ACKs and
@@ -348,6 +490,4 @@ class FlowTable:
         self._closed[conn.id] = conn
         if len(self._closed) > CLOSED_MEMORY:
             _, oldest = self._closed.popitem(last=False)
-            for key in (oldest.key, reverse_key(oldest.key)):
-                if self._by_key.get(key, (None,))[0] is oldest:
-                    del self._by_key[key]
+            self._unmap(oldest)
