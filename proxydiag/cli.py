@@ -1,37 +1,26 @@
-"""The command line: thin commands over the library (spec/cli.md is the contract)."""
+"""The command line: thin commands over the library (spec/cli.md is the contract).
+
+Each command imports what it uses when it runs: `decode`, `explain`, `rules` and
+`--help` start without the analysis, the rules, scapy or rich's Markdown (tests/test_cli_start.py).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import os
-import shlex
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import typer
-from rich.console import Console
-from rich.markdown import Markdown
 
-from proxydiag import __version__, catalog, proxy_protocol
-from proxydiag.analysis import Settings, analyze_live, diagnose, judge_analysis
-from proxydiag.expectations import ExpectationError
-from proxydiag.live import MAIL_FILTER, LiveCapture, LiveError
-from proxydiag.model import Analysis
-from proxydiag.progress import ProgressBar
-from proxydiag.report import json as json_report
-from proxydiag.report import markdown as markdown_report
-from proxydiag.report import rich as rich_report
-from proxydiag.report import text as text_report
-from proxydiag.report.anonymize import anonymize as anonymize_document
-from proxydiag.rules import ALL_RULES
-from proxydiag.stalwart_config import ConfigError
-from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
+from proxydiag import __version__
+
+if TYPE_CHECKING:
+    from proxydiag.analysis import Settings
+    from proxydiag.model import Analysis
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 # Click's usage error, whichever click typer carries (its own copy in newer versions).
@@ -140,6 +129,10 @@ class ReportOptions:
 
 def _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay, greeting_timeout,
               internal_clients) -> Settings:
+    from proxydiag.analysis import Settings
+    from proxydiag.expectations import ExpectationError
+    from proxydiag.stalwart_config import ConfigError
+
     try:
         return Settings.from_options(
             expect=expect, trusted_networks=trusted_networks, stalwart_config=stalwart_config, ports=ports,
@@ -188,6 +181,9 @@ def analyze(
     """
     if not files and stalwart_config is None:
         fail("give at least one capture file (or '-' for standard input), or --stalwart-config FILE")
+    from proxydiag.analysis import diagnose
+    from proxydiag.progress import ProgressBar
+
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
                          greeting_timeout, internal_clients)
     with ProgressBar() as progress:
@@ -228,6 +224,12 @@ def sniff(
 
       proxydiag sniff -i any -f 'tcp port 10025' -w ticket.pcap
     """
+    import contextlib
+
+    from proxydiag.analysis import analyze_live, judge_analysis
+    from proxydiag.live import MAIL_FILTER, LiveCapture, LiveError
+    from proxydiag.model import Analysis
+
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
                          greeting_timeout, internal_clients)
     analysis = Analysis()
@@ -258,6 +260,9 @@ def sniff(
 
 def _report(analysis: Analysis, options: ReportOptions) -> None:
     """Say what could not be read, render the report, and leave with the exit code."""
+    from proxydiag.report import json as json_report
+    from proxydiag.report.anonymize import anonymize as anonymize_document
+
     for item in analysis.inputs:
         if item.error:
             typer.echo(f"proxydiag: {item.error}", err=True)
@@ -281,6 +286,15 @@ def _report(analysis: Analysis, options: ReportOptions) -> None:
 
 
 def _render(document: dict, format: Format, output: Path | None, quiet: bool, verbose: bool) -> str:
+    import io
+    import shlex
+
+    from rich.console import Console
+
+    from proxydiag.report import json as json_report
+    from proxydiag.report import markdown as markdown_report
+    from proxydiag.report import rich as rich_report
+
     if format is Format.json:
         return json_report.render_document(document)
     if format is Format.markdown:
@@ -322,6 +336,12 @@ def decode(
     Exit codes: 0 a valid header, 1 not a header or one that breaks the specification,
     2 the input could not be read as bytes.
     """
+    import json
+
+    from proxydiag import proxy_protocol
+    from proxydiag.report import text as text_report
+    from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
+
     try:
         data, notes = bytes_from_input(sys.stdin.buffer.read()) if header == "-" else bytes_from_text(header)
     except InputError as error:
@@ -343,13 +363,17 @@ def decode(
 def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code (PD301) or its slug (tls-flag-lost).")) -> None:
     """The finding's page: what it means, why Stalwart cares, how to confirm it, and the
     fix for HAProxy, nginx, Traefik, Caddy, Envoy, cloud load balancers and Stalwart."""
+    from proxydiag import catalog
+
     page = catalog.find_page(code)
     if page is None:
         known = ", ".join(sorted(catalog.load_pages())) or "none installed"
         fail(f"no finding {code!r}; known codes: {known} (proxydiag rules lists them)")
-    console = Console(soft_wrap=False)
-    if console.is_terminal:
-        console.print(Markdown(page.text))
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console(soft_wrap=False).print(Markdown(page.text))
     else:
         sys.stdout.write(page.text if page.text.endswith("\n") else page.text + "\n")
 
@@ -357,11 +381,14 @@ def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code
 @app.command("rules")
 def list_rules(format: PlainFormat = typer.Option(PlainFormat.rich, "--format", "-F", help="rich (a table) or json.")) -> None:
     """The findings catalog: code, slug, severity and one line each."""
-    pages = catalog.load_pages()
+    import json
+
+    from proxydiag import catalog
+
+    # The pages and the rules name the same findings (tests/test_catalog.py): no need to load the rules.
     rows = [
-        {"code": rule.code, "slug": rule.slug, "severity": rule.severity,
-         "summary": pages[rule.code].summary if rule.code in pages else ""}
-        for rule in ALL_RULES
+        {"code": page.code, "slug": page.slug, "severity": page.severity, "summary": page.summary}
+        for _, page in sorted(catalog.load_pages().items())
     ]
     if format is PlainFormat.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
