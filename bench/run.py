@@ -43,6 +43,7 @@ class Result:
     capture: str
     contender: str
     seconds: float
+    cpu_seconds: float  # user + system of the process: steadier than wall time on a shared machine
     peak_mib: float
     exit_code: int  # -9 when killed at the timeout
     output_bytes: int | None = None
@@ -50,8 +51,8 @@ class Result:
     with_proxy_header: int | None = None  # from the JSON summary; for tshark, frames matching -Y proxy
 
 
-def run_one(command: list[str], output: Path, timeout: float | None) -> tuple[float, float, int]:
-    """(seconds, peak MiB, exit code) of one child process, its stdout sent to `output`."""
+def run_one(command: list[str], output: Path, timeout: float | None) -> tuple[float, float, float, int]:
+    """(seconds, CPU seconds, peak MiB, exit code) of one child process, its stdout sent to `output`."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     with output.open("wb") as sink:
         start = time.perf_counter()
@@ -64,7 +65,7 @@ def run_one(command: list[str], output: Path, timeout: float | None) -> tuple[fl
         if killer:
             killer.cancel()
     child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    return elapsed, usage.ru_maxrss / 1024, child.returncode
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, child.returncode
 
 
 def commands(capture: Path, scratch: Path) -> dict[str, tuple[list[str], Path, Path]]:
@@ -100,8 +101,8 @@ def bench(capture: Path, contenders: list[str], timeout: float | None) -> list[R
         for name in contenders:
             command, stdout, output = plan[name]
             output.unlink(missing_ok=True)
-            seconds, peak, code = run_one(command, stdout, timeout)
-            result = Result(capture.name, name, seconds, peak, code,
+            seconds, cpu, peak, code = run_one(command, stdout, timeout)
+            result = Result(capture.name, name, seconds, cpu, peak, code,
                             output_bytes=output.stat().st_size if output.exists() else None)
             if name == "json":
                 summary = json_summary(output)
@@ -121,8 +122,24 @@ def format_row(result: Result, so_far: list[Result]) -> str:
     counts = f" {result.connections} connections," if result.connections is not None else ""
     counts += f" {result.with_proxy_header} with header" if result.with_proxy_header is not None else ""
     size = f" output {result.output_bytes / 2**20:.1f} MiB" if result.output_bytes else ""
-    return (f"{result.capture:28s} {result.contender:7s} {result.seconds:8.2f} s {ratio:>7s} "
+    return (f"{result.capture:28s} {result.contender:7s} {result.seconds:8.2f} s {ratio:>7s} (cpu {result.cpu_seconds:7.2f} s) "
             f"{result.peak_mib:7.0f} MiB{size}{counts}{status}")
+
+
+def markdown_table(results: list[Result]) -> str:
+    """The results as the table of bench/README.md."""
+    lines = ["| capture | contender | wall | CPU | vs dpkt (wall) | peak RSS | report |", "|---|---|---:|---:|---:|---:|---|"]
+    for result in results:
+        base = next((r.seconds for r in results if r.contender == "dpkt" and r.capture == result.capture), None)
+        ratio = f"{result.seconds / base:.1f}x" if base else ""
+        if result.exit_code == -9:
+            ratio += " (killed at timeout)"
+        report = f"{result.output_bytes / 2**20:.1f} MiB" if result.output_bytes and result.contender != "dpkt" else ""
+        if result.connections is not None:
+            report += f", {result.connections} connections"
+        lines.append(f"| {result.capture} | {result.contender} | {result.seconds:.1f} s | {result.cpu_seconds:.1f} s | "
+                     f"{ratio} | {result.peak_mib:.0f} MiB | {report} |")
+    return "\n".join(lines)
 
 
 def check_truth(capture: Path, results: list[Result]) -> list[str]:
@@ -170,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         found = bench(capture, contenders, args.timeout)
         results.extend(found)
         problems.extend(check_truth(capture, found))
+    print(markdown_table(results))
     if args.results:
         args.results.write_text(json.dumps([asdict(result) for result in results], indent=2) + "\n")
     for problem in problems:
