@@ -11,7 +11,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from proxydiag.analysis import describe
-from proxydiag.flows import EVICTED_BY_CAP, EVICTED_IDLE, OPENING_LIMIT, FlowLimits, FlowTable
+from proxydiag.flows import EVICTED_BY_CAP, EVICTED_IDLE, MAX_SEGMENTS, OPENING_LIMIT, FlowLimits, FlowTable
 from proxydiag.packet import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
@@ -323,3 +323,12 @@ def test_eviction_never_loses_a_connection_that_carried_data(plans, max_open, ha
     assert len(cap.finished) + table.dropped == table.opened
     assert sum(1 for t in cap.finished if t.evicted) == table.evicted_idle + table.evicted_by_cap - table.dropped_by_cap
     assert table.open_flows == 0
+
+
+def test_tiny_segments_cannot_grow_a_connection_past_its_bound():
+    cap = Capture()
+    handshake(cap, 0, 0)
+    for index in range(MAX_SEGMENTS * 4):
+        cap.send(tcp(seq=1 + index, payload=b"x"))
+    (tracked,) = cap.done()
+    assert len(tracked.client.data) == tracked.client.segments == MAX_SEGMENTS  # the rest only looked up
