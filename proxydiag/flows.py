@@ -39,6 +39,7 @@ class FlowLimits:
     """How much the flow table holds; timeouts are in capture time."""
 
     max_open: int = 75_000
+    max_buffered_bytes: int = 64 << 20  # openings held at once: 75,000 flows of 16 KiB would be 1.2 GB
     half_open_timeout: float = 120.0  # no data and no handshake: outlives a client's SYN retries (about 127 s on Linux)
     idle_timeout: float = 600.0  # no packet at all: longer than SMTP's command timeouts (RFC 5321 4.5.3.2)
 
@@ -263,7 +264,8 @@ class FlowTable:
 
     Bounded by `limits`; what the bounds cost is counted: `evicted_half_open` (dropped
     by age, never described), `evicted_idle` (described, marked evicted) and
-    `evicted_by_cap` (evicted because `max_open` flows were open; of them
+    `evicted_by_cap` (evicted because `max_open` flows were open or their openings
+    held `max_buffered_bytes`; of them
     `dropped_by_cap` were half-open and never described); `dropped_at_end` counts the
     half-open flows still open at the end once such flows had been evicted.
     """
@@ -283,6 +285,7 @@ class FlowTable:
         self.evicted_by_cap = 0
         self.dropped_by_cap = 0
         self.dropped_at_end = 0
+        self._buffered = 0  # bytes of the openings of open flows
 
     @property
     def open_flows(self) -> int:
@@ -363,7 +366,11 @@ class FlowTable:
         elif conn.established_ts is None and from_client and flags & TCP_ACK and conn.synack_seen:
             conn.established_ts = ts
         if payload and not direction.full and not conn.closed:
+            stored = direction.stored
             direction.add(seq, frame_no, ts, payload, snapped)
+            self._buffered += direction.stored - stored
+            if self._buffered > self.limits.max_buffered_bytes:
+                self._shed_openings()
         if flags & TCP_FIN and direction.fin is None:
             direction.fin = (frame_no, ts)
         if flags & TCP_RST and direction.rst is None:
@@ -383,6 +390,7 @@ class FlowTable:
                 self._finish(conn, at_end=True)
         self._by_key.clear()
         self._closed.clear()
+        self._buffered = 0
         self._next_sweep = None
 
     def _sweep(self, now: float) -> float:
@@ -411,6 +419,17 @@ class FlowTable:
             self._evict(conn, EVICTED_BY_CAP)
         self.evicted_by_cap += len(half_open) + len(rest)
         self.dropped_by_cap += len(half_open)
+
+    def _shed_openings(self) -> None:
+        """The openings held are over budget: the flows quiet the longest are handed over,
+        down to the low watermark."""
+        target = self.limits.max_buffered_bytes * CAP_LOW_WATERMARK
+        for conn in sorted((conn for conn in self._open.values() if conn.client.stored or conn.server.stored),
+                           key=lambda conn: conn.last_ts):
+            if self._buffered <= target:
+                break
+            self._evict(conn, EVICTED_BY_CAP)
+            self.evicted_by_cap += 1
 
     def _forget(self, conn: _Connection) -> None:
         """Let a flow go without describing it."""
@@ -479,6 +498,7 @@ class FlowTable:
             return
         conn.closed = True
         del self._open[conn.id]
+        self._buffered -= conn.client.stored + conn.server.stored
         self._remember_closed(conn)
         client_addr, client_port, server_addr, server_port = split_key(conn.key)
         self._on_finished(

@@ -292,6 +292,19 @@ def test_a_full_table_of_talking_flows_hands_the_oldest_over():
     assert sorted(t.client_port for t in cap.finished) == list(range(2000, 2025))
 
 
+def test_openings_over_their_byte_budget_hand_the_quietest_flows_over():
+    cap = Capture(FlowLimits(max_buffered_bytes=3000))
+    for index, sport in enumerate(range(2000, 2010)):
+        conversation(cap, sport, float(index), payload=b"x" * 1000)
+    table = cap.table
+    evicted = sorted(t.client_port for t in cap.finished if t.evicted == EVICTED_BY_CAP)
+    assert evicted == list(range(2000, 2000 + len(evicted))) and len(evicted) == table.evicted_by_cap >= 7
+    assert table.open_flows <= 3
+    cap.done()
+    assert sorted(t.client_port for t in cap.finished) == list(range(2000, 2010))
+    assert all(t.client.data == b"x" * 1000 for t in cap.finished)
+
+
 flow_plans = st.lists(
     st.tuples(st.floats(0, 400, allow_nan=False), st.booleans(), st.integers(0, 3)),  # start, talks, keep-alives
     min_size=1, max_size=25,
@@ -299,9 +312,10 @@ flow_plans = st.lists(
 
 
 @settings(max_examples=60, deadline=None)
-@given(flow_plans, st.integers(2, 8), st.floats(5, 60), st.floats(5, 200))
-def test_eviction_never_loses_a_connection_that_carried_data(plans, max_open, half_open_timeout, idle_timeout):
-    cap = Capture(FlowLimits(max_open=max_open, half_open_timeout=half_open_timeout, idle_timeout=idle_timeout))
+@given(flow_plans, st.integers(2, 8), st.floats(5, 60), st.floats(5, 200), st.integers(10, 100))
+def test_eviction_never_loses_a_connection_that_carried_data(plans, max_open, half_open_timeout, idle_timeout, budget):
+    cap = Capture(FlowLimits(max_open=max_open, half_open_timeout=half_open_timeout, idle_timeout=idle_timeout,
+                             max_buffered_bytes=budget))
     events = []
     for index, (start, talks, keepalives) in enumerate(plans):
         sport = 10000 + index
