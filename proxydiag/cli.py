@@ -1,10 +1,12 @@
-"""The command line: thin commands over the library (spec/cli.md is the contract)."""
+"""The command line: thin commands over the library (spec/cli.md is the contract).
+
+Each command imports what it uses when it runs: `decode`, `explain`, `rules` and
+`--help` start without the analysis, the rules, scapy or rich's Markdown (tests/test_cli_start.py).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
 import os
 import shlex
 import sys
@@ -15,26 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, NoReturn
 
 import typer
-from rich.console import Console
-from rich.markdown import Markdown
 
-from proxydiag import __version__, catalog, proxy_protocol
-from proxydiag.analysis import Settings, analyze_live, diagnose, judge_analysis
-from proxydiag.expectations import ExpectationError
-from proxydiag.live import MAIL_FILTER, LiveCapture, LiveError
-from proxydiag.model import Analysis
-from proxydiag.progress import ProgressBar
-from proxydiag.report import json as json_report
-from proxydiag.report import markdown as markdown_report
-from proxydiag.report import rich as rich_report
-from proxydiag.report import text as text_report
-from proxydiag.report.anonymize import anonymize as anonymize_document
-from proxydiag.rules import ALL_RULES
-from proxydiag.stalwart_config import ConfigError
-from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text, read_bounded
+from proxydiag import __version__
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from proxydiag import evidence
+    from proxydiag.analysis import Settings
+    from proxydiag.model import Analysis
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 # Click's usage error, whichever click typer carries (its own copy in newer versions).
@@ -143,6 +134,10 @@ class ReportOptions:
 
 def _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay, greeting_timeout,
               internal_clients) -> Settings:
+    from proxydiag.analysis import Settings
+    from proxydiag.expectations import ExpectationError
+    from proxydiag.stalwart_config import ConfigError
+
     try:
         return Settings.from_options(
             expect=expect, trusted_networks=trusted_networks, stalwart_config=stalwart_config, ports=ports,
@@ -196,6 +191,9 @@ def analyze(
 
     if not files and stalwart_config is None:
         fail("give at least one capture file (or '-' for standard input), or --stalwart-config FILE")
+    from proxydiag.analysis import diagnose
+    from proxydiag.progress import ProgressBar
+
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
                          greeting_timeout, internal_clients)
     inputs = evidence.sort_inputs(files or [], evidence.read_head)
@@ -256,6 +254,12 @@ def sniff(
 
       proxydiag sniff -i any -f 'tcp port 10025' -w ticket.pcap
     """
+    import contextlib
+
+    from proxydiag.analysis import analyze_live, judge_analysis
+    from proxydiag.live import MAIL_FILTER, LiveCapture, LiveError
+    from proxydiag.model import Analysis
+
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
                          greeting_timeout, internal_clients)
     analysis = Analysis()
@@ -289,6 +293,8 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
     """Say what could not be read, render the report, and leave with the exit code.
     `extra`: what configurations and logs beside the captures add to the document."""
     from proxydiag.evidence import add_to_document
+    from proxydiag.report import json as json_report
+    from proxydiag.report.anonymize import anonymize as anonymize_document
 
     for line in unread:
         typer.echo(f"proxydiag: {line}", err=True)
@@ -325,6 +331,10 @@ def _unsupported_linktypes(linktypes: set[int], shown: int = 8) -> str:
 
 
 def _render(document: dict, format: Format, output: Path | None, quiet: bool, verbose: bool) -> str:
+    from proxydiag.report import json as json_report
+    from proxydiag.report import markdown as markdown_report
+    from proxydiag.report import rich as rich_report
+
     if format is Format.json:
         return json_report.render_document(document)
     if format is Format.markdown:
@@ -336,6 +346,8 @@ def _render(document: dict, format: Format, output: Path | None, quiet: bool, ve
 
 def _console(output: Path | None) -> Console:
     """A console recording into a string: colour on a terminal, plain 100 columns elsewhere."""
+    from rich.console import Console
+
     to_terminal = output is None and sys.stdout.isatty()
     console = Console(file=io.StringIO(), force_terminal=to_terminal, width=None if to_terminal else 100,
                       color_system="auto" if to_terminal else None, soft_wrap=False)
@@ -390,6 +402,7 @@ def probe(
     """
     from proxydiag import probe as probe_module
     from proxydiag import probe_judge, probe_pcap, probe_steps
+    from proxydiag.report import json as json_report
     from proxydiag.report import probe as probe_report
 
     if timeout <= 0:
@@ -469,6 +482,8 @@ def logs(
         raise typer.Exit(EXIT_UNUSABLE)
     document = result.to_dict()
     if anonymize:
+        from proxydiag.report.anonymize import anonymize as anonymize_document
+
         document = anonymize_document(document)
     _write(_render(document, format, output, quiet, verbose), output)
     if result.errors:
@@ -511,6 +526,7 @@ def check(
     could not be read (the others are still checked).
     """
     from proxydiag import configs
+    from proxydiag.stalwart_config import ConfigError
     from proxydiag.stalwart_config import load as load_stalwart
 
     try:
@@ -551,6 +567,11 @@ def decode(
     Exit codes: 0 a valid header, 1 not a header or one that breaks the specification,
     2 the input could not be read as bytes.
     """
+    from proxydiag import proxy_protocol
+    from proxydiag.report import json as json_report
+    from proxydiag.report import text as text_report
+    from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text, read_bounded
+
     more = False
     try:
         if header == "-":
@@ -580,13 +601,17 @@ def decode(
 def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code (PD301) or its slug (tls-flag-lost).")) -> None:
     """The finding's page: what it means, why Stalwart cares, how to confirm it, and the
     fix for HAProxy, nginx, Traefik, Caddy, Envoy, cloud load balancers and Stalwart."""
+    from proxydiag import catalog
+
     page = catalog.find_page(code)
     if page is None:
         known = ", ".join(sorted(catalog.load_pages())) or "none installed"
         fail(f"no finding {code!r}; known codes: {known} (proxydiag rules lists them)")
-    console = Console(soft_wrap=False)
-    if console.is_terminal:
-        console.print(Markdown(page.text))
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.markdown import Markdown
+
+        Console(soft_wrap=False).print(Markdown(page.text))
     else:
         sys.stdout.write(page.text if page.text.endswith("\n") else page.text + "\n")
 
@@ -594,11 +619,14 @@ def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code
 @app.command("rules")
 def list_rules(format: PlainFormat = typer.Option(PlainFormat.rich, "--format", "-F", help="rich (a table) or json.")) -> None:
     """The findings catalog: code, slug, severity and one line each."""
-    pages = catalog.load_pages()
+    import json
+
+    from proxydiag import catalog
+
+    # The pages and the rules name the same findings (tests/test_catalog.py): no need to load the rules.
     rows = [
-        {"code": rule.code, "slug": rule.slug, "severity": rule.severity,
-         "summary": pages[rule.code].summary if rule.code in pages else ""}
-        for rule in ALL_RULES
+        {"code": page.code, "slug": page.slug, "severity": page.severity, "summary": page.summary}
+        for _, page in sorted(catalog.load_pages().items())
     ]
     if format is PlainFormat.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")

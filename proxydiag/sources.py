@@ -15,7 +15,7 @@ import stat
 import struct
 import sys
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Generator
 
 Record = tuple[int, float, int, bytes, int]
 Unpacker = Callable[[bytes, int], tuple]
@@ -186,7 +186,7 @@ class CaptureReader:
         else:
             raise _unrecognised_magic(self._name, magic)
 
-    def __iter__(self) -> Iterator[Record]:
+    def __iter__(self) -> Generator[Record, None, None]:
         return self._records
 
     def close(self) -> None:
@@ -243,7 +243,7 @@ class CaptureReader:
 
     # -- pcap --------------------------------------------------------------
 
-    def _start_pcap(self, magic: bytes) -> Iterator[Record]:
+    def _start_pcap(self, magic: bytes) -> Generator[Record, None, None]:
         order, record_layout, divisor = _PCAP_MAGICS[magic]
         rest = self._read_header(_PCAP_HEADER_SIZE - 4)
         if len(rest) < _PCAP_HEADER_SIZE - 4:
@@ -255,7 +255,7 @@ class CaptureReader:
         self.info.linktypes.append(linktype)
         return self._pcap_records(struct.Struct(order + record_layout), divisor, linktype)
 
-    def _pcap_records(self, record_header: struct.Struct, divisor: float, linktype: int) -> Iterator[Record]:
+    def _pcap_records(self, record_header: struct.Struct, divisor: float, linktype: int) -> Generator[Record, None, None]:
         info = self.info
         more = self._more
         unpack = record_header.unpack_from
@@ -264,9 +264,10 @@ class CaptureReader:
         frame_no = 0
         buf, pos, end, need = b"", 0, 0, header_size
         while True:
-            buf = more(buf[pos:], need)
-            if buf is None:
+            chunk = more(buf[pos:], need)
+            if chunk is None:
                 break
+            buf = chunk
             pos, end, need = 0, len(buf), header_size
             while pos + header_size <= end:
                 sec, frac, caplen, wire_length = unpack(buf, pos)
@@ -294,7 +295,7 @@ class CaptureReader:
 
     # -- pcapng ------------------------------------------------------------
 
-    def _start_pcapng(self, magic: bytes) -> Iterator[Record]:
+    def _start_pcapng(self, magic: bytes) -> Generator[Record, None, None]:
         head = magic + self._read_header(8)
         if len(head) < _BLOCK_HEAD_SIZE:
             raise CaptureError(
@@ -307,7 +308,7 @@ class CaptureReader:
             )
         return self._pcapng_records(head)
 
-    def _pcapng_records(self, buf: bytes) -> Iterator[Record]:
+    def _pcapng_records(self, buf: bytes) -> Generator[Record, None, None]:
         info = self.info
         more = self._more
         linktypes = info.linktypes
@@ -326,10 +327,11 @@ class CaptureReader:
             while end - pos >= _BLOCK_HEAD_SIZE:
                 block_type, length = block_head(buf, pos)
                 if block_type == _SHB:
-                    layout = _LAYOUT_BY_BOM.get(buf[pos + 8:pos + 12])
-                    if layout is None:
+                    found = _LAYOUT_BY_BOM.get(buf[pos + 8:pos + 12])
+                    if found is None:
                         self._damage(f"section header at byte {self._offset(end - pos)} has a bad byte-order magic")
                         return
+                    layout = found
                     block_head, u32, epb, pb = layout.block_head, layout.u32, layout.epb, layout.pb
                     block_type, length = block_head(buf, pos)
                 stop = pos + length
@@ -386,9 +388,10 @@ class CaptureReader:
                     frame_no += 1
                     unyielded += 1
                 pos = stop
-            buf = more(buf[pos:], need)
-            if buf is None:
+            chunk = more(buf[pos:], need)
+            if chunk is None:
                 break
+            buf = chunk
             pos, end, need = 0, len(buf), _BLOCK_HEAD_SIZE
         if pos < end:
             self._damage(

@@ -20,4 +20,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q -e '.[test]'
+python3 -m mypy            # types fail the build: the settings are in pyproject.toml
 exec python3 -m pytest -q "$@"

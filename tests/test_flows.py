@@ -11,7 +11,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
 from proxydiag.analysis import describe
-from proxydiag.flows import OPENING_LIMIT, FlowTable
+from proxydiag.flows import EVICTED_BY_CAP, EVICTED_IDLE, MAX_SEGMENTS, OPENING_LIMIT, FlowLimits, FlowTable
 from proxydiag.packet import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
@@ -101,9 +101,9 @@ def test_decoder_never_raises(linktype, frame):
 class Capture:
     """Feeds packets into a FlowTable the way analysis does."""
 
-    def __init__(self):
+    def __init__(self, limits: FlowLimits | None = None):
         self.finished = []
-        self.table = FlowTable(self.finished.append)
+        self.table = FlowTable(self.finished.append, limits)
         self.frame = 0
 
     def send(self, packet: bytes, ts: float | None = None):
@@ -208,3 +208,141 @@ def test_any_segmentation_and_order_reassembles_the_same_bytes(payload, rng, isn
         cap.send(tcp(seq=(isn + 1 + offset) % 2**32, payload=piece))
     (tracked,) = cap.done()
     assert tracked.client.data == payload and tracked.client.gap_at is None
+
+
+# --- the bounded table -------------------------------------------------------------------
+
+SMALL = FlowLimits(max_open=10, half_open_timeout=30.0, idle_timeout=100.0)
+
+
+def syn(sport: int, ts: float, cap: Capture):
+    cap.send(tcp(flags="S", seq=sport * 1000, sport=sport), ts)
+
+
+def conversation(cap: Capture, sport: int, ts: float, payload: bytes = b"PROXY TCP4 1.2.3.4 5.6.7.8 1 25\r\n"):
+    """A handshake and one segment of data from the client, all at `ts`."""
+    isn = sport * 1000
+    cap.send(tcp(flags="S", seq=isn, sport=sport), ts)
+    cap.send(tcp(src=SERVER, dst=CLIENT, sport=25, dport=sport, flags="SA", seq=7), ts)
+    cap.send(tcp(flags="A", seq=isn + 1, sport=sport), ts)
+    cap.send(tcp(seq=isn + 1, sport=sport, payload=payload), ts)
+
+
+def test_half_open_flows_are_dropped_by_age_and_only_counted():
+    cap = Capture(SMALL)
+    syn(1000, 0.0, cap)
+    conversation(cap, 2000, 10.0)
+    syn(3000, 50.0, cap)  # 50 s of capture time later: the first SYN is 20 s past its timeout
+    assert cap.table.evicted_half_open == 1 and cap.table.open_flows == 2
+    cap.done()
+    assert [t.client_port for t in cap.finished] == [2000]  # the SYN still open at the end went the same way
+    assert cap.table.dropped_at_end == 1 and cap.table.dropped == 2
+
+
+def test_without_evictions_every_flow_is_described():
+    cap = Capture(SMALL)
+    syn(1000, 0.0, cap)
+    conversation(cap, 2000, 10.0)
+    cap.done()
+    assert [t.client_port for t in cap.finished] == [1000, 2000] and not cap.table.bound_hit
+
+
+def test_an_idle_flow_with_data_is_described_as_evicted():
+    cap = Capture(SMALL)
+    conversation(cap, 2000, 0.0)
+    syn(3000, 150.0, cap)
+    assert cap.table.evicted_idle == 1
+    (evicted,) = cap.finished
+    assert evicted.evicted == EVICTED_IDLE and evicted.client.data.startswith(b"PROXY TCP4")
+    assert evicted.seen_until == 0.0 and evicted.client.fin is None
+
+
+def test_a_flow_that_keeps_talking_is_not_idle():
+    cap = Capture(SMALL)
+    conversation(cap, 2000, 0.0)
+    for second in range(20, 400, 20):
+        cap.send(tcp(seq=2000 * 1000 + 1, sport=2000, flags="A"), float(second))  # keep-alives
+    assert cap.table.evicted_idle == 0 and cap.table.open_flows == 1
+
+
+def test_a_full_table_drops_half_open_flows_first():
+    cap = Capture(SMALL)
+    conversation(cap, 2000, 0.0)
+    for sport in range(3000, 3030):
+        syn(sport, 1.0, cap)
+    table = cap.table
+    assert table.open_flows <= SMALL.max_open and table.evicted_by_cap == table.dropped_by_cap > 0
+    cap.done()
+    assert any(t.client_port == 2000 and t.evicted is None for t in cap.finished)
+    assert table.dropped_at_end > 0 and not any(t.client_port >= 3000 for t in cap.finished)  # a flood's leftovers
+    assert len(cap.finished) + table.dropped == table.opened
+
+
+def test_a_full_table_of_talking_flows_hands_the_oldest_over():
+    cap = Capture(SMALL)
+    for index, sport in enumerate(range(2000, 2025)):
+        conversation(cap, sport, float(index))
+    table = cap.table
+    assert table.open_flows <= SMALL.max_open and table.dropped_by_cap == 0
+    evicted = [t for t in cap.finished if t.evicted == EVICTED_BY_CAP]
+    assert len(evicted) == table.evicted_by_cap > 0
+    assert max(t.client_port for t in evicted) < min(port for port in range(2000, 2025) if port not in
+                                                       {t.client_port for t in evicted})  # oldest first
+    cap.done()
+    assert sorted(t.client_port for t in cap.finished) == list(range(2000, 2025))
+
+
+def test_openings_over_their_byte_budget_hand_the_quietest_flows_over():
+    cap = Capture(FlowLimits(max_buffered_bytes=3000))
+    for index, sport in enumerate(range(2000, 2010)):
+        conversation(cap, sport, float(index), payload=b"x" * 1000)
+    table = cap.table
+    evicted = sorted(t.client_port for t in cap.finished if t.evicted == EVICTED_BY_CAP)
+    assert evicted == list(range(2000, 2000 + len(evicted))) and len(evicted) == table.evicted_by_cap >= 7
+    assert table.open_flows <= 3
+    cap.done()
+    assert sorted(t.client_port for t in cap.finished) == list(range(2000, 2010))
+    assert all(t.client.data == b"x" * 1000 for t in cap.finished)
+
+
+flow_plans = st.lists(
+    st.tuples(st.floats(0, 400, allow_nan=False), st.booleans(), st.integers(0, 3)),  # start, talks, keep-alives
+    min_size=1, max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(flow_plans, st.integers(2, 8), st.floats(5, 60), st.floats(5, 200), st.integers(10, 100))
+def test_eviction_never_loses_a_connection_that_carried_data(plans, max_open, half_open_timeout, idle_timeout, budget):
+    cap = Capture(FlowLimits(max_open=max_open, half_open_timeout=half_open_timeout, idle_timeout=idle_timeout,
+                             max_buffered_bytes=budget))
+    events = []
+    for index, (start, talks, keepalives) in enumerate(plans):
+        sport = 10000 + index
+        events.append((start, sport, "open", talks))
+        events.extend((start + 7.0 * (n + 1), sport, "ack", talks) for n in range(keepalives))
+    for ts, sport, kind, talks in sorted(events):
+        if kind == "open" and talks:
+            conversation(cap, sport, ts, payload=b"EHLO %d\r\n" % sport)
+        elif kind == "open":
+            syn(sport, ts, cap)
+        elif talks:
+            cap.send(tcp(flags="A", seq=sport * 1000 + 1, sport=sport), ts)
+    cap.done()
+    table = cap.table
+    described = {t.client_port: t for t in cap.finished}
+    for index, (_start, talks, _keepalives) in enumerate(plans):
+        if talks:
+            assert described[10000 + index].client.data == b"EHLO %d\r\n" % (10000 + index)
+    assert len(cap.finished) + table.dropped == table.opened
+    assert sum(1 for t in cap.finished if t.evicted) == table.evicted_idle + table.evicted_by_cap - table.dropped_by_cap
+    assert table.open_flows == 0
+
+
+def test_tiny_segments_cannot_grow_a_connection_past_its_bound():
+    cap = Capture()
+    handshake(cap, 0, 0)
+    for index in range(MAX_SEGMENTS * 4):
+        cap.send(tcp(seq=1 + index, payload=b"x"))
+    (tracked,) = cap.done()
+    assert len(tracked.client.data) == tracked.client.segments == MAX_SEGMENTS  # the rest only looked up

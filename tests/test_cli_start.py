@@ -1,0 +1,38 @@
+"""Fast start: the light commands import only what they use (no analysis, rules, scapy or
+rich's Markdown), which is most of what `proxydiag decode` used to spend starting."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADER = "0d0a0d0a000d0a515549540a2111000ccb007107c000020a9c40001900"
+HEAVY = ("proxydiag.analysis", "proxydiag.rules", "proxydiag.flows", "scapy", "rich.markdown")
+
+
+def imported_modules(*args: str, ok=(0, 1)) -> set[str]:
+    """The modules a run of `proxydiag ARGS` imported, from python -X importtime."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "proxydiag", *args],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode in ok, run.stderr[-2000:]
+    return {line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("args", [("decode", HEADER), ("decode", "--format", "json", HEADER), ("explain", "PD101"),
+                                  ("rules",), ("rules", "--format", "json"), ("--help",), ("decode", "--help")])
+def test_light_commands_leave_the_analysis_unimported(args):
+    modules = imported_modules(*args)
+    assert "proxydiag.cli" in modules  # the measurement saw the run
+    # typer's own rich help formatter imports rich.markdown: only --help may have it.
+    heavy = tuple(name for name in HEAVY if name != "rich.markdown" or "--help" not in args)
+    loaded = sorted(name for name in modules if name.startswith(heavy))
+    assert not loaded, f"{' '.join(args)} imported {loaded}"
+
+
+def test_analyze_still_imports_what_it_needs(tmp_path):
+    modules = imported_modules("analyze", "--format", "json", str(tmp_path / "missing.pcap"), ok=(2,))
+    assert {"proxydiag.analysis", "proxydiag.rules", "proxydiag.flows"} <= modules
