@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 from proxydiag import proxy_protocol
 from proxydiag.expectations import ExpectationResolver, parse_expect_options, parse_trusted_networks
 from proxydiag.flows import FlowTable, Stream, TrackedConnection
-from proxydiag.model import Analysis, Connection, Endpoints, InputSummary
+from proxydiag.model import Analysis, Connection, Endpoints, FlowTableBounds, InputSummary
 from proxydiag.protocols import Opening, recognise
 from proxydiag.protocols.tls import starts_with_tls
 from proxydiag.redact import first_line, printable
@@ -112,6 +112,7 @@ def _close_input(analysis: Analysis, table: FlowTable, info) -> None:
 def _sort(analysis: Analysis, table: FlowTable) -> None:
     analysis.connections.sort(key=lambda conn: (conn.input, conn.first_frame))
     analysis.unsupported_linktypes = table.unsupported_linktypes
+    analysis.flow_table = FlowTableBounds(table.evicted_half_open, table.evicted_idle, table.evicted_by_cap, table.dropped)
 
 
 def _progress_reporter(index: int, reader: CaptureReader, analysis: Analysis, progress: Progress | None):
@@ -132,6 +133,7 @@ def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE)
         mid_stream=tracked.mid_stream,
         established_ts=tracked.established_ts,
         reassembly=_reassembly_facts(tracked),
+        evicted=tracked.evicted,
     )
     client, server = tracked.client, tracked.server
     application = _read_headers(conn, client)

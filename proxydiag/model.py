@@ -38,6 +38,25 @@ class InputSummary:
 
 
 @dataclass(slots=True)
+class FlowTableBounds:
+    """What the bounded flow table let go of (flows.FlowLimits): nothing when the capture
+    fitted."""
+
+    evicted_half_open: int = 0  # SYN-only flows dropped by age, never described
+    evicted_idle: int = 0  # quiet flows described early, their end unseen
+    evicted_by_cap: int = 0  # flows let go because the table was full
+    dropped: int = 0  # flows never described at all
+
+    @property
+    def hit(self) -> bool:
+        return bool(self.evicted_half_open or self.evicted_idle or self.evicted_by_cap or self.dropped)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"evicted_half_open": self.evicted_half_open, "evicted_idle": self.evicted_idle,
+                "evicted_by_cap": self.evicted_by_cap, "dropped": self.dropped}
+
+
+@dataclass(slots=True)
 class Endpoints:
     src_addr: str
     src_port: int
@@ -91,6 +110,7 @@ class Connection:
     established_ts: float | None = None
     last_ts: float | None = None
     reassembly: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evicted: str | None = None  # let go by the bounded flow table while open (idle, cap)
 
     @property
     def timing_greeting_after(self) -> float | None:
@@ -165,6 +185,7 @@ class Connection:
             "close": self.close_kind,
             "close_time": self.close_ts,
             "reassembly": self.reassembly,
+            "evicted": self.evicted,
         }
 
 
@@ -192,6 +213,7 @@ class Analysis:
     connections: list[Connection] = field(default_factory=list)
     findings: list[Any] = field(default_factory=list)  # rules.base.Finding
     unsupported_linktypes: set[int] = field(default_factory=set)
+    flow_table: FlowTableBounds = field(default_factory=FlowTableBounds)
 
     @property
     def damaged(self) -> bool:
@@ -211,6 +233,7 @@ class Analysis:
                 "infos": severities.count("info"),
             },
             "stalwart_config": self.stalwart_config.to_dict() if self.stalwart_config is not None else None,
+            "flow_table": self.flow_table.to_dict(),
             "connections": (conn.to_dict() for conn in self.connections) if lazy else [conn.to_dict() for conn in self.connections],
             "findings": [finding.to_dict() for finding in self.findings],
         }

@@ -1275,3 +1275,20 @@ def test_pd904_file_cut_in_the_middle_of_a_record(tmp_path):
 
 def test_pd904_absent_for_an_intact_file(tmp_path):
     absent(run(tmp_path, smtp_session(header=v2()), expect=["v2"]), "PD904")
+
+
+def test_pd905_half_open_flows_forgotten_by_age(tmp_path):
+    """SYNs no one answered, then traffic ten minutes of capture time later: the flow
+    table forgets the half-open flows (memory stays flat under a SYN flood) and says so."""
+    syns = [Conversation(client=("203.0.113.50", 41000 + index), server=(MAIL, 25), start=T0) for index in range(5)]
+    for conv in syns:
+        conv._emit(True, 0x02)  # a bare SYN
+    later = smtp_session(header=v2(), at=600.0)
+    analysis = run(tmp_path, *syns, later, expect=["v2"])
+    finding = check(analysis, "PD905", "warning")
+    assert finding.evidence["evicted_half_open"] == 5 and finding.evidence["dropped"] >= 5
+    assert [conn.tcp.src_port for conn in analysis.connections] == [later.client[1]], "the session is still judged"
+
+
+def test_pd905_absent_when_the_capture_fits(tmp_path):
+    absent(run(tmp_path, smtp_session(header=v2()), smtp_session(header=v2(), at=700.0), expect=["v2"]), "PD905")

@@ -39,6 +39,7 @@ def judge(analysis: Analysis, resolver: ExpectationResolver, options: Options, s
         config=stalwart,
         legs=LegIndex.build(analysis.connections),
         inputs=analysis.inputs,
+        flow_table=analysis.flow_table,
     )
     for conn in analysis.connections:
         conn.expectation = resolver.for_connection(conn)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Hashable, Iterable
 
 from proxydiag.expectations import Expectation, ExpectationResolver
-from proxydiag.model import Connection, InputSummary
+from proxydiag.model import Connection, FlowTableBounds, InputSummary
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
 from proxydiag.stalwart_config import StalwartConfig
 
@@ -89,6 +89,7 @@ class Context:
     config: StalwartConfig | None = None
     legs: LegIndex | None = None
     inputs: list[InputSummary] = field(default_factory=list)
+    flow_table: FlowTableBounds = field(default_factory=FlowTableBounds)
     cache: dict[str, Any] = field(default_factory=dict)  # what several rules compute once
 
     def expectation(self, conn: Connection) -> Expectation | None:

@@ -62,4 +62,24 @@ class CaptureDamaged(Rule):
                           evidence={"input": item.path, "problem": item.damaged}, group=item.path)
 
 
-RULES = [CaptureTruncated(), MidStream(), NoMailTraffic(), CaptureDamaged()]
+class FlowTableBounded(Rule):
+    code, slug, severity = "PD905", "flow-table-bounded", "warning"
+
+    def finish(self, ctx: Context) -> Iterator[Hit]:
+        bounds = ctx.flow_table
+        if not bounds.hit:
+            return
+        parts = [
+            f"{bounds.evicted_half_open} half-open flows (SYNs never answered: a flood or a scan) dropped unseen"
+            if bounds.evicted_half_open else "",
+            f"{bounds.evicted_idle} idle flows judged before their end" if bounds.evicted_idle else "",
+            f"{bounds.evicted_by_cap} flows let go because the table was full" if bounds.evicted_by_cap else "",
+        ]
+        yield Hit(
+            "The flow table hit its bounds: " + "; ".join(part for part in parts if part) + f" ({bounds.dropped} flows "
+            "never described). The findings cover the rest; memory stayed bounded.",
+            evidence=bounds.to_dict(), group="flow-table",
+        )
+
+
+RULES = [CaptureTruncated(), MidStream(), NoMailTraffic(), CaptureDamaged(), FlowTableBounded()]
