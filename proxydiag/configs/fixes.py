@@ -163,7 +163,7 @@ def point_to_port(route: Route, kind: str, port: int | None) -> tuple[LineEdit, 
     old = route.server_port
     if port is None or old is None or old == port:
         return ()
-    text = re.sub(rf"(?<=:){old}(?=[\s;#]|$)", str(port), route.origin.text, count=1)
+    text = re.sub(rf"(?<=:){old}(?=[\s;#\"',]|$)", str(port), route.origin.text, count=1)
     return _replace(route.origin, text)
 
 
