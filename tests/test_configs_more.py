@@ -132,7 +132,6 @@ def test_traefik_header_to_untrusting_listener(tmp_path):
     assert cites(found.evidence["proxy"], tmp_path / "dynamic.yml", f"{SERVER}:10025")
     assert cites(found.evidence["header"], tmp_path / "dynamic.yml", "version: 2")
     assert "config.toml:" in found.evidence["stalwart"]
-    assert "version: 2" not in applied(tmp_path / "dynamic.yml", result, "PD102") or True  # nested form: advice
     assert "PD110" not in [j.code for j in result.judgements]  # HostSNI(`*`) without TLS: forwarded at once
 
 
@@ -305,8 +304,7 @@ def test_traefik_tls_to_server_puts_the_header_inside_tls(tmp_path):
     config = traefik.parse(textwrap.dedent(dynamic) + "  routers:\n    r:\n      rule: \"HostSNI(`*`)\"\n      service: imaps\n",
                            "dynamic.yml")
     (route,) = config.routes
-    assert route.tls_to_server and route.header_inside_tls and route.sends == "v2"
-    assert config.problems and "entry point" not in config.problems[0].message or not config.problems
+    assert route.tls_to_server and route.header_inside_tls and route.sends == "v2" and route.front is None
 
 
 # --- Caddy -----------------------------------------------------------------------------------
@@ -370,7 +368,6 @@ def test_caddyfile_layer4_mistakes(tmp_path):
     assert cites(judgement(result, "PD303").evidence["front"], path, ":993 {")
     pd110 = judgement(result, "PD110")
     assert cites(pd110.evidence["proxy"], path, "route @secure {")
-    assert cites(judgement(result, "PD109").evidence["listener"], path, "proxy_protocol\n".strip()) or True
     assert judgement(result, "PD109").evidence["listener"].startswith(f"{path}:{line_of(path, ':25 {') + 2}: ")
     assert any(j.code == "PD101" and cites(j.evidence["proxy"], path, f"proxy {SERVER}:10143") for j in result.judgements)
     fixed = applied(path, result, "PD109")
@@ -390,7 +387,7 @@ def test_caddyfile_plaintext_into_implicit_tls_checked_by_caddy(tmp_path):
     dial = json.loads(adapted.stdout)
     assert f"{SERVER}:10443" in json.dumps(dial)
     for name, text in (("Caddyfile", path.read_text()), ("caddy.json", adapted.stdout)):
-        result = check(tmp_path / name.replace(".", "_") if False else tmp_path, {name: text})
+        result = check(tmp_path, {name: text})
         found = judgement(result, "PD304")
         assert found.evidence["proxy"].startswith(f"{tmp_path / name}:")
 
@@ -408,34 +405,38 @@ def need(program: str) -> str:
 
 def envoy_bootstrap(port: int, target: int, *, listener_filters: str = "", chain_extra: str = "",
                     cluster_extra: str = "") -> str:
-    return textwrap.dedent(f"""\
-        static_resources:
-          listeners:
-            - name: mail
-              address:
-                socket_address: {{address: 0.0.0.0, port_value: {port}}}
-        """) + textwrap.indent(textwrap.dedent(listener_filters), "      ") + textwrap.dedent("""\
-              filter_chains:
-                - filters:
-                    - name: envoy.filters.network.tcp_proxy
-                      typed_config:
-                        "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-                        stat_prefix: mail
-                        cluster: stalwart
-        """) + textwrap.indent(textwrap.dedent(chain_extra), "          ") + textwrap.dedent(f"""\
-          clusters:
-            - name: stalwart
-              type: STATIC
-              load_assignment:
-                cluster_name: stalwart
-                endpoints:
-                  - lb_endpoints:
-                      - endpoint:
-                          address:
-                            socket_address:
-                              address: {SERVER}
-                              port_value: {target}
-        """) + textwrap.indent(textwrap.dedent(cluster_extra), "      ")
+    def block(text: str, spaces: int) -> str:
+        return textwrap.indent(textwrap.dedent(text), " " * spaces)
+
+    return (
+        "static_resources:\n"
+        "  listeners:\n"
+        "    - name: mail\n"
+        "      address:\n"
+        f"        socket_address: {{address: 0.0.0.0, port_value: {port}}}\n"
+        + block(listener_filters, 6)
+        + "      filter_chains:\n"
+        "        - filters:\n"
+        "            - name: envoy.filters.network.tcp_proxy\n"
+        "              typed_config:\n"
+        '                "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy\n'
+        "                stat_prefix: mail\n"
+        "                cluster: stalwart\n"
+        + block(chain_extra, 10)
+        + "  clusters:\n"
+        "    - name: stalwart\n"
+        "      type: STATIC\n"
+        "      load_assignment:\n"
+        "        cluster_name: stalwart\n"
+        "        endpoints:\n"
+        "          - lb_endpoints:\n"
+        "              - endpoint:\n"
+        "                  address:\n"
+        "                    socket_address:\n"
+        f"                      address: {SERVER}\n"
+        f"                      port_value: {target}\n"
+        + block(cluster_extra, 6)
+    )
 
 
 ENVOY_PP_V2 = """\

@@ -173,9 +173,13 @@ def _json_proxy(source: Source, handler: Tree, name: str, front: FrontListener, 
     for upstream, line in tree.items_of(source, tree.sequence(source, handler, "upstreams"), "upstreams"):
         dials = upstream.get("dial")
         tls_to_server = upstream.get("tls") is not None or transport.get("tls") is not None
-        for dial in (dials if isinstance(dials, list) else [dials]):
+        listed = dials if isinstance(dials, tree.Items) else tree.Items(line)
+        if not isinstance(dials, tree.Items):
+            listed.append(dials)
+            listed.item_lines.append(upstream.key_lines.get("dial", line))
+        for dial, dial_line in zip(listed, listed.item_lines):
             target = _upstream(str(dial)) if isinstance(dial, (str, int)) else None
-            origin = source.at(upstream, "dial") if "dial" in upstream else source.origin(line)
+            origin = source.origin(dial_line or line)
             if target is None:
                 found.problems.append(Problem(f"upstream {dial!r}: no host:port", origin))
                 continue

@@ -181,9 +181,9 @@ def _routes(source: Source, name: str, router: Tree, form: str, dynamic: _Dynami
     routes: list[Route] = []
     for sub, rule_key, targets in _rules(source, router, form):
         rule = tree.text(source, sub, rule_key) or ""
-        for entry_name in names:
+        for entry_name in names or [""]:  # no entry point known: a route without its front
             front = known.get(entry_name)
-            if front is None:
+            if front is None and entry_name:
                 problems.append(Problem(f"router {name!r}: entry point {entry_name!r} is not in the files given "
                                         "(give the static configuration too)", source.at(router, "entryPoints")))
             elif terminated:
