@@ -186,7 +186,7 @@ def _routes(source: Source, name: str, router: Tree, form: str, dynamic: _Dynami
             if front is None and entry_name:
                 problems.append(Problem(f"router {name!r}: entry point {entry_name!r} is not in the files given "
                                         "(give the static configuration too)", source.at(router, "entryPoints")))
-            elif terminated:
+            elif terminated and front is not None:
                 front = replace(front, tls_terminated=True, origin=source.at(router, "tls"))
             wait = _wait_origin(source, router, sub, rule_key, rule, entry_name, dynamic, https)
             for target in targets:
