@@ -233,6 +233,22 @@ def test_traefik_waits_for_client_when_the_entry_point_has_a_tls_router(tmp_path
     assert cites(found.evidence["front"], tmp_path / "traefik.yml", '":143"')
 
 
+@pytest.mark.parametrize("extra_router, rule, waits", [
+    ("", "ClientIP(`10.0.0.0/8`)", False),
+    ("", "HostSNI(`*`)", False),
+    ("web:\n  entryPoints: [imap]\n  rule: Host(`mail.example.test`)\n  service: web\n  tls: {}\n", "HostSNI(`*`)", True),
+])
+def test_traefik_waits_only_for_what_needs_client_bytes(extra_router, rule, waits):
+    # doc.traefik.io/traefik/reference/routing-configuration/tcp/routing/rules-and-priority/
+    static = traefik.parse(textwrap.dedent(TRAEFIK_STATIC), "traefik.yml")
+    entry_points = {"imap": static.listeners[2]}
+    dynamic = "http:\n  routers:\n" + textwrap.indent(extra_router, "    ") if extra_router else ""
+    dynamic += traefik_dynamic(f"imap:\n  entryPoints: [imap]\n  rule: \"{rule}\"\n  service: imap\n",
+                               f"imap:\n  loadBalancer:\n    servers:\n      - address: \"{SERVER}:10143\"\n")
+    (route,) = traefik.parse(dynamic, "dynamic.yml", entry_points).routes
+    assert route.waits_for_client is waits and route.front is not None and route.front.port == 143
+
+
 def test_traefik_passthrough_to_plain_listener_in_crd_manifests(tmp_path):
     # doc.traefik.io/traefik/reference/routing-configuration/kubernetes/crd/tcp/ingressroutetcp/
     # and .../serverstransporttcp/ (proxyProtocol in the transport).
@@ -477,6 +493,16 @@ def test_envoy_mistakes(case, tmp_path):
     yaml.safe_load(text)  # well-formed YAML
     result = check(tmp_path, {"envoy.yaml": text}, stalwart_text)
     assert cites(judgement(result, case).evidence[key], tmp_path / "envoy.yaml", needle)
+
+
+def test_envoy_json_bootstrap_reads_like_yaml(tmp_path):
+    text = envoy_bootstrap(993, 10143, cluster_extra=ENVOY_PP_V2)
+    compact = json.dumps(yaml.safe_load(text))
+    assert configs.detect_kind(compact) == "envoy"
+    from_yaml, from_json = envoy.parse(text, "e.yaml"), envoy.parse(compact, "e.json")
+    assert [(r.endpoint, r.sends, r.front.endpoint if r.front else None) for r in from_json.routes] == \
+        [(r.endpoint, r.sends, r.front.endpoint if r.front else None) for r in from_yaml.routes] == \
+        [(f"{SERVER}:10143", "v2", "0.0.0.0:993")]
 
 
 def test_envoy_health_check_and_tlvs(tmp_path):
