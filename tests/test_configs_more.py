@@ -493,6 +493,10 @@ def test_envoy_mistakes(case, tmp_path):
     yaml.safe_load(text)  # well-formed YAML
     result = check(tmp_path, {"envoy.yaml": text}, stalwart_text)
     assert cites(judgement(result, case).evidence[key], tmp_path / "envoy.yaml", needle)
+    if case in ("PD303", "PD304"):  # the fix points the endpoint at the listener that fits
+        port = {"PD303": 10993, "PD304": 10143}[case]
+        fixed = envoy.parse(applied(tmp_path / "envoy.yaml", result, case), str(tmp_path / "envoy.yaml"))
+        assert [route.server_port for route in fixed.routes] == [port]
 
 
 def test_envoy_json_bootstrap_reads_like_yaml(tmp_path):
@@ -551,6 +555,7 @@ def test_kubernetes_aws_nlb_header_untrusted_and_waiting_fixed_by_on_first_ack(t
     annotations = yaml.safe_load(fixed)["metadata"]["annotations"]
     assert "header_placement=on_first_ack" in annotations[AWS + "target-group-attributes"]
     assert kubernetes.parse(fixed, str(path)).routes[0].waits_for_client is False
+    assert yaml.safe_load(applied(path, result, "PD209"))["spec"]["ports"][0]["targetPort"] == 25
 
 
 def test_kubernetes_classic_elb_v1_behind_tls_and_plain_routes(tmp_path):

@@ -236,7 +236,8 @@ def point_to_port(route: Route, kind: str, port: int | None) -> tuple[LineEdit, 
     old = route.server_port
     if port is None or old is None or old == port:
         return ()
-    text = re.sub(rf"(?<=:){old}(?=[\s;#\"',]|$)", str(port), route.origin.text, count=1)
+    # `host:PORT`, and the YAML/JSON forms `targetPort: PORT`, `port_value: PORT`, `"host:PORT"`
+    text = re.sub(rf"(:[ \t]*[\"']?){old}(?=[\s;#\"',}}]|$)", rf"\g<1>{port}", route.origin.text, count=1)
     return _replace(route.origin, text)
 
 
