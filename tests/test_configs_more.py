@@ -621,6 +621,13 @@ def test_malformed_files_one_line_exit_2(name, text, kind, message, tmp_path):
     assert "Traceback" not in run.stderr
 
 
+def test_alias_bomb_is_a_config_error_not_a_hang():
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 10) + "]" for n in range(1, 9)]
+    with pytest.raises(ConfigReadError, match="too many nodes"):
+        traefik.parse("\n".join(levels) + "\nentryPoints: {}\n", "bomb.yml")
+
+
 def test_detection_by_content(tmp_path):
     samples = {
         "traefik": TRAEFIK_STATIC, "caddy": CADDY_L4, "envoy": envoy_bootstrap(25, 10025),

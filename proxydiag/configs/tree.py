@@ -18,6 +18,7 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from proxydiag.configs.model import ConfigReadError, Origin
 
 MAX_DEPTH = 200
+MAX_NODES = 200_000  # aliases are expanded: a few lines of anchors can stand for billions of nodes
 
 
 class Tree(dict):
@@ -70,7 +71,8 @@ def yaml_documents(text: str, path: str) -> list[Any]:
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
         constructor = SafeConstructor()
-        return [_from_node(node, constructor, 0) for node in nodes if node is not None]
+        budget = [MAX_NODES]
+        return [_from_node(node, constructor, 0, budget) for node in nodes if node is not None]
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -79,23 +81,24 @@ def yaml_documents(text: str, path: str) -> list[Any]:
         raise ConfigReadError(path, None, f"not valid YAML: {str(error).splitlines()[0] if str(error) else error}") from None
 
 
-def _from_node(node: yaml.Node, constructor: SafeConstructor, depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise ValueError("nested too deeply")
+def _from_node(node: yaml.Node, constructor: SafeConstructor, depth: int, budget: list[int]) -> Any:
+    budget[0] -= 1
+    if depth > MAX_DEPTH or budget[0] < 0:
+        raise ValueError("nested too deeply, or too many nodes")
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         tree = Tree(line)
         for key_node, value_node in node.value:
-            key = _from_node(key_node, constructor, depth + 1)
+            key = _from_node(key_node, constructor, depth + 1, budget)
             if isinstance(key, (dict, list)):
                 raise ValueError(f"line {key_node.start_mark.line + 1}: a mapping key must be a plain value")
-            tree[key] = _from_node(value_node, constructor, depth + 1)
+            tree[key] = _from_node(value_node, constructor, depth + 1, budget)
             tree.key_lines[key] = key_node.start_mark.line + 1
         return tree
     if isinstance(node, yaml.SequenceNode):
         items = Items(line)
         for item in node.value:
-            items.append(_from_node(item, constructor, depth + 1))
+            items.append(_from_node(item, constructor, depth + 1, budget))
             items.item_lines.append(item.start_mark.line + 1)
         return items
     return constructor.construct_object(node, deep=True)
