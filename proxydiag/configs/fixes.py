@@ -193,7 +193,10 @@ def stop_accepting(front: FrontListener, kind: str) -> tuple[LineEdit, ...]:
         return ()
     if kind == "nginx":
         return _replace(front.origin, _drop_word(front.origin.text, "proxy_protocol"))
-    if kind in ("traefik", "caddy") and re.match(r"^\s*(insecure:\s*true|proxy_protocol)\s*$", front.origin.text):
+    # Traefik: only the one-line form; `proxyProtocol: {}` left behind would still read headers
+    if kind == "traefik" and re.match(r"^\s*proxyProtocol:\s*\{[^{}]*\}\s*$", front.origin.text):
+        return (LineEdit(front.origin, ()),)
+    if kind == "caddy" and re.match(r"^\s*proxy_protocol\s*$", front.origin.text):
         return (LineEdit(front.origin, ()),)
     return ()
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from proxydiag.configs import tree
 from proxydiag.configs.model import (
-    ConfigReadError, FrontListener, HealthCheck, HeaderVersion, Problem, ProxyConfig, Route, split_host_port,
+    ConfigReadError, FrontListener, HealthCheck, HeaderVersion, Origin, Problem, ProxyConfig, Route, split_host_port,
 )
 from proxydiag.configs.tree import Source, Tree
 
@@ -130,10 +130,17 @@ def _entry_points(source: Source, document: Tree) -> dict[str, FrontListener]:
         proxy = tree.mapping(source, entry, "proxyProtocol")
         trusted = tree.sequence(source, proxy, "trustedIPs")
         accepts = tree.flag(proxy.get("insecure")) or bool(trusted)
-        origin = source.at(proxy, "insecure" if tree.flag(proxy.get("insecure")) else "trustedIPs") if accepts else source.at(entry, "address")
+        origin = _accept_origin(source, entry, proxy) if accepts else source.at(entry, "address")
         found[str(name)] = FrontListener(parsed[0], parsed[1], tls_terminated=False, accepts_header=accepts,
                                          origin=origin, trusted_sources=tuple(str(ip) for ip in trusted))
     return found
+
+
+def _accept_origin(source: Source, entry: Tree, proxy: Tree) -> Origin:
+    """The `insecure`/`trustedIPs` line, or the whole `proxyProtocol: {...}` written on one line."""
+    key = "insecure" if tree.flag(proxy.get("insecure")) else "trustedIPs"
+    where = source.at(proxy, key)
+    return source.at(entry, "proxyProtocol") if where.line == source.at(entry, "proxyProtocol").line else where
 
 
 def _https_entry_points(source: Source, docs: list[Any]) -> set[str]:
