@@ -156,8 +156,8 @@ def _tail(path: Path) -> str:
 class Running:
     """A daemon of ours, stopped by its own process id."""
 
-    def __init__(self, args: list[str], ready: tuple[str, int]) -> None:
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def __init__(self, args: list[str], ready: tuple[str, int], env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         try:
             wait_listening(*ready)
         except AssertionError as error:
@@ -176,11 +176,11 @@ class Running:
 
 
 class Capture:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, net: str = "127.30.0.0/16") -> None:
         self.path = path
         self.process = subprocess.Popen([program("tcpdump"), "-i", "lo", "-s", "0", "-U", "--immediate-mode", "-Z", "root",
                                          "-w", str(path),
-                                         "net 127.30.0.0/16"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                         f"net {net}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert self.process.stderr is not None
         line = self.process.stderr.readline().decode()
         assert "listening on" in line, line

@@ -9,6 +9,7 @@ layer4 plugin and no PROXY transport, so `caddy adapt` checks the plain site blo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -413,6 +414,58 @@ def test_caddyfile_plaintext_into_implicit_tls_checked_by_caddy(tmp_path):
         result = check(tmp_path, {name: text})
         found = judgement(result, "PD304")
         assert found.evidence["proxy"].startswith(f"{tmp_path / name}:")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("upstream, plaintext", [
+    (f"{SERVER}:10443", True),
+    (f"https://{SERVER}:10443 {{\n\t\ttransport http {{\n\t\t\ttls_insecure_skip_verify\n\t\t}}\n\t}}", False),
+])
+def test_caddy_plaintext_into_implicit_tls_check_and_capture_agree(upstream, plaintext, tmp_path):
+    """Caddy 2.6 terminates TLS and proxies HTTP to a TLS-only listener (openssl s_server
+    standing in for Stalwart's 10443): in plaintext, check on the Caddyfile and analyze on
+    the capture both say PD304; re-encrypted, neither does."""
+    from tests.test_check_lab import Capture, Running, codes_of
+
+    client, proxy = "127.31.0.10", "127.31.0.20"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout",
+                    str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem"), "-subj", "/CN=mail.example.test"],
+                   check=True, capture_output=True)
+    caddyfile = write(tmp_path, "Caddyfile", f"""
+        {{
+        	admin off
+        	auto_https disable_redirects
+        	storage file_system {tmp_path}/caddy-data
+        }}
+
+        https://mail.example.test:443 {{
+        	bind {proxy}
+        	tls {tmp_path}/cert.pem {tmp_path}/key.pem
+        	reverse_proxy UPSTREAM
+        }}
+        """.replace("UPSTREAM", upstream))
+    stalwart = write(tmp_path, "config.toml", f'[server.listener.https]\nbind = ["{SERVER}:10443"]\n'
+                     'protocol = "http"\ntls.implicit = true\n')
+    environment = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path), "HOME": str(tmp_path)}
+    server = Running(["openssl", "s_server", "-quiet", "-accept", f"{SERVER}:10443", "-cert", str(tmp_path / "cert.pem"),
+                      "-key", str(tmp_path / "key.pem")], (SERVER, 10443))
+    capture = Capture(tmp_path / "caddy.pcap", net="127.31.0.0/16")
+    try:
+        caddy_process = Running([need("caddy"), "run", "--config", str(caddyfile), "--adapter", "caddyfile"], (proxy, 443),
+                                env=environment)
+        try:
+            subprocess.run(["curl", "-sk", "--max-time", "5", "--interface", client, "--resolve",
+                            f"mail.example.test:443:{proxy}", "https://mail.example.test/"], capture_output=True, timeout=30)
+        finally:
+            caddy_process.stop()
+    finally:
+        capture.stop()
+        server.stop()
+    configuration = ("--stalwart-config", str(stalwart))
+    assert subprocess.run([need("tcpdump"), "-r", str(capture.path), "-nn", "dst port 10443"], capture_output=True,
+                          text=True).stdout.count("\n") > 2  # the proxy reached the server
+    assert ("PD304" in codes_of("check", str(caddyfile), *configuration)) is plaintext
+    assert ("PD304" in codes_of("analyze", str(capture.path), *configuration)) is plaintext
 
 
 def need(program: str) -> str:
