@@ -93,13 +93,12 @@ def _upstream(dial: str) -> tuple[str, int] | None:
     return parsed[0], parsed[1]
 
 
-def _version(value: Any, source: Source, holder: Tree | None, key: str) -> HeaderVersion:
+def _version(value: Any, source: Source, holder: Tree, key: str) -> HeaderVersion:
     if value in (None, "", False):
         return "none"
     if value in ("v1", "v2"):
         return value
-    where = source.at(holder, key) if holder is not None else source.origin(1)
-    raise ConfigReadError(source.path, where.line, f"proxy_protocol {value!r}: v1 or v2")
+    raise source.error(holder, f"proxy_protocol {value!r}: v1 or v2", key)
 
 
 # --- JSON ------------------------------------------------------------------------------------
@@ -329,7 +328,7 @@ def _caddyfile_handlers(source: Source, handlers: list[Directive], front: FrontL
 def _caddyfile_proxy(source: Source, proxy: Directive, front: FrontListener, wait: Origin | None, found: _Found) -> None:
     setting = proxy.find("proxy_protocol")
     version = setting[-1].words[1] if setting and len(setting[-1].words) > 1 else None
-    sends = _version(version, source, None, "") if not setting else _checked_version(source, setting[-1], version)
+    sends = _checked_version(source, setting[-1], version) if setting else "none"
     sends_origin = source.origin(setting[-1].line) if setting else None
     upstreams = [(word, proxy.line, False) for word in proxy.words[1:]]
     upstreams += [(word, child.line, bool(child.find("tls"))) for child in proxy.find("upstream") for word in child.words[1:]]
