@@ -646,6 +646,25 @@ def test_kubernetes_clouds(annotations, ports, code, needle, tmp_path):
     assert cites(judgement(result, code).evidence["proxy"], tmp_path / "service.yaml", needle)
 
 
+def test_cloud_balancer_in_front_of_traefik_is_a_chain(tmp_path):
+    """The NLB's header reaches Traefik's entry point, which does not read it, and Traefik
+    adds its own: two headers (PD106). With `proxyProtocol.trustedIPs` on the entry point the
+    chain is right."""
+    balancer = service({AWS + "type": "nlb", AWS + "proxy-protocol": "*",
+                        AWS + "target-group-attributes": "proxy_protocol_v2.client_to_server.header_placement=on_first_ack"},
+                       [(25, 25)], name="traefik")
+    dynamic = traefik_dynamic('smtp:\n  entryPoints: [smtp]\n  rule: "HostSNI(`*`)"\n  service: smtp\n',
+                              f'smtp:\n  loadBalancer:\n    proxyProtocol: {{version: 2}}\n    servers:\n'
+                              f'      - address: "{SERVER}:10025"\n')
+    files = {"service.yaml": balancer, "traefik.yml": TRAEFIK_STATIC, "dynamic.yml": dynamic}
+    found = judgement(check(tmp_path, files), "PD106")
+    assert cites(found.evidence["outer_route"], tmp_path / "service.yaml", "targetPort: 25")
+    assert cites(found.evidence["inner_listener"], tmp_path / "traefik.yml", '":25"')
+    trusting = TRAEFIK_STATIC.replace('address: ":25"', 'address: ":25"\n    proxyProtocol:\n      trustedIPs: [10.0.0.0/8]')
+    codes = [j.code for j in check(tmp_path, {**files, "traefik.yml": trusting}).judgements]
+    assert "PD106" not in codes and "PD109" not in codes and "PD110" not in codes
+
+
 def test_kubernetes_ovh_ssl_tlv_and_named_target_port(tmp_path):
     text = service({"service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol": "v2_ssl"}, [(993, 10993)])
     text += "---\n" + service({}, [(25, 25)], "other").replace("targetPort: 25", "targetPort: smtp")
