@@ -501,9 +501,9 @@ def _read_input(path: str) -> bytes:
 @app.command()
 def check(
     files: List[str] = typer.Argument(..., metavar="FILE...",
-                                      help="Proxy configurations: haproxy.cfg, nginx.conf (includes followed), stunnel.conf."),
+                                      help="Proxy configurations: haproxy.cfg, nginx.conf (includes followed), stunnel.conf, Traefik, Caddy, Envoy, Kubernetes Services."),
     stalwart_config: Path | None = STALWART,
-    kind: str | None = typer.Option(None, "--kind", metavar="haproxy|nginx|stunnel",
+    kind: str | None = typer.Option(None, "--kind", metavar="haproxy|nginx|stunnel|traefik|caddy|envoy|kubernetes",
                                     help="The kind of every FILE, when its content does not tell."),
     server_address: List[str] = typer.Option([], "--server-address", metavar="ADDR",
                                              help="An address under which the proxies reach Stalwart (NAT, containers); "

@@ -166,8 +166,8 @@ def _tail(path: Path) -> str:
 class Running:
     """A daemon of ours, stopped by its own process id."""
 
-    def __init__(self, args: list[str], ready: tuple[str, int]) -> None:
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def __init__(self, args: list[str], ready: tuple[str, int], env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         try:
             wait_listening(*ready)
         except AssertionError as error:

@@ -478,14 +478,14 @@ def test_bad_files_one_line_each_exit_2_and_the_others_checked(tmp_path):
             server s1 "{SERVER}:10025
         """))
     missing_include = write(tmp_path, "nginx.conf", nginx_conf("stream {\n    include nowhere.conf;\n}\n"))
-    other = write(tmp_path, "traefik.yml", "entryPoints:\n  smtp:\n    address: ':25'\n")
+    other = write(tmp_path, "stalwart.toml", "[server.listener.smtp]\nbind = ['[::]:25']\n")
     run = run_check(str(good), str(broken), str(missing_include), str(other), "--format", "json")
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 3 and all("Traceback" not in line for line in lines)
     assert f"{broken}:11:" in run.stderr and "unmatched quote" in run.stderr
     assert f"{missing_include}:5: include {tmp_path}/nowhere.conf: no such file" in run.stderr
-    assert str(other) in run.stderr and "Traefik" in run.stderr
+    assert str(other) in run.stderr and "Stalwart" in run.stderr
     import json
 
     document = json.loads(run.stdout)

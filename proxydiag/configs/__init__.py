@@ -8,50 +8,55 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxydiag.configs import crosscheck, haproxy, nginx, stunnel
-from proxydiag.configs.model import ConfigReadError, ProxyConfig
+from proxydiag.configs import caddy, crosscheck, envoy, haproxy, kubernetes, nginx, stunnel, traefik
+from proxydiag.configs.model import ConfigReadError, FrontListener, ProxyConfig
 from proxydiag.model import Analysis
 from proxydiag.rules.base import SEVERITIES, Finding
 from proxydiag.stalwart_config import StalwartConfig
 
-KINDS = ("haproxy", "nginx", "stunnel")
-# Kinds recognised but not read yet: what to say instead of a wrong guess.
+KINDS = ("haproxy", "nginx", "stunnel", "traefik", "caddy", "envoy", "kubernetes")
+# Kinds recognised but not read: what to say instead of a wrong guess.
 NOT_READ = (
     ("Stalwart's configuration (give it with --stalwart-config)",
      re.compile(r"(?m)^\s*\[?server\.(listener|proxy)\b|\"(NetworkListener|proxyTrustedNetworks)\"")),
-    ("a Traefik configuration", re.compile(r"(?mi)^\s*(entryPoints|\[entryPoints|tcp:\s*$|kind:\s*IngressRouteTCP)")),
-    ("a Caddy configuration", re.compile(r"(?m)\"apps\"\s*:|^\s*layer4\s*\{|^\s*reverse_proxy\b")),
-    ("an Envoy bootstrap", re.compile(r"(?m)^\s*static_resources\s*:")),
-    ("a Kubernetes manifest", re.compile(r"(?m)^\s*apiVersion\s*:")),
+    ("a Kubernetes manifest without a Service or Traefik TCP route", re.compile(r"(?m)^\s*apiVersion\s*:")),
+)
+# Structured kinds first: their files can hold words the text formats look for.
+DETECTORS = (
+    ("envoy", envoy.looks_like), ("traefik", traefik.looks_like), ("kubernetes", kubernetes.looks_like),
+    ("caddy", caddy.looks_like), ("haproxy", haproxy.looks_like), ("nginx", nginx.looks_like),
+    ("stunnel", stunnel.looks_like),
 )
 
 
 def detect_kind(text: str) -> str | None:
-    if haproxy.looks_like(text):
-        return "haproxy"
-    if nginx.looks_like(text):
-        return "nginx"
-    if stunnel.looks_like(text):
-        return "stunnel"
-    return None
+    return next((kind for kind, looks_like in DETECTORS if looks_like(text)), None)
 
 
-def load(path: str, kind: str | None = None) -> ProxyConfig:
-    """One configuration file, of the kind given or recognised from its content."""
-    if kind is None:
-        try:
-            text = Path(path).read_text(encoding="utf-8", errors="replace")
-        except OSError as error:
-            raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
-        kind = detect_kind(text)
-        if kind is None:
-            other = next((name for name, pattern in NOT_READ if pattern.search(text)), None)
-            raise ConfigReadError(path, None, f"this looks like {other}, which check does not read" if other else
-                                  "not an HAProxy, nginx or stunnel configuration (--kind to say which)")
-    reader = {"haproxy": haproxy.load, "nginx": nginx.load, "stunnel": stunnel.load}.get(kind)
+def load(path: str, kind: str | None = None, entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
+    """One configuration file, of the kind given or recognised from its content (Traefik
+    routes find their entry points in `entry_points`, from the other files given)."""
+    kind = kind or kind_of(path)
+    if kind == "traefik":
+        return traefik.load(path, entry_points)
+    reader = {"haproxy": haproxy.load, "nginx": nginx.load, "stunnel": stunnel.load, "caddy": caddy.load,
+              "envoy": envoy.load, "kubernetes": kubernetes.load}.get(kind)
     if reader is None:
         raise ConfigReadError(path, None, f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
     return reader(path)
+
+
+def kind_of(path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
+    kind = detect_kind(text)
+    if kind is None:
+        other = next((name for name, pattern in NOT_READ if pattern.search(text)), None)
+        raise ConfigReadError(path, None, f"this looks like {other}, which check does not read" if other else
+                              f"not a configuration check reads ({', '.join(KINDS)}; --kind to say which)")
+    return kind
 
 
 @dataclass
@@ -76,9 +81,10 @@ def check(paths: Sequence[str], stalwart: StalwartConfig | None = None, kind: st
     """Read every file (the unreadable ones are reported, the others still checked) and
     judge them together with Stalwart's configuration."""
     result = CheckResult(stalwart=stalwart)
+    entry_points = traefik.entry_points_of([path for path in paths if _is_kind(path, kind, "traefik")])
     for path in paths:
         try:
-            result.configs.append(load(path, kind))
+            result.configs.append(load(path, kind, entry_points))
         except ConfigReadError as error:
             result.errors.append(error)
     setting = crosscheck.Setting(stalwart=stalwart, server_addresses=frozenset(server_addresses))
@@ -88,6 +94,15 @@ def check(paths: Sequence[str], stalwart: StalwartConfig | None = None, kind: st
     findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.code))
     result.findings = findings
     return result
+
+
+def _is_kind(path: str, given: str | None, wanted: str) -> bool:
+    if given is not None:
+        return given == wanted
+    try:
+        return kind_of(path) == wanted
+    except ConfigReadError:
+        return False
 
 
 def _stalwart_findings(stalwart: StalwartConfig | None) -> list[Finding]:

@@ -64,7 +64,7 @@ def check(configs: Sequence[ProxyConfig], setting: Setting) -> list[Judgement]:
             judgements.extend(_judge_front(front, config, configs, feeding))
         for route in config.routes:
             if route in feeding:
-                judgements.extend(_judge_hop(route, config, feeding[route]))
+                judgements.extend(_judge_hop(route, config, feeding[route], configs))
                 continue
             target = _target(route, setting, lines) if setting.stalwart is not None else None
             if setting.stalwart is not None and target is None:
@@ -85,18 +85,35 @@ def _chains(configs: Sequence[ProxyConfig]) -> dict[Route, list[tuple[FrontListe
                 if other is config:
                     continue
                 for front in other.listeners:
-                    if front.port == route.target_port and _same_host(front.address, route.server_address):
+                    if (front.port == route.target_port and _same_host(front.address, route.server_address)
+                            and not _own_listener(route, config, front, other)):
                         fed.setdefault(route, []).append((front, other))
     return fed
+
+
+# Kinds whose one proxy is written across several files (Traefik: static and dynamic).
+SPLIT_KINDS = frozenset({"traefik"})
+
+
+def _same_proxy(one: ProxyConfig, other: ProxyConfig) -> bool:
+    return one is other or (one.kind == other.kind and one.kind in SPLIT_KINDS)
+
+
+def _own_listener(route: Route, config: ProxyConfig, front: FrontListener, other: ProxyConfig) -> bool:
+    """The listener the route itself starts from, read from another file of the same proxy."""
+    own = route.front
+    return own is not None and _same_proxy(config, other) and (own.address, own.port) == (front.address, front.port)
 
 
 def _same_host(listening: str, connecting: str) -> bool:
     return listening in WILDCARD_ADDRESSES or listening == connecting
 
 
-def _judge_hop(route: Route, config: ProxyConfig, hops: list[tuple[FrontListener, ProxyConfig]]) -> Iterable[Judgement]:
+def _judge_hop(route: Route, config: ProxyConfig, hops: list[tuple[FrontListener, ProxyConfig]],
+               configs: Sequence[ProxyConfig]) -> Iterable[Judgement]:
     for front, inner in hops:
-        inner_routes = [r for r in inner.routes if r.front == front]
+        inner_routes = [r for other in configs if _same_proxy(other, inner) for r in other.routes
+                        if r.front is not None and (r.front.address, r.front.port) == (front.address, front.port)]
         if route.sends == "none" and front.accepts_header:
             yield Judgement(
                 "PD109",

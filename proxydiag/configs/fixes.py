@@ -90,7 +90,32 @@ def set_header(route: Route, kind: str, version: str = "v2", ssl: bool = False) 
         return _insert_after(route.block_origin or route.origin, "proxy_protocol on;")
     if kind == "stunnel":
         return _insert_after(route.origin, "protocol = proxy")
+    if route.sends_origin is not None and kind in STRUCTURED:
+        return _replace(route.sends_origin, _version_to(route.sends_origin.text, version))
+    if kind == "traefik" and route.block_origin is not None:
+        return _add_child(route.block_origin, "proxyProtocol: {version: 2}", "proxyProtocol = { version = 2 }")
+    if kind == "caddy" and route.block_origin is not None and route.block_origin.text.rstrip().endswith("{"):
+        return _add_child(route.block_origin, f"proxy_protocol {version}", f"proxy_protocol {version}")
     return ()
+
+
+STRUCTURED = ("traefik", "caddy", "envoy", "kubernetes")
+
+
+def _version_to(text: str, version: str) -> str:
+    """`version: 1` -> `version: 2`, `proxy_protocol v1` -> `proxy_protocol v2`, `V1` -> `V2`."""
+    digit = version[-1]
+    return re.sub(r"(?<![\w.])([vV]?)[12](?![\w.])", lambda match: match.group(1) + digit, text, count=1)
+
+
+def _add_child(origin: Origin, yaml_line: str, toml_line: str) -> tuple[LineEdit, ...]:
+    """A line added in the block opened on `origin` (YAML key, TOML table, or `{` block)."""
+    indent = re.match(r"[ \t]*", origin.text)
+    own = indent.group(0) if indent else ""
+    if origin.text.lstrip().startswith("["):
+        return (LineEdit(origin, (origin.text, own + toml_line)),)
+    step = own + ("\t" if own.startswith("\t") else "  ")
+    return (LineEdit(origin, (origin.text, step + yaml_line)),)
 
 
 def remove_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
@@ -101,6 +126,10 @@ def remove_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
         return _replace(route.origin, text)
     if kind in ("nginx", "stunnel") and route.sends_origin is not None:
         return (LineEdit(route.sends_origin, ()),)
+    if kind in ("caddy", "kubernetes") and route.sends_origin is not None and "{" not in route.sends_origin.text:
+        return (LineEdit(route.sends_origin, ()),)
+    if kind == "traefik" and route.sends_origin is not None and "proxyProtocol" in route.sends_origin.text:
+        return (LineEdit(route.sends_origin, ()),)
     return ()
 
 
@@ -109,10 +138,26 @@ def carry_tls(route: Route, kind: str, implicit_port: int | None) -> tuple[LineE
     implicit-TLS listener (proxies that cannot send the SSL TLV)."""
     if kind == "haproxy":
         return set_header(route, kind, "v2", ssl=True)
-    if kind != "nginx" or route.front is None or implicit_port is None:
+    if route.front is None or implicit_port is None:
+        return ()
+    if kind == "traefik":
+        return _traefik_passthrough(route.front.origin) + point_to_port(route, kind, implicit_port)
+    if kind != "nginx":
         return ()
     edits = _replace(route.front.origin, _drop_word(route.front.origin.text, "ssl"))
     return edits + point_to_port(route, kind, implicit_port)
+
+
+def _traefik_passthrough(tls: Origin) -> tuple[LineEdit, ...]:
+    """The router's `tls` (terminating) becomes `passthrough: true`."""
+    inline = re.match(r"^(\s*tls:\s*)\{\s*\}\s*$", tls.text)
+    if inline:
+        return _replace(tls, inline.group(1) + "{passthrough: true}")
+    if re.match(r"^\s*tls:\s*$", tls.text):
+        return _add_child(tls, "passthrough: true", "")
+    if re.match(r"^\s*\[[^\]]*\.tls\]\s*$", tls.text):
+        return _add_child(tls, "", "passthrough = true")
+    return ()
 
 
 def tls_advice(kind: str, implicit_port: int | None) -> str:
@@ -123,6 +168,12 @@ def tls_advice(kind: str, implicit_port: int | None) -> str:
         return f"nginx 1.31.4 and later: `proxy_protocol v2;` carries the SSL TLV. Older nginx cannot: {passthrough}."
     if kind == "stunnel":
         return f"stunnel sends only v1 headers, which cannot carry TLS facts: {passthrough}, or use HAProxy `send-proxy-v2-ssl`."
+    if kind == "traefik":
+        return f"Traefik never sends the SSL TLV (traefik #5859): {passthrough} (router `tls: {{passthrough: true}}`)."
+    if kind in ("caddy", "envoy"):
+        return f"{kind.capitalize()} sends no SSL TLV of its own: {passthrough}."
+    if kind == "kubernetes":
+        return f"The load balancer's header carries no TLS facts: {passthrough} (no certificate on the load balancer)."
     return ""
 
 
@@ -142,6 +193,11 @@ def stop_accepting(front: FrontListener, kind: str) -> tuple[LineEdit, ...]:
         return ()
     if kind == "nginx":
         return _replace(front.origin, _drop_word(front.origin.text, "proxy_protocol"))
+    # Traefik: only the one-line form; `proxyProtocol: {}` left behind would still read headers
+    if kind == "traefik" and re.match(r"^\s*proxyProtocol:\s*\{[^{}]*\}\s*$", front.origin.text):
+        return (LineEdit(front.origin, ()),)
+    if kind == "caddy" and re.match(r"^\s*proxy_protocol\s*$", front.origin.text):
+        return (LineEdit(front.origin, ()),)
     return ()
 
 
@@ -154,16 +210,37 @@ def accept_header(front: FrontListener, kind: str) -> tuple[LineEdit, ...]:
 
 
 def stop_waiting(route: Route, kind: str) -> tuple[LineEdit, ...]:
-    if route.wait_origin is None:
+    wait = route.wait_origin
+    if wait is None:
         return ()
-    return (LineEdit(route.wait_origin, ()),)
+    if kind in ("haproxy", "nginx"):
+        return (LineEdit(wait, ()),)
+    if kind == "traefik" and re.search(r"^\s*-?\s*(rule|match)\s*[:=]", wait.text):
+        return _replace(wait, re.sub(r"(?<=[:=]).*$", " \"HostSNI(`*`)\"", wait.text, count=1))
+    if kind == "kubernetes":
+        return _nlb_on_first_ack(wait)
+    return ()
+
+
+NLB_FIRST_ACK = "proxy_protocol_v2.client_to_server.header_placement=on_first_ack"
+
+
+def _nlb_on_first_ack(annotation: Origin) -> tuple[LineEdit, ...]:
+    """An AWS NLB sends the header at once (on the handshake's ACK) instead of with the
+    client's first data."""
+    if "target-group-attributes" in annotation.text:
+        return _replace(annotation, re.sub(r"([\"']?)\s*$", rf",{NLB_FIRST_ACK}\1", annotation.text.rstrip(), count=1))
+    indent = re.match(r"[ \t]*", annotation.text)
+    return (LineEdit(annotation, (annotation.text, (indent.group(0) if indent else "")
+                                  + f"service.beta.kubernetes.io/aws-load-balancer-target-group-attributes: {NLB_FIRST_ACK}")),)
 
 
 def point_to_port(route: Route, kind: str, port: int | None) -> tuple[LineEdit, ...]:
     old = route.server_port
     if port is None or old is None or old == port:
         return ()
-    text = re.sub(rf"(?<=:){old}(?=[\s;#]|$)", str(port), route.origin.text, count=1)
+    # `host:PORT`, and the YAML/JSON forms `targetPort: PORT`, `port_value: PORT`, `"host:PORT"`
+    text = re.sub(rf"(:[ \t]*[\"']?){old}(?=[\s;#\"',}}]|$)", rf"\g<1>{port}", route.origin.text, count=1)
     return _replace(route.origin, text)
 
 

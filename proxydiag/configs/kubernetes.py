@@ -1,0 +1,229 @@
+"""Kubernetes Service manifests (type LoadBalancer) with the cloud annotations that make the
+load balancer send PROXY headers -> ProxyConfig. Traefik's IngressRouteTCP manifests are
+read by traefik.py.
+
+Each `spec.ports[]` entry is a front listener (the load balancer's `port`; address
+`spec.loadBalancerIP` where set) and a route to the Service's pods on `targetPort`
+(default: `port`; a named targetPort cannot be resolved from the Service alone). The
+pods' address is not in the manifest: routes carry the Service's name, which matches a
+Stalwart listener bound to every address.
+
+Annotations (each cloud controller's documentation):
+- AWS (kubernetes/kubernetes PR #24569, in-tree controller; aws-load-balancer-controller
+  docs "Service annotations"): `service.beta.kubernetes.io/aws-load-balancer-proxy-protocol:
+  "*"`. On a Classic ELB (no type annotation) the header is v1 (ELB "Configure proxy
+  protocol"); on an NLB (`aws-load-balancer-type: nlb` or `external`, with
+  `aws-load-balancer-nlb-target-type: ip|instance`) it is v2, as it is with
+  `aws-load-balancer-target-group-attributes: proxy_protocol_v2.enabled=true`. An NLB sends
+  the header with the client's first data unless
+  `proxy_protocol_v2.client_to_server.header_placement=on_first_ack` (references.md,
+  server-speaks-first traps). TLS is terminated on `aws-load-balancer-ssl-ports` (default
+  every port) when `aws-load-balancer-ssl-cert` is set.
+- DigitalOcean (digitalocean-cloud-controller-manager docs/controllers/services/
+  annotations.md): `service.beta.kubernetes.io/do-loadbalancer-enable-proxy-protocol:
+  "true"` (v1); TLS terminated on `do-loadbalancer-tls-ports` with a
+  `do-loadbalancer-certificate-id`, unless `do-loadbalancer-tls-passthrough: "true"`.
+- Linode (linode-cloud-controller-manager README): `service.beta.kubernetes.io/
+  linode-loadbalancer-proxy-protocol: none|v1|v2`, per port in
+  `linode-loadbalancer-port-N: '{"proxy-protocol": "v2", "tls-secret-name": ...}'`.
+- Hetzner (hcloud-cloud-controller-manager internal/annotation/load_balancer.go):
+  `load-balancer.hetzner.cloud/uses-proxyprotocol: "true"`; the version is not
+  documented: v1 is assumed (it matters only behind TLS termination, PD302 or PD301).
+- OVHcloud (MKS on Octavia; OpenStack cloud-provider docs): `loadbalancer.openstack.org/
+  proxy-protocol: "true"|"v1"|"v2"` (true: v1); the legacy
+  `service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol: v1|v2|v2_ssl|v2_ssl_cn`.
+- Scaleway (scaleway-cloud-controller-manager docs/loadbalancer-annotations.md):
+  `service.beta.kubernetes.io/scw-loadbalancer-proxy-protocol-v1` / `-v2`: "*" or a
+  comma-separated list of ports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxydiag.configs import tree
+from proxydiag.configs.model import (
+    ConfigReadError, FrontListener, HeaderVersion, Origin, Problem, ProxyConfig, Route,
+)
+from proxydiag.configs.tree import Source, Tree
+
+AWS = "service.beta.kubernetes.io/aws-load-balancer-"
+DO = "service.beta.kubernetes.io/do-loadbalancer-"
+LINODE = "service.beta.kubernetes.io/linode-loadbalancer-"
+HETZNER = "load-balancer.hetzner.cloud/"
+OPENSTACK = "loadbalancer.openstack.org/proxy-protocol"
+OVH_LEGACY = "service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol"
+SCALEWAY = "service.beta.kubernetes.io/scw-loadbalancer-proxy-protocol-"
+
+
+def looks_like(text: str) -> bool:
+    return bool(re.search(r"(?m)^\s*apiVersion\s*:", text) and re.search(r"(?m)^\s*kind\s*:\s*[\"']?Service[\"']?\s*$", text))
+
+
+def load(path: str) -> ProxyConfig:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
+    return parse(text, path)
+
+
+@dataclass(frozen=True)
+class _Header:
+    sends: HeaderVersion
+    origin: Origin | None
+    ssl_tlv: bool = False
+    waits: Origin | None = None  # an NLB sending the header with the client's first data
+
+
+def parse(text: str, path: str = "service.yaml") -> ProxyConfig:
+    source = Source(path, text)
+    listeners: list[FrontListener] = []
+    routes: list[Route] = []
+    problems: list[Problem] = []
+    services = 0
+    for document in tree.yaml_documents(text, path):
+        if not isinstance(document, Tree):
+            raise ConfigReadError(path, getattr(document, "line", None) or None, "expected a mapping (a manifest)")
+        for item in _manifests(source, document):
+            if tree.text(source, item, "kind") != "Service":
+                continue
+            services += 1
+            spec = tree.mapping(source, item, "spec")
+            if tree.text(source, spec, "type") != "LoadBalancer":
+                continue
+            _service(source, item, spec, listeners, routes, problems)
+    if not services:
+        raise ConfigReadError(path, None, "no Service manifest")
+    return ProxyConfig("kubernetes", path, tuple(listeners), tuple(routes), tuple(problems))
+
+
+def _manifests(source: Source, document: Tree) -> list[Tree]:
+    """A manifest, or the items of a `kind: List`."""
+    if tree.text(source, document, "kind") == "List":
+        return [item for item, _ in tree.items_of(source, tree.sequence(source, document, "items"), "items")]
+    return [document]
+
+
+def _service(source: Source, service: Tree, spec: Tree, listeners: list[FrontListener], routes: list[Route],
+             problems: list[Problem]) -> None:
+    metadata = tree.mapping(source, service, "metadata")
+    name = tree.text(source, metadata, "name") or "service"
+    annotations = tree.mapping(source, metadata, "annotations")
+    address = tree.text(source, spec, "loadBalancerIP") or ""
+    for port_entry, line in tree.items_of(source, tree.sequence(source, spec, "ports"), "spec.ports"):
+        port = _number(source, port_entry, "port")
+        if port is None:
+            raise source.error(port_entry, "ports[]: no port", "port")
+        header = _header(source, annotations, port)
+        terminated = _tls_terminated(source, annotations, port, tree.text(source, port_entry, "name"))
+        front = FrontListener(address, port, tls_terminated=terminated is not None, accepts_header=False,
+                              origin=terminated or source.origin(line))
+        listeners.append(front)
+        target = port_entry.get("targetPort", port)
+        if isinstance(target, str) and target.isdigit():
+            target = int(target)
+        if not isinstance(target, int) or isinstance(target, bool):
+            problems.append(Problem(f"service {name!r}: targetPort {target!r} is a name; the port it reaches is in "
+                                    "the pods' manifests", source.at(port_entry, "targetPort")))
+            continue
+        routes.append(Route(front, name, target, header.sends, source.at(port_entry, "targetPort" if "targetPort" in port_entry else "port"),
+                            ssl_tlv=header.ssl_tlv, sends_origin=header.origin, waits_for_client=header.waits is not None,
+                            wait_origin=header.waits, block_origin=source.at(metadata, "annotations")))
+
+
+def _number(source: Source, holder: Tree, key: str) -> int | None:
+    value = holder.get(key)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+        raise source.error(holder, f"{key} {value!r}: not a port number", key)
+    return value
+
+
+def _annotation(source: Source, annotations: Tree, key: str) -> str | None:
+    value = annotations.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, (str, int, float)):
+        raise source.error(annotations, f"annotation {key}: expected a string", key)
+    return str(value).strip()
+
+
+def _port_listed(value: str, port: int, name: str | None = None) -> bool:
+    items = {item.strip() for item in value.split(",")}
+    return "*" in items or str(port) in items or (name is not None and name in items)
+
+
+def _header(source: Source, annotations: Tree, port: int) -> _Header:
+    """What the cloud's load balancer sends to the pods on this port."""
+    def at(key: str) -> Origin:
+        return source.at(annotations, key)
+
+    def value(key: str) -> str | None:
+        return _annotation(source, annotations, key)
+
+    aws_type = (value(AWS + "type") or "").lower()
+    nlb = aws_type in ("nlb", "external", "nlb-ip")
+    attributes = value(AWS + "target-group-attributes") or ""
+    if "proxy_protocol_v2.enabled=true" in attributes.replace(" ", ""):
+        waits = None if "header_placement=on_first_ack" in attributes else at(AWS + "target-group-attributes")
+        return _Header("v2", at(AWS + "target-group-attributes"), waits=waits)
+    if value(AWS + "proxy-protocol") == "*":
+        waits = at(AWS + "proxy-protocol") if nlb and "on_first_ack" not in attributes else None
+        return _Header("v2" if nlb else "v1", at(AWS + "proxy-protocol"), waits=waits)
+    if tree.flag(value(DO + "enable-proxy-protocol")):
+        return _Header("v1", at(DO + "enable-proxy-protocol"))
+    linode = _linode(source, annotations, port)
+    if linode is not None:
+        return linode
+    if tree.flag(value(HETZNER + "uses-proxyprotocol")):
+        return _Header("v1", at(HETZNER + "uses-proxyprotocol"))
+    openstack = (value(OPENSTACK) or "").lower()
+    if openstack in ("true", "v1", "v2"):
+        return _Header("v2" if openstack == "v2" else "v1", at(OPENSTACK))
+    legacy = (value(OVH_LEGACY) or "").lower()
+    if legacy in ("v1", "v2", "v2_ssl", "v2_ssl_cn"):
+        return _Header("v1" if legacy == "v1" else "v2", at(OVH_LEGACY), ssl_tlv=legacy.startswith("v2_ssl"))
+    for version in ("v2", "v1"):
+        listed = value(SCALEWAY + version)
+        if listed and _port_listed(listed, port):
+            return _Header(version, at(SCALEWAY + version))
+    return _Header("none", None)
+
+
+def _linode(source: Source, annotations: Tree, port: int) -> _Header | None:
+    port_key = f"{LINODE}port-{port}"
+    port_config = _annotation(source, annotations, port_key)
+    if port_config:
+        try:
+            settings = json.loads(port_config)
+        except ValueError:
+            raise source.error(annotations, f"{port_key}: not JSON", port_key) from None
+        version = settings.get("proxy-protocol") if isinstance(settings, dict) else None
+        if version in ("v1", "v2", "none"):
+            return _Header("none" if version == "none" else version, source.at(annotations, port_key))
+    default = (_annotation(source, annotations, LINODE + "proxy-protocol") or "").lower()
+    if default in ("v1", "v2"):
+        return _Header(default, source.at(annotations, LINODE + "proxy-protocol"))  # type: ignore[arg-type]
+    return None
+
+
+def _tls_terminated(source: Source, annotations: Tree, port: int, name: str | None) -> Origin | None:
+    """Where the load balancer is told to terminate TLS on this port, or None."""
+    if _annotation(source, annotations, AWS + "ssl-cert"):
+        ports = _annotation(source, annotations, AWS + "ssl-ports") or "*"
+        if _port_listed(ports, port, name):
+            return source.at(annotations, AWS + "ssl-cert")
+    tls_ports = _annotation(source, annotations, DO + "tls-ports")
+    if (tls_ports and _annotation(source, annotations, DO + "certificate-id")
+            and not tree.flag(_annotation(source, annotations, DO + "tls-passthrough")) and _port_listed(tls_ports, port)):
+        return source.at(annotations, DO + "tls-ports")
+    return None

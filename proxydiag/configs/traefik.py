@@ -1,0 +1,324 @@
+"""Traefik's configuration (YAML or TOML files, and Kubernetes CRD manifests) -> ProxyConfig.
+
+Sources (Traefik v3 reference, doc.traefik.io; traefik/traefik source):
+- Install (static) configuration, "EntryPoints": `entryPoints.NAME.address` (`:25`,
+  `10.0.0.2:465`), `entryPoints.NAME.proxyProtocol.trustedIPs` / `.insecure`: the entry
+  point reads a PROXY header (go-proxyproto) from those sources (insecure: from anyone).
+- Routing (dynamic) configuration, pkg/config/dynamic/tcp_config.go: `tcp.routers.NAME`
+  with `entryPoints` (default: all), `rule` (`HostSNI(\\`*\\`)`, `HostSNI(\\`a.b\\`)`,
+  `ClientIP(...)`), `service`, `tls` (`passthrough: true`: forwarded as is; otherwise
+  Traefik terminates TLS); `tcp.services.NAME.loadBalancer.servers[].address`,
+  `.loadBalancer.proxyProtocol.version` (deprecated form), `.loadBalancer.serversTransport`
+  -> `tcp.serversTransports.NAME.proxyProtocol.version` and `.tls` (TLS to the server);
+  `tcp.services.NAME.weighted.services[].name`.
+- Kubernetes CRD (doc.traefik.io reference/routing-configuration/kubernetes/crd/tcp):
+  `IngressRouteTCP` (spec.entryPoints, spec.routes[].match, .services[].name/port/
+  proxyProtocol/serversTransport, spec.tls.passthrough) and `ServersTransportTCP`
+  (spec.proxyProtocol.version, spec.tls), API groups traefik.io and traefik.containo.us.
+- references.md "What proxies send": no SSL TLV ever (traefik #5859), so behind Traefik's
+  TLS termination Stalwart sees plaintext; with a TLS serversTransport, before 3.5.2 the
+  header goes inside the TLS stream (#11036); Traefik forwards at once only when the
+  entry point has no TLS TCP routers, no HTTPS routers, and its TCP rules need no client
+  bytes (`HostSNI(\\`*\\`)`, `ClientIP`) (#7730, #4875, #6786); TCP health checks never
+  send a header.
+
+Static and dynamic configuration usually live in different files: `parse` takes the
+entry points found in the other Traefik files given (`entry_points_of`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from proxydiag.configs import tree
+from proxydiag.configs.model import (
+    ConfigReadError, FrontListener, HealthCheck, HeaderVersion, Origin, Problem, ProxyConfig, Route, split_host_port,
+)
+from proxydiag.configs.tree import Source, Tree
+
+CRD_GROUPS = ("traefik.io/", "traefik.containo.us/")
+DATA_FREE_RULE = re.compile(r"^\s*(HostSNI\(\s*`\*`\s*\)|ClientIP\([^)]*\))\s*$")
+
+
+def looks_like(text: str) -> bool:
+    return bool(re.search(r"(?mi)^\s*(\[?entryPoints\b|\[?tcp\.(routers|services)\b|kind:\s*(IngressRouteTCP|ServersTransportTCP)\b)", text)
+                or (re.search(r"(?m)^tcp:\s*$", text) and re.search(r"(?m)^\s+(routers|services):\s*$", text)))
+
+
+def load(path: str, entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
+    return parse(_read(path), path, entry_points)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
+
+
+def documents(text: str, path: str) -> list[Any]:
+    if _is_toml(text, path):
+        return [tree.toml_document(text, path)]
+    return tree.yaml_documents(text, path)
+
+
+def _is_toml(text: str, path: str) -> bool:
+    return path.endswith(".toml") or bool(re.search(r"(?m)^\s*\[[A-Za-z]", text) and not re.search(r"(?m)^\w+:\s*$", text))
+
+
+def entry_points_of(paths: list[str]) -> dict[str, FrontListener]:
+    """The entry points of every readable Traefik static configuration among `paths`."""
+    found: dict[str, FrontListener] = {}
+    for path in paths:
+        try:
+            text = _read(path)
+            for document in documents(text, path):
+                found.update(_entry_points(Source(path, text), document))
+        except ConfigReadError:
+            continue
+    return found
+
+
+@dataclass
+class _Dynamic:
+    """The routing configuration, gathered from files or CRD manifests."""
+
+    routers: list[tuple[str, Tree, str]]  # name, router, "file" or "crd"
+    services: dict[str, Tree]
+    transports: dict[str, Tree]
+
+
+def parse(text: str, path: str = "traefik.yml", entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
+    source = Source(path, text)
+    docs = documents(text, path)
+    own: dict[str, FrontListener] = {}
+    dynamic = _Dynamic([], {}, {})
+    for document in docs:
+        if not isinstance(document, Tree):
+            raise ConfigReadError(path, getattr(document, "line", None) or None, "expected a mapping at the top")
+        own.update(_entry_points(source, document))
+        _gather(source, document, dynamic)
+    if not own and not dynamic.routers and not dynamic.services:
+        raise ConfigReadError(path, None, "no entryPoints, tcp routers or IngressRouteTCP: not a Traefik configuration")
+    known = {**(entry_points or {}), **own}
+    problems: list[Problem] = []
+    routes: list[Route] = []
+    https = _https_entry_points(source, docs)
+    for name, router, form in dynamic.routers:
+        routes += _routes(source, name, router, form, dynamic, known, https, problems)
+    return ProxyConfig("traefik", path, tuple(own.values()), tuple(routes), tuple(problems))
+
+
+# --- entry points --------------------------------------------------------------------------
+
+
+def _entry_points(source: Source, document: Tree) -> dict[str, FrontListener]:
+    found = {}
+    entry_points = tree.mapping(source, document, "entryPoints")
+    for name, entry in entry_points.items():
+        if not isinstance(entry, Tree):
+            raise source.error(entry_points, f"entryPoints.{name}: expected a mapping", name)
+        address = tree.text(source, entry, "address")
+        if address is None:
+            raise source.error(entry_points, f"entryPoints.{name}: no address", name)
+        parsed = split_host_port(address.split("/")[0])
+        if parsed is None or parsed[1] is None:
+            raise source.error(entry, f"entryPoints.{name}.address {address!r}: no port", "address")
+        proxy = tree.mapping(source, entry, "proxyProtocol")
+        trusted = tree.sequence(source, proxy, "trustedIPs")
+        accepts = tree.flag(proxy.get("insecure")) or bool(trusted)
+        origin = _accept_origin(source, entry, proxy) if accepts else source.at(entry, "address")
+        found[str(name)] = FrontListener(parsed[0], parsed[1], tls_terminated=False, accepts_header=accepts,
+                                         origin=origin, trusted_sources=tuple(str(ip) for ip in trusted))
+    return found
+
+
+def _accept_origin(source: Source, entry: Tree, proxy: Tree) -> Origin:
+    """The `insecure`/`trustedIPs` line, or the whole `proxyProtocol: {...}` written on one line."""
+    key = "insecure" if tree.flag(proxy.get("insecure")) else "trustedIPs"
+    where = source.at(proxy, key)
+    return source.at(entry, "proxyProtocol") if where.line == source.at(entry, "proxyProtocol").line else where
+
+
+def _https_entry_points(source: Source, docs: list[Any]) -> set[str]:
+    """Entry points with an HTTP router that has TLS: Traefik then peeks at every connection."""
+    names: set[str] = set()
+    for document in docs:
+        routers = tree.mapping(source, tree.mapping(source, document, "http"), "routers")
+        for router in routers.values():
+            if isinstance(router, Tree) and router.get("tls") is not None:
+                names.update(str(name) for name in tree.sequence(source, router, "entryPoints"))
+    return names
+
+
+# --- routing -------------------------------------------------------------------------------
+
+
+def _gather(source: Source, document: Tree, dynamic: _Dynamic) -> None:
+    kind = tree.text(source, document, "kind")
+    api = tree.text(source, document, "apiVersion") or ""
+    if kind is not None and api.startswith(CRD_GROUPS):
+        name = tree.text(source, tree.mapping(source, document, "metadata"), "name") or "unnamed"
+        spec = tree.mapping(source, document, "spec")
+        if kind == "IngressRouteTCP":
+            dynamic.routers.append((name, spec, "crd"))
+        elif kind == "ServersTransportTCP":
+            dynamic.transports[name] = spec
+        return
+    tcp = tree.mapping(source, document, "tcp")
+    for name, router in tree.mapping(source, tcp, "routers").items():
+        if not isinstance(router, Tree):
+            raise source.error(tcp, f"tcp.routers.{name}: expected a mapping")
+        dynamic.routers.append((str(name), router, "file"))
+    for key, store in (("services", dynamic.services), ("serversTransports", dynamic.transports)):
+        for name, value in tree.mapping(source, tcp, key).items():
+            if not isinstance(value, Tree):
+                raise source.error(tcp, f"tcp.{key}.{name}: expected a mapping")
+            store[str(name)] = value
+
+
+def _routes(source: Source, name: str, router: Tree, form: str, dynamic: _Dynamic, known: dict[str, FrontListener],
+            https: set[str], problems: list[Problem]) -> list[Route]:
+    names = [str(item) for item in tree.sequence(source, router, "entryPoints")] or sorted(known)
+    tls = router.get("tls")
+    terminated = tls is not None and not (isinstance(tls, Tree) and tree.flag(tls.get("passthrough")))
+    routes: list[Route] = []
+    for sub, rule_key, targets in _rules(source, router, form):
+        rule = tree.text(source, sub, rule_key) or ""
+        for entry_name in names or [""]:  # no entry point known: a route without its front
+            front = known.get(entry_name)
+            if front is None and entry_name:
+                problems.append(Problem(f"router {name!r}: entry point {entry_name!r} is not in the files given "
+                                        "(give the static configuration too)", source.at(router, "entryPoints")))
+            elif terminated and front is not None:
+                front = replace(front, tls_terminated=True, origin=source.at(router, "tls"))
+            wait = _wait_origin(source, router, sub, rule_key, rule, entry_name, dynamic, https)
+            for target in targets:
+                routes += _service_routes(source, target, front, dynamic, wait, problems, set())
+    return routes
+
+
+def _rules(source: Source, router: Tree, form: str) -> list[tuple[Tree, str, list[tuple[Tree, str]]]]:
+    """(where the rule is, its key, the services it reaches as (mapping, key of the name))."""
+    if form == "file":
+        return [(router, "rule", [(router, "service")])]
+    rules = []
+    for route, _ in tree.items_of(source, tree.sequence(source, router, "routes"), "spec.routes"):
+        services = tree.items_of(source, tree.sequence(source, route, "services"), "spec.routes[].services")
+        rules.append((route, "match", [(service, "name") for service, _ in services]))
+    return rules
+
+
+def _wait_origin(source: Source, router: Tree, sub: Tree, rule_key: str, rule: str, entry_name: str,
+                 dynamic: _Dynamic, https: set[str]) -> Any:
+    """Where Traefik is made to read the client's first bytes before it connects, or None
+    (a TLS router's client speaks first: its ClientHello)."""
+    if router.get("tls") is not None:
+        return None
+    if rule and not DATA_FREE_RULE.match(rule):
+        return source.at(sub, rule_key)
+    for _, other, _form in dynamic.routers:
+        entry_names = [str(item) for item in tree.sequence(source, other, "entryPoints")]
+        if other.get("tls") is not None and (not entry_names or entry_name in entry_names):
+            return source.at(other, "tls")
+    if entry_name in https:
+        return source.at(router, "entryPoints")
+    return None
+
+
+def _service_routes(source: Source, target: tuple[Tree, str], front: FrontListener | None, dynamic: _Dynamic,
+                    wait: Any, problems: list[Problem], seen: set[str]) -> list[Route]:
+    holder, key = target
+    raw_name = tree.text(source, holder, key)
+    if raw_name is None:
+        return []
+    name = raw_name.split("@")[0]
+    if key == "name":  # a Kubernetes Service of an IngressRouteTCP
+        return _crd_service_route(source, holder, name, front, dynamic, wait, problems)
+    service = dynamic.services.get(name)
+    if service is None or name in seen:
+        problems.append(Problem(f"service {raw_name!r} is not defined in this file", source.at(holder, key)))
+        return []
+    seen.add(name)
+    weighted = tree.mapping(source, service, "weighted")
+    if weighted:
+        routes = []
+        for item, _ in tree.items_of(source, tree.sequence(source, weighted, "services"), "weighted.services"):
+            routes += _service_routes(source, (item, "name"), front, dynamic, wait, problems, seen)
+        return routes
+    balancer = tree.mapping(source, service, "loadBalancer")
+    header = _header(source, balancer, dynamic)
+    check = _health_check(source, balancer)
+    routes = []
+    for server, line in tree.items_of(source, tree.sequence(source, balancer, "servers"), "loadBalancer.servers"):
+        address = tree.text(source, server, "address")
+        if address is None:
+            problems.append(Problem("a server without address (url is for HTTP)", source.origin(line)))
+            continue
+        parsed = split_host_port(address)
+        if parsed is None or parsed[1] is None:
+            raise source.error(server, f"server address {address!r}: no port", "address")
+        routes.append(replace(_route(source.at(server, "address"), parsed[0], parsed[1], front, header, wait,
+                                     source.at(service, "loadBalancer")), health_check=check))
+    return routes
+
+
+def _health_check(source: Source, balancer: Tree) -> HealthCheck | None:
+    """`loadBalancer.healthCheck` (TCP): never with a header (references.md)."""
+    check = balancer.get("healthCheck")
+    if not isinstance(check, Tree):
+        return None
+    port = check.get("port")
+    return HealthCheck(port if isinstance(port, int) and not isinstance(port, bool) else None, sends_header=False,
+                       local=False, origin=source.at(balancer, "healthCheck"))
+
+
+def _crd_service_route(source: Source, service: Tree, name: str, front: FrontListener | None, dynamic: _Dynamic,
+                       wait: Any, problems: list[Problem]) -> list[Route]:
+    port = service.get("port")
+    if not isinstance(port, int) or isinstance(port, bool):
+        problems.append(Problem(f"service {name!r}: port {port!r} is named or missing; the target port is not known",
+                                source.at(service, "port" if "port" in service else "name")))
+        return []
+    header = _header(source, service, dynamic)
+    return [_route(source.at(service, "name"), name, port, front, header, wait, source.at(service))]
+
+
+@dataclass(frozen=True)
+class _Header:
+    sends: HeaderVersion
+    origin: Any  # Origin or None
+    tls_to_server: bool
+
+
+def _header(source: Source, holder: Tree, dynamic: _Dynamic) -> _Header:
+    """What a load balancer (or CRD service) sends: its own `proxyProtocol` (deprecated) or its
+    serversTransport's."""
+    transport_name = tree.text(source, holder, "serversTransport")
+    transport = dynamic.transports.get(transport_name.split("@")[0], Tree()) if transport_name else Tree()
+    tls_to_server = transport.get("tls") is not None
+    for owner in (holder, transport):
+        proxy = owner.get("proxyProtocol")
+        if proxy is None:
+            continue
+        if not isinstance(proxy, Tree):
+            raise source.error(owner, "proxyProtocol: expected a mapping", "proxyProtocol")
+        version = proxy.get("version", 2)
+        if version not in (1, 2, "1", "2"):
+            raise source.error(proxy, f"proxyProtocol.version {version!r}: 1 or 2", "version")
+        where = source.at(proxy, "version") if "version" in proxy else source.at(owner, "proxyProtocol")
+        return _Header("v1" if str(version) == "1" else "v2", where, tls_to_server)
+    return _Header("none", None, tls_to_server)
+
+
+def _route(origin: Any, address: str, port: int, front: FrontListener | None, header: _Header, wait: Any,
+           block: Any) -> Route:
+    return Route(
+        front=front, server_address=address, server_port=port, sends=header.sends, origin=origin,
+        tls_to_server=header.tls_to_server, header_inside_tls=header.tls_to_server and header.sends != "none",
+        waits_for_client=wait is not None, wait_origin=wait, sends_origin=header.origin, block_origin=block,
+    )
+
