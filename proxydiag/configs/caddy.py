@@ -27,12 +27,19 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from proxydiag.configs import tree
 from proxydiag.configs.model import (
-    ConfigReadError, FrontListener, HeaderVersion, Origin, Problem, ProxyConfig, Route, split_host_port,
+    ConfigReadError,
+    FrontListener,
+    HeaderVersion,
+    Origin,
+    Problem,
+    ProxyConfig,
+    Route,
+    read_text,
+    split_host_port,
 )
 from proxydiag.configs.tree import Source, Tree
 
@@ -46,11 +53,7 @@ def looks_like(text: str) -> bool:
 
 
 def load(path: str) -> ProxyConfig:
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as error:
-        raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
-    return parse(text, path)
+    return parse(read_text(path), path)
 
 
 def parse(text: str, path: str = "Caddyfile") -> ProxyConfig:

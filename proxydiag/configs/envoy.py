@@ -22,10 +22,18 @@ Sources (envoyproxy.io API v3 reference):
 from __future__ import annotations
 
 import re
-from pathlib import Path
+
 from proxydiag.configs import tree
 from proxydiag.configs.model import (
-    ConfigReadError, FrontListener, HealthCheck, HeaderVersion, Origin, Problem, ProxyConfig, Route,
+    ConfigReadError,
+    FrontListener,
+    HeaderVersion,
+    HealthCheck,
+    Origin,
+    Problem,
+    ProxyConfig,
+    Route,
+    read_text,
 )
 from proxydiag.configs.tree import Source, Tree
 
@@ -41,11 +49,7 @@ def looks_like(text: str) -> bool:
 
 
 def load(path: str) -> ProxyConfig:
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as error:
-        raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
-    return parse(text, path)
+    return parse(read_text(path), path)
 
 
 def parse(text: str, path: str = "envoy.yaml") -> ProxyConfig:

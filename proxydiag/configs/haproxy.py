@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from proxydiag.configs.model import (
     ConfigReadError,
@@ -35,6 +34,7 @@ from proxydiag.configs.model import (
     Problem,
     ProxyConfig,
     Route,
+    read_text,
     split_host_port,
 )
 
@@ -138,11 +138,7 @@ class _ServerOptions:
 
 
 def load(path: str) -> ProxyConfig:
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as error:
-        raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
-    return parse(text, path)
+    return parse(read_text(path), path)
 
 
 def looks_like(text: str) -> bool:

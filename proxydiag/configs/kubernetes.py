@@ -42,11 +42,17 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from proxydiag.configs import tree
 from proxydiag.configs.model import (
-    ConfigReadError, FrontListener, HeaderVersion, Origin, Problem, ProxyConfig, Route,
+    ConfigReadError,
+    FrontListener,
+    HeaderVersion,
+    Origin,
+    Problem,
+    ProxyConfig,
+    Route,
+    read_text,
 )
 from proxydiag.configs.tree import Source, Tree
 
@@ -64,11 +70,7 @@ def looks_like(text: str) -> bool:
 
 
 def load(path: str) -> ProxyConfig:
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as error:
-        raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
-    return parse(text, path)
+    return parse(read_text(path), path)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ and the line as written), so a finding can cite it and a fix can rewrite it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 HeaderVersion = Literal["none", "v1", "v2"]
@@ -22,6 +23,14 @@ class ConfigReadError(ValueError):
     def __init__(self, path: str, line: int | None, message: str) -> None:
         self.path, self.line, self.reason = path, line, message
         super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
+
+
+def read_text(path: str) -> str:
+    """A configuration file's text (bytes that are not UTF-8 shown as U+FFFD), or the one-line error."""
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
 
 
 @dataclass(frozen=True, slots=True)

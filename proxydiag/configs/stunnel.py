@@ -11,9 +11,8 @@ Global options before the first section apply to every service.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from proxydiag.configs.model import ConfigReadError, FrontListener, Origin, ProxyConfig, Route, split_host_port
+from proxydiag.configs.model import ConfigReadError, FrontListener, Origin, ProxyConfig, Route, read_text, split_host_port
 
 
 def looks_like(text: str) -> bool:
@@ -21,11 +20,7 @@ def looks_like(text: str) -> bool:
 
 
 def load(path: str) -> ProxyConfig:
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as error:
-        raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
-    return parse(text, path)
+    return parse(read_text(path), path)
 
 
 def parse(text: str, path: str = "stunnel.conf") -> ProxyConfig:

@@ -30,12 +30,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from proxydiag.configs import tree
 from proxydiag.configs.model import (
-    ConfigReadError, FrontListener, HealthCheck, HeaderVersion, Origin, Problem, ProxyConfig, Route, split_host_port,
+    ConfigReadError,
+    FrontListener,
+    HeaderVersion,
+    HealthCheck,
+    Origin,
+    Problem,
+    ProxyConfig,
+    Route,
+    read_text,
+    split_host_port,
 )
 from proxydiag.configs.tree import Source, Tree
 
@@ -49,14 +57,7 @@ def looks_like(text: str) -> bool:
 
 
 def load(path: str, entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
-    return parse(_read(path), path, entry_points)
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as error:
-        raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
+    return parse(read_text(path), path, entry_points)
 
 
 def documents(text: str, path: str) -> list[Any]:
@@ -74,7 +75,7 @@ def entry_points_of(paths: list[str]) -> dict[str, FrontListener]:
     found: dict[str, FrontListener] = {}
     for path in paths:
         try:
-            text = _read(path)
+            text = read_text(path)
             for document in documents(text, path):
                 found.update(_entry_points(Source(path, text), document))
         except ConfigReadError:
