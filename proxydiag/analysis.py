@@ -76,7 +76,7 @@ def judge_analysis(analysis: Analysis, settings: Settings) -> None:
 
 def analyze_live(capture, analysis: Analysis, services: ServiceTable = DEFAULT_TABLE) -> Analysis:
     """Track a live capture (proxydiag.live.LiveCapture) into `analysis` until it stops."""
-    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked, services)), services)
+    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked, services)), services=services)
     try:
         table.consume(0, capture)
     finally:
@@ -89,7 +89,7 @@ def analyze_live(capture, analysis: Analysis, services: ServiceTable = DEFAULT_T
 def analyze_files(paths: Iterable[str], progress: Progress | None = None,
                   services: ServiceTable = DEFAULT_TABLE) -> Analysis:
     analysis = Analysis()
-    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked, services)), services)
+    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked, services)), services=services)
     for index, path in enumerate(paths):
         try:
             reader = open_capture(path)

@@ -136,9 +136,13 @@ class _Direction:
         self.stored += len(kept)
         if len(self.segments) > MAX_SEGMENTS:
             # Segments may arrive in any order (3,000 one-byte ones in reverse): the opening
-            # is what matters, so the segment furthest from it makes room.
+            # is what matters, so the segment furthest from it makes room. When that is the
+            # newest one, the opening is complete as far as the bound allows: the rest of
+            # the stream costs a look-up only.
             furthest = max(range(len(self.segments)), key=lambda index: self.segments[index][0])
             self.stored -= len(self.segments.pop(furthest)[3])
+            if furthest == len(self.segments):
+                self.full = True
         if self.stored >= OPENING_LIMIT:
             self.full = True
 
@@ -274,8 +278,8 @@ class FlowTable:
     half-open flows still open at the end once such flows had been evicted.
     """
 
-    def __init__(self, on_finished: Callable[[TrackedConnection], None], services: ServiceTable = DEFAULT_TABLE,
-                 limits: FlowLimits | None = None) -> None:
+    def __init__(self, on_finished: Callable[[TrackedConnection], None], limits: FlowLimits | None = None, *,
+                 services: ServiceTable = DEFAULT_TABLE) -> None:
         self.limits = limits or FlowLimits()
         # The service table's ports orient connections whose SYN was not captured.
         self._server_ports = frozenset(services.ports())
