@@ -295,6 +295,7 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
     from proxydiag.evidence import add_to_document
     from proxydiag.report import json as json_report
     from proxydiag.report.anonymize import anonymize as anonymize_document
+    from proxydiag.report.views import told
 
     for line in unread:
         typer.echo(f"proxydiag: {line}", err=True)
@@ -309,9 +310,10 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
         raise typer.Exit(EXIT_UNUSABLE)
     if options.format is Format.json and not options.anonymize:
         # Written connection by connection: the document of a big capture is never whole in memory.
-        _write(json_report.stream_document(add_to_document(analysis.to_dict(lazy=True), extra or {})), options.output)
+        document = told(add_to_document(analysis.to_dict(lazy=True), extra or {}))
+        _write(json_report.stream_document(document), options.output)
     else:
-        document = add_to_document(analysis.to_dict(), extra or {})
+        document = told(add_to_document(analysis.to_dict(), extra or {}))
         if options.format is Format.markdown:  # the ticket names the command, anonymised like the rest
             document["command_line"] = shlex.join(["proxydiag", *sys.argv[1:]])
         if options.anonymize:
@@ -404,6 +406,7 @@ def probe(
     from proxydiag import probe_judge, probe_pcap, probe_steps
     from proxydiag.report import json as json_report
     from proxydiag.report import probe as probe_report
+    from proxydiag.report.views import told
 
     if timeout <= 0:
         fail("--timeout must be more than 0 seconds")
@@ -430,7 +433,7 @@ def probe(
                 probe_pcap.write(handle, [record for result in probes for record in result.records])
         except OSError as error:
             fail(f"cannot write {write}: {error.strerror or error}")
-    document = probe_judge.document(probes, {"timeout": timeout, "tls": tls, "source": source})
+    document = told(probe_judge.document(probes, {"timeout": timeout, "tls": tls, "source": source}))
     if format is Format.json:
         _write(json_report.render_document(document), output)
     elif format is Format.markdown:
@@ -473,6 +476,7 @@ def logs(
 
     from proxydiag.logs.document import analyze_logs
     from proxydiag.logs.judge import LogOptions
+    from proxydiag.report.views import told
 
     result = analyze_logs(files, _read_input, LogOptions(proxy_addresses=frozenset(proxy_address)),
                           datetime.now().astimezone().tzinfo or timezone.utc)
@@ -480,7 +484,7 @@ def logs(
         typer.echo(f"proxydiag: {message}", err=True)
     if not result.reads:
         raise typer.Exit(EXIT_UNUSABLE)
-    document = result.to_dict()
+    document = told(result.to_dict())
     if anonymize:
         from proxydiag.report.anonymize import anonymize as anonymize_document
 

@@ -247,7 +247,7 @@ def _finding(code: str, severity: str, message: str, record: StepRecord | None, 
     if record is not None:
         evidence["exchange"] = exchange_lines(record)
     return Finding(code=code, slug=page.slug if page else "", severity=severity, message=message, connections=[],
-                   frames=[], count=1, evidence=evidence, fix=page.fix_for(None) if page else "",
+                   frames=[], count=1, evidence=evidence,
                    doc=f"proxydiag explain {code}")
 
 

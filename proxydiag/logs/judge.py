@@ -277,7 +277,7 @@ def _finding(code: str, group: list[LogEvent], message: str, evidence: dict, inf
             "first_seen": _time(group, min),
             "last_seen": _time(group, max),
         },
-        fix=page.fix_for(proxy) if page else f"See `proxydiag explain {code}`.",
+        proxy=proxy,
         inferred=inferred,
         doc=f"docs/findings/{code}.md",
     )

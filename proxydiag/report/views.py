@@ -120,6 +120,21 @@ def _compact(value) -> str:
     return str(value)
 
 
+def told(document: dict) -> dict:
+    """The document with every finding's fix: what the rule gave (an edit of the user's own
+    line), else the page's section for the recognised proxy (HAProxy's and nginx's, the
+    usual senders, when the bytes do not say) and Stalwart's; no fix for a note."""
+    from proxydiag import catalog
+
+    pages = catalog.load_pages()
+    for finding in document.get("findings") or []:
+        if finding.get("fix") is None:
+            page = pages.get(finding["code"])
+            finding["fix"] = ("" if finding.get("note") else page.fix_for(finding.get("proxy")) if page
+                              else f"See `proxydiag explain {finding['code']}`.")
+    return document
+
+
 def where_line(finding: dict) -> str:
     """The connections a finding rests on: how many, and the first ones with their frames."""
     pairs = zip(finding["connections"], finding["first_frames"], strict=False)

@@ -5,7 +5,6 @@ Adding a finding touches one rule (in the module of its block) and one page
 
 from __future__ import annotations
 
-from proxydiag import catalog
 from proxydiag.correlate import LegIndex
 from proxydiag.expectations import ExpectationResolver
 from proxydiag.model import Analysis, Connection
@@ -50,9 +49,9 @@ def judge(analysis: Analysis, resolver: ExpectationResolver, options: Options, s
                 _collect(grouped, rule, hit)
         for hit in rule.finish(ctx):
             _collect(grouped, rule, hit)
-    ranked = [(_finding(rule, hits, note=_is_note(rule, hits[0])), _is_note(rule, hits[0])) for rule, hits in grouped.values()]
-    ranked.sort(key=lambda item: (SEVERITIES.index(item[0].severity), item[1], item[0].code, item[0].connections[:1]))
-    return [finding for finding, _note in ranked]
+    findings = [_finding(rule, hits) for rule, hits in grouped.values()]
+    findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.note, finding.code, finding.connections[:1]))
+    return findings
 
 
 def _is_note(rule: Rule, hit: Hit) -> bool:
@@ -67,7 +66,7 @@ def _collect(grouped: dict, rule: Rule, hit: Hit) -> None:
     grouped.setdefault(key, (rule, []))[1].append(hit)
 
 
-def _finding(rule: Rule, hits: list[Hit], note: bool = False) -> Finding:
+def _finding(rule: Rule, hits: list[Hit]) -> Finding:
     first = hits[0]
     conns: list[Connection] = []
     seen = set()
@@ -78,7 +77,6 @@ def _finding(rule: Rule, hits: list[Hit], note: bool = False) -> Finding:
                 conns.append(conn)
     conns.sort(key=lambda conn: conn.id)
     cited = conns[:MAX_CITED_CONNECTIONS]
-    page = catalog.load_pages().get(rule.code)
     proxy = first.proxy or next((recognise_proxy(conn) for conn in cited if recognise_proxy(conn)), None)
     return Finding(
         code=rule.code,
@@ -89,9 +87,10 @@ def _finding(rule: Rule, hits: list[Hit], note: bool = False) -> Finding:
         frames=[conn.first_frame for conn in cited],
         count=len(conns),
         evidence=first.evidence,
-        fix="" if note else page.fix_for(proxy) if page else f"See `proxydiag explain {rule.code}`.",
         inferred=first.inferred,
         doc=f"docs/findings/{rule.code}.md",
+        proxy=proxy,
+        note=_is_note(rule, first),
     )
 
 

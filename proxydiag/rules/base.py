@@ -59,9 +59,11 @@ class Finding:
     frames: list[int | None]
     count: int
     evidence: dict[str, Any]
-    fix: str
+    fix: str | None = None  # None: the page's fix for `proxy`, chosen when the report is told
     inferred: bool = False
     doc: str = ""
+    proxy: str | None = None  # the proxy software recognised, whose fix the report prints
+    note: bool = False  # context rather than a fault (a local test): no fix to print
 
     def to_dict(self) -> dict:
         return {
@@ -75,6 +77,8 @@ class Finding:
             "inferred": self.inferred,
             "evidence": self.evidence,
             "fix": self.fix,
+            "proxy": self.proxy,
+            "note": self.note,
             "doc": self.doc,
         }
 
