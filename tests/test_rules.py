@@ -292,6 +292,7 @@ CATALOG = {
     "PD902": ("mid-stream", "info"),
     "PD903": ("no-mail-traffic", "warning"),
     "PD904": ("capture-damaged", "warning"),
+    "PD905": ("flow-table-bounded", "warning"),
 }
 
 
