@@ -23,8 +23,9 @@ from proxydiag import __version__
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from proxydiag import evidence
+    from proxydiag import configs, evidence
     from proxydiag.analysis import Settings
+    from proxydiag.logs.document import LogAnalysis
     from proxydiag.model import Analysis
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
@@ -203,19 +204,25 @@ def analyze(
     _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on), extra, unread)
 
 
-def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, settings: Settings) -> tuple[dict, list[str]]:
-    """The configurations and logs beside the captures, combined into the analysis; and
-    one line for each file that could not be read."""
+def _read_logs(paths: list[str], proxies: frozenset[str]) -> LogAnalysis:
+    """Log files read and judged, knowing which addresses are proxies."""
     from datetime import datetime, timezone
 
-    from proxydiag import configs, evidence
     from proxydiag.logs.document import analyze_logs
     from proxydiag.logs.judge import LogOptions
 
+    return analyze_logs(paths, _read_input, LogOptions(proxy_addresses=proxies),
+                        datetime.now().astimezone().tzinfo or timezone.utc)
+
+
+def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, settings: Settings) -> tuple[dict, list[str]]:
+    """The configurations and logs beside the captures, combined into the analysis; and
+    one line for each file that could not be read."""
+    from proxydiag import configs, evidence
+
     checked = configs.check(inputs.configs, settings.stalwart) if inputs.configs else None
     proxies = evidence.proxy_addresses(analysis.connections, checked.configs if checked else [])
-    logs = (analyze_logs(inputs.logs, _read_input, LogOptions(proxy_addresses=proxies),
-                         datetime.now().astimezone().tzinfo or timezone.utc) if inputs.logs else None)
+    logs = _read_logs(inputs.logs, proxies) if inputs.logs else None
     unread = [str(error) for error in checked.errors] if checked else []
     unread += logs.errors if logs else []
     return evidence.combine(analysis, checked, logs), unread
@@ -472,14 +479,9 @@ def logs(
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a file could
     not be read or holds no log line proxydiag knows (the report covers the others).
     """
-    from datetime import datetime, timezone
-
-    from proxydiag.logs.document import analyze_logs
-    from proxydiag.logs.judge import LogOptions
     from proxydiag.report.views import told
 
-    result = analyze_logs(files, _read_input, LogOptions(proxy_addresses=frozenset(proxy_address)),
-                          datetime.now().astimezone().tzinfo or timezone.utc)
+    result = _read_logs(files, frozenset(proxy_address))
     for message in result.errors:
         typer.echo(f"proxydiag: {message}", err=True)
     if not result.reads:
@@ -529,7 +531,8 @@ def check(
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a file
     could not be read (the others are still checked).
     """
-    from proxydiag import configs
+    from proxydiag import configs, evidence
+    from proxydiag.report.views import told
     from proxydiag.stalwart_config import ConfigError
     from proxydiag.stalwart_config import load as load_stalwart
 
@@ -537,15 +540,42 @@ def check(
         stalwart = load_stalwart(str(stalwart_config)) if stalwart_config else None
     except ConfigError as problem:
         fail(str(problem))
-    result = configs.check(files, stalwart, kind, server_address)
+    # Log files beside the configurations are read too (their findings join the report);
+    # anything else goes to the configuration readers, which say what it is not.
+    inputs = evidence.sort_inputs(files, _head_or_none) if kind is None else evidence.Sorted(configs=list(files))
+    result = configs.check([*inputs.configs, *inputs.captures], stalwart, kind, server_address)
+    if inputs.logs:
+        _check_with_logs(result, inputs.logs, ReportOptions(format, output, False, True, False, fail_on))
     for error in result.errors:
         typer.echo(f"proxydiag: {error}", err=True)
     if result.errors and not result.configs:
         raise typer.Exit(EXIT_UNUSABLE)
-    _write(_render(result.document(), format, output, quiet=True, verbose=False), output)
+    _write(_render(told(result.document()), format, output, quiet=True, verbose=False), output)
     if result.errors:
         raise typer.Exit(EXIT_UNUSABLE)
     raise typer.Exit(_findings_exit_code(result, fail_on))
+
+
+def _head_or_none(path: str) -> bytes | None:
+    from proxydiag import evidence
+
+    try:
+        return evidence.read_head(path)
+    except OSError:
+        return None  # the configuration reader says why it cannot be read
+
+
+def _check_with_logs(result: configs.CheckResult, logs: list[str], options: ReportOptions) -> None:
+    """`check` with log files: one report of the configurations and the log lines (as
+    `analyze` gives it without a capture), and its exit code."""
+    from proxydiag import evidence
+    from proxydiag.model import Analysis
+
+    analysis = Analysis()
+    read = _read_logs(logs, evidence.proxy_addresses([], result.configs))
+    extra = evidence.combine(analysis, result, read)
+    unread = [str(error) for error in result.errors] + read.errors
+    _report(analysis, options, extra, unread)
 
 
 @app.command()

@@ -297,3 +297,21 @@ def test_a_capture_through_a_pipe_is_read_once_by_the_capture_reader(lab):
     assert result.returncode == 0, err.decode()
     document = json.loads(out)
     assert document["connections"] and by_code(document, "PD606")
+
+
+def test_check_reads_log_files_beside_the_configurations(tmp_path):
+    """`check haproxy.cfg haproxy.log`: the configuration's finding and the log's, one report."""
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text("frontend fe\n    mode tcp\n    bind 127.32.9.9:25 accept-proxy\n    default_backend be\n"
+                   "backend be\n    mode tcp\n    server s 127.32.9.10:25\n")
+    log = tmp_path / "haproxy.log"  # the line HAProxy 2.6 logs for a client that sends no header (tests/test_logs.py)
+    log.write_text("127.32.9.1:54211 [02/Dec/2026:11:20:35.953] fe/1: Received something which does not look like "
+                   "a PROXY protocol header\n")
+    result = subprocess.run([sys.executable, "-m", "proxydiag", "check", str(cfg), str(log), "--format", "json"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    pd109 = [finding for finding in document["findings"] if finding["code"] == "PD109"]
+    assert len(pd109) == 2
+    assert any(str(cfg) in json.dumps(finding["evidence"]) for finding in pd109)
+    assert any(f"{log}:1:" in line for finding in pd109 for line in finding["evidence"].get("log_lines", []))
