@@ -391,6 +391,7 @@ def probe(
     output: Path | None = OUTPUT,
     write: Path | None = typer.Option(None, "--write", "-w", metavar="FILE",
                                       help="Also write the probe's conversations to this pcap (proxydiag analyze reads it)."),
+    anonymize: bool = ANONYMIZE,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
     fail_on: FailOn = FAIL_ON,
@@ -441,6 +442,10 @@ def probe(
         except OSError as error:
             fail(f"cannot write {write}: {error.strerror or error}")
     document = told(probe_judge.document(probes, {"timeout": timeout, "tls": tls, "source": source}))
+    if anonymize:
+        from proxydiag.report.anonymize import anonymize as anonymize_document
+
+        document = anonymize_document(document)
     if format is Format.json:
         _write(json_report.render_document(document), output)
     elif format is Format.markdown:

@@ -156,3 +156,20 @@ def test_reports_show_each_fix_whole_as_the_catalog_trimmed_it():
     for fmt in ("rich", "markdown"):
         shown = run("analyze", "captures/v1-behind-tls.pcap", "--format", fmt).stdout
         assert "tls.implicit = true" in shown, fmt
+
+
+def test_anonymize_covers_the_probe_document():
+    """`probe --anonymize`: targets, the exchanges and the source option keep no original."""
+    from proxydiag.report.anonymize import anonymize
+
+    document = {
+        "schema": "proxydiag-probe/1",
+        "options": {"source": "10.1.2.3", "timeout": 5},
+        "targets": [{"target": "mail.example.com:25", "address": "198.51.100.7",
+                     "steps": [{"exchange": ["0.001 S: 220 mx1.example.com ESMTP Postfix"]}]}],
+        "findings": [{"code": "PD102", "message": "198.51.100.7:25 answered the header", "target": "mail.example.com:25",
+                      "evidence": {}, "fix": ""}],
+    }
+    shown = json.dumps(anonymize(document))
+    for original in ("10.1.2.3", "198.51.100.7", "mail.example.com", "mx1.example.com"):
+        assert original not in shown
