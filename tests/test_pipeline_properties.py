@@ -13,6 +13,7 @@ from proxydiag.report import json as json_report
 from proxydiag.report import markdown as markdown_report
 from proxydiag.report import rich as rich_report
 from proxydiag.report.anonymize import anonymize
+from proxydiag.report.views import told
 from tests.craft import Conversation, write_pcap
 
 prefixes = st.sampled_from([
@@ -40,7 +41,7 @@ def test_any_conversation_goes_through_every_report(tmp_path, prefix, client, se
     conv.close(by="server" if reset else "client", reset=reset)
     path = write_pcap(tmp_path / "any.pcap", [conv])
     analysis = diagnose([str(path)], Settings())
-    document = analysis.to_dict()
+    document = told(analysis.to_dict())
     for doc in (document, anonymize(document)):
         json_report.render_document(doc)
         markdown_report.render(doc, "test", "proxydiag analyze any.pcap")

@@ -102,7 +102,7 @@ def _findings(document: dict, verbose: bool) -> Group:
             body.append(Text(line, style="dim"))
         if finding["connections"]:
             body.append(Text(f"where: {where_line(finding)}", style="dim"))
-        if finding["fix"] and finding["severity"] != "info" or verbose:
+        if finding["fix"] and (finding["severity"] != "info" or verbose):
             body.append(Text("fix:", style="bold"))
             body.append(Markdown(finding["fix"]))
         body.append(Text(f"more: proxydiag explain {finding['code']}", style="dim"))

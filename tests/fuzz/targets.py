@@ -217,9 +217,11 @@ def report(data: bytes) -> None:
     port, header, client, server = _conversation_parts(data)
     path = _capture_of(port, header, client, server)
     analysis = diagnose([str(path)], Settings())
-    document = analysis.to_dict()
+    from proxydiag.report.views import told
+
+    document = told(analysis.to_dict())
     check_outputs(render_all(document), SECRET)
-    check_outputs(render_all(anonymize(analysis.to_dict())), SECRET, originals(header))
+    check_outputs(render_all(anonymize(told(analysis.to_dict()))), SECRET, originals(header))
 
 
 TARGETS = {
