@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from proxydiag.protocols.base import MailOpening
 from proxydiag.protocols.text import (
@@ -97,14 +97,6 @@ class _Session:
         self.client_tls_from: int | None = None
         self.server_tls_from: int | None = None
         self.stopped = False
-        self.handlers = {
-            "CAPA": self.capa,
-            "STLS": self.stls,
-            "USER": self.user,
-            "PASS": self.password,
-            "APOP": self.apop,
-            "AUTH": self.auth,
-        }
 
     def run(self) -> Parsed:
         if self.greet():
@@ -146,9 +138,9 @@ class _Session:
     def command(self, line: bytes) -> None:
         verb, shown = begin_command(self, line, POP3_VERBS)
         reply = self.take_reply()
-        handler = self.handlers.get(verb)
+        handler = self.HANDLERS.get(verb)
         if handler is not None:
-            reply = handler(line, reply)
+            reply = handler(self, line, reply)
         elif reply is not None and reply.kind == OK and self.answers_with_list(line):
             self.read_list()
         if reply is not None and reply.kind == ERR:
@@ -236,6 +228,18 @@ class _Session:
             if len(line.split()) == 1 and verb_of(line) not in POP3_VERBS:
                 self.secrets |= secret_forms(line)
         self.stopped = True
+
+
+    # Verb -> method, shared by every session (bound methods kept per session would make
+    # each one a reference cycle for the garbage collector).
+    HANDLERS: dict[str, Callable[[_Session, bytes, Status | None], Status | None]] = {
+        "CAPA": capa,
+        "STLS": stls,
+        "USER": user,
+        "PASS": password,
+        "APOP": apop,
+        "AUTH": auth,
+    }
 
 
 def recognise_pop3(client: bytes, server: bytes) -> Parsed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from proxydiag.protocols.base import MailOpening
 from proxydiag.protocols.text import (
@@ -164,18 +165,6 @@ class _Session:
         self.server_tls_from: int | None = None
         self.stopped = False
         self.accepted_recipients = 0
-        self.handlers = {
-            "HELO": self.hello,
-            "EHLO": self.hello,
-            "LHLO": self.hello,
-            "MAIL": self.mail,
-            "RCPT": self.rcpt,
-            "DATA": self.data,
-            "BDAT": self.bdat,
-            "QUIT": self.quit,
-            "STARTTLS": self.starttls,
-            "AUTH": self.auth,
-        }
 
     def run(self) -> Parsed:
         if self.replies:
@@ -214,9 +203,9 @@ class _Session:
     def command(self, line: bytes) -> None:
         verb, shown = begin_command(self, line, SMTP_VERBS)
         reply = self.take_reply()
-        handler = self.handlers.get(verb)
+        handler = self.HANDLERS.get(verb)
         if handler is not None:
-            reply = handler(line, reply)
+            reply = handler(self, line, reply)
         if reply is not None and reply.is_error:
             self.opening.note_error(shown, reply.render())
 
@@ -291,6 +280,22 @@ class _Session:
             if len(line.split()) == 1 and verb_of(line) not in SMTP_VERBS:
                 self.secrets |= secret_forms(line)
         self.stopped = True
+
+
+    # Verb -> method, shared by every session (bound methods kept per session would make
+    # each one a reference cycle for the garbage collector).
+    HANDLERS: dict[str, Callable[[_Session, bytes, Reply | None], Reply | None]] = {
+        "HELO": hello,
+        "EHLO": hello,
+        "LHLO": hello,
+        "MAIL": mail,
+        "RCPT": rcpt,
+        "DATA": data,
+        "BDAT": bdat,
+        "QUIT": quit,
+        "STARTTLS": starttls,
+        "AUTH": auth,
+    }
 
 
 def recognise_smtp(client: bytes, server: bytes, protocol: str = "smtp") -> Parsed:
