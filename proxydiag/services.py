@@ -126,7 +126,7 @@ def parse_ports(spec: str | Iterable[str] | None) -> dict[int, Service]:
             known = SERVICE_NAMES.get(name.strip().lower())
             if known is None:
                 raise ValueError(f"--ports: unknown service {name!r} (one of {', '.join(sorted(SERVICE_NAMES))})")
-            services[port] = replace(known, public_port=known.public_port)
+            services[port] = replace(known, public_port=port)  # the user's own port for that service
         else:
             services[port] = DEFAULT_TABLE.lookup(port) or Service("mail", None, False, True, False, port)
     return services
