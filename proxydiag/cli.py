@@ -59,6 +59,12 @@ class PlainFormat(str, Enum):
     json = "json"
 
 
+class Role(str, Enum):
+    auto = "auto"
+    front = "front"
+    server = "server"
+
+
 class FailOn(str, Enum):
     error = "error"
     warning = "warning"
@@ -387,6 +393,9 @@ def probe(
                                     "default: on the implicit-TLS ports (465, 993, 995, 443 and their 10000+ shifts)."),
     timeout: float = typer.Option(5.0, "--timeout", metavar="SECONDS", help="Per step: connecting, each answer awaited."),
     source: str | None = typer.Option(None, "--source", metavar="ADDR", help="Connect from this local address."),
+    role: Role = typer.Option(Role.auto, "--role", help="What the listener is: a proxy's public front, a mail server "
+                              "behind a proxy, or auto (by the port: 25, 465, 587, 143, 993, 110, 995 are fronts; "
+                              "10000+ and the rest are servers)."),
     format: Format = FORMAT,
     output: Path | None = OUTPUT,
     write: Path | None = typer.Option(None, "--write", "-w", metavar="FILE",
@@ -422,7 +431,8 @@ def probe(
         parsed = [probe_steps.parse_target(text) for text in targets]
     except probe_steps.TargetError as error:
         fail(str(error))
-    options = probe_module.ProbeOptions(timeout=timeout, tls=tls, source=source)
+    options = probe_module.ProbeOptions(timeout=timeout, tls=tls, source=source,
+                                        role=None if role is Role.auto else role.value)
     probes, unusable = [], []
     for target in parsed:
         try:

@@ -17,7 +17,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from proxydiag.probe_steps import PLAN, Target, build_header, command, greeting_complete, reply_complete, service_of
+from proxydiag.probe_steps import (
+    PLAN,
+    Target,
+    build_header,
+    command,
+    greeting_complete,
+    reply_complete,
+    role_of,
+    service_of,
+)
 from proxydiag.protocols import MailOpening, Opening, recognise
 
 SETTLE = 0.4  # seconds the probe listens after a greeting for replies to its header's bytes
@@ -213,6 +222,7 @@ class ProbeOptions:
     timeout: float = 5.0
     tls: bool | None = None  # None: by the port (implicit-TLS ports of the service table)
     source: str | None = None
+    role: str | None = None  # front or server; None: by the port (probe_steps.role_of)
     clock: Callable[[], float] = time.monotonic
 
 
@@ -328,13 +338,19 @@ class TargetProbe:
     records: list[StepRecord] = field(default_factory=list)
     stopped: str | None = None  # why the plan ended early
     error: str | None = None  # why the target could not be probed at all
+    role: str | None = None  # what the user said the listener is; None: by its port
+
+    @property
+    def judged_as(self) -> str:
+        """`front` (where real clients connect) or `server` (behind a proxy)."""
+        return self.role or role_of(service_of(self.target.port))
 
 
 def probe_target(target: Target, options: ProbeOptions, announce: Callable[[str], None] = lambda line: None) -> TargetProbe:
     """Run the plan against one target, stopping early where going on would be impolite or
     pointless. Raises ProbeError when the target cannot be probed at all."""
     family, sockaddr = resolve(target, options.source)
-    result = TargetProbe(target, address=sockaddr[0])
+    result = TargetProbe(target, address=sockaddr[0], role=options.role)
     announce(f"probing {target} ({sockaddr[0]}): at most {result.planned} connections, {options.timeout:g} s per step")
     starttls_done = False
     for step in PLAN:

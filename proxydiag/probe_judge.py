@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from proxydiag import catalog
 from proxydiag.probe import StepRecord, TargetProbe
-from proxydiag.probe_steps import role_of, service_of
+from proxydiag.probe_steps import service_of
 from proxydiag.protocols import MailOpening
 from proxydiag.proxy_protocol import parse
 from proxydiag.redact import mask_line, printable
@@ -173,7 +173,7 @@ def findings(probe: TargetProbe, facts: dict) -> list[Finding]:
     """The catalog's findings this target's connections show."""
     if probe.error:
         return []
-    role = role_of(service_of(probe.target.port))
+    role = probe.judged_as
     by_step = {record.step: record for record in probe.records}
     outcomes = {step: outcome(record) for step, record in by_step.items()}
     target = str(probe.target)
@@ -294,7 +294,7 @@ def target_dict(probe: TargetProbe, facts: dict | None) -> dict:
         "address": probe.address,
         "port": probe.target.port,
         "service": service.name if service else None,
-        "role": role_of(service),
+        "role": probe.judged_as,
         "planned_connections": probe.planned,
         "connections": len(probe.records),
         "stopped_early": probe.stopped if probe.stopped != "connect" else None,

@@ -236,3 +236,20 @@ def test_any_text_parses_or_says_why(text):
         assert str(error)
     else:
         assert 0 < target.port < 65536 and target.host
+
+
+@pytest.mark.parametrize(("port", "role", "judged"), [
+    (25, None, "front"), (10025, None, "server"), (993, None, "front"), (4190, None, "server"),
+    (25, "server", "server"), (10025, "front", "front"),
+])
+def test_role_from_the_port_unless_the_user_says(port, role, judged):
+    """`--role`: a Stalwart listening on 25 itself (no proxy) is a server, whatever its port."""
+    from proxydiag.probe import TargetProbe
+
+    assert TargetProbe(Target("192.0.2.25", port), role=role).judged_as == judged
+
+
+def test_a_bad_role_is_one_line():
+    result = subprocess.run([sys.executable, "-m", "proxydiag", "probe", "127.40.0.99:25", "--role", "middle"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
