@@ -1184,6 +1184,9 @@ segs_contain() { # HEX FILTER FILE: the matching segments, joined, contain HEX
 frames_count() { # N FILTER FILE: exactly N frames match (any length)
     [ "$(frames "$3" "$2" 'print 1' | grep -c . || true)" = "$1" ]
 }
+frames_at_least() { # N FILTER FILE: N or more frames match (for what scheduling decides, e.g. RST or FIN)
+    [ "$(frames "$3" "$2" 'print 1' | grep -c . || true)" -ge "$1" ]
+}
 streams_with_data() { # N FILTER FILE: exactly N TCP connections have data segments matching
     [ "$(frames "$3" "($2) && len > 0" 'print stream' | sort -u | grep -c . || true)" = "$1" ]
 }
@@ -1404,9 +1407,9 @@ fact tls-terminated-to-implicit-tls.pcap "the client's plaintext follows the hea
 fact tls-terminated-to-implicit-tls.pcap "swaks's QUIT follows the header into 10465" \
     nth_seg_starts 2 "$(hex 'QUIT')" "src == \"$PROXY\" && $(to_server "$S" 10465)"
 fact tls-terminated-to-implicit-tls.pcap "Dovecot hangs up on 10993" \
-    frames_count 1 "$(from_server "$S" 10993) && fin == 1"
-fact tls-terminated-to-implicit-tls.pcap "Postfix resets on 10465" \
-    frames_count 1 "$(from_server "$S" 10465) && rst == 1"
+    frames_at_least 1 "$(from_server "$S" 10993) && (fin == 1 || rst == 1)"
+fact tls-terminated-to-implicit-tls.pcap "Postfix hangs up on 10465" \
+    frames_at_least 1 "$(from_server "$S" 10465) && (fin == 1 || rst == 1)"
 describe header-to-plain-imap.pcap pcap "haproxy 2.6 send-proxy-v2" "dovecot 2.3" "[143]" \
     "Mistake: HAProxy sends a v2 header to Dovecot's IMAP listener 127.80.0.31:10143, which has no haproxy = yes; Dovecot greets and answers the header bytes as IMAP commands." \
     "Dovecot greets (* OK, with its capabilities, or * OK Waiting for authentication process to respond. when its auth process is still busy), then answers * BAD Error in IMAP command received by server. and ends with * BYE Too many invalid IMAP commands.; curl's login fails. Dovecot logs the proxy's address (rip=127.80.0.20) as the client." \
@@ -1431,8 +1434,9 @@ describe pop3-user-no-header.pcap pcap "haproxy 2.6 (no send-proxy)" "dovecot 2.
     "$S 10110 none null false null null 1"
 fact pop3-user-no-header.pcap "the back leg's first bytes are the USER line" \
     first_seg_is "$(hex $"USER $USER_NAME"$'\r\n')" "src == \"$PROXY\" && $(to_server "$S" 10110)"
-fact pop3-user-no-header.pcap "Dovecot sends no byte and resets" \
-    frames_count 1 "$(from_server "$S" 10110) && rst == 1"
+fact pop3-user-no-header.pcap "Dovecot sends no byte and hangs up" \
+    frames_at_least 1 "$(from_server "$S" 10110) && (fin == 1 || rst == 1)"
+fact pop3-user-no-header.pcap "Dovecot sends no byte" frames_count 0 "$(from_server "$S" 10110) && len > 0"
 LEGS="$PROXY>$PROXY2 $PROXY2>$SERVER" \
 describe two-proxies-both-send.pcap pcap "haproxy 2.6 send-proxy-v2, two proxies in a chain" "postfix 3.7" "[25]" \
     "Mistake: two HAProxy proxies in a chain both send a v2 header: A (127.80.0.20:25) sends one to B (127.80.0.21:25, whose bind has no accept-proxy), and B puts its own header in front of A's." \
@@ -1506,7 +1510,9 @@ describe malformed-v1.pcap pcap "$CRAFT_PROXY" "postfix 3.7" "[]" \
 fact malformed-v1.pcap "the client's first segment is exactly the crafted line" \
     first_seg_is "$(hex $"PROXY TCP4 203.0.113.7 $SERVER 40000 070"$'\r\n')" "src == \"$CLIENT\" && $TO_PF"
 fact malformed-v1.pcap "Postfix answers 421 4.3.0" first_seg_starts "$(hex '421 4.3.0')" "$FROM_PF"
-fact malformed-v1.pcap "Postfix resets the connection" frames_count 1 "$FROM_PF && rst == 1"
+# Postfix resets when the client's next line is unread as it closes, and sends a FIN when it
+# read that line first: which one happens is the scheduler's choice, so either ends it.
+fact malformed-v1.pcap "Postfix ends the connection" frames_at_least 1 "$FROM_PF && (rst == 1 || fin == 1)"
 LEGS="$CLIENT>$SERVER" \
 describe crc32c-mismatch.pcap pcap "$CRAFT_PROXY" "postfix 3.7" "[]" \
     "Crafted v2 header with a CRC32C TLV whose checksum is wrong (0xDEADBEEF), sent straight to a Postfix listener that expects a header; Postfix does not check the CRC and the session goes on." \
@@ -1524,7 +1530,7 @@ fact split-header.pcap "the client sent one 16-byte segment, the header's first 
     first_seg_is "${SIG_HEX}2111000c" "src == \"$CLIENT\" && $TO_PF"
 fact split-header.pcap "the second part of the header never left the client" seg_count 1 "src == \"$CLIENT\" && $TO_PF"
 fact split-header.pcap "Postfix answers 421 4.3.0" first_seg_starts "$(hex '421 4.3.0')" "$FROM_PF"
-fact split-header.pcap "Postfix resets the connection" frames_count 1 "$FROM_PF && rst == 1"
+fact split-header.pcap "Postfix ends the connection" frames_at_least 1 "$FROM_PF && (rst == 1 || fin == 1)"
 
 # Every capture is described, and every description has a capture.
 [ "${#MANIFEST_ENTRIES[@]}" = "$(ls "$WORK/out" | wc -l)" ] \
