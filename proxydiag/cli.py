@@ -557,7 +557,7 @@ def check(
         fail(str(problem))
     # Log files beside the configurations are read too (their findings join the report);
     # anything else goes to the configuration readers, which say what it is not.
-    inputs = evidence.sort_inputs(files, _head_or_none) if kind is None else evidence.Sorted(configs=list(files))
+    inputs = evidence.sort_inputs(files, evidence.read_head) if kind is None else evidence.Sorted(configs=list(files))
     result = configs.check([*inputs.configs, *inputs.captures], stalwart, kind, server_address)
     if inputs.logs:
         _check_with_logs(result, inputs.logs, ReportOptions(format, output, False, True, False, fail_on))
@@ -569,15 +569,6 @@ def check(
     if result.errors:
         raise typer.Exit(EXIT_UNUSABLE)
     raise typer.Exit(_findings_exit_code(result, fail_on))
-
-
-def _head_or_none(path: str) -> bytes | None:
-    from proxydiag import evidence
-
-    try:
-        return evidence.read_head(path)
-    except OSError:
-        return None  # the configuration reader says why it cannot be read
 
 
 def _check_with_logs(result: configs.CheckResult, logs: list[str], options: ReportOptions) -> None:
