@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 
 from proxydiag import proxy_protocol
 from proxydiag.expectations import ExpectationResolver, parse_expect_options, parse_trusted_networks
@@ -14,12 +14,14 @@ from proxydiag.model import Analysis, Connection, Endpoints, FlowTableBounds, In
 from proxydiag.protocols import Opening, recognise
 from proxydiag.protocols.tls import starts_with_tls
 from proxydiag.redact import first_line, printable
-from proxydiag.rules import judge
+from proxydiag.judging import judge_all, tally_of
 from proxydiag.rules.base import Options
 from proxydiag.services import DEFAULT_TABLE, ServiceTable, parse_ports
 from proxydiag.sources import CaptureError, CaptureReader, open_capture
 from proxydiag.stalwart_config import StalwartConfig
 from proxydiag.stalwart_config import load as load_stalwart_config
+from proxydiag.store import ConnectionStore
+from proxydiag.tally import Tally
 
 SERVER_TEXT_LIMIT = 2048  # what rules may search in the server's words
 
@@ -62,57 +64,92 @@ class Settings:
 
 def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None) -> Analysis:
     """Read the captures and judge them: the whole of `proxydiag analyze`."""
-    analysis = analyze_files(paths, progress, settings.options.services)
+    analysis = analyze_files(paths, progress, settings.options.services, settings)
     judge_analysis(analysis, settings)
     return analysis
 
 
+def resolver_for(settings: Settings) -> ExpectationResolver:
+    return ExpectationResolver(settings.expect_global, settings.expect_ports, settings.stalwart, settings.trusted)
+
+
 def judge_analysis(analysis: Analysis, settings: Settings) -> None:
-    """(Re)compute the findings of what has been read so far."""
+    """Judge what has been read: the first pass (the tally) was made while reading; the
+    second goes over the connections in the order they started."""
     analysis.stalwart_config = settings.stalwart
-    resolver = ExpectationResolver(settings.expect_global, settings.expect_ports, settings.stalwart, settings.trusted)
-    analysis.findings = judge(analysis, resolver, settings.options, settings.stalwart)
+    options = settings.options
+    tally = analysis.tally
+    if tally is None or tally.greeting_timeout != options.greeting_timeout:
+        tally = analysis.tally = tally_of(analysis.connections, resolver_for(settings), options)
+    resolver = replace(resolver_for(settings), endpoints=tally.expectations.endpoints)
+    tally.expectations = resolver
+    analysis.findings = judge_all(_by_start(analysis.connections), tally, options, settings.stalwart,
+                                  analysis.inputs, analysis.flow_table)
+    if isinstance(analysis.connections, ConnectionStore):  # read back for the report: as judged
+        analysis.connections.prepare = lambda conn: setattr(conn, "expectation", resolver.for_connection(conn))
 
 
-def analyze_live(capture, analysis: Analysis, services: ServiceTable = DEFAULT_TABLE) -> Analysis:
-    """Track a live capture (proxydiag.live.LiveCapture) into `analysis` until it stops."""
-    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked, services)), services=services)
+def _by_start(connections: Sequence[Connection]) -> Iterable[Connection]:
+    if isinstance(connections, ConnectionStore):
+        return connections.by_start()
+    return sorted(connections, key=lambda conn: (conn.start_ts, conn.id))
+
+
+class Reader:
+    """Described connections into the store and the first pass of judging, as they finish."""
+
+    def __init__(self, settings: Settings | None, services: ServiceTable, store: ConnectionStore | None = None) -> None:
+        settings = settings if settings is not None else Settings(options=Options(services=services))
+        self.services = services
+        self.analysis = Analysis(connections=store if store is not None else ConnectionStore())
+        self.analysis.tally = Tally(resolver_for(settings), settings.options.greeting_timeout)
+        self.table = FlowTable(self.finished, services=services)
+        self.then: Callable[[Connection], None] | None = None  # a live judge, for findings as they come
+
+    def finished(self, tracked: TrackedConnection) -> None:
+        conn = describe(tracked, self.services)
+        connections = self.analysis.connections
+        assert isinstance(connections, ConnectionStore) and self.analysis.tally is not None
+        connections.append(conn)
+        self.analysis.tally.observe(conn, conn.tcp.dst_port in self.services)
+        if self.then is not None:
+            self.then(conn)
+
+    def close_input(self, info) -> None:
+        """The end of one input: its open connections are finished, and it is summarised."""
+        self.table.flush()
+        self.analysis.inputs.append(InputSummary(info.path, info.format, info.linktypes, info.packets, damaged=info.damaged))
+
+    def done(self) -> Analysis:
+        table, analysis = self.table, self.analysis
+        analysis.unsupported_linktypes = table.unsupported_linktypes
+        analysis.flow_table = FlowTableBounds(table.evicted_half_open, table.evicted_idle, table.evicted_by_cap, table.dropped)
+        return analysis
+
+
+def analyze_live(capture, reader: Reader) -> Analysis:
+    """Track a live capture (proxydiag.live.LiveCapture) until it stops."""
     try:
-        table.consume(0, capture)
+        reader.table.consume(0, capture)
     finally:
         capture.stop()
-        _close_input(analysis, table, capture.info)
-    _sort(analysis, table)
-    return analysis
+        reader.close_input(capture.info)
+    return reader.done()
 
 
 def analyze_files(paths: Iterable[str], progress: Progress | None = None,
-                  services: ServiceTable = DEFAULT_TABLE) -> Analysis:
-    analysis = Analysis()
-    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked, services)), services=services)
+                  services: ServiceTable = DEFAULT_TABLE, settings: Settings | None = None) -> Analysis:
+    reader = Reader(settings, services)
     for index, path in enumerate(paths):
         try:
-            reader = open_capture(path)
+            capture = open_capture(path)
         except CaptureError as error:
-            analysis.inputs.append(InputSummary(path, None, [], 0, error=str(error)))
+            reader.analysis.inputs.append(InputSummary(path, None, [], 0, error=str(error)))
             continue
-        with reader:
-            table.consume(index, reader, _progress_reporter(index, reader, analysis, progress))
-        _close_input(analysis, table, reader.info)
-    _sort(analysis, table)
-    return analysis
-
-
-def _close_input(analysis: Analysis, table: FlowTable, info) -> None:
-    """The end of one input: its open connections are finished, and it is summarised."""
-    table.flush()
-    analysis.inputs.append(InputSummary(info.path, info.format, info.linktypes, info.packets, damaged=info.damaged))
-
-
-def _sort(analysis: Analysis, table: FlowTable) -> None:
-    analysis.connections.sort(key=lambda conn: (conn.input, conn.first_frame))
-    analysis.unsupported_linktypes = table.unsupported_linktypes
-    analysis.flow_table = FlowTableBounds(table.evicted_half_open, table.evicted_idle, table.evicted_by_cap, table.dropped)
+        with capture:
+            reader.table.consume(index, capture, _progress_reporter(index, capture, reader.analysis, progress))
+        reader.close_input(capture.info)
+    return reader.done()
 
 
 def _progress_reporter(index: int, reader: CaptureReader, analysis: Analysis, progress: Progress | None):

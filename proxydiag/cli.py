@@ -269,35 +269,36 @@ def sniff(
     """
     import contextlib
 
-    from proxydiag.analysis import analyze_live, judge_analysis
+    from proxydiag.analysis import Reader, analyze_live, judge_analysis
+    from proxydiag.judging import Judge, by_end
     from proxydiag.live import MAIL_FILTER, LiveCapture, LiveError
-    from proxydiag.model import Analysis
 
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
                          greeting_timeout, internal_clients)
-    analysis = Analysis()
-    announced: set[tuple] = set()
+    reader = Reader(settings, settings.options.services)
+    stream = sys.stderr if format is not Format.rich or output is not None else sys.stdout
 
-    def announce() -> None:
-        judge_analysis(analysis, settings)
-        for finding in analysis.findings:
-            key = (finding.code, tuple(finding.connections[:1]))
-            if key not in announced and finding.severity != "info":
-                announced.add(key)
-                stream = sys.stderr if format is not Format.rich or output is not None else sys.stdout
-                stream.write(f"{finding.severity.upper():7} {finding.code} {finding.slug}: {finding.message}\n")
-                stream.flush()
+    def announce(finding) -> None:
+        if finding.severity != "info":
+            stream.write(f"{finding.severity.upper():7} {finding.code} {finding.slug}: {finding.message}\n")
+            stream.flush()
+
+    assert reader.analysis.tally is not None
+    live = Judge(reader.analysis.tally, settings.options, settings.stalwart, clock=by_end, on_raised=announce)
+    reader.then = live.add
 
     capture = LiveCapture(interface, bpf or MAIL_FILTER, count=count, duration=duration,
-                          write_path=str(write) if write else None, on_tick=announce)
+                          write_path=str(write) if write else None)
     try:
         capture.start()
     except LiveError as error:
         fail(str(error))
     typer.echo(f"proxydiag: capturing on {interface} ({bpf or 'mail ports'}); Ctrl-C to stop", err=True)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the capture, not the report
-        analyze_live(capture, analysis)
-    judge_analysis(analysis, settings)
+        analyze_live(capture, reader)
+    analysis = reader.done()
+    live.findings()  # what was still waiting is announced too
+    judge_analysis(analysis, settings)  # the report: both passes over the whole run, as analyze does
     _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on))
 
 
@@ -308,7 +309,7 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
     from proxydiag.evidence import add_to_document
     from proxydiag.report import json as json_report
     from proxydiag.report.anonymize import anonymize as anonymize_document
-    from proxydiag.report.views import told
+    from proxydiag.report.views import SHOWN_CONNECTIONS, summarised, told
 
     for line in unread:
         typer.echo(f"proxydiag: {line}", err=True)
@@ -326,7 +327,12 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
         document = told(add_to_document(analysis.to_dict(lazy=True), extra or {}))
         _write(json_report.stream_document(document), options.output)
     else:
-        document = told(add_to_document(analysis.to_dict(), extra or {}))
+        document = add_to_document(analysis.to_dict(lazy=True), extra or {})
+        if options.format is Format.json:  # anonymised: the pass needs the whole document
+            document["connections"] = list(document["connections"])
+        else:  # the human reports summarise: the connections pass by once, the first ones stay
+            document = summarised(document, keep=None if options.verbose else SHOWN_CONNECTIONS)
+        document = told(document)
         if options.format is Format.markdown:  # the ticket names the command, anonymised like the rest
             document["command_line"] = shlex.join(["proxydiag", *sys.argv[1:]])
         if options.anonymize:

@@ -8,35 +8,51 @@ by the relay's address, and by the same conversation on both sides."""
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Container, Iterable
+from typing import Hashable, TypeVar
 
 from proxydiag.model import Connection
 
 RELAY_WINDOW = 2.0  # seconds between a proxy accepting a client and connecting onwards
 
 
-@dataclass
 class LegIndex:
-    by_client: dict[tuple[str, int], list[Connection]] = field(default_factory=dict)
-    by_source_addr: dict[str, list[Connection]] = field(default_factory=dict)
-    by_dest_addr: dict[str, list[Connection]] = field(default_factory=dict)
-    proxies: set[str] = field(default_factory=set)
-    onward_by_front: dict[int, Connection] = field(default_factory=dict)
+    """The legs of a window of connections, by the addresses that match them. Judging
+    adds connections in the order they started and removes them once no leg judged
+    later can be their partner, so the index holds a window, not the capture."""
+
+    def __init__(self, proxies: Container[str] = frozenset()) -> None:
+        self.by_client: dict[tuple[str, int], deque[Connection]] = {}
+        self.by_source_addr: dict[str, deque[Connection]] = {}
+        self.by_dest_addr: dict[str, deque[Connection]] = {}
+        self.proxies = proxies  # addresses that sent PROXY headers anywhere in the capture
+        self.onward_by_front: dict[int, Connection] = {}
 
     @classmethod
-    def build(cls, connections: list[Connection]) -> LegIndex:
-        index = cls()
+    def build(cls, connections: Iterable[Connection], proxies: Container[str] | None = None) -> LegIndex:
+        """The index of every connection given (all at once: small inputs and tests)."""
+        connections = list(connections)
+        index = cls(proxies if proxies is not None else {conn.tcp.src_addr for conn in connections if conn.header})
         for conn in connections:
-            index.by_client.setdefault((conn.tcp.src_addr, conn.tcp.src_port), []).append(conn)
-            index.by_source_addr.setdefault(conn.tcp.src_addr, []).append(conn)
-            index.by_dest_addr.setdefault(conn.tcp.dst_addr, []).append(conn)
-            if conn.header is not None:
-                index.proxies.add(conn.tcp.src_addr)
-        for conn in connections:
-            front = index.front_leg(conn)
-            if front is not None:
-                index.onward_by_front.setdefault(front.id, conn)
+            index.add(conn)
         return index
+
+    def add(self, conn: Connection) -> None:
+        _push(self.by_client, (conn.tcp.src_addr, conn.tcp.src_port), conn)
+        _push(self.by_source_addr, conn.tcp.src_addr, conn)
+        _push(self.by_dest_addr, conn.tcp.dst_addr, conn)
+        front = self.front_leg(conn)
+        if front is not None:
+            self.onward_by_front.setdefault(front.id, conn)
+
+    def remove(self, conn: Connection) -> None:
+        """Let go of a connection added earlier (the oldest first, as the window moves)."""
+        _pull(self.by_client, (conn.tcp.src_addr, conn.tcp.src_port), conn)
+        _pull(self.by_source_addr, conn.tcp.src_addr, conn)
+        _pull(self.by_dest_addr, conn.tcp.dst_addr, conn)
+        if self.onward_by_front.get(conn.id) is not None:
+            del self.onward_by_front[conn.id]
 
     def is_proxy(self, address: str) -> bool:
         return address in self.proxies
@@ -95,6 +111,27 @@ class LegIndex:
             if header is not None and header.src_port == front.tcp.src_port:
                 return conn
         return min(candidates, key=lambda conn: conn.start_ts, default=None)
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def _push(index: dict[K, deque[Connection]], key: K, conn: Connection) -> None:
+    index.setdefault(key, deque()).append(conn)
+
+
+def _pull(index: dict[K, deque[Connection]], key: K, conn: Connection) -> None:
+    legs = index.get(key)
+    if not legs:
+        return
+    if legs[0] is conn:
+        legs.popleft()
+    else:  # by identity: two connections may hold equal facts
+        position = next((at for at, leg in enumerate(legs) if leg is conn), None)
+        if position is not None:
+            del legs[position]
+    if not legs:
+        del index[key]
 
 
 def same_conversation(first: Connection, second: Connection) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -210,8 +211,9 @@ def _delay(start: float | None, end: float | None) -> float | None:
 class Analysis:
     inputs: list[InputSummary] = field(default_factory=list)
     stalwart_config: StalwartConfig | None = None
-    connections: list[Connection] = field(default_factory=list)
+    connections: Sequence[Connection] = field(default_factory=list)  # a store.ConnectionStore once read
     findings: list[Any] = field(default_factory=list)  # rules.base.Finding
+    tally: Any = None  # tally.Tally: what the first pass of judging counted
     unsupported_linktypes: set[int] = field(default_factory=set)
     flow_table: FlowTableBounds = field(default_factory=FlowTableBounds)
 
@@ -227,7 +229,8 @@ class Analysis:
             "inputs": [item.to_dict() for item in self.inputs],
             "summary": {
                 "connections": len(self.connections),
-                "with_proxy_header": sum(1 for conn in self.connections if conn.header),
+                "with_proxy_header": self.tally.with_header if self.tally is not None else
+                sum(1 for conn in self.connections if conn.header),
                 "errors": severities.count("error"),
                 "warnings": severities.count("warning"),
                 "infos": severities.count("info"),

@@ -110,7 +110,8 @@ def _stalwart_findings(stalwart: StalwartConfig | None) -> list[Finding]:
     if stalwart is None:
         return []
     from proxydiag.expectations import ExpectationResolver
-    from proxydiag.rules import judge
+    from proxydiag.judging import judge_all
     from proxydiag.rules.base import Options
+    from proxydiag.tally import Tally
 
-    return judge(Analysis(), ExpectationResolver(None, {}, stalwart, None), Options(), stalwart)
+    return judge_all([], Tally(ExpectationResolver(None, {}, stalwart, None)), Options(), stalwart)

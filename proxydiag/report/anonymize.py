@@ -46,7 +46,7 @@ HEX_BLOB = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-f]{2}){6,}(?![0-9a-fA-F])")
 CUT_TOKEN = re.compile(r"[0-9A-Za-z_.:\[\]-]*[0-9.:][0-9A-Za-z_.:\[\]-]*(?=\.\.\.$)")
 # Keys whose strings come from the wire or from files (where names appear); findings quote them.
 WIRE_KEYS = ("inputs", "connections", "findings", "stalwart_config", "command_line", "logs", "proxy_configs",
-             "targets", "options")
+             "targets", "options", "endpoints", "servers_recognised")
 NOT_HOSTNAMES = re.compile(r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log|gz|zst|xz)$", re.I)
 _SUFFIX = re.compile(r"\.[a-z]{1,7}")
 OPAQUE_TLVS = frozenset({"UNIQUE_ID", "CUSTOM", "EXPERIMENT", "FUTURE", "UNASSIGNED", "AWS", "AZURE", "GCP", "NETNS"})

@@ -16,6 +16,7 @@ from proxydiag.report.views import (
     evidence_lines,
     header_label,
     outcome_label,
+    summarised,
     tls_label,
     visible_document,
     where_line,
@@ -79,8 +80,9 @@ def _environment(document: dict, version: str, command_line: str) -> list[str]:
     for config in document.get("proxy_configs") or []:
         lines.append(f"- {escape(config['kind'])} configuration {code(config['path'])}: {len(config['listeners'])} "
                      f"listeners, {len(config['routes'])} routes")
-    software = sorted({(c.get("opening") or {}).get("software", {}).get("name") for c in document["connections"]
-                       if (c.get("opening") or {}).get("software")})
+    software = document.get("servers_recognised")
+    if software is None:
+        software = summarised(document, keep=0)["servers_recognised"]
     if software:
         lines.append(f"- servers recognised: {', '.join(code(name) for name in software)}")
     if document.get("stalwart_config"):
@@ -148,6 +150,7 @@ def _connections(document: dict) -> list[str]:
             f"| {conn['id']} | {_cell(client_label(conn))} | {_cell(endpoint_of(conn))} | {_cell(conn['protocol'] or '?')} | "
             f"{_cell(header_label(conn))} | {_cell(tls_label(conn))} | {_cell(greeting)} | {_cell(outcome_label(conn))} |"
         )
-    if len(connections) > MAX_CONNECTIONS:
-        lines += ["", f"{len(connections) - MAX_CONNECTIONS} more connections: run with `--format json` for all."]
+    total = document["summary"]["connections"]
+    if total > min(len(connections), MAX_CONNECTIONS):
+        lines += ["", f"{total - min(len(connections), MAX_CONNECTIONS)} more connections: run with `--format json` for all."]
     return lines + [""]

@@ -132,6 +132,7 @@ def _connections(document: dict, verbose: bool) -> Table:
             outcome_label(conn),
         )
         table.add_row(*(Text(cell) for cell in cells))
-    if len(shown) < len(connections):
-        table.caption = Text(f"{len(connections) - len(shown)} more connections: use -v or --format json")
+    total = document["summary"]["connections"]
+    if len(shown) < total:
+        table.caption = Text(f"{total - len(shown)} more connections: use -v or --format json")
     return table

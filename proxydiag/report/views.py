@@ -74,31 +74,66 @@ def software_label(conn: dict) -> str:
     return software["name"] if software else ""
 
 
-def endpoint_verdicts(document: dict) -> list[dict]:
-    """One row per server endpoint: its connections, header versions and the worst
-    finding that cites any of them."""
-    by_endpoint: dict[str, list[dict]] = defaultdict(list)
-    for conn in document["connections"]:
-        by_endpoint[endpoint_of(conn)].append(conn)
+SHOWN_CONNECTIONS = 200  # the most a human report lists (rich; Markdown lists fewer)
+
+
+def summarised(document: dict, keep: int | None = SHOWN_CONNECTIONS) -> dict:
+    """The document a human report renders: the connections read once, as they come (a
+    stream from the store), into one row per server endpoint and the servers recognised,
+    keeping only the first `keep` of them (all with None)."""
+    rows: dict[str, EndpointRow] = {}
     severity_of: dict[int, list[str]] = defaultdict(list)
     for finding in document["findings"]:
         for conn_id in finding["connections"]:
             severity_of[conn_id].append(finding["severity"])
-    rows: list[dict[str, Any]] = []
-    for name, conns in by_endpoint.items():
-        severities = [sev for conn in conns for sev in severity_of.get(conn["id"], [])]
-        headers = sorted({header_label(conn) for conn in conns})
-        protocols = sorted({conn["protocol"] or "?" for conn in conns})
-        rows.append({
-            "endpoint": name,
-            "connections": len(conns),
-            "protocols": protocols,
-            "headers": headers,
-            "software": next((software_label(c) for c in conns if software_label(c)), ""),
-            "errors": severities.count("error"),
-            "warnings": severities.count("warning"),
-        })
-    rows.sort(key=lambda row: (-int(row["errors"]), -int(row["warnings"]), str(row["endpoint"])))
+    kept: list[dict] = []
+    software: set[str] = set()
+    for conn in document["connections"]:
+        name = endpoint_of(conn)
+        row = rows.get(name) or rows.setdefault(name, EndpointRow(name))
+        row.add(conn, severity_of.get(conn["id"], ()))
+        label = ((conn.get("opening") or {}).get("software") or {}).get("name")
+        if label:
+            software.add(label)
+        if keep is None or len(kept) < keep:
+            kept.append(conn)
+    ordered = sorted((row.to_dict() for row in rows.values()),
+                     key=lambda row: (-int(row["errors"]), -int(row["warnings"]), str(row["endpoint"])))
+    return {**document, "connections": kept, "endpoints": ordered, "servers_recognised": sorted(software)}
+
+
+class EndpointRow:
+    """One server endpoint's connections, header versions and the findings citing them."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.connections = 0
+        self.protocols: set[str] = set()
+        self.headers: set[str] = set()
+        self.software = ""
+        self.errors = 0
+        self.warnings = 0
+
+    def add(self, conn: dict, severities) -> None:
+        self.connections += 1
+        self.protocols.add(conn["protocol"] or "?")
+        self.headers.add(header_label(conn))
+        self.software = self.software or software_label(conn)
+        self.errors += sum(1 for severity in severities if severity == "error")
+        self.warnings += sum(1 for severity in severities if severity == "warning")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "connections": self.connections, "protocols": sorted(self.protocols),
+                "headers": sorted(self.headers), "software": self.software, "errors": self.errors,
+                "warnings": self.warnings}
+
+
+def endpoint_verdicts(document: dict) -> list[dict]:
+    """One row per server endpoint: its connections, header versions and the worst
+    finding that cites any of them."""
+    if "endpoints" not in document:
+        document = summarised(document, keep=0)
+    rows: list[dict] = document["endpoints"]
     return rows
 
 

@@ -69,17 +69,18 @@ class ClientAddressIsProxy(Rule):
 class SingleClientAddress(Rule):
     code, slug, severity = "PD202", "single-client-address", "warning"
 
-    def finish(self, ctx: Context) -> Iterator[Hit]:
-        for (addr, port), stats in ctx.expectations.endpoints.items():
-            headers = sum(stats.header_sources.values())
-            if headers >= ctx.options.min_connections and len(stats.header_sources) == 1:
-                (source,) = stats.header_sources
-                conns = [c for c in ctx.connections if (c.tcp.dst_addr, c.tcp.dst_port) == (addr, port) and c.header]
-                yield Hit(
-                    f"All {headers} PROXY headers to {describe_endpoint(conns[0])} carry the same client address "
-                    f"{source}: an L4 balancer or a NAT in front of the proxy hides the real clients.",
-                    conns, {"header_src": source, "headers": headers}, group=(addr, port),
-                )
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        if conn.header is None:
+            return
+        stats = ctx.expectations.stats(conn)
+        headers = sum(stats.header_sources.values())
+        if headers >= ctx.options.min_connections and len(stats.header_sources) == 1:
+            (source,) = stats.header_sources
+            yield Hit(
+                f"All {headers} PROXY headers to {describe_endpoint(conn)} carry the same client address "
+                f"{source}: an L4 balancer or a NAT in front of the proxy hides the real clients.",
+                [conn], {"header_src": source, "headers": headers}, group=endpoint(conn),
+            )
 
 
 class LocalCommand(Rule):

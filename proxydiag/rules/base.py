@@ -14,6 +14,7 @@ from proxydiag.stalwart_config import StalwartConfig
 
 if TYPE_CHECKING:
     from proxydiag.correlate import LegIndex
+    from proxydiag.tally import Tally
 
 SEVERITIES = ("error", "warning", "info")
 MAX_CITED_CONNECTIONS = 20
@@ -87,7 +88,7 @@ class Finding:
 class Context:
     """What the rules may consult besides the connection itself."""
 
-    connections: list[Connection]
+    tally: Tally  # what the first pass counted over every connection
     expectations: ExpectationResolver
     options: Options
     config: StalwartConfig | None = None

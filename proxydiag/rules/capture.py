@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Iterator
 
+from proxydiag.model import Connection
 from proxydiag.rules.base import Context, Hit, Rule
 
 
 class CaptureTruncated(Rule):
     code, slug, severity = "PD901", "capture-truncated", "info"
 
-    def finish(self, ctx: Context) -> Iterator[Hit]:
-        cut = [c for c in ctx.connections if any(side.get("snapped_bytes") for side in c.reassembly.values())]
-        if cut:
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        if any(side.get("snapped_bytes") for side in conn.reassembly.values()):
+            cut = ctx.tally.snapped
             yield Hit(
-                f"The snap length cut {len(cut)} connection opening(s) short: capture with `tcpdump -s 0`.",
-                cut, {"connections": len(cut)}, group="snaplen",
+                f"The snap length cut {cut} connection opening(s) short: capture with `tcpdump -s 0`.",
+                [conn], {"connections": cut}, group="snaplen",
             )
 
 
 class MidStream(Rule):
     code, slug, severity = "PD902", "mid-stream", "info"
 
-    def finish(self, ctx: Context) -> Iterator[Hit]:
-        partial = [c for c in ctx.connections if c.mid_stream]
-        if partial:
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        if conn.mid_stream:
+            partial = ctx.tally.mid_stream
             yield Hit(
-                f"{len(partial)} connection(s) started before the capture: their first bytes, and so their PROXY "
+                f"{partial} connection(s) started before the capture: their first bytes, and so their PROXY "
                 "headers, are unknown. Start the capture before the connections.",
-                partial, {"connections": len(partial)}, group="mid-stream",
+                [conn], {"connections": partial}, group="mid-stream",
             )
 
 
@@ -37,12 +37,12 @@ class NoMailTraffic(Rule):
     code, slug, severity = "PD903", "no-mail-traffic", "warning"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
-        if not ctx.inputs or (any(item.error for item in ctx.inputs) and not ctx.connections):
+        tally = ctx.tally
+        if not ctx.inputs or (any(item.error for item in ctx.inputs) and not tally.connections):
             return  # no capture given (a configuration check), or none could be read
-        mail = [c for c in ctx.connections if c.protocol or c.tcp.dst_port in ctx.options.services or c.header]
-        if mail:
+        if tally.mail:
             return
-        busiest = Counter(c.tcp.dst_port for c in ctx.connections).most_common(5)
+        busiest = tally.ports.most_common(5)
         ports = ", ".join(f"{port} ({count})" for port, count in busiest) or "none"
         yield Hit(
             f"No mail traffic found (no mail port, no mail greeting, no PROXY header). Busiest server ports: {ports}. "

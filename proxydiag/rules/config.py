@@ -6,6 +6,7 @@ from typing import Iterator
 
 from proxydiag.model import Connection
 from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint
+from proxydiag.stalwart_config import Listener, StalwartConfig
 
 MAIL_PROTOCOLS = frozenset({"smtp", "lmtp", "imap", "pop3", "managesieve", "http"})
 
@@ -55,26 +56,42 @@ class ProxyOverrideIgnored(Rule):
 class ProxyRequiredOnHttp(Rule):
     code, slug, severity = "PD604", "proxy-required-on-http", "warning"
 
-    def finish(self, ctx: Context) -> Iterator[Hit]:
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         config = ctx.config
-        if config is None or not any(entry.network for entry in config.trusted):
+        if config is None or conn.header is not None:
             return
-        for listener in config.listeners:
-            if listener.protocol == "http" and listener.trusted_override is None or (
-                listener.protocol == "http" and listener.trusted_override == []
-            ):
-                sent_none = [
-                    c for c in ctx.connections
-                    if c.tcp.dst_port in listener.ports and c.header is None and config.trusts(listener, c.tcp.src_addr)
-                ]
+        for listener in self._mandatory(config):
+            if conn.tcp.dst_port in listener.ports and config.trusts(listener, conn.tcp.src_addr):
+                ctx.cache.setdefault(self.code, set()).add(listener.id)
                 yield Hit(
                     f"The server-wide trusted networks make PROXY headers mandatory on the HTTP listener "
-                    f"{listener.id!r} too"
-                    + (f"; {len(sent_none)} connection(s) from a trusted proxy carried none." if sent_none else
-                       ": an HTTP proxy that sends none gets Bad Gateway / \"invalid proxy header\"."),
-                    sent_none, {"listener": listener.id, "trusted_networks": [e.text for e in config.trusted]},
-                    group=listener.id, severity=None if sent_none else "warning",
+                    f"{listener.id!r} too, and connections from a trusted proxy carried none.",
+                    [conn], self._evidence(listener, config), group=listener.id,
                 )
+
+    def finish(self, ctx: Context) -> Iterator[Hit]:
+        config = ctx.config
+        if config is None:
+            return
+        for listener in self._mandatory(config):
+            if listener.id not in ctx.cache.get(self.code, ()):
+                yield Hit(
+                    f"The server-wide trusted networks make PROXY headers mandatory on the HTTP listener "
+                    f"{listener.id!r} too: an HTTP proxy that sends none gets Bad Gateway / \"invalid proxy header\".",
+                    [], self._evidence(listener, config), group=listener.id, severity="warning",
+                )
+
+    @staticmethod
+    def _mandatory(config: StalwartConfig) -> list[Listener]:
+        """HTTP listeners that take the server-wide trusted networks (no override of their own)."""
+        if not any(entry.network for entry in config.trusted):
+            return []
+        return [listener for listener in config.listeners
+                if listener.protocol == "http" and listener.trusted_override in (None, [])]
+
+    @staticmethod
+    def _evidence(listener: Listener, config: StalwartConfig) -> dict:
+        return {"listener": listener.id, "trusted_networks": [entry.text for entry in config.trusted]}
 
 
 class ForwardedTrustedFromAnyone(Rule):

@@ -6,6 +6,7 @@ import ipaddress
 import re
 from typing import Iterator
 
+from proxydiag import tally
 from proxydiag.model import Connection
 from proxydiag.rules.base import (
     HEALTH_CHECK_SECONDS,
@@ -177,6 +178,11 @@ class ProxyVersionMismatch(Rule):
     code, slug, severity = "PD104", "proxy-version-mismatch", "error"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        yield from self._mismatch(conn, ctx)
+        yield from self._mixed(conn, ctx)
+
+    @staticmethod
+    def _mismatch(conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
         expectation = ctx.expectation(conn)
         if header is None or expectation is None or expectation.value not in ("v1", "v2"):
@@ -187,15 +193,15 @@ class ProxyVersionMismatch(Rule):
                 [conn], {"received": header.version, "expected": expectation.value}, group=endpoint(conn),
             )
 
-    def finish(self, ctx: Context) -> Iterator[Hit]:
-        for (addr, port), stats in ctx.expectations.endpoints.items():
-            if len(stats.versions) > 1:
-                conns = [c for c in ctx.connections if (c.tcp.dst_addr, c.tcp.dst_port) == (addr, port) and c.header]
-                yield Hit(
-                    f"{describe_endpoint(conns[0])} receives both PROXY v1 ({stats.versions[1]}) and v2 "
-                    f"({stats.versions[2]}) headers: two proxies, or two server lines, are configured differently.",
-                    conns, {"versions": dict(stats.versions)}, group=("mixed", addr, port), severity="warning",
-                )
+    @staticmethod
+    def _mixed(conn: Connection, ctx: Context) -> Iterator[Hit]:
+        stats = ctx.expectations.stats(conn)
+        if conn.header is not None and len(stats.versions) > 1:
+            yield Hit(
+                f"{describe_endpoint(conn)} receives both PROXY v1 ({stats.versions[1]}) and v2 "
+                f"({stats.versions[2]}) headers: two proxies, or two server lines, are configured differently.",
+                [conn], {"versions": dict(stats.versions)}, group=("mixed",) + endpoint(conn), severity="warning",
+            )
 
 
 class ProxyHeaderSplit(Rule):
@@ -289,15 +295,7 @@ class ProxyExpectsHeaderFromClient(Rule):
 
 
 def refused_without_a_word(conn: Connection, ctx: Context) -> bool:
-    """The listener sent nothing to a client that sent no header, and the connection
-    ended: the listener hung up, or the client spoke (or waited past the greeting
-    timeout) and gave up."""
-    if conn.mid_stream or conn.proxy is not None or conn.greeting is not None or conn.closed_by is None:
-        return False
-    if conn.closed_by == "server" or conn.client_first is not None:
-        return True
-    start = conn.established_ts or conn.start_ts
-    return conn.close_ts is not None and conn.close_ts - start >= ctx.options.greeting_timeout
+    return tally.refused_without_a_word(conn, ctx.options.greeting_timeout)
 
 
 def front_of_a_proxy(conn: Connection, ctx: Context) -> str | None:
@@ -321,24 +319,10 @@ def front_of_a_proxy(conn: Connection, ctx: Context) -> str | None:
         return None  # a proxy's leg, a relayed connection, or Stalwart's own listener
     if is_local_client(conn.tcp.src_addr, conn.tcp.dst_addr):
         return f"port {conn.tcp.dst_port} is the public {service.name} port, and the client {conn.tcp.src_addr} is a local test"
-    clients = refused_clients(ctx).get(endpoint(conn), set())
+    clients = ctx.tally.refused_sources(endpoint(conn))
     if len(clients) >= 2:
         return f"port {conn.tcp.dst_port} is the public {service.name} port, and {len(clients)} clients get the same silence"
     return None
-
-
-def refused_clients(ctx: Context) -> dict[tuple[str, int], set[str]]:
-    """Per endpoint, the source addresses it refused without a word (computed once)."""
-    if "refused_clients" not in ctx.cache:
-        refused: dict[tuple[str, int], set[str]] = {}
-        for conn in ctx.connections:
-            if refused_without_a_word(conn, ctx):
-                sources = refused.setdefault(endpoint(conn), set())
-                if len(sources) < 16:
-                    sources.add(conn.tcp.src_addr)
-        ctx.cache["refused_clients"] = refused
-    result: dict[tuple[str, int], set[str]] = ctx.cache["refused_clients"]
-    return result
 
 
 def is_local_client(src: str, dst: str) -> bool:
@@ -355,6 +339,12 @@ class ProxyWaitsForClient(Rule):
     code, slug, severity = "PD110", "proxy-waits-for-client", "error"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        yield from self._with_first_command(conn)
+        yield from self._two_legs(conn, ctx)
+
+    @staticmethod
+    def _with_first_command(conn: Connection) -> Iterator[Hit]:
+        """The header came in one segment with the client's first command, before any greeting."""
         if conn.header is None or not conn.server_speaks_first:
             return
         same_segment = conn.client_first is not None and conn.client_first_frame == conn.header_frames[0]
@@ -369,25 +359,23 @@ class ProxyWaitsForClient(Rule):
                 [conn], {"client_first": conn.client_first, "frame": conn.client_first_frame}, group=endpoint(conn),
             )
 
-    def finish(self, ctx: Context) -> Iterator[Hit]:
-        """Two legs: the proxy opened the back leg only after the client had spoken."""
-        if ctx.legs is None:
-            return
-        for back in ctx.connections:
-            front = ctx.legs.front_leg(back)
-            if front is None or front.client_first_ts is None or front.mid_stream or front.tls_client_hello:
-                continue  # a TLS client speaks first by design; the proxy connects once TLS is up
-            if front.greeting_ts is not None and front.greeting_ts <= front.client_first_ts:
-                continue  # the proxy greeted the client itself (nginx mail): nobody was left waiting
-            if back.server_speaks_first and back.start_ts > front.client_first_ts:
-                idle = front.client_first_ts - (front.established_ts or front.start_ts)
-                yield Hit(
-                    f"The proxy {describe_endpoint(front)} connected to the server (connection {back.id}) only after the "
-                    f"client's first bytes ({front.client_first!r}, {idle:.1f} s after the handshake): a mail client waits "
-                    "for the greeting first, so sessions hang until the client gives up.",
-                    [back, front], {"front_leg": front.id, "back_leg": back.id, "idle_seconds": round(idle, 3)},
-                    group=endpoint(back),
-                )
+    @staticmethod
+    def _two_legs(back: Connection, ctx: Context) -> Iterator[Hit]:
+        """The proxy opened the back leg only after the client had spoken on the front."""
+        front = ctx.legs.front_leg(back) if ctx.legs is not None else None
+        if front is None or front.client_first_ts is None or front.mid_stream or front.tls_client_hello:
+            return  # a TLS client speaks first by design; the proxy connects once TLS is up
+        if front.greeting_ts is not None and front.greeting_ts <= front.client_first_ts:
+            return  # the proxy greeted the client itself (nginx mail): nobody was left waiting
+        if back.server_speaks_first and back.start_ts > front.client_first_ts:
+            idle = front.client_first_ts - (front.established_ts or front.start_ts)
+            yield Hit(
+                f"The proxy {describe_endpoint(front)} connected to the server (connection {back.id}) only after the "
+                f"client's first bytes ({front.client_first!r}, {idle:.1f} s after the handshake): a mail client waits "
+                "for the greeting first, so sessions hang until the client gives up.",
+                [back, front], {"front_leg": front.id, "back_leg": back.id, "idle_seconds": round(idle, 3)},
+                group=endpoint(back),
+            )
 
 
 RULES = [

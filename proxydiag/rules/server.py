@@ -2,30 +2,10 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Iterator
 
 from proxydiag.model import Connection
 from proxydiag.rules.base import HEALTH_CHECK_SECONDS, Context, Hit, Rule, describe_endpoint, endpoint, lower
-
-
-def cut_off_sources(ctx: Context) -> dict[tuple[str, str, int], list[Connection]]:
-    """(source, server address, port) whose every connection (three or more, none with a
-    header) the server cut off before any greeting: the mark of a banned proxy."""
-    if "cut_off_sources" in ctx.cache:
-        cached: dict[tuple[str, str, int], list[Connection]] = ctx.cache["cut_off_sources"]
-        return cached
-    by_source: dict[tuple[str, str, int], list[Connection]] = defaultdict(list)
-    for conn in ctx.connections:
-        if not conn.mid_stream and conn.server_speaks_first:
-            by_source[(conn.tcp.src_addr,) + endpoint(conn)].append(conn)
-    ctx.cache["cut_off_sources"] = {
-        key: conns
-        for key, conns in by_source.items()
-        if len(conns) >= 3
-        and all(c.greeting is None and c.closed_by == "server" and c.client_first is None and c.header is None for c in conns)
-    }
-    return ctx.cache["cut_off_sources"]
 
 
 class ServerRejected(Rule):
@@ -42,23 +22,25 @@ class ServerRejected(Rule):
                 f"{describe_endpoint(conn)} refused the connection at once: {conn.greeting!r}.",
                 [conn], {"greeting": conn.greeting, "frame": conn.greeting_frame}, group=(conn.tcp.src_addr,) + endpoint(conn),
             )
-        elif conn.greeting is None and conn.closed_by == "server" and conn.client_first is None and (
-            (conn.tcp.src_addr,) + endpoint(conn) not in cut_off_sources(ctx)
-        ):
+        elif ctx.tally.banned(conn.tcp.src_addr, *endpoint(conn)):
+            yield self._banned(conn, ctx)
+        elif conn.greeting is None and conn.closed_by == "server" and conn.client_first is None:
             yield Hit(
                 f"{describe_endpoint(conn)} {'reset' if conn.close_kind == 'rst' else 'closed'} the connection before "
                 "any greeting or client command.",
                 [conn], {"closed": conn.close_kind}, group=(conn.tcp.src_addr,) + endpoint(conn),
             )
 
-    def finish(self, ctx: Context) -> Iterator[Hit]:
-        for (source, addr, port), conns in cut_off_sources(ctx).items():
-            yield Hit(
-                f"Every connection from {source} to {describe_endpoint(conns[0])} was cut off before any greeting: "
-                "the server has likely banned the proxy's own address (Stalwart's auto-ban counts protocol errors "
-                "against the address it sees, which is the proxy's when headers are missing or ignored).",
-                conns, {"source": source, "connections": len(conns)}, group=("banned", source, addr, port),
-            )
+    @staticmethod
+    def _banned(conn: Connection, ctx: Context) -> Hit:
+        source = conn.tcp.src_addr
+        return Hit(
+            f"Every connection from {source} to {describe_endpoint(conn)} was cut off before any greeting: "
+            "the server has likely banned the proxy's own address (Stalwart's auto-ban counts protocol errors "
+            "against the address it sees, which is the proxy's when headers are missing or ignored).",
+            [conn], {"source": source, "connections": ctx.tally.sources[(source,) + endpoint(conn)].connections},
+            group=("banned", source) + endpoint(conn),
+        )
 
 
 class NoGreeting(Rule):

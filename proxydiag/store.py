@@ -1,0 +1,123 @@
+"""Where described connections wait between reading and judging, in flat memory.
+
+A capture of hundreds of thousands of connections is judged in two passes (the
+expectations of an endpoint need all its connections), so the connections must be
+kept somewhere. The first `spill_after` are kept in memory; past that, every
+connection is pickled into one temporary file, and only three numbers per connection
+stay in memory (where it is in the file, and its two sort keys). The store is a
+read-only sequence in report order, (input, first frame), and connections are
+numbered in that order, so a report reads the same however the capture was read.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, overload
+
+from proxydiag.model import Connection
+
+SPILL_AFTER = 20_000  # about 60 MB of connections kept in memory before the file takes over
+
+
+class ConnectionStore(Sequence[Connection]):
+    def __init__(self, spill_after: int | None = None) -> None:
+        self.spill_after = SPILL_AFTER if spill_after is None else spill_after
+        self._held: list[Connection] = []
+        self._file: IO[bytes] | None = None
+        self._offsets = array("q")
+        self._inputs = array("l")
+        self._frames = array("q")
+        self._starts = array("d")
+        self._report_order: list[int] | None = None  # slots in (input, first frame) order
+        self._number_of_slot: array | None = None  # the connection number of each slot
+        self.prepare: Callable[[Connection], None] | None = None  # what judging adds to each one read
+
+    # Filling
+
+    def append(self, conn: Connection) -> None:
+        self._report_order = None
+        self._inputs.append(conn.input)
+        self._frames.append(conn.first_frame)
+        self._starts.append(conn.start_ts)
+        if self._file is None and len(self._held) < self.spill_after:
+            self._held.append(conn)
+            return
+        if self._file is None:
+            self._spill_held()
+        self._write(conn)
+
+    @property
+    def spilled(self) -> bool:
+        return self._file is not None
+
+    def _spill_held(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="proxydiag-connections-")
+        held, self._held = self._held, []
+        for conn in held:
+            self._write(conn)
+
+    def _write(self, conn: Connection) -> None:
+        assert self._file is not None
+        self._offsets.append(self._file.tell())
+        pickle.dump(conn, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    # Reading
+
+    def _slot(self, slot: int) -> Connection:
+        if self._file is None:
+            conn = self._held[slot]
+        else:
+            self._file.seek(self._offsets[slot])
+            conn = pickle.load(self._file)
+        conn.id = self._numbers()[slot]
+        if self.prepare is not None:
+            self.prepare(conn)
+        return conn
+
+    def _order(self) -> list[int]:
+        if self._report_order is None:
+            inputs, frames = self._inputs, self._frames
+            self._report_order = sorted(range(len(inputs)), key=lambda slot: (inputs[slot], frames[slot]))
+            numbers = array("q", bytes(8 * len(inputs)))
+            for number, slot in enumerate(self._report_order, start=1):
+                numbers[slot] = number
+            self._number_of_slot = numbers
+        return self._report_order
+
+    def _numbers(self) -> array:
+        self._order()
+        assert self._number_of_slot is not None
+        return self._number_of_slot
+
+    def by_start(self) -> Iterator[Connection]:
+        """Every connection once, in the order they started (ties in report order): the
+        order in which the legs of one conversation are met close together."""
+        starts, numbers = self._starts, self._numbers()
+        for slot in sorted(range(len(starts)), key=lambda slot: (starts[slot], numbers[slot])):
+            yield self._slot(slot)
+
+    def __len__(self) -> int:
+        return len(self._inputs)
+
+    def __iter__(self) -> Iterator[Connection]:
+        for slot in self._order():
+            yield self._slot(slot)
+
+    @overload
+    def __getitem__(self, index: int) -> Connection: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Connection]: ...
+
+    def __getitem__(self, index: int | slice) -> Connection | list[Connection]:
+        order = self._order()
+        if isinstance(index, slice):
+            return [self._slot(slot) for slot in order[index]]
+        return self._slot(order[index])
