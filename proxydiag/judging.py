@@ -24,7 +24,7 @@ from proxydiag.tally import Tally
 
 LOOKAHEAD = RELAY_WINDOW + 1.0  # a relayed leg starts within the relay window (plus 1 s of clock skew)
 LOOKBACK = 30.0  # how long after a client connected its proxy may open the leg onwards
-MAX_WINDOW = 16_384  # connections held for matching legs, whatever the clock says
+MAX_WINDOW = 8_192  # connections held for matching legs (about 7 KB each), whatever the clock says
 SET_LIMIT = 4_096  # past this, a finding counts its connections in a bitmap
 
 Clock = Callable[[Connection], float]

@@ -19,7 +19,7 @@ from typing import IO, overload
 
 from proxydiag.model import Connection
 
-SPILL_AFTER = 20_000  # about 60 MB of connections kept in memory before the file takes over
+SPILL_AFTER = 8_192  # connections kept in memory (about 7 KB each) before the file takes over
 
 
 class ConnectionStore(Sequence[Connection]):
