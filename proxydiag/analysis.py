@@ -83,10 +83,20 @@ def judge_analysis(analysis: Analysis, settings: Settings) -> None:
         tally = analysis.tally = tally_of(analysis.connections, resolver_for(settings), options)
     resolver = replace(resolver_for(settings), endpoints=tally.expectations.endpoints)
     tally.expectations = resolver
-    analysis.findings = judge_all(_by_start(analysis.connections), tally, options, settings.stalwart,
-                                  analysis.inputs, analysis.flow_table)
-    if isinstance(analysis.connections, ConnectionStore):  # read back for the report: as judged
-        analysis.connections.prepare = lambda conn: setattr(conn, "expectation", resolver.for_connection(conn))
+    connections = analysis.connections
+    keep = _keep_rendered(connections) if isinstance(connections, ConnectionStore) and connections.spilled else None
+    analysis.findings = judge_all(_by_start(connections), tally, options, settings.stalwart, analysis.inputs,
+                                  analysis.flow_table, on_judged=keep)
+    if isinstance(connections, ConnectionStore):  # read back for the report: as judged
+        connections.prepare = lambda conn: setattr(conn, "expectation", resolver.for_connection(conn))
+
+
+def _keep_rendered(store: ConnectionStore) -> Callable[[Connection], None]:
+    """Each connection's JSON written as it is judged: the report reads text back, not
+    connections (unpickling one costs more than judging it)."""
+    from proxydiag.report.json import encode
+
+    return lambda conn: store.keep_rendered(conn.id, encode(conn.to_dict()))
 
 
 def _by_start(connections: Sequence[Connection]) -> Iterable[Connection]:

@@ -324,7 +324,7 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
         raise typer.Exit(EXIT_UNUSABLE)
     if options.format is Format.json and not options.anonymize:
         # Written connection by connection: the document of a big capture is never whole in memory.
-        document = told(add_to_document(analysis.to_dict(lazy=True), extra or {}))
+        document = told(add_to_document(analysis.to_dict(lazy=True, encoded=True), extra or {}))
         _write(json_report.stream_document(document), options.output)
     else:
         document = add_to_document(analysis.to_dict(lazy=True), extra or {})

@@ -41,7 +41,8 @@ def by_end(conn: Connection) -> float:
 class Judge:
     def __init__(self, tally: Tally, options: Options, config: StalwartConfig | None = None,
                  inputs: list[InputSummary] | None = None, flow_table: FlowTableBounds | None = None,
-                 clock: Clock = by_start, on_raised: Callable[[Finding], None] | None = None) -> None:
+                 clock: Clock = by_start, on_raised: Callable[[Finding], None] | None = None,
+                 on_judged: Callable[[Connection], None] | None = None) -> None:
         self.ctx = Context(
             tally=tally,
             expectations=tally.expectations,
@@ -53,6 +54,7 @@ class Judge:
         )
         self.clock = clock
         self.collector = FindingCollector(on_raised)
+        self.on_judged = on_judged
         self.window: deque[Connection] = deque()
         self.pending: deque[Connection] = deque()
         self.judged = 0
@@ -86,6 +88,8 @@ class Judge:
             for hit in rule.check(conn, self.ctx):
                 self.collector.add(rule, hit, 0)
         self.judged += 1
+        if self.on_judged is not None:
+            self.on_judged(conn)
 
     def findings(self) -> list[Finding]:
         """Judge what is still waiting, add what only the whole can show, and say it."""
@@ -98,9 +102,10 @@ class Judge:
 
 
 def judge_all(connections: Iterable[Connection], tally: Tally, options: Options, config: StalwartConfig | None = None,
-              inputs: list[InputSummary] | None = None, flow_table: FlowTableBounds | None = None) -> list[Finding]:
+              inputs: list[InputSummary] | None = None, flow_table: FlowTableBounds | None = None,
+              on_judged: Callable[[Connection], None] | None = None) -> list[Finding]:
     """The findings of connections given in the order they started, `tally` having seen them all."""
-    judge = Judge(tally, options, config, inputs, flow_table)
+    judge = Judge(tally, options, config, inputs, flow_table, on_judged=on_judged)
     for conn in connections:
         judge.add(conn)
     return judge.findings()

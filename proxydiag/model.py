@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -221,8 +222,19 @@ class Analysis:
     def damaged(self) -> bool:
         return any(item.damaged or item.error for item in self.inputs)
 
-    def to_dict(self, lazy: bool = False) -> dict[str, Any]:
-        """The JSON document; with `lazy`, connections come as an iterator of dicts."""
+    def _connection_dicts(self, encoded: bool) -> Iterator[Any]:
+        rendered = getattr(self.connections, "rendered", lambda: None)()  # a store.ConnectionStore's
+        if rendered is None:
+            return (conn.to_dict() for conn in self.connections)
+        if encoded:
+            from proxydiag.report.json import Encoded
+
+            return (Encoded(text) for text in rendered)
+        return (json.loads(text) for text in rendered)
+
+    def to_dict(self, lazy: bool = False, encoded: bool = False) -> dict[str, Any]:
+        """The JSON document; with `lazy`, connections come as an iterator of dicts (with
+        `encoded`, of report.json.Encoded text where judging wrote it)."""
         severities = [finding.severity for finding in self.findings]
         return {
             "schema": SCHEMA,
@@ -237,6 +249,6 @@ class Analysis:
             },
             "stalwart_config": self.stalwart_config.to_dict() if self.stalwart_config is not None else None,
             "flow_table": self.flow_table.to_dict(),
-            "connections": (conn.to_dict() for conn in self.connections) if lazy else [conn.to_dict() for conn in self.connections],
+            "connections": self._connection_dicts(encoded) if lazy else list(self._connection_dicts(False)),
             "findings": [finding.to_dict() for finding in self.findings],
         }

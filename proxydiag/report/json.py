@@ -36,6 +36,10 @@ def dumps(value, indent: int = 2) -> str:
 _encode = encode
 
 
+class Encoded(str):
+    """A value already encoded by `encode` (a connection written as it was judged)."""
+
+
 def render_document(document: dict) -> str:
     return "".join(stream_document(document))
 
@@ -58,6 +62,6 @@ def stream_document(document: dict) -> Iterator[str]:
 def _stream_list(key: str, items, comma: str) -> Iterator[str]:
     first = True
     for item in items:
-        yield (f"  {_encode(key)}: [\n    " if first else ",\n    ") + _encode(item)
+        yield (f"  {_encode(key)}: [\n    " if first else ",\n    ") + (item if isinstance(item, Encoded) else _encode(item))
         first = False
     yield f"  {_encode(key)}: []{comma}\n" if first else f"\n  ]{comma}\n"
