@@ -38,12 +38,12 @@ from proxydiag.sensor import (
     listener_of,
     parse_listen_address,
 )
-from tests.sensor_lab import BROKEN, CLIENT, HAPROXY, HEALTHY, Prometheus, free_port, running_lab, smtp_session, swaks
+from tests.sensor_lab import BROKEN, CLIENT, HAPROXY, HEALTHY, SERVER, Prometheus, free_port, running_lab, smtp_session, swaks
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = ROOT / "captures"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-LAB_FILTER = "net 127.60.0.0/16 and tcp"
+LAB_FILTER = f"tcp and (host {HAPROXY} or host {SERVER})"  # not the exporter and Prometheus talking
 
 
 def proxydiag(*args: str, **kwargs) -> subprocess.CompletedProcess:
