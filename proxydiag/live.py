@@ -90,13 +90,16 @@ class LiveCapture:
         self._stopped = True
 
     def stop(self) -> None:
+        self._stop_sniffer()
+        if self._writer is not None:
+            self._writer.close()
+
+    def _stop_sniffer(self) -> None:
         self._stopped = True
         self.dropped()  # the socket's last counters, before it closes
         if self._sniffer is not None and getattr(self._sniffer, "running", False):
             with contextlib.suppress(Exception):  # the sniffer may already have died with its socket
                 self._sniffer.stop()
-        if self._writer is not None:
-            self._writer.close()
 
     def dropped(self) -> int:
         """Packets lost so far: by the kernel (its socket buffer was full) and by us (our
@@ -114,19 +117,8 @@ class LiveCapture:
             self.info.damaged = "packets were dropped: the analysis could not keep up with the interface"
 
     def __iter__(self) -> Iterator[tuple[int, float, int, bytes, int]]:
-        started = last_tick = time.monotonic()
         previous: tuple[bytes | None, float] = (None, 0.0)
-        while not self._stopped:
-            now = time.monotonic()
-            if self.duration is not None and now - started >= self.duration:
-                break
-            if self.on_tick is not None and now - last_tick >= TICK_SECONDS:
-                last_tick = now
-                self.on_tick()
-            try:
-                packet = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
+        for packet in self._packets():
             frame, ts = bytes(packet), float(packet.time)
             if frame == previous[0] and ts - previous[1] < 0.001:
                 continue  # loopback shows each packet twice (outgoing and incoming)
@@ -141,6 +133,23 @@ class LiveCapture:
             if self.count and self.info.packets >= self.count:
                 break
         self.stop()
+
+    def _packets(self) -> Iterator[Any]:
+        """Packets as they come, ticking, until the duration is up or a stop is asked
+        for; then the ones already captured and queued."""
+        started = last_tick = time.monotonic()
+        while not self._stopped:
+            now = time.monotonic()
+            if self.duration is not None and now - started >= self.duration:
+                break
+            if self.on_tick is not None and now - last_tick >= TICK_SECONDS:
+                last_tick = now
+                self.on_tick()
+            with contextlib.suppress(queue.Empty):
+                yield self._queue.get(timeout=0.2)
+        self._stop_sniffer()
+        while not self._queue.empty():
+            yield self._queue.get_nowait()
 
     def _write(self, ts: float, linktype: int, frame: bytes) -> None:
         if self._writer is None:

@@ -386,10 +386,10 @@ def generate(stop: threading.Event, rate: float, broken_every: int) -> int:
 
 def test_a_bounded_run_streams_parseable_events_in_flat_memory_and_agrees_with_analyze(tmp_path):
     seconds = sensor_seconds()
-    written = tmp_path / "run.pcap"
+    written, events_path = tmp_path / "run.pcap", tmp_path / "events.jsonl"
     with running_lab():
-        sniffer = start_sniff("-f", LAB_FILTER, "--format", "jsonl", "--heartbeat", "5", "-w", str(written),
-                              "--fail-on", "never")
+        sniffer = start_sniff("-f", LAB_FILTER, "--format", "jsonl", "-o", str(events_path), "--heartbeat", "5",
+                              "-w", str(written), "--fail-on", "never")
         time.sleep(2.0)
         stop = threading.Event()
         generator = threading.Thread(target=generate, args=(stop, 4.0, 20), daemon=True)
@@ -403,9 +403,9 @@ def test_a_bounded_run_streams_parseable_events_in_flat_memory_and_agrees_with_a
         generator.join(timeout=30)
         time.sleep(6.0)  # the broken sessions end, Postfix's resets are seen
         sniffer.send_signal(signal.SIGTERM)
-        out, err = sniffer.communicate(timeout=300)
+        _, err = sniffer.communicate(timeout=300)
     assert sniffer.returncode == 0, err
-    events = events_of(out)
+    events = events_of(events_path.read_text())
     assert events[0]["event"] == "start" and events[-1]["event"] == "stop"
     kinds = {event["event"] for event in events}
     assert {"connection", "finding", "heartbeat"} <= kinds
