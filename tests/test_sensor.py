@@ -422,3 +422,37 @@ def test_a_bounded_run_streams_parseable_events_in_flat_memory_and_agrees_with_a
     assert ("PD101", BROKEN) in streamed
     told = [event["connection"]["id"] for event in events if event["event"] == "connection"]
     assert len(told) == len(set(told)) == len(replay["connections"])
+
+
+# --- docs/sensor.md's snippets, checked by the programs that read them -----------------
+
+SENSOR_DOC = ROOT / "docs" / "sensor.md"
+
+
+def fenced(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", SENSOR_DOC.read_text(), re.M | re.S)
+
+
+def test_the_documented_prometheus_config_and_rules_pass_promtool(tmp_path):
+    config, rules = fenced("yaml")
+    (tmp_path / "prometheus.yml").write_text(config)
+    (tmp_path / "proxydiag-rules.yml").write_text(rules)
+    checked = subprocess.run(["promtool", "check", "config", str(tmp_path / "prometheus.yml")], capture_output=True,
+                             text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 4 rules found" in checked.stdout + checked.stderr
+    assert 'proxydiag_findings_total{code="PD101"}' in rules and "for: 5m" in rules
+
+
+def test_the_documented_systemd_unit_verifies(tmp_path):
+    (unit,) = fenced("ini")
+    executable = Path(sys.executable).parent / "proxydiag"
+    assert executable.exists(), "pip install -e . puts the proxydiag script beside the interpreter"
+    (tmp_path / "proxydiag.service").write_text(unit.replace("/usr/local/bin/proxydiag", str(executable)))
+    verified = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "proxydiag.service")], capture_output=True,
+                              text=True)
+    assert verified.returncode == 0, verified.stderr
+    assert "proxydiag.service" not in verified.stderr, verified.stderr  # no warning about the unit itself
+    for needed in ("User=proxydiag", "AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN", "NoNewPrivileges=yes",
+                   "ProtectSystem=strict", "ReadWritePaths=", "-G 3600 -W 24", "--metrics 127.0.0.1:9465"):
+        assert needed in unit
