@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -71,7 +71,7 @@ def service_of(conn: Connection) -> str:
 
 
 def rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
@@ -142,7 +142,7 @@ class SniffEvents:
         document = told(self.analysis.to_dict(lazy=True))
         del document["connections"]  # each was an event of its own
         listeners = [self._listener(finding) for finding in self.analysis.findings]
-        document["findings"] = [{**item, "listener": listener} for item, listener in zip(document["findings"], listeners)]
+        document["findings"] = [{**item, "listener": listener} for item, listener in zip(document["findings"], listeners, strict=True)]
         return document
 
     def _tell(self) -> None:
