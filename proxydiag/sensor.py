@@ -142,7 +142,8 @@ class SniffEvents:
         document = told(self.analysis.to_dict(lazy=True))
         del document["connections"]  # each was an event of its own
         listeners = [self._listener(finding) for finding in self.analysis.findings]
-        document["findings"] = [{**item, "listener": listener} for item, listener in zip(document["findings"], listeners, strict=True)]
+        document["findings"] = [{**item, "listener": listener}
+                                for item, listener in zip(document["findings"], listeners, strict=True)]
         return document
 
     def _tell(self) -> None:
