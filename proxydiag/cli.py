@@ -234,6 +234,13 @@ def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, settings: Setti
     return evidence.combine(analysis, checked, logs), unread
 
 
+class SniffFormat(str, Enum):
+    rich = "rich"
+    json = "json"
+    markdown = "markdown"
+    jsonl = "jsonl"
+
+
 @app.command()
 def sniff(
     interface: str = typer.Option(..., "--interface", "-i", help="The interface to capture on (any: all of them)."),
@@ -243,8 +250,25 @@ def sniff(
     duration: float | None = typer.Option(None, "--duration", metavar="SECONDS", help="Stop after this long."),
     write: Path | None = typer.Option(None, "--write", "-w", metavar="FILE",
                                       help="Also write the packets to this pcap, e.g. to attach to a ticket."),
-    format: Format = FORMAT,
-    output: Path | None = OUTPUT,
+    file_size: float | None = typer.Option(None, "-C", metavar="MILLION_BYTES",
+                                           help="With -w: start a new file (FILE1, FILE2, ...) once one holds more than "
+                                           "this many million bytes."),
+    rotate_seconds: float | None = typer.Option(None, "-G", metavar="SECONDS",
+                                                help="With -w: start a new file this often; FILE may hold strftime "
+                                                "fields (%Y%m%d-%H%M%S)."),
+    file_count: int | None = typer.Option(None, "-W", metavar="COUNT",
+                                          help="With -C or -G: keep at most this many files, deleting the oldest."),
+    format: SniffFormat = typer.Option(SniffFormat.rich, "--format", "-F",
+                                       help="rich, json or markdown: the report at the end; jsonl: one JSON object per "
+                                       "event as it happens (connections, findings, heartbeats, the end), for log "
+                                       "shippers (docs/sensor.md)."),
+    output: Path | None = typer.Option(None, "--output", "-o",
+                                       help="Write the report (with jsonl: the events, reopened on SIGHUP) to this file."),
+    metrics: str | None = typer.Option(None, "--metrics", metavar="ADDR:PORT",
+                                       help="Serve Prometheus metrics (proxydiag_*) here while capturing, e.g. "
+                                       "127.0.0.1:9465."),
+    heartbeat: float = typer.Option(60.0, "--heartbeat", metavar="SECONDS",
+                                    help="How often the counters are written (jsonl) and exported (--metrics)."),
     anonymize: bool = ANONYMIZE,
     quiet: bool = QUIET,
     verbose: bool = VERBOSE,
@@ -258,48 +282,88 @@ def sniff(
     internal_clients: bool = INTERNAL,
     fail_on: FailOn = FAIL_ON,
 ) -> None:
-    """Capture live (as root), print findings as they appear, and the full report when
-    the capture ends (--duration, --count, or Ctrl-C).
+    """Capture live (as root, or with CAP_NET_RAW), print findings as they appear, and the
+    full report when the capture ends (--duration, --count, Ctrl-C or SIGTERM). As a
+    service: --format jsonl and --metrics (docs/sensor.md).
 
     Examples:
 
       proxydiag sniff -i eth0 --duration 60
 
       proxydiag sniff -i any -f 'tcp port 10025' -w ticket.pcap
+
+      proxydiag sniff -i eth0 --format jsonl -o events.jsonl --metrics 127.0.0.1:9465 -w cap-%H.pcap -G 3600 -W 24
     """
     import contextlib
 
+    from proxydiag import sensor
     from proxydiag.analysis import Reader, analyze_live, judge_analysis
-    from proxydiag.judging import Judge, by_end
     from proxydiag.live import MAIL_FILTER, LiveCapture, LiveError
 
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
                          greeting_timeout, internal_clients)
-    reader = Reader(settings, settings.options.services)
-    stream = sys.stderr if format is not Format.rich or output is not None else sys.stdout
-
-    def announce(finding) -> None:
-        if finding.severity != "info":
-            stream.write(f"{finding.severity.upper():7} {finding.code} {finding.slug}: {finding.message}\n")
-            stream.flush()
-
-    assert reader.analysis.tally is not None
-    live = Judge(reader.analysis.tally, settings.options, settings.stalwart, clock=by_end, on_raised=announce)
-    reader.then = live.add
-
+    if heartbeat <= 0:
+        fail("--heartbeat must be a number of seconds above 0")
     capture = LiveCapture(interface, bpf or MAIL_FILTER, count=count, duration=duration,
-                          write_path=str(write) if write else None)
+                          write_path=str(write) if write else None,
+                          rotation=_rotation(write, file_size, rotate_seconds, file_count))
+    reader = Reader(settings, settings.options.services)
+    sinks, events_file = _sensor_sinks(format, output, anonymize, metrics)
+    events = sensor.SniffEvents(sinks, heartbeat, lambda: sensor.capture_counters(capture, reader.table, events.told))
+    reader.then = events.live_judge(reader, settings).add  # each connection judged once, as it ends
+    capture.on_tick = events.tick
     try:
         capture.start()
     except LiveError as error:
         fail(str(error))
+    sensor.on_signals(capture.request_stop, events_file.request_reopen if events_file else None)
+    events.start({"interface": interface, "filter": bpf or MAIL_FILTER, "write": str(write) if write else None,
+                  "metrics": metrics, "heartbeat_seconds": heartbeat})
     typer.echo(f"proxydiag: capturing on {interface} ({bpf or 'mail ports'}); Ctrl-C to stop", err=True)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the capture, not the report
         analyze_live(capture, reader)
     analysis = reader.done()
-    live.findings()  # what was still waiting is announced too
     judge_analysis(analysis, settings)  # the report: both passes over the whole run, as analyze does
-    _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on))
+    events.finish(analysis)
+    if format is SniffFormat.jsonl:  # the stop event was the report
+        _say_what_was_unread(analysis)
+        _leave(analysis, (), fail_on)
+    _report(analysis, ReportOptions(Format(format.value), output, anonymize, quiet, verbose, fail_on))
+
+
+def _rotation(write: Path | None, megabytes: float | None, seconds: float | None, count: int | None):
+    """tcpdump's -C/-G/-W, checked."""
+    from proxydiag.live import Rotation
+
+    if write is None and (megabytes or seconds or count):
+        fail("-C, -G and -W rotate the -w file: give -w FILE too")
+    if any(value is not None and value <= 0 for value in (megabytes, seconds, count)):
+        fail("-C, -G and -W take numbers above 0")
+    if count is not None and megabytes is None and seconds is None:
+        fail("-W COUNT needs -C or -G: it counts the files they start")
+    return Rotation(megabytes=megabytes, seconds=seconds, keep=count)
+
+
+def _sensor_sinks(format: SniffFormat, output: Path | None, anonymize: bool, metrics: str | None):
+    """Where sniff's events go: the findings line by line (stdout for the rich report on a
+    terminal, else stderr), the jsonl stream, the exporter. Also the jsonl sink, if any."""
+    from proxydiag import sensor
+    from proxydiag.report.anonymize import Anonymizer
+
+    anonymizer = Anonymizer() if anonymize else None
+    stream = sys.stdout if format is SniffFormat.rich and output is None else sys.stderr
+    sinks: list[sensor.Sink] = [sensor.AnnounceSink(stream)]
+    events_file = None
+    try:
+        if format is SniffFormat.jsonl:
+            events_file = sensor.JsonlSink(output, anonymizer)
+            sinks.append(events_file)
+        if metrics is not None:
+            host, port = sensor.parse_listen_address(metrics)
+            sinks.append(sensor.MetricsSink(host, port, anonymizer))
+    except (sensor.SensorError, ValueError) as error:
+        fail(f"--metrics {error}" if isinstance(error, ValueError) else str(error))
+    return sinks, events_file
 
 
 def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = None,
@@ -311,15 +375,7 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
     from proxydiag.report.anonymize import anonymize as anonymize_document
     from proxydiag.report.views import SHOWN_CONNECTIONS, summarised, told
 
-    for line in unread:
-        typer.echo(f"proxydiag: {line}", err=True)
-    for item in analysis.inputs:
-        if item.error:
-            typer.echo(f"proxydiag: {item.error}", err=True)
-        elif item.damaged:  # the message names the file already
-            typer.echo(f"proxydiag: {item.damaged}; the analysis covers what came before", err=True)
-    if analysis.unsupported_linktypes:
-        typer.echo(f"proxydiag: {_unsupported_linktypes(analysis.unsupported_linktypes)}", err=True)
+    _say_what_was_unread(analysis, unread)
     if analysis.inputs and all(item.error for item in analysis.inputs) and extra is None:
         raise typer.Exit(EXIT_UNUSABLE)
     if options.format is Format.json and not options.anonymize:
@@ -338,9 +394,26 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
         if options.anonymize:
             document = anonymize_document(document)
         _write(_render(document, options.format, options.output, options.quiet, options.verbose), options.output)
-    if analysis.damaged or analysis.unsupported_linktypes or unread:  # part of the input was not read
+    _leave(analysis, unread, options.fail_on)
+
+
+def _say_what_was_unread(analysis: Analysis, unread: Sequence[str] = ()) -> None:
+    for line in unread:
+        typer.echo(f"proxydiag: {line}", err=True)
+    for item in analysis.inputs:
+        if item.error:
+            typer.echo(f"proxydiag: {item.error}", err=True)
+        elif item.damaged:  # the message names the file already
+            typer.echo(f"proxydiag: {item.damaged}; the analysis covers what came before", err=True)
+    if analysis.unsupported_linktypes:
+        typer.echo(f"proxydiag: {_unsupported_linktypes(analysis.unsupported_linktypes)}", err=True)
+
+
+def _leave(analysis: Analysis, unread: Sequence[str], fail_on: FailOn) -> NoReturn:
+    """The exit code: 2 when part of the input was not read, else by the findings."""
+    if analysis.damaged or analysis.unsupported_linktypes or unread:
         raise typer.Exit(EXIT_UNUSABLE)
-    raise typer.Exit(_findings_exit_code(analysis, options.fail_on))
+    raise typer.Exit(_findings_exit_code(analysis, fail_on))
 
 
 def _unsupported_linktypes(linktypes: set[int], shown: int = 8) -> str:

@@ -28,6 +28,8 @@ MAX_WINDOW = 8_192  # connections held for matching legs (about 7 KB each), what
 SET_LIMIT = 4_096  # past this, a finding counts its connections in a bitmap
 
 Clock = Callable[[Connection], float]
+# A finding just raised (True) or grown, the connection of the hit, how many connections it added.
+OnHit = Callable[["Finding", bool, "Connection | None", int], None]
 
 
 def by_start(conn: Connection) -> float:
@@ -41,7 +43,7 @@ def by_end(conn: Connection) -> float:
 class Judge:
     def __init__(self, tally: Tally, options: Options, config: StalwartConfig | None = None,
                  inputs: list[InputSummary] | None = None, flow_table: FlowTableBounds | None = None,
-                 clock: Clock = by_start, on_raised: Callable[[Finding], None] | None = None,
+                 clock: Clock = by_start, on_hit: OnHit | None = None,
                  on_judged: Callable[[Connection], None] | None = None) -> None:
         self.ctx = Context(
             tally=tally,
@@ -53,7 +55,7 @@ class Judge:
             flow_table=flow_table if flow_table is not None else FlowTableBounds(),
         )
         self.clock = clock
-        self.collector = FindingCollector(on_raised)
+        self.collector = FindingCollector(on_hit)
         self.on_judged = on_judged
         self.window: deque[Connection] = deque()
         self.pending: deque[Connection] = deque()
@@ -66,7 +68,11 @@ class Judge:
         self.window.append(conn)
         self.pending.append(conn)
         legs.add(conn)
-        now = self.clock(conn)
+        self.advance(self.clock(conn))
+
+    def advance(self, now: float) -> None:
+        """The clock reads `now`: what waited long enough for its partners is judged (live,
+        the clock also moves when no connection ends)."""
         while self.pending and self.clock(self.pending[0]) + LOOKAHEAD < now:
             self._judge(self.pending.popleft())
         self._shrink(now)
@@ -195,9 +201,9 @@ class Group:
 
 
 class FindingCollector:
-    def __init__(self, on_raised: Callable[[Finding], None] | None = None) -> None:
+    def __init__(self, on_hit: OnHit | None = None) -> None:
         self.groups: dict[tuple[str, Hashable, str | None], Group] = {}
-        self.on_raised = on_raised
+        self.on_hit = on_hit
         self.sequence = 0
 
     def add(self, rule: Rule, hit: Hit, phase: int) -> None:
@@ -210,10 +216,11 @@ class FindingCollector:
             group = self.groups[key] = Group(rule, replace(hit, connections=[]), order)
         elif order < group.order:
             group.hit, group.order = replace(hit, connections=[]), order
+        before = group.ids.count
         for conn in hit.connections:
             group.cite(conn)
-        if raised and self.on_raised is not None:
-            self.on_raised(group.finding())
+        if self.on_hit is not None:
+            self.on_hit(group.finding(), raised, hit.connections[0] if hit.connections else None, group.ids.count - before)
 
     def findings(self) -> list[Finding]:
         findings = [group.finding() for group in self.groups.values()]

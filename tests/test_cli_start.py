@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = "0d0a0d0a000d0a515549540a2111000ccb007107c000020a9c40001900"
-HEAVY = ("proxydiag.analysis", "proxydiag.rules", "proxydiag.flows", "scapy", "rich.markdown")
+HEAVY = ("proxydiag.analysis", "proxydiag.rules", "proxydiag.flows", "scapy", "rich.markdown", "prometheus_client")
 
 
 def imported_modules(*args: str, ok=(0, 1)) -> set[str]:

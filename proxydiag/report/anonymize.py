@@ -139,7 +139,32 @@ class Pseudonyms:
 
 
 def anonymize(document: dict) -> dict:
-    pseudonyms = Pseudonyms()
+    return Anonymizer().document(document)
+
+
+class Anonymizer:
+    """Pseudonyms kept across documents: a stream of events (sniff --format jsonl, the
+    metrics' labels) names each address, host and path the same way throughout. A
+    pseudonym is chosen among addresses not seen so far, so one seen only later could
+    coincide with it (the pseudonym ranges are documentation and reserved ones)."""
+
+    def __init__(self) -> None:
+        self.pseudonyms = Pseudonyms()
+
+    def document(self, document: dict) -> dict:
+        return _anonymize(document, self.pseudonyms)
+
+    def connection(self, connection: dict) -> dict:
+        return self.document({"connections": [connection]})["connections"][0]
+
+    def findings(self, findings: list[dict]) -> list[dict]:
+        return self.document({"findings": findings})["findings"]
+
+    def text(self, text: str) -> str:
+        return self.document({"options": {"text": text}})["options"]["text"]
+
+
+def _anonymize(document: dict, pseudonyms: Pseudonyms) -> dict:
     texts = [text for key in WIRE_KEYS for text in _strings(document.get(key))]
     blobs = [bytes.fromhex(match) for text in texts for match in HEX_BLOB.findall(text)]
     for blob in blobs:  # addresses a header in evidence holds, parsed or not
