@@ -1,23 +1,85 @@
-"""Live capture with scapy, handed to the same tracker as files: records of
-(frame_no, ts, linktype, frame, wire_length); with -w, the packets kept in pcap files
+"""Live capture from a Linux packet socket, handed to the same tracker as files: records
+of (frame_no, ts, linktype, frame, wire_length); with -w, the packets kept in pcap files
 rotated like tcpdump's -C/-G/-W."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import queue
+import select
+import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 from proxydiag.services import DEFAULT_TABLE
 
 MAIL_FILTER = DEFAULT_TABLE.bpf_filter()  # every port of the service table, 10000+ shifts included
 TICK_SECONDS = 2.0
 SOL_PACKET, PACKET_STATISTICS = 263, 6  # linux/if_packet.h: struct tpacket_stats {tp_packets, tp_drops}
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4  # linux/if_packet.h: a frame this host sent
+ARPHRD_LOOPBACK = 772
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SNAPSHOT = 262_144  # the most of a frame read, as tcpdump's default snap length
+BUFFER_BYTES = 32 << 20  # the kernel's queue for us: bursts wait here, not in Python
+# What the link header is, by the interface's hardware type (linux/if_arp.h -> pcap link type).
+LINKTYPE_OF_HARDWARE = {1: 1, 772: 1, 65534: 101, 778: 101, 776: 101, 768: 101, 769: 101, 823: 101, 512: 101}
+_TIMESPEC = struct.Struct("qq")
+
+
+def open_packet_socket(iface: str | None, bpf: str) -> socket.socket:
+    """A packet socket on `iface` (every interface with None, as tcpdump -i any), the
+    filter `bpf` in the kernel, the kernel's timestamp on every frame."""
+    from scapy.arch.linux import attach_filter
+
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    try:
+        if bpf:
+            attach_filter(sock, bpf, iface or "lo")  # any: compiled for Ethernet framing, which lo has too
+        if iface is not None:
+            sock.bind((iface, ETH_P_ALL))
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, 33, BUFFER_BYTES)  # SO_RCVBUFFORCE: root may pass rmem_max
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _drain(sock: socket.socket, limit: int | None) -> Iterator[tuple[float, int, bytes, int]]:
+    """The frames the socket holds now (at most `limit`): (ts, link type, frame, length on
+    the wire). A loopback frame is seen going out and coming in: only the second counts."""
+    taken = 0
+    while limit is None or taken < limit:
+        try:
+            frame, ancillary, flags, address = sock.recvmsg(SNAPSHOT, 64, socket.MSG_TRUNC)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return  # the socket was closed under us (a stop)
+        taken += 1
+        _, _, pkttype, hatype = address[:4]
+        if pkttype == PACKET_OUTGOING and hatype == ARPHRD_LOOPBACK:
+            continue
+        linktype = LINKTYPE_OF_HARDWARE.get(hatype)
+        if linktype is None:
+            continue  # a link this reader cannot decode (it would only count as unsupported)
+        yield _timestamp(ancillary), linktype, frame, len(frame)
+
+
+def _timestamp(ancillary: list) -> float:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return seconds + nanoseconds / 1e9
+    return time.time()
 
 
 class LiveError(Exception):
@@ -36,7 +98,12 @@ class LiveInfo:
 
 
 class LiveCapture:
-    """Frames from an interface until `count` packets, `duration` seconds, or stop()."""
+    """Frames from an interface until `count` packets, `duration` seconds, or stop().
+
+    Read straight from a Linux packet socket (as libpcap does), with the kernel's clock
+    on every frame and the capture filter compiled into the kernel: no packet is ever
+    dissected by scapy, which is used only to list interfaces and compile the filter.
+    The socket's buffer is the queue; what the kernel could not hold it counts."""
 
     def __init__(self, iface: str, bpf: str = MAIL_FILTER, count: int = 0, duration: float | None = None,
                  write_path: str | None = None, on_tick: Callable[[], None] | None = None,
@@ -45,37 +112,26 @@ class LiveCapture:
         self.write_path, self.on_tick = write_path, on_tick
         self.rotation = rotation or Rotation()
         self.info = LiveInfo(path=f"live:{iface}")
-        self._queue: queue.Queue = queue.Queue(maxsize=100_000)
-        self._sniffer: Any = None  # scapy's AsyncSniffer, once started
-        self._socket: Any = None  # the packet socket it reads, whose drop counters we ask
+        self._socket: socket.socket | None = None
         self._writer: PcapFiles | None = None
         self._stopped = False
-        self.queue_drops = 0  # packets the analysis could not take in time
+        self.queue_drops = 0  # kept for the counters' shape: the kernel's buffer is the only queue
         self._kernel_drops = 0
 
     def start(self) -> None:
-        from scapy.config import conf
         from scapy.error import Scapy_Exception
-        from scapy.interfaces import get_if_list
-        from scapy.sendrecv import AsyncSniffer
 
-        if self.iface not in get_if_list() and self.iface != "any":
-            raise LiveError(f"no interface {self.iface!r}; choose one of: {', '.join(get_if_list())} (or any)")
-        self._layer2num = conf.l2types.layer2num
+        names = [name for _, name in socket.if_nameindex()]
+        if self.iface not in names and self.iface != "any":
+            raise LiveError(f"no interface {self.iface!r}; choose one of: {', '.join(names)} (or any)")
         if self.write_path is not None:
             self._open_writer()
         try:
-            self._socket = conf.L2listen(iface=None if self.iface == "any" else self.iface, filter=self.bpf)
-            self._sniffer = AsyncSniffer(opened_socket=self._socket, store=False, prn=self._on_packet)
-            self._sniffer.start()
-            time.sleep(0.2)  # let the socket open, so that an error surfaces here
+            self._socket = open_packet_socket(None if self.iface == "any" else self.iface, self.bpf)
         except PermissionError:
             raise LiveError("no permission to capture: run as root or give the interpreter CAP_NET_RAW") from None
         except (OSError, Scapy_Exception) as error:
             raise LiveError(f"cannot capture on {self.iface}: {error}") from None
-        failure = getattr(self._sniffer, "exception", None)
-        if failure is not None:
-            raise LiveError(f"cannot capture on {self.iface}: {failure}")
 
     def _open_writer(self) -> None:
         assert self.write_path is not None
@@ -90,54 +146,40 @@ class LiveCapture:
         self._stopped = True
 
     def stop(self) -> None:
-        self._stop_sniffer()
+        self._stopped = True
+        self.dropped()  # the socket's last counters, before it closes
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
         if self._writer is not None:
             self._writer.close()
 
-    def _stop_sniffer(self) -> None:
-        self._stopped = True
-        self.dropped()  # the socket's last counters, before it closes
-        if self._sniffer is not None and getattr(self._sniffer, "running", False):
-            with contextlib.suppress(Exception):  # the sniffer may already have died with its socket
-                self._sniffer.stop()
-
     def dropped(self) -> int:
-        """Packets lost so far: by the kernel (its socket buffer was full) and by us (our
-        queue was)."""
-        with contextlib.suppress(OSError, AttributeError, struct.error):  # a closed socket keeps the last count
-            _, drops = struct.unpack("II", self._socket.ins.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
-            self._kernel_drops += drops  # the kernel resets its counters when they are read
-        return self._kernel_drops + self.queue_drops
-
-    def _on_packet(self, packet) -> None:
-        try:
-            self._queue.put_nowait(packet)
-        except queue.Full:
-            self.queue_drops += 1
-            self.info.damaged = "packets were dropped: the analysis could not keep up with the interface"
+        """Packets the kernel had to drop so far (its socket buffer was full)."""
+        if self._socket is not None:
+            with contextlib.suppress(OSError, struct.error):
+                _, drops = struct.unpack("II", self._socket.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+                self._kernel_drops += drops  # the kernel resets its counters when they are read
+        return self._kernel_drops
 
     def __iter__(self) -> Iterator[tuple[int, float, int, bytes, int]]:
-        previous: tuple[bytes | None, float] = (None, 0.0)
-        for packet in self._packets():
-            frame, ts = bytes(packet), float(packet.time)
-            if frame == previous[0] and ts - previous[1] < 0.001:
-                continue  # loopback shows each packet twice (outgoing and incoming)
-            previous = (frame, ts)
-            linktype = self._layer2num.get(type(packet), 1)
+        for ts, linktype, frame, wire_length in self._frames():
             if linktype not in self.info.linktypes:
                 self.info.linktypes.append(linktype)
             self._write(ts, linktype, frame)
             self.info.packets += 1
             self.info.bytes_read += len(frame)
-            yield self.info.packets, ts, linktype, frame, len(frame)
+            yield self.info.packets, ts, linktype, frame, wire_length
             if self.count and self.info.packets >= self.count:
                 break
         self.stop()
 
-    def _packets(self) -> Iterator[Any]:
-        """Packets as they come, ticking, until the duration is up or a stop is asked
-        for; then the ones already captured and queued."""
+    def _frames(self) -> Iterator[tuple[float, int, bytes, int]]:
+        """Frames as they come, ticking, until the duration is up or a stop is asked for;
+        then the ones the socket still holds."""
         started = last_tick = time.monotonic()
+        sock = self._socket
+        assert sock is not None
         while not self._stopped:
             now = time.monotonic()
             if self.duration is not None and now - started >= self.duration:
@@ -145,11 +187,9 @@ class LiveCapture:
             if self.on_tick is not None and now - last_tick >= TICK_SECONDS:
                 last_tick = now
                 self.on_tick()
-            with contextlib.suppress(queue.Empty):
-                yield self._queue.get(timeout=0.2)
-        self._stop_sniffer()
-        while not self._queue.empty():
-            yield self._queue.get_nowait()
+            if select.select([sock], [], [], 0.2)[0]:
+                yield from _drain(sock, limit=4096)
+        yield from _drain(sock, limit=None)
 
     def _write(self, ts: float, linktype: int, frame: bytes) -> None:
         if self._writer is None:

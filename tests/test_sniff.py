@@ -8,6 +8,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from proxydiag.proxy_protocol import build_v2
 
 
@@ -19,7 +21,9 @@ def serve_smtp_once(server: socket.socket) -> None:
         conn.sendall(b"221 2.0.0 Bye.\r\n")
 
 
-def test_sniff_decodes_a_live_session_and_writes_it(tmp_path):
+@pytest.mark.parametrize("interface", ["lo", "any"])
+def test_sniff_decodes_a_live_session_and_writes_it(tmp_path, interface):
+    """Every frame once: loopback shows each going out and coming in, and `any` sees lo too."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -27,7 +31,7 @@ def test_sniff_decodes_a_live_session_and_writes_it(tmp_path):
     threading.Thread(target=serve_smtp_once, args=(server,), daemon=True).start()
     written = tmp_path / "live.pcap"
     sniffer = subprocess.Popen(
-        [sys.executable, "-m", "proxydiag", "sniff", "-i", "lo", "-f", f"tcp port {port}", "--duration", "5",
+        [sys.executable, "-m", "proxydiag", "sniff", "-i", interface, "-f", f"tcp port {port}", "--duration", "5",
          "--format", "json", "-w", str(written), "--fail-on", "never"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -43,7 +47,8 @@ def test_sniff_decodes_a_live_session_and_writes_it(tmp_path):
     (conn,) = [c for c in document["connections"] if c["tcp"]["dst_port"] == port]
     assert conn["proxy_header"]["src_addr"] == "203.0.113.7" and conn["greeting"].startswith("220 mail.example.test")
     assert conn["opening"]["software"]["name"] == "Stalwart"
-    assert document["inputs"][0]["path"] == "live:lo"
+    assert document["inputs"][0]["path"] == f"live:{interface}"
+    assert all(not side["retransmissions"] for side in conn["reassembly"].values())
     replay = json.loads(subprocess.run([sys.executable, "-m", "proxydiag", "analyze", str(written), "-F", "json",
                                         "--fail-on", "never"], capture_output=True, text=True).stdout)
     assert [c["proxy_header"] for c in replay["connections"]] == [conn["proxy_header"]]
