@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import socket
 import struct
 import time
@@ -14,74 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
+from proxydiag.livesources import Frame, FrameSource, SourceError, open_source
 from proxydiag.services import DEFAULT_TABLE
 
 MAIL_FILTER = DEFAULT_TABLE.bpf_filter()  # every port of the service table, 10000+ shifts included
 TICK_SECONDS = 2.0
-SOL_PACKET, PACKET_STATISTICS = 263, 6  # linux/if_packet.h: struct tpacket_stats {tp_packets, tp_drops}
-ETH_P_ALL = 0x0003
-PACKET_OUTGOING = 4  # linux/if_packet.h: a frame this host sent
-ARPHRD_LOOPBACK = 772
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-SNAPSHOT = 262_144  # the most of a frame read, as tcpdump's default snap length
-BUFFER_BYTES = 32 << 20  # the kernel's queue for us: bursts wait here, not in Python
-# What the link header is, by the interface's hardware type (linux/if_arp.h -> pcap link type).
-LINKTYPE_OF_HARDWARE = {1: 1, 772: 1, 65534: 101, 778: 101, 776: 101, 768: 101, 769: 101, 823: 101, 512: 101}
-_TIMESPEC = struct.Struct("qq")
-
-
-def open_packet_socket(iface: str | None, bpf: str) -> socket.socket:
-    """A packet socket on `iface` (every interface with None, as tcpdump -i any), the
-    filter `bpf` in the kernel, the kernel's timestamp on every frame."""
-    from scapy.arch.linux import attach_filter
-
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    try:
-        if bpf:
-            attach_filter(sock, bpf, iface or "lo")  # any: compiled for Ethernet framing, which lo has too
-        if iface is not None:
-            sock.bind((iface, ETH_P_ALL))
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, 33, BUFFER_BYTES)  # SO_RCVBUFFORCE: root may pass rmem_max
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _drain(sock: socket.socket, limit: int | None) -> Iterator[tuple[float, int, bytes, int]]:
-    """The frames the socket holds now (at most `limit`): (ts, link type, frame, length on
-    the wire). A loopback frame is seen going out and coming in: only the second counts."""
-    taken = 0
-    while limit is None or taken < limit:
-        try:
-            frame, ancillary, flags, address = sock.recvmsg(SNAPSHOT, 64, socket.MSG_TRUNC)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return  # the socket was closed under us (a stop)
-        taken += 1
-        _, _, pkttype, hatype = address[:4]
-        if pkttype == PACKET_OUTGOING and hatype == ARPHRD_LOOPBACK:
-            continue
-        linktype = LINKTYPE_OF_HARDWARE.get(hatype)
-        if linktype is None:
-            continue  # a link this reader cannot decode (it would only count as unsupported)
-        yield _timestamp(ancillary), linktype, frame, len(frame)
-
-
-def _timestamp(ancillary: list) -> float:
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
-            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-            return seconds + nanoseconds / 1e9
-    return time.time()
-
-
 class LiveError(Exception):
     """The capture cannot start: one line for the user."""
 
@@ -98,12 +34,8 @@ class LiveInfo:
 
 
 class LiveCapture:
-    """Frames from an interface until `count` packets, `duration` seconds, or stop().
-
-    Read straight from a Linux packet socket (as libpcap does), with the kernel's clock
-    on every frame and the capture filter compiled into the kernel: no packet is ever
-    dissected by scapy, which is used only to list interfaces and compile the filter.
-    The socket's buffer is the queue; what the kernel could not hold it counts."""
+    """Frames from an interface until `count` packets, `duration` seconds, or stop(), from
+    the fastest source there is (`livesources`): tcpdump's ring buffer, else a packet socket."""
 
     def __init__(self, iface: str, bpf: str = MAIL_FILTER, count: int = 0, duration: float | None = None,
                  write_path: str | None = None, on_tick: Callable[[], None] | None = None,
@@ -112,26 +44,22 @@ class LiveCapture:
         self.write_path, self.on_tick = write_path, on_tick
         self.rotation = rotation or Rotation()
         self.info = LiveInfo(path=f"live:{iface}")
-        self._socket: socket.socket | None = None
+        self._source: FrameSource | None = None
         self._writer: PcapFiles | None = None
         self._stopped = False
-        self.queue_drops = 0  # kept for the counters' shape: the kernel's buffer is the only queue
-        self._kernel_drops = 0
 
     def start(self) -> None:
-        from scapy.error import Scapy_Exception
-
         names = [name for _, name in socket.if_nameindex()]
         if self.iface not in names and self.iface != "any":
             raise LiveError(f"no interface {self.iface!r}; choose one of: {', '.join(names)} (or any)")
         if self.write_path is not None:
             self._open_writer()
         try:
-            self._socket = open_packet_socket(None if self.iface == "any" else self.iface, self.bpf)
-        except PermissionError:
-            raise LiveError("no permission to capture: run as root or give the interpreter CAP_NET_RAW") from None
-        except (OSError, Scapy_Exception) as error:
+            self._source = open_source(self.iface, self.bpf)
+        except SourceError as error:
             raise LiveError(f"cannot capture on {self.iface}: {error}") from None
+        except PermissionError:
+            raise LiveError("no permission to capture: run as root or with CAP_NET_RAW") from None
 
     def _open_writer(self) -> None:
         assert self.write_path is not None
@@ -147,20 +75,20 @@ class LiveCapture:
 
     def stop(self) -> None:
         self._stopped = True
-        self.dropped()  # the socket's last counters, before it closes
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        if self._source is not None:
+            self._source.close()
+            if self._source.dropped:
+                self.info.damaged = (f"the kernel dropped {self._source.dropped} packets: the analysis could not "
+                                     "keep up with the interface")
         if self._writer is not None:
             self._writer.close()
 
     def dropped(self) -> int:
-        """Packets the kernel had to drop so far (its socket buffer was full)."""
-        if self._socket is not None:
-            with contextlib.suppress(OSError, struct.error):
-                _, drops = struct.unpack("II", self._socket.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
-                self._kernel_drops += drops  # the kernel resets its counters when they are read
-        return self._kernel_drops
+        """Packets the kernel had to drop so far (its capture buffer was full)."""
+        if self._source is None:
+            return 0
+        self._source.ask_dropped()
+        return self._source.dropped
 
     def __iter__(self) -> Iterator[tuple[int, float, int, bytes, int]]:
         for ts, linktype, frame, wire_length in self._frames():
@@ -174,22 +102,21 @@ class LiveCapture:
                 break
         self.stop()
 
-    def _frames(self) -> Iterator[tuple[float, int, bytes, int]]:
+    def _frames(self) -> Iterator[Frame]:
         """Frames as they come, ticking, until the duration is up or a stop is asked for;
-        then the ones the socket still holds."""
+        then the ones the capture still holds."""
         started = last_tick = time.monotonic()
-        sock = self._socket
-        assert sock is not None
-        while not self._stopped:
+        source = self._source
+        assert source is not None
+        while not self._stopped and not source.ended:
             now = time.monotonic()
             if self.duration is not None and now - started >= self.duration:
                 break
             if self.on_tick is not None and now - last_tick >= TICK_SECONDS:
                 last_tick = now
                 self.on_tick()
-            if select.select([sock], [], [], 0.2)[0]:
-                yield from _drain(sock, limit=4096)
-        yield from _drain(sock, limit=None)
+            yield from source.frames(0.2)
+        yield from source.rest()
 
     def _write(self, ts: float, linktype: int, frame: bytes) -> None:
         if self._writer is None:
