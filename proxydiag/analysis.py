@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -17,7 +18,6 @@ from proxydiag.redact import first_line, printable
 from proxydiag.rules import judge
 from proxydiag.rules.base import Options
 from proxydiag.services import DEFAULT_TABLE, ServiceTable, parse_ports
-from proxydiag.sources import CaptureError, CaptureReader, open_capture
 from proxydiag.stalwart_config import StalwartConfig
 from proxydiag.stalwart_config import load as load_stalwart_config
 
@@ -60,9 +60,9 @@ class Settings:
         )
 
 
-def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None) -> Analysis:
+def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None, jobs: int = 1) -> Analysis:
     """Read the captures and judge them: the whole of `proxydiag analyze`."""
-    analysis = analyze_files(paths, progress, settings.options.services)
+    analysis = analyze_files(paths, progress, settings.options.services, jobs)
     judge_analysis(analysis, settings)
     return analysis
 
@@ -87,19 +87,18 @@ def analyze_live(capture, analysis: Analysis, services: ServiceTable = DEFAULT_T
 
 
 def analyze_files(paths: Iterable[str], progress: Progress | None = None,
-                  services: ServiceTable = DEFAULT_TABLE) -> Analysis:
+                  services: ServiceTable = DEFAULT_TABLE, jobs: int = 1) -> Analysis:
+    from proxydiag.shards import track_files
+
     analysis = Analysis()
-    table = FlowTable(lambda tracked: analysis.connections.append(describe(tracked, services)), services=services)
-    for index, path in enumerate(paths):
-        try:
-            reader = open_capture(path)
-        except CaptureError as error:
-            analysis.inputs.append(InputSummary(path, None, [], 0, error=str(error)))
-            continue
-        with reader:
-            table.consume(index, reader, _progress_reporter(index, reader, analysis, progress))
-        _close_input(analysis, table, reader.info)
-    _sort(analysis, table)
+    summary = track_files(paths, services, progress, analysis.connections.append, jobs)
+    analysis.inputs = summary.inputs
+    analysis.unsupported_linktypes = summary.unsupported_linktypes
+    analysis.flow_table = summary.flow_table
+    analysis.connections.sort(key=lambda conn: (conn.input, conn.first_frame))
+    if jobs > 1:  # each worker numbered its own connections
+        for number, conn in enumerate(analysis.connections, 1):
+            conn.id = number
     return analysis
 
 
@@ -113,12 +112,6 @@ def _sort(analysis: Analysis, table: FlowTable) -> None:
     analysis.connections.sort(key=lambda conn: (conn.input, conn.first_frame))
     analysis.unsupported_linktypes = table.unsupported_linktypes
     analysis.flow_table = FlowTableBounds(table.evicted_half_open, table.evicted_idle, table.evicted_by_cap, table.dropped)
-
-
-def _progress_reporter(index: int, reader: CaptureReader, analysis: Analysis, progress: Progress | None):
-    if progress is None:
-        return None
-    return lambda: progress.callback(index, reader.info.bytes_read, reader.info.size, len(analysis.connections))
 
 
 def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE) -> Connection:
@@ -152,15 +145,26 @@ def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE)
 
 def share_strings(value):
     """The same greeting, capability or verb seen on thousands of connections is kept once."""
-    for item in dataclasses.fields(value):
-        current = getattr(value, item.name)
-        if type(current) is str:
-            setattr(value, item.name, sys.intern(current))
-        elif type(current) is list and current and all(type(text) is str for text in current):
-            setattr(value, item.name, [sys.intern(text) for text in current])
-        elif dataclasses.is_dataclass(current):
+    intern = sys.intern
+    for name in _field_names(type(value)):
+        current = getattr(value, name)
+        kind = type(current)
+        if kind is str:
+            setattr(value, name, intern(current))
+        elif kind is list:
+            if current and all(type(text) is str for text in current):
+                setattr(value, name, [intern(text) for text in current])
+        elif current is not None and kind not in _SCALARS and dataclasses.is_dataclass(current):
             share_strings(current)
     return value
+
+
+_SCALARS = frozenset({bool, int, float, bytes, dict, tuple})
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(item.name for item in dataclasses.fields(cls))
 
 
 def replies_to_header(conn: Connection) -> list[str]:

@@ -20,8 +20,16 @@ _SECRET_COMMANDS = (
 )
 
 
+# Words one of the patterns needs: an ASCII line with none of them carries no credential.
+_SECRET_WORDS = ("AUTH", "LOGIN", "PASS", "APOP", "COOKIE")
+
+
 def mask_line(line: str) -> str:
     """The line with any credential it carries replaced by ****."""
+    if line.isascii():  # re.I folds a few non-ASCII letters onto these words; those lines take the long way
+        upper = line.upper()
+        if not any(word in upper for word in _SECRET_WORDS):
+            return line
     for pattern in _SECRET_COMMANDS:
         match = pattern.match(line)
         if match:
@@ -30,12 +38,15 @@ def mask_line(line: str) -> str:
 
 
 _UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
+_PRINTABLE_BYTES = bytes(range(0x20, 0x7F))
 
 
 def printable(data: bytes, limit: int = 200) -> str:
     """Bytes as one line of text: printable ASCII kept, the rest escaped."""
-    shown = _UNPRINTABLE.sub(lambda match: b"\\x%02x" % match.group()[0], bytes(data[:limit])).decode("ascii")
-    return shown + ("..." if len(data) > limit else "")
+    head = bytes(data[:limit])
+    if head.translate(None, _PRINTABLE_BYTES):  # something to escape (most text has nothing)
+        head = _UNPRINTABLE.sub(lambda match: b"\\x%02x" % match.group()[0], head)
+    return head.decode("ascii") + ("..." if len(data) > limit else "")
 
 
 def first_line(data: bytes, limit: int = 200) -> str:
