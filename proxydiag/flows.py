@@ -269,8 +269,15 @@ class TrackedConnection:
 
 def shard_of(key: bytes, shards: int) -> int:
     """Which of `shards` workers tracks the flow of a packet key (packet.locate_tcp): the
-    same for both directions, whose keys hold the same bytes in another order."""
-    return sum(key) % shards
+    same for both directions. The sum of the key's bytes and the XOR of its two ports do
+    not change when the endpoints swap places; multiplying by 2^32 over the golden ratio
+    spreads them (addresses and ports that step together keep the sum's parity)."""
+    mixed = sum(key) << 16 | (key[-4] ^ key[-2]) << 8 | (key[-3] ^ key[-1])
+    return (mixed * _GOLDEN >> 16) % shards
+
+
+_GOLDEN = 0x9E3779B1
+_OWNERS_REMEMBERED = 1 << 16
 
 
 class FlowTable:
@@ -334,6 +341,7 @@ class FlowTable:
         key slice, one dictionary look-up and a timestamp store.
         """
         shard_index, shards = shard
+        owners: dict[bytes, bool] = {}  # packet key -> tracked by this shard, for the keys seen lately
         decoders = LINK_DECODERS
         lookup = self._by_key.get
         add = self.add
@@ -352,8 +360,14 @@ class FlowTable:
             if located is None:
                 continue
             key, flags, tcp, ip_end = located
-            if shards > 1 and sum(key) % shards != shard_index:
-                continue
+            if shards > 1:
+                mine = owners.get(key)
+                if mine is None:
+                    if len(owners) >= _OWNERS_REMEMBERED:
+                        owners.clear()
+                    mine = owners[key] = shard_of(key, shards) == shard_index
+                if not mine:
+                    continue
             if not flags & _CONTROL_FLAGS:
                 conn = lookup(key)
                 if conn is not None:

@@ -37,16 +37,18 @@ def mask_line(line: str) -> str:
     return line
 
 
-_UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
 _PRINTABLE_BYTES = bytes(range(0x20, 0x7F))
+_ESCAPES = {code: f"\\x{code:02x}" for code in range(256) if not 0x20 <= code < 0x7F}  # by latin-1 code point
 
 
 def printable(data: bytes, limit: int = 200) -> str:
     """Bytes as one line of text: printable ASCII kept, the rest escaped."""
     head = bytes(data[:limit])
     if head.translate(None, _PRINTABLE_BYTES):  # something to escape (most text has nothing)
-        head = _UNPRINTABLE.sub(lambda match: b"\\x%02x" % match.group()[0], head)
-    return head.decode("ascii") + ("..." if len(data) > limit else "")
+        shown = head.decode("latin-1").translate(_ESCAPES)
+    else:
+        shown = head.decode("ascii")
+    return shown + ("..." if len(data) > limit else "")
 
 
 def first_line(data: bytes, limit: int = 200) -> str:
