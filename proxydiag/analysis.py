@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -162,9 +161,14 @@ def share_strings(value):
 _SCALARS = frozenset({bool, int, float, bytes, dict, tuple})
 
 
-@functools.cache
 def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(item.name for item in dataclasses.fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(item.name for item in dataclasses.fields(cls))
+    return names
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def replies_to_header(conn: Connection) -> list[str]:

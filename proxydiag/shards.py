@@ -160,7 +160,9 @@ def _work(pipe: Pipe, paths: list[str], services: ServiceTable, limits: FlowLimi
 
 def _track_in_workers(paths: list[str], services: ServiceTable, limits: FlowLimits,
                       on_connection: Callable[[Connection], None], progress: Progress | None, jobs: int) -> TrackSummary:
-    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    # fork: the workers start at once, with what the parent has loaded (spawn where there is no fork)
+    forks = "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork") if forks else multiprocessing.get_context("spawn")
     share = worker_limits(limits, jobs)
     workers: dict[Pipe, tuple[int, multiprocessing.process.BaseProcess]] = {}
     try:
@@ -173,10 +175,10 @@ def _track_in_workers(paths: list[str], services: ServiceTable, limits: FlowLimi
             workers[receiver] = (index, process)
         summaries = _receive(workers, on_connection, progress, jobs)
     finally:
-        for receiver, (_, process) in workers.items():
-            if process.is_alive():
-                process.kill()
-            process.join()
+        for receiver, (_, worker) in workers.items():
+            if worker.is_alive():
+                worker.kill()
+            worker.join()
             receiver.close()
     return merge(summaries)
 
