@@ -142,6 +142,19 @@ def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE)
     return conn
 
 
+def share_again(conn: Connection) -> Connection:
+    """A connection that crossed from another process (pickled) shares what `describe`
+    shares among connections again: its texts and its reassembly facts."""
+    tcp = conn.tcp
+    conn.tcp = Endpoints(sys.intern(tcp.src_addr), tcp.src_port, sys.intern(tcp.dst_addr), tcp.dst_port)
+    conn.greeting = None if conn.greeting is None else sys.intern(conn.greeting)
+    conn.server_text = None if conn.server_text is None else sys.intern(conn.server_text)
+    if conn.opening is not None:
+        share_strings(conn.opening)
+    conn.reassembly = {side: _shared_facts(tuple(facts.values())) for side, facts in conn.reassembly.items()}
+    return conn
+
+
 def share_strings(value):
     """The same greeting, capability or verb seen on thousands of connections is kept once."""
     intern = sys.intern
@@ -292,8 +305,11 @@ def _reassembly_facts(tracked: TrackedConnection) -> dict:
 
 
 def _stream_facts(stream: Stream) -> dict:
-    facts = (stream.start_seen, stream.gap_at, stream.retransmissions, stream.out_of_order,
-             stream.overlap_conflicts, stream.snapped_bytes)
+    return _shared_facts((stream.start_seen, stream.gap_at, stream.retransmissions, stream.out_of_order,
+                          stream.overlap_conflicts, stream.snapped_bytes))
+
+
+def _shared_facts(facts: tuple) -> dict:
     if facts not in _FACTS:  # most streams share one of a few dicts (never mutated)
         _FACTS[facts] = dict(zip(_FACT_NAMES, facts, strict=False))
     return _FACTS[facts]

@@ -128,7 +128,7 @@ GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", he
 INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205).")
 FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1.")
 JOBS = typer.Option("auto", "--jobs", "-j", metavar="N|auto",
-                    help="Worker processes sharing the connections; auto: every CPU for captures over 50 MB, else one.")
+                    help="Worker processes sharing the connections; auto: the CPUs (up to 4) for captures over 50 MB, else one.")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection as Pipe
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING
 
-from proxydiag.analysis import describe
+from proxydiag.analysis import describe, share_again
 from proxydiag.flows import FlowLimits, FlowTable
 from proxydiag.model import Connection, FlowTableBounds, InputSummary
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from proxydiag.analysis import Progress
 
 AUTO_JOBS_FROM = 50 << 20  # bytes of captures: below this, starting workers costs more than they save
+# Every worker reads and decodes every packet (about a fifth of one process's work) and the
+# parent judges and writes every connection: past four workers neither side gets shorter.
+AUTO_JOBS_MAX = 4
 BATCH = 200  # connections per message from a worker (about 600 KB pickled)
 
 _CONNECTIONS, _PROGRESS, _DONE, _FAILED = "connections", "progress", "done", "failed"
@@ -53,14 +56,14 @@ class TrackSummary:
 
 
 def resolve_jobs(paths: Sequence[str], jobs: int | None) -> int:
-    """How many workers to use; None is automatic: every usable CPU once the captures
-    are large. Anything not a regular file (standard input, a pipe) cannot be read by
+    """How many workers to use; None is automatic: every usable CPU (at most
+    AUTO_JOBS_MAX) once the captures are large. Anything not a regular file (standard input, a pipe) cannot be read by
     several workers: one process then."""
     sizes = [_regular_file_size(path) for path in paths]
     if any(size is None for size in sizes):
         return 1
     if jobs is None:
-        return _usable_cpus() if sum(size or 0 for size in sizes) >= AUTO_JOBS_FROM else 1
+        return min(_usable_cpus(), AUTO_JOBS_MAX) if sum(size or 0 for size in sizes) >= AUTO_JOBS_FROM else 1
     return max(1, jobs)
 
 
@@ -199,7 +202,7 @@ def _receive(workers: dict[Pipe, tuple[int, multiprocessing.process.BaseProcess]
                 raise ShardError(f"worker {index + 1} of {jobs} ended without finishing (exit code {process.exitcode})") from None
             if kind == _CONNECTIONS:
                 for conn in body:
-                    on_connection(conn)
+                    on_connection(share_again(conn))
                 received += len(body)
             elif kind == _PROGRESS and progress is not None:
                 input_index, done, total = body

@@ -126,7 +126,7 @@ def test_jobs_auto_is_one_for_small_captures_and_standard_input(tmp_path):
     large = tmp_path / "large.pcap"
     with large.open("wb") as handle:
         handle.truncate(shards.AUTO_JOBS_FROM)
-    assert resolve_jobs([str(large)], None) == shards._usable_cpus()
+    assert resolve_jobs([str(large)], None) == min(shards._usable_cpus(), shards.AUTO_JOBS_MAX)
 
 
 ipv4 = st.binary(min_size=4, max_size=4)
