@@ -20,16 +20,14 @@ _SECRET_COMMANDS = (
 )
 
 
-# Words one of the patterns needs: an ASCII line with none of them carries no credential.
-_SECRET_WORDS = ("AUTH", "LOGIN", "PASS", "APOP", "COOKIE")
+# A word one of the patterns needs: an ASCII line with none of them carries no credential.
+_SECRET_WORD = re.compile("AUTH|LOGIN|PASS|APOP|COOKIE", re.I | re.A)
 
 
 def mask_line(line: str) -> str:
     """The line with any credential it carries replaced by ****."""
-    if line.isascii():  # re.I folds a few non-ASCII letters onto these words; those lines take the long way
-        upper = line.upper()
-        if not any(word in upper for word in _SECRET_WORDS):
-            return line
+    if line.isascii() and not _SECRET_WORD.search(line):  # re.I folds a few non-ASCII letters onto them
+        return line
     for pattern in _SECRET_COMMANDS:
         match = pattern.match(line)
         if match:
