@@ -20,13 +20,14 @@ _SECRET_COMMANDS = (
 )
 
 
-# A word one of the patterns needs: an ASCII line with none of them carries no credential.
-_SECRET_WORD = re.compile("AUTH|LOGIN|PASS|APOP|COOKIE", re.I | re.A)
+def _holds_a_secret_word(upper: str) -> bool:
+    """A word one of the patterns needs: an ASCII line with none of them carries no credential."""
+    return "AUTH" in upper or "LOGIN" in upper or "PASS" in upper or "APOP" in upper or "COOKIE" in upper
 
 
 def mask_line(line: str) -> str:
     """The line with any credential it carries replaced by ****."""
-    if line.isascii() and not _SECRET_WORD.search(line):  # re.I folds a few non-ASCII letters onto them
+    if line.isascii() and not _holds_a_secret_word(line.upper()):  # re.I folds a few non-ASCII letters onto them
         return line
     for pattern in _SECRET_COMMANDS:
         match = pattern.match(line)
