@@ -102,7 +102,8 @@ def read_replies(server: bytes) -> list[Reply]:
         match = _REPLY_LINE.match(line)
         if not match:
             break
-        code, separator, text = match.group(1).decode(), match.group(2), match.group(3)
+        digits, separator, text = match.groups()
+        code = digits.decode()
         if current is None or current.complete or code != current.code:
             current = Reply(code)
             replies.append(current)
