@@ -57,8 +57,8 @@ class TrackSummary:
 
 def resolve_jobs(paths: Sequence[str], jobs: int | None) -> int:
     """How many workers to use; None is automatic: every usable CPU (at most
-    AUTO_JOBS_MAX) once the captures are large. Anything not a regular file (standard input, a pipe) cannot be read by
-    several workers: one process then."""
+    AUTO_JOBS_MAX) once the captures are large. Anything not a regular file (standard
+    input, a pipe) cannot be read by several workers: one process then."""
     sizes = [_regular_file_size(path) for path in paths]
     if any(size is None for size in sizes):
         return 1
@@ -71,8 +71,9 @@ def track_files(paths: Iterable[str], services: ServiceTable = DEFAULT_TABLE, pr
                 on_connection: Callable[[Connection], None] = lambda conn: None, jobs: int = 1,
                 limits: FlowLimits | None = None) -> TrackSummary:
     """Read the captures, track and describe every connection, hand each to
-    `on_connection`; with `jobs` > 1, in that many worker processes. Raises ShardError
-    when a worker fails."""
+    `on_connection`; with `jobs` > 1, in that many worker processes (the connections
+    then come in no particular order, numbered per worker). Raises ShardError when a
+    worker fails."""
     paths = list(paths)
     limits = limits or FlowLimits()
     if jobs <= 1:
