@@ -17,7 +17,6 @@ from proxydiag.redact import first_line, printable
 from proxydiag.judging import judge_all, tally_of
 from proxydiag.rules.base import Options
 from proxydiag.services import DEFAULT_TABLE, ServiceTable, parse_ports
-from proxydiag.sources import CaptureError, CaptureReader, open_capture
 from proxydiag.stalwart_config import StalwartConfig
 from proxydiag.stalwart_config import load as load_stalwart_config
 from proxydiag.store import ConnectionStore
@@ -62,9 +61,9 @@ class Settings:
         )
 
 
-def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None) -> Analysis:
+def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None, jobs: int = 1) -> Analysis:
     """Read the captures and judge them: the whole of `proxydiag analyze`."""
-    analysis = analyze_files(paths, progress, settings.options.services, settings)
+    analysis = analyze_files(paths, progress, settings.options.services, settings, jobs)
     judge_analysis(analysis, settings)
     return analysis
 
@@ -117,7 +116,9 @@ class Reader:
         self.then: Callable[[Connection], None] | None = None  # a live judge, for findings as they come
 
     def finished(self, tracked: TrackedConnection) -> None:
-        conn = describe(tracked, self.services)
+        self.take(describe(tracked, self.services))
+
+    def take(self, conn: Connection) -> None:
         connections = self.analysis.connections
         assert isinstance(connections, ConnectionStore) and self.analysis.tally is not None
         connections.append(conn)
@@ -148,24 +149,18 @@ def analyze_live(capture, reader: Reader) -> Analysis:
 
 
 def analyze_files(paths: Iterable[str], progress: Progress | None = None,
-                  services: ServiceTable = DEFAULT_TABLE, settings: Settings | None = None) -> Analysis:
+                  services: ServiceTable = DEFAULT_TABLE, settings: Settings | None = None, jobs: int = 1) -> Analysis:
+    """Track and describe every connection (in `jobs` processes), into the store and the
+    first pass of judging as each is described."""
+    from proxydiag.shards import track_files
+
     reader = Reader(settings, services)
-    for index, path in enumerate(paths):
-        try:
-            capture = open_capture(path)
-        except CaptureError as error:
-            reader.analysis.inputs.append(InputSummary(path, None, [], 0, error=str(error)))
-            continue
-        with capture:
-            reader.table.consume(index, capture, _progress_reporter(index, capture, reader.analysis, progress))
-        reader.close_input(capture.info)
-    return reader.done()
-
-
-def _progress_reporter(index: int, reader: CaptureReader, analysis: Analysis, progress: Progress | None):
-    if progress is None:
-        return None
-    return lambda: progress.callback(index, reader.info.bytes_read, reader.info.size, len(analysis.connections))
+    summary = track_files(paths, services, progress, reader.take, jobs)
+    analysis = reader.analysis
+    analysis.inputs = summary.inputs
+    analysis.unsupported_linktypes = summary.unsupported_linktypes
+    analysis.flow_table = summary.flow_table
+    return analysis
 
 
 def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE) -> Connection:
@@ -197,17 +192,46 @@ def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE)
     return conn
 
 
+def share_again(conn: Connection) -> Connection:
+    """A connection that crossed from another process (pickled) shares what `describe`
+    shares among connections again: its texts and its reassembly facts."""
+    tcp = conn.tcp
+    conn.tcp = Endpoints(sys.intern(tcp.src_addr), tcp.src_port, sys.intern(tcp.dst_addr), tcp.dst_port)
+    conn.greeting = None if conn.greeting is None else sys.intern(conn.greeting)
+    conn.server_text = None if conn.server_text is None else sys.intern(conn.server_text)
+    if conn.opening is not None:
+        share_strings(conn.opening)
+    conn.reassembly = {side: _shared_facts(tuple(facts.values())) for side, facts in conn.reassembly.items()}
+    return conn
+
+
 def share_strings(value):
     """The same greeting, capability or verb seen on thousands of connections is kept once."""
-    for item in dataclasses.fields(value):
-        current = getattr(value, item.name)
-        if type(current) is str:
-            setattr(value, item.name, sys.intern(current))
-        elif type(current) is list and current and all(type(text) is str for text in current):
-            setattr(value, item.name, [sys.intern(text) for text in current])
-        elif dataclasses.is_dataclass(current):
+    intern = sys.intern
+    for name in _field_names(type(value)):
+        current = getattr(value, name)
+        kind = type(current)
+        if kind is str:
+            setattr(value, name, intern(current))
+        elif kind is list:
+            if current and all(type(text) is str for text in current):
+                setattr(value, name, [intern(text) for text in current])
+        elif current is not None and kind not in _SCALARS and dataclasses.is_dataclass(current):
             share_strings(current)
     return value
+
+
+_SCALARS = frozenset({bool, int, float, bytes, dict, tuple})
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(item.name for item in dataclasses.fields(cls))
+    return names
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def replies_to_header(conn: Connection) -> list[str]:
@@ -331,8 +355,11 @@ def _reassembly_facts(tracked: TrackedConnection) -> dict:
 
 
 def _stream_facts(stream: Stream) -> dict:
-    facts = (stream.start_seen, stream.gap_at, stream.retransmissions, stream.out_of_order,
-             stream.overlap_conflicts, stream.snapped_bytes)
+    return _shared_facts((stream.start_seen, stream.gap_at, stream.retransmissions, stream.out_of_order,
+                          stream.overlap_conflicts, stream.snapped_bytes))
+
+
+def _shared_facts(facts: tuple) -> dict:
     if facts not in _FACTS:  # most streams share one of a few dicts (never mutated)
         _FACTS[facts] = dict(zip(_FACT_NAMES, facts, strict=False))
     return _FACTS[facts]

@@ -127,6 +127,8 @@ HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", help="A he
 GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", help="No greeting within this is PD402.")
 INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205).")
 FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1.")
+JOBS = typer.Option("auto", "--jobs", "-j", metavar="N|auto",
+                    help="Worker processes sharing the connections; auto: the CPUs (up to 4) for captures over 50 MB, else one.")
 
 
 @dataclass
@@ -176,6 +178,7 @@ def analyze(
     greeting_timeout: float = GREETING_TIMEOUT,
     internal_clients: bool = INTERNAL,
     fail_on: FailOn = FAIL_ON,
+    jobs: str = JOBS,
 ) -> None:
     """Read captures, reassemble the opening of every TCP connection, decode PROXY headers
     and the first words of each side, and report what is wrong (the findings catalog:
@@ -200,14 +203,28 @@ def analyze(
         fail("give at least one capture file (or '-' for standard input), or --stalwart-config FILE")
     from proxydiag.analysis import diagnose
     from proxydiag.progress import ProgressBar
+    from proxydiag.shards import ShardError
 
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
                          greeting_timeout, internal_clients)
     inputs = evidence.sort_inputs(files or [], evidence.read_head)
+    workers = _jobs(jobs, inputs.captures)
     with ProgressBar() as progress:
-        analysis = diagnose(inputs.captures, settings, progress.reporter())
+        try:
+            analysis = diagnose(inputs.captures, settings, progress.reporter(), workers)
+        except ShardError as error:
+            fail(str(error))
     extra, unread = _other_evidence(analysis, inputs, settings) if inputs.besides_captures else (None, [])
     _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on), extra, unread)
+
+
+def _jobs(value: str, captures: list[str]) -> int:
+    """--jobs: a positive number, or auto (proxydiag.shards.resolve_jobs)."""
+    from proxydiag.shards import resolve_jobs
+
+    if value != "auto" and not (value.isdigit() and int(value) > 0):
+        fail(f"--jobs takes a positive number or auto, not {value!r}")
+    return resolve_jobs(captures, None if value == "auto" else int(value))
 
 
 def _read_logs(paths: list[str], proxies: frozenset[str]) -> LogAnalysis:

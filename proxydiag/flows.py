@@ -267,6 +267,19 @@ class TrackedConnection:
         return not (self.syn_seen or self.synack_seen)
 
 
+def shard_of(key: bytes, shards: int) -> int:
+    """Which of `shards` workers tracks the flow of a packet key (packet.locate_tcp): the
+    same for both directions. The sum of the key's bytes and the XOR of its two ports do
+    not change when the endpoints swap places; multiplying by 2^32 over the golden ratio
+    spreads them (addresses and ports that step together keep the sum's parity)."""
+    mixed = sum(key) << 16 | (key[-4] ^ key[-2]) << 8 | (key[-3] ^ key[-1])
+    return (mixed * _GOLDEN >> 16) % shards
+
+
+_GOLDEN = 0x9E3779B1
+_OWNERS_REMEMBERED = 1 << 16
+
+
 class FlowTable:
     """Feeds decoded TCP segments into connections; calls `on_finished` for each one.
 
@@ -316,12 +329,19 @@ class FlowTable:
         """Flows never handed to the callback."""
         return self.evicted_half_open + self.dropped_by_cap + self.dropped_at_end
 
-    def consume(self, source: int, records: Iterable[tuple], progress: Callable[[], None] | None = None) -> None:
+    def consume(self, source: int, records: Iterable[tuple], progress: Callable[[], None] | None = None,
+                shard: tuple[int, int] = (0, 1)) -> None:
         """Track every TCP segment of a capture's records (frame_no, ts, linktype, frame, ...).
+
+        With `shard` (index, count), only the flows whose `shard_of` is index are tracked;
+        every record still moves the clock, so flows are swept at the same moments as in
+        one table of all flows.
 
         The hot loop: a segment of a connection whose openings are already kept costs a
         key slice, one dictionary look-up and a timestamp store.
         """
+        shard_index, shards = shard
+        owners: dict[bytes, bool] = {}  # packet key -> tracked by this shard, for the keys seen lately
         decoders = LINK_DECODERS
         lookup = self._by_key.get
         add = self.add
@@ -340,6 +360,14 @@ class FlowTable:
             if located is None:
                 continue
             key, flags, tcp, ip_end = located
+            if shards > 1:
+                mine = owners.get(key)
+                if mine is None:
+                    if len(owners) >= _OWNERS_REMEMBERED:
+                        owners.clear()
+                    mine = owners[key] = shard_of(key, shards) == shard_index
+                if not mine:
+                    continue
             if not flags & _CONTROL_FLAGS:
                 conn = lookup(key)
                 if conn is not None:

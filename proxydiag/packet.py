@@ -9,6 +9,7 @@ header read only for the few segments that still matter.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 
@@ -99,6 +100,8 @@ def _by_ethertype(frame: bytes, at: int, ip: int):
 
 
 def _ethernet(frame: bytes):
+    if frame[12:14] == b"\x08\x00":  # untagged IPv4, most frames: straight there
+        return _ipv4(frame, 14)
     at = 12
     while frame[at : at + 2] in _VLAN_TAGS:
         at += 4
@@ -162,9 +165,14 @@ def locate_tcp(linktype: int, frame: bytes):
 def split_key(key: bytes) -> tuple[str, int, str, int]:
     """(src_addr, src_port, dst_addr, dst_port) from a connection key."""
     width = (len(key) - 4) // 2
-    src = ipaddress.ip_address(key[:width])
-    dst = ipaddress.ip_address(key[width : 2 * width])
-    return str(src), _U16.unpack_from(key, 2 * width)[0], str(dst), _U16.unpack_from(key, 2 * width + 2)[0]
+    src, dst = _address_text(key[:width]), _address_text(key[width : 2 * width])
+    return src, _U16.unpack_from(key, 2 * width)[0], dst, _U16.unpack_from(key, 2 * width + 2)[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_text(packed: bytes) -> str:
+    """An address as text (the same few addresses are in most keys; ipaddress is slow)."""
+    return str(ipaddress.ip_address(packed))
 
 
 def reverse_key(key: bytes) -> bytes:

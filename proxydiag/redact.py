@@ -20,8 +20,15 @@ _SECRET_COMMANDS = (
 )
 
 
+def _holds_a_secret_word(upper: str) -> bool:
+    """A word one of the patterns needs: an ASCII line with none of them carries no credential."""
+    return "AUTH" in upper or "LOGIN" in upper or "PASS" in upper or "APOP" in upper or "COOKIE" in upper
+
+
 def mask_line(line: str) -> str:
     """The line with any credential it carries replaced by ****."""
+    if line.isascii() and not _holds_a_secret_word(line.upper()):  # re.I folds a few non-ASCII letters onto them
+        return line
     for pattern in _SECRET_COMMANDS:
         match = pattern.match(line)
         if match:
@@ -29,12 +36,17 @@ def mask_line(line: str) -> str:
     return line
 
 
-_UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
+_PRINTABLE_BYTES = bytes(range(0x20, 0x7F))
+_ESCAPES = {code: f"\\x{code:02x}" for code in range(256) if not 0x20 <= code < 0x7F}  # by latin-1 code point
 
 
 def printable(data: bytes, limit: int = 200) -> str:
     """Bytes as one line of text: printable ASCII kept, the rest escaped."""
-    shown = _UNPRINTABLE.sub(lambda match: b"\\x%02x" % match.group()[0], bytes(data[:limit])).decode("ascii")
+    head = bytes(data[:limit])
+    if head.translate(None, _PRINTABLE_BYTES):  # something to escape (most text has nothing)
+        shown = head.decode("latin-1").translate(_ESCAPES)
+    else:
+        shown = head.decode("ascii")
     return shown + ("..." if len(data) > limit else "")
 
 

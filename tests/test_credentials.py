@@ -5,11 +5,16 @@ The shipped captures carry alice's password in cleartext: AUTH PLAIN on SMTP
 on IMAP and AUTH PLAIN on POP3 (haproxy-v2-imap), IMAP LOGIN through nginx."""
 
 import base64
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from proxydiag import redact
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures"
 USER, PASSWORD = "alice@example.test", "Tr0ub4dor&3xample"
@@ -70,3 +75,31 @@ def test_a_header_that_swallows_the_start_of_a_login_line_never_shows_the_rest(t
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode in (0, 1), result.stderr
         assert secret not in result.stdout and secret.encode().hex() not in result.stdout, fmt
+
+
+def _mask_line_by_every_pattern(line: str) -> str:
+    for pattern in redact._SECRET_COMMANDS:
+        match = pattern.match(line)
+        if match:
+            return match.group("keep") + (f" {redact.MASK}" if match.group("secret") else "")
+    return line
+
+
+_WORDS = st.sampled_from(["AUTH", "auth", "LOGIN", "UID", "PASS", "pAsS", "APOP", "Cookie:", "Set-Cookie:", "Authorization:",
+                          "Proxy-Authorization:", "AUTHENTICATE", "EHLO", "a1", "PLAIN", "secret", "\u017f", "\u212a"])
+
+
+_SPELLING = st.text(alphabet="PASpasLOGINloginAUTHauthCKIEckie:- \u017f\u212a\u0131", max_size=8)  # with re.I's folds
+
+
+@given(st.lists(st.one_of(_WORDS, _SPELLING, st.text(max_size=6)), max_size=6).map(" ".join))
+@example("pa\u017fs secret")  # the long s: PASS to re.I
+def test_mask_line_s_shortcut_masks_what_every_pattern_masks(line):
+    """Lines without a credential's word skip the patterns: never one that carries one."""
+    assert redact.mask_line(line) == _mask_line_by_every_pattern(line)
+
+
+@given(st.binary(max_size=300), st.integers(0, 300))
+def test_printable_escapes_as_the_regular_expression_did(data, limit):
+    expected = re.sub(rb"[^\x20-\x7e]", lambda match: b"\\x%02x" % match.group()[0], data[:limit]).decode("ascii")
+    assert redact.printable(data, limit) == expected + ("..." if len(data) > limit else "")

@@ -3,6 +3,7 @@ error. Replies are matched to commands in order, which is also right for pipelin
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -78,12 +79,18 @@ class Reply:
     complete: bool = False
 
     def render(self) -> str:
-        text = " ".join(show(part) for part in self.texts)
-        return show(f"{self.code} {text}".rstrip().encode("latin-1"), REPLY_LIMIT)
+        return _render(self.code, tuple(self.texts))
 
     @property
     def is_error(self) -> bool:
         return self.code[0] in "45"
+
+
+@functools.lru_cache(maxsize=1024)
+def _render(code: str, texts: tuple[bytes, ...]) -> str:
+    """A reply as shown (the same greeting and EHLO reply open thousands of connections)."""
+    text = " ".join(show(part) for part in texts)
+    return show(f"{code} {text}".rstrip().encode("latin-1"), REPLY_LIMIT)
 
 
 def read_replies(server: bytes) -> list[Reply]:
@@ -95,7 +102,8 @@ def read_replies(server: bytes) -> list[Reply]:
         match = _REPLY_LINE.match(line)
         if not match:
             break
-        code, separator, text = match.group(1).decode(), match.group(2), match.group(3)
+        digits, separator, text = match.groups()
+        code = digits.decode()
         if current is None or current.complete or code != current.code:
             current = Reply(code)
             replies.append(current)

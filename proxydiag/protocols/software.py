@@ -6,6 +6,7 @@ the server is."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Iterable, NamedTuple
 
@@ -98,12 +99,21 @@ def identify(texts: Iterable[tuple[str, str]], protocol: str | None = None) -> d
     texts = list(texts)
     for certain in (True, False):
         for where, text in texts:
-            for signature in SIGNATURES:
-                if signature.certain != certain:
-                    continue
-                match = signature.pattern.search(text)
-                if match:
-                    return _finding(signature, match.group(0), where, protocol)
+            found = _first_signature(text, certain)
+            if found is not None:
+                signature, evidence = found
+                return _finding(signature, evidence, where, protocol)
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _first_signature(text: str, certain: bool) -> tuple[Signature, str] | None:
+    """The first signature of that certainty the text matches, and what it matched: every
+    signature is searched for in a text that names none (an unknown server's greeting and
+    replies, the same on thousands of connections), so each text is searched once."""
+    for signature in SIGNATURES:
+        if signature.certain == certain and (match := signature.pattern.search(text)):
+            return signature, match.group(0)
     return None
 
 

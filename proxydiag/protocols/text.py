@@ -52,14 +52,15 @@ class Cursor:
 
     def line(self) -> bytes | None:
         """The next line without its CRLF or LF; a last line without one counts too."""
-        if self.at_end():
+        data, pos = self.data, self.pos
+        if pos >= len(data) or self.lines_read >= MAX_LINES:  # at_end(), read for every line
             return None
         self.lines_read += 1
-        end = self.data.find(b"\n", self.pos)
+        end = data.find(b"\n", pos)
         if end < 0:
-            line, self.pos = self.data[self.pos :], len(self.data)
+            line, self.pos = data[pos:], len(data)
         else:
-            line, self.pos = self.data[self.pos : end], end + 1
+            line, self.pos = data[pos:end], end + 1
         return line[:-1] if line.endswith(b"\r") else line
 
     def skip_past_line(self, marker: bytes) -> bool:
