@@ -127,8 +127,10 @@ HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", help="A he
 GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", help="No greeting within this is PD402.")
 INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205).")
 FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1.")
-JOBS = typer.Option("auto", "--jobs", "-j", metavar="N|auto",
-                    help="Worker processes sharing the connections; auto: the CPUs (up to 4) for captures over 50 MB, else one.")
+JOBS = typer.Option("1", "--jobs", "-j", metavar="N|auto",
+                    help="Worker processes sharing the connections (default 1); auto: one per CPU (up to 4) for "
+                    "captures over 50 MB. Each worker reads the whole capture: they pay only on idle cores "
+                    "(bench/README.md).")
 
 
 @dataclass
