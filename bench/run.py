@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         contenders = [name for name in contenders if name != "tshark"]
     captures = list(args.captures)
     if args.generate:
+        args.workdir.mkdir(parents=True, exist_ok=True)
         capture = args.workdir / f"proxydiag-bench-{args.generate}.pcap"
         generate(capture, args.generate, megabytes=args.megabytes, syns=args.syns)
         captures.append(capture)
