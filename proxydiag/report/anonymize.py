@@ -21,6 +21,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import Literal
 
 from proxydiag import proxy_protocol
 
@@ -50,6 +51,14 @@ WIRE_KEYS = ("inputs", "connections", "findings", "stalwart_config", "command_li
 NOT_HOSTNAMES = re.compile(r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log|gz|zst|xz)$", re.I)
 _SUFFIX = re.compile(r"\.[a-z]{1,7}")
 OPAQUE_TLVS = frozenset({"UNIQUE_ID", "CUSTOM", "EXPERIMENT", "FUTURE", "UNASSIGNED", "AWS", "AZURE", "GCP", "NETNS"})
+# Cloud TLVs whose first byte names the kind of value (kept: it identifies no one).
+SUBTYPED_TLVS = frozenset({proxy_protocol.PP2_TYPE_AWS, proxy_protocol.PP2_TYPE_AZURE})
+# Ids the decoder gives as numbers, with the bytes they are on the wire (references.md):
+# Azure's private endpoint link id is 4 bytes little-endian, GCP's PSC connection id 8 big-endian.
+FIXED_WIDTH_IDS: dict[str, tuple[int, Literal["little", "big"]]] = {
+    "private_endpoint_link_id": (4, "little"),
+    "psc_connection_id": (8, "big"),
+}
 
 V4_KINDS = [
     (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("127.200.0.0/16")),
@@ -124,12 +133,10 @@ class Pseudonyms:
         """An opaque identifier: as long as the original, printable if it was."""
         if value not in self.opaque:
             stream = hashlib.sha256(b"proxydiag-anon-%d" % self._count("blob")).hexdigest() * (len(value) // 64 + 1)
-            keep = re.match(rb"^[\x00-\x1f]?[A-Za-z]{1,8}-", value)  # AWS: \x01vpce-...
+            printable = value.isascii() and value.decode("ascii").isprintable()
+            keep = re.match(rb"[A-Za-z]{1,8}-", value) if printable else None  # AWS: vpce-...
             kept = keep.group() if keep else b""
-            if value[len(kept):].isascii() and bytes(value[len(kept):]).decode("ascii").isprintable():
-                filler = stream.encode()
-            else:
-                filler = bytes.fromhex(stream * 2)
+            filler = stream.encode() if printable else bytes.fromhex(stream * 2)
             self.opaque[value] = kept + filler[: len(value) - len(kept)]
         return self.opaque[value]
 
@@ -139,24 +146,41 @@ class Pseudonyms:
 
 
 def anonymize(document: dict) -> dict:
+    """A new document (the given one is left as it was)."""
     pseudonyms = Pseudonyms()
-    texts = [text for key in WIRE_KEYS for text in _strings(document.get(key))]
-    blobs = [bytes.fromhex(match) for text in texts for match in HEX_BLOB.findall(text)]
-    for blob in blobs:  # addresses a header in evidence holds, parsed or not
+    texts = list(dict.fromkeys(text for key in WIRE_KEYS for text in _strings(document.get(key))))
+    blobs = [bytes.fromhex(match) for text in texts if len(text) >= 12 for match in HEX_BLOB.findall(text)]
+    for blob in blobs:  # addresses and ids a header in evidence holds, parsed or not
         header = proxy_protocol.parse(blob).header
         texts += [addr for addr in (header.src_addr, header.dst_addr) if addr] if header else []
         texts.append(blob.decode("latin-1"))
+        for value in _opaque_tlv_bytes(blob):
+            pseudonyms.blob(value)
     for text in texts:
-        pseudonyms.originals.update(str(ip) for ip in map(ip_of, IPV4.findall(text)) if ip)
-        pseudonyms.originals.update(str(ip) for ip in map(_ipv6_of, IPV6.findall(text)) if ip)
+        if "." in text:
+            pseudonyms.originals.update(str(ip) for ip in map(ip_of, IPV4.findall(text)) if ip)
+        if text.count(":") >= 2:
+            pseudonyms.originals.update(str(ip) for ip in map(_ipv6_of, IPV6.findall(text)) if ip)
     hostnames = _hostnames(texts)
     for path in _paths(document):
         pseudonyms.path(path)
-    document = _opaque_tlvs(document, pseudonyms)
+    for tlv in _tlv_dicts([document.get(key) for key in WIRE_KEYS]):
+        _opaque_value(tlv["value"], pseudonyms)  # named before any hex that holds the same bytes is rewritten
     rewrite = _Rewriter(pseudonyms, hostnames)
     result = {key: _transform(value, rewrite) if key in WIRE_KEYS else value for key, value in document.items()}
     result["anonymized"] = True
     return result
+
+
+def _opaque_tlv_bytes(blob: bytes) -> list[bytes]:
+    """The identifying bytes of the opaque TLVs in a header's hex, a value cut short by
+    truncation included; a cloud TLV's subtype byte is not one of them."""
+    found = []
+    for tlv_type, start, stop in proxy_protocol.tlv_spans(blob):
+        if proxy_protocol.tlv_name(tlv_type) in OPAQUE_TLVS:
+            value = blob[start + (tlv_type in SUBTYPED_TLVS) : stop]
+            found += [value] if value else []
+    return found
 
 
 def _hostnames(texts: list[str]) -> set[str]:
@@ -182,16 +206,25 @@ class _Rewriter:
         paths = sorted(pseudonyms.paths, key=len, reverse=True)
         self.paths = re.compile("|".join(map(re.escape, paths))) if paths else None
 
+        self.done: dict[str, str] = {}
+
     def __call__(self, text: str) -> str:
+        if text not in self.done:
+            self.done[text] = self._rewrite(text)
+        return self.done[text]
+
+    def _rewrite(self, text: str) -> str:
         if self.paths is not None:
             text = self.paths.sub(lambda m: self.pseudonyms.paths[m.group()], text)
-        text = HEX_BLOB.sub(lambda m: self._hex(m.group()), text)
+        text = HEX_BLOB.sub(lambda m: self._hex(m.group()), text) if len(text) >= 12 else text
         text = self._text(text)
         return CUT_TOKEN.sub("[cut]", text) if text.endswith("...") else text
 
     def _text(self, text: str) -> str:
-        text = IPV4.sub(lambda m: self.pseudonyms.address(m.group()), text)
-        text = IPV6.sub(lambda m: self._ipv6(m.group()), text)
+        if "." in text:
+            text = IPV4.sub(lambda m: self.pseudonyms.address(m.group()), text)
+        if text.count(":") >= 2:
+            text = IPV6.sub(lambda m: self._ipv6(m.group()), text)
         if self.hostname is not None:
             text = self.hostname.sub(lambda m: self.pseudonyms.hostname(m.group()), text)
         return text
@@ -245,28 +278,45 @@ def _paths(document: dict) -> list[str]:
     return [path for path in found if path not in STANDARD_STREAMS]
 
 
-def _opaque_tlvs(document: dict, pseudonyms: Pseudonyms) -> dict:
-    """TLV values that identify a client, a session or an account, replaced (and
-    remembered, so that the same bytes inside header hex are replaced too)."""
-    for conn in document.get("connections") or []:
-        for header in [conn.get("proxy_header"), *(conn.get("extra_proxy_headers") or [])]:
-            for tlv in (header or {}).get("tlvs") or []:
-                if tlv.get("name") in OPAQUE_TLVS and "value" in tlv:
-                    tlv["value"] = _opaque_value(tlv["value"], pseudonyms)
-    return document
+def _is_opaque_tlv(value: dict) -> bool:
+    """A decoded TLV (type, name, length, offset, value) that identifies a client, a
+    session or an account."""
+    return value.get("name") in OPAQUE_TLVS and "value" in value and "type" in value and "offset" in value
+
+
+def _tlv_dicts(value):
+    if isinstance(value, dict):
+        if _is_opaque_tlv(value):
+            yield value
+        for item in value.values():
+            yield from _tlv_dicts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _tlv_dicts(item)
 
 
 def _opaque_value(value, pseudonyms: Pseudonyms):
+    """The pseudonym of a TLV value, in the value's own shape (hex, text, number, fields)."""
     if isinstance(value, str):
         if re.fullmatch(r"(?:[0-9a-f]{2})*", value):
             return pseudonyms.blob(bytes.fromhex(value)).hex()
         return pseudonyms.blob(value.encode()).decode("latin-1")
     if isinstance(value, dict):
-        return {key: item if key == "subtype" else _opaque_value(item, pseudonyms) for key, item in value.items()}
+        return {key: _opaque_field(key, item, pseudonyms) for key, item in value.items()}
     if isinstance(value, int) and not isinstance(value, bool):
         size = max(1, (value.bit_length() + 7) // 8)
         return int.from_bytes(pseudonyms.blob(value.to_bytes(size, "big")), "big")
     return value
+
+
+def _opaque_field(key: str, item, pseudonyms: Pseudonyms):
+    if key == "subtype":
+        return item
+    if key in FIXED_WIDTH_IDS and isinstance(item, int) and not isinstance(item, bool):
+        size, order = FIXED_WIDTH_IDS[key]
+        if 0 <= item < 1 << (8 * size):  # the bytes the header carries, so that its hex gets the same pseudonym
+            return int.from_bytes(pseudonyms.blob(item.to_bytes(size, order)), order)
+    return _opaque_value(item, pseudonyms)
 
 
 def _strings(value):
@@ -285,6 +335,8 @@ def _transform(value, rewrite):
     if isinstance(value, str):
         return rewrite(value)
     if isinstance(value, dict):  # keys too: counts per address are keyed by the address
+        if _is_opaque_tlv(value):
+            value = {**value, "value": _opaque_value(value["value"], rewrite.pseudonyms)}
         return {(rewrite(key) if isinstance(key, str) else key): _transform(item, rewrite) for key, item in value.items()}
     if isinstance(value, list):
         return [_transform(item, rewrite) for item in value]
