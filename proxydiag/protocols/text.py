@@ -122,9 +122,11 @@ def show(raw: bytes, limit: int = LINE_LIMIT) -> str:
 
 
 def mask_client_line(text: str) -> str:
-    """A client line as shown, with every credential it carries replaced by the mask."""
-    words = text.split()
-    for index, word in enumerate(words[:2]):
+    """A client line as shown, with every credential it carries replaced by the mask:
+    whatever follows a verb that carries one, wherever it stands (after an IMAP literal,
+    `{17}`, the next command's bytes join the line)."""
+    words = text.replace("}", "} ").split()
+    for index, word in enumerate(words):
         if word.upper() not in _SECRET_VERBS:
             continue
         keep = words[: index + 1]
