@@ -111,7 +111,8 @@ def hexdump(data: bytes) -> None:
 
 
 # Scratch files in memory where there is a tmpfs (a disk's open and fsync were a tenth of the time).
-_SCRATCH_DIR = os.environ.get("PROXYDIAG_FUZZ_SCRATCH") or ("/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir())
+_MEMORY = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+_SCRATCH_DIR = os.environ.get("PROXYDIAG_FUZZ_SCRATCH") or _MEMORY
 _SCRATCH = Path(_SCRATCH_DIR) / f"proxydiag-fuzz-{os.getpid()}"
 
 
@@ -214,7 +215,8 @@ def check_outputs(outputs: dict[str, str], secret: str, hidden: set[str] = froze
     for name, text in outputs.items():
         plain = _SGR.sub("", text)
         control = _RAW_CONTROL.search(plain)
-        assert control is None, f"{name}: raw control {control.group()!r} in {plain[max(0, control.start() - 40):control.end() + 40]!r}"
+        near = plain[max(0, control.start() - 40) : control.end() + 40] if control else ""
+        assert control is None, f"{name}: raw control {control.group()!r} in {near!r}"
         for value in (secret, secret.encode().hex()):
             assert value not in text, f"{name}: the secret {value!r} is shown"
         for address in hidden:
