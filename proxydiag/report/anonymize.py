@@ -45,6 +45,10 @@ NOT_HOSTS = frozenset({"esmtp", "smtp", "lmtp", "service", "ready", "ok", "mail"
 HEX_BLOB = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-f]{2}){6,}(?![0-9a-fA-F])")
 # A value cut short by truncation: its last token before the ellipsis could be half an address.
 CUT_TOKEN = re.compile(r"[0-9A-Za-z_.:\[\]-]*[0-9.:][0-9A-Za-z_.:\[\]-]*(?=\.\.\.$)")
+# Header hex cut short for a report: its bytes are rewritten like any hex, and a last
+# token that may be half a name or an address (as text inside the bytes) is left out.
+HEX_BEFORE_CUT = re.compile(r"(?<![0-9A-Za-z_.:\[\]-])(?:[0-9a-f]{2}){6,}\.\.\.$")
+CUT_TEXT = re.compile(r"[0-9A-Za-z_.:\[\]-]*[0-9.:][0-9A-Za-z_.:\[\]-]*$")
 # Keys whose strings come from the wire or from files (where names appear); findings quote them.
 WIRE_KEYS = ("inputs", "connections", "findings", "stalwart_config", "command_line", "logs", "proxy_configs",
              "targets", "options")
@@ -216,9 +220,9 @@ class _Rewriter:
     def _rewrite(self, text: str) -> str:
         if self.paths is not None:
             text = self.paths.sub(lambda m: self.pseudonyms.paths[m.group()], text)
-        text = HEX_BLOB.sub(lambda m: self._hex(m.group()), text) if len(text) >= 12 else text
+        text = HEX_BLOB.sub(lambda m: self._hex(m.group(), text.startswith("...", m.end())), text) if len(text) >= 12 else text
         text = self._text(text)
-        return CUT_TOKEN.sub("[cut]", text) if text.endswith("...") else text
+        return CUT_TOKEN.sub("[cut]", text) if text.endswith("...") and not HEX_BEFORE_CUT.search(text) else text
 
     def _text(self, text: str) -> str:
         if "." in text:
@@ -236,7 +240,7 @@ class _Rewriter:
         port = "" if _is_ip(token) else ":" + token.rpartition(":")[2]
         return self.pseudonyms.address(str(ip)) + port
 
-    def _hex(self, blob: str) -> str:
+    def _hex(self, blob: str, cut: bool = False) -> str:
         data = bytes.fromhex(blob)
         for value, pseudonym in self.pseudonyms.opaque.items():
             data = data.replace(value, pseudonym)
@@ -245,7 +249,8 @@ class _Rewriter:
             if not (ip.is_unspecified or (ip.version == 6 and ip.is_loopback)):
                 data = data.replace(ip.packed, ipaddress.ip_address(self.pseudonyms.address(original)).packed)
         # v1 headers and any text inside: rewritten as text (pseudonyms are ASCII)
-        return self._text(data.decode("latin-1")).encode("latin-1").hex()
+        text = self._text(data.decode("latin-1"))
+        return (CUT_TEXT.sub("", text) if cut else text).encode("latin-1").hex()
 
 
 def _ipv6_of(token: str):
