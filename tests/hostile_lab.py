@@ -18,15 +18,16 @@ throw-away configs on 127.70.0.0/16, recorded with tcpdump.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from tests import daemons
+from tests.daemons import DaemonLab, LabError
 
 SERVER = "127.70.0.30"
 HAPROXY = "127.70.0.20"
@@ -46,35 +47,22 @@ NEEDED = ("postfix", "dovecot", "haproxy", "nginx", "tcpdump", "swaks", "curl", 
 CHECK_ADDRESS = "127.70.0.2"  # the lab's own readiness checks connect from here
 
 
-class LabError(RuntimeError):
-    pass
-
-
 def missing_programs() -> list[str]:
     return [name for name in NEEDED if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists()]
 
 
-def wait_listening(addr: str, port: int, what: str, log: Path | None = None, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((addr, port), 0.5, (CHECK_ADDRESS, 0)):
-            return
-        time.sleep(0.1)
-    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-    raise LabError(f"{what} is not listening on {addr}:{port} after {seconds} s\n{tail}")
+def wait_listening(addr: str, port: int, what: str, log: Path | None = None) -> None:
+    daemons.wait_listening(addr, port, what, CHECK_ADDRESS, log)
 
 
 @dataclass
-class Lab:
-    work: Path
-    processes: list[subprocess.Popen] = field(default_factory=list)
-    postfix_dir: Path | None = None
+class Lab(DaemonLab):
     capture: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.work.chmod(0o755)  # Dovecot's and Postfix's children must traverse it
         (self.work / "logs").mkdir()
-        self._certificate()
+        self._certificate(HOSTNAME)
         self._dovecot()
         self._postfix()
         self._haproxy()
@@ -82,18 +70,7 @@ class Lab:
 
     def stop(self) -> None:
         self.stop_capture()
-        if self.postfix_dir is not None:
-            subprocess.run(["postfix", "-c", str(self.postfix_dir), "stop"], capture_output=True)
-        for pid in self._processes_working_here():  # Postfix's master and children, whatever `stop` did
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        super().stop()
 
     def start_capture(self, path: Path) -> None:
         log = self.work / "logs" / "tcpdump.log"
@@ -114,32 +91,6 @@ class Lab:
         self.capture.send_signal(signal.SIGINT)
         self.capture.wait(timeout=10)
         self.capture = None
-
-    def _processes_working_here(self) -> list[int]:
-        """The processes whose working directory lies in this lab's directory (Postfix's
-        master runs in its queue directory): ours, found by id."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    if Path(os.readlink(entry / "cwd")).is_relative_to(self.work):
-                        pids.append(int(entry.name))
-        return pids
-
-    def _spawn(self, argv: list[str], name: str) -> None:
-        log = open(self.work / "logs" / f"{name}.stdout", "wb")  # noqa: SIM115 (lives as long as the process)
-        self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
-
-    def _certificate(self) -> None:
-        self.cert, self.key = self.work / "cert.pem", self.work / "key.pem"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7", "-keyout", str(self.key),
-             "-out", str(self.cert), "-subj", f"/CN={HOSTNAME}", "-addext", f"subjectAltName=DNS:{HOSTNAME}"],
-            check=True, capture_output=True,
-        )
-        self.key.chmod(0o644)  # throw-away key; the daemons read it after dropping privileges
-        self.pem = self.work / "combined.pem"
-        self.pem.write_text(self.cert.read_text() + self.key.read_text())
 
     def _dovecot(self) -> None:
         base = self.work / "dovecot"
