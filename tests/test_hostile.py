@@ -24,8 +24,9 @@ SGR = re.compile(r"\x1b\[[0-9;]*m")
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
-def run(args: list[str], terminal: bool = False) -> tuple[int, str, str]:
-    env = dict(os.environ, COLUMNS="100", PYTHONPATH=str(REPO), TERM="xterm-256color")
+def run(args: list[str], terminal: bool = False, columns: int = 100) -> tuple[int, str, str]:
+    """`proxydiag` to a pipe, or to a pseudo-terminal (rich forced into terminal mode)."""
+    env = dict(os.environ, COLUMNS=str(columns), PYTHONPATH=str(REPO), TERM="xterm-256color")
     command = [sys.executable, "-m", "proxydiag", *args]
     if not terminal:
         result = subprocess.run(command, capture_output=True, env=env, cwd=REPO, timeout=300)
@@ -94,7 +95,8 @@ def check_properties(entry: dict, fmt: str, out: str, err: str, anonymized: bool
     if "no_raw_control" in props:
         for stream in (SGR.sub("", out), err):
             control = RAW_CONTROL.search(stream)
-            assert control is None, f"{where}: raw {control.group()!r} near {stream[max(0, control.start() - 30):control.end() + 30]!r}"
+            near = stream[max(0, control.start() - 30) : control.end() + 30] if control else ""
+            assert control is None, f"{where}: raw {control.group()!r} near {near!r}"
     if fmt == "json" and out.strip():
         json.loads(out)
     if "markdown_inert" in props and fmt == "markdown":

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import pty
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests import hostile_lab as lab_module
 from tests.hostile_lab import CLIENT, EHLO, HAPROXY, HOSTNAME, NGINX, PASSWORD, REQUEST_PATH, SNI, USER
-from tests.test_hostile import check_properties
+from tests.test_hostile import check_properties, run
 
 REPO = Path(__file__).resolve().parent.parent
 SGR = re.compile(r"\x1b\[[0-9;]*m")
@@ -82,28 +79,7 @@ def curl_request_line() -> None:
 
 
 def proxydiag(args: list[str], terminal: bool = False) -> tuple[int, str, str]:
-    """`proxydiag` to a pipe, or to a pseudo-terminal (rich forced into terminal mode)."""
-    env = dict(os.environ, COLUMNS="250", PYTHONPATH=str(REPO), TERM="xterm-256color")
-    command = [sys.executable, "-m", "proxydiag", *args]
-    if not terminal:
-        result = subprocess.run(command, capture_output=True, env=env, cwd=REPO, timeout=300)
-        return result.returncode, result.stdout.decode("utf-8", "replace"), result.stderr.decode("utf-8", "replace")
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(command, stdout=follower, stderr=subprocess.PIPE, env=env, cwd=REPO)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    stderr = process.stderr.read().decode("utf-8", "replace")
-    code = process.wait(timeout=300)
-    os.close(leader)
-    return code, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n"), stderr
+    return run(args, terminal, columns=250)  # wide: wire text is checked as shown, not folded
 
 
 def outputs(capture: Path, anonymize: bool) -> dict[str, tuple[int, str, str]]:
