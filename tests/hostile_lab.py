@@ -38,12 +38,14 @@ PASSWORD = "Hx9-r3al-s3cret"  # nothing proxydiag prints may carry it, in any en
 HOSTNAME = "mail.lab-hostile.test"
 SNI = "Odd_Sni-1.lab-hostile.test"  # an underscore and capitals: accepted by OpenSSL and HAProxy
 EHLO = "[/bold]![x](http://127.70.0.9/p.png)[link=http://127.70.0.9/]x[/link]"
-# What the daemons are told to say: rich markup, a Markdown image and link, raw HTML.
-HOSTILE = "[/bold] [link=http://127.70.0.9/]x[/link] ![x](http://127.70.0.9/p.png) <img src=x>"
+# What the daemons are told to say: rich markup, a Markdown image and link, raw HTML, and
+# the controls a config file can carry: an OSC 8 hyperlink (ESC, BEL), C1 CSI, U+202E.
+HOSTILE = ("[/bold] [link=http://127.70.0.9/]x[/link] ![x](http://127.70.0.9/p.png) <img src=x>"
+           " \x1b]8;;http://127.70.0.9/\x07y\x1b]8;;\x07 \u009b31m \u202eevil")
 # HAProxy's unique-id-format: the same, plus ESC (an OSC 8 hyperlink), BEL and U+202E.
 UNIQUE_ID_FORMAT = r"[/bold][link=http://127.70.0.9/]x[/link]\x1b]8;;http://127.70.0.9/\x07y\x1b]8;;\x07\xe2\x80\xae%[uuid]"
 REQUEST_PATH = "/[/bold][link=http://127.70.0.9/]x[/link]![x](http://127.70.0.9/p.png)<img%20src=x>"
-NEEDED = ("postfix", "dovecot", "haproxy", "nginx", "tcpdump", "swaks", "curl", "openssl")
+NEEDED = ("postfix", "dovecot", "doveadm", "haproxy", "nginx", "tcpdump", "swaks", "curl", "openssl")
 CHECK_ADDRESS = "127.70.0.2"  # the lab's own readiness checks connect from here
 
 
@@ -143,6 +145,12 @@ service auth {{
 """)
         self._spawn(["dovecot", "-c", str(base / "dovecot.conf"), "-F"], "dovecot")
         wait_listening(SERVER, 10143, "Dovecot", log)
+        # Until its auth process answers, Dovecot greets "Waiting for authentication process"
+        # instead of login_greeting.
+        checked = subprocess.run(["doveadm", "-c", str(base / "dovecot.conf"), "auth", "test", USER, PASSWORD],
+                                 capture_output=True, text=True, timeout=60)
+        if checked.returncode != 0:
+            raise LabError(f"Dovecot's auth process does not answer: {checked.stdout}{checked.stderr}")
 
     def _postfix(self) -> None:
         config = self.work / "postfix"

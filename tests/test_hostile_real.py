@@ -138,6 +138,7 @@ def test_the_capture_holds_the_hostile_text(capture):
     document = json.loads(out)
     greetings = " ".join(conn.get("greeting") or "" for conn in document["connections"])
     assert "[/bold]" in greetings and "![x](http://127.70.0.9/p.png)" in greetings and "<img src=x>" in greetings
+    assert "\\x1b]8;;" in greetings and "\\xe2\\x80\\xae" in greetings  # the controls, shown escaped
     tlvs = [tlv for conn in document["connections"] for tlv in (conn.get("proxy_header") or {}).get("tlvs") or []]
     assert any(tlv["name"] == "AUTHORITY" and tlv["value"] == SNI for tlv in tlvs), tlvs
     assert any(tlv["name"] == "UNIQUE_ID" for tlv in tlvs), tlvs
