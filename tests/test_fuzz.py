@@ -16,7 +16,7 @@ from tests.fuzz.targets import TARGETS
 
 REPO = Path(__file__).resolve().parent.parent
 REGRESSIONS = sorted((REPO / "tests" / "fuzz" / "regressions").glob("*.bin"))
-RUNS = {"report": 60, "stalwart": 1000, "recognise": 1500}  # the slow ones get fewer
+RUNS = {"report": 300, "stalwart": 1000, "recognise": 1500}  # the slow ones get fewer
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))

@@ -235,8 +235,8 @@ _CHECKED: set[bytes] = set()  # digests of the documents already rendered and ch
 def report(data: bytes) -> None:
     """One small capture through the analysis and every renderer, plain and anonymized.
 
-    What keeps it fast: the fixes are left out (a capture alone gets the catalog's pages,
-    the same for every input; tests/test_catalog.py checks them), a document already
+    What keeps it fast: the fixes are left out (a capture alone gets the catalog's own
+    pages: no wire bytes, the same text for every input), a document already
     checked is not rendered again (the renderers and the anonymization are pure
     functions of it), and rich, the slowest renderer by far, draws the plain document
     for one input in four and the anonymized one for another, chosen by the input's
