@@ -128,6 +128,8 @@ userdb {{
   args = username_format=%u {base}/passwd
 }}
 service imap-login {{
+  service_count = 0
+  process_min_avail = 1
   inet_listener imap {{
     address = {SERVER}
     port = 10143
@@ -145,8 +147,9 @@ service auth {{
 """)
         self._spawn(["dovecot", "-c", str(base / "dovecot.conf"), "-F"], "dovecot")
         wait_listening(SERVER, 10143, "Dovecot", log)
-        # Until its auth process answers, Dovecot greets "Waiting for authentication process"
-        # instead of login_greeting.
+        # Until a login process has its auth connection, Dovecot greets "Waiting for
+        # authentication process" instead of login_greeting: one login process is kept
+        # ready (process_min_avail), and the auth process must answer first.
         checked = subprocess.run(["doveadm", "-c", str(base / "dovecot.conf"), "auth", "test", USER, PASSWORD],
                                  capture_output=True, text=True, timeout=60)
         if checked.returncode != 0:
