@@ -79,3 +79,70 @@ def test_cloud_ids_shown_plainly_and_never_with_anonymize(case, tmp_path):
     [hit] = [f for f in document["findings"] if f["code"] == "PD102"]
     pseudonym = tlvs["AZURE"]["private_endpoint_link_id"].to_bytes(4, "little").hex()
     assert "ee000501" + pseudonym in hit["evidence"]["header"]  # the same pseudonym in the hex and the TLV
+
+
+# --- properties: any id, any place in the header, evidence whole or cut ----------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from proxydiag.redact import header_evidence  # noqa: E402
+from proxydiag.report.anonymize import anonymize  # noqa: E402
+
+
+def _document(header: bytes) -> dict:
+    """What a report holds of a header: its TLVs decoded, and its hex as evidence."""
+    parsed = pp.parse(header)
+    return {
+        "connections": [{"proxy_header": parsed.header.to_dict() if parsed.header else None}],
+        "findings": [{"evidence": {"header": header_evidence(header, limit=len(header)),
+                                   "cut": header_evidence(header)}}],
+    }
+
+
+def _cloud_values(evidence: str) -> dict[int, bytes]:
+    """The AZURE and GCP values (the Azure subtype byte left out) in a header's hex
+    evidence, as far as it goes."""
+    data = bytes.fromhex(evidence.split("...")[0].split(" ")[0])
+    values = {kind: data[start:stop] for kind, start, stop in pp.tlv_spans(data)}
+    return {kind: values[kind][kind == pp.PP2_TYPE_AZURE :] for kind in (pp.PP2_TYPE_AZURE, pp.PP2_TYPE_GCP)
+            if kind in values}
+
+
+@settings(max_examples=200, deadline=None)
+@given(link=st.integers(0, (1 << 32) - 1), psc=st.integers(0, (1 << 64) - 1),
+       unique=st.binary(min_size=0, max_size=40), azure_first=st.booleans())
+def test_no_cloud_id_survives_anonymize(link, psc, unique, azure_first):
+    azure = (pp.PP2_TYPE_AZURE, b"\x01" + link.to_bytes(4, "little"))
+    gcp = (pp.PP2_TYPE_GCP, psc.to_bytes(8, "big"))
+    tlvs = [(pp.PP2_TYPE_UNIQUE_ID, unique), *([azure, gcp] if azure_first else [gcp, azure])]
+    header = pp.build_v2(src_addr="203.0.113.61", dst_addr="198.51.100.99", src_port=41000, dst_port=25, tlvs=tlvs)
+    document = anonymize(_document(header))
+    decoded = {tlv["name"]: tlv["value"] for tlv in document["connections"][0]["proxy_header"]["tlvs"]}
+    pseudonyms = {pp.PP2_TYPE_AZURE: decoded["AZURE"]["private_endpoint_link_id"].to_bytes(4, "little"),
+                  pp.PP2_TYPE_GCP: decoded["GCP"]["psc_connection_id"].to_bytes(8, "big")}
+    originals = {pp.PP2_TYPE_AZURE: azure[1][1:], pp.PP2_TYPE_GCP: gcp[1]}
+    assert pseudonyms[pp.PP2_TYPE_AZURE] != originals[pp.PP2_TYPE_AZURE]
+    assert pseudonyms[pp.PP2_TYPE_GCP] != originals[pp.PP2_TYPE_GCP]
+    evidence = document["findings"][0]["evidence"]
+    assert _cloud_values(evidence["header"]) == pseudonyms  # the same pseudonyms in the whole hex
+    for kind, shown in _cloud_values(evidence["cut"]).items():  # and none of the original in the cut one
+        assert len(shown) < 3 or shown != originals[kind][: len(shown)], (kind, shown.hex(), evidence["cut"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_tlv_spans_stay_within_the_header(data):
+    spans = list(pp.tlv_spans(data))
+    end = min(len(data), pp.V2_FIXED_LENGTH + int.from_bytes(data[14:16], "big")) if len(data) >= 16 else 0
+    for _, start, stop in spans:
+        assert pp.V2_FIXED_LENGTH + 3 <= start <= end and start <= stop
+    for (_, _, stop), (_, following, _) in zip(spans, spans[1:], strict=False):
+        assert following == stop + 3  # each TLV starts where the last one ended
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=40)), max_size=6))
+def test_tlv_spans_find_the_tlvs_a_header_was_built_with(tlvs):
+    header = pp.build_v2(src_addr="203.0.113.61", dst_addr="198.51.100.99", src_port=1, dst_port=25, tlvs=tlvs)
+    assert [(kind, header[start:stop]) for kind, start, stop in pp.tlv_spans(header)] == tlvs

@@ -158,8 +158,8 @@ def anonymize(document: dict) -> dict:
         header = proxy_protocol.parse(blob).header
         texts += [addr for addr in (header.src_addr, header.dst_addr) if addr] if header else []
         texts.append(blob.decode("latin-1"))
-        for value in _opaque_tlv_bytes(blob):
-            pseudonyms.blob(value)
+        for begin, end in _opaque_tlv_spans(blob):
+            pseudonyms.blob(blob[begin:end])
     for text in texts:
         if "." in text:
             pseudonyms.originals.update(str(ip) for ip in map(ip_of, IPV4.findall(text)) if ip)
@@ -176,14 +176,14 @@ def anonymize(document: dict) -> dict:
     return result
 
 
-def _opaque_tlv_bytes(blob: bytes) -> list[bytes]:
-    """The identifying bytes of the opaque TLVs in a header's hex, a value cut short by
-    truncation included; a cloud TLV's subtype byte is not one of them."""
+def _opaque_tlv_spans(blob: bytes) -> list[tuple[int, int]]:
+    """Where the identifying bytes of the opaque TLVs lie in a header's bytes, a value cut
+    short by truncation included; a cloud TLV's subtype byte is not one of them."""
     found = []
     for tlv_type, start, stop in proxy_protocol.tlv_spans(blob):
-        if proxy_protocol.tlv_name(tlv_type) in OPAQUE_TLVS:
-            value = blob[start + (tlv_type in SUBTYPED_TLVS) : stop]
-            found += [value] if value else []
+        begin, end = start + (tlv_type in SUBTYPED_TLVS), min(stop, len(blob))
+        if proxy_protocol.tlv_name(tlv_type) in OPAQUE_TLVS and begin < end:
+            found.append((begin, end))
     return found
 
 
@@ -242,8 +242,11 @@ class _Rewriter:
 
     def _hex(self, blob: str, cut: bool = False) -> str:
         data = bytes.fromhex(blob)
-        for value, pseudonym in self.pseudonyms.opaque.items():
-            data = data.replace(value, pseudonym)
+        if proxy_protocol.header_version_at_start(data) == 2:  # each TLV's value where it stands
+            data = self._opaque_in_place(data)
+        else:
+            for value, pseudonym in self.pseudonyms.opaque.items():
+                data = data.replace(value, pseudonym)
         for original in list(self.pseudonyms.originals):
             ip = ipaddress.ip_address(original)
             if not (ip.is_unspecified or (ip.version == 6 and ip.is_loopback)):
@@ -251,6 +254,13 @@ class _Rewriter:
         # v1 headers and any text inside: rewritten as text (pseudonyms are ASCII)
         text = self._text(data.decode("latin-1"))
         return (CUT_TEXT.sub("", text) if cut else text).encode("latin-1").hex()
+
+
+    def _opaque_in_place(self, header: bytes) -> bytes:
+        rewritten = bytearray(header)
+        for begin, end in _opaque_tlv_spans(header):
+            rewritten[begin:end] = self.pseudonyms.blob(header[begin:end])
+        return bytes(rewritten)
 
 
 def _ipv6_of(token: str):
