@@ -201,11 +201,20 @@ def _read_headers(conn: Connection, client: Stream) -> int:
     return offset
 
 
+_END_UNRELIABLE = frozenset({"v2.tlv-length", "v2.length", "v2.version"})
+
+
 def swallowed_client_text(result: proxy_protocol.ParseResult) -> bool:
-    """A v2 header whose length ran into the client's own bytes: its TLV area does not
-    parse as TLVs. The line the header's end cut in two is then a fragment of a command
-    whose start (a verb such as LOGIN, which marks its arguments as secrets) is gone."""
-    return result.version == 2 and any(violation.rule == "v2.tlv-length" for violation in result.violations)
+    """A v2 header whose length may have run into the client's own bytes: its TLV area
+    does not parse as TLVs, its length is shorter than its address block (a LOCAL one
+    too, which the spec has accepted), or it is no version 2. The line the header's end
+    cut in two is then a fragment of a command whose start (a verb such as LOGIN, which
+    marks its arguments as secrets) is gone."""
+    header = result.header
+    if result.version != 2:
+        return False
+    short_local = header is not None and header.command == "LOCAL" and header.family != "UNSPEC" and not header.src_addr
+    return short_local or any(violation.rule in _END_UNRELIABLE for violation in result.violations)
 
 
 def _past_line(data: bytes, offset: int) -> int:
