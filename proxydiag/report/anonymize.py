@@ -52,7 +52,8 @@ CUT_TEXT = re.compile(r"[0-9A-Za-z_.:\[\]-]*[0-9.:][0-9A-Za-z_.:\[\]-]*$")
 # Keys whose strings come from the wire or from files (where names appear); findings quote them.
 WIRE_KEYS = ("inputs", "connections", "findings", "stalwart_config", "command_line", "logs", "proxy_configs",
              "targets", "options")
-NOT_HOSTNAMES = re.compile(r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log|gz|zst|xz)$", re.I)
+# File names, and the rule ids of header violations (`v2.transport`), are not host names.
+NOT_HOSTNAMES = re.compile(r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log|gz|zst|xz)$|^v[12]\.", re.I)
 _SUFFIX = re.compile(r"\.[a-z]{1,7}")
 OPAQUE_TLVS = frozenset({"UNIQUE_ID", "CUSTOM", "EXPERIMENT", "FUTURE", "UNASSIGNED", "AWS", "AZURE", "GCP", "NETNS"})
 # Cloud TLVs whose first byte names the kind of value (kept: it identifies no one).

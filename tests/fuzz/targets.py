@@ -224,9 +224,12 @@ def check_outputs(outputs: dict[str, str], secret: str, hidden: set[str] = froze
 
 
 def _shows_address(text: str, address: str) -> bool:
-    packed = ipaddress.ip_address(address).packed.hex()
+    packed = ipaddress.ip_address(address).packed
     pattern = re.compile(r"(?<![\w.:])" + re.escape(address) + r"(?![\w:]|\.\d)", re.I)
-    return bool(pattern.search(text)) or packed in text.lower()
+    # Packed, only an address of 3 or more non-zero bytes can be told from other hex
+    # (0:0:1:: is 000000000001 and 20 zeros: a pseudonym ending in ::1 before zeros holds it).
+    telling = sum(1 for byte in packed if byte) >= 3
+    return bool(pattern.search(text)) or (telling and packed.hex() in text.lower())
 
 
 _CHECKED: set[bytes] = set()  # digests of the documents already rendered and checked

@@ -1,7 +1,8 @@
-"""--anonymize covers the cloud TLVs (references.md): Azure's private endpoint link id
-(PP2_TYPE_AZURE 0xEE, subtype 0x01, 4 bytes little-endian) and GCP's Private Service
-Connect connection id (PP2_TYPE_GCP 0xE0, 8 bytes big-endian), in the decoded TLV and in
-the header's hex evidence, also where the evidence is cut short inside the id."""
+"""--anonymize and header evidence: the cloud TLVs (references.md), Azure's private
+endpoint link id (PP2_TYPE_AZURE 0xEE, subtype 0x01, 4 bytes little-endian) and GCP's
+Private Service Connect connection id (PP2_TYPE_GCP 0xE0, 8 bytes big-endian), are
+replaced in the decoded TLV and in the header's hex evidence, also where the evidence is
+cut short inside the id; what is not a name (a violation's rule id) stays."""
 
 from __future__ import annotations
 
@@ -146,3 +147,11 @@ def test_tlv_spans_stay_within_the_header(data):
 def test_tlv_spans_find_the_tlvs_a_header_was_built_with(tlvs):
     header = pp.build_v2(src_addr="203.0.113.61", dst_addr="198.51.100.99", src_port=1, dst_port=25, tlvs=tlvs)
     assert [(kind, header[start:stop]) for kind, start, stop in pp.tlv_spans(header)] == tlvs
+
+
+def test_violation_rule_ids_are_not_taken_for_host_names():
+    document = {"findings": [{"evidence": {"violations": [{"rule": "v2.transport"}, {"rule": "v1.address"}]},
+                              "message": "EHLO mail.example.net"}]}
+    anonymized = anonymize(document)
+    assert [v["rule"] for v in anonymized["findings"][0]["evidence"]["violations"]] == ["v2.transport", "v1.address"]
+    assert "mail.example.net" not in anonymized["findings"][0]["message"]
