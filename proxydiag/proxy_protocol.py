@@ -99,6 +99,11 @@ class Violation:
         return {"offset": self.offset, "rule": self.rule, "message": self.message}
 
 
+# TLV types no one defines: a header whose length ran into the client's bytes reads them
+# as one, so its value (which may hold "a1 LOGIN user password") is counted, not shown.
+UNSHOWN_TLVS = frozenset({"UNASSIGNED", "FUTURE"})
+
+
 @dataclass(frozen=True, slots=True)
 class Tlv:
     type: int
@@ -114,7 +119,7 @@ class Tlv:
         entry = {"type": self.type, "name": self.name, "length": len(self.value), "offset": self.offset}
         if self.decoded is not None:
             entry["value"] = self.decoded
-        elif self.type != PP2_TYPE_NOOP:
+        elif self.type != PP2_TYPE_NOOP and self.name not in UNSHOWN_TLVS:
             entry["value"] = self.value.hex()
         return entry
 
