@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -267,16 +268,28 @@ def _read_headers(conn: Connection, client: Stream) -> int:
         if not result.length:
             break
         offset += result.length
-        if swallowed_client_text(result):
+        if swallowed_client_text(result, client.data[offset - result.length : offset]):
             return _past_line(client.data, offset)
     return offset
 
 
-def swallowed_client_text(result: proxy_protocol.ParseResult) -> bool:
-    """A v2 header whose length ran into the client's own bytes: its TLV area does not
-    parse as TLVs. The line the header's end cut in two is then a fragment of a command
-    whose start (a verb such as LOGIN, which marks its arguments as secrets) is gone."""
-    return result.version == 2 and any(violation.rule == "v2.tlv-length" for violation in result.violations)
+_END_UNRELIABLE = frozenset({"v2.tlv-length", "v2.length", "v2.version"})
+_LINE_TAIL = re.compile(rb"\r\n[\x20-\x7e]{2,}\Z")  # a CRLF, then text to the header's end
+
+
+def swallowed_client_text(result: proxy_protocol.ParseResult, header_bytes: bytes = b"") -> bool:
+    """A v2 header whose length may have run into the client's own bytes: its TLV area
+    does not parse as TLVs, its length is shorter than its address block (a LOCAL one
+    too, which the spec has accepted), it is no version 2, or its last bytes are a line
+    of text (an address block the proxy never sent, filled by the client's command). The
+    line the header's end cut in two is then a fragment of a command whose start (a verb
+    such as LOGIN, which marks its arguments as secrets) is gone."""
+    header = result.header
+    if result.version != 2:
+        return False
+    short_local = header is not None and header.command == "LOCAL" and header.family != "UNSPEC" and not header.src_addr
+    text_tail = _LINE_TAIL.search(header_bytes[proxy_protocol.V2_FIXED_LENGTH :]) is not None
+    return short_local or text_tail or any(violation.rule in _END_UNRELIABLE for violation in result.violations)
 
 
 def _past_line(data: bytes, offset: int) -> int:

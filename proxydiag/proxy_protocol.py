@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +99,11 @@ class Violation:
         return {"offset": self.offset, "rule": self.rule, "message": self.message}
 
 
+# TLV types no one defines: a header whose length ran into the client's bytes reads them
+# as one, so its value (which may hold "a1 LOGIN user password") is counted, not shown.
+UNSHOWN_TLVS = frozenset({"UNASSIGNED", "FUTURE"})
+
+
 @dataclass(frozen=True, slots=True)
 class Tlv:
     type: int
@@ -114,7 +119,7 @@ class Tlv:
         entry = {"type": self.type, "name": self.name, "length": len(self.value), "offset": self.offset}
         if self.decoded is not None:
             entry["value"] = self.decoded
-        elif self.type != PP2_TYPE_NOOP:
+        elif self.type != PP2_TYPE_NOOP and self.name not in UNSHOWN_TLVS:
             entry["value"] = self.value.hex()
         return entry
 
@@ -228,6 +233,20 @@ def tlv_name(tlv_type: int) -> str:
     if tlv_type >= 0xF8:
         return "FUTURE"
     return "UNASSIGNED"
+
+
+def tlv_spans(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """The TLVs of the v2 header at the start of `data`, as (type, value start, value
+    end), within the declared length and the bytes there are: the last value may be cut
+    short (its end past `len(data)`), as in evidence truncated for a report."""
+    if header_version_at_start(data) != 2 or len(data) < V2_FIXED_LENGTH:
+        return
+    end = min(len(data), V2_FIXED_LENGTH + int.from_bytes(data[14:16], "big"))
+    offset = V2_FIXED_LENGTH + ADDRESS_BLOCK_LENGTH.get(data[13] >> 4, 0)
+    while offset + 3 <= end:
+        length = int.from_bytes(data[offset + 1 : offset + 3], "big")
+        yield data[offset], offset + 3, offset + 3 + length
+        offset += 3 + length
 
 
 def header_version_at_start(data: bytes) -> int | None:

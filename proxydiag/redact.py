@@ -106,14 +106,12 @@ def _structured_length(data: bytes, pp) -> int:
         return min(match.end() if match else 0, pp.V1_MAX_LENGTH)
     if version != 2 or len(data) < pp.V2_FIXED_LENGTH:
         return min(len(data), pp.V2_FIXED_LENGTH)
-    declared = int.from_bytes(data[14:16], "big")
-    end = min(len(data), pp.V2_FIXED_LENGTH + declared)
+    end = pp.V2_FIXED_LENGTH + int.from_bytes(data[14:16], "big")
     offset = pp.V2_FIXED_LENGTH + pp.ADDRESS_BLOCK_LENGTH.get(data[13] >> 4, 0)
-    if offset > end:
-        return pp.V2_FIXED_LENGTH
-    while offset + 3 <= end:
-        tlv_type, length = data[offset], int.from_bytes(data[offset + 1 : offset + 3], "big")
-        if pp.tlv_name(tlv_type) in ("UNASSIGNED", "FUTURE") or offset + 3 + length > end:
+    if offset > end or end > len(data) or data[12] >> 4 != 2:
+        return pp.V2_FIXED_LENGTH  # cut short or no v2 header after all: past the fixed part may be the client's bytes
+    for tlv_type, _start, stop in pp.tlv_spans(data):
+        if pp.tlv_name(tlv_type) in ("UNASSIGNED", "FUTURE") or stop > end:
             break
-        offset += 3 + length
+        offset = stop
     return offset

@@ -18,15 +18,14 @@ Dovecot trusts headers from HAProxy and from PROBE_TRUSTED, not from PROBE_UNTRU
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests import daemons
+from tests.daemons import DaemonLab, LabError
 
 SERVER = "127.40.0.10"
 HAPROXY = "127.40.0.20"
@@ -39,26 +38,11 @@ LAB_CLIENT = "127.40.0.1"  # the lab's own readiness checks
 INSPECT_DELAY = 10  # seconds HAProxy waits for the client's first bytes on 2525
 
 
-class LabError(RuntimeError):
-    pass
-
-
 def wait_listening(addr: str, port: int, what: str, log: Path | None = None, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((addr, port), 0.5, (LAB_CLIENT, 0)):
-            return
-        time.sleep(0.1)
-    tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
-    raise LabError(f"{what} is not listening on {addr}:{port} after {seconds} s\n{tail}")
+    daemons.wait_listening(addr, port, what, LAB_CLIENT, log, seconds)
 
 
-@dataclass
-class Lab:
-    work: Path
-    processes: list[subprocess.Popen] = field(default_factory=list)
-    postfix_dir: Path | None = None
-
+class Lab(DaemonLab):
     def start(self) -> None:
         for addr in (SERVER, HAPROXY, NGINX, STUNNEL):
             for port in (25, 143, 465, 587, 2525, 10025, 10143, 10993):
@@ -66,52 +50,12 @@ class Lab:
                     raise LabError(f"{addr}:{port} is already in use (a previous lab still running?)")
         self.work.chmod(0o755)  # Dovecot's and Postfix's children must traverse it
         (self.work / "logs").mkdir()
-        self._certificate()
+        self._certificate("mail.example.test")
         self._dovecot()
         self._postfix()
         self._haproxy()
         self._nginx()
         self._stunnel()
-
-    def stop(self) -> None:
-        if self.postfix_dir is not None:
-            subprocess.run(["postfix", "-c", str(self.postfix_dir), "stop"], capture_output=True)
-        for pid in self._processes_working_here():  # Postfix's master and children, whatever `stop` did
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-    def _processes_working_here(self) -> list[int]:
-        """The processes whose working directory lies in this lab's directory (Postfix's
-        master runs in its queue directory): ours, found by id."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    if Path(os.readlink(entry / "cwd")).is_relative_to(self.work):
-                        pids.append(int(entry.name))
-        return pids
-
-    def _spawn(self, argv: list[str], name: str) -> None:
-        log = open(self.work / "logs" / f"{name}.stdout", "wb")  # noqa: SIM115 (lives as long as the process)
-        self.processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
-
-    def _certificate(self) -> None:
-        self.cert, self.key = self.work / "cert.pem", self.work / "key.pem"
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7", "-keyout", str(self.key),
-             "-out", str(self.cert), "-subj", "/CN=mail.example.test", "-addext", "subjectAltName=DNS:mail.example.test"],
-            check=True, capture_output=True,
-        )
-        self.key.chmod(0o644)  # throw-away key; the daemons read it after dropping privileges
-        self.pem = self.work / "combined.pem"
-        self.pem.write_text(self.cert.read_text() + self.key.read_text())
 
     def _dovecot(self) -> None:
         base = self.work / "dovecot"

@@ -15,7 +15,8 @@ import pytest
 from tests.fuzz.targets import TARGETS
 
 REPO = Path(__file__).resolve().parent.parent
-RUNS = {"report": 60, "stalwart": 1000, "recognise": 1500}  # the slow ones get fewer
+REGRESSIONS = sorted((REPO / "tests" / "fuzz" / "regressions").glob("*.bin"))
+RUNS = {"report": 300, "stalwart": 1000, "recognise": 1500}  # the slow ones get fewer
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
@@ -31,3 +32,17 @@ def test_fuzz_target_bounded(target, tmp_path):
     assert "Done" in result.stderr, tail
     crashes = list((tmp_path / "crashes" / target).iterdir())
     assert not crashes, f"crash inputs written: {crashes}"
+
+
+def target_of(regression: Path) -> str:
+    """A regression is named TARGET-what-it-found.bin."""
+    return max((name for name in TARGETS if regression.name.startswith(name + "-")), key=len)
+
+
+@pytest.mark.parametrize("regression", REGRESSIONS, ids=[path.stem for path in REGRESSIONS])
+def test_fuzz_regression_replays(regression, tmp_path, monkeypatch):
+    """Every input a campaign found (tests/fuzz/RESULTS.md) runs clean through its target."""
+    from tests.fuzz import targets
+
+    monkeypatch.setattr(targets, "_SCRATCH", tmp_path / "scratch")
+    TARGETS[target_of(regression)](regression.read_bytes())

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from markdown_it import MarkdownIt
 
+from tests.hostile.generated import GENERATED
+
 REPO = Path(__file__).resolve().parent.parent
 HOSTILE = REPO / "tests" / "hostile"
 MANIFEST = json.loads((HOSTILE / "manifest.json").read_text())
@@ -22,8 +24,9 @@ SGR = re.compile(r"\x1b\[[0-9;]*m")
 RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
-def run(args: list[str], terminal: bool = False) -> tuple[int, str, str]:
-    env = dict(os.environ, COLUMNS="100", PYTHONPATH=str(REPO), TERM="xterm-256color")
+def run(args: list[str], terminal: bool = False, columns: int = 100) -> tuple[int, str, str]:
+    """`proxydiag` to a pipe, or to a pseudo-terminal (rich forced into terminal mode)."""
+    env = dict(os.environ, COLUMNS=str(columns), PYTHONPATH=str(REPO), TERM="xterm-256color")
     command = [sys.executable, "-m", "proxydiag", *args]
     if not terminal:
         result = subprocess.run(command, capture_output=True, env=env, cwd=REPO, timeout=300)
@@ -46,24 +49,34 @@ def run(args: list[str], terminal: bool = False) -> tuple[int, str, str]:
     return code, b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n"), stderr
 
 
-def variants(entry: dict) -> list[tuple[str, list[str], bool]]:
-    path = str(HOSTILE / "files" / entry["file"])
+def hostile_path(entry: dict, scratch: Path) -> Path:
+    """The entry's file: from tests/hostile/files/, or written now when generated."""
+    if not entry.get("generated"):
+        return HOSTILE / "files" / entry["file"]
+    path = scratch / entry["file"]
+    path.write_bytes(GENERATED[entry["file"]]())
+    return path
+
+
+def variants(entry: dict, path: Path) -> list[tuple[str, list[str], bool]]:
     if entry["command"] == "decode":
         return [("rich", ["decode", "-", "--format", "rich"], False), ("json", ["decode", "-", "--format", "json"], False)]
     found = []
     for anonymize in (False, True):
         extra = ["--anonymize"] if anonymize else []
-        found += [("rich", ["analyze", path, *extra], anonymize), ("json", ["analyze", path, "-F", "json", *extra], anonymize),
-                  ("markdown", ["analyze", path, "-F", "markdown", *extra], anonymize)]
+        found += [("rich", ["analyze", str(path), *extra], anonymize),
+                  ("json", ["analyze", str(path), "-F", "json", *extra], anonymize),
+                  ("markdown", ["analyze", str(path), "-F", "markdown", *extra], anonymize)]
     return found
 
 
 @pytest.mark.parametrize("entry", MANIFEST, ids=[entry["file"] for entry in MANIFEST])
-def test_hostile_file(entry):
-    for fmt, args, anonymized in variants(entry):
+def test_hostile_file(entry, tmp_path):
+    path = hostile_path(entry, tmp_path)
+    for fmt, args, anonymized in variants(entry, path):
         if entry["command"] == "decode":
             env = dict(os.environ, PYTHONPATH=str(REPO))
-            data = (HOSTILE / "files" / entry["file"]).read_bytes()
+            data = path.read_bytes()
             result = subprocess.run([sys.executable, "-m", "proxydiag", *args], input=data, capture_output=True, env=env,
                                     cwd=REPO, timeout=120)
             code, out, err = result.returncode, result.stdout.decode(), result.stderr.decode()
@@ -82,7 +95,8 @@ def check_properties(entry: dict, fmt: str, out: str, err: str, anonymized: bool
     if "no_raw_control" in props:
         for stream in (SGR.sub("", out), err):
             control = RAW_CONTROL.search(stream)
-            assert control is None, f"{where}: raw {control.group()!r} near {stream[max(0, control.start() - 30):control.end() + 30]!r}"
+            near = stream[max(0, control.start() - 30) : control.end() + 30] if control else ""
+            assert control is None, f"{where}: raw {control.group()!r} near {near!r}"
     if fmt == "json" and out.strip():
         json.loads(out)
     if "markdown_inert" in props and fmt == "markdown":

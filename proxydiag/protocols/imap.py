@@ -14,6 +14,7 @@ from proxydiag.protocols.text import (
     MAX_LINES,
     REPLY_LIMIT,
     Cursor,
+    LogicalLine,
     Parsed,
     append_capped,
     arguments,
@@ -21,7 +22,7 @@ from proxydiag.protocols.text import (
     sasl_mechanism,
     secret_forms,
     show,
-    show_client_line,
+    show_logical_line,
 )
 from proxydiag.protocols.tls import starts_with_tls
 from proxydiag.redact import MASK
@@ -268,7 +269,7 @@ class _Session:
             mechanism = sasl_mechanism(words[0]) if words else None
             shown = f"{tag} AUTHENTICATE {mechanism or MASK}" if words else f"{tag} AUTHENTICATE"
             return shown + (f" {MASK}" if len(words) > 1 or command.literals else "")
-        return show_client_line(command.line, IMAP_VERBS)
+        return show_logical_line(LogicalLine(command.line, command.literals), IMAP_VERBS)
 
     def handle(self, command: Command, answer: Response | None) -> None:
         opening = self.opening

@@ -22,7 +22,7 @@ from proxydiag.protocols.text import (
     sasl_mechanism,
     secret_forms,
     show,
-    show_client_line,
+    show_logical_line,
     unquote,
     verb_of,
 )
@@ -205,7 +205,7 @@ class _Session:
     @staticmethod
     def show(line: LogicalLine, verb: str) -> str:
         if verb != "AUTHENTICATE":
-            return show_client_line(line.text, SIEVE_VERBS)
+            return show_logical_line(line, SIEVE_VERBS)
         words = arguments(line.text)
         mechanism = sasl_mechanism(words[1]) if len(words) > 1 else None
         shown = f'AUTHENTICATE "{mechanism or MASK}"' if len(words) > 1 else "AUTHENTICATE"

@@ -25,6 +25,7 @@ _SECRET_VERBS = frozenset({"AUTH", "AUTHENTICATE", "LOGIN", "USER", "PASS", "APO
 _SASL_VERBS = frozenset({"AUTH", "AUTHENTICATE"})  # these keep their mechanism
 _SASL_MECHANISM = re.compile(r"^[A-Z0-9_-]{1,40}$")
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,12})\+?\}$")  # {5} synchronising, {5+} not
+_LITERAL = re.compile(rb"\{\d{1,12}\+?\}")
 
 
 class Parsed(NamedTuple):
@@ -123,9 +124,11 @@ def show(raw: bytes, limit: int = LINE_LIMIT) -> str:
 
 
 def mask_client_line(text: str) -> str:
-    """A client line as shown, with every credential it carries replaced by the mask."""
-    words = text.split()
-    for index, word in enumerate(words[:2]):
+    """A client line as shown, with every credential it carries replaced by the mask:
+    whatever follows a verb that carries one, wherever it stands (after an IMAP literal,
+    `{17}`, the next command's bytes join the line)."""
+    words = text.replace("}", "} ").split()
+    for index, word in enumerate(words):
         if word.upper() not in _SECRET_VERBS:
             continue
         keep = words[: index + 1]
@@ -142,6 +145,16 @@ def show_client_line(raw: bytes, known_verbs: frozenset[str]) -> str:
     if len(words) == 1 and words[0].upper().decode("latin-1") not in known_verbs:
         return MASK
     return mask_client_line(show(raw))
+
+
+def show_logical_line(line: LogicalLine, known_verbs: frozenset[str]) -> str:
+    """An IMAP/ManageSieve command for a report. What follows its first literal is more of
+    its string arguments (a user name, a password, a message, or the next line's bytes
+    that the literal swallowed): masked, whatever the verb."""
+    first = _LITERAL.search(line.text) if line.literals else None
+    if first is None or not line.text[first.end() :].strip():
+        return show_client_line(line.text, known_verbs)
+    return show_client_line(line.text[: first.end()], known_verbs) + f" {MASK}"
 
 
 def verb_of(raw: bytes) -> str:

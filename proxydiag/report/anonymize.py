@@ -21,6 +21,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import Literal
 
 from proxydiag import proxy_protocol
 
@@ -44,12 +45,25 @@ NOT_HOSTS = frozenset({"esmtp", "smtp", "lmtp", "service", "ready", "ok", "mail"
 HEX_BLOB = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-f]{2}){6,}(?![0-9a-fA-F])")
 # A value cut short by truncation: its last token before the ellipsis could be half an address.
 CUT_TOKEN = re.compile(r"[0-9A-Za-z_.:\[\]-]*[0-9.:][0-9A-Za-z_.:\[\]-]*(?=\.\.\.$)")
+# Header hex cut short for a report: its bytes are rewritten like any hex, and a last
+# token that may be half a name or an address (as text inside the bytes) is left out.
+HEX_BEFORE_CUT = re.compile(r"(?<![0-9A-Za-z_.:\[\]-])(?:[0-9a-f]{2}){6,}\.\.\.$")
+CUT_TEXT = re.compile(r"[0-9A-Za-z_.:\[\]-]*[0-9.:][0-9A-Za-z_.:\[\]-]*$")
 # Keys whose strings come from the wire or from files (where names appear); findings quote them.
 WIRE_KEYS = ("inputs", "connections", "findings", "stalwart_config", "command_line", "logs", "proxy_configs",
              "targets", "options", "endpoints", "servers_recognised")
-NOT_HOSTNAMES = re.compile(r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log|gz|zst|xz)$", re.I)
+# File names, and the rule ids of header violations (`v2.transport`), are not host names.
+NOT_HOSTNAMES = re.compile(r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log|gz|zst|xz)$|^v[12]\.", re.I)
 _SUFFIX = re.compile(r"\.[a-z]{1,7}")
 OPAQUE_TLVS = frozenset({"UNIQUE_ID", "CUSTOM", "EXPERIMENT", "FUTURE", "UNASSIGNED", "AWS", "AZURE", "GCP", "NETNS"})
+# Cloud TLVs whose first byte names the kind of value (kept: it identifies no one).
+SUBTYPED_TLVS = frozenset({proxy_protocol.PP2_TYPE_AWS, proxy_protocol.PP2_TYPE_AZURE})
+# Ids the decoder gives as numbers, with the bytes they are on the wire (references.md):
+# Azure's private endpoint link id is 4 bytes little-endian, GCP's PSC connection id 8 big-endian.
+FIXED_WIDTH_IDS: dict[str, tuple[int, Literal["little", "big"]]] = {
+    "private_endpoint_link_id": (4, "little"),
+    "psc_connection_id": (8, "big"),
+}
 
 V4_KINDS = [
     (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("127.200.0.0/16")),
@@ -124,12 +138,10 @@ class Pseudonyms:
         """An opaque identifier: as long as the original, printable if it was."""
         if value not in self.opaque:
             stream = hashlib.sha256(b"proxydiag-anon-%d" % self._count("blob")).hexdigest() * (len(value) // 64 + 1)
-            keep = re.match(rb"^[\x00-\x1f]?[A-Za-z]{1,8}-", value)  # AWS: \x01vpce-...
+            printable = value.isascii() and value.decode("ascii").isprintable()
+            keep = re.match(rb"[A-Za-z]{1,8}-", value) if printable else None  # AWS: vpce-...
             kept = keep.group() if keep else b""
-            if value[len(kept):].isascii() and bytes(value[len(kept):]).decode("ascii").isprintable():
-                filler = stream.encode()
-            else:
-                filler = bytes.fromhex(stream * 2)
+            filler = stream.encode() if printable else bytes.fromhex(stream * 2)
             self.opaque[value] = kept + filler[: len(value) - len(kept)]
         return self.opaque[value]
 
@@ -139,6 +151,7 @@ class Pseudonyms:
 
 
 def anonymize(document: dict) -> dict:
+    """A new document (the given one is left as it was)."""
     return Anonymizer().document(document)
 
 
@@ -165,23 +178,39 @@ class Anonymizer:
 
 
 def _anonymize(document: dict, pseudonyms: Pseudonyms) -> dict:
-    texts = [text for key in WIRE_KEYS for text in _strings(document.get(key))]
-    blobs = [bytes.fromhex(match) for text in texts for match in HEX_BLOB.findall(text)]
-    for blob in blobs:  # addresses a header in evidence holds, parsed or not
+    texts = list(dict.fromkeys(text for key in WIRE_KEYS for text in _strings(document.get(key))))
+    blobs = [bytes.fromhex(match) for text in texts if len(text) >= 12 for match in HEX_BLOB.findall(text)]
+    for blob in blobs:  # addresses and ids a header in evidence holds, parsed or not
         header = proxy_protocol.parse(blob).header
         texts += [addr for addr in (header.src_addr, header.dst_addr) if addr] if header else []
         texts.append(blob.decode("latin-1"))
+        for begin, end in _opaque_tlv_spans(blob):
+            pseudonyms.blob(blob[begin:end])
     for text in texts:
-        pseudonyms.originals.update(str(ip) for ip in map(ip_of, IPV4.findall(text)) if ip)
-        pseudonyms.originals.update(str(ip) for ip in map(_ipv6_of, IPV6.findall(text)) if ip)
+        if "." in text:
+            pseudonyms.originals.update(str(ip) for ip in map(ip_of, IPV4.findall(text)) if ip)
+        if text.count(":") >= 2:
+            pseudonyms.originals.update(str(ip) for ip in map(_ipv6_of, IPV6.findall(text)) if ip)
     hostnames = _hostnames(texts)
     for path in _paths(document):
         pseudonyms.path(path)
-    document = _opaque_tlvs(document, pseudonyms)
+    for tlv in _tlv_dicts([document.get(key) for key in WIRE_KEYS]):
+        _opaque_value(tlv["value"], pseudonyms)  # named before any hex that holds the same bytes is rewritten
     rewrite = _Rewriter(pseudonyms, hostnames)
     result = {key: _transform(value, rewrite) if key in WIRE_KEYS else value for key, value in document.items()}
     result["anonymized"] = True
     return result
+
+
+def _opaque_tlv_spans(blob: bytes) -> list[tuple[int, int]]:
+    """Where the identifying bytes of the opaque TLVs lie in a header's bytes, a value cut
+    short by truncation included; a cloud TLV's subtype byte is not one of them."""
+    found = []
+    for tlv_type, start, stop in proxy_protocol.tlv_spans(blob):
+        begin, end = start + (tlv_type in SUBTYPED_TLVS), min(stop, len(blob))
+        if proxy_protocol.tlv_name(tlv_type) in OPAQUE_TLVS and begin < end:
+            found.append((begin, end))
+    return found
 
 
 def _hostnames(texts: list[str]) -> set[str]:
@@ -207,16 +236,25 @@ class _Rewriter:
         paths = sorted(pseudonyms.paths, key=len, reverse=True)
         self.paths = re.compile("|".join(map(re.escape, paths))) if paths else None
 
+        self.done: dict[str, str] = {}
+
     def __call__(self, text: str) -> str:
+        if text not in self.done:
+            self.done[text] = self._rewrite(text)
+        return self.done[text]
+
+    def _rewrite(self, text: str) -> str:
         if self.paths is not None:
             text = self.paths.sub(lambda m: self.pseudonyms.paths[m.group()], text)
-        text = HEX_BLOB.sub(lambda m: self._hex(m.group()), text)
+        text = HEX_BLOB.sub(lambda m: self._hex(m.group(), text.startswith("...", m.end())), text) if len(text) >= 12 else text
         text = self._text(text)
-        return CUT_TOKEN.sub("[cut]", text) if text.endswith("...") else text
+        return CUT_TOKEN.sub("[cut]", text) if text.endswith("...") and not HEX_BEFORE_CUT.search(text) else text
 
     def _text(self, text: str) -> str:
-        text = IPV4.sub(lambda m: self.pseudonyms.address(m.group()), text)
-        text = IPV6.sub(lambda m: self._ipv6(m.group()), text)
+        if "." in text:
+            text = IPV4.sub(lambda m: self.pseudonyms.address(m.group()), text)
+        if text.count(":") >= 2:
+            text = IPV6.sub(lambda m: self._ipv6(m.group()), text)
         if self.hostname is not None:
             text = self.hostname.sub(lambda m: self.pseudonyms.hostname(m.group()), text)
         return text
@@ -228,16 +266,27 @@ class _Rewriter:
         port = "" if _is_ip(token) else ":" + token.rpartition(":")[2]
         return self.pseudonyms.address(str(ip)) + port
 
-    def _hex(self, blob: str) -> str:
+    def _hex(self, blob: str, cut: bool = False) -> str:
         data = bytes.fromhex(blob)
-        for value, pseudonym in self.pseudonyms.opaque.items():
-            data = data.replace(value, pseudonym)
+        if proxy_protocol.header_version_at_start(data) == 2:  # each TLV's value where it stands
+            data = self._opaque_in_place(data)
+        else:
+            for value, pseudonym in self.pseudonyms.opaque.items():
+                data = data.replace(value, pseudonym)
         for original in list(self.pseudonyms.originals):
             ip = ipaddress.ip_address(original)
             if not (ip.is_unspecified or (ip.version == 6 and ip.is_loopback)):
                 data = data.replace(ip.packed, ipaddress.ip_address(self.pseudonyms.address(original)).packed)
         # v1 headers and any text inside: rewritten as text (pseudonyms are ASCII)
-        return self._text(data.decode("latin-1")).encode("latin-1").hex()
+        text = self._text(data.decode("latin-1"))
+        return (CUT_TEXT.sub("", text) if cut else text).encode("latin-1").hex()
+
+
+    def _opaque_in_place(self, header: bytes) -> bytes:
+        rewritten = bytearray(header)
+        for begin, end in _opaque_tlv_spans(header):
+            rewritten[begin:end] = self.pseudonyms.blob(header[begin:end])
+        return bytes(rewritten)
 
 
 def _ipv6_of(token: str):
@@ -270,28 +319,45 @@ def _paths(document: dict) -> list[str]:
     return [path for path in found if path not in STANDARD_STREAMS]
 
 
-def _opaque_tlvs(document: dict, pseudonyms: Pseudonyms) -> dict:
-    """TLV values that identify a client, a session or an account, replaced (and
-    remembered, so that the same bytes inside header hex are replaced too)."""
-    for conn in document.get("connections") or []:
-        for header in [conn.get("proxy_header"), *(conn.get("extra_proxy_headers") or [])]:
-            for tlv in (header or {}).get("tlvs") or []:
-                if tlv.get("name") in OPAQUE_TLVS and "value" in tlv:
-                    tlv["value"] = _opaque_value(tlv["value"], pseudonyms)
-    return document
+def _is_opaque_tlv(value: dict) -> bool:
+    """A decoded TLV (type, name, length, offset, value) that identifies a client, a
+    session or an account."""
+    return value.get("name") in OPAQUE_TLVS and "value" in value and "type" in value and "offset" in value
+
+
+def _tlv_dicts(value):
+    if isinstance(value, dict):
+        if _is_opaque_tlv(value):
+            yield value
+        for item in value.values():
+            yield from _tlv_dicts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _tlv_dicts(item)
 
 
 def _opaque_value(value, pseudonyms: Pseudonyms):
+    """The pseudonym of a TLV value, in the value's own shape (hex, text, number, fields)."""
     if isinstance(value, str):
         if re.fullmatch(r"(?:[0-9a-f]{2})*", value):
             return pseudonyms.blob(bytes.fromhex(value)).hex()
         return pseudonyms.blob(value.encode()).decode("latin-1")
     if isinstance(value, dict):
-        return {key: item if key == "subtype" else _opaque_value(item, pseudonyms) for key, item in value.items()}
+        return {key: _opaque_field(key, item, pseudonyms) for key, item in value.items()}
     if isinstance(value, int) and not isinstance(value, bool):
         size = max(1, (value.bit_length() + 7) // 8)
         return int.from_bytes(pseudonyms.blob(value.to_bytes(size, "big")), "big")
     return value
+
+
+def _opaque_field(key: str, item, pseudonyms: Pseudonyms):
+    if key == "subtype":
+        return item
+    if key in FIXED_WIDTH_IDS and isinstance(item, int) and not isinstance(item, bool):
+        size, order = FIXED_WIDTH_IDS[key]
+        if 0 <= item < 1 << (8 * size):  # the bytes the header carries, so that its hex gets the same pseudonym
+            return int.from_bytes(pseudonyms.blob(item.to_bytes(size, order)), order)
+    return _opaque_value(item, pseudonyms)
 
 
 def _strings(value):
@@ -310,6 +376,8 @@ def _transform(value, rewrite):
     if isinstance(value, str):
         return rewrite(value)
     if isinstance(value, dict):  # keys too: counts per address are keyed by the address
+        if _is_opaque_tlv(value):
+            value = {**value, "value": _opaque_value(value["value"], rewrite.pseudonyms)}
         return {(rewrite(key) if isinstance(key, str) else key): _transform(item, rewrite) for key, item in value.items()}
     if isinstance(value, list):
         return [_transform(item, rewrite) for item in value]

@@ -20,4 +20,7 @@ for target in "${targets[@]}"; do
     echo "  $target: exit $code; $(grep -E '^Done|stat::number_of_executed_units' "$log" | tail -1)"
     [ $code -eq 0 ] || status=1
 done
+logs=()
+for target in "${targets[@]}"; do logs+=("tests/fuzz/logs/$target.log"); done
+python3 tests/fuzz/summarise.py "${logs[@]}"  # the rows for tests/fuzz/RESULTS.md
 exit $status

@@ -9,7 +9,6 @@ shown with --anonymize), shows (text every human view must show)."""
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 from proxydiag import proxy_protocol as pp
@@ -142,7 +141,8 @@ def build() -> None:
     raw("empty.pcap", b"", 2)
     good = (FILES / "greeting-close-bold-markup.pcap").read_bytes()
     raw("truncated-mid-record.pcap", good[: len(good) - 7], 2, ("renders", "one_line_error", "no_raw_control"))
-    raw("unknown-linktypes-65000.pcapng", _many_linktypes(65000), 2, ("renders", "one_line_error"))
+    entries.append({"file": "unknown-linktypes-65000.pcapng", "command": "analyze", "exit": [2],
+                    "properties": ["renders", "one_line_error"], "generated": True})  # tests/hostile/generated.py
     decode("decode-authority-osc", v2(tlvs=[(pp.PP2_TYPE_AUTHORITY, b"\x1b]8;;http://e\x07x\x1b]8;;\x07\r\u202e".replace(b"\u202e", "\u202e".encode()))]),
            1, ["v2.authority-control"])
     decode("decode-ssl-no-version", v2(tlvs=[(pp.PP2_TYPE_SSL, pp.build_ssl_value(cn="ok"))]), 1, ["v2.ssl-version-missing"])
@@ -158,14 +158,6 @@ def build() -> None:
     decode("decode-not-a-header", b"\x16\x03\x01\x00\x05hello", 1, ["signature"])
     decode("decode-ipv4-mapped", v2(family="TCP6", src_addr="::ffff:10.1.91.14", dst_addr="::1"), 0, [], ["::ffff:10.1.91.14"])
     (HERE / "manifest.json").write_text(json.dumps(entries, indent=1) + "\n")
-
-
-def _many_linktypes(count: int) -> bytes:
-    shb = struct.pack("<IIIHHq", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1) + struct.pack("<I", 28)
-    idbs = b"".join(struct.pack("<IIHHII", 1, 20, 300 + index, 0, 0, 20) for index in range(count))
-    packets = b"".join(struct.pack("<IIIIIII", 6, 36, index, 0, 0, 4, 4) + b"abcd" + struct.pack("<I", 36)
-                       for index in (0, count - 1))
-    return shb + idbs + packets
 
 
 if __name__ == "__main__":

@@ -1,0 +1,287 @@
+"""A lab whose real daemons are configured with hostile text, for tests/test_hostile_real.py:
+Postfix, Dovecot, HAProxy and nginx from Debian's packages, started privately from
+throw-away configs on 127.70.0.0/16, recorded with tcpdump.
+
+  SERVER 127.70.0.30  Postfix 10025 (PROXY expected, SASL through Dovecot) with a hostile
+                      smtpd_banner; 10465 expects no header (HAProxy's 465 sends one: the
+                      server answers the header's bytes, PD102 quotes them as hex).
+                      Dovecot 10143 (haproxy = yes) with a hostile login_greeting.
+                      nginx http 10080 (`listen ... proxy_protocol`).
+  HAPROXY 127.70.0.20 25 -> 10025 and 143 -> 10143 with send-proxy-v2 and a UNIQUE_ID
+                      whose format holds markup and control characters; 993 and 465
+                      terminate TLS and add the client's SNI as the AUTHORITY TLV.
+  NGINX 127.70.0.21   stream 80 -> 10080 with proxy_protocol on.
+  CLIENT 127.70.0.10  swaks, curl and a socket client bind here (openssl s_client cannot
+                      choose its source address: it comes from 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests import daemons
+from tests.daemons import DaemonLab, LabError
+
+SERVER = "127.70.0.30"
+HAPROXY = "127.70.0.20"
+NGINX = "127.70.0.21"
+CLIENT = "127.70.0.10"
+USER = "alice"
+PASSWORD = "Hx9-r3al-s3cret"  # nothing proxydiag prints may carry it, in any encoding
+HOSTNAME = "mail.lab-hostile.test"
+SNI = "Odd_Sni-1.lab-hostile.test"  # an underscore and capitals: accepted by OpenSSL and HAProxy
+EHLO = "[/bold]![x](http://127.70.0.9/p.png)[link=http://127.70.0.9/]x[/link]"
+# What the daemons are told to say: rich markup, a Markdown image and link, raw HTML, and
+# the controls a config file can carry: an OSC 8 hyperlink (ESC, BEL), C1 CSI, U+202E.
+HOSTILE = ("[/bold] [link=http://127.70.0.9/]x[/link] ![x](http://127.70.0.9/p.png) <img src=x>"
+           " \x1b]8;;http://127.70.0.9/\x07y\x1b]8;;\x07 \u009b31m \u202eevil")
+# HAProxy's unique-id-format: the same, plus ESC (an OSC 8 hyperlink), BEL and U+202E.
+UNIQUE_ID_FORMAT = r"[/bold][link=http://127.70.0.9/]x[/link]\x1b]8;;http://127.70.0.9/\x07y\x1b]8;;\x07\xe2\x80\xae%[uuid]"
+REQUEST_PATH = "/[/bold][link=http://127.70.0.9/]x[/link]![x](http://127.70.0.9/p.png)<img%20src=x>"
+NEEDED = ("postfix", "dovecot", "doveadm", "haproxy", "nginx", "tcpdump", "swaks", "curl", "openssl")
+CHECK_ADDRESS = "127.70.0.2"  # the lab's own readiness checks connect from here
+
+
+def missing_programs() -> list[str]:
+    return [name for name in NEEDED if shutil.which(name) is None and not Path(f"/usr/sbin/{name}").exists()]
+
+
+def wait_listening(addr: str, port: int, what: str, log: Path | None = None) -> None:
+    daemons.wait_listening(addr, port, what, CHECK_ADDRESS, log)
+
+
+@dataclass
+class Lab(DaemonLab):
+    capture: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.work.chmod(0o755)  # Dovecot's and Postfix's children must traverse it
+        (self.work / "logs").mkdir()
+        self._certificate(HOSTNAME)
+        self._dovecot()
+        self._postfix()
+        self._haproxy()
+        self._nginx()
+
+    def stop(self) -> None:
+        self.stop_capture()
+        super().stop()
+
+    def start_capture(self, path: Path) -> None:
+        log = self.work / "logs" / "tcpdump.log"
+        with open(log, "wb") as err:
+            self.capture = subprocess.Popen(
+                ["tcpdump", "-i", "lo", "-s", "0", "-U", "--immediate-mode", "-Z", "root", "-w", str(path),
+                 "tcp and net 127.70.0.0/16"], stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while b"listening on" not in log.read_bytes():
+            if time.monotonic() > deadline or self.capture.poll() is not None:
+                raise LabError(f"tcpdump did not start: {log.read_text(errors='replace')}")
+            time.sleep(0.05)
+
+    def stop_capture(self) -> None:
+        if self.capture is None:
+            return
+        time.sleep(0.5)  # the last FIN/ACKs
+        self.capture.send_signal(signal.SIGINT)
+        self.capture.wait(timeout=10)
+        self.capture = None
+
+    def _dovecot(self) -> None:
+        base = self.work / "dovecot"
+        for sub in ("base", "state"):
+            (base / sub).mkdir(parents=True)
+        log = self.work / "logs" / "dovecot.log"
+        dh = "ssl_dh = </usr/share/dovecot/dh.pem" if Path("/usr/share/dovecot/dh.pem").exists() else ""
+        (base / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}:65534:65534::{base}::\n")
+        (base / "dovecot.conf").write_text(f"""
+protocols = imap
+listen = {SERVER}
+base_dir = {base}/base
+state_dir = {base}/state
+instance_name = proxydiag-hostile
+log_path = {log}
+default_login_user = dovenull
+default_internal_user = dovecot
+login_greeting = Dovecot {HOSTILE}
+ssl = yes
+ssl_cert = <{self.cert}
+ssl_key = <{self.key}
+{dh}
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+haproxy_trusted_networks = {HAPROXY}
+haproxy_timeout = 3 secs
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {base}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {base}/passwd
+}}
+service imap-login {{
+  service_count = 0
+  process_min_avail = 1
+  inet_listener imap {{
+    address = {SERVER}
+    port = 10143
+    haproxy = yes
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service auth {{
+  unix_listener {self.work}/dovecot-auth-postfix {{
+    mode = 0666
+  }}
+}}
+""")
+        self._spawn(["dovecot", "-c", str(base / "dovecot.conf"), "-F"], "dovecot")
+        wait_listening(SERVER, 10143, "Dovecot", log)
+        # Until a login process has its auth connection, Dovecot greets "Waiting for
+        # authentication process" instead of login_greeting: one login process is kept
+        # ready (process_min_avail), and the auth process must answer first.
+        checked = subprocess.run(["doveadm", "-c", str(base / "dovecot.conf"), "auth", "test", USER, PASSWORD],
+                                 capture_output=True, text=True, timeout=60)
+        if checked.returncode != 0:
+            raise LabError(f"Dovecot's auth process does not answer: {checked.stdout}{checked.stderr}")
+
+    def _postfix(self) -> None:
+        config = self.work / "postfix"
+        config.mkdir()
+        for sub in ("postfix-queue", "postfix-data"):
+            (self.work / sub).mkdir()
+        shutil.chown(self.work / "postfix-data", "postfix")
+        log = self.work / "logs" / "postfix.log"
+        (config / "main.cf").write_text(f"""
+compatibility_level = 3.6
+queue_directory = {self.work}/postfix-queue
+data_directory = {self.work}/postfix-data
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = {HOSTNAME}
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+alias_maps =
+alias_database =
+smtpd_peername_lookup = no
+smtpd_banner = $myhostname ESMTP {HOSTILE}
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {self.cert}
+smtpd_tls_key_file = {self.key}
+smtpd_tls_auth_only = no
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {self.work}/dovecot-auth-postfix
+smtpd_upstream_proxy_timeout = 3s
+maillog_file = {log}
+maillog_file_prefixes = {self.work}
+""")
+        services = "\n".join(f"{name} unix - - n - {limit} {command}" for name, limit, command in (
+            ("cleanup", "0", "cleanup"), ("qmgr", "1", "qmgr"), ("rewrite", "-", "trivial-rewrite"),
+            ("bounce", "0", "bounce"), ("defer", "0", "bounce"), ("trace", "0", "bounce"), ("verify", "1", "verify"),
+            ("proxymap", "-", "proxymap"), ("anvil", "1", "anvil"), ("scache", "1", "scache"), ("tlsmgr", "1", "tlsmgr")))
+        (config / "master.cf").write_text(
+            f"{SERVER}:10025 inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy\n"
+            f"{SERVER}:10465 inet n - n - - smtpd\n"
+            f"{services}\npostlog unix-dgram n - n - 1 postlogd\n"
+        )
+        self.postfix_dir = config
+        started = subprocess.run(["postfix", "-c", str(config), "start"], capture_output=True, text=True)
+        if started.returncode != 0:
+            raise LabError(f"Postfix did not start: {started.stderr}")
+        for port in (10025, 10465):
+            wait_listening(SERVER, port, "Postfix", log)
+
+    def _haproxy(self) -> None:
+        config = self.work / "haproxy.cfg"
+        config.write_text(f"""
+global
+    maxconn 64
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 30s
+    timeout server 30s
+    source {HAPROXY}
+    unique-id-format "{UNIQUE_ID_FORMAT}"
+listen smtp
+    bind {HAPROXY}:25
+    server postfix {SERVER}:10025 send-proxy-v2 proxy-v2-options unique-id
+listen imap
+    bind {HAPROXY}:143
+    server dovecot {SERVER}:10143 send-proxy-v2 proxy-v2-options unique-id
+listen imaps
+    bind {HAPROXY}:993 ssl crt {self.pem}
+    server dovecot {SERVER}:10143 send-proxy-v2 proxy-v2-options authority,unique-id,ssl
+listen submissions
+    bind {HAPROXY}:465 ssl crt {self.pem}
+    server postfix {SERVER}:10465 send-proxy-v2 proxy-v2-options authority,unique-id
+""")
+        checked = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
+        if checked.returncode != 0:
+            raise LabError(f"HAProxy rejected its configuration: {checked.stdout}{checked.stderr}")
+        self._spawn(["haproxy", "-db", "-f", str(config)], "haproxy")
+        for port in (25, 143, 993, 465):
+            wait_listening(HAPROXY, port, "HAProxy", self.work / "logs" / "haproxy.stdout")
+
+    def _nginx(self) -> None:
+        prefix = self.work / "nginx"
+        prefix.mkdir()
+        error_log = self.work / "logs" / "nginx-error.log"
+        (prefix / "nginx.conf").write_text(f"""
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {error_log} info;
+events {{ worker_connections 64; }}
+stream {{
+    server {{
+        listen {NGINX}:80;
+        proxy_pass {SERVER}:10080;
+        proxy_bind {NGINX};
+        proxy_protocol on;
+    }}
+}}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen {SERVER}:10080 proxy_protocol;
+        return 404;
+    }}
+}}
+""")
+        argv = ["nginx", "-p", f"{prefix}/", "-e", str(error_log), "-c", str(prefix / "nginx.conf")]
+        checked = subprocess.run([*argv, "-t"], capture_output=True, text=True)
+        if checked.returncode != 0:
+            raise LabError(f"nginx rejected its configuration: {checked.stderr}")
+        self._spawn([*argv, "-g", "daemon off;"], "nginx")
+        wait_listening(NGINX, 80, "nginx", error_log)
+        wait_listening(SERVER, 10080, "nginx", error_log)
+
+
+@contextlib.contextmanager
+def running_lab():
+    lab = Lab(Path(tempfile.mkdtemp(prefix="proxydiag-hostile-lab.")))
+    try:
+        lab.start()
+        yield lab
+    finally:
+        lab.stop()
+        shutil.rmtree(lab.work, ignore_errors=True)
