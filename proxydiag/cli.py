@@ -317,6 +317,7 @@ def sniff(
 
     from proxydiag import sensor
     from proxydiag.analysis import Reader, analyze_live, judge_analysis
+    from proxydiag.store import LIVE_HELD, ConnectionStore
     from proxydiag.live import MAIL_FILTER, LiveCapture, LiveError
 
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
@@ -326,7 +327,8 @@ def sniff(
     capture = LiveCapture(interface, bpf or MAIL_FILTER, count=count, duration=duration,
                           write_path=str(write) if write else None,
                           rotation=_rotation(write, file_size, rotate_seconds, file_count))
-    reader = Reader(settings, settings.options.services)
+    # a sensor runs for days: connections wait for the final report on disk almost at once
+    reader = Reader(settings, settings.options.services, ConnectionStore(spill_after=LIVE_HELD))
     sinks, events_file = _sensor_sinks(format, output, anonymize, metrics)
     events = sensor.SniffEvents(sinks, heartbeat, lambda: sensor.capture_counters(capture, reader.table, events.told))
     reader.then = events.live_judge(reader, settings).add  # each connection judged once, as it ends

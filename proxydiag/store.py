@@ -22,6 +22,7 @@ from typing import IO, overload
 from proxydiag.model import Connection
 
 SPILL_AFTER = 8_192  # connections kept in memory (about 7 KB each) before the file takes over
+LIVE_HELD = 256  # the same for sniff, whose memory must not grow over a long run
 
 
 class ConnectionStore(Sequence[Connection]):
