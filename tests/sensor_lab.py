@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from tests.daemons import DaemonLab, LabError
 
 SERVER, HAPROXY, CLIENT, PROMETHEUS = "127.60.0.10", "127.60.0.20", "127.60.0.1", "127.60.0.2"
 HEALTHY, BROKEN = f"{SERVER}:10025", f"{SERVER}:10587"  # the listeners behind HAProxy's 25 and 587
@@ -31,10 +31,6 @@ HEALTHY, BROKEN = f"{SERVER}:10025", f"{SERVER}:10587"  # the listeners behind H
 # always reaches Postfix as the would-be header (PD101), never Postfix's timeout first (PD401).
 PROXY_TIMEOUT = 10
 CLIENT_WAIT = 2
-
-
-class LabError(RuntimeError):
-    pass
 
 
 def free_port(addr: str) -> int:
@@ -61,11 +57,8 @@ def listening(addr: str, port: int) -> bool:
         return True
 
 
-@dataclass
-class Lab:
-    work: Path
-    processes: list[subprocess.Popen] = field(default_factory=list)
-    postfix_dir: Path | None = None
+class Lab(DaemonLab):
+    """tests/daemons.py's lab (stopped by process id) with this lab's daemons."""
 
     def start(self) -> None:
         for addr, port in ((SERVER, 10025), (SERVER, 10587), (HAPROXY, 25), (HAPROXY, 587)):
@@ -78,34 +71,11 @@ class Lab:
         self._postfix()
         self._haproxy()
 
-    def stop(self) -> None:
-        if self.postfix_dir is not None:
-            subprocess.run(["postfix", "-c", str(self.postfix_dir), "stop"], capture_output=True)
-        for pid in self._processes_working_here():  # Postfix's master and children, whatever `stop` did
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
     def spawn(self, argv: list[str], name: str, cwd: Path | None = None) -> subprocess.Popen:
         log = open(self.work / "logs" / f"{name}.log", "wb")  # noqa: SIM115 (lives as long as the process)
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd)
         self.processes.append(process)
         return process
-
-    def _processes_working_here(self) -> list[int]:
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    if Path(os.readlink(entry / "cwd")).is_relative_to(self.work / "postfix-queue"):
-                        pids.append(int(entry.name))
-        return pids
 
     def _certificate(self) -> None:
         self.cert, self.key = self.work / "cert.pem", self.work / "key.pem"
