@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -75,3 +76,51 @@ class DaemonLab:
         self.key.chmod(0o644)  # throw-away key; the daemons read it after dropping privileges
         self.pem = self.work / "combined.pem"
         self.pem.write_text(self.cert.read_text() + self.key.read_text())
+
+
+POSTFIX_MAIN_CF = """
+compatibility_level = 3.6
+queue_directory = {work}/postfix-queue
+data_directory = {work}/postfix-data
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+mydestination =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+alias_maps =
+alias_database =
+smtpd_peername_lookup = no
+maillog_file = {log}
+maillog_file_prefixes = {work}
+"""
+POSTFIX_SERVICES = "".join(f"{name} unix - - n - {limit} {command}\n" for name, limit, command in (
+    ("cleanup", "0", "cleanup"), ("qmgr", "1", "qmgr"), ("rewrite", "-", "trivial-rewrite"),
+    ("bounce", "0", "bounce"), ("defer", "0", "bounce"), ("trace", "0", "bounce"), ("verify", "1", "verify"),
+    ("proxymap", "-", "proxymap"), ("anvil", "1", "anvil"), ("scache", "1", "scache"), ("tlsmgr", "1", "tlsmgr"),
+)) + "postlog unix-dgram n - n - 1 postlogd\n"
+
+
+def start_postfix(lab: DaemonLab, address: str, listeners: dict[int, str], settings: str, source: str) -> Path:
+    """A private Postfix instance, its queue and data below the lab's directory: main.cf is
+    what every lab shares plus `settings`; one smtpd on `address` per port of `listeners`
+    (port -> its `-o` options). Returns its log, once every port accepts (checked from
+    `source`, an address of the lab's own range)."""
+    config = lab.work / "postfix"
+    config.mkdir()
+    for sub in ("postfix-queue", "postfix-data"):
+        (lab.work / sub).mkdir()
+    shutil.chown(lab.work / "postfix-data", "postfix")
+    log = lab.work / "logs" / "postfix.log"
+    (config / "main.cf").write_text(POSTFIX_MAIN_CF.format(work=lab.work, log=log) + settings)
+    (config / "master.cf").write_text(
+        "".join(f"{address}:{port} inet n - n - - smtpd {options}".rstrip() + "\n" for port, options in listeners.items())
+        + POSTFIX_SERVICES
+    )
+    lab.postfix_dir = config
+    started = subprocess.run(["postfix", "-c", str(config), "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        raise LabError(f"Postfix did not start: {started.stderr}")
+    for port in listeners:
+        wait_listening(address, port, "Postfix", source, log)
+    return log

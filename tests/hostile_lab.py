@@ -156,26 +156,8 @@ service auth {{
             raise LabError(f"Dovecot's auth process does not answer: {checked.stdout}{checked.stderr}")
 
     def _postfix(self) -> None:
-        config = self.work / "postfix"
-        config.mkdir()
-        for sub in ("postfix-queue", "postfix-data"):
-            (self.work / sub).mkdir()
-        shutil.chown(self.work / "postfix-data", "postfix")
-        log = self.work / "logs" / "postfix.log"
-        (config / "main.cf").write_text(f"""
-compatibility_level = 3.6
-queue_directory = {self.work}/postfix-queue
-data_directory = {self.work}/postfix-data
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
+        daemons.start_postfix(self, SERVER, {10025: "-o smtpd_upstream_proxy_protocol=haproxy", 10465: ""}, f"""
 myhostname = {HOSTNAME}
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-alias_maps =
-alias_database =
-smtpd_peername_lookup = no
 smtpd_banner = $myhostname ESMTP {HOSTILE}
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {self.cert}
@@ -185,24 +167,7 @@ smtpd_sasl_auth_enable = yes
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = {self.work}/dovecot-auth-postfix
 smtpd_upstream_proxy_timeout = 3s
-maillog_file = {log}
-maillog_file_prefixes = {self.work}
-""")
-        services = "\n".join(f"{name} unix - - n - {limit} {command}" for name, limit, command in (
-            ("cleanup", "0", "cleanup"), ("qmgr", "1", "qmgr"), ("rewrite", "-", "trivial-rewrite"),
-            ("bounce", "0", "bounce"), ("defer", "0", "bounce"), ("trace", "0", "bounce"), ("verify", "1", "verify"),
-            ("proxymap", "-", "proxymap"), ("anvil", "1", "anvil"), ("scache", "1", "scache"), ("tlsmgr", "1", "tlsmgr")))
-        (config / "master.cf").write_text(
-            f"{SERVER}:10025 inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy\n"
-            f"{SERVER}:10465 inet n - n - - smtpd\n"
-            f"{services}\npostlog unix-dgram n - n - 1 postlogd\n"
-        )
-        self.postfix_dir = config
-        started = subprocess.run(["postfix", "-c", str(config), "start"], capture_output=True, text=True)
-        if started.returncode != 0:
-            raise LabError(f"Postfix did not start: {started.stderr}")
-        for port in (10025, 10465):
-            wait_listening(SERVER, port, "Postfix", log)
+""", CHECK_ADDRESS)
 
     def _haproxy(self) -> None:
         config = self.work / "haproxy.cfg"

@@ -109,49 +109,14 @@ service imap-login {{
             wait_listening(SERVER, port, "Dovecot", log)
 
     def _postfix(self) -> None:
-        config = self.work / "postfix"
-        config.mkdir()
-        for sub in ("postfix-queue", "postfix-data"):
-            (self.work / sub).mkdir()
-        shutil.chown(self.work / "postfix-data", "postfix")
-        log = self.work / "logs" / "postfix.log"
-        (config / "main.cf").write_text(f"""
-compatibility_level = 3.6
-queue_directory = {self.work}/postfix-queue
-data_directory = {self.work}/postfix-data
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
+        daemons.start_postfix(self, SERVER, {25: "", 10025: "-o smtpd_upstream_proxy_protocol=haproxy"}, f"""
 myhostname = mail.example.test
-mydestination =
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-alias_maps =
-alias_database =
-smtpd_peername_lookup = no
 smtpd_banner = $myhostname ESMTP Postfix
 smtpd_tls_security_level = may
 smtpd_tls_cert_file = {self.cert}
 smtpd_tls_key_file = {self.key}
 smtpd_upstream_proxy_timeout = 3s
-maillog_file = {log}
-maillog_file_prefixes = {self.work}
-""")
-        services = "\n".join(f"{name} unix - - n - {limit} {command}" for name, limit, command in (
-            ("cleanup", "0", "cleanup"), ("qmgr", "1", "qmgr"), ("rewrite", "-", "trivial-rewrite"),
-            ("bounce", "0", "bounce"), ("defer", "0", "bounce"), ("trace", "0", "bounce"), ("verify", "1", "verify"),
-            ("proxymap", "-", "proxymap"), ("anvil", "1", "anvil"), ("scache", "1", "scache"), ("tlsmgr", "1", "tlsmgr")))
-        (config / "master.cf").write_text(
-            f"{SERVER}:25 inet n - n - - smtpd\n"
-            f"{SERVER}:10025 inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy\n"
-            f"{services}\npostlog unix-dgram n - n - 1 postlogd\n"
-        )
-        self.postfix_dir = config
-        started = subprocess.run(["postfix", "-c", str(config), "start"], capture_output=True, text=True)
-        if started.returncode != 0:
-            raise LabError(f"Postfix did not start: {started.stderr}")
-        for port in (25, 10025):
-            wait_listening(SERVER, port, "Postfix", log)
+""", LAB_CLIENT)
 
     def _haproxy(self) -> None:
         config = self.work / "haproxy.cfg"
