@@ -394,22 +394,22 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
     from proxydiag.evidence import add_to_document
     from proxydiag.report import json as json_report
     from proxydiag.report.anonymize import anonymize as anonymize_document
+    from proxydiag.report.anonymize import anonymize_streamed
     from proxydiag.report.views import SHOWN_CONNECTIONS, summarised, told
 
     _say_what_was_unread(analysis, unread)
     if analysis.inputs and all(item.error for item in analysis.inputs) and extra is None:
         raise typer.Exit(EXIT_UNUSABLE)
-    if options.format is Format.json and not options.anonymize:
+    if options.format is Format.json:
         # Written connection by connection: the document of a big capture is never whole in memory.
-        document = told(add_to_document(analysis.to_dict(lazy=True, encoded=True), extra or {}))
+        document = told(add_to_document(analysis.to_dict(lazy=True, encoded=not options.anonymize), extra or {}))
+        if options.anonymize:  # the store is read twice: to learn every original, then to rewrite
+            document = anonymize_streamed(document, lambda: analysis.connection_dicts(encoded=False))
         _write(json_report.stream_document(document), options.output)
     else:
+        # The human reports summarise: the connections pass by once, the first ones stay.
         document = add_to_document(analysis.to_dict(lazy=True), extra or {})
-        if options.format is Format.json:  # anonymised: the pass needs the whole document
-            document["connections"] = list(document["connections"])
-        else:  # the human reports summarise: the connections pass by once, the first ones stay
-            document = summarised(document, keep=None if options.verbose else SHOWN_CONNECTIONS)
-        document = told(document)
+        document = told(summarised(document, keep=None if options.verbose else SHOWN_CONNECTIONS))
         if options.format is Format.markdown:  # the ticket names the command, anonymised like the rest
             document["command_line"] = shlex.join(["proxydiag", *sys.argv[1:]])
         if options.anonymize:

@@ -222,7 +222,8 @@ class Analysis:
     def damaged(self) -> bool:
         return any(item.damaged or item.error for item in self.inputs)
 
-    def _connection_dicts(self, encoded: bool) -> Iterator[Any]:
+    def connection_dicts(self, encoded: bool = False) -> Iterator[Any]:
+        """Each connection's dict, read afresh from the store at each call."""
         rendered = getattr(self.connections, "rendered", lambda: None)()  # a store.ConnectionStore's
         if rendered is None:
             return (conn.to_dict() for conn in self.connections)
@@ -249,6 +250,6 @@ class Analysis:
             },
             "stalwart_config": self.stalwart_config.to_dict() if self.stalwart_config is not None else None,
             "flow_table": self.flow_table.to_dict(),
-            "connections": self._connection_dicts(encoded) if lazy else list(self._connection_dicts(False)),
+            "connections": self.connection_dicts(encoded) if lazy else list(self.connection_dicts(False)),
             "findings": [finding.to_dict() for finding in self.findings],
         }

@@ -173,3 +173,43 @@ def test_anonymize_covers_the_probe_document():
     shown = json.dumps(anonymize(document))
     for original in ("10.1.2.3", "198.51.100.7", "mail.example.com", "mx1.example.com"):
         assert original not in shown
+
+
+ADDRESS_OR_PSEUDONYM = re.compile(r"\[?[0-9a-fA-F:.]*[.:][0-9a-fA-F:.]+\]?")
+
+
+@pytest.mark.parametrize("capture", sorted(path.name for path in CAPTURES.glob("*.pcap*")))
+def test_anonymize_leaves_each_fix_as_the_page_wrote_it_but_for_addresses(capture):
+    """A fix is proxydiag's own text: anonymised, only the capture's addresses in it change
+    (a Stalwart key such as `[server.proxy]` is not a host name)."""
+    def fixes(*extra: str) -> list[str]:
+        result = run("analyze", f"captures/{capture}", "--format", "json", "--fail-on", "never", *extra)
+        return [ADDRESS_OR_PSEUDONYM.sub("ADDR", finding["fix"] or "") for finding in json.loads(result.stdout)["findings"]]
+
+    assert fixes("--anonymize") == fixes()
+
+
+def test_anonymize_keeps_stalwart_keys_and_event_names_a_finding_quotes(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[server.listener."smtp"]\nbind = ["[::]:10025"]\nprotocol = "smtp"\n'
+                      'proxy.override = true\n'
+                      '[server.proxy]\ntrusted-networks = ["127.0.0.1/32"]\n')
+    result = run("analyze", "captures/haproxy-v2-smtp.pcap", "--stalwart-config", str(config), "--format", "json",
+                 "--anonymize", "--fail-on", "never")
+    document = json.loads(result.stdout)
+    messages = " ".join(finding["message"] for finding in document["findings"])
+    assert "server.listener.smtp.proxy.override" in messages
+    assert str(config) not in result.stdout and str(tmp_path) not in result.stdout
+
+
+def test_anonymized_json_is_the_same_whether_the_store_spilled_or_not():
+    """The anonymised JSON reads the store twice (learn, then rewrite as it writes): a
+    store on disk gives the very document one in memory gives."""
+    code = ("import sys, proxydiag.store as s; s.SPILL_AFTER = {bound}; "
+            "sys.argv = ['proxydiag', 'analyze', 'captures/two-proxies-both-send.pcap', 'captures/haproxy-ipv6.pcap', "
+            "'--format', 'json', '--anonymize', '--fail-on', 'never']; "
+            "from proxydiag.cli import main; main()")
+    outputs = [subprocess.run([sys.executable, "-c", code.format(bound=bound)], capture_output=True, text=True,
+                              cwd=REPO, timeout=120) for bound in (0, 1_000_000)]
+    assert outputs[0].stdout == outputs[1].stdout and json.loads(outputs[0].stdout)["anonymized"] is True
+    assert "127.0.0.1" not in outputs[0].stdout

@@ -20,10 +20,13 @@ import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePath
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from proxydiag import proxy_protocol
+from proxydiag.report.json import Later
 
 # An escape `visible()` or `printable()` wrote (\x09, \u202e) is not part of the next token.
 _AFTER = r"(?:(?<=\\x[0-9a-f]{2})|(?<=\\u[0-9a-f]{4})|(?<![\w.]))"
@@ -52,8 +55,19 @@ CUT_TEXT = re.compile(r"[0-9A-Za-z_.:\[\]-]*[0-9.:][0-9A-Za-z_.:\[\]-]*$")
 # Keys whose strings come from the wire or from files (where names appear); findings quote them.
 WIRE_KEYS = ("inputs", "connections", "findings", "stalwart_config", "command_line", "logs", "proxy_configs",
              "targets", "options", "endpoints", "servers_recognised")
-# File names, and the rule ids of header violations (`v2.transport`), are not host names.
-NOT_HOSTNAMES = re.compile(r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log|gz|zst|xz)$|^v[12]\.", re.I)
+# Not host names: file names, the rule ids of header violations (`v2.transport`), Stalwart's
+# configuration keys and event ids that findings quote (`server.listener.smtp.proxy.override`,
+# `security.ip-blocked`), and any name whose last label has a hyphen (no TLD has one but
+# the IDN form `xn--`).
+NOT_HOSTNAMES = re.compile(
+    r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log|gz|zst|xz)$|^v[12]\."
+    r"|^(?:server\.(?:listener|proxy|allowed-ip|http)|http\.use-x-forwarded)(?:\.|$)"
+    r"|\.(?!xn--)[^.]*-[^.]*$",
+    re.I,
+)
+# Keys whose text proxydiag wrote itself (a page's fix, with the capture's addresses put in):
+# host names are learned from the wire, not from there (a TOML key would look like one).
+OWN_TEXT_KEYS = frozenset({"fix"})
 _SUFFIX = re.compile(r"\.[a-z]{1,7}")
 OPAQUE_TLVS = frozenset({"UNIQUE_ID", "CUSTOM", "EXPERIMENT", "FUTURE", "UNASSIGNED", "AWS", "AZURE", "GCP", "NETNS"})
 # Cloud TLVs whose first byte names the kind of value (kept: it identifies no one).
@@ -155,6 +169,27 @@ def anonymize(document: dict) -> dict:
     return Anonymizer().document(document)
 
 
+def anonymize_streamed(document: dict, connections: Callable[[], Iterable[dict]]) -> dict:
+    """`document` anonymised with its connections kept out of memory: `connections()` gives
+    them once to learn from, then once more, rewritten one at a time as they are written
+    (the document's "connections" becomes that iterator)."""
+    learning = _Learning(Pseudonyms())
+    for key, value in document.items():
+        for piece in (connections() if key == "connections" else (value,)):
+            learning.learn(key, piece)
+    rewrite = learning.rewriter()
+    result: dict = {}
+    for key, value in document.items():  # rewritten in the order they are written, as `anonymize` does
+        if key == "connections":
+            result[key] = (_transform(conn, rewrite) for conn in connections())
+        elif key in WIRE_KEYS:
+            result[key] = Later(partial(_transform, value, rewrite)) if "connections" in result else _transform(value, rewrite)
+        else:
+            result[key] = value
+    result["anonymized"] = True
+    return result
+
+
 class Anonymizer:
     """Pseudonyms kept across documents: a stream of events (sniff --format jsonl, the
     metrics' labels) names each address, host and path the same way throughout. A
@@ -165,7 +200,13 @@ class Anonymizer:
         self.pseudonyms = Pseudonyms()
 
     def document(self, document: dict) -> dict:
-        return _anonymize(document, self.pseudonyms)
+        learning = _Learning(self.pseudonyms)
+        for key, value in document.items():
+            learning.learn(key, value)
+        rewrite = learning.rewriter()
+        result = {key: _transform(value, rewrite) if key in WIRE_KEYS else value for key, value in document.items()}
+        result["anonymized"] = True
+        return result
 
     def connection(self, connection: dict) -> dict:
         return self.document({"connections": [connection]})["connections"][0]
@@ -177,29 +218,51 @@ class Anonymizer:
         return self.document({"options": {"text": text}})["options"]["text"]
 
 
-def _anonymize(document: dict, pseudonyms: Pseudonyms) -> dict:
-    texts = list(dict.fromkeys(text for key in WIRE_KEYS for text in _strings(document.get(key))))
-    blobs = [bytes.fromhex(match) for text in texts if len(text) >= 12 for match in HEX_BLOB.findall(text)]
-    for blob in blobs:  # addresses and ids a header in evidence holds, parsed or not
-        header = proxy_protocol.parse(blob).header
-        texts += [addr for addr in (header.src_addr, header.dst_addr) if addr] if header else []
-        texts.append(blob.decode("latin-1"))
-        for begin, end in _opaque_tlv_spans(blob):
-            pseudonyms.blob(blob[begin:end])
-    for text in texts:
-        if "." in text:
-            pseudonyms.originals.update(str(ip) for ip in map(ip_of, IPV4.findall(text)) if ip)
-        if text.count(":") >= 2:
-            pseudonyms.originals.update(str(ip) for ip in map(_ipv6_of, IPV6.findall(text)) if ip)
-    hostnames = _hostnames(texts)
-    for path in _paths(document):
-        pseudonyms.path(path)
-    for tlv in _tlv_dicts([document.get(key) for key in WIRE_KEYS]):
-        _opaque_value(tlv["value"], pseudonyms)  # named before any hex that holds the same bytes is rewritten
-    rewrite = _Rewriter(pseudonyms, hostnames)
-    result = {key: _transform(value, rewrite) if key in WIRE_KEYS else value for key, value in document.items()}
-    result["anonymized"] = True
-    return result
+class _Learning:
+    """What the rewriting needs to know before it starts, gathered piece by piece: every
+    original address (no pseudonym may equal one), the host names, the input paths, and
+    the opaque TLV values (named before any hex holding the same bytes is rewritten)."""
+
+    SEEN_TEXTS = 65_536  # texts already learned from, remembered to skip repeats (then forgotten)
+
+    def __init__(self, pseudonyms: Pseudonyms) -> None:
+        self.pseudonyms = pseudonyms
+        self.hostnames: set[str] = set()
+        self.seen: set[str] = set()
+
+    def learn(self, key: str, value) -> None:
+        """A document's `key` and its value (for connections, one of them)."""
+        if key == "inputs" or key == "proxy_configs" or key == "stalwart_config":
+            for path in _paths({key: value}):
+                self.pseudonyms.path(path)
+        if key not in WIRE_KEYS:
+            return
+        texts = [text for text in dict.fromkeys(_strings(value)) if text not in self.seen]
+        from_the_value = len(texts)
+        if len(self.seen) > self.SEEN_TEXTS:
+            self.seen.clear()
+        self.seen.update(texts)
+        blobs = [bytes.fromhex(match) for text in texts if len(text) >= 12 for match in HEX_BLOB.findall(text)]
+        for blob in blobs:  # addresses and ids a header in evidence holds, parsed or not
+            header = proxy_protocol.parse(blob).header
+            texts += [addr for addr in (header.src_addr, header.dst_addr) if addr] if header else []
+            texts.append(blob.decode("latin-1"))
+            for begin, end in _opaque_tlv_spans(blob):
+                self.pseudonyms.blob(blob[begin:end])
+        originals = self.pseudonyms.originals
+        for text in texts:
+            if "." in text:
+                originals.update(str(ip) for ip in map(ip_of, IPV4.findall(text)) if ip)
+            if text.count(":") >= 2:
+                originals.update(str(ip) for ip in map(_ipv6_of, IPV6.findall(text)) if ip)
+        own = set(_own_texts(value))
+        self.hostnames |= _hostnames([text for text in texts[:from_the_value] if text not in own]
+                                     + texts[from_the_value:])
+        for tlv in _tlv_dicts(value):
+            _opaque_value(tlv["value"], self.pseudonyms)
+
+    def rewriter(self) -> _Rewriter:
+        return _Rewriter(self.pseudonyms, self.hostnames)
 
 
 def _opaque_tlv_spans(blob: bytes) -> list[tuple[int, int]]:
@@ -238,10 +301,15 @@ class _Rewriter:
 
         self.done: dict[str, str] = {}
 
+    REMEMBERED = 65_536  # rewritten texts kept for repeats (a stream of connections has no end)
+
     def __call__(self, text: str) -> str:
-        if text not in self.done:
-            self.done[text] = self._rewrite(text)
-        return self.done[text]
+        done = self.done.get(text)
+        if done is None:
+            if len(self.done) >= self.REMEMBERED:
+                self.done.clear()
+            done = self.done[text] = self._rewrite(text)
+        return done
 
     def _rewrite(self, text: str) -> str:
         if self.paths is not None:
@@ -358,6 +426,19 @@ def _opaque_field(key: str, item, pseudonyms: Pseudonyms):
         if 0 <= item < 1 << (8 * size):  # the bytes the header carries, so that its hex gets the same pseudonym
             return int.from_bytes(pseudonyms.blob(item.to_bytes(size, order)), order)
     return _opaque_value(item, pseudonyms)
+
+
+def _own_texts(value):
+    """The texts proxydiag wrote itself (under OWN_TEXT_KEYS) inside `value`."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in OWN_TEXT_KEYS and isinstance(item, str):
+                yield item
+            else:
+                yield from _own_texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _own_texts(item)
 
 
 def _strings(value):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 _plain_encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 # The C encoder escapes C0 controls only; DEL, C1 controls (8-bit ESC forms), bidi
@@ -40,6 +41,13 @@ class Encoded(str):
     """A value already encoded by `encode` (a connection written as it was judged)."""
 
 
+class Later:
+    """A value computed only when its turn comes to be written (after the keys before it)."""
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self.compute = compute
+
+
 def render_document(document: dict) -> str:
     return "".join(stream_document(document))
 
@@ -51,6 +59,8 @@ def stream_document(document: dict) -> Iterator[str]:
     yield "{\n"
     for index, key in enumerate(keys):
         value = document[key]
+        if isinstance(value, Later):
+            value = value.compute()
         comma = "," if index < len(keys) - 1 else ""
         if isinstance(value, (list, Iterator)):
             yield from _stream_list(key, value, comma)
