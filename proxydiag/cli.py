@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, NoReturn
 
@@ -394,7 +395,7 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
     from proxydiag.evidence import add_to_document
     from proxydiag.report import json as json_report
     from proxydiag.report.anonymize import anonymize as anonymize_document
-    from proxydiag.report.anonymize import anonymize_streamed
+    from proxydiag.report.anonymize import anonymize_listing, anonymize_streamed
     from proxydiag.report.views import SHOWN_CONNECTIONS, summarised, told
 
     _say_what_was_unread(analysis, unread)
@@ -407,14 +408,18 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
             document = anonymize_streamed(document, lambda: analysis.connection_dicts(encoded=False))
         _write(json_report.stream_document(document), options.output)
     else:
-        # The human reports summarise: the connections pass by once, the first ones stay.
-        document = add_to_document(analysis.to_dict(lazy=True), extra or {})
-        document = told(summarised(document, keep=None if options.verbose else SHOWN_CONNECTIONS))
+        # The human reports summarise: the connections pass by once, the first ones stay; a
+        # rich -v report reads the rest once more as it lists them.
+        document = told(summarised(add_to_document(analysis.to_dict(lazy=True), extra or {})))
         if options.format is Format.markdown:  # the ticket names the command, anonymised like the rest
             document["command_line"] = shlex.join(["proxydiag", *sys.argv[1:]])
-        if options.anonymize:
+        listed_all = options.verbose and options.format is Format.rich
+        more: Iterable[dict] = islice(analysis.connection_dicts(), SHOWN_CONNECTIONS, None) if listed_all else ()
+        if options.anonymize and listed_all:
+            document, more = anonymize_listing(document, analysis.connection_dicts, SHOWN_CONNECTIONS)
+        elif options.anonymize:
             document = anonymize_document(document)
-        _write(_render(document, options.format, options.output, options.quiet, options.verbose), options.output)
+        _write(_render(document, options.format, options.output, options.quiet, options.verbose, more), options.output)
     _leave(analysis, unread, options.fail_on)
 
 
@@ -445,7 +450,10 @@ def _unsupported_linktypes(linktypes: set[int], shown: int = 8) -> str:
     return f"{noun} {listed}{more} not supported; their packets were skipped (the analysis covers the rest)"
 
 
-def _render(document: dict, format: Format, output: Path | None, quiet: bool, verbose: bool) -> str:
+def _render(document: dict, format: Format, output: Path | None, quiet: bool, verbose: bool,
+            more: Iterable[dict] = ()) -> Iterable[str]:
+    """The report as pieces of text; `more`: the connections a rich `-v` report lists after
+    the document's own, each table written as soon as it is rendered."""
     from proxydiag.report import json as json_report
     from proxydiag.report import markdown as markdown_report
     from proxydiag.report import rich as rich_report
@@ -455,8 +463,7 @@ def _render(document: dict, format: Format, output: Path | None, quiet: bool, ve
     if format is Format.markdown:
         return markdown_report.render(document, __version__, shlex.join(["proxydiag", *sys.argv[1:]]))
     console = _console(output)
-    rich_report.render(document, console, verbose=verbose, quiet=quiet)
-    return recorded(console)
+    return (taken(console) for _ in chain(rich_report.render_in_turns(document, console, verbose, quiet, more), [None]))
 
 
 def _console(output: Path | None) -> Console:
@@ -475,6 +482,15 @@ def recorded(console: Console) -> str:
     """What a console made by `_console` has written."""
     assert isinstance(console.file, io.StringIO)
     return console.file.getvalue()
+
+
+def taken(console: Console) -> str:
+    """What a console made by `_console` has written since last taken."""
+    assert isinstance(console.file, io.StringIO)
+    text = console.file.getvalue()
+    console.file.seek(0)
+    console.file.truncate()
+    return text
 
 
 def _findings_exit_code(analysis, fail_on: FailOn) -> int:

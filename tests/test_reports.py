@@ -213,3 +213,22 @@ def test_anonymized_json_is_the_same_whether_the_store_spilled_or_not():
                               cwd=REPO, timeout=120) for bound in (0, 1_000_000)]
     assert outputs[0].stdout == outputs[1].stdout and json.loads(outputs[0].stdout)["anonymized"] is True
     assert "127.0.0.1" not in outputs[0].stdout
+
+
+@pytest.mark.parametrize("anonymized", [False, True], ids=["plain", "anonymized"])
+def test_rich_verbose_lists_every_connection_once_in_order(tmp_path, anonymized):
+    """-v lists them all, in tables of 200 written as they are rendered (the store is read
+    again rather than held); the first table alone has a title and headers."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from synthetic import generate
+
+    capture = tmp_path / "many.pcap"
+    truth = generate(capture, "sessions", megabytes=1, bulk_segments=0)
+    assert truth["connections"] > 400
+    result = run("analyze", str(capture), "-v", "--fail-on", "never", *(["--anonymize"] if anonymized else []))
+    assert result.returncode == 0, result.stderr
+    table = result.stdout[result.stdout.index("Connections"):]
+    ids = [int(number) for number in re.findall(r"^ *(\d+) ", table, re.M)]
+    assert ids == list(range(1, truth["connections"] + 1))
+    assert result.stdout.count("client (per header)") == 1 and "more connections" not in result.stdout
+    assert ("203.0.113." in result.stdout) is not anonymized

@@ -21,8 +21,9 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from pathlib import PurePath
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 from proxydiag import proxy_protocol
@@ -188,6 +189,18 @@ def anonymize_streamed(document: dict, connections: Callable[[], Iterable[dict]]
             result[key] = value
     result["anonymized"] = True
     return result
+
+
+def anonymize_listing(document: dict, connections: Callable[[], Iterable[dict]], shown: int) -> tuple[dict, Iterator[dict]]:
+    """A summarised document (its first `shown` connections) anonymised together with every
+    connection after those, for a report that lists them all: the document, whole, and
+    the rest as an iterator rewritten as it is read."""
+    streamed = anonymize_streamed(document, connections)
+    rows = iter(streamed["connections"])
+    first = list(islice(rows, shown))
+    whole = {key: value.compute() if isinstance(value, Later) else value for key, value in streamed.items()}
+    whole["connections"] = first
+    return whole, rows
 
 
 class Anonymizer:

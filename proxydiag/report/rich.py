@@ -3,6 +3,9 @@ fix, then the connections. Colour only where it helps; plain text when not a ter
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
+
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.markdown import Markdown
@@ -27,15 +30,32 @@ MAX_TABLE_ROWS = 200
 
 
 def render(document: dict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
+    for _ in render_in_turns(document, console, verbose, quiet):
+        pass
+
+
+def render_in_turns(document: dict, console: Console, verbose: bool = False, quiet: bool = False,
+                    more: Iterable[dict] = ()) -> Iterator[None]:
     """Every string of the document is data: rich gets it as `Text` (never markup), with
-    control characters already shown as escapes."""
+    control characters already shown as escapes. `more`: connections after the document's
+    own (with -v), printed in further tables of MAX_TABLE_ROWS. A generator: it pauses
+    after each table, for the caller to take what the console has written so far."""
     document = visible_document(document)
     console.print(_headline(document))
     if not quiet and (document.get("logs") is None or document["connections"]):
         console.print(_verdict(document))
     console.print(_findings(document, verbose))
-    if not quiet and document["connections"]:
-        console.print(_connections(document, verbose))
+    if quiet or not document["connections"]:
+        return
+    more = iter(more)
+    first = next(more, None)
+    shown = document["connections"] if verbose or first is not None else document["connections"][:MAX_TABLE_ROWS]
+    console.print(_connections(shown, document["summary"]["connections"], more_follow=first is not None))
+    yield
+    rows = chain([first], more) if first is not None else iter(())
+    while batch := list(islice(rows, MAX_TABLE_ROWS)):
+        console.print(_connections(visible_document(batch), 0, continued=True))
+        yield
 
 
 def _headline(document: dict) -> Text:
@@ -111,17 +131,20 @@ def _findings(document: dict, verbose: bool) -> Group:
     return Group(*parts)
 
 
-def _connections(document: dict, verbose: bool) -> Table:
-    table = Table(title="Connections", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("client (per header)\n→ server", no_wrap=True)
-    table.add_column("proto", no_wrap=True)
-    table.add_column("header", no_wrap=True)
-    table.add_column("greeting", overflow="fold", ratio=1, min_width=16)
-    table.add_column("closed by", no_wrap=True)
-    connections = document["connections"]
-    shown = connections if verbose else connections[:MAX_TABLE_ROWS]
-    for conn in shown:
+def _connections(connections: list[dict], total: int, more_follow: bool = False, continued: bool = False) -> Table:
+    """The table of connections; a continued one (with -v, past the first MAX_TABLE_ROWS)
+    has neither title nor column headers."""
+    table = Table(title=None if continued else "Connections", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=not continued,
+                  pad_edge=continued, show_header=not continued)
+    for title in ("#", "client (per header)\n→ server", "proto", "header", "greeting", "closed by"):
+        # a continued table, headerless, keeps the widths the headers gave the first one
+        width = max(map(len, title.splitlines()))
+        if title == "greeting":
+            table.add_column(title, overflow="fold", ratio=1, min_width=16)
+        else:
+            table.add_column(title, justify="right" if title == "#" else "left", no_wrap=True, min_width=width)
+    for conn in connections:
         tls = tls_label(conn)
         cells = (
             str(conn["id"]),
@@ -132,7 +155,6 @@ def _connections(document: dict, verbose: bool) -> Table:
             outcome_label(conn),
         )
         table.add_row(*(Text(cell) for cell in cells))
-    total = document["summary"]["connections"]
-    if len(shown) < total:
-        table.caption = Text(f"{total - len(shown)} more connections: use -v or --format json")
+    if not continued and not more_follow and len(connections) < total:
+        table.caption = Text(f"{total - len(connections)} more connections: use -v or --format json")
     return table
