@@ -293,7 +293,7 @@ def from_json(document, path: str) -> StalwartConfig:
     for kind, obj, where in _objects(document, "$"):
         recognised = recognised or kind in ("SystemSettings", "Http", "NetworkListener") or any(
             key in obj for key in ("proxyTrustedNetworks", "useXForwarded")
-        )
+        ) or ("bind" in obj and "protocol" in obj)  # a listener, even one Stalwart refuses
         if kind == "SystemSettings" or "proxyTrustedNetworks" in obj:
             config.trusted.extend(_json_trusted(obj.get("proxyTrustedNetworks"), f"{where}.proxyTrustedNetworks"))
         if (kind == "Http" or "useXForwarded" in obj) and isinstance(obj.get("useXForwarded"), bool):

@@ -82,11 +82,19 @@ def check(paths: Sequence[str], stalwart: StalwartConfig | None = None, kind: st
     judge them together with Stalwart's configuration."""
     result = CheckResult(stalwart=stalwart)
     entry_points = traefik.entry_points_of([path for path in paths if _is_kind(path, kind, "traefik")])
+    # HAProxy files that are one configuration split up are read together, at the first one's place
+    groups = haproxy.load_groups([path for path in paths if _is_kind(path, kind, "haproxy")])
+    first = {members[0]: read for members, read in groups}
+    later = {path for members, _ in groups for path in members[1:]}
     for path in paths:
         try:
-            result.configs.append(load(path, kind, entry_points))
+            read = first.get(path) or (None if path in later else load(path, kind, entry_points))
         except ConfigReadError as error:
-            result.errors.append(error)
+            read = error
+        if isinstance(read, ConfigReadError):
+            result.errors.append(read)
+        elif read is not None:
+            result.configs.append(read)
     setting = crosscheck.Setting(stalwart=stalwart, server_addresses=frozenset(server_addresses))
     result.judgements = crosscheck.check(result.configs, setting)
     findings = [crosscheck.to_finding(judgement) for judgement in result.judgements]

@@ -142,14 +142,66 @@ def load(path: str) -> ProxyConfig:
 
 
 def looks_like(text: str) -> bool:
-    """A proxy section keyword with a name and no brace starts a line."""
-    return bool(re.search(r"(?m)^[ \t]*(frontend|backend|listen)[ \t]+[^\s{};]+[ \t]*(#.*)?$", text))
+    """A proxy section keyword with a name and no brace starts a line, or a file of a split
+    configuration starts with a `global` or `defaults` line."""
+    return bool(re.search(r"(?m)^[ \t]*(frontend|backend|listen)([ \t]+[^\s{};=]+)+[ \t]*(#.*)?$", text)
+                or re.search(r"\A(\s*#[^\n]*\n|\s*\n)*(global|defaults)([ \t]+[\w.-]+)?[ \t]*(#.*)?$", text, re.M))
 
 
 def parse(text: str, path: str = "haproxy.cfg") -> ProxyConfig:
     """The whole file -> ProxyConfig; raises ConfigReadError (with the line) where
     HAProxy itself would refuse to start."""
-    sections = _sections(text, path)
+    return parse_files([(path, text)])
+
+
+def load_groups(paths: list[str]) -> list[tuple[list[str], ProxyConfig | ConfigReadError]]:
+    """The files of one HAProxy read together where they are one configuration split up
+    (`haproxy -f global.cfg -f mail.cfg`, `-f conf.d/`), each with the files it was read from."""
+    found: list[tuple[list[str], ProxyConfig | ConfigReadError]] = []
+    for group in group_files([(path, read_text(path)) for path in paths]):
+        try:
+            found.append(([path for path, _ in group], parse_files(group)))
+        except ConfigReadError as error:
+            found.append(([path for path, _ in group], error))
+    return found
+
+
+def group_files(files: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """Files in the order given, gathered where one cannot stand alone: a file joins the
+    ones before it when those hold no proxy yet (global, defaults), when it holds no
+    frontend or listen of its own (backends only), or when it uses a backend it does not
+    define. Files that each stand alone are separate proxies (a chain of two)."""
+    groups: list[list[tuple[str, str]]] = []
+    for path, text in files:
+        kinds, defined, used = _outline(text)
+        previous = [_outline(other)[0] for _, other in groups[-1]] if groups else []
+        lone = bool(kinds & {"frontend", "listen"}) and used <= defined
+        if groups and (not lone or not any(earlier & {"frontend", "listen", "backend"} for earlier in previous)):
+            groups[-1].append((path, text))
+        else:
+            groups.append([(path, text)])
+    return groups
+
+
+def _outline(text: str) -> tuple[set[str], set[str], set[str]]:
+    """The section kinds of a file, the backends it defines and those it names."""
+    kinds: set[str] = set()
+    defined: set[str] = set()
+    used: set[str] = set()
+    for raw in text.splitlines():
+        words = split_words(raw) or []
+        if words and (words[0] in PROXY_SECTIONS or words[0] in OTHER_SECTIONS):
+            kinds.add(words[0])
+            if words[0] in ("backend", "listen") and len(words) > 1:
+                defined.add(words[1])
+        elif words[:1] in (["use_backend"], ["default_backend"]) and len(words) > 1 and "%[" not in words[1]:
+            used.add(words[1])
+    return kinds, defined, used
+
+
+def parse_files(files: list[tuple[str, str]]) -> ProxyConfig:
+    """Files read in order as one configuration (named after the first)."""
+    sections = _sections(files)
     backends = {section.name: section for section in sections if section.kind in ("backend", "listen")}
     listeners: list[FrontListener] = []
     routes: list[Route] = []
@@ -161,10 +213,11 @@ def parse(text: str, path: str = "haproxy.cfg") -> ProxyConfig:
         listeners.extend(fronts)
         targets = _backends_of(section, backends, problems)
         waits = _waits_for_client(section, [condition for _, condition in targets])
-        for target, _ in targets:
-            for front in fronts:
+        ports = _port_conditions(section, targets)
+        for front in fronts:
+            for target, _ in _targets_for_port(targets, ports, front.port):
                 routes.extend(_routes(front, target, section, waits, problems))
-    return ProxyConfig("haproxy", path, tuple(listeners), tuple(routes), tuple(problems))
+    return ProxyConfig("haproxy", files[0][0], tuple(listeners), tuple(routes), tuple(problems))
 
 
 # --- lines and sections ------------------------------------------------------------------
@@ -211,11 +264,22 @@ def split_words(line: str) -> list[str] | None:
     return words
 
 
-def _sections(text: str, path: str) -> list[_Section]:
+def _sections(files: list[tuple[str, str]]) -> list[_Section]:
+    """Every section of the files, in order: a section ends with its file, a defaults
+    section applies to the proxies after it in later files too."""
     sections: list[_Section] = []
     named_defaults: dict[str, _Section] = {}
-    current: _Section | None = None
     last_defaults: _Section | None = None
+    for path, text in files:
+        last_defaults = _file_sections(path, text, sections, named_defaults, last_defaults)
+    if not any(section.kind in ("frontend", "listen", "backend") for section in sections):
+        raise ConfigReadError(files[0][0], None, "no frontend, backend or listen section: not an HAProxy configuration")
+    return sections
+
+
+def _file_sections(path: str, text: str, sections: list[_Section], named_defaults: dict[str, _Section],
+                   last_defaults: _Section | None) -> _Section | None:
+    current: _Section | None = None
     for number, raw in enumerate(text.splitlines(), start=1):
         origin = Origin(path, number, raw)
         words = split_words(raw)
@@ -229,6 +293,10 @@ def _sections(text: str, path: str) -> list[_Section]:
             current = _Section(keyword, name, origin)
             if keyword in ("frontend", "backend", "listen") and not name:
                 raise ConfigReadError(path, number, f"'{keyword}' needs a name")
+            if keyword in ("frontend", "backend", "listen") and len(words) > 2 and words[2] != "from":
+                raise ConfigReadError(path, number, f"'{' '.join(words[:3])}': HAProxy 2.x refuses anything after the "
+                                      "section name (\"please use the 'bind' keyword for listening addresses\"): "
+                                      f"write 'bind {words[2]}' inside the section")
             if keyword in PROXY_SECTIONS:
                 current.defaults = _defaults_for(words, last_defaults, named_defaults, path, number)
             if keyword == "defaults":
@@ -240,9 +308,7 @@ def _sections(text: str, path: str) -> list[_Section]:
             raise ConfigReadError(path, number, f"unknown keyword '{keyword}' out of section")
         else:
             current.lines.append(_Line(words, origin))
-    if not any(section.kind in ("frontend", "listen", "backend") for section in sections):
-        raise ConfigReadError(path, None, "no frontend, backend or listen section: not an HAProxy configuration")
-    return sections
+    return last_defaults
 
 
 def _defaults_for(words: list[str], last: _Section | None, named: dict[str, _Section], path: str, number: int):
@@ -312,9 +378,55 @@ def _backends_of(section: _Section, backends: dict[str, _Section], problems: lis
         target = _backend_named(default.words[1], default, backends, problems)
         if target is not None:
             targets.append((target, ""))
-    if section.kind == "listen" and section.find("server"):
+    if section.kind == "listen" and _server_lines(section):
         targets.append((section, ""))
     return targets
+
+
+DST_PORT = re.compile(r"^(?:if\s+)?(?:\{\s*dst_port\s+([\d\s]+?)\s*\}|(\S+))$")
+
+
+def _port_conditions(section: _Section, targets: list[tuple[_Section, str]]) -> list[frozenset[int] | None]:
+    """For each target, the destination ports its `use_backend` condition selects when it
+    tests nothing but `dst_port` (inline, or one named `acl NAME dst_port N...`); None when
+    it depends on something else (or is the default backend)."""
+    acls: dict[str, list[str]] = {}
+    for line in section.find("acl"):
+        if len(line.words) > 3:
+            acls.setdefault(line.words[1], []).append(" ".join(line.words[2:]))
+    return [_dst_ports(condition, acls) for _, condition in targets]
+
+
+def _dst_ports(condition: str, acls: dict[str, list[str]]) -> frozenset[int] | None:
+    match = DST_PORT.match(condition.strip())
+    if not condition or match is None:
+        return None
+    if match.group(1):
+        return _port_numbers(match.group(1).split())
+    tests = acls.get(match.group(2), [])
+    ports = [_port_numbers(test.split()[1:]) if test.split()[0] == "dst_port" else None for test in tests]
+    if not ports or any(found is None for found in ports):
+        return None
+    return frozenset(port for found in ports if found for port in found)
+
+
+def _port_numbers(words: list[str]) -> frozenset[int] | None:
+    return frozenset(int(word) for word in words) if words and all(word.isdigit() for word in words) else None
+
+
+def _targets_for_port(targets: list[tuple[_Section, str]], ports: list[frozenset[int] | None],
+                      port: int) -> list[tuple[_Section, str]]:
+    """The backends a connection to `port` may reach: `use_backend` rules are tried in
+    order and the first that matches wins (4.2 use_backend); a rule on other ports never
+    matches, and one that surely matches hides every later rule and the default backend."""
+    reachable = []
+    for target, selects in zip(targets, ports):
+        if selects is not None and port not in selects:
+            continue
+        reachable.append(target)
+        if selects is not None:
+            break
+    return reachable
 
 
 def _backend_named(name: str, line: _Line, backends: dict[str, _Section], problems: list[Problem]) -> _Section | None:
@@ -345,14 +457,13 @@ def _routes(front: FrontListener, backend: _Section, frontend: _Section, waits: 
     defaults_line = [line for section in (backend.defaults, backend) if section is not None
                      for line in section.find("default-server")]
     source_line = backend.last("source")
-    for line in backend.find("server"):
-        if len(line.words) < 3:
-            raise ConfigReadError(line.origin.path, line.origin.line, "'server' needs a name and an address")
+    for line in _server_lines(backend):
+        spec, words = _server_spec(line)
         options = _ServerOptions()
         for default in defaults_line:
             options.apply(default.words[1:])
-        options.apply(line.words[3:])
-        address, port = _server_address(line.words[2], front.port, line.origin, problems)
+        options.apply(words)
+        address, port = _server_address(spec, front.port, line.origin, problems)
         if address is None:
             continue
         source = options.source or (_address_only(source_line.words[1]) if source_line and len(source_line.words) > 1 else None)
@@ -375,6 +486,20 @@ def _routes(front: FrontListener, backend: _Section, frontend: _Section, waits: 
             block_origin=backend.origin,
         ))
     return routes
+
+
+def _server_lines(backend: _Section) -> list[_Line]:
+    """`server` and `server-template` lines, in the order written."""
+    return [line for line in backend.lines if line.words[0] in ("server", "server-template")]
+
+
+def _server_spec(line: _Line) -> tuple[str, list[str]]:
+    """The address and the options of `server NAME ADDR OPTS` or `server-template PREFIX
+    NUM|RANGE FQDN[:PORT] OPTS` (5.3: every server of a template has the same address)."""
+    where = 3 if line.words[0] == "server-template" else 2
+    if len(line.words) <= where:
+        raise ConfigReadError(line.origin.path, line.origin.line, f"'{line.words[0]}' needs a name and an address")
+    return line.words[where], line.words[where + 1:]
 
 
 def _server_address(spec: str, front_port: int, origin: Origin, problems: list[Problem]) -> tuple[str | None, int | None]:
