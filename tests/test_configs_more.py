@@ -286,7 +286,10 @@ def test_traefik_passthrough_to_plain_listener_in_crd_manifests(tmp_path):
     assert route.sends == "v2" and route.front is not None and route.front.port == 993
 
 
-def test_traefik_entry_point_accepting_headers_from_clients(tmp_path):
+def test_traefik_entry_point_reading_headers_refuses_no_client(tmp_path):
+    """An entry point's `proxyProtocol` makes the header optional (go-proxyproto's USE for
+    `trustedIPs`, or for everyone with `insecure`; IGNORE for the rest): clients without one
+    are served, so no PD109 (the page says so too)."""
     static = """
         entryPoints:
           smtp:
@@ -299,12 +302,20 @@ def test_traefik_entry_point_accepting_headers_from_clients(tmp_path):
                 - 10.0.0.0/8
         """
     result = check(tmp_path, {"traefik.yml": static})
-    path = tmp_path / "traefik.yml"
-    pd109 = [j for j in result.judgements if j.code == "PD109"]
-    assert cites(pd109[0].evidence["listener"], path, "proxyProtocol: {insecure: true}") and not pd109[0].inferred
-    assert cites(pd109[1].evidence["listener"], path, "trustedIPs:") and pd109[1].inferred  # a balancer may be in front
-    fixed = yaml.safe_load(applied(path, result, "PD109"))
-    assert "proxyProtocol" not in fixed["entryPoints"]["smtp"] and fixed["entryPoints"]["imap"]["proxyProtocol"]
+    fronts = [front for config in result.configs for front in config.listeners]
+    assert {front.port for front in fronts if front.accepts_header and front.header_optional} == {25, 143}
+    assert "PD109" not in [j.code for j in result.judgements]
+
+
+def test_traefik_trusted_ips_refuse_no_one_behind_a_proxy_that_sends_no_header(tmp_path):
+    """An nginx without `proxy_protocol on` in front of a `trustedIPs` entry point: Traefik
+    uses a header when one comes, so nothing is refused there (no PD109)."""
+    static = TRAEFIK_STATIC.replace('address: ":25"', 'address: ":25"\n    proxyProtocol:\n      trustedIPs: [127.0.0.0/8]')
+    dynamic = traefik_dynamic('smtp:\n  entryPoints: [smtp]\n  rule: "HostSNI(`*`)"\n  service: smtp\n',
+                              f'smtp:\n  loadBalancer:\n    servers:\n      - address: "{SERVER}:10025"\n')
+    nginx = "events {}\nstream {\n  server {\n    listen 2525;\n    proxy_pass 127.0.0.1:25;\n  }\n}\n"
+    codes = [j.code for j in check(tmp_path, {"traefik.yml": static, "dynamic.yml": dynamic, "nginx.conf": nginx}).judgements]
+    assert "PD109" not in codes
 
 
 def test_traefik_tls_to_server_puts_the_header_inside_tls(tmp_path):

@@ -114,7 +114,7 @@ def _judge_hop(route: Route, config: ProxyConfig, hops: list[tuple[FrontListener
     for front, inner in hops:
         inner_routes = [r for other in configs if _same_proxy(other, inner) for r in other.routes
                         if r.front is not None and (r.front.address, r.front.port) == (front.address, front.port)]
-        if route.sends == "none" and front.accepts_header:
+        if route.sends == "none" and front.accepts_header and not front.header_optional:
             yield Judgement(
                 "PD109",
                 f"{inner.path} expects a PROXY header on {front.endpoint}, but the proxy in front ({route.origin}) "
@@ -141,7 +141,7 @@ def _judge_hop(route: Route, config: ProxyConfig, hops: list[tuple[FrontListener
 def _judge_front(front: FrontListener, config: ProxyConfig, configs: Sequence[ProxyConfig],
                  feeding: dict[Route, list[tuple[FrontListener, ProxyConfig]]]) -> Iterable[Judgement]:
     fed = any(front is hop_front for hops in feeding.values() for hop_front, _ in hops)
-    if not front.accepts_header or fed:
+    if not front.accepts_header or front.header_optional or fed:
         return
     behind_something = bool(front.trusted_sources)
     yield Judgement(

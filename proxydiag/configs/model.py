@@ -59,6 +59,10 @@ class FrontListener:
     accepts_header: bool  # the proxy expects a PROXY header from whoever connects
     origin: Origin
     trusted_sources: tuple[str, ...] = ()  # nginx set_real_ip_from: who may send that header
+    # A header is used when it comes, and nobody is refused without one (a Traefik entry
+    # point's `proxyProtocol`: go-proxyproto's USE for `trustedIPs` or everyone with
+    # `insecure`, IGNORE for the rest).
+    header_optional: bool = False
 
     @property
     def endpoint(self) -> str:

@@ -133,7 +133,8 @@ def _entry_points(source: Source, document: Tree) -> dict[str, FrontListener]:
         accepts = tree.flag(proxy.get("insecure")) or bool(trusted)
         origin = _accept_origin(source, entry, proxy) if accepts else source.at(entry, "address")
         found[str(name)] = FrontListener(parsed[0], parsed[1], tls_terminated=False, accepts_header=accepts,
-                                         origin=origin, trusted_sources=tuple(str(ip) for ip in trusted))
+                                         origin=origin, trusted_sources=tuple(str(ip) for ip in trusted),
+                                         header_optional=True)
     return found
 
 
