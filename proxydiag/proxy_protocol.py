@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from proxydiag.redact import secret_at
+
 SIGNATURE_V2 = b"\r\n\r\n\x00\r\nQUIT\n"
 PREFIX_V1 = b"PROXY "
 V1_MAX_LENGTH = 107
@@ -110,6 +112,7 @@ class Tlv:
     offset: int
     value: bytes
     decoded: object = None
+    hidden: bool = False  # neither shown nor decoded: see _v2_tlvs
 
     @property
     def name(self) -> str:
@@ -117,9 +120,13 @@ class Tlv:
 
     def to_dict(self) -> dict:
         entry = {"type": self.type, "name": self.name, "length": len(self.value), "offset": self.offset}
-        if self.decoded is not None:
+        if self.type == PP2_TYPE_NOOP or self.name in UNSHOWN_TLVS:
+            return entry
+        if self.hidden:
+            entry["value_hidden"] = "the value holds what reads as a client's credential command"
+        elif self.decoded is not None:
             entry["value"] = self.decoded
-        elif self.type != PP2_TYPE_NOOP and self.name not in UNSHOWN_TLVS:
+        else:
             entry["value"] = self.value.hex()
         return entry
 
@@ -558,7 +565,11 @@ def _v2_tlvs(block: bytes, start: int, violations: list[Violation]) -> tuple[lis
                 first_omitted = offset
             continue
         decoder = _TLV_DECODERS.get(tlv_type)
-        if tlv_type == PP2_TYPE_SSL:
+        if secret_at(value) is not None:
+            # A header whose length ran into the client's bytes: its command (`a1 LOGIN
+            # user password`) lies in this value, which is then neither decoded nor shown.
+            tlvs.append(Tlv(tlv_type, offset, value, hidden=True))
+        elif tlv_type == PP2_TYPE_SSL:
             ssl = _decode_ssl(value, offset + _TLV_HEAD.size, violations)
             first_ssl = first_ssl or ssl
             tlvs.append(Tlv(tlv_type, offset, value, ssl.to_dict() if ssl else None))
@@ -684,7 +695,7 @@ def _decode_ssl(value: bytes, value_offset: int, violations: list[Violation]) ->
 def _check_crc32c(block: bytes, offset: int, value: bytes, violations: list[Violation]) -> dict:
     if len(value) != 4:
         violations.append(Violation(offset, "v2.crc32c-length", f"CRC32C TLV is {len(value)} bytes; it must be 4"))
-        return {"value": value.hex(), "valid": False}
+        return {"value": None, "valid": False}  # no checksum: whatever bytes the length took in
     value_start = offset + _TLV_HEAD.size
     zeroed = block[:value_start] + b"\x00\x00\x00\x00" + block[value_start + 4 :]
     expected = crc32c(zeroed)

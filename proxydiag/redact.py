@@ -25,6 +25,18 @@ def _holds_a_secret_word(upper: str) -> bool:
     return "AUTH" in upper or "LOGIN" in upper or "PASS" in upper or "APOP" in upper or "COOKIE" in upper
 
 
+# A credential-bearing command or header anywhere in some bytes (not only at a line's
+# start): what a PROXY header whose length ran into the client's bytes may hold inside a
+# TLV value, at whatever offset the true end of the header left it.
+_SECRET_ANYWHERE = re.compile(rb"(?i)(?:(?<![a-z])(?:AUTH|AUTHENTICATE|LOGIN|PASS|APOP|USER)[ \t]|(?:Authorization|Cookie):)")
+
+
+def secret_at(data: bytes) -> int | None:
+    """Where a command that carries a credential may start in `data` (None: nowhere)."""
+    match = _SECRET_ANYWHERE.search(data)
+    return match.start() if match else None
+
+
 def mask_line(line: str) -> str:
     """The line with any credential it carries replaced by ****."""
     if line.isascii() and not _holds_a_secret_word(line.upper()):  # re.I folds a few non-ASCII letters onto them
@@ -94,6 +106,8 @@ def header_evidence(data: bytes, limit: int = 64) -> str:
     from proxydiag import proxy_protocol
 
     shown = data[: _structured_length(data, proxy_protocol)]
+    secret = secret_at(shown)
+    shown = shown if secret is None else shown[:secret]
     text = shown[:limit].hex() + ("..." if len(shown) > limit else "")
     hidden = len(data) - len(shown)
     return text + (f" (+{hidden} bytes not shown)" if hidden else "")

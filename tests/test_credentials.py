@@ -103,3 +103,30 @@ def test_mask_line_s_shortcut_masks_what_every_pattern_masks(line):
 def test_printable_escapes_as_the_regular_expression_did(data, limit):
     expected = re.sub(rb"[^\x20-\x7e]", lambda match: b"\\x%02x" % match.group()[0], data[:limit]).decode("ascii")
     assert redact.printable(data, limit) == expected + ("..." if len(data) > limit else "")
+
+
+_TLV_TYPES = st.sampled_from([0x01, 0x02, 0x03, 0x04, 0x05, 0x20, 0x30, 0xE0, 0xEA, 0xEE, 0x11, 0xF0])
+
+
+@given(tlvs=st.lists(st.tuples(_TLV_TYPES, st.binary(max_size=12)), max_size=3), last_type=_TLV_TYPES,
+       before=st.binary(max_size=4), tail=st.integers(0, 6), family=st.sampled_from([0x11, 0x21, 0x00]))
+@example(tlvs=[], last_type=0x03, before=b"\x07\x00\x00\xff.", tail=0, family=0x11)  # the fuzzer's CRC32C
+def test_a_tlv_whose_length_runs_over_the_client_s_login_never_shows_it(tlvs, last_type, before, tail, family):
+    """The last TLV's length takes in the client's `a1 LOGIN user password` line, wherever
+    it starts: no decoded value, no text view and no evidence hex shows the password."""
+    from proxydiag import proxy_protocol
+    from proxydiag.report.text import describe_header
+
+    secret = b"Zq7-s3cret-PW"
+    login = b"a1 LOGIN user " + secret + b"\r\n"
+    block = {0x11: bytes(12), 0x21: bytes(36), 0x00: b""}[family]
+    body = block + b"".join(bytes([kind]) + len(value).to_bytes(2, "big") + value for kind, value in tlvs)
+    swallowed = before + login
+    body += bytes([last_type]) + len(swallowed).to_bytes(2, "big")
+    header = b"\r\n\r\n\x00\r\nQUIT\n\x21" + bytes([family]) + (len(body) + len(swallowed) - tail).to_bytes(2, "big") + body
+    data = header + swallowed
+    result = proxy_protocol.parse(data)
+    shown = [repr(result.header.to_dict()) if result.header else "", redact.header_evidence(data[: result.length or len(data)])]
+    shown += describe_header(result.header) if result.header else []
+    for text in shown:
+        assert secret.decode() not in text and secret.hex() not in text.lower()

@@ -34,7 +34,8 @@ def describe_header(header: ProxyHeader) -> list[str]:
         lines.append(f"  source       {_endpoint(header.src_addr, header.src_port)}")
         lines.append(f"  destination  {_endpoint(header.dst_addr, header.dst_port)}")
     for tlv in header.tlvs:
-        lines.append(f"  TLV 0x{tlv.type:02x} {tlv.name} ({len(tlv.value)} bytes){_tlv_value(tlv.decoded)}")
+        shown = ": not shown (it reads as a client's credential command)" if tlv.hidden else _tlv_value(tlv.decoded)
+        lines.append(f"  TLV 0x{tlv.type:02x} {tlv.name} ({len(tlv.value)} bytes){shown}")
     if header.tlvs_omitted:
         lines.append(f"  ... and {header.tlvs_omitted} more TLVs, counted but not shown")
     if header.ssl:
