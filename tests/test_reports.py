@@ -232,3 +232,20 @@ def test_rich_verbose_lists_every_connection_once_in_order(tmp_path, anonymized)
     assert ids == list(range(1, truth["connections"] + 1))
     assert result.stdout.count("client (per header)") == 1 and "more connections" not in result.stdout
     assert ("203.0.113." in result.stdout) is not anonymized
+
+
+@pytest.mark.parametrize("fmt", ["rich", "markdown"])
+def test_human_reports_say_what_the_configurations_hold_that_was_not_judged(tmp_path, fmt):
+    """A route chosen at run time, a Stalwart listener Stalwart itself refuses: the JSON
+    lists them as problems, and the reports people read say so too (else "no findings"
+    reads as "all is well")."""
+    nginx = tmp_path / "nginx.conf"
+    nginx.write_text("events {}\nstream {\n  server {\n    listen 2525;\n    proxy_pass $chosen_elsewhere;\n"
+                     "    proxy_protocol on;\n  }\n}\n")
+    stalwart = tmp_path / "listeners.json"
+    stalwart.write_text(json.dumps({"list": [{"name": "smtp", "protocol": "smtp", "bind": ["[::]:10025"]}]}))
+    result = run("check", str(nginx), "--stalwart-config", str(stalwart), "--format", fmt, "--fail-on", "never")
+    assert result.returncode == 0, result.stderr
+    shown = re.sub(r"\\(.)", r"\1", " ".join(result.stdout.split()))  # unwrapped, Markdown escapes undone
+    assert "nginx.conf:5: proxy_pass $chosen_elsewhere" in shown
+    assert "a set written as a JSON array" in shown and "bind (smtp)" in shown

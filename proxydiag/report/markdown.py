@@ -11,6 +11,7 @@ import re
 
 from proxydiag.report.views import (
     client_label,
+    config_problems,
     endpoint_of,
     endpoint_verdicts,
     evidence_lines,
@@ -36,6 +37,7 @@ def render(document: dict, version: str, command_line: str) -> str:
     out: list[str] = ["# proxydiag report", ""]
     out += _environment(document, version, command_line)
     out += _verdicts(document)
+    out += _problems(document)
     out += _findings(document)
     out += _connections(document)
     return "\n".join(out).rstrip() + "\n"
@@ -96,6 +98,13 @@ def _environment(document: dict, version: str, command_line: str) -> list[str]:
         lines.append("- addresses and host names are pseudonyms (`--anonymize`)")
     lines += [f"- proxydiag {version}: {code(command_line)}", ""]
     return lines
+
+
+def _problems(document: dict) -> list[str]:
+    problems = config_problems(document)
+    if not problems:
+        return []
+    return ["## Not judged, or refused by the program that reads it", "", *(f"- {escape(problem)}" for problem in problems), ""]
 
 
 def _verdicts(document: dict) -> list[str]:

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from proxydiag.report.views import (
     client_label,
+    config_problems,
     endpoint_of,
     endpoint_verdicts,
     evidence_lines,
@@ -44,6 +45,8 @@ def render_in_turns(document: dict, console: Console, verbose: bool = False, qui
     console.print(_headline(document))
     if not quiet and (document.get("logs") is None or document["connections"]):
         console.print(_verdict(document))
+    if config_problems(document):  # with the findings: what they could not cover
+        console.print(_problems(config_problems(document)))
     console.print(_findings(document, verbose))
     if quiet or not document["connections"]:
         return
@@ -104,6 +107,12 @@ def _verdict(document: dict) -> Table:
         table.add_row(Text(mark, style=style), Text(row["endpoint"]), Text(protocol), Text(str(row["connections"])),
                       Text(", ".join(row["headers"])), Text(verdict, style=style))
     return table
+
+
+def _problems(problems: list[str]) -> Group:
+    lines: list[RenderableType] = [Text("\nNot judged, or refused by the program that reads it", style="bold")]
+    lines += [Padding(Text(problem, style=STYLES["warning"]), (0, 0, 0, 2)) for problem in problems]
+    return Group(*lines)
 
 
 def _findings(document: dict, verbose: bool) -> Group:

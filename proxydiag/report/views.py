@@ -128,6 +128,15 @@ class EndpointRow:
                 "warnings": self.warnings}
 
 
+def config_problems(document: dict) -> list[str]:
+    """What the configurations hold that was not judged, or that Stalwart or the proxy
+    would refuse: each proxy configuration's problems, then Stalwart's."""
+    found = [str(problem) for config in document.get("proxy_configs") or [] for problem in config.get("problems") or []]
+    stalwart = document.get("stalwart_config") or {}
+    found += [f"{stalwart.get('path')}: {problem}" for problem in stalwart.get("problems") or []]
+    return found
+
+
 def endpoint_verdicts(document: dict) -> list[dict]:
     """One row per server endpoint: its connections, header versions and the worst
     finding that cites any of them."""
