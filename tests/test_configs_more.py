@@ -768,3 +768,36 @@ def test_readers_raise_only_config_errors_on_arbitrary_text(text, reader):
         reader(text, "input")
     except ConfigReadError:
         pass
+
+
+def test_a_header_to_an_untrusting_listener_is_told_as_that_protocol_answers_it(tmp_path):
+    """PD102 says what Stalwart makes of the header on that listener (references.md): SMTP's
+    three 500s and Bye for v2, IMAP's BAD, a failed handshake on implicit TLS."""
+    haproxy = f"""
+        frontend smtp
+            mode tcp
+            bind :25
+            default_backend smtp
+        frontend imap
+            mode tcp
+            bind :143
+            default_backend imap
+        frontend imaps
+            mode tcp
+            bind :993
+            default_backend imaps
+        backend smtp
+            mode tcp
+            server s {SERVER}:10025 send-proxy-v2
+        backend imap
+            mode tcp
+            server s {SERVER}:10143 send-proxy-v2
+        backend imaps
+            mode tcp
+            server s {SERVER}:10993 send-proxy
+        """
+    result = check(tmp_path, {"haproxy.cfg": haproxy}, UNTRUSTING)
+    said = {j.evidence["proxy"].split(": ")[1].split()[-2].split(":")[-1]: j.message
+            for j in result.judgements if j.code == "PD102"}
+    assert "221 Bye" in said["10025"] and "BAD [PARSE]" in said["10143"] and "handshake fails" in said["10993"]
+    assert "500" not in said["10143"] + said["10993"]

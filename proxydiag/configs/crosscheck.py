@@ -224,6 +224,19 @@ def _both(route: Route, target: Target | None) -> dict[str, str]:
     return evidence
 
 
+def _answer_to_a_header(listener: Listener, version: str) -> str:
+    """What a Stalwart listener that does not trust the sender makes of a header
+    (references.md, "When the peer is not trusted")."""
+    if listener.implicit_tls:
+        return "the TLS handshake fails on it: \"received corrupt message of type InvalidContentType\""
+    protocol = (listener.protocol or "").lower()
+    if protocol in ("smtp", "lmtp"):
+        return ("it greets, answers 500 5.5.1 three times and says 221 Bye (the v2 signature holds QUIT)"
+                if version == "v2" else "it answers 500 5.5.1 to the header line, and the session goes on")
+    return {"imap": "IMAP answers BAD [PARSE]", "pop3": "POP3 answers -ERR", "http": "HTTP reads it as a broken request",
+            "https": "HTTP reads it as a broken request"}.get(protocol, "it reads the header as commands")
+
+
 def _judge_header(route: Route, config: ProxyConfig, target: Target | None) -> Iterable[Judgement]:
     if target is None:
         return
@@ -236,7 +249,7 @@ def _judge_header(route: Route, config: ProxyConfig, target: Target | None) -> I
             message = (f"{route.origin} sends a {route.sends} PROXY header to Stalwart listener {listener.id!r} "
                        f"({route.endpoint}), {why}: Stalwart reads the header as protocol data")
             advice = fixes.trust_advice(target.where, source, listener)
-            yield Judgement("PD102", message + " (SMTP answers 500 to its pieces).", evidence,
+            yield Judgement("PD102", f"{message} ({_answer_to_a_header(listener, route.sends)}).", evidence,
                             fixes.remove_header(route, config.kind), advice)
             if source:
                 yield Judgement("PD206", message + ".", evidence, (), advice)
