@@ -801,3 +801,18 @@ def test_a_header_to_an_untrusting_listener_is_told_as_that_protocol_answers_it(
             for j in result.judgements if j.code == "PD102"}
     assert "221 Bye" in said["10025"] and "BAD [PARSE]" in said["10143"] and "handshake fails" in said["10993"]
     assert "500" not in said["10143"] + said["10993"]
+
+
+def test_a_port_translated_on_the_way_is_no_remapped_mx_port(tmp_path):
+    """Public 25 forwarded to a Kubernetes NodePort (30756) that reaches Stalwart's own
+    port 25 (stalwart #774): the listener's port is 25, so no PD209, with or without
+    Stalwart's configuration; 10025, which serves SMTP by convention, still is one."""
+    def haproxy(port: int) -> str:
+        return (f"frontend smtp\n    mode tcp\n    bind :25\n    default_backend smtp\nbackend smtp\n    mode tcp\n"
+                f"    server s {SERVER}:{port} send-proxy-v2\n")
+
+    on_25 = '[server.proxy]\ntrusted-networks = ["127.31.0.0/16"]\n[server.listener.smtp]\nbind = ["[::]:25"]\nprotocol = "smtp"\n'
+    nodeport = [j.code for j in check(tmp_path, {"haproxy.cfg": haproxy(30756)}, on_25).judgements]
+    alone = [j.code for j in configs.check([str(write(tmp_path, "alone.cfg", haproxy(30756)))]).judgements]
+    conventional = [j.code for j in configs.check([str(write(tmp_path, "guide.cfg", haproxy(10025)))]).judgements]
+    assert "PD209" not in nodeport and "PD209" not in alone and "PD209" in conventional

@@ -211,7 +211,7 @@ def _judge_route(route: Route, config: ProxyConfig, target: Target | None, setti
     yield from _judge_header(route, config, target)
     yield from _judge_tls(route, config, target, server)
     yield from _judge_waiting(route, config, setting.table)
-    yield from _judge_mx_port(route, config, target)
+    yield from _judge_mx_port(route, config, target, setting)
     yield from _judge_health_check(route, config, target, setting)
 
 
@@ -376,12 +376,19 @@ def _judge_waiting(route: Route, config: ProxyConfig, table: ServiceTable) -> It
     )
 
 
-def _judge_mx_port(route: Route, config: ProxyConfig, target: Target | None) -> Iterable[Judgement]:
+def _judge_mx_port(route: Route, config: ProxyConfig, target: Target | None, setting: Setting) -> Iterable[Judgement]:
+    """Public 25 forwarded to an SMTP listener on another port. The listener is the Stalwart
+    one bound there; without Stalwart's configuration, a port that serves SMTP by
+    convention (10025, 2525, 587). A port no listener binds is translated on the way (a
+    Kubernetes NodePort, a published container port): the listener's own port is unknown."""
     front = route.front
     port = route.target_port
     if front is None or front.port != 25 or port is None or port == 25:
         return
     if target is not None and (target.listener.protocol or "smtp").lower() != "smtp":
+        return
+    service = setting.table.lookup(port)
+    if target is None and (setting.stalwart is not None or service is None or service.protocol != "smtp"):
         return
     yield Judgement(
         "PD209",
