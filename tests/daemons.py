@@ -1,11 +1,13 @@
 """What the test labs share: private daemon instances started from throw-away configs in
-a temp dir (tests/probe_lab.py, tests/hostile_lab.py), stopped by process id, never by
-name."""
+a temp dir (tests/probe_lab.py, tests/hostile_lab.py, tests/sensor_lab.py), stopped by
+process id, never by name."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import select
 import shutil
 import signal
 import socket
@@ -124,3 +126,48 @@ def start_postfix(lab: DaemonLab, address: str, listeners: dict[int, str], setti
     for port in listeners:
         wait_listening(address, port, "Postfix", source, log)
     return log
+
+
+HAPROXY_GLOBAL = """
+global
+    maxconn {maxconn}
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 30s
+    timeout server 30s
+    source {address}
+"""
+
+
+def start_haproxy(lab: DaemonLab, address: str, proxies: str, source: str, maxconn: int = 64,
+                  defaults: str = "") -> Path:
+    """A private HAProxy in the foreground: the labs' global and defaults sections (its
+    connections to servers come from `address`) plus `defaults` lines, then `proxies`.
+    Checked by `haproxy -c` first; returns its configuration once every port it binds on
+    `address` accepts (checked from `source`)."""
+    config = lab.work / "haproxy.cfg"
+    config.write_text(HAPROXY_GLOBAL.format(maxconn=maxconn, address=address) + defaults + proxies)
+    checked = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
+    if checked.returncode != 0:
+        raise LabError(f"HAProxy rejected its configuration: {checked.stdout}{checked.stderr}")
+    lab._spawn(["haproxy", "-db", "-f", str(config)], "haproxy")
+    for port in sorted({int(port) for port in re.findall(rf"^\s*bind {re.escape(address)}:(\d+)", proxies, re.M)}):
+        wait_listening(address, port, "HAProxy", source, lab.work / "logs" / "haproxy.stdout")
+    return config
+
+
+def wait_capturing(sniffer: subprocess.Popen, seconds: float = 30.0) -> None:
+    """Until sniff says it captures (it does once tcpdump listens): no guess of how long
+    starting takes on a loaded machine."""
+    said = ""
+    deadline = time.monotonic() + seconds
+    assert sniffer.stderr is not None
+    while time.monotonic() < deadline and select.select([sniffer.stderr], [], [], deadline - time.monotonic())[0]:
+        line = sniffer.stderr.readline()
+        said += line
+        if "proxydiag: capturing on" in line:
+            return
+        if not line:
+            break
+    raise AssertionError(f"sniff did not start capturing within {seconds} s: {said}")

@@ -170,17 +170,7 @@ smtpd_upstream_proxy_timeout = 3s
 """, CHECK_ADDRESS)
 
     def _haproxy(self) -> None:
-        config = self.work / "haproxy.cfg"
-        config.write_text(f"""
-global
-    maxconn 64
-defaults
-    mode tcp
-    timeout connect 3s
-    timeout client 30s
-    timeout server 30s
-    source {HAPROXY}
-    unique-id-format "{UNIQUE_ID_FORMAT}"
+        daemons.start_haproxy(self, HAPROXY, f"""
 listen smtp
     bind {HAPROXY}:25
     server postfix {SERVER}:10025 send-proxy-v2 proxy-v2-options unique-id
@@ -193,13 +183,7 @@ listen imaps
 listen submissions
     bind {HAPROXY}:465 ssl crt {self.pem}
     server postfix {SERVER}:10465 send-proxy-v2 proxy-v2-options authority,unique-id
-""")
-        checked = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
-        if checked.returncode != 0:
-            raise LabError(f"HAProxy rejected its configuration: {checked.stdout}{checked.stderr}")
-        self._spawn(["haproxy", "-db", "-f", str(config)], "haproxy")
-        for port in (25, 143, 993, 465):
-            wait_listening(HAPROXY, port, "HAProxy", self.work / "logs" / "haproxy.stdout")
+""", CHECK_ADDRESS, defaults=f'    unique-id-format "{UNIQUE_ID_FORMAT}"\n')
 
     def _nginx(self) -> None:
         prefix = self.work / "nginx"

@@ -119,16 +119,7 @@ smtpd_upstream_proxy_timeout = 3s
 """, LAB_CLIENT)
 
     def _haproxy(self) -> None:
-        config = self.work / "haproxy.cfg"
-        config.write_text(f"""
-global
-    maxconn 64
-defaults
-    mode tcp
-    timeout connect 3s
-    timeout client 30s
-    timeout server 30s
-    source {HAPROXY}
+        daemons.start_haproxy(self, HAPROXY, f"""
 listen smtp_v1
     bind {HAPROXY}:25
     server postfix {SERVER}:10025 send-proxy
@@ -143,13 +134,7 @@ listen smtp_waits_for_client
     tcp-request inspect-delay {INSPECT_DELAY}s
     tcp-request content accept if {{ req.len gt 0 }}
     server postfix {SERVER}:10025 send-proxy-v2
-""")
-        checked = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
-        if checked.returncode != 0:
-            raise LabError(f"HAProxy rejected its configuration: {checked.stdout}{checked.stderr}")
-        self._spawn(["haproxy", "-db", "-f", str(config)], "haproxy")
-        for port in (25, 587, 143, 2525):
-            wait_listening(HAPROXY, port, "HAProxy", self.work / "logs" / "haproxy.stdout")
+""", LAB_CLIENT)
 
     def _nginx(self) -> None:
         prefix = self.work / "nginx"

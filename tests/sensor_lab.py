@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.daemons import DaemonLab, LabError, start_postfix
+from tests.daemons import DaemonLab, LabError, start_haproxy, start_postfix
 
 SERVER, HAPROXY, CLIENT, PROMETHEUS = "127.60.0.10", "127.60.0.20", "127.60.0.1", "127.60.0.2"
 HEALTHY, BROKEN = f"{SERVER}:10025", f"{SERVER}:10587"  # the listeners behind HAProxy's 25 and 587
@@ -99,30 +99,14 @@ smtpd_client_connection_rate_limit = 0
 """, CLIENT)
 
     def _haproxy(self) -> None:
-        config = self.work / "haproxy.cfg"
-        config.write_text(f"""
-global
-    maxconn 512
-defaults
-    mode tcp
-    timeout connect 3s
-    timeout client 30s
-    timeout server 30s
-    source {HAPROXY}
+        start_haproxy(self, HAPROXY, f"""
 listen mx_v2
     bind {HAPROXY}:25
     server postfix {SERVER}:10025 send-proxy-v2
 listen submission_no_header
     bind {HAPROXY}:587
     server postfix {SERVER}:10587
-""")
-        checked = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True)
-        if checked.returncode != 0:
-            raise LabError(f"HAProxy rejected its configuration: {checked.stdout}{checked.stderr}")
-        self.spawn(["haproxy", "-db", "-f", str(config)], "haproxy")
-        for port in (25, 587):
-            wait_for(lambda port=port: listening(HAPROXY, port), f"HAProxy is not listening on {HAPROXY}:{port}",
-                     log=self.work / "logs" / "haproxy.log")
+""", CLIENT, maxconn=512)
 
 
 @contextlib.contextmanager

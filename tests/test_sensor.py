@@ -27,7 +27,6 @@ from hypothesis import strategies as st
 from proxydiag.analysis import Reader, Settings, analyze_files, judge_analysis
 from proxydiag.services import DEFAULT_TABLE
 from proxydiag.live import PcapFiles, Rotation
-from proxydiag.model import Analysis
 from proxydiag.report.anonymize import Anonymizer
 from proxydiag.sensor import (
     EVENT_SCHEMA,
@@ -39,6 +38,7 @@ from proxydiag.sensor import (
     listener_of,
     parse_listen_address,
 )
+from tests.daemons import wait_capturing
 from tests.sensor_lab import BROKEN, CLIENT, HAPROXY, HEALTHY, SERVER, Prometheus, free_port, running_lab, smtp_session, swaks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -306,7 +306,7 @@ def test_analyze_refuses_jsonl_in_one_line():
 def test_sigterm_ends_the_capture_with_the_final_report(tmp_path):
     with running_lab():
         sniffer = start_sniff("-f", LAB_FILTER, "-F", "json", "--fail-on", "never")
-        time.sleep(2.0)
+        wait_capturing(sniffer)
         assert swaks(25).returncode == 0
         time.sleep(1.0)
         sniffer.send_signal(signal.SIGTERM)
@@ -395,7 +395,7 @@ def test_a_bounded_run_streams_parseable_events_in_flat_memory_and_agrees_with_a
     with running_lab():
         sniffer = start_sniff("-f", LAB_FILTER, "--format", "jsonl", "-o", str(events_path), "--heartbeat", "5",
                               "-w", str(written), "--fail-on", "never")
-        time.sleep(2.0)
+        wait_capturing(sniffer)
         stop = threading.Event()
         generator = threading.Thread(target=generate, args=(stop, 4.0, 20), daemon=True)
         started = time.monotonic()

@@ -6,11 +6,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from proxydiag.proxy_protocol import build_v2
+from tests.daemons import wait_capturing
 
 
 def serve_smtp_once(server: socket.socket) -> None:
@@ -35,7 +35,7 @@ def test_sniff_decodes_a_live_session_and_writes_it(tmp_path, interface):
          "--format", "json", "-w", str(written), "--fail-on", "never"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(2.0)  # the capture is running
+    wait_capturing(sniffer)
     with socket.create_connection(("127.0.0.1", port)) as client:
         client.sendall(build_v2(src_addr="203.0.113.7", dst_addr="192.0.2.10", src_port=40000, dst_port=25))
         client.recv(4096)
