@@ -11,7 +11,7 @@ from pathlib import Path
 
 from proxydiag import configs
 from proxydiag.configs.model import ProxyConfig
-from tests.test_configs import codes, nginx_accepts, nginx_conf, stalwart, write
+from tests.test_configs import codes, fixed, nginx_accepts, nginx_conf, pem, refixed_check, stalwart, write  # noqa: F401
 from tests.test_configs_real import REAL, line_of
 
 SNI_MAP = REAL / "nginx-sni-map.conf"
@@ -39,6 +39,8 @@ bind = ["[::]:10443"]
 protocol = "http"
 tls.implicit = true
 """
+# The same listeners with no trusted networks: a header is protocol data to them
+TRUSTING_NOBODY = TRUSTING.replace('trusted-networks = ["127.0.0.1"]', "")
 
 
 def read(path: Path) -> ProxyConfig:
@@ -235,3 +237,93 @@ def test_what_cannot_be_followed_stays_a_problem(tmp_path):
         (line_of(path, "$remote_addr:10025"), "proxy_pass $remote_addr:10025: $remote_addr is chosen at run time, "
                                               "not followed"),
     }
+
+
+# --- findings and fixes --------------------------------------------------------------------------
+
+
+def test_header_to_an_untrusting_stalwart_is_pd102_and_the_web_default_is_not_judged(tmp_path):
+    config = stalwart(tmp_path, TRUSTING_NOBODY)
+    path = tmp_path / "nginx.conf"
+    path.write_text(SNI_MAP.read_text().replace("127.0.0.1:8443", "127.0.0.1:443"))  # the web server on a mail port
+    nginx_accepts(path)
+    result = configs.check([str(path)], config)
+    pd102 = [judgement for judgement in result.judgements if judgement.code == "PD102"]
+    assert {judgement.evidence["proxy"] for judgement in pd102} == {
+        f"{path}:{line_of(path, 'server 127.0.0.1:10443')}: server 127.0.0.1:10443;",
+        f"{path}:{line_of(path, 'proxy_pass 127.0.0.1:10993')}: proxy_pass 127.0.0.1:10993;"}
+    sni = next(judgement for judgement in pd102 if "10443" in judgement.evidence["proxy"])
+    assert "(127.0.0.1:10443, SNI mail.example.com)" in sni.message
+    assert sni.evidence["chosen"] == f"{path}:{line_of(path, 'mail.example.com')}: mail.example.com   stalwart_https;"
+    assert sni.evidence["chosen_for"] == "SNI mail.example.com"
+    assert "127.0.0.1:443 (SNI other than the map's names (default)) too" in sni.advice
+    # nothing said about the web server the default reaches (no PD606 for its port 443)
+    assert not any("127.0.0.1:443" in judgement.message or ":443;" in judgement.evidence.get("proxy", "")
+                   for judgement in result.judgements), result.judgements
+    new = fixed(path, result, "PD102")
+    assert "proxy_protocol on;" not in new.read_text()
+    nginx_accepts(new)
+    assert "PD102" not in codes(refixed_check(path, new, config))
+
+
+def test_no_header_to_a_trusting_stalwart_is_pd101_fixed_in_the_server_block(tmp_path):
+    config = stalwart(tmp_path, TRUSTING)
+    path = stream(tmp_path, """
+        stream {
+            map $ssl_preread_server_name $backend {
+                mail.example.com  stalwart;
+                default           10.0.0.5:993;
+            }
+            upstream stalwart {
+                server 127.0.0.1:10993;
+            }
+            server {
+                listen 993;
+                ssl_preread on;
+                proxy_bind 127.0.0.1;
+                proxy_pass $backend;
+            }
+        }
+        """)
+    result = configs.check([str(path)], config)
+    assert codes(result).count("PD101") == 1, result.judgements
+    pd101 = next(judgement for judgement in result.judgements if judgement.code == "PD101")
+    assert not pd101.inferred and "(127.0.0.1:10993, SNI mail.example.com)" in pd101.message
+    assert pd101.evidence["proxy_pass"] == f"{path}:{line_of(path, 'proxy_pass $backend')}: proxy_pass $backend;"
+    assert "10.0.0.5:993 (SNI other than the map's names (default)) get it too" in pd101.advice
+    assert "PD606" not in codes(result)
+    new = fixed(path, result, "PD101")
+    nginx_accepts(new)
+    assert "PD101" not in codes(refixed_check(path, new, config))
+
+
+def test_tls_terminated_and_mapped_by_sni_to_an_implicit_tls_listener_is_pd304(tmp_path, pem):  # noqa: F811
+    config = stalwart(tmp_path, TRUSTING)
+    path = stream(tmp_path, f"""
+        stream {{
+            map $ssl_server_name $backend {{
+                mail.example.com  127.0.0.1:10993;
+                default           10.0.0.5:8080;
+            }}
+            server {{
+                listen 993 ssl;
+                ssl_certificate {pem};
+                ssl_certificate_key {pem};
+                proxy_bind 127.0.0.1;
+                proxy_protocol on;
+                proxy_pass $backend;
+            }}
+        }}
+        """)
+    result = configs.check([str(path)], config)
+    assert codes(result).count("PD304") == 1, result.judgements
+    pd304 = next(judgement for judgement in result.judgements if judgement.code == "PD304")
+    assert "(127.0.0.1:10993, SNI mail.example.com)" in pd304.message
+    # the port is rewritten on the map entry, where it is written; the web default is not judged
+    assert [edit.origin.line for edit in pd304.edits] == [line_of(path, "mail.example.com")]
+    assert not any("8080" in judgement.message for judgement in result.judgements)
+    new = fixed(path, result, "PD304")
+    assert "mail.example.com  127.0.0.1:10143;" in new.read_text()
+    nginx_accepts(new)
+    assert "PD304" not in codes(refixed_check(path, new, config))
+
