@@ -67,10 +67,34 @@ def check(configs: Sequence[ProxyConfig], setting: Setting) -> list[Judgement]:
                 judgements.extend(_judge_hop(route, config, feeding[route], configs))
                 continue
             target = _target(route, setting, lines) if setting.stalwart is not None else None
+            if target is None and _another_service(route, config, setting, lines):
+                continue
             if setting.stalwart is not None and target is None:
                 judgements.extend(_judge_unknown_port(route, setting))
             judgements.extend(_judge_route(route, config, target, setting))
     return _unique(judgements)
+
+
+def _another_service(route: Route, config: ProxyConfig, setting: Setting, lines: StalwartLines | None) -> bool:
+    """A server chosen at run time (an nginx map value) that is no Stalwart listener while
+    another choice of the same line is one: the other service sharing the port (a web
+    server behind the same SNI map), judged by nobody here."""
+    if route.chosen_by is None or setting.stalwart is None:
+        return False
+    return any(_target(other, setting, lines) is not None for other in _chosen_with(route, config))
+
+
+def _chosen_with(route: Route, config: ProxyConfig) -> list[Route]:
+    """The other servers chosen at run time on the same line, from the same listener."""
+    if route.chosen_by is None:
+        return []
+    return [other for other in config.routes if other.chosen_by is not None and other.block_origin == route.block_origin
+            and other.front == route.front and other.endpoint != route.endpoint]
+
+
+def _reached(route: Route) -> str:
+    """The route's server, and for which connections where a map chooses it."""
+    return f"{route.endpoint}, {route.chosen_for}" if route.chosen_for else route.endpoint
 
 
 # --- chains ------------------------------------------------------------------------------
@@ -219,6 +243,12 @@ def _both(route: Route, target: Target | None) -> dict[str, str]:
     evidence = {"proxy": route.origin.cite()}
     if route.sends_origin is not None and route.sends_origin != route.origin:
         evidence["header"] = route.sends_origin.cite()
+    if route.chosen_by is not None:
+        if route.chosen_by != route.origin:
+            evidence["chosen"] = route.chosen_by.cite()
+        evidence["chosen_for"] = route.chosen_for or ""
+        if route.block_origin is not None and route.block_origin not in (route.origin, route.chosen_by):
+            evidence["proxy_pass"] = route.block_origin.cite()
     if target is not None:
         evidence["stalwart"] = f"{target.where}: listener {target.listener.id!r}, trusted networks {target.trust_text}"
     return evidence
@@ -247,30 +277,45 @@ def _judge_header(route: Route, config: ProxyConfig, target: Target | None) -> I
             why = (f"whose trusted networks do not contain the proxy's source {source}" if source
                    else "which trusts no proxy at all")
             message = (f"{route.origin} sends a {route.sends} PROXY header to Stalwart listener {listener.id!r} "
-                       f"({route.endpoint}), {why}: Stalwart reads the header as protocol data")
+                       f"({_reached(route)}), {why}: Stalwart reads the header as protocol data")
             advice = fixes.trust_advice(target.where, source, listener)
             yield Judgement("PD102", f"{message} ({_answer_to_a_header(listener, route.sends)}).", evidence,
-                            fixes.remove_header(route, config.kind), advice)
+                            fixes.remove_header(route, config.kind), _shared(route, config, False) + advice)
             if source:
                 yield Judgement("PD206", message + ".", evidence, (), advice)
         return
     if target.trusted is None and not route.source_address:
         yield Judgement(
             "PD101",
-            f"{route.origin} sends no PROXY header to Stalwart listener {listener.id!r} ({route.endpoint}); if the proxy "
+            f"{route.origin} sends no PROXY header to Stalwart listener {listener.id!r} ({_reached(route)}); if the proxy "
             f"connects from one of its trusted networks ({target.trust_text}), Stalwart waits for a header and the "
             "session hangs without a greeting.",
-            _both(route, target), fixes.set_header(route, config.kind, "v2", _terminates(route)), inferred=True,
+            _both(route, target), fixes.set_header(route, config.kind, "v2", _terminates(route)),
+            _shared(route, config, True), inferred=True,
         )
     elif target.trusted:
         yield Judgement(
             "PD101",
-            f"{route.origin} sends no PROXY header to Stalwart listener {listener.id!r} ({route.endpoint}), which trusts "
+            f"{route.origin} sends no PROXY header to Stalwart listener {listener.id!r} ({_reached(route)}), which trusts "
             f"the proxy's source {route.source_address}: Stalwart waits for a header and the session hangs without a "
             "greeting.",
             {**_both(route, target), "source": route.source_address or ""},
-            fixes.set_header(route, config.kind, "v2", _terminates(route)),
+            fixes.set_header(route, config.kind, "v2", _terminates(route)), _shared(route, config, True),
         )
+
+
+def _shared(route: Route, config: ProxyConfig, adding: bool) -> str:
+    """What a header switched on or off for one server chosen at run time does to the others:
+    nginx sets `proxy_protocol` for the whole server block."""
+    others = sorted({f"{other.endpoint} ({other.chosen_for or other.origin})" for other in _chosen_with(route, config)})
+    if not others:
+        return ""
+    where = f" ({route.block_origin})" if route.block_origin is not None else ""
+    if adding:
+        return (f"The header goes to every server this proxy_pass{where} chooses, not only Stalwart: "
+                f"{'; '.join(others)} get it too and must accept it (a web server behind: nginx `listen ... "
+                "proxy_protocol;`, Apache `RemoteIPProxyProtocol On`).")
+    return (f"Without it, every server this proxy_pass{where} chooses gets no header: {'; '.join(others)} too. ")
 
 
 def _terminates(route: Route) -> bool:
@@ -289,7 +334,7 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
         yield Judgement(
             "PD304",
             f"The proxy terminates TLS on {front.endpoint} ({front.origin}) and forwards plaintext to {where} "
-            f"({route.endpoint}), which expects TLS from the first byte: the handshake fails.",
+            f"({_reached(route)}), which expects TLS from the first byte: the handshake fails.",
             {**_both(route, target), "front": front.origin.cite()},
             fixes.point_to_port(route, config.kind, _plain_port(route, target)),
         )
@@ -297,7 +342,7 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
     if implicit is False and (route.tls_to_server or (client_tls and not front.tls_terminated)):
         yield Judgement(
             "PD303",
-            f"TLS reaches {where} ({route.endpoint}), which does not do implicit TLS: "
+            f"TLS reaches {where} ({_reached(route)}), which does not do implicit TLS: "
             + (f"the proxy speaks TLS to it ({route.origin})." if route.tls_to_server else
                f"{front.endpoint} passes the client's TLS through ({front.origin})."),
             {**_both(route, target), "front": front.origin.cite()},
@@ -310,7 +355,7 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
         yield Judgement(
             "PD302",
             f"The proxy terminates TLS on {front.endpoint} ({front.origin}) and sends a v1 header ({route.origin}), which "
-            f"cannot say so: Stalwart treats these clients at {route.endpoint} as plaintext (STARTTLS offered again, "
+            f"cannot say so: Stalwart treats these clients at {_reached(route)} as plaintext (STARTTLS offered again, "
             "AUTH PLAIN/LOGIN refused).",
             {**_both(route, target), "front": front.origin.cite()},
             fixes.carry_tls(route, config.kind, _implicit_port(route, target)),
@@ -320,7 +365,7 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
         yield Judgement(
             "PD301",
             f"The proxy terminates TLS on {front.endpoint} ({front.origin}) but its v2 header ({route.origin}) carries no "
-            f"SSL TLV: Stalwart treats these clients at {route.endpoint} as plaintext (STARTTLS offered again, AUTH "
+            f"SSL TLV: Stalwart treats these clients at {_reached(route)} as plaintext (STARTTLS offered again, AUTH "
             "PLAIN/LOGIN refused).",
             {**_both(route, target), "front": front.origin.cite()},
             fixes.carry_tls(route, config.kind, _implicit_port(route, target)),

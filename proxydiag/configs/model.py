@@ -100,6 +100,11 @@ class Route:
     source_origin: Origin | None = None
     wait_origin: Origin | None = None
     block_origin: Origin | None = None  # the block (backend, server {}) a directive may be added to
+    # One of several servers chosen at run time (an nginx `map` entry): the line that picks
+    # this one, and which connections it picks it for ("SNI mail.example.com"); the others
+    # chosen there are routes of the same `block_origin`.
+    chosen_by: Origin | None = None
+    chosen_for: str | None = None
 
     @property
     def target_port(self) -> int | None:
@@ -135,7 +140,8 @@ class ProxyConfig:
             "listeners": [listener.endpoint for listener in self.listeners],
             "routes": [
                 {"front": route.front.endpoint if route.front else None, "server": route.endpoint, "sends": route.sends,
-                 "ssl_tlv": route.ssl_tlv, "where": str(route.origin)}
+                 "ssl_tlv": route.ssl_tlv, "where": str(route.origin),
+                 **({"chosen_for": route.chosen_for} if route.chosen_for else {})}
                 for route in self.routes
             ],
             "problems": [f"{problem.origin}: {problem.message}" for problem in self.problems],

@@ -14,6 +14,17 @@ What is read (nginx.org docs: ngx_stream_core_module `listen`, ngx_stream_proxy_
 - `proxy_ssl on;` speaks TLS to the server (the v1 line still goes first, in clear);
 - `proxy_bind ADDR` is the source address towards the server; `ssl_preread on;` waits
   for the client's ClientHello before connecting;
+- stream `proxy_pass` with variables (ngx_stream_map_module `map`, ngx_stream_proxy_module
+  `proxy_pass`): each variable the target of a stream `map` (maps in included files, and
+  `include` inside a map, too) stands for every value of that map, the default's too
+  (without a `default` the value is empty: a problem); `$server_port` is the listen port,
+  and a map whose source is `$server_port` gives only the value for that port. The key
+  does not matter for what may be reached (regex `~` keys, `hostnames` masks, `volatile`
+  alike), but it says for which connections: a map on `$ssl_preread_server_name` or
+  `$ssl_server_name` chooses by SNI. A value may hold variables itself (another map's,
+  `$server_port`); any other variable (a regex capture, `$remote_addr`) stays a problem.
+  What comes out names an `upstream` (the whole text, no port; nginx compares without
+  case) or is `host:port`; without a port nginx refuses it at run time (a problem).
 - mail `server` blocks: listeners only (the back end comes from `auth_http` at run time).
 Directives given in `stream {}` or `http {}` apply to every server inside.
 """
@@ -39,6 +50,10 @@ from proxydiag.configs.model import (
 
 INHERITED = ("proxy_protocol", "proxy_ssl", "proxy_bind", "ssl_preread", "set_real_ip_from")
 Directive = dict[str, Any]
+VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+SNI_VARIABLES = ("$ssl_preread_server_name", "$ssl_server_name")
+MAP_PARAMETERS = ("hostnames", "volatile")
+MAP_DEPTH = 8  # maps whose values name other maps, at most this deep (and never in a cycle)
 
 
 def looks_like(text: str) -> bool:
@@ -94,6 +109,41 @@ class _Scope:
         return [arg for key, args, _ in self.values if key == name for arg in args]
 
 
+@dataclass(frozen=True)
+class _Map:
+    """A stream `map SOURCE $target { KEY VALUE; ... }`, entries as written (default included)."""
+
+    source: str
+    entries: tuple[tuple[str, str, Origin], ...]
+    origin: Origin
+
+    def for_port(self, port: int) -> tuple[tuple[str, str, Origin], ...]:
+        """The entries a connection to `port` may take."""
+        if self.source != "$server_port" or any(key.startswith("~") for key, _, _ in self.entries):
+            return self.entries
+        exact = tuple(entry for entry in self.entries if entry[0] == str(port))
+        return exact or tuple(entry for entry in self.entries if entry[0] == "default")
+
+    def condition(self, key: str) -> str:
+        if self.source in SNI_VARIABLES:
+            return "SNI other than the map's names (default)" if key == "default" else f"SNI {key}"
+        return f"{self.source} {key}"
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A server a proxy_pass may reach, where its address is written, and the map entries
+    that choose it (outermost first)."""
+
+    address: str
+    port: int | None
+    origin: Origin
+    choices: tuple[tuple[_Map, str, Origin], ...] = ()
+
+
+_Expansion = tuple[str, tuple[tuple[_Map, str, Origin], ...]]
+
+
 def from_payload(payload: dict, path: str, line_of: Callable[[str, int], str]) -> ProxyConfig:
     """crossplane's parse result -> ProxyConfig (pure but for `line_of`, which gives a
     line's text for the citations)."""
@@ -146,6 +196,7 @@ class _Reader:
         inner = self.children(block, origin)
         scope = _Scope().with_directives(inner)
         upstreams = {d["args"][0]: (d, o) for d, o in inner if d["directive"] == "upstream" and d.get("args")}
+        maps = self.maps(inner, problems) if kind == "stream" else {}
         for directive, server_origin in inner:
             if directive["directive"] != "server":
                 continue
@@ -156,10 +207,24 @@ class _Reader:
             if kind == "mail":
                 continue
             for pass_directive, pass_origin in self.proxy_passes(body):
-                targets = self.targets(pass_directive, pass_origin, upstreams, kind, problems)
                 for front in fronts:
-                    routes.extend(self.route(front, address, port, origin_of, pass_origin, server_scope, kind)
-                                  for address, port, origin_of in targets)
+                    targets = self.targets(pass_directive, pass_origin, upstreams, kind, problems, front, maps)
+                    routes.extend(self.route(front, target, pass_origin, server_scope, kind) for target in targets)
+
+    def maps(self, inner: list[tuple[Directive, Origin]], problems: list[Problem]) -> dict[str, _Map]:
+        """The stream block's maps by the variable they set (without the `$`)."""
+        found = {}
+        for directive, origin in inner:
+            args = directive.get("args") or []
+            if directive["directive"] != "map" or len(args) != 2 or not args[1].startswith("$"):
+                continue
+            entries = tuple((entry["directive"], entry["args"][0], entry_origin)
+                            for entry, entry_origin in self.children(directive, origin)
+                            if entry["directive"] not in MAP_PARAMETERS and len(entry.get("args") or []) == 1)
+            if not any(key == "default" for key, _, _ in entries):
+                entries += (("default", "", origin),)
+            found[args[1][1:]] = _Map(args[0], entries, origin)
+        return found
 
     def listen(self, body: list[tuple[Directive, Origin]], kind: str, scope: _Scope) -> list[FrontListener]:
         fronts = []
@@ -184,17 +249,62 @@ class _Reader:
             elif directive["directive"] == "location":
                 yield from self.proxy_passes(self.children(directive, origin))
 
-    def targets(self, directive: Directive, origin: Origin, upstreams: dict, kind: str,
-                problems: list[Problem]) -> list[tuple[str, int | None, Origin]]:
+    def targets(self, directive: Directive, origin: Origin, upstreams: dict, kind: str, problems: list[Problem],
+                front: FrontListener, maps: dict[str, _Map]) -> list[_Target]:
         target = directive["args"][0]
         default_port = None
         if kind == "http":
             scheme, _, target = target.partition("://")
             target = target.split("/", 1)[0]
             default_port = 443 if scheme == "https" else 80
-        if "$" in target:
-            problems.append(Problem(f"proxy_pass {target}: chosen at run time, not followed", origin))
+        if "$" not in target:
+            return self.servers(target, origin, (), upstreams, default_port, problems)
+        if kind != "stream":
+            _add(problems, Problem(f"proxy_pass {target}: chosen at run time, not followed", origin))
             return []
+        found = []
+        for text, choices in self.expand(target, origin, front, maps, problems, ()):
+            written = choices[-1][2] if choices else origin
+            no_port = split_host_port(text)
+            if no_port is not None and no_port[1] is None and text.lower() not in {name.lower() for name in upstreams}:
+                _add(problems, Problem(f"proxy_pass {target}: {text!r} has no port and names no upstream: nginx "
+                                       "refuses it at run time (no port in upstream)", written))
+                continue
+            name = next((name for name in upstreams if name.lower() == text.lower()), text)
+            found.extend(self.servers(name, written, choices, upstreams, None, problems))
+        return found
+
+    def expand(self, text: str, origin: Origin, front: FrontListener, maps: dict[str, _Map], problems: list[Problem],
+               seen: tuple[str, ...]) -> list[_Expansion]:
+        """Every text `text` (written at `origin`) may become, with the map entries chosen on the way."""
+        results: list[_Expansion] = [("", ())]
+        position = 0
+        for match in VARIABLE.finditer(text):
+            options = self.variable(match.group(1) or match.group(2), text, origin, front, maps, problems, seen)
+            literal = text[position : match.start()]
+            results = [(done + literal + value, chosen + more) for done, chosen in results for value, more in options]
+            position = match.end()
+        return [(done + text[position:], chosen) for done, chosen in results]
+
+    def variable(self, name: str, text: str, origin: Origin, front: FrontListener, maps: dict[str, _Map],
+                 problems: list[Problem], seen: tuple[str, ...]) -> list[_Expansion]:
+        if name == "server_port":
+            return [(str(front.port), ())]
+        chosen = maps.get(name)
+        if chosen is None or name in seen or len(seen) >= MAP_DEPTH:
+            _add(problems, Problem(f"proxy_pass {text}: ${name} is chosen at run time, not followed", origin))
+            return []
+        entries = chosen.for_port(front.port)
+        if any(not written for _, written, _ in entries):
+            _add(problems, Problem(f"proxy_pass {text}: ${name} is empty for {chosen.condition('default')} (the map has "
+                                   "no default): nginx cannot connect those", chosen.origin))
+        return [(value, ((chosen, key, entry_origin), *more))
+                for key, written, entry_origin in entries if written
+                for value, more in self.expand(written, entry_origin, front, maps, problems, (*seen, name))]
+
+    def servers(self, target: str, origin: Origin, choices: tuple[tuple[_Map, str, Origin], ...], upstreams: dict,
+                default_port: int | None, problems: list[Problem]) -> list[_Target]:
+        """The servers `target` names: an upstream's `server` lines, or the address itself."""
         if target in upstreams:
             upstream, upstream_origin = upstreams[target]
             found = []
@@ -202,16 +312,15 @@ class _Reader:
                 if server["directive"] == "server" and server.get("args"):
                     parsed = split_host_port(server["args"][0])
                     if parsed is not None:
-                        found.append((parsed[0], parsed[1] or default_port, server_origin))
+                        found.append(_Target(parsed[0], parsed[1] or default_port, server_origin, choices))
             return found
         parsed = split_host_port(target)
         if parsed is None or target.startswith("unix:"):
-            problems.append(Problem(f"proxy_pass {target}: not a TCP address", origin))
+            _add(problems, Problem(f"proxy_pass {target}: not a TCP address", origin))
             return []
-        return [(parsed[0], parsed[1] or default_port, origin)]
+        return [_Target(parsed[0], parsed[1] or default_port, origin, choices)]
 
-    def route(self, front: FrontListener, address: str, port: int | None, origin: Origin, pass_origin: Origin,
-              scope: _Scope, kind: str) -> Route:
+    def route(self, front: FrontListener, target: _Target, pass_origin: Origin, scope: _Scope, kind: str) -> Route:
         header = scope.get("proxy_protocol") if kind == "stream" else None
         sends: HeaderVersion = "none"
         if header is not None and header[0][:1] == ("on",):
@@ -224,10 +333,10 @@ class _Reader:
         waits = preread is not None and preread[0][:1] == ("on",)
         return Route(
             front=front,
-            server_address=address,
-            server_port=port,
+            server_address=target.address,
+            server_port=target.port,
             sends=sends,
-            origin=origin,
+            origin=target.origin,
             ssl_tlv=sends == "v2",
             ssl_cipher=sends == "v2",
             tls_to_server=tls is not None and tls[0][:1] == ("on",),
@@ -237,4 +346,12 @@ class _Reader:
             source_origin=bind[1] if bind else None,
             wait_origin=preread[1] if waits and preread else None,
             block_origin=pass_origin,
+            chosen_by=target.choices[0][2] if target.choices else None,
+            chosen_for=", ".join(chosen.condition(key) for chosen, key, _ in target.choices) or None,
         )
+
+
+def _add(problems: list[Problem], problem: Problem) -> None:
+    """A problem said once (a proxy_pass is read for each listen line of its server)."""
+    if problem not in problems:
+        problems.append(problem)
