@@ -13,6 +13,10 @@ ngx_stream_core_module and ngx_stream_ssl_preread_module; stunnel(8) `protocol`)
 - checks:      HAProxy `check-send-proxy`.
 - listeners:   HAProxy `accept-proxy` / nginx `listen ... proxy_protocol` removed.
 - waiting:     HAProxy `tcp-request inspect-delay`, nginx `ssl_preread on;` removed.
+- Traefik's Docker labels (compose files): the label line is edited, or a label added after it
+               in the same style (list item `- key=value`, or mapping `key: "value"`):
+               `traefik.tcp.services.S.loadbalancer.proxyProtocol.version=2`, `...tls.passthrough=true`,
+               `...server.port=N`, `...rule=HostSNI(`*`)` (doc.traefik.io Docker routing reference).
 """
 
 from __future__ import annotations
@@ -207,8 +211,6 @@ def stop_accepting(front: FrontListener, kind: str) -> tuple[LineEdit, ...]:
     # Traefik: only the one-line form; `proxyProtocol: {}` left behind would still read headers
     if kind == "traefik" and re.match(r"^\s*proxyProtocol:\s*\{[^{}]*\}\s*$", front.origin.text):
         return (LineEdit(front.origin, ()),)
-    if kind == "traefik" and TRAEFIK_ACCEPT_FLAG.match(front.origin.text):  # a compose command's list item
-        return (LineEdit(front.origin, ()),)
     if kind == "caddy" and re.match(r"^\s*proxy_protocol\s*$", front.origin.text):
         return (LineEdit(front.origin, ()),)
     return ()
@@ -270,7 +272,6 @@ def point_to_port(route: Route, kind: str, port: int | None) -> tuple[LineEdit, 
 # or a mapping entry `traefik.a.b: value` (key and value maybe quoted).
 LABEL = re.compile(r"^(?P<head>[ \t]*(?:-[ \t]*)?)(?P<quote>[\"']?)(?P<key>traefik\.[^\s=:\"']+)(?P<key_end>[\"']?)"
                    r"(?P<sep>[ \t]*[=:][ \t]*)(?P<value_quote>[\"']?)(?P<value>.*?)(?P<close>[\"']?)(?P<comment>[ \t]*(?:#.*)?)$")
-TRAEFIK_ACCEPT_FLAG = re.compile(r"(?i)^[ \t]*-[ \t]*[\"']?--entrypoints\.[^.\s]+\.proxyprotocol\.[^\s\"']*[\"']?[ \t]*$")
 
 
 def _label(origin: Origin | None) -> re.Match[str] | None:
