@@ -88,7 +88,7 @@ def compose(labels: str, traefik: str = TRAEFIK_SERVICE, extra: str = "") -> str
             "networks:\n  proxy:\n    name: traefik_proxy\n")
 
 
-def smtp(port: int = 25, rule: str = "HostSNI(`*`)", header: str | None = "proxyProtocol.version=2") -> str:
+def smtp(port: int | str = 25, rule: str = "HostSNI(`*`)", header: str | None = "proxyProtocol.version=2") -> str:
     """Stalwart's guide's SMTP labels, with another port, rule or header setting."""
     return "\n".join([
         "- traefik.enable=true",
@@ -363,3 +363,11 @@ def test_rule_that_reads_the_client_first_is_pd110_and_fixed(tmp_path):
     found = only(result, "PD110")
     assert found.evidence["proxy"].startswith(f"{path}:{line_of(path, 'routers.smtp.rule=')}:")
     assert "traefik.tcp.routers.smtp.rule=HostSNI(`*`)" in fixed_labels(path, found)
+
+
+def test_a_label_not_rooted_at_lower_case_traefik_drops_the_container_and_a_bad_port_is_said_once(tmp_path):
+    path, result = check(tmp_path, compose(smtp(port=25) + "\n- Traefik.tcp.routers.smtp.priority=1"), None)
+    assert result.configs[0].routes == ()
+    assert [problem.origin.line for problem in result.configs[0].problems] == [line_of(path, "Traefik.tcp")]
+    path, result = check(tmp_path, compose(smtp(port="${SMTP_PORT}")), None)
+    assert [problem.message for problem in result.configs[0].problems] == ["service 'smtp': port '${SMTP_PORT}' is not a number"]

@@ -128,11 +128,11 @@ def _read_labels(compose: _Compose, name: str, service: Tree) -> list[_Label]:
     labels = []
     for key, value, line in _labels(service):
         root, _, rest = key.partition(".")
-        if root != "traefik":
+        if root != "traefik":  # paerser: "invalid label root", and the container is skipped
             compose.problems.append(Problem(f"service {name!r}: label {key!r}: Traefik reads only labels rooted at "
-                                            "'traefik' (lower case); this one fails the container's labels",
+                                            "'traefik' (lower case) and ignores this container's labels",
                                             compose.origin(line)))
-            continue
+            return []
         labels.append(_Label(key, tuple(part.lower() for part in rest.split(".")), _text(value).strip(), line))
     return labels
 
@@ -436,6 +436,8 @@ def _tcp_routes(compose: _Compose, container: _Container, labels: _Labels, http:
             router.key_lines["service"] = router.key_lines["rule"]
         else:
             router["service"] = str(router["service"]).lower()
+        if router["service"] in set(services) - set(dynamic.services):
+            continue  # its service's port or header is not known: said already
         dynamic.routers.append((name, router, "file"))
     https = compose.https | {str(point) for router in http.routers.values() if router.get("tls") is not None
                              for point in router.get("entryPoints", [])}
