@@ -638,7 +638,8 @@ def _read_input(path: str) -> bytes:
 @app.command()
 def check(
     files: List[str] = typer.Argument(..., metavar="FILE...",
-                                      help="Proxy configurations: haproxy.cfg, nginx.conf (includes followed), stunnel.conf, Traefik, Caddy, Envoy, Kubernetes Services."),
+                                      help="Proxy configurations: haproxy.cfg, nginx.conf (includes followed), stunnel.conf, Traefik (static and "
+                                      "dynamic files, CRDs, Docker labels in compose files), Caddy, Envoy, Kubernetes Services."),
     stalwart_config: Path | None = STALWART,
     kind: str | None = typer.Option(None, "--kind", metavar="haproxy|nginx|stunnel|traefik|caddy|envoy|kubernetes",
                                     help="The kind of every FILE, when its content does not tell."),
@@ -658,6 +659,8 @@ def check(
       proxydiag check /etc/haproxy/haproxy.cfg --stalwart-config /opt/stalwart/etc/config.toml
 
       proxydiag check /etc/nginx/nginx.conf
+
+      proxydiag check compose.yaml traefik.yml --stalwart-config config.toml
 
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a file
     could not be read (the others are still checked).

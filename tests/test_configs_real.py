@@ -34,10 +34,10 @@ SETUPS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "haproxy-split": (("haproxy-split/00-global.cfg", "haproxy-split/10-frontends.cfg",
                        "haproxy-split/20-backends.cfg"), "haproxy-split-config.toml"),
     "stalwart-docs-traefik": (("stalwart-docs-traefik.yml",), "stalwart-docs-listeners-016.json"),
+    "stalwart-docs-compose": (("stalwart-docs-compose.yml", "stalwart-docs-traefik.yml"), "stalwart-docs-listeners-016.json"),
 }
-# Files check cannot read, which it says in one line (exit 2): one HAProxy 2.x itself refuses,
-# and Traefik's Docker labels in a compose file (not read yet).
-REFUSED = {"haraka-listen-address.cfg", "stalwart-docs-compose.yml"}
+# Files check cannot read, which it says in one line (exit 2): one HAProxy 2.x itself refuses.
+REFUSED = {"haraka-listen-address.cfg"}
 
 
 def proxy_files() -> list[Path]:

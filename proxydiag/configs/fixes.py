@@ -13,6 +13,10 @@ ngx_stream_core_module and ngx_stream_ssl_preread_module; stunnel(8) `protocol`)
 - checks:      HAProxy `check-send-proxy`.
 - listeners:   HAProxy `accept-proxy` / nginx `listen ... proxy_protocol` removed.
 - waiting:     HAProxy `tcp-request inspect-delay`, nginx `ssl_preread on;` removed.
+- Traefik's Docker labels (compose files): the label line is edited, or a label added after it
+               in the same style (list item `- key=value`, or mapping `key: "value"`):
+               `traefik.tcp.services.S.loadbalancer.proxyProtocol.version=2`, `...tls.passthrough=true`,
+               `...server.port=N`, `...rule=HostSNI(`*`)` (doc.traefik.io Docker routing reference).
 """
 
 from __future__ import annotations
@@ -92,6 +96,11 @@ def set_header(route: Route, kind: str, version: str = "v2", ssl: bool = False) 
         return _insert_after(route.origin, "protocol = proxy")
     if route.sends_origin is not None and kind in STRUCTURED:
         return _replace(route.sends_origin, _version_to(route.sends_origin.text, version))
+    label = _label(route.block_origin) if kind == "traefik" else None
+    if label is not None and route.block_origin is not None:
+        service = _label_service(label["key"])
+        return () if service is None else _add_label(
+            route.block_origin, label, f"traefik.tcp.services.{service}.loadbalancer.proxyProtocol.version", version[-1])
     if kind == "traefik" and route.block_origin is not None:
         return _add_child(route.block_origin, "proxyProtocol: {version: 2}", "proxyProtocol = { version = 2 }")
     if kind == "caddy" and route.block_origin is not None and route.block_origin.text.rstrip().endswith("{"):
@@ -128,7 +137,7 @@ def remove_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
         return (LineEdit(route.sends_origin, ()),)
     if kind in ("caddy", "kubernetes") and route.sends_origin is not None and "{" not in route.sends_origin.text:
         return (LineEdit(route.sends_origin, ()),)
-    if kind == "traefik" and route.sends_origin is not None and "proxyProtocol" in route.sends_origin.text:
+    if kind == "traefik" and route.sends_origin is not None and "proxyprotocol" in route.sends_origin.text.lower():
         return (LineEdit(route.sends_origin, ()),)
     return ()
 
@@ -150,6 +159,12 @@ def carry_tls(route: Route, kind: str, implicit_port: int | None) -> tuple[LineE
 
 def _traefik_passthrough(tls: Origin) -> tuple[LineEdit, ...]:
     """The router's `tls` (terminating) becomes `passthrough: true`."""
+    label = _label(tls)
+    if label is not None:
+        if label["key"].lower().endswith(".tls"):
+            return _replace(tls, _label_with(label, label["key"] + ".passthrough", "true"))
+        prefix = re.match(r"(?i)(traefik\.tcp\.routers\.[^.]+)\.tls\.", label["key"])
+        return _add_label(tls, label, prefix.group(1) + ".tls.passthrough", "true") if prefix else ()
     inline = re.match(r"^(\s*tls:\s*)\{\s*\}\s*$", tls.text)
     if inline:
         return _replace(tls, inline.group(1) + "{passthrough: true}")
@@ -215,6 +230,9 @@ def stop_waiting(route: Route, kind: str) -> tuple[LineEdit, ...]:
         return ()
     if kind in ("haproxy", "nginx"):
         return (LineEdit(wait, ()),)
+    label = _label(wait) if kind == "traefik" else None
+    if label is not None and label["key"].lower().endswith(".rule"):
+        return _replace(wait, _label_with(label, label["key"], "HostSNI(`*`)"))
     if kind == "traefik" and re.search(r"^\s*-?\s*(rule|match)\s*[:=]", wait.text):
         return _replace(wait, re.sub(r"(?<=[:=]).*$", " \"HostSNI(`*`)\"", wait.text, count=1))
     if kind == "kubernetes":
@@ -239,9 +257,48 @@ def point_to_port(route: Route, kind: str, port: int | None) -> tuple[LineEdit, 
     old = route.server_port
     if port is None or old is None or old == port:
         return ()
+    label = _label(route.origin) if kind == "traefik" else None
+    if label is not None:
+        return _replace(route.origin, _label_with(label, label["key"], str(port))) \
+            if label["key"].lower().endswith(".server.port") else ()
     # `host:PORT`, and the YAML/JSON forms `targetPort: PORT`, `port_value: PORT`, `"host:PORT"`
     text = re.sub(rf"(:[ \t]*[\"']?){old}(?=[\s;#\"',}}]|$)", rf"\g<1>{port}", route.origin.text, count=1)
     return _replace(route.origin, text)
+
+
+# --- Traefik's Docker labels (compose files) ---------------------------------------------------
+
+# One label as a compose file writes it: a list item `- traefik.a.b=value` (maybe quoted whole),
+# or a mapping entry `traefik.a.b: value` (key and value maybe quoted).
+LABEL = re.compile(r"^(?P<head>[ \t]*(?:-[ \t]*)?)(?P<quote>[\"']?)(?P<key>traefik\.[^\s=:\"']+)(?P<key_end>[\"']?)"
+                   r"(?P<sep>[ \t]*[=:][ \t]*)(?P<value_quote>[\"']?)(?P<value>.*?)(?P<close>[\"']?)(?P<comment>[ \t]*(?:#.*)?)$")
+
+
+def _label(origin: Origin | None) -> re.Match[str] | None:
+    return LABEL.match(origin.text) if origin is not None else None
+
+
+def _label_with(label: re.Match[str], key: str, value: str, comment: bool = True) -> str:
+    """The label line with another key and value, in the same style."""
+    mapping = ":" in label["sep"]
+    value_quote = label["value_quote"] or ('"' if mapping and not comment else "")
+    close = label["close"] or value_quote
+    return (f"{label['head']}{label['quote']}{key}{label['key_end']}{label['sep']}{value_quote}{value}{close}"
+            + (label["comment"] if comment else ""))
+
+
+def _add_label(origin: Origin, label: re.Match[str], key: str, value: str) -> tuple[LineEdit, ...]:
+    """A label added after `origin`, in its style (a mapping's new value is quoted: labels are strings)."""
+    return (LineEdit(origin, (origin.text, _label_with(label, key, value, comment=False))),)
+
+
+def _label_service(key: str) -> str | None:
+    """The TCP service a label is about: its own (`...services.S...`), or one named after its
+    router (`...routers.R...`), which Traefik links to a router that names none when it is the only one."""
+    parts = key.split(".")
+    if len(parts) < 4 or parts[1].lower() != "tcp" or parts[2].lower() not in ("services", "routers"):
+        return None
+    return parts[3]
 
 
 # --- Stalwart's side -----------------------------------------------------------------------

@@ -52,7 +52,9 @@ DATA_FREE_RULE = re.compile(r"^\s*(HostSNI\(\s*`\*`\s*\)|ClientIP\([^)]*\))\s*$"
 
 
 def looks_like(text: str) -> bool:
-    return bool(re.search(r"(?mi)^\s*(\[?entryPoints\b|\[?tcp\.(routers|services)\b|kind:\s*(IngressRouteTCP|ServersTransportTCP)\b)", text)
+    from proxydiag.configs import traefik_labels
+
+    return traefik_labels.looks_like(text) or bool(re.search(r"(?mi)^\s*(\[?entryPoints\b|\[?tcp\.(routers|services)\b|kind:\s*(IngressRouteTCP|ServersTransportTCP)\b)", text)
                 or (re.search(r"(?m)^tcp:\s*$", text) and re.search(r"(?m)^\s+(routers|services):\s*$", text)))
 
 
@@ -71,13 +73,18 @@ def _is_toml(text: str, path: str) -> bool:
 
 
 def entry_points_of(paths: list[str]) -> dict[str, FrontListener]:
-    """The entry points of every readable Traefik static configuration among `paths`."""
+    """The entry points of every readable Traefik static configuration among `paths` (and of
+    the Traefik container's command in a compose file)."""
+    from proxydiag.configs import traefik_labels
+
     found: dict[str, FrontListener] = {}
     for path in paths:
         try:
             text = read_text(path)
             for document in documents(text, path):
                 found.update(_entry_points(Source(path, text), document))
+                if traefik_labels.is_compose(document):
+                    found.update(traefik_labels.entry_points(Source(path, text), document))
         except ConfigReadError:
             continue
     return found
@@ -93,8 +100,12 @@ class _Dynamic:
 
 
 def parse(text: str, path: str = "traefik.yml", entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
+    from proxydiag.configs import traefik_labels
+
     source = Source(path, text)
     docs = documents(text, path)
+    if len(docs) == 1 and traefik_labels.is_compose(docs[0]):
+        return traefik_labels.parse(source, docs[0], entry_points)
     own: dict[str, FrontListener] = {}
     dynamic = _Dynamic([], {}, {})
     for document in docs:
