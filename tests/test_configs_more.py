@@ -816,3 +816,15 @@ def test_a_port_translated_on_the_way_is_no_remapped_mx_port(tmp_path):
     alone = [j.code for j in configs.check([str(write(tmp_path, "alone.cfg", haproxy(30756)))]).judgements]
     conventional = [j.code for j in configs.check([str(write(tmp_path, "guide.cfg", haproxy(10025)))]).judgements]
     assert "PD209" not in nodeport and "PD209" not in alone and "PD209" in conventional
+
+
+def test_pd604_only_where_the_proxies_given_may_send_no_header_to_the_http_listener(tmp_path):
+    """The global trusted networks make headers mandatory on the HTTP listener: a warning
+    when that listener's proxy is not given or sends none, not when every route to it sends one."""
+    def haproxy(options: str) -> str:
+        return (f"frontend https\n    mode tcp\n    bind :443\n    default_backend https\nbackend https\n    mode tcp\n"
+                f"    server s {SERVER}:10443 {options}\n")
+
+    sending = [j.code for j in check(tmp_path, {"sends.cfg": haproxy("send-proxy-v2")}).findings]
+    silent = [j.code for j in check(tmp_path, {"silent.cfg": haproxy("")}).findings]
+    assert "PD604" not in sending and "PD604" in silent

@@ -98,7 +98,8 @@ def check(paths: Sequence[str], stalwart: StalwartConfig | None = None, kind: st
     setting = crosscheck.Setting(stalwart=stalwart, server_addresses=frozenset(server_addresses))
     result.judgements = crosscheck.check(result.configs, setting)
     findings = [crosscheck.to_finding(judgement) for judgement in result.judgements]
-    findings += _stalwart_findings(stalwart)
+    findings += [finding for finding in _stalwart_findings(stalwart)
+                 if not (finding.code == "PD604" and _headers_reach(finding.evidence.get("listener"), result.configs, stalwart))]
     findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.code))
     result.findings = findings
     return result
@@ -111,6 +112,17 @@ def _is_kind(path: str, given: str | None, wanted: str) -> bool:
         return kind_of(path) == wanted
     except ConfigReadError:
         return False
+
+
+def _headers_reach(listener_id: str | None, configs: Sequence[ProxyConfig], stalwart: StalwartConfig | None) -> bool:
+    """Whether the proxies given forward to that Stalwart listener's ports, and every one of
+    their routes there sends a header (PD604's worry, a proxy that sends none, is then not
+    what these configurations do)."""
+    listener = next((item for item in stalwart.listeners if item.id == listener_id), None) if stalwart else None
+    if listener is None:
+        return False
+    routes = [route for config in configs for route in config.routes if route.target_port in listener.ports]
+    return bool(routes) and all(route.sends != "none" for route in routes)
 
 
 def _stalwart_findings(stalwart: StalwartConfig | None) -> list[Finding]:
