@@ -249,3 +249,13 @@ def test_human_reports_say_what_the_configurations_hold_that_was_not_judged(tmp_
     shown = re.sub(r"\\(.)", r"\1", " ".join(result.stdout.split()))  # unwrapped, Markdown escapes undone
     assert "nginx.conf:5: proxy_pass $chosen_elsewhere" in shown
     assert "a set written as a JSON array" in shown and "bind (smtp)" in shown
+
+
+def test_no_findings_says_what_was_looked_at(tmp_path):
+    """`check` reads no traffic: its "no findings" is about the configurations, not headers."""
+    nginx = tmp_path / "nginx.conf"
+    nginx.write_text("events {}\nstream {\n  server {\n    listen 25;\n    proxy_pass 127.0.0.1:10025;\n"
+                     "    proxy_protocol on;\n  }\n}\n")
+    for fmt in ("rich", "markdown"):
+        shown = run("check", str(nginx), "--format", fmt).stdout
+        assert "No findings: the proxy configurations show no problem." in shown and "greeting" not in shown, fmt

@@ -16,6 +16,7 @@ from proxydiag.report.views import (
     endpoint_verdicts,
     evidence_lines,
     header_label,
+    no_findings_text,
     outcome_label,
     summarised,
     tls_label,
@@ -125,7 +126,7 @@ def _findings(document: dict) -> list[str]:
     findings = document["findings"]
     lines = ["## Findings", ""]
     if not findings:
-        return lines + ["No findings: every header and greeting looks as expected.", ""]
+        return lines + [no_findings_text(document), ""]
     for finding in findings:
         inferred = " (expectation inferred)" if finding["inferred"] else ""
         title = f"{finding['severity'].upper()} {finding['code']} {finding['slug']}"

@@ -20,6 +20,7 @@ from proxydiag.report.views import (
     endpoint_verdicts,
     evidence_lines,
     header_label,
+    no_findings_text,
     outcome_label,
     tls_label,
     visible_document,
@@ -118,7 +119,7 @@ def _problems(problems: list[str]) -> Group:
 def _findings(document: dict, verbose: bool) -> Group:
     findings = document["findings"]
     if not findings:
-        return Group(Text("\nNo findings: every header and greeting looks as expected.", style="green"))
+        return Group(Text("\n" + no_findings_text(document), style="green"))
     parts: list[RenderableType] = [Text("\nFindings", style="bold")]
     for finding in findings:
         title = Text()
