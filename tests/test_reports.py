@@ -254,7 +254,7 @@ def test_human_reports_say_what_the_configurations_hold_that_was_not_judged(tmp_
 def test_no_findings_says_what_was_looked_at(tmp_path):
     """`check` reads no traffic: its "no findings" is about the configurations, not headers."""
     nginx = tmp_path / "nginx.conf"
-    nginx.write_text("events {}\nstream {\n  server {\n    listen 25;\n    proxy_pass 127.0.0.1:10025;\n"
+    nginx.write_text("events {}\nstream {\n  server {\n    listen 993;\n    proxy_pass 127.0.0.1:10993;\n"
                      "    proxy_protocol on;\n  }\n}\n")
     for fmt in ("rich", "markdown"):
         shown = run("check", str(nginx), "--format", fmt).stdout
