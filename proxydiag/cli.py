@@ -6,6 +6,7 @@ Each command imports what it uses when it runs: `decode`, `explain`, `rules` and
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shlex
@@ -629,10 +630,15 @@ def logs(
 
 
 def _read_input(path: str) -> bytes:
+    """A log's bytes (read whole, so bounded: LOG_READ_LIMIT)."""
+    from proxydiag.userinput import LOG_READ_LIMIT, read_file_bounded
+
     if path == "-":
-        return sys.stdin.buffer.read()
-    with open(path, "rb") as handle:
-        return handle.read()
+        data = sys.stdin.buffer.read(LOG_READ_LIMIT + 1)
+        if len(data) > LOG_READ_LIMIT:
+            raise OSError(errno.EFBIG, f"standard input: larger than {LOG_READ_LIMIT >> 20} MiB: give the part that matters")
+        return data
+    return read_file_bounded(path, LOG_READ_LIMIT, "a log")
 
 
 @app.command()

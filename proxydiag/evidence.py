@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timezone
 from functools import cache
-from pathlib import Path
 from typing import Literal
 
 from proxydiag import catalog, configs
@@ -31,6 +30,7 @@ from proxydiag.logs.reader import parse_record, records
 from proxydiag.model import Analysis, Connection
 from proxydiag.rules.base import SEVERITIES, Finding
 from proxydiag.services import DEFAULT_TABLE
+from proxydiag.userinput import read_text_bounded
 
 Kind = Literal["capture", "config", "log"]
 HEAD_BYTES = 65536  # what `classify` looks at
@@ -294,7 +294,7 @@ def section_of(path: str, line: int) -> str | None:
 @cache
 def _lines(path: str) -> list[str]:
     try:
-        return Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+        return read_text_bounded(path).splitlines()
     except OSError:
         return []
 

@@ -18,7 +18,8 @@ import ipaddress
 import json
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from proxydiag.userinput import read_text_bounded
 
 MIN_PREFIX = 8  # Stalwart rejects masks under /8 (registry/src/types/ipmask.rs)
 PROTOCOLS_015 = {"smtp": "smtp", "lmtp": "lmtp", "imap": "imap", "pop3": "pop3", "managesieve": "managesieve",
@@ -148,7 +149,7 @@ class StalwartConfig:
 
 def load(path: str) -> StalwartConfig:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text_bounded(path, errors="strict")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the Stalwart configuration ({getattr(error, 'strerror', None) or error})") from None
     stripped = text.lstrip()

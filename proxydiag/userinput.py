@@ -3,6 +3,7 @@ hexdump -C, Wireshark's "copy as hex dump"), a v1 text line, or raw bytes."""
 
 from __future__ import annotations
 
+import errno
 import re
 from typing import BinaryIO
 
@@ -151,3 +152,23 @@ def _hex_words(text: str) -> bytes | None:
     if not words or not all(_HEX_PAIRS.fullmatch(word) for word in words):
         return None
     return bytes.fromhex("".join(words))
+
+
+CONFIG_READ_LIMIT = 16 << 20  # no proxy or Stalwart configuration comes near it
+LOG_READ_LIMIT = 512 << 20  # logs are read whole: a longer one is cut to the part that matters first
+
+
+def read_file_bounded(path: str, limit: int = CONFIG_READ_LIMIT, what: str = "a configuration") -> bytes:
+    """A file's bytes, at most `limit` of them: a device or a pipe that never ends
+    (/dev/zero) is refused after `limit` bytes, not read until memory runs out. Raises
+    OSError with a message for one line."""
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit >> 20} MiB: not {what} proxydiag reads whole"
+                      + ("; give the part that matters (grep, tail)" if what == "a log" else ""))
+    return data
+
+
+def read_text_bounded(path: str, limit: int = CONFIG_READ_LIMIT, errors: str = "replace") -> str:
+    return read_file_bounded(path, limit).decode("utf-8", errors=errors)

@@ -115,3 +115,23 @@ def check_properties(entry: dict, fmt: str, out: str, err: str, anonymized: bool
             assert text in out, f"{where}: {text!r} not shown"
     for rule in entry.get("rules", []):
         assert rule in out, f"{where}: violation {rule} not named"
+
+
+@pytest.mark.parametrize("case", ["check-device", "nginx-include-device", "stalwart-config-device", "log-device",
+                                  "config-beside-capture"])
+def test_a_file_that_never_ends_is_refused_in_one_line(case, tmp_path):
+    """/dev/zero given as a configuration, included by one, or read as a log: a bounded
+    read, one line on stderr naming it, exit 2, never a read until memory runs out."""
+    nginx = tmp_path / "nginx.conf"
+    nginx.write_text("events {}\nstream {\n    include /dev/zero;\n}\n")
+    args = {
+        "check-device": ["check", "/dev/zero"],
+        "nginx-include-device": ["check", str(nginx)],
+        "stalwart-config-device": ["analyze", "captures/haproxy-v2-smtp.pcap", "--stalwart-config", "/dev/zero"],
+        "log-device": ["logs", "/dev/zero"],
+        "config-beside-capture": ["analyze", "captures/haproxy-v2-smtp.pcap", str(nginx)],
+    }[case]
+    code, _, err = run(args)
+    assert code == 2 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "/dev/zero" in lines[0] and "larger than" in lines[0], err

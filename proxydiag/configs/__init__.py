@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from proxydiag.configs import caddy, crosscheck, envoy, haproxy, kubernetes, nginx, stunnel, traefik
 from proxydiag.configs.model import ConfigReadError, FrontListener, ProxyConfig
 from proxydiag.model import Analysis
 from proxydiag.rules.base import SEVERITIES, Finding
 from proxydiag.stalwart_config import StalwartConfig
+from proxydiag.userinput import read_text_bounded
 
 KINDS = ("haproxy", "nginx", "stunnel", "traefik", "caddy", "envoy", "kubernetes")
 # Kinds recognised but not read: what to say instead of a wrong guess.
@@ -48,7 +48,7 @@ def load(path: str, kind: str | None = None, entry_points: dict[str, FrontListen
 
 def kind_of(path: str) -> str:
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        text = read_text_bounded(path)
     except OSError as error:
         raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
     kind = detect_kind(text)

@@ -9,8 +9,9 @@ and the line as written), so a finding can cite it and a fix can rewrite it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
+
+from proxydiag.userinput import read_text_bounded
 
 HeaderVersion = Literal["none", "v1", "v2"]
 WILDCARD_ADDRESSES = frozenset({"", "*", "0.0.0.0", "::"})
@@ -28,7 +29,7 @@ class ConfigReadError(ValueError):
 def read_text(path: str) -> str:
     """A configuration file's text (bytes that are not UTF-8 shown as U+FFFD), or the one-line error."""
     try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
+        return read_text_bounded(path)
     except OSError as error:
         raise ConfigReadError(path, None, f"cannot read ({error.strerror or error})") from None
 

@@ -31,6 +31,8 @@ Directives given in `stream {}` or `http {}` apply to every server inside.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -47,6 +49,7 @@ from proxydiag.configs.model import (
     Route,
     split_host_port,
 )
+from proxydiag.userinput import read_text_bounded
 
 INHERITED = ("proxy_protocol", "proxy_ssl", "proxy_bind", "ssl_preread", "set_real_ip_from")
 Directive = dict[str, Any]
@@ -66,8 +69,29 @@ def load(path: str) -> ProxyConfig:
 
     if not Path(path).is_file():
         raise ConfigReadError(path, None, "no such file")
-    payload = crossplane.parse(path, catch_errors=True, check_ctx=False, check_args=False, strict=False)
+    with _bounded_reads(crossplane):
+        payload = crossplane.parse(path, catch_errors=True, check_ctx=False, check_args=False, strict=False)
     return from_payload(payload, path, _line_reader())
+
+
+@contextlib.contextmanager
+def _bounded_reads(crossplane) -> Iterator[None]:
+    """crossplane opens every file an `include` names itself: while it parses, each is read
+    through read_text_bounded, so `include /dev/zero;` is an error in the payload (one
+    line, like a missing file) instead of a read that never ends."""
+    lexer = crossplane.lexer
+    real_io = lexer.io
+
+    class BoundedIo:
+        @staticmethod
+        def open(name, *args, **kwargs):
+            return io.StringIO(read_text_bounded(name))
+
+    lexer.io = BoundedIo
+    try:
+        yield
+    finally:
+        lexer.io = real_io
 
 
 def _line_reader() -> Callable[[str, int], str]:
@@ -76,7 +100,7 @@ def _line_reader() -> Callable[[str, int], str]:
     def line_of(path: str, number: int) -> str:
         if path not in cache:
             try:
-                cache[path] = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+                cache[path] = read_text_bounded(path).splitlines()
             except OSError:
                 cache[path] = []
         lines = cache[path]
@@ -153,6 +177,7 @@ def from_payload(payload: dict, path: str, line_of: Callable[[str, int], str]) -
         message = str(first.get("error", "syntax error"))
         message = re.sub(r"\s+in\s+\S+:\d+$", "", message)
         message = re.sub(r"^\[Errno \d+\] No such file or directory: '(.*)'$", r"include \1: no such file", message)
+        message = re.sub(r"^\[Errno \d+\] ", "", message)
         raise ConfigReadError(first.get("file") or path, first.get("line"), message)
     configs = payload.get("config") or []
     if not configs:

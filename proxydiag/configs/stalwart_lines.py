@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from proxydiag.stalwart_config import Listener, StalwartConfig
+from proxydiag.userinput import read_text_bounded
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class StalwartLines:
     @classmethod
     def of(cls, config: StalwartConfig) -> StalwartLines:
         try:
-            text = Path(config.path).read_text(encoding="utf-8", errors="replace")
+            text = read_text_bounded(config.path)
         except OSError:
             text = ""
         return cls(config.path, tuple(text.splitlines()), config.style)
