@@ -11,10 +11,11 @@ from pathlib import Path
 from proxydiag import proxy_protocol
 from proxydiag.flows import FlowTable, TrackedConnection
 from proxydiag.sources import open_capture
-from tests.fuzz.targets import conversation_input
+from tests.fuzz.targets import CONFIG_NAMES, config_input, conversation_input
 
 REPO = Path(__file__).resolve().parents[2]
 CAPTURES = REPO / "captures"
+CONFIG_SEEDS = REPO / "tests" / "configs_real"  # configurations modelled on real deployments
 SMALL_CAPTURE = 64 << 10
 
 STALWART_SEEDS = [
@@ -24,6 +25,23 @@ STALWART_SEEDS = [
     b'protocol = "imap"\ntls.implicit = true\n',
     b'[{"@type": "NetworkListener", "name": "smtp", "bind": ["0.0.0.0:10025"], "protocol": "smtp", '
     b'"proxy": {"trustedNetworks": ["10.0.0.0/8"]}}]\n',
+]
+
+
+# The kinds tests/configs_real has none of.
+CONFIG_SEEDS_MORE = [
+    ("stunnel.conf", b"[imaps]\naccept = 993\nconnect = 127.0.0.1:10143\nprotocol = proxy\ncert = /etc/ssl/mail.pem\n"),
+    ("Caddyfile", b"{\n\tlayer4 {\n\t\t:25 {\n\t\t\troute {\n\t\t\t\tproxy {\n\t\t\t\t\tproxy_protocol v2\n"
+                  b"\t\t\t\t\tupstream 127.0.0.1:10025\n\t\t\t\t}\n\t\t\t}\n\t\t}\n\t}\n}\n"),
+    ("caddy.json", b'{"apps": {"layer4": {"servers": {"smtp": {"listen": [":25"], "routes": [{"handle": [{"handler": '
+                   b'"proxy", "proxy_protocol": "v2", "upstreams": [{"dial": ["127.0.0.1:10025"]}]}]}]}}}}}'),
+    ("envoy.yaml", b"static_resources:\n  listeners:\n  - name: smtp\n    address:\n      socket_address: {address: 0.0.0.0, "
+                   b"port_value: 25}\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.tcp_proxy\n"
+                   b"        typed_config:\n          '@type': type.googleapis.com/envoy.extensions.filters.network."
+                   b"tcp_proxy.v3.TcpProxy\n          stat_prefix: smtp\n          cluster: stalwart\n"),
+    ("service.yaml", b"apiVersion: v1\nkind: Service\nmetadata:\n  name: mail\n  annotations:\n"
+                     b"    service.beta.kubernetes.io/aws-load-balancer-proxy-protocol: '*'\nspec:\n  type: LoadBalancer\n"
+                     b"  ports:\n  - name: smtp\n    port: 25\n    targetPort: 10025\n"),
 ]
 
 
@@ -48,6 +66,10 @@ def seeds(target: str) -> list[bytes]:
         return [p.read_bytes()[:SMALL_CAPTURE] for p in sorted(CAPTURES.glob("*.pcapng"))]
     if target == "stalwart":
         return list(STALWART_SEEDS)
+    if target == "proxy_config":
+        files = [config_input(_config_name(path), path.read_bytes()) for path in sorted(CONFIG_SEEDS.rglob("*"))
+                 if path.is_file() and path.suffix not in (".toml", ".json")]  # those are Stalwart's
+        return files + [config_input(name, text) for name, text in CONFIG_SEEDS_MORE]
     tracked = connections()
     headers = []
     for conn in tracked:
@@ -92,3 +114,13 @@ def write_corpus(target: str, directory: Path) -> Path:
     for seed in seeds(target):
         (directory / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
     return directory
+
+
+def _config_name(path: Path) -> str:
+    """The name in CONFIG_NAMES a seed file goes by (its kind, by its own name)."""
+    name = path.name.lower()
+    for candidate in CONFIG_NAMES:
+        stem = candidate.split(".")[0].lower()
+        if stem in name or (candidate.endswith(".cfg") and name.endswith(".cfg")) or (candidate.endswith(".conf") and name.endswith(".conf")):
+            return candidate
+    return "compose.yaml" if "compose" in name else CONFIG_NAMES[0]

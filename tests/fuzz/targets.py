@@ -16,7 +16,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from proxydiag import proxy_protocol
+from proxydiag import configs, proxy_protocol
 from proxydiag.protocols import RECOGNISERS, recognise
 from proxydiag.protocols.tls import read_tls
 from proxydiag.sources import CaptureError, read_records
@@ -124,6 +124,34 @@ def stalwart(data: bytes) -> None:
         assert "\n" not in str(error).strip() or "TOML" in str(error)
         return
     json.dumps(config.to_dict())
+
+
+# Names a configuration file goes by: the reader is chosen by content, some by name too.
+CONFIG_NAMES = ("haproxy.cfg", "nginx.conf", "stunnel.conf", "traefik.yml", "traefik.toml", "Caddyfile", "caddy.json",
+                "envoy.yaml", "service.yaml", "compose.yaml")
+
+
+def config_input(name: str, text: bytes) -> bytes:
+    """The proxy_config target's input format (seeds are written in it)."""
+    return bytes([CONFIG_NAMES.index(name) if name in CONFIG_NAMES else 0]) + text
+
+
+def proxy_config(data: bytes) -> None:
+    """One file through `check`: every reader, the cross-check, the fixes. A file no reader
+    takes is an error of one line; anything else is a bug."""
+    if not data:
+        return
+    folder = _SCRATCH.with_suffix(".configs")
+    folder.mkdir(exist_ok=True)
+    path = folder / CONFIG_NAMES[data[0] % len(CONFIG_NAMES)]
+    path.write_bytes(data[1:])
+    try:
+        result = configs.check([str(path)])
+    finally:
+        path.unlink()
+    for error in result.errors:
+        assert "\n" not in str(error).strip(), str(error)
+    json.dumps(result.document())
 
 
 # --- whole captures through every report -------------------------------------------------
@@ -270,5 +298,6 @@ TARGETS = {
     "pcapng": pcapng,
     "hexdump": hexdump,
     "stalwart": stalwart,
+    "proxy_config": proxy_config,
     "report": report,
 }
