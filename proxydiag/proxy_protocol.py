@@ -104,6 +104,8 @@ class Violation:
 # TLV types no one defines: a header whose length ran into the client's bytes reads them
 # as one, so its value (which may hold "a1 LOGIN user password") is counted, not shown.
 UNSHOWN_TLVS = frozenset({"UNASSIGNED", "FUTURE"})
+# What a text value that reads as a client's credential command is shown as.
+HIDDEN_TEXT = "(not shown: reads as a client's credential command)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,7 @@ class Tlv:
     offset: int
     value: bytes
     decoded: object = None
-    hidden: bool = False  # neither shown nor decoded: see _v2_tlvs
+    hidden: bool = False  # its value is never shown: see _v2_tlvs
 
     @property
     def name(self) -> str:
@@ -565,20 +567,20 @@ def _v2_tlvs(block: bytes, start: int, violations: list[Violation]) -> tuple[lis
                 first_omitted = offset
             continue
         decoder = _TLV_DECODERS.get(tlv_type)
-        if secret_at(value) is not None:
-            # A header whose length ran into the client's bytes: its command (`a1 LOGIN
-            # user password`) lies in this value, which is then neither decoded nor shown.
-            tlvs.append(Tlv(tlv_type, offset, value, hidden=True))
-        elif tlv_type == PP2_TYPE_SSL:
+        # A header whose length ran into the client's bytes holds the client's command (`a1
+        # LOGIN user password`) in this value: decoded as ever (the SSL flags still count),
+        # its bytes are never shown, and no text field carries it (_text).
+        hidden = secret_at(value) is not None
+        if tlv_type == PP2_TYPE_SSL:
             ssl = _decode_ssl(value, offset + _TLV_HEAD.size, violations)
             first_ssl = first_ssl or ssl
-            tlvs.append(Tlv(tlv_type, offset, value, ssl.to_dict() if ssl else None))
+            tlvs.append(Tlv(tlv_type, offset, value, ssl.to_dict() if ssl else None, hidden))
         elif tlv_type == PP2_TYPE_CRC32C:
-            tlvs.append(Tlv(tlv_type, offset, value, _check_crc32c(block, offset, value, violations)))
+            tlvs.append(Tlv(tlv_type, offset, value, _check_crc32c(block, offset, value, violations), hidden))
         elif decoder is not None:
-            tlvs.append(Tlv(tlv_type, offset, value, decoder(value, offset, violations)))
+            tlvs.append(Tlv(tlv_type, offset, value, decoder(value, offset, violations), hidden))
         else:
-            tlvs.append(Tlv(tlv_type, offset, value))
+            tlvs.append(Tlv(tlv_type, offset, value, None, hidden))
     if omitted:
         violations.append(
             Violation(first_omitted, "v2.tlv-count", f"{MAX_TLVS + omitted} TLVs; the {omitted} past the first {MAX_TLVS} "
@@ -602,6 +604,8 @@ def _text(value: bytes, offset: int, violations: list[Violation], name: str, asc
         encoding = "US-ASCII" if ascii_only else "UTF-8"
         violations.append(Violation(offset, f"v2.{name}", f"{label} {what} value is not {encoding}"))
         text = value.decode("ascii" if ascii_only else "utf-8", "backslashreplace")
+    if secret_at(value) is not None:
+        return HIDDEN_TEXT
     control = _CONTROL_BYTES.search(value)
     if control:
         violations.append(

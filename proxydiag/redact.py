@@ -28,7 +28,7 @@ def _holds_a_secret_word(upper: str) -> bool:
 # A credential-bearing command or header anywhere in some bytes (not only at a line's
 # start): what a PROXY header whose length ran into the client's bytes may hold inside a
 # TLV value, at whatever offset the true end of the header left it.
-_SECRET_ANYWHERE = re.compile(rb"(?i)(?:(?<![a-z])(?:AUTH|AUTHENTICATE|LOGIN|PASS|APOP|USER)[ \t]|(?:Authorization|Cookie):)")
+_SECRET_ANYWHERE = re.compile(rb"(?i)(?:(?<![a-z])(?:AUTH|AUTHENTICATE|LOGIN|PASS|APOP)[ \t]|(?:Authorization|Cookie):)")
 
 
 def secret_at(data: bytes) -> int | None:

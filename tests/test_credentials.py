@@ -130,3 +130,24 @@ def test_a_tlv_whose_length_runs_over_the_client_s_login_never_shows_it(tlvs, la
     shown += describe_header(result.header) if result.header else []
     for text in shown:
         assert secret.decode() not in text and secret.hex() not in text.lower()
+
+
+def test_an_ssl_tlv_holding_a_login_line_keeps_its_flags_and_never_shows_the_line():
+    """Hiding is for the eyes only: the SSL TLV still says the client used TLS (PD301 and
+    the TLS rules read that), while its CN, which holds the client's LOGIN, is not shown."""
+    from proxydiag import proxy_protocol
+    from proxydiag.report.text import describe_header
+
+    secret = "Zq7-s3cret-PW"
+    value = proxy_protocol.build_ssl_value(version="TLSv1.3", cn=f"x\r\na1 LOGIN user {secret}")
+    header = proxy_protocol.build_v2(src_addr="203.0.113.7", dst_addr="192.0.2.10", src_port=1, dst_port=993,
+                                     tlvs=[(proxy_protocol.PP2_TYPE_SSL, value)])
+    parsed = proxy_protocol.parse(header).header
+    assert parsed is not None and parsed.ssl is not None and parsed.ssl.client_ssl and parsed.ssl.version == "TLSv1.3"
+    shown = [repr(parsed.to_dict()), *describe_header(parsed), repr(parsed.ssl)]
+    assert not any(secret in text for text in shown)
+    # a certificate's own words are not a command: "Pass" in a CN is shown as it is
+    ordinary = proxy_protocol.build_ssl_value(cn="Pass-Through Root CA")
+    plain = proxy_protocol.parse(proxy_protocol.build_v2(src_addr="203.0.113.7", dst_addr="192.0.2.10", src_port=1,
+                                                         dst_port=993, tlvs=[(proxy_protocol.PP2_TYPE_SSL, ordinary)]))
+    assert plain.header is not None and plain.header.ssl is not None and plain.header.ssl.cn == "Pass-Through Root CA"
