@@ -155,3 +155,24 @@ def test_violation_rule_ids_are_not_taken_for_host_names():
     anonymized = anonymize(document)
     assert [v["rule"] for v in anonymized["findings"][0]["evidence"]["violations"]] == ["v2.transport", "v1.address"]
     assert "mail.example.net" not in anonymized["findings"][0]["message"]
+
+
+def test_a_host_name_that_is_also_a_key_of_the_document_leaves_the_keys_alone():
+    """A server that calls itself `command` (`250-command.`) makes the word a host name to
+    hide; the document's own key `command` stays (the fuzzer's ninth finding)."""
+    document = {"connections": [{"greeting": "250-command.", "proxy_header": {"command": "PROXY", "src_addr": "203.0.113.9"}}],
+                "findings": [{"message": "203.0.113.9:25 named itself command", "evidence": {"10.0.0.1": 2}}]}
+    anonymized = anonymize(document)
+    header = anonymized["connections"][0]["proxy_header"]
+    assert set(header) == {"command", "src_addr"} and header["command"] == "PROXY"
+    assert "command" not in anonymized["connections"][0]["greeting"]
+    assert "10.0.0.1" not in anonymized["findings"][0]["evidence"]  # a key that holds an address is still rewritten
+
+
+def test_a_reply_names_its_host_on_its_first_line_only():
+    """`250-mailhost` (the EHLO reply's first line) hides the single-label name wherever it
+    stands, the reply code kept; `250-PIPELINING` and the banner's `220-` prose are no host names."""
+    text = "220-mailhost ESMTP\r\n220-Welcome here\r\n220 ready\r\n250-mailhost\r\n250-PIPELINING\r\n250 SIZE 1000"
+    shown = anonymize({"connections": [{"server": text}]})["connections"][0]["server"]
+    assert "mailhost" not in shown and shown.startswith("220-host") and "\r\n250-host" in shown
+    assert "250-PIPELINING" in shown and "220-Welcome here" in shown and "250 SIZE 1000" in shown

@@ -35,13 +35,17 @@ IPV4 = re.compile(_AFTER + r"(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
 IPV6 = re.compile(
     r"(?:(?<=IPv6:)|(?<=\\x[0-9a-f]{2})|(?<![\w:.]))(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:)[0-9A-Fa-f:.]{2,51}(?![\w:])"
 )
+# Where a host name may start: as an address may, or right after a mail reply's code
+# (`250-mx1`, `220-mail.example.com`), whose digits and hyphen are not part of it.
+_HOST_AFTER = _AFTER.replace(r"(?<![\w.])", r"(?<=\d{3}-)|(?<![\w.-])") + r"(?!\d{3}-)"
 HOSTNAME = re.compile(
-    _AFTER.replace(r"[\w.]", r"[\w.-]")
-    + r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+[A-Za-z][A-Za-z0-9-]{1,62}(?![\w-])"
+    _HOST_AFTER + r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+[A-Za-z][A-Za-z0-9-]{1,62}(?![\w-])"
 )
-# Where a protocol names a host: an SMTP greeting or reply, HELO/EHLO/LHLO, an HTTP Host.
+# Where a protocol names a host: an SMTP greeting or EHLO reply (_reply_hosts), HELO/EHLO/
+# LHLO, an HTTP Host.
+_REPLY_LINE = re.compile(r"(220|250)([ -])([A-Za-z0-9_][\w.-]*)")
+_LINE_BREAK = re.compile(r"\r?\n|(?:\\x0d)?\\x0a")  # raw, or as an escape shows it
 NAMED_HOSTS = (
-    re.compile(r"^(?:220|250)[ -]([A-Za-z0-9_][\w.-]*)", re.M),
     re.compile(r"\b(?:EHLO|HELO|LHLO)\s+([A-Za-z0-9_][\w.-]*)", re.I),
     re.compile(r"\bHost:\s*([A-Za-z0-9_][\w.-]*)", re.I),
 )
@@ -293,12 +297,22 @@ def _hostnames(texts: list[str]) -> set[str]:
     names: set[str] = set()
     for text in texts:
         names.update(name for name in HOSTNAME.findall(text) if not NOT_HOSTNAMES.search(name) and ip_of(name) is None)
-        for pattern in NAMED_HOSTS:
-            for name in pattern.findall(text):
-                name = name.rstrip(".-")
-                if name and name.lower() not in NOT_HOSTS and ip_of(name) is None and not re.fullmatch(r"[\d.]+", name):
-                    names.add(name)
+        for name in [*_reply_hosts(text), *(found for pattern in NAMED_HOSTS for found in pattern.findall(text))]:
+            name = name.rstrip(".-")
+            if name and name.lower() not in NOT_HOSTS and ip_of(name) is None and not re.fullmatch(r"[\d.]+", name):
+                names.add(name)
     return names
+
+
+def _reply_hosts(text: str):
+    """The host a mail reply names: the first word of its first line (a 220 greeting, a 250
+    EHLO reply). Its continuation lines name none: `250-PIPELINING` is a capability."""
+    continued = None  # the code of the line before, when it announced more (`250-`)
+    for line in _LINE_BREAK.split(text):
+        match = _REPLY_LINE.match(line)
+        if match and match.group(1) != continued:
+            yield match.group(3)
+        continued = match.group(1) if match and match.group(2) == "-" else None
 
 
 class _Rewriter:
@@ -306,7 +320,7 @@ class _Rewriter:
         self.pseudonyms = pseudonyms
         names = sorted(hostnames, key=len, reverse=True)
         self.hostname = (
-            re.compile(_AFTER.replace(r"[\w.]", r"[\w.-]") + "(" + "|".join(map(re.escape, names)) + r")(?![\w-])", re.I)
+            re.compile(_HOST_AFTER + "(" + "|".join(map(re.escape, names)) + r")(?![\w-])", re.I)
             if names else None
         )
         paths = sorted(pseudonyms.paths, key=len, reverse=True)
@@ -466,13 +480,20 @@ def _strings(value):
             yield from _strings(item)
 
 
+# The document's own keys (`command`, `src_addr`): never rewritten, even where a server
+# named itself so (`250-command`) and the word became a host name to hide. Keys that hold
+# data (an address, an endpoint, a host name) have a dot or a colon.
+_SCHEMA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def _transform(value, rewrite):
     if isinstance(value, str):
         return rewrite(value)
     if isinstance(value, dict):  # keys too: counts per address are keyed by the address
         if _is_opaque_tlv(value):
             value = {**value, "value": _opaque_value(value["value"], rewrite.pseudonyms)}
-        return {(rewrite(key) if isinstance(key, str) else key): _transform(item, rewrite) for key, item in value.items()}
+        return {(rewrite(key) if isinstance(key, str) and not _SCHEMA_KEY.fullmatch(key) else key): _transform(item, rewrite)
+                for key, item in value.items()}
     if isinstance(value, list):
         return [_transform(item, rewrite) for item in value]
     return value
