@@ -205,6 +205,8 @@ def _identifies(address: str) -> bool:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # as --anonymize reads it: by its IPv4 (::ffff:0.0.0.0 is 0.0.0.0)
+        ip = ip.ipv4_mapped
     return not (ip.is_unspecified or (ip.version == 6 and ip.is_loopback))
 
 
