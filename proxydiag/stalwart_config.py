@@ -152,16 +152,18 @@ def load(path: str) -> StalwartConfig:
         text = read_text_bounded(path, errors="strict")
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read the Stalwart configuration ({getattr(error, 'strerror', None) or error})") from None
+    try:
+        return _parse(text, path)
+    except RecursionError:  # `a.a.a…a = 1` is valid TOML, and as deep as it is long
+        raise ConfigError(f"{path}: nested too deeply to be a Stalwart configuration") from None
+
+
+def _parse(text: str, path: str) -> StalwartConfig:
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")) and _looks_like_json(stripped):
-        try:
-            return from_json(json.loads(stripped), path)
-        except RecursionError:
-            raise ConfigError(f"{path}: nested too deeply to be a Stalwart configuration") from None
+        return from_json(json.loads(stripped), path)
     try:
         document = tomllib.loads(text)
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a Stalwart configuration") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: neither a TOML config.toml nor Stalwart JSON objects ({error})") from None
     return from_toml(document, path)

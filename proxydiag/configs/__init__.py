@@ -18,8 +18,8 @@ KINDS = ("haproxy", "nginx", "stunnel", "traefik", "caddy", "envoy", "kubernetes
 # Kinds recognised but not read: what to say instead of a wrong guess.
 NOT_READ = (
     ("Stalwart's configuration (give it with --stalwart-config)",
-     re.compile(r"(?m)^\s*\[?server\.(listener|proxy)\b|\"(NetworkListener|proxyTrustedNetworks)\"")),
-    ("a Kubernetes manifest without a Service or Traefik TCP route", re.compile(r"(?m)^\s*apiVersion\s*:")),
+     re.compile(r"(?m)^[ \t]*\[?server\.(listener|proxy)\b|\"(NetworkListener|proxyTrustedNetworks)\"")),
+    ("a Kubernetes manifest without a Service or Traefik TCP route", re.compile(r"(?m)^[ \t]*apiVersion\s*:")),
 )
 # Structured kinds first: their files can hold words the text formats look for.
 DETECTORS = (

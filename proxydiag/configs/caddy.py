@@ -48,8 +48,8 @@ MAX_DEPTH = 100
 
 
 def looks_like(text: str) -> bool:
-    return bool(re.search(r"\"apps\"\s*:\s*\{", text) or re.search(r"(?m)^\s*layer4\s*\{", text)
-                or re.search(r"(?m)^\s*reverse_proxy\b", text))
+    return bool(re.search(r"\"apps\"\s*:\s*\{", text) or re.search(r"(?m)^[ \t]*layer4\s*\{", text)
+                or re.search(r"(?m)^[ \t]*reverse_proxy\b", text))
 
 
 def load(path: str) -> ProxyConfig:

@@ -45,7 +45,7 @@ TLS_SOCKET = ("envoy.transport_sockets.tls", "tls")
 
 
 def looks_like(text: str) -> bool:
-    return bool(re.search(r"(?m)(^|[{,])\s*\"?static_resources\"?\s*:", text))
+    return bool(re.search(r"(?m)(^[ \t]*|[{,]\s*)\"?static_resources\"?\s*:", text))
 
 
 def load(path: str) -> ProxyConfig:

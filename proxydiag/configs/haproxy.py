@@ -145,7 +145,7 @@ def looks_like(text: str) -> bool:
     """A proxy section keyword with a name and no brace starts a line, or a file of a split
     configuration starts with a `global` or `defaults` line."""
     return bool(re.search(r"(?m)^[ \t]*(frontend|backend|listen)([ \t]+[^\s{};=]+)+[ \t]*(#.*)?$", text)
-                or re.search(r"\A(\s*#[^\n]*\n|\s*\n)*(global|defaults)([ \t]+[\w.-]+)?[ \t]*(#.*)?$", text, re.M))
+                or re.search(r"\A([ \t\r\f\v]*(#[^\n]*)?\n)*[ \t]*(global|defaults)([ \t]+[\w.-]+)?[ \t]*(#.*)?$", text, re.M))
 
 
 def parse(text: str, path: str = "haproxy.cfg") -> ProxyConfig:
@@ -383,7 +383,7 @@ def _backends_of(section: _Section, backends: dict[str, _Section], problems: lis
     return targets
 
 
-DST_PORT = re.compile(r"^(?:if\s+)?(?:\{\s*dst_port\s+([\d\s]+?)\s*\}|(\S+))$")
+DST_PORT = re.compile(r"^(?:if\s+)?(?:\{\s*dst_port\s+(\d+(?:\s+\d+)*)\s*\}|(\S+))$")
 
 
 def _port_conditions(section: _Section, targets: list[tuple[_Section, str]]) -> list[frozenset[int] | None]:

@@ -66,7 +66,7 @@ SCALEWAY = "service.beta.kubernetes.io/scw-loadbalancer-proxy-protocol-"
 
 
 def looks_like(text: str) -> bool:
-    return bool(re.search(r"(?m)^\s*apiVersion\s*:", text) and re.search(r"(?m)^\s*kind\s*:\s*[\"']?Service[\"']?\s*$", text))
+    return bool(re.search(r"(?m)^[ \t]*apiVersion\s*:", text) and re.search(r"(?m)^[ \t]*kind[ \t]*:[ \t]*[\"']?Service[\"']?[ \t\r]*$", text))
 
 
 def load(path: str) -> ProxyConfig:

@@ -60,8 +60,8 @@ MAP_DEPTH = 8  # maps whose values name other maps, at most this deep (and never
 
 
 def looks_like(text: str) -> bool:
-    return bool(re.search(r"(?m)^\s*(events|http|stream|mail|server|upstream|load_module|worker_processes|user)\b[^\n#]*[;{]",
-                          text)) and bool(re.search(r"(?m)[;{]\s*(#.*)?$", text))
+    return bool(re.search(r"(?m)^[ \t]*(events|http|stream|mail|server|upstream|load_module|worker_processes|user)\b[^\n#]*[;{]",
+                          text)) and bool(re.search(r"(?m)[;{][ \t\r]*(#.*)?$", text))
 
 
 def load(path: str) -> ProxyConfig:

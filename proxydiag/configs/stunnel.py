@@ -16,7 +16,7 @@ from proxydiag.configs.model import ConfigReadError, FrontListener, Origin, Prox
 
 
 def looks_like(text: str) -> bool:
-    return bool(re.search(r"(?m)^\s*\[[^\]\n]+\]\s*$", text) and re.search(r"(?m)^\s*(accept|connect)\s*=", text))
+    return bool(re.search(r"(?m)^[ \t]*\[[^\]\n]+\][ \t\r]*$", text) and re.search(r"(?m)^[ \t]*(accept|connect)[ \t]*=", text))
 
 
 def load(path: str) -> ProxyConfig:

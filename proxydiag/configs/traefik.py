@@ -54,8 +54,8 @@ DATA_FREE_RULE = re.compile(r"^\s*(HostSNI\(\s*`\*`\s*\)|ClientIP\([^)]*\))\s*$"
 def looks_like(text: str) -> bool:
     from proxydiag.configs import traefik_labels
 
-    return traefik_labels.looks_like(text) or bool(re.search(r"(?mi)^\s*(\[?entryPoints\b|\[?tcp\.(routers|services)\b|kind:\s*(IngressRouteTCP|ServersTransportTCP)\b)", text)
-                or (re.search(r"(?m)^tcp:\s*$", text) and re.search(r"(?m)^\s+(routers|services):\s*$", text)))
+    return traefik_labels.looks_like(text) or bool(re.search(r"(?mi)^[ \t]*(\[?entryPoints\b|\[?tcp\.(routers|services)\b|kind:\s*(IngressRouteTCP|ServersTransportTCP)\b)", text)
+                or (re.search(r"(?m)^tcp:\s*$", text) and re.search(r"(?m)^[ \t]+(routers|services):\s*$", text)))
 
 
 def load(path: str, entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
@@ -69,7 +69,7 @@ def documents(text: str, path: str) -> list[Any]:
 
 
 def _is_toml(text: str, path: str) -> bool:
-    return path.endswith(".toml") or bool(re.search(r"(?m)^\s*\[[A-Za-z]", text) and not re.search(r"(?m)^\w+:\s*$", text))
+    return path.endswith(".toml") or bool(re.search(r"(?m)^[ \t]*\[[A-Za-z]", text) and not re.search(r"(?m)^\w+:\s*$", text))
 
 
 def entry_points_of(paths: list[str]) -> dict[str, FrontListener]:

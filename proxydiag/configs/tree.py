@@ -106,18 +106,25 @@ def _from_node(node: yaml.Node, constructor: SafeConstructor, depth: int, budget
 
 # --- TOML ----------------------------------------------------------------------------------
 
-TOML_TABLE = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
-TOML_KEY = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
+# Each name starts and ends on a non-blank so that the blanks around it have one reading:
+# `\s*(.+?)\s*` takes cubic time on a line of blanks (regexploit).
+TOML_TABLE = re.compile(r"^\s*(\[\[?)[ \t]*([^\]\s](?:[^\]]*[^\]\s])?)[ \t]*\]\]?[ \t]*(?:#.*)?$")
+TOML_KEY = re.compile(r"^\s*([A-Za-z0-9_\-.\"'](?:[A-Za-z0-9_\-.\"' ]*[A-Za-z0-9_\-.\"'])?)[ \t]*=")
 
 
 def toml_document(text: str, path: str) -> Tree:
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigReadError(path, None, "not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as error:
         match = re.search(r"line (\d+)", str(error))
         raise ConfigReadError(path, int(match.group(1)) if match else None, f"not valid TOML: {error}") from None
     lines = _toml_lines(text)
-    return _from_toml(data, (), lines, 1)
+    try:
+        return _from_toml(data, (), lines, 1)
+    except ValueError as error:
+        raise ConfigReadError(path, None, f"not valid TOML: {error}") from None
 
 
 def _toml_lines(text: str) -> dict[tuple[str, ...], int]:
@@ -158,6 +165,8 @@ def _toml_key_path(text: str) -> tuple[str, ...]:
 
 
 def _from_toml(value: Any, path: tuple[str, ...], lines: dict[tuple[str, ...], int], fallback: int) -> Any:
+    if len(path) > MAX_DEPTH:  # `a.a.a…a = 1` is valid TOML, and as deep as it is long
+        raise ValueError("nested too deeply")
     line = lines.get(path, fallback)
     if isinstance(value, dict):
         tree = Tree(line)
