@@ -15,7 +15,7 @@ status=0
 for target in "${targets[@]}"; do
     log="tests/fuzz/logs/$target.log"
     echo "fuzzing $target for $runs inputs (log: $log)"
-    python3 tests/fuzz/fuzz.py "$target" -atheris_runs="$runs" -print_final_stats=1 >"$log" 2>&1
+    python3 tests/fuzz/fuzz.py "$target" -atheris_runs="$runs" -timeout="${TIMEOUT:-30}" -print_final_stats=1 >"$log" 2>&1
     code=$?
     echo "  $target: exit $code; $(grep -E '^Done|stat::number_of_executed_units' "$log" | tail -1)"
     [ $code -eq 0 ] || status=1
