@@ -84,7 +84,9 @@ def _v1_line(text: str) -> tuple[bytes, list[str]]:
     return line.encode("latin-1") + b"\r\n", ["read as a v1 line; CRLF added (text copied from a log loses it)"]
 
 
-_HEXDUMP_C_ASCII = re.compile(r"\s+\|.*\|\s*$")  # hexdump -C's |ascii| column
+# hexdump -C's |ascii| column; the look-behind starts a match only where blanks start
+# (a run of blanks with no column after it was rescanned from each of its blanks).
+_HEXDUMP_C_ASCII = re.compile(r"(?<!\s)\s+\|.*\|\s*$")
 _ROW = re.compile(r"\s*([0-9a-fA-F]{4,}):?(?:\s(.*))?")
 
 
@@ -122,12 +124,7 @@ def _row_bytes(rest: str, wanted: int | None) -> tuple[bytes | None, int]:
     unknown (a lone last row), the ASCII column is recognised by its length: one
     character per byte, after a gap of two spaces or more."""
     if wanted is None:
-        for gap in re.finditer(r"\s{2,}", rest):
-            row = _hex_words(rest[: gap.start()])
-            ascii_start = len(rest) - len(row or b"")
-            if row and gap.start() + 2 <= ascii_start <= gap.end():
-                return row, gap.start()
-        return _leading_hex(rest), len(rest)
+        return _lone_row(rest)
     found = bytearray()
     end = 0
     for match in re.finditer(r"\S+", rest):
@@ -136,6 +133,21 @@ def _row_bytes(rest: str, wanted: int | None) -> tuple[bytes | None, int]:
         found += bytes.fromhex(match.group())
         end = match.end()
     return (bytes(found), end) if len(found) == wanted else (None, end)
+
+
+def _lone_row(rest: str) -> tuple[bytes | None, int]:
+    """A row whose length nothing gives: its hex words end at the gap after which as many
+    characters follow as the words hold bytes. The words are counted once, gap by gap."""
+    counted, held = 0, 0
+    for gap in re.finditer(r"\s{2,}", rest):
+        for word in rest[counted:gap.start()].split():
+            if not _HEX_PAIRS.fullmatch(word):
+                return _leading_hex(rest), len(rest)
+            held += len(word) // 2
+        counted = gap.start()
+        if held and gap.start() + 2 <= len(rest) - held <= gap.end():
+            return _hex_words(rest[:gap.start()]), gap.start()
+    return _leading_hex(rest), len(rest)
 
 
 def _leading_hex(text: str) -> bytes:

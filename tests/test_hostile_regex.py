@@ -1,5 +1,6 @@
 """Regular expressions against hostile text: a configuration is a file anyone may hand us
-(up to 16 MiB), so no pattern may backtrack catastrophically on it. The proxy_config fuzzer
+(up to 16 MiB), and `decode` reads whatever is pasted, so no pattern may backtrack
+catastrophically on them. The proxy_config fuzzer
 hung on a HAProxy file of blank lines (`\\A(\\s*#…\\n|\\s*\\n)*global`: exponential), and a
 probe found `(?m)^\\s*…` quadratic in every kind's detector (each line start rescans the
 blank lines after it) and `\\s*(.+?)\\s*` cubic in the TOML line index."""
@@ -109,3 +110,21 @@ def test_a_dotted_key_as_deep_as_it_is_long_is_refused_in_one_line(name, tmp_pat
     else:
         code, err = _check(tmp_path, {name: "[entryPoints]\n" + text}, "--kind", "traefik")
     assert code == 2 and "nested too deeply" in err, err
+
+
+@pytest.mark.parametrize("shape", ["offset-rows", "blank-run"])
+def test_decode_reads_the_largest_text_it_accepts_in_linear_time(shape):
+    """`decode -` takes up to 6 x 65,551 characters of text (the largest header as a hexdump).
+    A lone row was re-read from its start at each gap of blanks, and hexdump -C's column
+    pattern rescanned a run of blanks from each blank: minutes on the largest paste."""
+    from proxydiag.userinput import TEXT_READ_LIMIT
+
+    text = {"offset-rows": "0000   " * (TEXT_READ_LIMIT // 7),
+            "blank-run": "0d0a" + " " * (TEXT_READ_LIMIT - 6) + "0a"}[shape]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "proxydiag", "decode", "-"], input=text, capture_output=True,
+                            text=True, cwd=REPO, env=env, timeout=120)
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
+    assert result.returncode in (0, 1, 2), result.stderr
+    if result.returncode == 2:
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
