@@ -27,7 +27,7 @@ Frame = tuple[float, int, bytes, int]  # (timestamp, link type, frame, length on
 SNAPLEN = 262_144  # tcpdump's default: whole frames
 RING_KIB = 65_536  # tcpdump -B: the kernel's ring for us, in KiB
 STARTUP_SECONDS = 10.0
-DROPPED = re.compile(rb"(\d+) packets? dropped by kernel")
+DROPPED = re.compile(rb"(?<!\d)(\d+) packets? dropped by kernel")
 
 
 class SourceError(Exception):

@@ -87,7 +87,7 @@ def _v1_line(text: str) -> tuple[bytes, list[str]]:
 # hexdump -C's |ascii| column; the look-behind starts a match only where blanks start
 # (a run of blanks with no column after it was rescanned from each of its blanks).
 _HEXDUMP_C_ASCII = re.compile(r"(?<!\s)\s+\|.*\|\s*$")
-_ROW = re.compile(r"\s*([0-9a-fA-F]{4,}):?(?:\s(.*))?")
+_ROW = re.compile(r"(?<!\s)\s*([0-9a-fA-F]{4,}):?(?:\s(.*))?")
 
 
 def _from_hexdump(lines: list[str]) -> bytes | None:

@@ -7,11 +7,14 @@ blank lines after it) and `\\s*(.+?)\\s*` cubic in the TOML line index."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +131,64 @@ def test_decode_reads_the_largest_text_it_accepts_in_linear_time(shape):
     assert result.returncode in (0, 1, 2), result.stderr
     if result.returncode == 2:
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+# The argument that holds a call's flags, by `re` function (re.sub's second is the replacement).
+FLAG_ARGUMENT = {"compile": 1, "search": 2, "match": 2, "fullmatch": 2, "findall": 2, "finditer": 2, "split": 3,
+                 "sub": 4, "subn": 4}
+# Runs that the patterns' classes overlap on: blanks, line ends, words, digits, punctuation.
+RUNS = [" ", "\t", "\n", " \n", "\r\n", "a", "0", "a ", "0 ", ".", ":", "[", "{", "#", "-", "a.", "0.", '"', "=", ",",
+        ";", "/", "0:", "a-", "x=", "\\"]
+
+
+def regex_literals() -> list[tuple[str, re.Pattern, str]]:
+    """Every pattern written literally in a call of `re` in proxydiag/, with its flags and
+    how the code applies it: `match` or `fullmatch` when that is all it is used for (one
+    start), else `search` (every start)."""
+    found = []
+    for path in sorted((REPO / "proxydiag").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        uses: dict[str, set[str]] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                uses.setdefault(node.value.id, set()).add(node.attr)
+        names = {id(assign.value): assign.targets[0].id for assign in ast.walk(tree)
+                 if isinstance(assign, ast.Assign) and len(assign.targets) == 1 and isinstance(assign.targets[0], ast.Name)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "re"
+                    and node.func.attr in FLAG_ARGUMENT and node.args
+                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, (str, bytes))):
+                continue
+            index = FLAG_ARGUMENT[node.func.attr]
+            flag_node = node.args[index] if len(node.args) > index else \
+                next((keyword.value for keyword in node.keywords if keyword.arg == "flags"), None)
+            flags = eval(compile(ast.Expression(flag_node), "flags", "eval"), {"re": re}) if flag_node else 0
+            method = node.func.attr
+            if method == "compile":
+                used = uses.get(names.get(id(node), ""), set())
+                method = used.pop() if len(used) == 1 and used <= {"match", "fullmatch"} else "search"
+            elif method not in ("match", "fullmatch"):
+                method = "search"
+            found.append((f"{path.relative_to(REPO)}:{node.lineno}", re.compile(node.args[0].value, flags), method))
+    return found
+
+
+def test_every_pattern_in_the_package_runs_in_linear_time():
+    """Beyond regexploit's shapes: each literal pattern applied as the code applies it to
+    24,000 repeats of each run and a byte none expects. Linear patterns take milliseconds;
+    those that rescan a run from each of its positions took seconds at this size (hours on a
+    16 MiB file)."""
+    patterns = regex_literals()
+    assert len(patterns) > 100  # the walk did find the package's patterns
+    slow = []
+    for where, pattern, method in patterns:
+        for run in RUNS:
+            text: str | bytes = run * 24_000 + "\x00"
+            if isinstance(pattern.pattern, bytes):
+                text = text.encode()
+            started = time.perf_counter()
+            getattr(pattern, method)(text)
+            if time.perf_counter() - started > 1.5:
+                slow.append(f"{where} {pattern.pattern!r}.{method} on {run!r}")
+    assert not slow, "patterns that backtrack over a run:\n" + "\n".join(slow)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from proxydiag.configs.model import FrontListener, Origin, Route
 from proxydiag.stalwart_config import Listener
 
-HAPROXY_SEND = re.compile(r"[ \t]+(?:no-)?send-proxy(?:-v2(?:-ssl(?:-cn)?)?)?(?=[ \t#]|$)")
+HAPROXY_SEND = re.compile(r"(?<![ \t])[ \t]+(?:no-)?send-proxy(?:-v2(?:-ssl(?:-cn)?)?)?(?=[ \t#]|$)")
 
 
 @dataclass(frozen=True)
@@ -220,8 +220,15 @@ def accept_header(front: FrontListener, kind: str) -> tuple[LineEdit, ...]:
     if kind == "haproxy":
         return _replace(front.origin, _append_word(front.origin.text, "accept-proxy"))
     if kind == "nginx":
-        return _replace(front.origin, re.sub(r"\s*;", " proxy_protocol;", front.origin.text, count=1))
+        return _replace(front.origin, _before_semicolon(front.origin.text, " proxy_protocol"))
     return ()
+
+
+def _before_semicolon(text: str, words: str) -> str:
+    """`listen 25 ;` -> `listen 25 proxy_protocol;` (with str methods: a pattern of blanks
+    before `;` rescans a run of blanks from each blank)."""
+    end = text.find(";")
+    return text if end < 0 else text[:end].rstrip() + words + text[end:]
 
 
 def stop_waiting(route: Route, kind: str) -> tuple[LineEdit, ...]:
@@ -233,7 +240,7 @@ def stop_waiting(route: Route, kind: str) -> tuple[LineEdit, ...]:
     label = _label(wait) if kind == "traefik" else None
     if label is not None and label["key"].lower().endswith(".rule"):
         return _replace(wait, _label_with(label, label["key"], "HostSNI(`*`)"))
-    if kind == "traefik" and re.search(r"^\s*-?\s*(rule|match)\s*[:=]", wait.text):
+    if kind == "traefik" and re.match(r"\s*(?:-\s*)?(rule|match)\s*[:=]", wait.text):
         return _replace(wait, re.sub(r"(?<=[:=]).*$", " \"HostSNI(`*`)\"", wait.text, count=1))
     if kind == "kubernetes":
         return _nlb_on_first_ack(wait)
@@ -247,7 +254,9 @@ def _nlb_on_first_ack(annotation: Origin) -> tuple[LineEdit, ...]:
     """An AWS NLB sends the header at once (on the handshake's ACK) instead of with the
     client's first data."""
     if "target-group-attributes" in annotation.text:
-        return _replace(annotation, re.sub(r"([\"']?)\s*$", rf",{NLB_FIRST_ACK}\1", annotation.text.rstrip(), count=1))
+        text = annotation.text.rstrip()
+        quote = text[-1] if text.endswith(("\"", "'")) else ""
+        return _replace(annotation, text[:len(text) - len(quote)] + f",{NLB_FIRST_ACK}" + quote)
     indent = re.match(r"[ \t]*", annotation.text)
     return (LineEdit(annotation, (annotation.text, (indent.group(0) if indent else "")
                                   + f"service.beta.kubernetes.io/aws-load-balancer-target-group-attributes: {NLB_FIRST_ACK}")),)

@@ -175,7 +175,7 @@ def from_payload(payload: dict, path: str, line_of: Callable[[str, int], str]) -
     if errors:
         first = errors[0]
         message = str(first.get("error", "syntax error"))
-        message = re.sub(r"\s+in\s+\S+:\d+$", "", message)
+        message = re.sub(r"(?<!\s)\s+in\s+\S+:\d+$", "", message)
         message = re.sub(r"^\[Errno \d+\] No such file or directory: '(.*)'$", r"include \1: no such file", message)
         message = re.sub(r"^\[Errno \d+\] ", "", message)
         raise ConfigReadError(first.get("file") or path, first.get("line"), message)

@@ -52,11 +52,14 @@ NAMED_HOSTS = (
 NOT_HOSTS = frozenset({"esmtp", "smtp", "lmtp", "service", "ready", "ok", "mail", "localhost", "error", "unknown"})
 HEX_BLOB = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-f]{2}){6,}(?![0-9a-fA-F])")
 # A value cut short by truncation: its last token before the ellipsis could be half an address.
-CUT_TOKEN = re.compile(r"[0-9A-Za-z_.:\[\]-]*[0-9.:][0-9A-Za-z_.:\[\]-]*(?=\.\.\.$)")
+# The cut patterns start only where a token starts and test for a digit, `.` or `:` ahead
+# of the token's own characters (`[...]*[0-9.:][...]*` backtracked quadratically in a long
+# token); a `.` that opens the final `...` does not count.
+CUT_TOKEN = re.compile(r"(?<![0-9A-Za-z_.:\[\]-])(?=[A-Za-z_\[\]-]*[0-9.:](?!\.\.$))[0-9A-Za-z_.:\[\]-]*(?=\.\.\.$)")
 # Header hex cut short for a report: its bytes are rewritten like any hex, and a last
 # token that may be half a name or an address (as text inside the bytes) is left out.
 HEX_BEFORE_CUT = re.compile(r"(?<![0-9A-Za-z_.:\[\]-])(?:[0-9a-f]{2}){6,}\.\.\.$")
-CUT_TEXT = re.compile(r"[0-9A-Za-z_.:\[\]-]*[0-9.:][0-9A-Za-z_.:\[\]-]*$")
+CUT_TEXT = re.compile(r"(?<![0-9A-Za-z_.:\[\]-])(?=[A-Za-z_\[\]-]*[0-9.:])[0-9A-Za-z_.:\[\]-]*$")
 # Keys whose strings come from the wire or from files (where names appear); findings quote them.
 WIRE_KEYS = ("inputs", "connections", "findings", "stalwart_config", "command_line", "logs", "proxy_configs",
              "targets", "options", "endpoints", "servers_recognised")
