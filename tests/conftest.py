@@ -6,8 +6,10 @@ PROXYDIAG_HYPOTHESIS_SEED=SEED)."""
 
 import os
 import random
+import subprocess
 
 import hypothesis.core
+import pytest
 from hypothesis import settings
 
 settings.register_profile("local", deadline=None)
@@ -31,3 +33,45 @@ def pytest_report_header(config):
     if _SEED:
         return f"hypothesis seed: {_SEED[0]} (reproduce with --hypothesis-seed={_SEED[0]})"
     return None
+
+
+# --- tiers -------------------------------------------------------------------------------
+# `python3 -m pytest` runs the fast tier (pyproject's addopts deselect the others); tests/run.sh
+# runs every tier. A test outside the `lab` tier that starts one of the programs below (the
+# real daemons, clients and capture tools tests/run.sh installs from Debian's packages) fails:
+# the fast tier must pass on a machine that has only the Python packages.
+LAB_PROGRAMS = frozenset({
+    "haproxy", "nginx", "stunnel", "stunnel4", "postfix", "postconf", "dovecot", "doveadm", "tcpdump", "tshark",
+    "dumpcap", "editcap", "swaks", "curl", "openssl", "socat", "caddy", "prometheus", "promtool", "chromium",
+})
+_current: dict[str, pytest.Item | None] = {"item": None}
+
+
+def _program_of(args) -> str:
+    argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+    first = os.fsdecode(argv[0]) if argv else ""
+    return os.path.basename(first.split()[0] if isinstance(args, str) and " " in first else first)
+
+
+def _guarded_popen_init(original):
+    def init(self, args, *rest, **options):
+        item = _current["item"]
+        program = _program_of(args)
+        if item is not None and program in LAB_PROGRAMS and item.get_closest_marker("lab") is None:
+            raise RuntimeError(f"{item.nodeid} starts {program}: mark it @pytest.mark.lab (the fast tier runs "
+                               "without the Debian packages)")
+        original(self, args, *rest, **options)
+    return init
+
+
+subprocess.Popen.__init__ = _guarded_popen_init(subprocess.Popen.__init__)  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _current["item"] = item
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    _current["item"] = None

@@ -1,6 +1,7 @@
-"""What the test labs share: private daemon instances started from throw-away configs in
-a temp dir (tests/probe_lab.py, tests/hostile_lab.py, tests/sensor_lab.py), stopped by
-process id, never by name."""
+"""What the test labs share: the programs they need, their loopback networks, and private
+daemon instances started from throw-away configs in a temp dir (tests/probe_lab.py,
+tests/hostile_lab.py, tests/sensor_lab.py, tests/test_check_lab.py...), stopped by process
+id, never by name."""
 
 from __future__ import annotations
 
@@ -19,6 +20,28 @@ from pathlib import Path
 
 class LabError(RuntimeError):
     pass
+
+
+def need(program: str) -> str:
+    """The path of a program the test needs. A missing one fails the test (under CI too:
+    never a skip); tests/run.sh installs every one."""
+    path = shutil.which(program) or next(
+        (f"{d}/{program}" for d in ("/usr/sbin", "/usr/bin", "/sbin") if Path(f"{d}/{program}").exists()), None)
+    assert path, f"{program} is not installed (bash tests/run.sh installs it)"
+    return path
+
+
+# Each lab owns one /16 of 127.0.0.0/8, so labs started side by side (or left behind by a
+# killed run) never share an address: test_labs_own_their_networks holds the table.
+LAB_NETWORKS: dict[str, int] = {
+    "configs": 30, "configs_more": 31, "configs_labels": 32, "check": 33, "snippets": 34, "probe": 40, "logs": 50, "sensor": 60,
+    "hostile": 70, "captures": 80,
+}
+
+
+def lab_address(lab: str, host: int, subnet: int = 0) -> str:
+    """Address `host` of the lab's own network: lab_address("probe", 10) is 127.40.0.10."""
+    return f"127.{LAB_NETWORKS[lab]}.{subnet}.{host}"
 
 
 def wait_listening(addr: str, port: int, what: str, source: str, log: Path | None = None, seconds: float = 10.0) -> None:
@@ -126,6 +149,54 @@ def start_postfix(lab: DaemonLab, address: str, listeners: dict[int, str], setti
     for port in listeners:
         wait_listening(address, port, "Postfix", source, log)
     return log
+
+
+DOVECOT_CONF = """
+protocols = imap
+listen = {address}
+base_dir = {base}/base
+state_dir = {base}/state
+instance_name = proxydiag-{instance}
+log_path = {log}
+default_login_user = dovenull
+default_internal_user = dovecot
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+{dh}
+haproxy_trusted_networks = {trusted}
+haproxy_timeout = 3 secs
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {base}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {base}/passwd
+}}
+"""
+
+
+def start_dovecot(lab: DaemonLab, address: str, instance: str, *, trusted: str, users: dict[str, str],
+                  services: str, settings: str = "", ports: tuple[int, ...], source: str) -> Path:
+    """A private Dovecot (IMAP) below the lab's directory, in the foreground: what every lab
+    shares (TLS from the lab's certificate, passwd-file users, HAProxy headers trusted from
+    `trusted`) plus `settings` and the `services` blocks. Returns its configuration once
+    every port of `ports` accepts on `address` (checked from `source`)."""
+    base = lab.work / "dovecot"
+    for sub in ("base", "state"):
+        (base / sub).mkdir(parents=True)
+    log = lab.work / "logs" / "dovecot.log"
+    dh = "ssl_dh = </usr/share/dovecot/dh.pem" if Path("/usr/share/dovecot/dh.pem").exists() else ""
+    (base / "passwd").write_text("".join(f"{user}:{{PLAIN}}{password}:65534:65534::{base}::\n"
+                                         for user, password in users.items()))
+    config = base / "dovecot.conf"
+    config.write_text(DOVECOT_CONF.format(address=address, base=base, instance=instance, log=log, cert=lab.cert,
+                                          key=lab.key, dh=dh, trusted=trusted) + settings + services)
+    lab._spawn(["dovecot", "-c", str(config), "-F"], "dovecot")
+    for port in ports:
+        wait_listening(address, port, "Dovecot", source, log)
+    return config
 
 
 HAPROXY_GLOBAL = """

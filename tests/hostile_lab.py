@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests import daemons
-from tests.daemons import DaemonLab, LabError
+from tests.daemons import DaemonLab, LabError, lab_address
 
-SERVER = "127.70.0.30"
-HAPROXY = "127.70.0.20"
-NGINX = "127.70.0.21"
-CLIENT = "127.70.0.10"
+SERVER = lab_address("hostile", 30)
+HAPROXY = lab_address("hostile", 20)
+NGINX = lab_address("hostile", 21)
+CLIENT = lab_address("hostile", 10)
 USER = "alice"
 PASSWORD = "Hx9-r3al-s3cret"  # nothing proxydiag prints may carry it, in any encoding
 HOSTNAME = "mail.lab-hostile.test"
@@ -46,7 +46,7 @@ HOSTILE = ("[/bold] [link=http://127.70.0.9/]x[/link] ![x](http://127.70.0.9/p.p
 UNIQUE_ID_FORMAT = r"[/bold][link=http://127.70.0.9/]x[/link]\x1b]8;;http://127.70.0.9/\x07y\x1b]8;;\x07\xe2\x80\xae%[uuid]"
 REQUEST_PATH = "/[/bold][link=http://127.70.0.9/]x[/link]![x](http://127.70.0.9/p.png)<img%20src=x>"
 NEEDED = ("postfix", "dovecot", "doveadm", "haproxy", "nginx", "tcpdump", "swaks", "curl", "openssl")
-CHECK_ADDRESS = "127.70.0.2"  # the lab's own readiness checks connect from here
+CHECK_ADDRESS = lab_address("hostile", 2)  # the lab's own readiness checks connect from here
 
 
 def missing_programs() -> list[str]:
@@ -95,38 +95,12 @@ class Lab(DaemonLab):
         self.capture = None
 
     def _dovecot(self) -> None:
-        base = self.work / "dovecot"
-        for sub in ("base", "state"):
-            (base / sub).mkdir(parents=True)
-        log = self.work / "logs" / "dovecot.log"
-        dh = "ssl_dh = </usr/share/dovecot/dh.pem" if Path("/usr/share/dovecot/dh.pem").exists() else ""
-        (base / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}:65534:65534::{base}::\n")
-        (base / "dovecot.conf").write_text(f"""
-protocols = imap
-listen = {SERVER}
-base_dir = {base}/base
-state_dir = {base}/state
-instance_name = proxydiag-hostile
-log_path = {log}
-default_login_user = dovenull
-default_internal_user = dovecot
+        config = daemons.start_dovecot(self, SERVER, "hostile", trusted=HAPROXY, users={USER: PASSWORD}, ports=(10143,),
+                                       source=CHECK_ADDRESS, settings=f"""
 login_greeting = Dovecot {HOSTILE}
-ssl = yes
-ssl_cert = <{self.cert}
-ssl_key = <{self.key}
-{dh}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
-haproxy_trusted_networks = {HAPROXY}
-haproxy_timeout = 3 secs
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {base}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {base}/passwd
-}}
+""", services=f"""
 service imap-login {{
   service_count = 0
   process_min_avail = 1
@@ -145,12 +119,10 @@ service auth {{
   }}
 }}
 """)
-        self._spawn(["dovecot", "-c", str(base / "dovecot.conf"), "-F"], "dovecot")
-        wait_listening(SERVER, 10143, "Dovecot", log)
         # Until a login process has its auth connection, Dovecot greets "Waiting for
         # authentication process" instead of login_greeting: one login process is kept
         # ready (process_min_avail), and the auth process must answer first.
-        checked = subprocess.run(["doveadm", "-c", str(base / "dovecot.conf"), "auth", "test", USER, PASSWORD],
+        checked = subprocess.run(["doveadm", "-c", str(config), "auth", "test", USER, PASSWORD],
                                  capture_output=True, text=True, timeout=60)
         if checked.returncode != 0:
             raise LabError(f"Dovecot's auth process does not answer: {checked.stdout}{checked.stderr}")

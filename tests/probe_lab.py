@@ -25,16 +25,16 @@ import tempfile
 from pathlib import Path
 
 from tests import daemons
-from tests.daemons import DaemonLab, LabError
+from tests.daemons import DaemonLab, LabError, lab_address
 
-SERVER = "127.40.0.10"
-HAPROXY = "127.40.0.20"
-NGINX = "127.40.0.21"
-STUNNEL = "127.40.0.22"
-PROBE_TRUSTED = "127.40.0.2"
-PROBE_UNTRUSTED = "127.40.0.3"
-CLOSED = "127.40.0.30"  # nothing listens here
-LAB_CLIENT = "127.40.0.1"  # the lab's own readiness checks
+SERVER = lab_address("probe", 10)
+HAPROXY = lab_address("probe", 20)
+NGINX = lab_address("probe", 21)
+STUNNEL = lab_address("probe", 22)
+PROBE_TRUSTED = lab_address("probe", 2)
+PROBE_UNTRUSTED = lab_address("probe", 3)
+CLOSED = lab_address("probe", 30)  # nothing listens here
+LAB_CLIENT = lab_address("probe", 1)  # the lab's own readiness checks
 INSPECT_DELAY = 10  # seconds HAProxy waits for the client's first bytes on 2525
 
 
@@ -58,35 +58,8 @@ class Lab(DaemonLab):
         self._stunnel()
 
     def _dovecot(self) -> None:
-        base = self.work / "dovecot"
-        for sub in ("base", "state"):
-            (base / sub).mkdir(parents=True)
-        log = self.work / "logs" / "dovecot.log"
-        dh = "ssl_dh = </usr/share/dovecot/dh.pem" if Path("/usr/share/dovecot/dh.pem").exists() else ""
-        (base / "passwd").write_text(f"alice:{{PLAIN}}not-used:65534:65534::{base}::\n")
-        (base / "dovecot.conf").write_text(f"""
-protocols = imap
-listen = {SERVER}
-base_dir = {base}/base
-state_dir = {base}/state
-instance_name = proxydiag-probe
-log_path = {log}
-default_login_user = dovenull
-default_internal_user = dovecot
-ssl = yes
-ssl_cert = <{self.cert}
-ssl_key = <{self.key}
-{dh}
-haproxy_trusted_networks = {HAPROXY} {PROBE_TRUSTED}
-haproxy_timeout = 3 secs
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {base}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {base}/passwd
-}}
+        daemons.start_dovecot(self, SERVER, "probe", trusted=f"{HAPROXY} {PROBE_TRUSTED}", users={"alice": "not-used"},
+                              ports=(143, 10143, 10993), source=LAB_CLIENT, services=f"""
 service imap-login {{
   inet_listener imap {{
     address = {SERVER}
@@ -104,9 +77,6 @@ service imap-login {{
   }}
 }}
 """)
-        self._spawn(["dovecot", "-c", str(base / "dovecot.conf"), "-F"], "dovecot")
-        for port in (143, 10143, 10993):
-            wait_listening(SERVER, port, "Dovecot", log)
 
     def _postfix(self) -> None:
         daemons.start_postfix(self, SERVER, {25: "", 10025: "-o smtpd_upstream_proxy_protocol=haproxy"}, f"""

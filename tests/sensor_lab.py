@@ -23,9 +23,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.daemons import DaemonLab, LabError, start_haproxy, start_postfix
+from tests.daemons import DaemonLab, LabError, start_haproxy, start_postfix, lab_address
 
-SERVER, HAPROXY, CLIENT, PROMETHEUS = "127.60.0.10", "127.60.0.20", "127.60.0.1", "127.60.0.2"
+SERVER, HAPROXY, CLIENT, PROMETHEUS = (lab_address("sensor", host) for host in (10, 20, 1, 2))
 HEALTHY, BROKEN = f"{SERVER}:10025", f"{SERVER}:10587"  # the listeners behind HAProxy's 25 and 587
 # Postfix waits longer for a header than the clients for a greeting: a client's QUIT then
 # always reaches Postfix as the would-be header (PD101), never Postfix's timeout first (PD401).

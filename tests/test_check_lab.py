@@ -1,7 +1,7 @@
 """`check` on a configuration and `analyze` on the traffic of that configuration agree.
 
 For each mistake, the real proxy (HAProxy 2.6, nginx stream) is started with the
-configuration in front of a real Postfix on loopback (127.30.0.0/16: clients .10, proxy
+configuration in front of a real Postfix on loopback (127.33.0.0/16: clients .10, proxy
 .20, server .30), in the production layout (public 25/465/587 on the proxy, 10025/10587
 on the server). swaks drives a session, tcpdump records both legs, and the finding code
 `check` gives for the configuration must be one `analyze` gives for the capture. The
@@ -25,26 +25,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.daemons import lab_address, need
+from tests.stalwart_configs import stalwart_toml
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parent.parent
-CLIENT, PROXY, SERVER = "127.30.0.10", "127.30.0.20", "127.30.0.30"
-STALWART = f"""\
-[server.proxy]
-trusted-networks = ["{PROXY}"]
-
-[server.listener.smtp]
-bind = ["{SERVER}:10025"]
-protocol = "smtp"
-
-[server.listener.submission]
-bind = ["{SERVER}:10587"]
-protocol = "smtp"
-
-[server.listener.submission.proxy]
-trusted-networks = ["127.30.0.99"]
-"""
+CLIENT, PROXY, SERVER = lab_address("check", 10), lab_address("check", 20), lab_address("check", 30)
+NETWORK = lab_address("check", 0) + "/16"
+STALWART = (stalwart_toml("smtp", "submission", trusted=[PROXY], host=SERVER)
+            + f'\n[server.listener.submission.proxy]\ntrusted-networks = ["{lab_address("check", 99)}"]\n')
 HAPROXY_HEAD = f"""\
 global
     maxconn 100
@@ -63,10 +53,6 @@ events {{}}
 """
 
 
-def program(name: str) -> str:
-    path = shutil.which(name) or next((f"{d}/{name}" for d in ("/usr/sbin", "/usr/bin") if Path(f"{d}/{name}").exists()), None)
-    assert path, f"{name} is not installed (bash tests/run.sh installs it)"
-    return path
 
 
 def wait_listening(address: str, port: int, timeout: float = 10.0) -> None:
@@ -96,7 +82,7 @@ def postfix_lab(prefix: str, smtpd_lines: list[str]) -> Iterator[Path]:
     a throw-away certificate (cert.pem, key.pem, both.pem) in its work directory."""
     work = Path(tempfile.mkdtemp(prefix=prefix))
     work.chmod(0o755)  # Postfix's children (user postfix) traverse it; pytest's own tmp is 0700
-    subprocess.run([program("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    subprocess.run([need("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-keyout", str(work / "key.pem"), "-out", str(work / "cert.pem"), "-subj", "/CN=mail.example.test"],
                    check=True, capture_output=True)
     (work / "key.pem").chmod(0o644)
@@ -146,7 +132,7 @@ def postfix_lab(prefix: str, smtpd_lines: list[str]) -> Iterator[Path]:
         tlsmgr    unix  - - n 1000? 1 tlsmgr
         postlog   unix-dgram n - n - 1 postlogd
         """))
-    started = subprocess.run([program("postfix"), "-c", str(postfix), "start"], capture_output=True, text=True)
+    started = subprocess.run([need("postfix"), "-c", str(postfix), "start"], capture_output=True, text=True)
     try:
         assert started.returncode == 0, started.stderr + _tail(work / "postfix.log")
         for line in smtpd_lines:
@@ -154,7 +140,7 @@ def postfix_lab(prefix: str, smtpd_lines: list[str]) -> Iterator[Path]:
             wait_listening(address, int(port))
         yield work
     finally:
-        subprocess.run([program("postfix"), "-c", str(postfix), "stop"], capture_output=True)
+        subprocess.run([need("postfix"), "-c", str(postfix), "stop"], capture_output=True)
         if not os.environ.get("KEEP_LAB"):
             shutil.rmtree(work, ignore_errors=True)
 
@@ -186,9 +172,9 @@ class Running:
 
 
 class Capture:
-    def __init__(self, path: Path, net: str = "127.30.0.0/16") -> None:
+    def __init__(self, path: Path, net: str = NETWORK) -> None:
         self.path = path
-        self.process = subprocess.Popen([program("tcpdump"), "-i", "lo", "-s", "0", "-U", "--immediate-mode", "-Z", "root",
+        self.process = subprocess.Popen([need("tcpdump"), "-i", "lo", "-s", "0", "-U", "--immediate-mode", "-Z", "root",
                                          "-w", str(path),
                                          f"net {net}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert self.process.stderr is not None
@@ -202,7 +188,7 @@ class Capture:
 
 
 def swaks(port: int, *extra: str) -> None:
-    subprocess.run([program("swaks"), "--server", PROXY, "--port", str(port), "--local-interface", CLIENT,
+    subprocess.run([need("swaks"), "--server", PROXY, "--port", str(port), "--local-interface", CLIENT,
                     "--from", "alice@example.test", "--to", "bob@example.test", "--timeout", "6",
                     "--quit-after", "EHLO", *extra], capture_output=True, timeout=30)
 
@@ -220,12 +206,12 @@ def run_scenario(lab: Path, name: str, kind: str, body: str, port: int, client_a
     config = lab / f"{name}.{'cfg' if kind == 'haproxy' else 'conf'}"
     if kind == "haproxy":
         config.write_text(HAPROXY_HEAD + textwrap.dedent(body).replace("PEM", str(lab / "both.pem")))
-        subprocess.run([program("haproxy"), "-c", "-q", "-f", str(config)], check=True)
-        args = [program("haproxy"), "-db", "-f", str(config)]
+        subprocess.run([need("haproxy"), "-c", "-q", "-f", str(config)], check=True)
+        args = [need("haproxy"), "-db", "-f", str(config)]
     else:
         config.write_text(NGINX_HEAD.format(work=lab) + textwrap.dedent(body).replace("PEM", str(lab / "both.pem")))
-        subprocess.run([program("nginx"), "-t", "-q", "-e", "stderr", "-p", str(lab), "-c", str(config)], check=True)
-        args = [program("nginx"), "-e", "stderr", "-p", str(lab), "-c", str(config), "-g", "daemon off;"]
+        subprocess.run([need("nginx"), "-t", "-q", "-e", "stderr", "-p", str(lab), "-c", str(config)], check=True)
+        args = [need("nginx"), "-e", "stderr", "-p", str(lab), "-c", str(config), "-g", "daemon off;"]
     capture = Capture(lab / f"{name}.pcap")
     proxy = Running(args, (PROXY, port))
     try:

@@ -18,39 +18,16 @@ from proxydiag import configs
 from proxydiag.configs import fixes, haproxy
 from proxydiag.configs.model import ConfigReadError
 from proxydiag.stalwart_config import load as load_stalwart
+from tests.daemons import need
+from tests.stalwart_configs import stalwart_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 PROXY, PROXY2, SERVER = "127.30.0.20", "127.30.0.21", "127.30.0.30"
 NGINX_MODULES = ("load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
                  "load_module /usr/lib/nginx/modules/ngx_mail_module.so;\n")
-STALWART = f"""
-[server.proxy]
-trusted-networks = ["{PROXY}"]
-
-[server.listener.smtp]
-bind = ["[::]:10025"]
-protocol = "smtp"
-
-[server.listener.submissions]
-bind = ["[::]:10465"]
-protocol = "smtp"
-tls.implicit = true
-
-[server.listener.imap]
-bind = ["[::]:10143"]
-protocol = "imap"
-
-[server.listener.imaps]
-bind = ["[::]:10993"]
-protocol = "imap"
-tls.implicit = true
-"""
+STALWART = stalwart_toml("smtp", "submissions", "imap", "imaps", trusted=[PROXY])
 
 
-def need(program: str) -> str:
-    path = shutil.which(program) or (f"/usr/sbin/{program}" if Path(f"/usr/sbin/{program}").exists() else None)
-    assert path, f"{program} is not installed (bash tests/run.sh installs it)"
-    return path
 
 
 @pytest.fixture(scope="module")

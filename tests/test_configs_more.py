@@ -25,34 +25,13 @@ from proxydiag import configs
 from proxydiag.configs import caddy, envoy, fixes, kubernetes, traefik
 from proxydiag.configs.model import ConfigReadError
 from proxydiag.stalwart_config import load as load_stalwart
+from tests.daemons import need
+from tests.stalwart_configs import stalwart_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = "127.31.0.30"
-LISTENERS = """
-[server.listener.smtp]
-bind = ["[::]:10025"]
-protocol = "smtp"
-
-[server.listener.submissions]
-bind = ["[::]:10465"]
-protocol = "smtp"
-tls.implicit = true
-
-[server.listener.imap]
-bind = ["[::]:10143"]
-protocol = "imap"
-
-[server.listener.imaps]
-bind = ["[::]:10993"]
-protocol = "imap"
-tls.implicit = true
-
-[server.listener.https]
-bind = ["[::]:10443"]
-protocol = "http"
-tls.implicit = true
-"""
-TRUSTING = '[server.proxy]\ntrusted-networks = ["127.31.0.0/16"]\n' + LISTENERS
+LISTENERS = stalwart_toml("smtp", "submissions", "imap", "imaps", "https")
+TRUSTING = stalwart_toml("smtp", "submissions", "imap", "imaps", "https", trusted=["127.31.0.0/16"])
 UNTRUSTING = LISTENERS  # no trusted networks: every header is data
 
 
@@ -427,7 +406,7 @@ def test_caddyfile_plaintext_into_implicit_tls_checked_by_caddy(tmp_path):
         assert found.evidence["proxy"].startswith(f"{tmp_path / name}:")
 
 
-@pytest.mark.integration
+@pytest.mark.lab
 @pytest.mark.parametrize("upstream, plaintext", [
     (f"{SERVER}:10443", True),
     (f"https://{SERVER}:10443 {{\n\t\ttransport http {{\n\t\t\ttls_insecure_skip_verify\n\t\t}}\n\t}}", False),
@@ -479,10 +458,6 @@ def test_caddy_plaintext_into_implicit_tls_check_and_capture_agree(upstream, pla
     assert ("PD304" in codes_of("analyze", str(capture.path), *configuration)) is plaintext
 
 
-def need(program: str) -> str:
-    path = shutil.which(program)
-    assert path, f"{program} is not installed (bash tests/run.sh installs it)"
-    return path
 
 
 # --- Envoy -----------------------------------------------------------------------------------

@@ -13,34 +13,13 @@ from proxydiag import configs
 from proxydiag.configs.model import ProxyConfig
 from tests.test_configs import codes, fixed, nginx_accepts, nginx_conf, pem, refixed_check, stalwart, write  # noqa: F401
 from tests.test_configs_real import REAL, line_of
+from tests.stalwart_configs import stalwart_toml
 
 SNI_MAP = REAL / "nginx-sni-map.conf"
 # Stalwart behind the proxy on 10000 + the public port, trusting the proxy's 127.0.0.1
-TRUSTING = """
-[server.proxy]
-trusted-networks = ["127.0.0.1"]
-
-[server.listener.imaps]
-bind = ["[::]:10993"]
-protocol = "imap"
-tls.implicit = true
-
-[server.listener.imap]
-bind = ["[::]:10143"]
-protocol = "imap"
-
-[server.listener.submissions]
-bind = ["[::]:10465"]
-protocol = "smtp"
-tls.implicit = true
-
-[server.listener.https]
-bind = ["[::]:10443"]
-protocol = "http"
-tls.implicit = true
-"""
+TRUSTING = stalwart_toml("imaps", "imap", "submissions", "https", trusted=["127.0.0.1"])
 # The same listeners with no trusted networks: a header is protocol data to them
-TRUSTING_NOBODY = TRUSTING.replace('trusted-networks = ["127.0.0.1"]', "")
+TRUSTING_NOBODY = stalwart_toml("imaps", "imap", "submissions", "https")
 
 
 def read(path: Path) -> ProxyConfig:

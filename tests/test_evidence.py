@@ -22,7 +22,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxydiag.evidence import CAPTURE_MAGICS, classify, section_of
-from tests.test_check_lab import Capture, postfix_lab, program, wait_listening
+from tests.daemons import need
+from tests.test_check_lab import Capture, postfix_lab, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT, PROXY, SERVER = "127.32.0.10", "127.32.0.20", "127.32.0.30"
@@ -76,10 +77,10 @@ def lab():
         running.write_text(RUNNING)
         ticket.write_text(TICKET)
         for config in (running, ticket):
-            subprocess.run([program("haproxy"), "-c", "-q", "-f", str(config)], check=True)
+            subprocess.run([need("haproxy"), "-c", "-q", "-f", str(config)], check=True)
         capture = Capture(work / "cap.pcap", "127.32.0.0/16")
         with (work / "haproxy.log").open("wb") as log:
-            proxy = subprocess.Popen([program("haproxy"), "-db", "-f", str(running)], stdout=log,
+            proxy = subprocess.Popen([need("haproxy"), "-db", "-f", str(running)], stdout=log,
                                      stderr=subprocess.STDOUT)
             try:
                 wait_listening(PROXY, 25)
@@ -92,11 +93,11 @@ def lab():
 
 
 def drive_clients() -> None:
-    swaks = [program("swaks"), "--server", PROXY, "--local-interface", CLIENT, "--from", "alice@example.test",
+    swaks = [need("swaks"), "--server", PROXY, "--local-interface", CLIENT, "--from", "alice@example.test",
              "--to", "bob@example.test", "--timeout", "3", "--quit-after", "EHLO"]
     subprocess.run([*swaks, "--port", "25"], capture_output=True, timeout=30)
     subprocess.run([*swaks, "--port", "587"], capture_output=True, timeout=30)
-    subprocess.run([program("curl"), "-s", "-m", "3", "--interface", CLIENT, f"imap://{PROXY}:143/"],
+    subprocess.run([need("curl"), "-s", "-m", "3", "--interface", CLIENT, f"imap://{PROXY}:143/"],
                    capture_output=True, timeout=30)
 
 

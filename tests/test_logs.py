@@ -30,11 +30,12 @@ from proxydiag.logs import haproxy as haproxy_log
 from proxydiag.logs import nginx as nginx_log
 from proxydiag.logs.event import LogEvent
 from proxydiag.logs.judge import LogOptions, judge
+from tests.daemons import lab_address, need
 
 ROOT = Path(__file__).resolve().parent.parent
-PROXY = "127.50.0.1"
-BACKEND = "127.50.0.2"
-CLIENT = "127.50.0.3"
+PROXY = lab_address("logs", 1)
+BACKEND = lab_address("logs", 2)
+CLIENT = lab_address("logs", 3)
 
 
 def codes(findings) -> list[str]:
@@ -51,10 +52,6 @@ def free_port(address: str = PROXY) -> int:
         return probe.getsockname()[1]
 
 
-def need(program: str) -> str:
-    path = shutil.which(program) or next((p for p in (f"/usr/sbin/{program}",) if os.path.exists(p)), None)
-    assert path, f"{program} is not installed (tests/run.sh installs it)"
-    return path
 
 
 def run_clients(port: int) -> None:

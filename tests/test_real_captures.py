@@ -67,7 +67,7 @@ FRESH = os.environ.get("PROXYDIAG_SKIP_FRESH_CAPTURES") != "1" or os.environ.get
 def capture_sets():
     sets = [pytest.param("shipped", id="shipped")]
     if FRESH:
-        sets.append(pytest.param("fresh", id="fresh", marks=pytest.mark.integration))
+        sets.append(pytest.param("fresh", id="fresh", marks=pytest.mark.lab))
     return sets
 
 
@@ -90,7 +90,7 @@ def diagnosed(path: Path):
 
 
 if FRESH:
-    @pytest.mark.integration
+    @pytest.mark.lab
     def test_the_script_writes_the_shipped_manifest(fresh_captures):
         """Everything but the packet counts is decided by the script, not by the run."""
         def stable(manifest):

@@ -25,12 +25,13 @@ import pytest
 import yaml
 
 from proxydiag.stalwart_config import parse_trusted_entry
+from tests.daemons import lab_address
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted((ROOT / "proxydiag" / "findings").glob("PD*.md")) + [ROOT / "docs" / "guide.md"]
 LANGUAGES = {"haproxy", "nginx", "stunnel", "toml", "json", "yaml", "caddyfile", "sh"}
 NGINX_MODULES = Path("/usr/lib/nginx/modules")
-LOOPBACK = "127.60.7.1"  # this test's own loopback address (stunnel binds to port 0 on it)
+LOOPBACK = lab_address("snippets", 1)  # this test's own loopback address (stunnel binds to port 0 on it)
 
 
 @dataclass(frozen=True)

@@ -609,7 +609,7 @@ def test_arbitrary_file_contents(tmp_path_factory, data):
 # -- Wireshark agrees -----------------------------------------------------------
 
 
-@pytest.mark.integration
+@pytest.mark.lab
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_frame_numbers_and_times_match_tshark(tmp_path, order):
     path = tmp_path / "two.pcapng"
@@ -633,7 +633,7 @@ def test_frame_numbers_and_times_match_tshark(tmp_path, order):
             assert float(row[1]) == pytest.approx(record[1], abs=1e-6)
 
 
-@pytest.mark.integration
+@pytest.mark.lab
 def test_mergecap_output_with_two_link_types(tmp_path):
     ether, sll2 = tmp_path / "ether.pcap", tmp_path / "sll2.pcap"
     ether.write_bytes(pcap_bytes([(100, 1, frame(1), 41), (102, 0, frame(3), 43)], linktype=1))
