@@ -13,6 +13,9 @@ sys.path.insert(0, str(BENCH))
 
 from synthetic import generate  # noqa: E402
 
+import pytest
+pytestmark = [pytest.mark.slow]
+
 
 def tcp_segments(capture: Path):
     with capture.open("rb") as handle:

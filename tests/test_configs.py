@@ -172,6 +172,7 @@ HAPROXY_CASES = {
 }
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("code", sorted(HAPROXY_CASES))
 def test_haproxy_mistake_found_and_its_fix_checked_by_haproxy(code, tmp_path, pem):
     path = write(tmp_path, "haproxy.cfg", haproxy_cfg(HAPROXY_CASES[code].replace("PEM", str(pem))))
@@ -191,6 +192,7 @@ def test_haproxy_mistake_found_and_its_fix_checked_by_haproxy(code, tmp_path, pe
     assert code not in codes(refixed_check(path, new, config))
 
 
+@pytest.mark.lab
 def test_haproxy_correct_setup_has_no_error(tmp_path, pem):
     path = write(tmp_path, "haproxy.cfg", haproxy_cfg(f"""
         listen imaps
@@ -207,6 +209,7 @@ def test_haproxy_correct_setup_has_no_error(tmp_path, pem):
     assert result.errors == [] and codes(result) == []
 
 
+@pytest.mark.lab
 def test_haproxy_reader_facts(tmp_path, pem):
     path = write(tmp_path, "haproxy.cfg", haproxy_cfg(f"""
         defaults named
@@ -299,6 +302,7 @@ NGINX_CASES = {
 }
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("code", sorted(NGINX_CASES))
 def test_nginx_mistake_found_and_its_fix_checked_by_nginx(code, tmp_path, pem):
     path = write(tmp_path, "nginx.conf", nginx_conf(NGINX_CASES[code].replace("PEM", str(pem))))
@@ -311,6 +315,7 @@ def test_nginx_mistake_found_and_its_fix_checked_by_nginx(code, tmp_path, pem):
     assert code not in codes(refixed_check(path, new, config))
 
 
+@pytest.mark.lab
 def test_nginx_includes_http_and_mail(tmp_path, pem):
     (tmp_path / "conf.d").mkdir()
     write(tmp_path / "conf.d", "stream.conf", f"""
@@ -369,6 +374,7 @@ def stunnel_accepts(path: Path) -> None:
     assert "Configuration successful" in output, output
 
 
+@pytest.mark.lab
 def test_stunnel_v1_behind_tls(tmp_path, pem):
     path = write(tmp_path, "stunnel.conf", textwrap.dedent(f"""\
         foreground = yes
@@ -390,6 +396,7 @@ def test_stunnel_v1_behind_tls(tmp_path, pem):
     assert judgement.edits == () and "10993" in judgement.advice  # stunnel has no v2: pass TLS through
 
 
+@pytest.mark.lab
 def test_stunnel_terminating_to_plain_listener(tmp_path, pem):
     path = write(tmp_path, "stunnel.conf", textwrap.dedent(f"""\
         foreground = yes
@@ -412,6 +419,7 @@ def test_stunnel_terminating_to_plain_listener(tmp_path, pem):
 # --- two hops ------------------------------------------------------------------------------
 
 
+@pytest.mark.lab
 def test_two_hops_both_adding_headers(tmp_path):
     outer = write(tmp_path, "outer.cfg", haproxy_cfg(f"""
         listen smtp

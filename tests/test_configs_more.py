@@ -388,6 +388,7 @@ def test_caddyfile_layer4_mistakes(tmp_path):
     assert caddy.parse(fixed, str(path)).listeners and "\t\t\t\tproxy_protocol\n" not in fixed
 
 
+@pytest.mark.lab
 def test_caddyfile_plaintext_into_implicit_tls_checked_by_caddy(tmp_path):
     site = f"""
         mail.example.test {{

@@ -9,6 +9,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from proxydiag import configs
 from proxydiag.configs.model import ProxyConfig
 from tests.test_configs import codes, fixed, nginx_accepts, nginx_conf, pem, refixed_check, stalwart, write  # noqa: F401
@@ -59,6 +61,7 @@ def test_sni_map_to_upstreams_is_followed_to_their_servers():
     assert mail.sends_origin is not None and mail.sends_origin.line == line_of(SNI_MAP, "proxy_protocol on")
 
 
+@pytest.mark.lab
 def test_host_port_values_regex_keys_and_hostnames(tmp_path):
     path = stream(tmp_path, """
         stream {
@@ -89,6 +92,7 @@ def test_host_port_values_regex_keys_and_hostnames(tmp_path):
     assert all(route.tls_to_server for route in config.routes)
 
 
+@pytest.mark.lab
 def test_server_port_is_the_listen_port_in_values_and_in_proxy_pass(tmp_path):
     path = stream(tmp_path, """
         stream {
@@ -127,6 +131,7 @@ def test_server_port_is_the_listen_port_in_values_and_in_proxy_pass(tmp_path):
     }
 
 
+@pytest.mark.lab
 def test_map_on_server_port_gives_each_listener_its_own_value(tmp_path):
     path = stream(tmp_path, """
         stream {
@@ -153,6 +158,7 @@ def test_map_on_server_port_gives_each_listener_its_own_value(tmp_path):
     assert "PD303" not in codes(result) and "PD304" not in codes(result), result.judgements
 
 
+@pytest.mark.lab
 def test_map_in_an_included_file_and_include_inside_a_map(tmp_path):
     (tmp_path / "stream.d").mkdir()
     (tmp_path / "names.d").mkdir()
@@ -185,6 +191,7 @@ def test_map_in_an_included_file_and_include_inside_a_map(tmp_path):
     assert mail.origin.path.endswith("stream.d/map.conf") and mail.origin.line == 6
 
 
+@pytest.mark.lab
 def test_what_cannot_be_followed_stays_a_problem(tmp_path):
     path = stream(tmp_path, """
         stream {
@@ -221,6 +228,7 @@ def test_what_cannot_be_followed_stays_a_problem(tmp_path):
 # --- findings and fixes --------------------------------------------------------------------------
 
 
+@pytest.mark.lab
 def test_header_to_an_untrusting_stalwart_is_pd102_and_the_web_default_is_not_judged(tmp_path):
     config = stalwart(tmp_path, TRUSTING_NOBODY)
     path = tmp_path / "nginx.conf"
@@ -245,6 +253,7 @@ def test_header_to_an_untrusting_stalwart_is_pd102_and_the_web_default_is_not_ju
     assert "PD102" not in codes(refixed_check(path, new, config))
 
 
+@pytest.mark.lab
 def test_no_header_to_a_trusting_stalwart_is_pd101_fixed_in_the_server_block(tmp_path):
     config = stalwart(tmp_path, TRUSTING)
     path = stream(tmp_path, """
@@ -276,6 +285,7 @@ def test_no_header_to_a_trusting_stalwart_is_pd101_fixed_in_the_server_block(tmp
     assert "PD101" not in codes(refixed_check(path, new, config))
 
 
+@pytest.mark.lab
 def test_tls_terminated_and_mapped_by_sni_to_an_implicit_tls_listener_is_pd304(tmp_path, pem):  # noqa: F811
     config = stalwart(tmp_path, TRUSTING)
     path = stream(tmp_path, f"""

@@ -105,12 +105,14 @@ HAPROXY = [path for path in proxy_files() if path.suffix == ".cfg" and path.name
 NGINX = [path for path in proxy_files() if path.suffix == ".conf"]
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("name", [path.name for path in HAPROXY])
 def test_real_haproxy_configs_and_their_fixes_pass_haproxy(name, tmp_path, pem):
     real = copy_with_pem(tmp_path, pem)
     check_fixes(real, (real / name,), haproxy_accepts, stalwart_of(name))
 
 
+@pytest.mark.lab
 def test_real_split_haproxy_config_and_its_fixes_pass_haproxy(tmp_path, pem):
     real = copy_with_pem(tmp_path, pem)
     files, stalwart = SETUPS["haproxy-split"]
@@ -118,6 +120,7 @@ def test_real_split_haproxy_config_and_its_fixes_pass_haproxy(tmp_path, pem):
                 stalwart)
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("name", [str(path.relative_to(REAL)) for path in NGINX])
 def test_real_nginx_configs_and_their_fixes_pass_nginx(name, tmp_path, pem):
     real = copy_with_pem(tmp_path, pem)
@@ -182,6 +185,7 @@ def test_haproxy_use_backend_on_dst_port_reaches_only_that_port():
     assert "PD303" not in [judgement.code for judgement in result.judgements]
 
 
+@pytest.mark.lab
 def test_haproxy_address_on_the_listen_line_is_refused_like_haproxy():
     path = REAL / "haraka-listen-address.cfg"
     run = run_check(str(path))

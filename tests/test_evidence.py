@@ -117,6 +117,7 @@ def line_of(path: Path, text: str) -> int:
     return next(number for number, line in enumerate(path.read_text().splitlines(), start=1) if text in line)
 
 
+@pytest.mark.lab
 def test_one_report_holds_every_kind_of_evidence(report, lab):
     kinds = {item.get("format") for item in report["inputs"]}
     assert {"pcap", "log"} <= kinds, report["inputs"]
@@ -126,6 +127,7 @@ def test_one_report_holds_every_kind_of_evidence(report, lab):
     assert report["connections"], "the capture's connections are there"
 
 
+@pytest.mark.lab
 def test_config_says_v2_traffic_carries_none_is_pd606_citing_line_and_frames(report, lab):
     server_line = line_of(lab / "haproxy.cfg", "send-proxy-v2")
     contradictions = [finding for finding in by_code(report, "PD606") if finding["evidence"].get("configured") == "v2"]
@@ -140,6 +142,7 @@ def test_config_says_v2_traffic_carries_none_is_pd606_citing_line_and_frames(rep
     assert finding["evidence"]["frames"] == finding["first_frames"]
 
 
+@pytest.mark.lab
 def test_a_port_the_file_no_longer_binds_is_pd606(report):
     unrouted = [finding for finding in by_code(report, "PD606") if finding["evidence"].get("port") == 143]
     assert unrouted, [finding["message"] for finding in by_code(report, "PD606")]
@@ -147,6 +150,7 @@ def test_a_port_the_file_no_longer_binds_is_pd606(report):
     assert all(connections[number]["tcp"]["dst_addr"] == PROXY for number in unrouted[0]["connections"])
 
 
+@pytest.mark.lab
 def test_a_server_port_no_route_targets_is_pd606(report):
     unrouted = [finding for finding in by_code(report, "PD606") if finding["evidence"].get("server_port") == 10143]
     assert unrouted, [finding["message"] for finding in by_code(report, "PD606")]
@@ -154,6 +158,7 @@ def test_a_server_port_no_route_targets_is_pd606(report):
     assert all(connections[number]["tcp"]["src_addr"] == PROXY for number in unrouted[0]["connections"])
 
 
+@pytest.mark.lab
 def test_traffic_finding_quotes_the_log_line_of_its_connection(report, lab):
     connections = {conn["id"]: conn for conn in report["connections"]}
     to_postfix = [finding for finding in report["findings"] if finding["code"] in ("PD101", "PD401")
@@ -163,6 +168,7 @@ def test_traffic_finding_quotes_the_log_line_of_its_connection(report, lab):
     assert any(line.startswith(f"{lab / 'haproxy.log'}:{session}: ") for line in to_postfix[0]["evidence"]["log_lines"])
 
 
+@pytest.mark.lab
 def test_stalwart_seeing_the_proxy_as_client_is_pd201_matched_to_the_leg(lab, report, tmp_path):
     """Stalwart's log (a line as its text tracer writes it) names the proxy's address as
     the client: the capture says that address is the proxy, and which leg it was."""
@@ -184,6 +190,7 @@ def test_stalwart_seeing_the_proxy_as_client_is_pd201_matched_to_the_leg(lab, re
     assert leg["id"] in pd201[0]["evidence"]["connections_matched"]
 
 
+@pytest.mark.lab
 def test_config_finding_cites_the_bind_line(report, lab):
     bind_line = line_of(lab / "haproxy.cfg", "accept-proxy")
     cited = [finding for finding in by_code(report, "PD109")
@@ -191,6 +198,7 @@ def test_config_finding_cites_the_bind_line(report, lab):
     assert cited, [finding["evidence"] for finding in by_code(report, "PD109")]
 
 
+@pytest.mark.lab
 def test_log_finding_cites_its_connections(report):
     from_log = [finding for finding in by_code(report, "PD109") if "log_lines" in finding["evidence"]]
     assert from_log, "HAProxy logged the plain client on its accept-proxy bind"
@@ -200,6 +208,7 @@ def test_log_finding_cites_its_connections(report):
     assert {connections[number]["tcp"]["dst_port"] for number in matched} == {587}
 
 
+@pytest.mark.lab
 def test_findings_are_one_sorted_list_and_the_summary_counts_them(report):
     order = ("error", "warning", "info")
     keys = [(order.index(finding["severity"]), finding["code"]) for finding in report["findings"]]
@@ -210,6 +219,7 @@ def test_findings_are_one_sorted_list_and_the_summary_counts_them(report):
     assert report["summary"]["infos"] == severities.count("info")
 
 
+@pytest.mark.lab
 def test_a_file_of_no_known_kind_is_one_line_and_the_others_are_reported(lab, tmp_path):
     junk = tmp_path / "notes.txt"
     junk.write_text("the proxy is broken, please help\n")
@@ -222,6 +232,7 @@ def test_a_file_of_no_known_kind_is_one_line_and_the_others_are_reported(lab, tm
     assert by_code(document, "PD606") and document["proxy_configs"] and document["logs"]
 
 
+@pytest.mark.lab
 def test_markdown_renders_and_anonymize_covers_every_kind(lab):
     result = run("analyze", str(lab / "cap.pcap"), str(lab / "haproxy.cfg"), str(lab / "haproxy.log"),
                  "--format", "markdown", "--anonymize", "--fail-on", "never")
@@ -238,6 +249,7 @@ def test_markdown_renders_and_anonymize_covers_every_kind(lab):
 # --- classify -------------------------------------------------------------------------------
 
 
+@pytest.mark.lab
 def test_classify_by_content(lab):
     assert classify((lab / "cap.pcap").read_bytes()[:4096]) == "capture"
     assert classify((lab / "haproxy.cfg").read_bytes()) == "config"
@@ -283,6 +295,7 @@ def test_a_log_line_and_a_connection_meet_within_the_window_on_the_same_port(mil
     assert same_event(event, conn, PortNames({})) == expected
 
 
+@pytest.mark.lab
 def test_a_capture_through_a_pipe_is_read_once_by_the_capture_reader(lab):
     """Process substitution (`analyze <(tcpdump -w -) haproxy.cfg`): the kind is not sniffed
     from a pipe, whose first bytes would be gone for the capture reader."""

@@ -19,6 +19,7 @@ REGRESSIONS = sorted((REPO / "tests" / "fuzz" / "regressions").glob("*.bin"))
 RUNS = {"report": 300, "stalwart": 1000, "recognise": 1500}  # the slow ones get fewer
 
 
+@pytest.mark.fuzz
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_fuzz_target_bounded(target, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), PROXYDIAG_FUZZ_DIR=str(tmp_path), PROXYDIAG_FUZZ_SCRATCH=str(tmp_path))

@@ -23,6 +23,8 @@ from tests import hostile_lab as lab_module
 from tests.hostile_lab import CLIENT, EHLO, HAPROXY, HOSTNAME, NGINX, PASSWORD, REQUEST_PATH, SNI, USER
 from tests.test_hostile import check_properties, run
 
+pytestmark = [pytest.mark.lab]
+
 REPO = Path(__file__).resolve().parent.parent
 SGR = re.compile(r"\x1b\[[0-9;]*m")
 LAB_ADDRESS = re.compile(r"127\.70\.\d{1,3}\.\d{1,3}")

@@ -136,6 +136,7 @@ def peak_rss_kib(capture: Path, bound: int, *options: str) -> int:
     return usage.ru_maxrss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [(), ("--format", "json", "--anonymize"), ("-v",), ("-v", "--anonymize")],
                          ids=["json", "json-anonymized", "rich-all-connections", "rich-all-connections-anonymized"])
 def test_memory_stays_flat_when_the_capture_grows(tmp_path, options):

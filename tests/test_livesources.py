@@ -8,6 +8,7 @@ import struct
 import threading
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -65,6 +66,7 @@ def frames_of(source, seconds: float) -> list:
     return frames
 
 
+@pytest.mark.lab
 def test_the_packet_socket_sees_each_loopback_frame_once_with_the_kernels_time():
     address = ("127.0.0.77", 12399)
     source = PacketSocket("lo", f"tcp port {address[1]}")
@@ -77,6 +79,7 @@ def test_the_packet_socket_sees_each_loopback_frame_once_with_the_kernels_time()
     assert source.dropped == 0
 
 
+@pytest.mark.lab
 def test_tcpdump_is_the_source_where_it_is_installed_and_stops_cleanly():
     address = ("127.0.0.78", 12398)
     source = open_source("lo", f"tcp port {address[1]}")

@@ -163,6 +163,7 @@ stream {{
 
 # --- real HAProxy and nginx -------------------------------------------------------------
 
+@pytest.mark.lab
 @pytest.mark.parametrize("form", ["raw", "rfc5424"])
 def test_haproxy_accept_proxy_from_plain_clients_is_pd109(haproxy_logs, form):
     read = read_log(haproxy_logs[form].read_bytes(), str(haproxy_logs[form]))
@@ -177,6 +178,7 @@ def test_haproxy_accept_proxy_from_plain_clients_is_pd109(haproxy_logs, form):
     assert all(event.timestamp is not None and event.timestamp.tzinfo for event in read.events)
 
 
+@pytest.mark.lab
 def test_haproxy_broken_header_is_pd103_not_pd109(haproxy_logs):
     read = read_log(haproxy_logs["raw"].read_bytes(), "haproxy.log")
     findings = judge(read.events).findings
@@ -184,11 +186,13 @@ def test_haproxy_broken_header_is_pd103_not_pd109(haproxy_logs):
     assert pd103 and "invalid PROXY protocol header" in pd103[0].evidence["log_lines"][0]
 
 
+@pytest.mark.lab
 def test_haproxy_rfc5424_stamp_carries_the_zone(haproxy_logs):
     read = read_log(haproxy_logs["rfc5424"].read_bytes(), "haproxy.log")
     assert read.events and not any(event.tz_assumed for event in read.events)
 
 
+@pytest.mark.lab
 def test_nginx_broken_header_is_pd109_and_a_broken_proxy_line_pd103(nginx_error_log):
     read = read_log(nginx_error_log.read_bytes(), str(nginx_error_log))
     broken = [event for event in read.events if event.event == "nginx.broken-header"]
@@ -201,6 +205,7 @@ def test_nginx_broken_header_is_pd109_and_a_broken_proxy_line_pd103(nginx_error_
     assert "PD103" in codes(findings)
 
 
+@pytest.mark.lab
 def test_cli_on_real_logs_quotes_lines_without_terminal_control(nginx_error_log, haproxy_logs):
     result = subprocess.run(
         [sys.executable, "-m", "proxydiag", "logs", str(nginx_error_log), str(haproxy_logs["raw"]), "--format", "rich"],

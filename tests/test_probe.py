@@ -55,6 +55,7 @@ def servers(lab) -> dict:
                       f"{SERVER}:10143", f"{SERVER}:10993")
 
 
+@pytest.mark.lab
 def test_postfix_without_proxy_greets_and_answers_headers_as_commands(servers):
     target = by_target(servers)[f"{SERVER}:25"]
     verdict = target["verdict"]
@@ -67,6 +68,7 @@ def test_postfix_without_proxy_greets_and_answers_headers_as_commands(servers):
     assert codes(servers, f"{SERVER}:25") == {"PD106"}  # a public port: a chain's header would be read as commands
 
 
+@pytest.mark.lab
 def test_postfix_with_upstream_proxy_protocol_waits_for_a_header(servers):
     target = by_target(servers)[f"{SERVER}:10025"]
     verdict = target["verdict"]
@@ -77,6 +79,7 @@ def test_postfix_with_upstream_proxy_protocol_waits_for_a_header(servers):
     assert "PD301" in codes(servers, f"{SERVER}:10025") and "PD102" not in codes(servers, f"{SERVER}:10025")
 
 
+@pytest.mark.lab
 def test_dovecot_without_proxy_is_pd102_on_a_server_port(servers):
     # 143 here is Dovecot's plain listener: a public port, so the header answered is PD106 there.
     target = by_target(servers)[f"{SERVER}:143"]
@@ -84,6 +87,7 @@ def test_dovecot_without_proxy_is_pd102_on_a_server_port(servers):
     assert "v2" in target["verdict"]["headers_answered_as_commands"]
 
 
+@pytest.mark.lab
 def test_dovecot_haproxy_listener_trusts_the_probing_host(servers):
     target = by_target(servers)[f"{SERVER}:10143"]
     verdict = target["verdict"]
@@ -94,6 +98,7 @@ def test_dovecot_haproxy_listener_trusts_the_probing_host(servers):
     assert not codes(servers, f"{SERVER}:10143") & {"PD102", "PD109", "PD110", "PD401"}
 
 
+@pytest.mark.lab
 def test_dovecot_haproxy_listener_cuts_an_untrusted_host(lab):
     document = probe_json("--source", PROBE_UNTRUSTED, f"{SERVER}:10143")
     (target,) = document["targets"]
@@ -103,6 +108,7 @@ def test_dovecot_haproxy_listener_cuts_an_untrusted_host(lab):
     assert all(step["local"].startswith(f"{PROBE_UNTRUSTED}:") for step in target["steps"])
 
 
+@pytest.mark.lab
 def test_implicit_tls_dovecot_port(servers):
     target = by_target(servers)[f"{SERVER}:10993"]
     verdict = target["verdict"]
@@ -118,6 +124,7 @@ def fronts(lab) -> dict:
                       f"{NGINX}:25", f"{NGINX}:587", f"{STUNNEL}:465", f"{HAPROXY}:2525")
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("front", [f"{HAPROXY}:25", f"{HAPROXY}:587", f"{HAPROXY}:143", f"{NGINX}:25"])
 def test_front_ports_that_send_a_header_or_none_greet_at_once(fronts, front):
     target = by_target(fronts)[front]
@@ -126,6 +133,7 @@ def test_front_ports_that_send_a_header_or_none_greet_at_once(fronts, front):
     assert codes(fronts, front) == {"PD106"}
 
 
+@pytest.mark.lab
 def test_stunnel_front_terminates_tls_and_greets(fronts):
     target = by_target(fronts)[f"{STUNNEL}:465"]
     verdict = target["verdict"]
@@ -133,12 +141,14 @@ def test_stunnel_front_terminates_tls_and_greets(fronts):
     assert verdict["starttls_offered"] is True  # Postfix behind stunnel's v1 header cannot know the client used TLS
 
 
+@pytest.mark.lab
 def test_nginx_listen_proxy_protocol_demands_a_header_from_clients(fronts):
     target = by_target(fronts)[f"{NGINX}:587"]
     assert outcomes(target)["none"] == "cut" and target["verdict"]["expects_header"] is True
     assert "PD109" in codes(fronts, f"{NGINX}:587")
 
 
+@pytest.mark.lab
 def test_haproxy_inspect_delay_waits_for_the_client(fronts):
     target = by_target(fronts)[f"{HAPROXY}:2525"]
     assert outcomes(target)["none"] == "greets-after-client-spoke"
@@ -147,6 +157,7 @@ def test_haproxy_inspect_delay_waits_for_the_client(fronts):
     assert "tcp-request" in finding["fix"]
 
 
+@pytest.mark.lab
 def test_rich_and_markdown_views(lab):
     rich = run_probe("--source", PROBE_TRUSTED, f"{HAPROXY}:2525")
     assert rich.returncode == 1 and "PD110 proxy-waits-for-client" in rich.stdout and "\x1b" not in rich.stdout
@@ -156,6 +167,7 @@ def test_rich_and_markdown_views(lab):
     assert "### INFO PD301 tls-flag-lost" in markdown.stdout and "PROXY TCP4 192.0.2.1 192.0.2.10 40000 10025" in markdown.stdout
 
 
+@pytest.mark.lab
 def test_written_capture_is_read_by_analyze(lab, tmp_path):
     written = tmp_path / "probe.pcap"
     result = run_probe("--source", PROBE_TRUSTED, "-w", str(written), "--fail-on", "never", f"{SERVER}:10025")

@@ -99,6 +99,7 @@ if FRESH:
         assert stable(json.loads((fresh_captures / "manifest.json").read_text())) == stable(MANIFEST)
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("entry", MANIFEST, ids=ENTRY_IDS)
 def test_headers_match_wireshark(capture_dir, entry):
     path = capture_dir / entry["file"]

@@ -303,6 +303,7 @@ def test_analyze_refuses_jsonl_in_one_line():
 
 # --- live ------------------------------------------------------------------------------
 
+@pytest.mark.lab
 def test_sigterm_ends_the_capture_with_the_final_report(tmp_path):
     with running_lab():
         sniffer = start_sniff("-f", LAB_FILTER, "-F", "json", "--fail-on", "never")
@@ -317,6 +318,7 @@ def test_sigterm_ends_the_capture_with_the_final_report(tmp_path):
         == {f"{HAPROXY}:25", HEALTHY}
 
 
+@pytest.mark.lab
 def test_prometheus_scrapes_the_counters_and_alerts_on_the_broken_listener(tmp_path):
     rules = """groups:
 - name: proxydiag
@@ -389,6 +391,8 @@ def generate(stop: threading.Event, rate: float, broken_every: int) -> int:
     return sessions
 
 
+@pytest.mark.soak
+@pytest.mark.lab
 def test_a_bounded_run_streams_parseable_events_in_flat_memory_and_agrees_with_analyze(tmp_path):
     seconds = sensor_seconds()
     written, events_path = tmp_path / "run.pcap", tmp_path / "events.jsonl"
@@ -438,6 +442,7 @@ def fenced(language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", SENSOR_DOC.read_text(), re.M | re.S)
 
 
+@pytest.mark.lab
 def test_the_documented_prometheus_config_and_rules_pass_promtool(tmp_path):
     config, rules = fenced("yaml")
     (tmp_path / "prometheus.yml").write_text(config)
@@ -449,6 +454,7 @@ def test_the_documented_prometheus_config_and_rules_pass_promtool(tmp_path):
     assert 'proxydiag_findings_total{code="PD101"}' in rules and "for: 5m" in rules
 
 
+@pytest.mark.lab
 def test_the_documented_systemd_unit_verifies(tmp_path):
     (unit,) = fenced("ini")
     executable = Path(sys.executable).parent / "proxydiag"

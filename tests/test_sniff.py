@@ -12,6 +12,8 @@ import pytest
 from proxydiag.proxy_protocol import build_v2
 from tests.daemons import wait_capturing
 
+pytestmark = [pytest.mark.lab]
+
 
 def serve_smtp_once(server: socket.socket) -> None:
     conn, _ = server.accept()

@@ -145,6 +145,7 @@ def haproxy_config(snippet: str) -> str:
     return HAPROXY_PRELUDE + body.rstrip("\n") + "\n" + stubs + probe
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("snippet", of("haproxy"), ids=lambda snippet: snippet.id)
 def test_haproxy_snippet_passes_haproxy_check(snippet, tmp_path, certificate):
     config = tmp_path / "haproxy.cfg"
@@ -185,6 +186,7 @@ def downgraded(snippet: Snippet, installed: tuple[int, ...]) -> str:
     return text
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("snippet", of("nginx"), ids=lambda snippet: snippet.id)
 def test_nginx_snippet_passes_nginx_t(snippet, tmp_path, certificate):
     installed = installed_version(["nginx", "-v"], r"nginx/([\d.]+)")
@@ -219,6 +221,7 @@ def stunnel_config(snippet: str, scratch: Path) -> str:
     return f"foreground = yes\npid = {scratch}/stunnel.pid\n{body}"
 
 
+@pytest.mark.lab
 @pytest.mark.parametrize("snippet", of("stunnel"), ids=lambda snippet: snippet.id)
 def test_stunnel_snippet_passes_stunnel_configuration(snippet, tmp_path, certificate):
     config = tmp_path / "stunnel.conf"
