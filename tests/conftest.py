@@ -42,7 +42,7 @@ def pytest_report_header(config):
 # the fast tier must pass on a machine that has only the Python packages.
 LAB_PROGRAMS = frozenset({
     "haproxy", "nginx", "stunnel", "stunnel4", "postfix", "postconf", "dovecot", "doveadm", "tcpdump", "tshark",
-    "dumpcap", "editcap", "swaks", "curl", "openssl", "socat", "caddy", "prometheus", "promtool", "chromium",
+    "dumpcap", "editcap", "swaks", "curl", "openssl", "socat", "caddy", "prometheus", "promtool", "chromium", "systemd-analyze",
 })
 _current: dict[str, pytest.Item | None] = {"item": None}
 
