@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proxydiag.proxy_protocol import PP2_TYPE_NOOP, build_tlv, build_v2  # noqa: E402
+from proxydiag.parsers.proxy_protocol import PP2_TYPE_NOOP, build_tlv, build_v2  # noqa: E402
 
 ETHER = b"\x00" * 12 + b"\x08\x00"
 SYN, FIN_ACK, SYN_ACK, ACK, PUSH_ACK = 0x02, 0x11, 0x12, 0x10, 0x18

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from proxydiag.analysis import Settings, diagnose
+from proxydiag.pipeline.analysis import Settings, diagnose
 from proxydiag.report import rich as rich_report
 
 DOCS = Path(__file__).resolve().parent

@@ -25,10 +25,11 @@ from proxydiag import __version__
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from proxydiag import configs, evidence
-    from proxydiag.analysis import Settings
-    from proxydiag.logs.document import LogAnalysis
-    from proxydiag.model import Analysis
+    from proxydiag.facts.model import Analysis
+    from proxydiag.pipeline import evidence
+    from proxydiag.pipeline.analysis import Settings
+    from proxydiag.pipeline.check import CheckResult
+    from proxydiag.pipeline.logs import LogAnalysis
 
 EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 # Click's usage error, whichever click typer carries (its own copy in newer versions).
@@ -147,9 +148,9 @@ class ReportOptions:
 
 def _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay, greeting_timeout,
               internal_clients) -> Settings:
-    from proxydiag.analysis import Settings
-    from proxydiag.expectations import ExpectationError
-    from proxydiag.stalwart_config import ConfigError
+    from proxydiag.configs.stalwart import ConfigError
+    from proxydiag.facts.expectations import ExpectationError
+    from proxydiag.pipeline.analysis import Settings
 
     try:
         return Settings.from_options(
@@ -201,13 +202,13 @@ def analyze(
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 an input
     could not be read (the report still covers what was readable).
     """
-    from proxydiag import evidence
+    from proxydiag.pipeline import evidence
 
     if not files and stalwart_config is None:
         fail("give at least one capture file (or '-' for standard input), or --stalwart-config FILE")
-    from proxydiag.analysis import diagnose
-    from proxydiag.progress import ProgressBar
-    from proxydiag.shards import ShardError
+    from proxydiag.pipeline.analysis import diagnose
+    from proxydiag.pipeline.progress import ProgressBar
+    from proxydiag.pipeline.shards import ShardError
 
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
                          greeting_timeout, internal_clients)
@@ -223,8 +224,8 @@ def analyze(
 
 
 def _jobs(value: str, captures: list[str]) -> int:
-    """--jobs: a positive number, or auto (proxydiag.shards.resolve_jobs)."""
-    from proxydiag.shards import resolve_jobs
+    """--jobs: a positive number, or auto (proxydiag.pipeline.shards.resolve_jobs)."""
+    from proxydiag.pipeline.shards import resolve_jobs
 
     if value != "auto" and not (value.isdigit() and int(value) > 0):
         fail(f"--jobs takes a positive number or auto, not {value!r}")
@@ -235,8 +236,8 @@ def _read_logs(paths: list[str], proxies: frozenset[str]) -> LogAnalysis:
     """Log files read and judged, knowing which addresses are proxies."""
     from datetime import datetime, timezone
 
-    from proxydiag.logs.document import analyze_logs
-    from proxydiag.logs.judge import LogOptions
+    from proxydiag.pipeline.logs import analyze_logs
+    from proxydiag.rules.logs import LogOptions
 
     return analyze_logs(paths, _read_input, LogOptions(proxy_addresses=proxies),
                         datetime.now().astimezone().tzinfo or timezone.utc)
@@ -245,9 +246,10 @@ def _read_logs(paths: list[str], proxies: frozenset[str]) -> LogAnalysis:
 def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, settings: Settings) -> tuple[dict, list[str]]:
     """The configurations and logs beside the captures, combined into the analysis; and
     one line for each file that could not be read."""
-    from proxydiag import configs, evidence
+    from proxydiag.pipeline import evidence
+    from proxydiag.pipeline.check import check_configurations
 
-    checked = configs.check(inputs.configs, settings.stalwart) if inputs.configs else None
+    checked = check_configurations(inputs.configs, settings.stalwart) if inputs.configs else None
     proxies = evidence.proxy_addresses(analysis.connections, checked.configs if checked else [])
     logs = _read_logs(inputs.logs, proxies) if inputs.logs else None
     unread = [str(error) for error in checked.errors] if checked else []
@@ -317,10 +319,10 @@ def sniff(
     """
     import contextlib
 
-    from proxydiag import sensor
-    from proxydiag.analysis import Reader, analyze_live, judge_analysis
-    from proxydiag.store import LIVE_HELD, ConnectionStore
-    from proxydiag.live import MAIL_FILTER, LiveCapture, LiveError
+    from proxydiag.capture.live import MAIL_FILTER, LiveCapture, LiveError
+    from proxydiag.facts.store import LIVE_HELD, ConnectionStore
+    from proxydiag.pipeline import sensor
+    from proxydiag.pipeline.analysis import Reader, analyze_live, judge_analysis
 
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
                          greeting_timeout, internal_clients)
@@ -356,7 +358,7 @@ def sniff(
 
 def _rotation(write: Path | None, megabytes: float | None, seconds: float | None, count: int | None):
     """tcpdump's -C/-G/-W, checked."""
-    from proxydiag.live import Rotation
+    from proxydiag.capture.live import Rotation
 
     if write is None and (megabytes or seconds or count):
         fail("-C, -G and -W rotate the -w file: give -w FILE too")
@@ -370,7 +372,7 @@ def _rotation(write: Path | None, megabytes: float | None, seconds: float | None
 def _sensor_sinks(format: SniffFormat, output: Path | None, anonymize: bool, metrics: str | None):
     """Where sniff's events go: the findings line by line (stdout for the rich report on a
     terminal, else stderr), the jsonl stream, the exporter. Also the jsonl sink, if any."""
-    from proxydiag import sensor
+    from proxydiag.pipeline import sensor
     from proxydiag.report.anonymize import Anonymizer
 
     anonymizer = Anonymizer() if anonymize else None
@@ -393,7 +395,7 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
             unread: Sequence[str] = ()) -> None:
     """Say what could not be read, render the report, and leave with the exit code.
     `extra`: what configurations and logs beside the captures add to the document."""
-    from proxydiag.evidence import add_to_document
+    from proxydiag.pipeline.evidence import add_to_document
     from proxydiag.report import json as json_report
     from proxydiag.report.anonymize import anonymize as anonymize_document
     from proxydiag.report.anonymize import anonymize_listing, anonymize_streamed
@@ -537,10 +539,12 @@ def probe(
     not be probed (not resolvable, refused, unreachable, never answering).
     """
     from proxydiag import probe as probe_module
-    from proxydiag import probe_judge, probe_pcap, probe_steps
+    from proxydiag.probe import pcap as probe_pcap
+    from proxydiag.probe import steps as probe_steps
     from proxydiag.report import json as json_report
     from proxydiag.report import probe as probe_report
     from proxydiag.report.views import told
+    from proxydiag.rules import probe as probe_judge
 
     if timeout <= 0:
         fail("--timeout must be more than 0 seconds")
@@ -631,7 +635,7 @@ def logs(
 
 def _read_input(path: str) -> bytes:
     """A log's bytes (read whole, so bounded: LOG_READ_LIMIT)."""
-    from proxydiag.userinput import LOG_READ_LIMIT, read_file_bounded
+    from proxydiag.parsers.userinput import LOG_READ_LIMIT, read_file_bounded
 
     if path == "-":
         data = sys.stdin.buffer.read(LOG_READ_LIMIT + 1)
@@ -671,10 +675,11 @@ def check(
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a file
     could not be read (the others are still checked).
     """
-    from proxydiag import configs, evidence
+    from proxydiag.configs.stalwart import ConfigError
+    from proxydiag.configs.stalwart import load as load_stalwart
+    from proxydiag.pipeline import evidence
+    from proxydiag.pipeline.check import check_configurations
     from proxydiag.report.views import told
-    from proxydiag.stalwart_config import ConfigError
-    from proxydiag.stalwart_config import load as load_stalwart
 
     try:
         stalwart = load_stalwart(str(stalwart_config)) if stalwart_config else None
@@ -683,7 +688,7 @@ def check(
     # Log files beside the configurations are read too (their findings join the report);
     # anything else goes to the configuration readers, which say what it is not.
     inputs = evidence.sort_inputs(files, evidence.read_head) if kind is None else evidence.Sorted(configs=list(files))
-    result = configs.check([*inputs.configs, *inputs.captures], stalwart, kind, server_address)
+    result = check_configurations([*inputs.configs, *inputs.captures], stalwart, kind, server_address)
     if inputs.logs:
         _check_with_logs(result, inputs.logs, ReportOptions(format, output, False, True, False, fail_on))
     for error in result.errors:
@@ -696,11 +701,11 @@ def check(
     raise typer.Exit(_findings_exit_code(result, fail_on))
 
 
-def _check_with_logs(result: configs.CheckResult, logs: list[str], options: ReportOptions) -> None:
+def _check_with_logs(result: CheckResult, logs: list[str], options: ReportOptions) -> None:
     """`check` with log files: one report of the configurations and the log lines (as
     `analyze` gives it without a capture), and its exit code."""
-    from proxydiag import evidence
-    from proxydiag.model import Analysis
+    from proxydiag.facts.model import Analysis
+    from proxydiag.pipeline import evidence
 
     analysis = Analysis()
     read = _read_logs(logs, evidence.proxy_addresses([], result.configs))
@@ -732,10 +737,10 @@ def decode(
     Exit codes: 0 a valid header, 1 not a header or one that breaks the specification,
     2 the input could not be read as bytes.
     """
-    from proxydiag import proxy_protocol
+    from proxydiag.parsers import proxy_protocol
+    from proxydiag.parsers.userinput import InputError, bytes_from_input, bytes_from_text, read_bounded
     from proxydiag.report import json as json_report
     from proxydiag.report import text as text_report
-    from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text, read_bounded
 
     more = False
     try:
@@ -766,7 +771,7 @@ def decode(
 def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code (PD301) or its slug (tls-flag-lost).")) -> None:
     """The finding's page: what it means, why Stalwart cares, how to confirm it, and the
     fix for HAProxy, nginx, Traefik, Caddy, Envoy, cloud load balancers and Stalwart."""
-    from proxydiag import catalog
+    from proxydiag.rules import catalog
 
     page = catalog.find_page(code)
     if page is None:
@@ -786,7 +791,7 @@ def list_rules(format: PlainFormat = typer.Option(PlainFormat.rich, "--format", 
     """The findings catalog: code, slug, severity and one line each."""
     import json
 
-    from proxydiag import catalog
+    from proxydiag.rules import catalog
 
     # The pages and the rules name the same findings (tests/test_catalog.py): no need to load the rules.
     rows = [

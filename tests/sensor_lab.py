@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.daemons import DaemonLab, LabError, start_haproxy, start_postfix, lab_address
+from tests.daemons import DaemonLab, LabError, lab_address, start_haproxy, start_postfix
 
 SERVER, HAPROXY, CLIENT, PROMETHEUS = (lab_address("sensor", host) for host in (10, 20, 1, 2))
 HEALTHY, BROKEN = f"{SERVER}:10025", f"{SERVER}:10587"  # the listeners behind HAProxy's 25 and 587

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from proxydiag import proxy_protocol as pp
+from proxydiag.parsers import proxy_protocol as pp
 from tests.craft import Conversation, write_pcap
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,7 +87,7 @@ def test_cloud_ids_shown_plainly_and_never_with_anonymize(case, tmp_path):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from proxydiag.redact import header_evidence  # noqa: E402
+from proxydiag.parsers.header_evidence import header_evidence  # noqa: E402
 from proxydiag.report.anonymize import anonymize  # noqa: E402
 
 

@@ -11,9 +11,9 @@ import dpkt
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
+import pytest
 from synthetic import generate  # noqa: E402
 
-import pytest
 pytestmark = [pytest.mark.slow]
 
 

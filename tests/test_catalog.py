@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from proxydiag import catalog
-from proxydiag.rules import ALL_RULES
+from proxydiag.rules import catalog
+from proxydiag.rules.registry import ALL_RULES
 
 HEADINGS = ["What it means", "Why Stalwart cares", "How to confirm", "Fix on the proxy", "Fix on Stalwart", "See also"]
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.daemons import lab_address, need
 from tests.stalwart_configs import stalwart_toml
 

@@ -10,7 +10,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from proxydiag.proxy_protocol import PP2_TYPE_SSL, build_ssl_value, build_v2
+from proxydiag.parsers.proxy_protocol import PP2_TYPE_SSL, build_ssl_value, build_v2
 
 CLIENT, SERVER = "10.1.0.2", "10.1.0.3"
 SECRET = "Tr0ub4dor&3xample"

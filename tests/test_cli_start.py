@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = "0d0a0d0a000d0a515549540a2111000ccb007107c000020a9c40001900"
 # pydantic: typer 0.29 imports it for every command with a parameter (about 100 ms); pyproject keeps typer below it.
-HEAVY = ("proxydiag.analysis", "proxydiag.rules", "proxydiag.flows", "proxydiag.shards", "scapy", "rich.markdown",
+HEAVY = ("proxydiag.pipeline.analysis", "proxydiag.rules.registry", "proxydiag.capture.flows", "proxydiag.pipeline.shards", "scapy", "rich.markdown",
          "pydantic", "prometheus_client")
 
 
@@ -37,4 +37,4 @@ def test_light_commands_leave_the_analysis_unimported(args):
 
 def test_analyze_still_imports_what_it_needs(tmp_path):
     modules = imported_modules("analyze", "--format", "json", str(tmp_path / "missing.pcap"), ok=(2,))
-    assert {"proxydiag.analysis", "proxydiag.rules", "proxydiag.flows"} <= modules
+    assert {"proxydiag.pipeline.analysis", "proxydiag.rules.registry", "proxydiag.capture.flows"} <= modules

@@ -4,7 +4,6 @@ fixes printed for them applied and checked by the same programs."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,8 @@ from hypothesis import strategies as st
 from proxydiag import configs
 from proxydiag.configs import fixes, haproxy
 from proxydiag.configs.model import ConfigReadError
-from proxydiag.stalwart_config import load as load_stalwart
+from proxydiag.configs.stalwart import load as load_stalwart
+from proxydiag.pipeline.check import check_configurations
 from tests.daemons import need
 from tests.stalwart_configs import stalwart_toml
 
@@ -97,7 +97,7 @@ def refixed_check(original: Path, new: Path, stalwart_config=None):
     saved = original.read_text()
     original.write_text(text)
     try:
-        return configs.check([str(original)], stalwart_config)
+        return check_configurations([str(original)], stalwart_config)
     finally:
         original.write_text(saved)
 
@@ -178,7 +178,7 @@ def test_haproxy_mistake_found_and_its_fix_checked_by_haproxy(code, tmp_path, pe
     path = write(tmp_path, "haproxy.cfg", haproxy_cfg(HAPROXY_CASES[code].replace("PEM", str(pem))))
     haproxy_accepts(path)
     config = stalwart(tmp_path)
-    result = configs.check([str(path)], config)
+    result = check_configurations([str(path)], config)
     assert code in codes(result)
     judgement = next(j for j in result.judgements if j.code == code)
     assert str(path) in str(judgement.evidence)
@@ -205,7 +205,7 @@ def test_haproxy_correct_setup_has_no_error(tmp_path, pem):
             server s1 {SERVER}:10465 send-proxy-v2
         """))
     haproxy_accepts(path)
-    result = configs.check([str(path)], stalwart(tmp_path))
+    result = check_configurations([str(path)], stalwart(tmp_path))
     assert result.errors == [] and codes(result) == []
 
 
@@ -308,7 +308,7 @@ def test_nginx_mistake_found_and_its_fix_checked_by_nginx(code, tmp_path, pem):
     path = write(tmp_path, "nginx.conf", nginx_conf(NGINX_CASES[code].replace("PEM", str(pem))))
     nginx_accepts(path)
     config = stalwart(tmp_path)
-    result = configs.check([str(path)], config)
+    result = check_configurations([str(path)], config)
     assert code in codes(result), result.judgements
     new = fixed(path, result, code)
     nginx_accepts(new)
@@ -356,7 +356,7 @@ def test_nginx_includes_http_and_mail(tmp_path, pem):
     assert {f.port for f in config.listeners} == {25, 110, 443}
     https = next(route for route in config.routes if route.front and route.front.port == 443)
     assert (https.sends, https.server_port, https.front.tls_terminated) == ("none", 10443, True)
-    result = configs.check([str(path)], stalwart(tmp_path))
+    result = check_configurations([str(path)], stalwart(tmp_path))
     assert "PD209" in codes(result) and "PD109" in codes(result)  # public 25 to 10025; mail listen proxy_protocol
 
 
@@ -389,8 +389,8 @@ def test_stunnel_v1_behind_tls(tmp_path, pem):
     stunnel_accepts(path)
     config = configs.load(str(path))
     assert config.kind == "stunnel"
-    assert "PD302" in codes(configs.check([str(path)]))  # stunnel terminates TLS, v1 cannot say so
-    result = configs.check([str(path)], stalwart(tmp_path))
+    assert "PD302" in codes(check_configurations([str(path)]))  # stunnel terminates TLS, v1 cannot say so
+    result = check_configurations([str(path)], stalwart(tmp_path))
     judgement = next(j for j in result.judgements if j.code == "PD302")
     assert "config.toml:" in judgement.evidence["stalwart"] and "stunnel.conf:5" in judgement.evidence["proxy"]
     assert judgement.edits == () and "10993" in judgement.advice  # stunnel has no v2: pass TLS through
@@ -408,7 +408,7 @@ def test_stunnel_terminating_to_plain_listener(tmp_path, pem):
         local = {PROXY}
         """))
     stunnel_accepts(path)
-    result = configs.check([str(path)], stalwart(tmp_path))
+    result = check_configurations([str(path)], stalwart(tmp_path))
     assert "PD101" in codes(result)  # Stalwart trusts the source: a header is required
     new = fixed(path, result, "PD101")
     stunnel_accepts(new)
@@ -434,13 +434,13 @@ def test_two_hops_both_adding_headers(tmp_path):
         """))
     haproxy_accepts(outer)
     haproxy_accepts(inner)
-    result = configs.check([str(outer), str(inner)])
+    result = check_configurations([str(outer), str(inner)])
     assert "PD106" in codes(result)
     new = fixed(inner, result, "PD106")
     haproxy_accepts(new)
     text = new.read_text()
     inner.write_text(text)
-    assert "PD106" not in codes(configs.check([str(outer), str(inner)]))
+    assert "PD106" not in codes(check_configurations([str(outer), str(inner)]))
 
 
 # --- bad input -----------------------------------------------------------------------------

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from proxydiag import configs
 from proxydiag.configs import fixes
-from proxydiag.stalwart_config import load as load_stalwart
+from proxydiag.configs.stalwart import load as load_stalwart
+from proxydiag.pipeline.check import check_configurations
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "tests" / "configs_real"
@@ -107,7 +107,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 def check(tmp_path: Path, text: str, stalwart_text: str | None = STALWART_MAIL_TRUST, *others: Path):
     path = write(tmp_path, "compose.yaml", text)
     stalwart = load_stalwart(str(write(tmp_path, "config.toml", stalwart_text))) if stalwart_text else None
-    result = configs.check([str(path), *map(str, others)], stalwart)
+    result = check_configurations([str(path), *map(str, others)], stalwart)
     assert not result.errors, [str(error) for error in result.errors]
     return path, result
 
@@ -141,7 +141,7 @@ def fixed_labels(path: Path, judgement) -> list[str]:
 
 def test_stalwart_docs_compose_routes_with_the_static_file(tmp_path):
     path = REAL / "stalwart-docs-compose.yml"
-    result = configs.check([str(path), str(REAL / "stalwart-docs-traefik.yml")])
+    result = check_configurations([str(path), str(REAL / "stalwart-docs-traefik.yml")])
     assert not result.errors
     assert routes(result) == [
         (25, f"{STALWART_IP}:25", "v2", False, line_of(path, "services.smtp.loadbalancer.server.port")),
@@ -158,7 +158,7 @@ def test_stalwart_docs_compose_routes_with_the_static_file(tmp_path):
 
 def test_stalwart_docs_compose_alone_says_entry_points_are_unknown():
     path = REAL / "stalwart-docs-compose.yml"
-    config = configs.check([str(path)]).configs[0]
+    config = check_configurations([str(path)]).configs[0]
     assert len(config.routes) == 5 and all(route.front is None for route in config.routes)
     assert any(problem.message.startswith("router 'smtp': entry point 'smtp' is not in the files given")
                and problem.origin.line == line_of(path, "routers.smtp.entrypoints=smtp") for problem in config.problems)
@@ -166,7 +166,7 @@ def test_stalwart_docs_compose_alone_says_entry_points_are_unknown():
 
 def test_stalwart_docs_compose_with_trusting_listeners_has_no_pd102(tmp_path):
     stalwart = load_stalwart(str(write(tmp_path, "config.toml", STALWART_MAIL_TRUST)))
-    result = configs.check([str(REAL / "stalwart-docs-compose.yml"), str(REAL / "stalwart-docs-traefik.yml")], stalwart)
+    result = check_configurations([str(REAL / "stalwart-docs-compose.yml"), str(REAL / "stalwart-docs-traefik.yml")], stalwart)
     assert not result.errors
     assert [judgement.code for judgement in result.judgements] == []
 
@@ -174,7 +174,7 @@ def test_stalwart_docs_compose_with_trusting_listeners_has_no_pd102(tmp_path):
 def test_stalwart_docs_compose_with_a_global_trust_list_reaches_http_without_header(tmp_path):
     path = REAL / "stalwart-docs-compose.yml"
     stalwart = load_stalwart(str(write(tmp_path, "config.toml", STALWART_GLOBAL_TRUST)))
-    result = configs.check([str(path), str(REAL / "stalwart-docs-traefik.yml")], stalwart)
+    result = check_configurations([str(path), str(REAL / "stalwart-docs-traefik.yml")], stalwart)
     found = only(result, "PD101")
     assert found.inferred  # Traefik's own address is not in these files
     assert found.evidence["proxy"].startswith(f"{path}:{line_of(path, 'http.services.mailserver.loadbalancer.server.port')}:")
@@ -316,7 +316,7 @@ def test_missing_header_on_implicit_service_adds_a_service_named_after_the_route
     # read again, the fixed file has the header and nothing left to say
     path.write_text(fixes.apply(path.read_text(), found.edits, str(path)))
     stalwart = load_stalwart(str(tmp_path / "config.toml"))
-    again = configs.check([str(path)], stalwart)
+    again = check_configurations([str(path)], stalwart)
     assert [route.sends for route in again.configs[0].routes] == ["v2"]
     assert "PD101" not in [judgement.code for judgement in again.judgements]
 

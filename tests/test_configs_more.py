@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,7 +23,8 @@ from hypothesis import strategies as st
 from proxydiag import configs
 from proxydiag.configs import caddy, envoy, fixes, kubernetes, traefik
 from proxydiag.configs.model import ConfigReadError
-from proxydiag.stalwart_config import load as load_stalwart
+from proxydiag.configs.stalwart import load as load_stalwart
+from proxydiag.pipeline.check import check_configurations
 from tests.daemons import need
 from tests.stalwart_configs import stalwart_toml
 
@@ -44,7 +44,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 def check(tmp_path: Path, files: dict[str, str], stalwart_text: str = TRUSTING):
     paths = [str(write(tmp_path, name, text)) for name, text in files.items()]
     stalwart = load_stalwart(str(write(tmp_path, "config.toml", stalwart_text)))
-    result = configs.check(paths, stalwart)
+    result = check_configurations(paths, stalwart)
     assert not result.errors, [str(error) for error in result.errors]
     return result
 
@@ -158,7 +158,7 @@ def test_traefik_terminated_tls_fix_is_passthrough_to_implicit_tls(tmp_path):
     assert fixed["tcp"]["routers"]["submissions"]["tls"] == {"passthrough": True}
     assert fixed["tcp"]["services"]["submission"]["loadBalancer"]["servers"][0]["address"] == f"{SERVER}:10465"
     (tmp_path / "dynamic.yml").write_text(fixed_text)
-    again = configs.check([str(tmp_path / "traefik.yml"), str(tmp_path / "dynamic.yml")], result.stalwart)
+    again = check_configurations([str(tmp_path / "traefik.yml"), str(tmp_path / "dynamic.yml")], result.stalwart)
     assert {"PD301", "PD303", "PD304"}.isdisjoint(j.code for j in again.judgements)
 
 
@@ -789,8 +789,8 @@ def test_a_port_translated_on_the_way_is_no_remapped_mx_port(tmp_path):
 
     on_25 = '[server.proxy]\ntrusted-networks = ["127.31.0.0/16"]\n[server.listener.smtp]\nbind = ["[::]:25"]\nprotocol = "smtp"\n'
     nodeport = [j.code for j in check(tmp_path, {"haproxy.cfg": haproxy(30756)}, on_25).judgements]
-    alone = [j.code for j in configs.check([str(write(tmp_path, "alone.cfg", haproxy(30756)))]).judgements]
-    conventional = [j.code for j in configs.check([str(write(tmp_path, "guide.cfg", haproxy(10025)))]).judgements]
+    alone = [j.code for j in check_configurations([str(write(tmp_path, "alone.cfg", haproxy(30756)))]).judgements]
+    conventional = [j.code for j in check_configurations([str(write(tmp_path, "guide.cfg", haproxy(10025)))]).judgements]
     assert "PD209" not in nodeport and "PD209" not in alone and "PD209" in conventional
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from proxydiag import configs
 from proxydiag.configs.model import ProxyConfig
+from proxydiag.pipeline.check import check_configurations
+from tests.stalwart_configs import stalwart_toml
 from tests.test_configs import codes, fixed, nginx_accepts, nginx_conf, pem, refixed_check, stalwart, write  # noqa: F401
 from tests.test_configs_real import REAL, line_of
-from tests.stalwart_configs import stalwart_toml
 
 SNI_MAP = REAL / "nginx-sni-map.conf"
 # Stalwart behind the proxy on 10000 + the public port, trusting the proxy's 127.0.0.1
@@ -25,7 +25,7 @@ TRUSTING_NOBODY = stalwart_toml("imaps", "imap", "submissions", "https")
 
 
 def read(path: Path) -> ProxyConfig:
-    result = configs.check([str(path)])
+    result = check_configurations([str(path)])
     assert not result.errors, [str(error) for error in result.errors]
     return result.configs[0]
 
@@ -154,7 +154,7 @@ def test_map_on_server_port_gives_each_listener_its_own_value(tmp_path):
     assert {(port, endpoint) for port, endpoint, _ in routes_of(config)} == {
         (993, "127.0.0.1:10993"), (143, "127.0.0.1:10143"), (465, "127.0.0.1:10465")}
     # 993 passed through reaches only the implicit-TLS listener: no TLS to the plain one
-    result = configs.check([str(path)], stalwart(tmp_path, TRUSTING))
+    result = check_configurations([str(path)], stalwart(tmp_path, TRUSTING))
     assert "PD303" not in codes(result) and "PD304" not in codes(result), result.judgements
 
 
@@ -234,7 +234,7 @@ def test_header_to_an_untrusting_stalwart_is_pd102_and_the_web_default_is_not_ju
     path = tmp_path / "nginx.conf"
     path.write_text(SNI_MAP.read_text().replace("127.0.0.1:8443", "127.0.0.1:443"))  # the web server on a mail port
     nginx_accepts(path)
-    result = configs.check([str(path)], config)
+    result = check_configurations([str(path)], config)
     pd102 = [judgement for judgement in result.judgements if judgement.code == "PD102"]
     assert {judgement.evidence["proxy"] for judgement in pd102} == {
         f"{path}:{line_of(path, 'server 127.0.0.1:10443')}: server 127.0.0.1:10443;",
@@ -273,7 +273,7 @@ def test_no_header_to_a_trusting_stalwart_is_pd101_fixed_in_the_server_block(tmp
             }
         }
         """)
-    result = configs.check([str(path)], config)
+    result = check_configurations([str(path)], config)
     assert codes(result).count("PD101") == 1, result.judgements
     pd101 = next(judgement for judgement in result.judgements if judgement.code == "PD101")
     assert not pd101.inferred and "(127.0.0.1:10993, SNI mail.example.com)" in pd101.message
@@ -304,7 +304,7 @@ def test_tls_terminated_and_mapped_by_sni_to_an_implicit_tls_listener_is_pd304(t
             }}
         }}
         """)
-    result = configs.check([str(path)], config)
+    result = check_configurations([str(path)], config)
     assert codes(result).count("PD304") == 1, result.judgements
     pd304 = next(judgement for judgement in result.judgements if judgement.code == "PD304")
     assert "(127.0.0.1:10993, SNI mail.example.com)" in pd304.message

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from proxydiag import catalog, configs
 from proxydiag.configs import fixes
-from proxydiag.stalwart_config import load as load_stalwart
+from proxydiag.configs.stalwart import load as load_stalwart
+from proxydiag.pipeline.check import check_configurations
+from proxydiag.rules import catalog
 from tests.test_configs import need, nginx_accepts, pem  # noqa: F401 (pem: a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,7 +147,7 @@ def check_fixes(real: Path, files: tuple[Path, ...], accepts, stalwart: str | No
     """The configuration as it is, and with every edit printed for it, passes the program."""
     accepts(files[0])
     stalwart_config = load_stalwart(str(real / stalwart)) if stalwart else None
-    result = configs.check([str(path) for path in files], stalwart_config)
+    result = check_configurations([str(path) for path in files], stalwart_config)
     assert not result.errors, [str(error) for error in result.errors]
     for judgement in result.judgements:  # each finding's fix on its own
         touched = {edit.origin.path for edit in judgement.edits}
@@ -169,7 +170,7 @@ def line_of(path: Path, needle: str) -> int:
 
 def test_haproxy_server_template_is_a_route():
     path = REAL / "haproxy-default-server-template.cfg"
-    config = configs.check([str(path)]).configs[0]
+    config = check_configurations([str(path)]).configs[0]
     template = [route for route in config.routes if route.server_port == 10025]
     assert {route.front.endpoint for route in template if route.front} == {"*:25", "[::]:25"}
     assert all(route.sends == "v2" and route.server_address == "stalwart" for route in template)
@@ -178,7 +179,7 @@ def test_haproxy_server_template_is_a_route():
 
 def test_haproxy_use_backend_on_dst_port_reaches_only_that_port():
     path = REAL / "haproxy-sni-443.cfg"
-    result = configs.check([str(path)])
+    result = check_configurations([str(path)])
     routes = {(route.front.port, route.server_port) for route in result.configs[0].routes if route.front}
     assert (143, 143) in routes and (993, 993) in routes
     assert (143, 993) not in routes and (993, 143) not in routes
@@ -199,7 +200,7 @@ def test_haproxy_address_on_the_listen_line_is_refused_like_haproxy():
 def test_haproxy_split_over_files_is_read_as_one_configuration():
     files, stalwart = SETUPS["haproxy-split"]
     paths = [str(REAL / name) for name in files]
-    result = configs.check(paths, load_stalwart(str(REAL / stalwart)))
+    result = check_configurations(paths, load_stalwart(str(REAL / stalwart)))
     assert not result.errors, [str(error) for error in result.errors]
     assert len(result.configs) == 1
     routes = {(route.front.port, route.endpoint, route.sends) for route in result.configs[0].routes if route.front}
@@ -211,7 +212,7 @@ def test_haproxy_split_over_files_is_read_as_one_configuration():
 
 def test_haproxy_files_that_stand_alone_stay_separate():
     paths = [str(REAL / "stalwart-docs-haproxy.cfg"), str(REAL / "haraka-bind.cfg")]
-    assert [config.path for config in configs.check(paths).configs] == paths
+    assert [config.path for config in check_configurations(paths).configs] == paths
 
 
 def test_stalwart_016_listeners_written_as_arrays_are_read_and_refused():

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from proxydiag import redact
+from proxydiag.parsers import redact
+from proxydiag.parsers.header_evidence import header_evidence
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures"
 USER, PASSWORD = "alice@example.test", "Tr0ub4dor&3xample"
@@ -114,7 +115,7 @@ _TLV_TYPES = st.sampled_from([0x01, 0x02, 0x03, 0x04, 0x05, 0x20, 0x30, 0xE0, 0x
 def test_a_tlv_whose_length_runs_over_the_client_s_login_never_shows_it(tlvs, last_type, before, tail, family):
     """The last TLV's length takes in the client's `a1 LOGIN user password` line, wherever
     it starts: no decoded value, no text view and no evidence hex shows the password."""
-    from proxydiag import proxy_protocol
+    from proxydiag.parsers import proxy_protocol
     from proxydiag.report.text import describe_header
 
     secret = b"Zq7-s3cret-PW"
@@ -126,7 +127,7 @@ def test_a_tlv_whose_length_runs_over_the_client_s_login_never_shows_it(tlvs, la
     header = b"\r\n\r\n\x00\r\nQUIT\n\x21" + bytes([family]) + (len(body) + len(swallowed) - tail).to_bytes(2, "big") + body
     data = header + swallowed
     result = proxy_protocol.parse(data)
-    shown = [repr(result.header.to_dict()) if result.header else "", redact.header_evidence(data[: result.length or len(data)])]
+    shown = [repr(result.header.to_dict()) if result.header else "", header_evidence(data[: result.length or len(data)])]
     shown += describe_header(result.header) if result.header else []
     for text in shown:
         assert secret.decode() not in text and secret.hex() not in text.lower()
@@ -135,7 +136,7 @@ def test_a_tlv_whose_length_runs_over_the_client_s_login_never_shows_it(tlvs, la
 def test_an_ssl_tlv_holding_a_login_line_keeps_its_flags_and_never_shows_the_line():
     """Hiding is for the eyes only: the SSL TLV still says the client used TLS (PD301 and
     the TLS rules read that), while its CN, which holds the client's LOGIN, is not shown."""
-    from proxydiag import proxy_protocol
+    from proxydiag.parsers import proxy_protocol
     from proxydiag.report.text import describe_header
 
     secret = "Zq7-s3cret-PW"

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxydiag.evidence import CAPTURE_MAGICS, classify, section_of
+from proxydiag.pipeline.evidence import CAPTURE_MAGICS, classify, section_of
 from tests.daemons import need
 from tests.test_check_lab import Capture, postfix_lab, wait_listening
 
@@ -282,9 +282,9 @@ def test_section_of_names_the_section_a_line_is_in(tmp_path_factory, kinds, name
 def test_a_log_line_and_a_connection_meet_within_the_window_on_the_same_port(milliseconds, port, other):
     from datetime import datetime, timezone
 
-    from proxydiag.evidence import MATCH_SECONDS, PortNames, same_event
+    from proxydiag.facts.model import Connection, Endpoints
     from proxydiag.logs.event import LogEvent
-    from proxydiag.model import Connection, Endpoints
+    from proxydiag.pipeline.evidence import MATCH_SECONDS, PortNames, same_event
 
     start, offset = 1_764_676_953.25, milliseconds / 1000  # log stamps have at most microseconds
     conn = Connection(id=1, input=0, first_frame=1, start_ts=start, tcp=Endpoints(PROXY, 40000, SERVER, port),

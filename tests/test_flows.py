@@ -10,9 +10,8 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from proxydiag.analysis import describe
-from proxydiag.flows import EVICTED_BY_CAP, EVICTED_IDLE, MAX_SEGMENTS, OPENING_LIMIT, FlowLimits, FlowTable
-from proxydiag.packet import (
+from proxydiag.capture.flows import EVICTED_BY_CAP, EVICTED_IDLE, MAX_SEGMENTS, OPENING_LIMIT, FlowLimits, FlowTable
+from proxydiag.capture.packet import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
@@ -23,7 +22,8 @@ from proxydiag.packet import (
     split_key,
     tcp_details,
 )
-from proxydiag.proxy_protocol import build_v1
+from proxydiag.facts.describe import describe
+from proxydiag.parsers.proxy_protocol import build_v1
 
 CLIENT, SERVER = "192.0.2.1", "192.0.2.25"
 

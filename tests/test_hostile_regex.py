@@ -120,7 +120,7 @@ def test_decode_reads_the_largest_text_it_accepts_in_linear_time(shape):
     """`decode -` takes up to 6 x 65,551 characters of text (the largest header as a hexdump).
     A lone row was re-read from its start at each gap of blanks, and hexdump -C's column
     pattern rescanned a run of blanks from each blank: minutes on the largest paste."""
-    from proxydiag.userinput import TEXT_READ_LIMIT
+    from proxydiag.parsers.userinput import TEXT_READ_LIMIT
 
     text = {"offset-rows": "0000   " * (TEXT_READ_LIMIT // 7),
             "blank-run": "0d0a" + " " * (TEXT_READ_LIMIT - 6) + "0a"}[shape]

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import proxydiag.judging as judging
-import proxydiag.store as store_module
-from proxydiag.analysis import Settings, analyze_files, diagnose
-from proxydiag.judging import ConnectionIds, Group
-from proxydiag.rules import RULES_BY_CODE
+import proxydiag.facts.store as store_module
+import proxydiag.rules.judge as judging
+from proxydiag.facts.store import ConnectionStore
+from proxydiag.pipeline.analysis import Settings, analyze_files, diagnose
 from proxydiag.rules.base import Hit
-from proxydiag.store import ConnectionStore
+from proxydiag.rules.judge import ConnectionIds, Group
+from proxydiag.rules.registry import RULES_BY_CODE
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = sorted((ROOT / "captures").glob("*.pcap*"))
@@ -127,7 +127,7 @@ def test_the_window_of_legs_never_holds_more_than_its_bound(capture, monkeypatch
 def peak_rss_kib(capture: Path, bound: int, *options: str) -> int:
     """The peak memory of analyze with at most `bound` connections held at once (store, window)."""
     options = options or ("--format", "json")
-    code = (f"import sys, proxydiag.store as s, proxydiag.judging as j; s.SPILL_AFTER = j.MAX_WINDOW = {bound}; sys.argv = ['proxydiag', 'analyze', "
+    code = (f"import sys, proxydiag.facts.store as s, proxydiag.rules.judge as j; s.SPILL_AFTER = j.MAX_WINDOW = {bound}; sys.argv = ['proxydiag', 'analyze', "
             f"*{list(options)!r}, '-o', '/dev/null', {str(capture)!r}]; import runpy; "
             "runpy.run_module('proxydiag', run_name='__main__')")
     child = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -170,7 +170,7 @@ def test_judging_order_does_not_depend_on_the_order_connections_were_stored(monk
         real_append(store, conn)
     analysis.connections = store
     monkeypatch.setattr(ConnectionStore, "append", real_append)
-    from proxydiag.analysis import judge_analysis
+    from proxydiag.pipeline.analysis import judge_analysis
 
     judge_analysis(analysis, Settings())
     assert {(f.code, f.count, tuple(f.connections)) for f in analysis.findings} == whole

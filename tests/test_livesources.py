@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxydiag.livesources import PacketSocket, PcapStream, Tcpdump, open_source
+from proxydiag.capture.livesources import PacketSocket, PcapStream, Tcpdump, open_source
 
 records = st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 999_999), st.binary(max_size=300)), max_size=20)
 

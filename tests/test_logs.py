@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from proxydiag.logs import NotALog, read_log, stalwart
 from proxydiag.logs import haproxy as haproxy_log
 from proxydiag.logs import nginx as nginx_log
 from proxydiag.logs.event import LogEvent
-from proxydiag.logs.judge import LogOptions, judge
+from proxydiag.rules.logs import LogOptions, judge
 from tests.daemons import lab_address, need
 
 ROOT = Path(__file__).resolve().parent.parent

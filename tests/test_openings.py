@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proxydiag.analysis import Settings, diagnose
+from proxydiag.pipeline.analysis import Settings, diagnose
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures"
 

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from proxydiag.analysis import Settings, diagnose
-from proxydiag.proxy_protocol import SIGNATURE_V2, build_v1, build_v2
+from proxydiag.parsers.proxy_protocol import SIGNATURE_V2, build_v1, build_v2
+from proxydiag.pipeline.analysis import Settings, diagnose
 from proxydiag.report import json as json_report
 from proxydiag.report import markdown as markdown_report
 from proxydiag.report import rich as rich_report

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxydiag.probe_steps import Target, TargetError, parse_target
+from proxydiag.probe.steps import Target, TargetError, parse_target
 from tests.probe_lab import CLOSED, HAPROXY, NGINX, PROBE_TRUSTED, PROBE_UNTRUSTED, SERVER, STUNNEL, running_lab
 
 TIMEOUT = 1.5

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from proxydiag.protocols import (
+from proxydiag.parsers.protocols import (
     HttpOpening,
     ImapOpening,
     MailOpening,
@@ -22,14 +22,14 @@ from proxydiag.protocols import (
     SmtpOpening,
     recognise,
 )
-from proxydiag.protocols.http import recognise_http
-from proxydiag.protocols.imap import recognise_imap
-from proxydiag.protocols.pop3 import recognise_pop3
-from proxydiag.protocols.sieve import recognise_sieve
-from proxydiag.protocols.smtp import recognise_smtp
-from proxydiag.protocols.software import identify
-from proxydiag.protocols.tls import read_tls
-from proxydiag.redact import MASK
+from proxydiag.parsers.protocols.http import recognise_http
+from proxydiag.parsers.protocols.imap import recognise_imap
+from proxydiag.parsers.protocols.pop3 import recognise_pop3
+from proxydiag.parsers.protocols.sieve import recognise_sieve
+from proxydiag.parsers.protocols.smtp import recognise_smtp
+from proxydiag.parsers.protocols.software import identify
+from proxydiag.parsers.protocols.tls import read_tls
+from proxydiag.parsers.redact import MASK
 from proxydiag.services import DEFAULT_TABLE
 
 # The throw-away credentials of captures/README.md.

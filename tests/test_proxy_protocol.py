@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxydiag.proxy_protocol import (
+from proxydiag.parsers.proxy_protocol import (
     PP2_TYPE_ALPN,
     PP2_TYPE_AUTHORITY,
     PP2_TYPE_AWS,

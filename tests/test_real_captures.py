@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from proxydiag import catalog
-from proxydiag.analysis import Settings, analyze_files, diagnose
 from proxydiag.cli import app
+from proxydiag.pipeline.analysis import Settings, analyze_files, diagnose
+from proxydiag.rules import catalog
 from tests.tshark import FIELDS, our_fields, tshark_headers
 
 REPO = Path(__file__).resolve().parent.parent

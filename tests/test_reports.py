@@ -134,7 +134,8 @@ def test_progress_reports_bytes_read_and_connections(tmp_path):
     """The progress bar's feed: called during long reads with the bytes read so far."""
     import struct
 
-    from proxydiag.analysis import Progress, analyze_files
+    from proxydiag.pipeline.analysis import analyze_files
+    from proxydiag.pipeline.shards import Progress
 
     path = tmp_path / "many.pcap"
     frame = b"\x00" * 12 + b"\x08\x06" + b"\x00" * 28  # ARP-sized, not TCP: read and skipped
@@ -205,7 +206,7 @@ def test_anonymize_keeps_stalwart_keys_and_event_names_a_finding_quotes(tmp_path
 def test_anonymized_json_is_the_same_whether_the_store_spilled_or_not():
     """The anonymised JSON reads the store twice (learn, then rewrite as it writes): a
     store on disk gives the very document one in memory gives."""
-    code = ("import sys, proxydiag.store as s; s.SPILL_AFTER = {bound}; "
+    code = ("import sys, proxydiag.facts.store as s; s.SPILL_AFTER = {bound}; "
             "sys.argv = ['proxydiag', 'analyze', 'captures/two-proxies-both-send.pcap', 'captures/haproxy-ipv6.pcap', "
             "'--format', 'json', '--anonymize', '--fail-on', 'never']; "
             "from proxydiag.cli import main; main()")

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from proxydiag.analysis import Settings, diagnose
-from proxydiag.model import Analysis
-from proxydiag.proxy_protocol import (
+from proxydiag.facts.model import Analysis
+from proxydiag.parsers.proxy_protocol import (
     PP2_CLIENT_CERT_CONN,
     PP2_CLIENT_SSL,
     PP2_TYPE_SSL,
@@ -24,8 +23,9 @@ from proxydiag.proxy_protocol import (
     build_v1,
     build_v2,
 )
-from proxydiag.rules import ALL_RULES, RULES_BY_CODE
+from proxydiag.pipeline.analysis import Settings, diagnose
 from proxydiag.rules.base import Finding
+from proxydiag.rules.registry import ALL_RULES, RULES_BY_CODE
 from tests.craft import Conversation, write_pcap
 
 # --- the cast ----------------------------------------------------------------------------

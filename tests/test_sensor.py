@@ -24,11 +24,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxydiag.analysis import Reader, Settings, analyze_files, judge_analysis
-from proxydiag.services import DEFAULT_TABLE
-from proxydiag.live import PcapFiles, Rotation
-from proxydiag.report.anonymize import Anonymizer
-from proxydiag.sensor import (
+from proxydiag.capture.live import PcapFiles, Rotation
+from proxydiag.pipeline.analysis import Reader, Settings, analyze_files, judge_analysis
+from proxydiag.pipeline.sensor import (
     EVENT_SCHEMA,
     OTHER,
     JsonlSink,
@@ -38,6 +36,8 @@ from proxydiag.sensor import (
     listener_of,
     parse_listen_address,
 )
+from proxydiag.report.anonymize import Anonymizer
+from proxydiag.services import DEFAULT_TABLE
 from tests.daemons import wait_capturing
 from tests.sensor_lab import BROKEN, CLIENT, HAPROXY, HEALTHY, SERVER, Prometheus, free_port, running_lab, smtp_session, swaks
 

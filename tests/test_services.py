@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxydiag.analysis import Settings
+from proxydiag.pipeline.analysis import Settings
 from proxydiag.services import DEFAULT_TABLE, SHIFTED_PORT_OFFSET, STANDARD_SERVICES, parse_ports
 
 

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxydiag import shards
-from proxydiag.analysis import describe
-from proxydiag.flows import shard_of
-from proxydiag.packet import reverse_key
-from proxydiag.shards import ShardError, resolve_jobs, track_files
+from proxydiag.capture.flows import shard_of
+from proxydiag.capture.packet import reverse_key
+from proxydiag.facts.describe import describe
+from proxydiag.pipeline import shards
+from proxydiag.pipeline.shards import ShardError, resolve_jobs, track_files
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = sorted((ROOT / "captures").glob("*.pcap*"))

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from proxydiag.proxy_protocol import build_v2
+from proxydiag.parsers.proxy_protocol import build_v2
 from tests.daemons import wait_capturing
 
 pytestmark = [pytest.mark.lab]

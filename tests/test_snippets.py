@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxydiag.stalwart_config import parse_trusted_entry
+from proxydiag.configs.stalwart import parse_trusted_entry
 from tests.daemons import lab_address
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Tests for proxydiag.sources: pcap/pcapng readers on files, streams and broken input."""
+"""Tests for proxydiag.capture.sources: pcap/pcapng readers on files, streams and broken input."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxydiag import sources
-from proxydiag.sources import CaptureError, open_capture, read_records
+from proxydiag.capture import sources
+from proxydiag.capture.sources import CaptureError, open_capture, read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -337,7 +337,7 @@ def test_short_reads_are_completed():
 def test_stdin_is_read_without_seeking(tmp_path):
     data = pcap_bytes([(i, 0, frame(i, 1000), 1000) for i in range(1000)])
     script = (
-        "import json; from proxydiag.sources import open_capture\n"
+        "import json; from proxydiag.capture.sources import open_capture\n"
         "r = open_capture('-')\n"
         "recs = [(n, ts, lt, len(b), w) for n, ts, lt, b, w in r]\n"
         "print(json.dumps([recs, r.info.path, r.info.size, r.info.bytes_read, r.info.damaged]))"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxydiag.stalwart_config import (
+from proxydiag.configs.stalwart import (
     ConfigError,
     Listener,
     StalwartConfig,

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxydiag.protocols.text import Cursor
+from proxydiag.parsers.protocols.text import Cursor
 
 
 def test_skips_to_the_line_after_the_dot():

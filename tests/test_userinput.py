@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxydiag.userinput import InputError, bytes_from_input, bytes_from_text
+from proxydiag.parsers.userinput import InputError, bytes_from_input, bytes_from_text
 
 
 def xxd(data: bytes) -> str:

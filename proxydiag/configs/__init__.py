@@ -1,18 +1,15 @@
-"""Proxy configurations: readers (text -> ProxyConfig), and `check`, which reads them
-with Stalwart's and reports what the traffic would show."""
+"""Proxy configurations: readers (text -> ProxyConfig), one per kind, and the detection
+of a file's kind. Judging them is the rules' (rules/crosscheck.py); `pipeline/check.py`
+composes reading and judging for `proxydiag check`."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from proxydiag.configs import caddy, crosscheck, envoy, haproxy, kubernetes, nginx, stunnel, traefik
-from proxydiag.configs.model import ConfigReadError, FrontListener, ProxyConfig
-from proxydiag.model import Analysis
-from proxydiag.rules.base import SEVERITIES, Finding
-from proxydiag.stalwart_config import StalwartConfig
-from proxydiag.userinput import read_text_bounded
+from proxydiag.configs import caddy, envoy, haproxy, kubernetes, nginx, stunnel, traefik, traefik_labels
+from proxydiag.configs.model import ConfigReadError, FrontListener, ProxyConfig, read_text
+from proxydiag.configs.tree import Source
+from proxydiag.parsers.userinput import read_text_bounded
 
 KINDS = ("haproxy", "nginx", "stunnel", "traefik", "caddy", "envoy", "kubernetes")
 # Kinds recognised but not read: what to say instead of a wrong guess.
@@ -23,7 +20,7 @@ NOT_READ = (
 )
 # Structured kinds first: their files can hold words the text formats look for.
 DETECTORS = (
-    ("envoy", envoy.looks_like), ("traefik", traefik.looks_like), ("kubernetes", kubernetes.looks_like),
+    ("envoy", envoy.looks_like), ("traefik", lambda text: traefik_labels.looks_like(text) or traefik.looks_like(text)), ("kubernetes", kubernetes.looks_like),
     ("caddy", caddy.looks_like), ("haproxy", haproxy.looks_like), ("nginx", nginx.looks_like),
     ("stunnel", stunnel.looks_like),
 )
@@ -38,7 +35,7 @@ def load(path: str, kind: str | None = None, entry_points: dict[str, FrontListen
     routes find their entry points in `entry_points`, from the other files given)."""
     kind = kind or kind_of(path)
     if kind == "traefik":
-        return traefik.load(path, entry_points)
+        return _load_traefik(path, entry_points)
     reader = {"haproxy": haproxy.load, "nginx": nginx.load, "stunnel": stunnel.load, "caddy": caddy.load,
               "envoy": envoy.load, "kubernetes": kubernetes.load}.get(kind)
     if reader is None:
@@ -59,79 +56,26 @@ def kind_of(path: str) -> str:
     return kind
 
 
-@dataclass
-class CheckResult:
-    configs: list[ProxyConfig] = field(default_factory=list)
-    errors: list[ConfigReadError] = field(default_factory=list)
-    judgements: list[crosscheck.Judgement] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    stalwart: StalwartConfig | None = None
-
-    def document(self) -> dict:
-        """The report document (schema proxydiag/1) with the configurations as inputs."""
-        analysis = Analysis(stalwart_config=self.stalwart, findings=self.findings)
-        document = analysis.to_dict()
-        document["proxy_configs"] = [config.to_dict() for config in self.configs]
-        document["proxy_config_errors"] = [str(error) for error in self.errors]
-        return document
+def _load_traefik(path: str, entry_points: dict[str, FrontListener] | None) -> ProxyConfig:
+    """A compose file's Docker labels, or Traefik's own files (static, dynamic, CRDs)."""
+    text = read_text(path)
+    docs = traefik.documents(text, path)
+    if len(docs) == 1 and traefik_labels.is_compose(docs[0]):
+        return traefik_labels.parse(Source(path, text), docs[0], entry_points)
+    return traefik.parse(text, path, entry_points)
 
 
-def check(paths: Sequence[str], stalwart: StalwartConfig | None = None, kind: str | None = None,
-          server_addresses: Sequence[str] = ()) -> CheckResult:
-    """Read every file (the unreadable ones are reported, the others still checked) and
-    judge them together with Stalwart's configuration."""
-    result = CheckResult(stalwart=stalwart)
-    entry_points = traefik.entry_points_of([path for path in paths if _is_kind(path, kind, "traefik")])
-    # HAProxy files that are one configuration split up are read together, at the first one's place
-    groups = haproxy.load_groups([path for path in paths if _is_kind(path, kind, "haproxy")])
-    first = {members[0]: read for members, read in groups}
-    later = {path for members, _ in groups for path in members[1:]}
+def traefik_entry_points(paths: list[str]) -> dict[str, FrontListener]:
+    """The entry points of every readable Traefik static configuration among `paths` (and of
+    the Traefik container's command in a compose file)."""
+    found: dict[str, FrontListener] = {}
     for path in paths:
         try:
-            read = first.get(path) or (None if path in later else load(path, kind, entry_points))
-        except ConfigReadError as error:
-            read = error
-        if isinstance(read, ConfigReadError):
-            result.errors.append(read)
-        elif read is not None:
-            result.configs.append(read)
-    setting = crosscheck.Setting(stalwart=stalwart, server_addresses=frozenset(server_addresses))
-    result.judgements = crosscheck.check(result.configs, setting)
-    findings = [crosscheck.to_finding(judgement) for judgement in result.judgements]
-    findings += [finding for finding in _stalwart_findings(stalwart)
-                 if not (finding.code == "PD604" and _headers_reach(finding.evidence.get("listener"), result.configs, stalwart))]
-    findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.code))
-    result.findings = findings
-    return result
-
-
-def _is_kind(path: str, given: str | None, wanted: str) -> bool:
-    if given is not None:
-        return given == wanted
-    try:
-        return kind_of(path) == wanted
-    except ConfigReadError:
-        return False
-
-
-def _headers_reach(listener_id: str | None, configs: Sequence[ProxyConfig], stalwart: StalwartConfig | None) -> bool:
-    """Whether the proxies given forward to that Stalwart listener's ports, and every one of
-    their routes there sends a header (PD604's worry, a proxy that sends none, is then not
-    what these configurations do)."""
-    listener = next((item for item in stalwart.listeners if item.id == listener_id), None) if stalwart else None
-    if listener is None:
-        return False
-    routes = [route for config in configs for route in config.routes if route.target_port in listener.ports]
-    return bool(routes) and all(route.sends != "none" for route in routes)
-
-
-def _stalwart_findings(stalwart: StalwartConfig | None) -> list[Finding]:
-    """The PD6xx checks of the Stalwart file alone (the same rules `analyze` runs)."""
-    if stalwart is None:
-        return []
-    from proxydiag.expectations import ExpectationResolver
-    from proxydiag.judging import judge_all
-    from proxydiag.rules.base import Options
-    from proxydiag.tally import Tally
-
-    return judge_all([], Tally(ExpectationResolver(None, {}, stalwart, None)), Options(), stalwart)
+            text = read_text(path)
+            for document in traefik.documents(text, path):
+                found.update(traefik.file_entry_points(Source(path, text), document))
+                if traefik_labels.is_compose(document):
+                    found.update(traefik_labels.entry_points(Source(path, text), document))
+        except ConfigReadError:
+            continue
+    return found

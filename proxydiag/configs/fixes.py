@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proxydiag.configs.model import FrontListener, Origin, Route
-from proxydiag.stalwart_config import Listener
+from proxydiag.configs.stalwart import Listener
 
 HAPROXY_SEND = re.compile(r"(?<![ \t])[ \t]+(?:no-)?send-proxy(?:-v2(?:-ssl(?:-cn)?)?)?(?=[ \t#]|$)")
 

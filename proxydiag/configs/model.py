@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from proxydiag.userinput import read_text_bounded
+from proxydiag.parsers.userinput import read_text_bounded
 
 HeaderVersion = Literal["none", "v1", "v2"]
 WILDCARD_ADDRESSES = frozenset({"", "*", "0.0.0.0", "::"})

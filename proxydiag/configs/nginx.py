@@ -49,7 +49,7 @@ from proxydiag.configs.model import (
     Route,
     split_host_port,
 )
-from proxydiag.userinput import read_text_bounded
+from proxydiag.parsers.userinput import read_text_bounded
 
 INHERITED = ("proxy_protocol", "proxy_ssl", "proxy_bind", "ssl_preread", "set_real_ip_from")
 Directive = dict[str, Any]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from proxydiag.stalwart_config import Listener, StalwartConfig
-from proxydiag.userinput import read_text_bounded
+from proxydiag.configs.stalwart import Listener, StalwartConfig
+from proxydiag.parsers.userinput import read_text_bounded
 
 
 @dataclass(frozen=True)

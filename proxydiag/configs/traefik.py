@@ -42,7 +42,6 @@ from proxydiag.configs.model import (
     Problem,
     ProxyConfig,
     Route,
-    read_text,
     split_host_port,
 )
 from proxydiag.configs.tree import Source, Tree
@@ -52,14 +51,9 @@ DATA_FREE_RULE = re.compile(r"^\s*(HostSNI\(\s*`\*`\s*\)|ClientIP\([^)]*\))\s*$"
 
 
 def looks_like(text: str) -> bool:
-    from proxydiag.configs import traefik_labels
-
-    return traefik_labels.looks_like(text) or bool(re.search(r"(?mi)^[ \t]*(\[?entryPoints\b|\[?tcp\.(routers|services)\b|kind:\s*(IngressRouteTCP|ServersTransportTCP)\b)", text)
+    """A static or dynamic file, or CRD manifests (compose labels: traefik_labels.looks_like)."""
+    return bool(re.search(r"(?mi)^[ \t]*(\[?entryPoints\b|\[?tcp\.(routers|services)\b|kind:\s*(IngressRouteTCP|ServersTransportTCP)\b)", text)
                 or (re.search(r"(?m)^tcp:\s*$", text) and re.search(r"(?m)^[ \t]+(routers|services):\s*$", text)))
-
-
-def load(path: str, entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
-    return parse(read_text(path), path, entry_points)
 
 
 def documents(text: str, path: str) -> list[Any]:
@@ -72,24 +66,6 @@ def _is_toml(text: str, path: str) -> bool:
     return path.endswith(".toml") or bool(re.search(r"(?m)^[ \t]*\[[A-Za-z]", text) and not re.search(r"(?m)^\w+:\s*$", text))
 
 
-def entry_points_of(paths: list[str]) -> dict[str, FrontListener]:
-    """The entry points of every readable Traefik static configuration among `paths` (and of
-    the Traefik container's command in a compose file)."""
-    from proxydiag.configs import traefik_labels
-
-    found: dict[str, FrontListener] = {}
-    for path in paths:
-        try:
-            text = read_text(path)
-            for document in documents(text, path):
-                found.update(_entry_points(Source(path, text), document))
-                if traefik_labels.is_compose(document):
-                    found.update(traefik_labels.entry_points(Source(path, text), document))
-        except ConfigReadError:
-            continue
-    return found
-
-
 @dataclass
 class _Dynamic:
     """The routing configuration, gathered from files or CRD manifests."""
@@ -100,18 +76,15 @@ class _Dynamic:
 
 
 def parse(text: str, path: str = "traefik.yml", entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
-    from proxydiag.configs import traefik_labels
-
+    """A static or dynamic file, or CRD manifests (a compose file's labels: traefik_labels.parse)."""
     source = Source(path, text)
     docs = documents(text, path)
-    if len(docs) == 1 and traefik_labels.is_compose(docs[0]):
-        return traefik_labels.parse(source, docs[0], entry_points)
     own: dict[str, FrontListener] = {}
     dynamic = _Dynamic([], {}, {})
     for document in docs:
         if not isinstance(document, Tree):
             raise ConfigReadError(path, getattr(document, "line", None) or None, "expected a mapping at the top")
-        own.update(_entry_points(source, document))
+        own.update(file_entry_points(source, document))
         _gather(source, document, dynamic)
     if not own and not dynamic.routers and not dynamic.services:
         raise ConfigReadError(path, None, "no entryPoints, tcp routers or IngressRouteTCP: not a Traefik configuration")
@@ -127,7 +100,7 @@ def parse(text: str, path: str = "traefik.yml", entry_points: dict[str, FrontLis
 # --- entry points --------------------------------------------------------------------------
 
 
-def _entry_points(source: Source, document: Tree) -> dict[str, FrontListener]:
+def file_entry_points(source: Source, document: Tree) -> dict[str, FrontListener]:
     found = {}
     entry_points = tree.mapping(source, document, "entryPoints")
     for name, entry in entry_points.items():

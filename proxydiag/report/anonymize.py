@@ -19,14 +19,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from pathlib import PurePath
-from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
-from proxydiag import proxy_protocol
+from proxydiag.parsers import proxy_protocol
 from proxydiag.report.json import Later
 
 # An escape `visible()` or `printable()` wrote (\x09, \u202e) is not part of the next token.

@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from proxydiag.facts.encoded import Encoded
+
 _plain_encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 # The C encoder escapes C0 controls only; DEL, C1 controls (8-bit ESC forms), bidi
 # overrides and isolates and the line separators would reach a terminal (`jq -r`, `cat`)
@@ -35,10 +37,6 @@ def dumps(value, indent: int = 2) -> str:
 
 
 _encode = encode
-
-
-class Encoded(str):
-    """A value already encoded by `encode` (a connection written as it was judged)."""
 
 
 class Later:

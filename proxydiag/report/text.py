@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from proxydiag.proxy_protocol import NOT_A_HEADER, ParseResult, ProxyHeader
-from proxydiag.redact import visible
+from proxydiag.parsers.proxy_protocol import NOT_A_HEADER, ParseResult, ProxyHeader
+from proxydiag.parsers.redact import visible
 
 
 def describe_parse(result: ParseResult) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from proxydiag.redact import visible
+from proxydiag.parsers.redact import visible
 
 SEVERITY_ORDER = ("error", "warning", "info")
 MULTILINE_KEYS = frozenset({"fix"})  # the finding pages' fix text keeps its lines
@@ -180,7 +180,7 @@ def told(document: dict) -> dict:
     """The document with every finding's fix: what the rule gave (an edit of the user's own
     line), else the page's section for the recognised proxy (HAProxy's and nginx's, the
     usual senders, when the bytes do not say) and Stalwart's; no fix for a note."""
-    from proxydiag import catalog
+    from proxydiag.rules import catalog
 
     pages = catalog.load_pages()
     for finding in document.get("findings") or []:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterator
 
-from proxydiag.correlate import describe_chain
-from proxydiag.model import Connection
+from proxydiag.facts.correlate import describe_chain
+from proxydiag.facts.model import Connection
 from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint, endpoint
 from proxydiag.rules.header import is_local_client
 

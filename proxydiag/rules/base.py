@@ -7,14 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Hashable, Iterable
 
-from proxydiag.expectations import Expectation, ExpectationResolver
-from proxydiag.model import Connection, FlowTableBounds, InputSummary
+from proxydiag.configs.stalwart import StalwartConfig
+from proxydiag.facts.expectations import ExpectationResolver
+from proxydiag.facts.model import Connection, Expectation, FlowTableBounds, InputSummary
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
-from proxydiag.stalwart_config import StalwartConfig
 
 if TYPE_CHECKING:
-    from proxydiag.correlate import LegIndex
-    from proxydiag.tally import Tally
+    from proxydiag.facts.correlate import LegIndex
+    from proxydiag.rules.tally import Tally
 
 SEVERITIES = ("error", "warning", "info")
 MAX_CITED_CONNECTIONS = 20
@@ -137,6 +137,6 @@ def describe_endpoint(conn: Connection) -> str:
 
 
 def header_hex(conn: Connection, limit: int = 64) -> str:
-    from proxydiag.redact import header_evidence  # only the header's own structure: never the client's bytes
+    from proxydiag.parsers.header_evidence import header_evidence  # only the header's own structure: never the client's bytes
 
     return header_evidence(conn.header_bytes or b"", limit)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from proxydiag.model import Connection
+from proxydiag.configs.stalwart import Listener, StalwartConfig
+from proxydiag.facts.model import Connection
 from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint
-from proxydiag.stalwart_config import Listener, StalwartConfig
 
 MAIL_PROTOCOLS = frozenset({"smtp", "lmtp", "imap", "pop3", "managesieve", "http"})
 

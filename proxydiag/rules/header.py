@@ -6,8 +6,8 @@ import ipaddress
 import re
 from typing import Iterator
 
-from proxydiag import tally
-from proxydiag.model import Connection
+from proxydiag.facts.model import Connection
+from proxydiag.rules import tally
 from proxydiag.rules.base import (
     HEALTH_CHECK_SECONDS,
     Context,

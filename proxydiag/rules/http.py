@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from proxydiag.model import Connection
-from proxydiag.protocols import HttpOpening
+from proxydiag.facts.model import Connection
+from proxydiag.parsers.protocols import HttpOpening
 from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint, endpoint
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from proxydiag.model import Connection
+from proxydiag.facts.model import Connection
 from proxydiag.rules.base import HEALTH_CHECK_SECONDS, Context, Hit, Rule, describe_endpoint, endpoint, lower
 
 

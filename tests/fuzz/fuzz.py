@@ -18,7 +18,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 # The report target is guided by the analysis' coverage (flows, rules, correlation); the
 # renderers, straight-line formatting, stay uninstrumented: most of its cost, no guidance.
-ANALYSIS = ["proxydiag.analysis", "proxydiag.flows"] if sys.argv[1:2] == ["report"] else []
+ANALYSIS = ["proxydiag.pipeline.analysis", "proxydiag.capture.flows"] if sys.argv[1:2] == ["report"] else []
 with atheris.instrument_imports(include=["proxydiag"], exclude=["proxydiag.report"]):
     from tests.fuzz.targets import TARGETS
 

@@ -8,9 +8,9 @@ import hashlib
 import struct
 from pathlib import Path
 
-from proxydiag import proxy_protocol
-from proxydiag.flows import FlowTable, TrackedConnection
-from proxydiag.sources import open_capture
+from proxydiag.capture.flows import FlowTable, TrackedConnection
+from proxydiag.capture.sources import open_capture
+from proxydiag.parsers import proxy_protocol
 from tests.fuzz.targets import CONFIG_NAMES, config_input, conversation_input
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,13 +16,14 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from proxydiag import configs, proxy_protocol
-from proxydiag.protocols import RECOGNISERS, recognise
-from proxydiag.protocols.tls import read_tls
-from proxydiag.sources import CaptureError, read_records
-from proxydiag.stalwart_config import ConfigError
-from proxydiag.stalwart_config import load as load_stalwart
-from proxydiag.userinput import InputError, bytes_from_input
+from proxydiag.capture.sources import CaptureError, read_records
+from proxydiag.configs.stalwart import ConfigError
+from proxydiag.configs.stalwart import load as load_stalwart
+from proxydiag.parsers import proxy_protocol
+from proxydiag.parsers.protocols import RECOGNISERS, recognise
+from proxydiag.parsers.protocols.tls import read_tls
+from proxydiag.parsers.userinput import InputError, bytes_from_input
+from proxydiag.pipeline.check import check_configurations
 
 SECRET = "Zq7-s3cret-PW"  # a password no report may ever show, as text or as hex
 CLIENT = ("203.0.113.77", 40123)
@@ -146,7 +147,7 @@ def proxy_config(data: bytes) -> None:
     path = folder / CONFIG_NAMES[data[0] % len(CONFIG_NAMES)]
     path.write_bytes(data[1:])
     try:
-        result = configs.check([str(path)])
+        result = check_configurations([str(path)])
     finally:
         path.unlink()
     for error in result.errors:
@@ -274,7 +275,7 @@ def report(data: bytes) -> None:
     functions of it), and rich, the slowest renderer by far, draws the plain document
     for one input in four and the anonymized one for another, chosen by the input's
     CRC (so a failing input fails again when replayed)."""
-    from proxydiag.analysis import Settings, diagnose
+    from proxydiag.pipeline.analysis import Settings, diagnose
     from proxydiag.report import json as json_report
     from proxydiag.report.anonymize import anonymize
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from proxydiag import proxy_protocol as pp
+from proxydiag.parsers import proxy_protocol as pp
 from tests.craft import Conversation, write_pcap
 
 HERE = Path(__file__).resolve().parent

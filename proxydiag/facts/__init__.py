@@ -1,0 +1,1 @@
+"""The facts every rule reads, whatever evidence showed them: connections, expectations, legs."""

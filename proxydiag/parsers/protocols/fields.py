@@ -1,0 +1,35 @@
+"""What every opening shares: its JSON shape (a dataclass's fields under their own names)
+and how much of the wire it keeps, shown as printable text."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from proxydiag.parsers.redact import printable
+
+LINE_LIMIT = 200  # characters of one line kept for a report
+MAX_ITEMS = 64  # capabilities, commands, ... kept per list
+
+
+def to_json(value):
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [to_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: to_json(item) for key, item in value.items()}
+    return value
+
+
+class JsonFields:
+    """`to_dict()` for a dataclass: every field under its own name."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict:
+        return {f.name: to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+def show(raw: bytes, limit: int = LINE_LIMIT) -> str:
+    """Bytes as one line of printable text (the rest escaped)."""
+    return printable(raw, limit)

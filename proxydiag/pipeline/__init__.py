@@ -1,0 +1,1 @@
+"""Evidence -> facts -> judge -> report, composed: batch, live and cross-evidence runs."""

@@ -1,0 +1,91 @@
+"""`proxydiag check`: every configuration file read (the unreadable ones reported, the
+others still checked), then judged together with Stalwart's configuration by the same
+rules as the traffic."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from proxydiag.configs import haproxy, kind_of, load, traefik_entry_points
+from proxydiag.configs.model import ConfigReadError, ProxyConfig
+from proxydiag.configs.stalwart import StalwartConfig
+from proxydiag.facts.expectations import ExpectationResolver
+from proxydiag.facts.model import Analysis
+from proxydiag.rules import crosscheck
+from proxydiag.rules.base import SEVERITIES, Finding, Options
+from proxydiag.rules.judge import judge_all
+from proxydiag.rules.tally import Tally
+
+
+@dataclass
+class CheckResult:
+    configs: list[ProxyConfig] = field(default_factory=list)
+    errors: list[ConfigReadError] = field(default_factory=list)
+    judgements: list[crosscheck.Judgement] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    stalwart: StalwartConfig | None = None
+
+    def document(self) -> dict:
+        """The report document (schema proxydiag/1) with the configurations as inputs."""
+        analysis = Analysis(stalwart_config=self.stalwart, findings=self.findings)
+        document = analysis.to_dict()
+        document["proxy_configs"] = [config.to_dict() for config in self.configs]
+        document["proxy_config_errors"] = [str(error) for error in self.errors]
+        return document
+
+
+def check_configurations(paths: Sequence[str], stalwart: StalwartConfig | None = None, kind: str | None = None,
+          server_addresses: Sequence[str] = ()) -> CheckResult:
+    """Read every file (the unreadable ones are reported, the others still checked) and
+    judge them together with Stalwart's configuration."""
+    result = CheckResult(stalwart=stalwart)
+    entry_points = traefik_entry_points([path for path in paths if _is_kind(path, kind, "traefik")])
+    # HAProxy files that are one configuration split up are read together, at the first one's place
+    groups = haproxy.load_groups([path for path in paths if _is_kind(path, kind, "haproxy")])
+    first = {members[0]: read for members, read in groups}
+    later = {path for members, _ in groups for path in members[1:]}
+    for path in paths:
+        try:
+            read = first.get(path) or (None if path in later else load(path, kind, entry_points))
+        except ConfigReadError as error:
+            read = error
+        if isinstance(read, ConfigReadError):
+            result.errors.append(read)
+        elif read is not None:
+            result.configs.append(read)
+    setting = crosscheck.Setting(stalwart=stalwart, server_addresses=frozenset(server_addresses))
+    result.judgements = crosscheck.check(result.configs, setting)
+    findings = [crosscheck.to_finding(judgement) for judgement in result.judgements]
+    findings += [finding for finding in _stalwart_findings(stalwart)
+                 if not (finding.code == "PD604" and _headers_reach(finding.evidence.get("listener"), result.configs, stalwart))]
+    findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.code))
+    result.findings = findings
+    return result
+
+
+def _is_kind(path: str, given: str | None, wanted: str) -> bool:
+    if given is not None:
+        return given == wanted
+    try:
+        return kind_of(path) == wanted
+    except ConfigReadError:
+        return False
+
+
+def _headers_reach(listener_id: str | None, configs: Sequence[ProxyConfig], stalwart: StalwartConfig | None) -> bool:
+    """Whether the proxies given forward to that Stalwart listener's ports, and every one of
+    their routes there sends a header (PD604's worry, a proxy that sends none, is then not
+    what these configurations do)."""
+    listener = next((item for item in stalwart.listeners if item.id == listener_id), None) if stalwart else None
+    if listener is None:
+        return False
+    routes = [route for config in configs for route in config.routes if route.target_port in listener.ports]
+    return bool(routes) and all(route.sends != "none" for route in routes)
+
+
+def _stalwart_findings(stalwart: StalwartConfig | None) -> list[Finding]:
+    """The PD6xx checks of the Stalwart file alone (the same rules `analyze` runs)."""
+    if stalwart is None:
+        return []
+    return judge_all([], Tally(ExpectationResolver(None, {}, stalwart, None)), Options(), stalwart)

@@ -1,0 +1,322 @@
+"""Log events judged: the findings of the catalog that log lines show.
+
+| evidence | finding |
+|---|---|
+| Stalwart `network.proxy-error`, reason `end of stream` / `invalid proxy header` | PD101 (a trusted peer sent no valid header; `invalid` may also be PD103) |
+| `*.connection-start` whose `remoteIp` is a proxy (`--proxy-address`) | PD201 |
+| one `remoteIp` behind (nearly) every connection of a listener | PD202, and that address is taken for a proxy |
+| `security.ip-blocked` / `security.*-ban` of a proxy's address | PD401, with the log split before/after the ban |
+| `smtp.mail-from-unauthenticated` on an SMTP listener not on port 25, or a quoted `503 5.5.1 You must authenticate first.` | PD209 |
+| `http.x-forwarded-missing` | PD501 |
+| HAProxy `Received something which does not look like a PROXY protocol header` (and closed/timeout/truncated while waiting for one) | PD109 |
+| HAProxy `Received an invalid PROXY protocol header`, `... unhandled protocol ...` | PD103 |
+| nginx `broken header: "..." while reading PROXY protocol` (bytes that are no header), timeouts and closes while reading it | PD109 |
+| nginx `broken header` quoting a `PROXY ...` line | PD103 |
+
+Why: Stalwart reads a header only from trusted peers (crates/common/src/network/listen.rs)
+and logs `network.proxy-error` with the `proxy-header` crate's io error: "end of stream"
+when the peer closed before a whole header, "invalid proxy header" when its bytes do not
+parse (crates.io proxy-header 0.1, src/io.rs). The findings carry no connections: their
+evidence is the log lines themselves (file:line), counted per listener and per source.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from proxydiag.logs.event import LogEvent
+from proxydiag.logs.stalwart import AUTH_FIRST_REPLY
+from proxydiag.rules import catalog
+from proxydiag.rules.base import SEVERITIES, Finding, lower
+from proxydiag.services import DEFAULT_TABLE
+
+MAX_QUOTED = 5
+MAX_QUOTE_CHARS = 300
+CONNECTION_STARTS = frozenset({"smtp.connection-start", "imap.connection-start", "pop3.connection-start",
+                               "manage-sieve.connection-start", "http.connection-start"})
+BANS = frozenset({"security.authentication-ban", "security.abuse-ban", "security.scan-ban", "security.loiter-ban"})
+MISSING_HEADER_REASONS = ("end of stream", "invalid proxy header")
+HAPROXY_CLIENT_SENT_NO_HEADER = frozenset({"haproxy.proxy-not-header", "haproxy.proxy-empty", "haproxy.proxy-abort",
+                                           "haproxy.proxy-timeout", "haproxy.proxy-truncated"})
+HAPROXY_MALFORMED_HEADER = frozenset({"haproxy.proxy-bad-header", "haproxy.proxy-bad-protocol"})
+SUBMISSION_PORTS = frozenset({587, 465})
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    proxy_addresses: frozenset[str] = frozenset()
+    min_connections: int = 5  # connections a listener needs before one address can dominate it
+    dominance: float = 0.9  # the share of a listener's connections that makes an address its proxy
+
+
+@dataclass
+class LogVerdict:
+    findings: list[Finding]
+    per_listener: dict[str, int]
+    per_source: dict[str, int]
+    proxy_addresses: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"per_listener": self.per_listener, "per_source": self.per_source,
+                "proxy_addresses": self.proxy_addresses}
+
+
+def judge(events: list[LogEvent], options: LogOptions = LogOptions()) -> LogVerdict:
+    given = {_normal(address) for address in options.proxy_addresses}
+    inferred = dominant_addresses(events, options) - given
+    proxies = given | inferred
+    findings = [
+        *_proxy_errors(events),
+        *_client_is_proxy(events, given, inferred),
+        *_bans(events, proxies, inferred),
+        *_mx_needs_auth(events),
+        *_forwarded_missing(events),
+        *_proxy_waits_for_header(events),
+    ]
+    findings.sort(key=lambda item: (SEVERITIES.index(item.severity), item.code, item.message))
+    return LogVerdict(
+        findings=findings,
+        per_listener=_count(events, listener_of, limit=None),
+        per_source=_count(events, source_of, limit=None),
+        proxy_addresses={"given": sorted(given), "inferred": sorted(inferred)},
+    )
+
+
+def listener_of(event: LogEvent) -> str | None:
+    """Where the event happened, in the words of its log: Stalwart's listener id and
+    port, HAProxy's frontend/bind, nginx's server address."""
+    fields = event.fields
+    if event.source == "stalwart":
+        name, port = event.text("listenerId"), event.text("localPort")
+        if name and port:
+            return f"{name} (port {port})"
+        return name or (f"port {port}" if port else None)
+    if event.source == "haproxy" and fields.get("frontend"):
+        return f"{fields['frontend']}/{fields.get('bind') or fields.get('backend')}"
+    if event.source == "nginx":
+        return event.text("server")
+    return None
+
+
+def source_of(event: LogEvent) -> str | None:
+    address = event.text("remoteIp") if event.source == "stalwart" else event.text("client")
+    return _normal(address) if address else None
+
+
+def dominant_addresses(events: Iterable[LogEvent], options: LogOptions) -> set[str]:
+    """Addresses behind nearly every connection of a Stalwart listener: a proxy whose
+    header was missing, ignored or carried no address."""
+    by_listener: dict[str | None, Counter[str]] = defaultdict(Counter)
+    for event in events:
+        if event.event in CONNECTION_STARTS or event.event == "security.ip-blocked":
+            source = source_of(event)
+            if source:
+                by_listener[listener_of(event)][source] += 1
+    dominant = set()
+    for counts in by_listener.values():
+        total = sum(counts.values())
+        address, top = counts.most_common(1)[0]
+        if total >= options.min_connections and top / total >= options.dominance:
+            dominant.add(address)
+    return dominant
+
+
+def _proxy_errors(events: list[LogEvent]) -> Iterable[Finding]:
+    errors = [event for event in events if event.event == "network.proxy-error"
+              and any(reason in (event.text("reason") or "") for reason in MISSING_HEADER_REASONS)]
+    for listener, group in _by(errors, listener_of).items():
+        reasons = Counter(event.text("reason") or "" for event in group)
+        tls = any(event.fields.get("tls") is True for event in group)
+        note = (" The bytes did not parse: no header at all, or a malformed one (PD103); a capture tells them apart."
+                if "invalid proxy header" in reasons else "")
+        yield _finding(
+            "PD101", group,
+            f"Stalwart's listener {listener} trusts the peer and waits for a PROXY header, but {len(group)} "
+            f"connection(s) brought none it could read{' (implicit TLS)' if tls else ''}.{note}",
+            {"reasons": dict(reasons)})
+
+
+def _client_is_proxy(events: list[LogEvent], given: set[str], inferred: set[str]) -> Iterable[Finding]:
+    starts = [event for event in events if event.event in CONNECTION_STARTS and source_of(event) in given | inferred]
+    for listener, group in _by(starts, listener_of).items():
+        address = source_of(group[0])
+        if address in given:
+            yield _finding("PD201", group,
+                           f"Stalwart's listener {listener} sees the proxy {address} as the client of {len(group)} "
+                           "connection(s): the PROXY header was missing, ignored or carried no address.", {})
+        else:
+            yield _finding("PD202", group,
+                           f"Every connection Stalwart's listener {listener} logs comes from {address} "
+                           f"({len(group)}): a proxy or NAT whose clients' addresses are lost (give it with "
+                           "--proxy-address to be sure).", {}, inferred=True)
+
+
+def _bans(events: list[LogEvent], proxies: set[str], inferred: set[str]) -> Iterable[Finding]:
+    blocked = [event for event in events
+               if (event.event == "security.ip-blocked" or event.event in BANS) and source_of(event) in proxies]
+    for address, group in _by(blocked, source_of).items():
+        ban = next((event for event in group if event.event in BANS), group[0])
+        refused = sum(1 for event in group if event.event == "security.ip-blocked")
+        yield _finding(
+            "PD401", group,
+            f"Stalwart has banned the proxy's own address {address}: {refused} connection(s) refused as "
+            "blocked. Protocol errors counted against the proxy (headers missing or ignored) lead to this; "
+            "every client behind the proxy is cut off.",
+            {"timeline": timeline(events, ban, address)}, inferred=address in inferred)
+
+
+def timeline(events: list[LogEvent], split: LogEvent, address: str | None) -> dict:
+    """What the log shows before and after the event that split it (a ban)."""
+    def counts(part: list[LogEvent]) -> dict[str, int]:
+        return dict(Counter(event.event for event in part
+                            if source_of(event) == address or event.event == "network.proxy-error").most_common())
+
+    before = [event for event in events if _before(event, split)]
+    after = [event for event in events if event is not split and not _before(event, split)]
+    return {"split_at": split.timestamp.isoformat() if split.timestamp else None, "split_by": quote(split),
+            "before": counts(before), "after": counts(after)}
+
+
+def _before(event: LogEvent, split: LogEvent) -> bool:
+    if event.timestamp is not None and split.timestamp is not None:
+        return event.timestamp < split.timestamp
+    return (event.file, event.line) < (split.file, split.line)
+
+
+def _mx_needs_auth(events: list[LogEvent]) -> Iterable[Finding]:
+    stalwart = [event for event in events if event.event == "smtp.mail-from-unauthenticated" and _mx_listener(event)]
+    for listener, group in _by(stalwart, listener_of).items():
+        port = group[0].number("localPort")
+        yield _finding("PD209", group,
+                       f"Stalwart's SMTP listener {listener} requires AUTH of MAIL FROM ({len(group)} refused with "
+                       f"\"{AUTH_FIRST_REPLY}\"): its own port is {port}, not 25, so inbound MX mail forwarded to it is "
+                       "treated as submission.", {})
+    quoted = [event for event in events if event.event == "smtp.reply-authenticate-first"]
+    if quoted:
+        yield _finding("PD209", quoted,
+                       f"{len(quoted)} line(s) quote Stalwart's \"{AUTH_FIRST_REPLY}\": if this is inbound MX mail, the "
+                       "listener behind port 25 is bound to another port (10025), where AUTH is required.", {},
+                       inferred=True)
+
+
+def _mx_listener(event: LogEvent) -> bool:
+    port = event.number("localPort")
+    name = (event.text("listenerId") or "").lower()
+    if port is None or port == 25 or "sub" in name:
+        return False
+    service = DEFAULT_TABLE.lookup(port)
+    return service is None or service.public_port not in SUBMISSION_PORTS
+
+
+def _forwarded_missing(events: list[LogEvent]) -> Iterable[Finding]:
+    missing = [event for event in events if event.event == "http.x-forwarded-missing"]
+    for listener, group in _by(missing, listener_of).items():
+        yield _finding("PD501", group,
+                       f"Stalwart's HTTP listener {listener} takes client addresses from X-Forwarded-For, but "
+                       f"{len(group)} request(s) carried none: the proxy in front does not set it.", {})
+
+
+def _proxy_waits_for_header(events: list[LogEvent]) -> Iterable[Finding]:
+    for code, proxy, group in _proxy_header_errors(events):
+        listener = listener_of(group[0])
+        kinds = dict(Counter(_kind(event) for event in group))
+        if code == "PD109":
+            message = (f"{proxy} expects a PROXY header from its clients on {listener} and dropped {len(group)} "
+                       "connection(s) that sent none: it should send a header to the mail server instead of "
+                       "accepting one.")
+        else:
+            message = f"{proxy} received {len(group)} malformed PROXY header(s) on {listener}."
+        yield _finding(code, group, message, {"kinds": kinds}, proxy=proxy)
+
+
+def _proxy_header_errors(events: list[LogEvent]) -> Iterable[tuple[str, str, list[LogEvent]]]:
+    def code_of(event: LogEvent) -> str | None:
+        if event.event in HAPROXY_CLIENT_SENT_NO_HEADER or event.event == "nginx.proxy-protocol-error":
+            return "PD109"
+        if event.event in HAPROXY_MALFORMED_HEADER:
+            return "PD103"
+        if event.event == "nginx.broken-header":
+            return "PD103" if str(event.fields.get("data", "")).startswith(("PROXY ", "\r\n\r\n")) else "PD109"
+        return None
+
+    coded = [(code_of(event), event) for event in events]
+    grouped: dict[tuple[str, str, str | None], list[LogEvent]] = defaultdict(list)
+    for code, event in coded:
+        if code is not None:
+            grouped[(code, "HAProxy" if event.source == "haproxy" else "nginx", listener_of(event))].append(event)
+    for (code, proxy, _listener), group in grouped.items():
+        yield code, proxy, group
+
+
+def _kind(event: LogEvent) -> str:
+    return event.text("error") or event.text("reason") or (
+        "broken header: " + (printable(str(event.fields.get("data", ""))[:24]) or "(nothing)"))
+
+
+def _finding(code: str, group: list[LogEvent], message: str, evidence: dict, inferred: bool = False,
+             proxy: str | None = None) -> Finding:
+    page = catalog.load_pages().get(code)
+    severity = page.severity if page else "warning"
+    return Finding(
+        code=code,
+        slug=page.slug if page else code,
+        severity=lower(severity) if inferred else severity,
+        message=message,
+        connections=[],
+        frames=[],
+        count=len(group),
+        evidence={
+            "log_lines": [quote(event) for event in group[:MAX_QUOTED]],
+            "count": len(group),
+            **evidence,
+            "per_listener": _count(group, listener_of),
+            "per_source": _count(group, source_of),
+            "first_seen": _time(group, min),
+            "last_seen": _time(group, max),
+        },
+        proxy=proxy,
+        inferred=inferred,
+        doc=f"docs/findings/{code}.md",
+    )
+
+
+def quote(event: LogEvent) -> str:
+    """The log line as evidence: where it is, and its text with every control character
+    shown as an escape (a log line is data, never terminal control)."""
+    text = printable(event.raw)
+    if len(text) > MAX_QUOTE_CHARS:
+        text = text[:MAX_QUOTE_CHARS] + "..."
+    return f"{event.where()}: {text}"
+
+
+def printable(text: str) -> str:
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _by(events: Iterable[LogEvent], key: Callable[[LogEvent], str | None]) -> dict[str, list[LogEvent]]:
+    grouped: dict[str, list[LogEvent]] = defaultdict(list)
+    for event in events:
+        grouped[key(event) or "?"].append(event)
+    return dict(grouped)
+
+
+def _count(events: list[LogEvent], key: Callable[[LogEvent], str | None], limit: int | None = 5) -> dict[str, int]:
+    return dict(Counter(value for value in map(key, events) if value).most_common(limit))
+
+
+def _time(events: list[LogEvent], pick: Callable) -> str | None:
+    stamps = [event.timestamp for event in events if event.timestamp is not None]
+    return pick(stamps).isoformat() if stamps else None
+
+
+def _normal(address: str) -> str:
+    """An address as Stalwart uses it: IPv4-mapped IPv6 turned into IPv4 (listen.rs)."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
