@@ -15,7 +15,7 @@ from proxydiag.model import Analysis, Connection, Endpoints, FlowTableBounds, In
 from proxydiag.protocols import Opening, recognise
 from proxydiag.protocols.tls import starts_with_tls
 from proxydiag.redact import first_line, printable
-from proxydiag.judging import judge_all, tally_of
+from proxydiag.judging import OnCite, judge_all, tally_of
 from proxydiag.rules.base import Options
 from proxydiag.services import DEFAULT_TABLE, ServiceTable, parse_ports
 from proxydiag.stalwart_config import StalwartConfig
@@ -62,10 +62,12 @@ class Settings:
         )
 
 
-def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None, jobs: int = 1) -> Analysis:
-    """Read the captures and judge them: the whole of `proxydiag analyze`."""
+def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None, jobs: int = 1,
+             on_cite: OnCite | None = None) -> Analysis:
+    """Read the captures and judge them: the whole of `proxydiag analyze`. `on_cite` hears
+    every connection each finding concerns (`--annotate` keeps each connection's verdict)."""
     analysis = analyze_files(paths, progress, settings.options.services, settings, jobs)
-    judge_analysis(analysis, settings)
+    judge_analysis(analysis, settings, on_cite)
     return analysis
 
 
@@ -73,7 +75,7 @@ def resolver_for(settings: Settings) -> ExpectationResolver:
     return ExpectationResolver(settings.expect_global, settings.expect_ports, settings.stalwart, settings.trusted)
 
 
-def judge_analysis(analysis: Analysis, settings: Settings) -> None:
+def judge_analysis(analysis: Analysis, settings: Settings, on_cite: OnCite | None = None) -> None:
     """Judge what has been read: the first pass (the tally) was made while reading; the
     second goes over the connections in the order they started."""
     analysis.stalwart_config = settings.stalwart
@@ -86,7 +88,7 @@ def judge_analysis(analysis: Analysis, settings: Settings) -> None:
     connections = analysis.connections
     keep = _keep_rendered(connections) if isinstance(connections, ConnectionStore) and connections.spilled else None
     analysis.findings = judge_all(_by_start(connections), tally, options, settings.stalwart, analysis.inputs,
-                                  analysis.flow_table, on_judged=keep)
+                                  analysis.flow_table, on_judged=keep, on_cite=on_cite)
     if isinstance(connections, ConnectionStore):  # read back for the report: as judged
         connections.prepare = lambda conn: setattr(conn, "expectation", resolver.for_connection(conn))
 
