@@ -228,9 +228,9 @@ def analyze(
                                 verdicts.record if verdicts is not None else None)
         except ShardError as error:
             fail(str(error))
-    if annotate is not None and verdicts is not None:
-        _annotate(annotate, inputs.captures, analysis, verdicts)
+    unwritten = _annotate(annotate, inputs.captures, analysis, verdicts) if annotate and verdicts else []
     extra, unread = _other_evidence(analysis, inputs, settings) if inputs.besides_captures else (None, [])
+    unread = [*unread, *unwritten]
     _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on), extra, unread)
 
 
@@ -250,13 +250,16 @@ def _annotation_verdicts(target: Path | None, anonymize: bool, captures: Sequenc
     return ConnectionVerdicts()
 
 
-def _annotate(target: Path, captures: Sequence[str], analysis: Analysis, verdicts) -> None:
+def _annotate(target: Path, captures: Sequence[str], analysis: Analysis, verdicts) -> list[str]:
+    """The annotated capture written; what went wrong, as lines the report's exit code counts
+    (the report is still given)."""
     from proxydiag.report.annotate import AnnotateError, annotate
 
     try:
         annotate(target, captures, analysis, verdicts)
     except AnnotateError as error:
-        fail(str(error))
+        return [str(error)]
+    return []
 
 
 def _jobs(value: str, captures: list[str]) -> int:
@@ -395,13 +398,12 @@ def sniff(
     analysis = reader.done()
     # the report: both passes over the whole run, as analyze does
     judge_analysis(analysis, settings, verdicts.record if verdicts is not None else None)
-    if annotate is not None and write is not None and verdicts is not None:
-        _annotate(annotate, [str(write)], analysis, verdicts)
+    unwritten = _annotate(annotate, [str(write)], analysis, verdicts) if annotate and write and verdicts else []
     events.finish(analysis)
     if format is SniffFormat.jsonl:  # the stop event was the report
-        _say_what_was_unread(analysis)
-        _leave(analysis, (), fail_on)
-    _report(analysis, ReportOptions(Format(format.value), output, anonymize, quiet, verbose, fail_on))
+        _say_what_was_unread(analysis, unwritten)
+        _leave(analysis, unwritten, fail_on)
+    _report(analysis, ReportOptions(Format(format.value), output, anonymize, quiet, verbose, fail_on), unread=unwritten)
 
 
 def _rotation(write: Path | None, megabytes: float | None, seconds: float | None, count: int | None):

@@ -153,11 +153,29 @@ def test_annotate_never_overwrites_an_input_nor_reads_standard_input(tmp_path):
     copy.write_bytes(SHIPPED[0].read_bytes())
     for args in (("analyze", str(copy), "--annotate", str(copy)), ("analyze", "-", "--annotate", str(tmp_path / "o")),
                  ("analyze", str(copy), "--annotate", str(tmp_path)),
+                 ("analyze", str(copy), "--annotate", str(tmp_path / "no-such-directory" / "o.pcapng")),
                  ("sniff", "-i", "lo", "--duration", "1", "--annotate", str(tmp_path / "o.pcapng"))):
         result = run(*args)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert copy.read_bytes() == SHIPPED[0].read_bytes()
+
+
+def test_a_write_that_fails_late_still_gives_the_report_and_leaves_no_file(tmp_path, monkeypatch, capsys):
+    import proxydiag.report.annotate as annotate_module
+    from proxydiag.cli import main
+
+    def disk_full(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(annotate_module, "write_annotated", disk_full)
+    monkeypatch.setattr(sys, "argv", ["proxydiag", "analyze", str(SHIPPED[0]), "-q", "--annotate", str(tmp_path / "o.pcapng")])
+    with pytest.raises(SystemExit) as leaving:
+        main()
+    said = capsys.readouterr()
+    assert leaving.value.code == 2 and "PD209" in said.out
+    assert said.err.strip().splitlines() == [f"proxydiag: cannot write {tmp_path / 'o.pcapng'}: No space left on device"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_symbolic_link_at_the_target_is_replaced_not_followed(tmp_path):

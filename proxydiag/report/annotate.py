@@ -217,6 +217,9 @@ def target_problem(target: Path, inputs: Sequence[str]) -> str | None:
         return "--annotate reads the captures a second time: give files, not standard input"
     if target.is_dir():
         return f"--annotate {visible(str(target))}: is a directory; give a file name such as annotated.pcapng"
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        return f"--annotate {visible(str(target))}: cannot write in {visible(str(directory))} (no such directory, or no permission)"
     for path in inputs:
         if _same_file(target, Path(path)):
             return f"--annotate {visible(str(target))}: that is an input; write the annotated capture to another file"
