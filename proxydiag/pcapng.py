@@ -63,5 +63,5 @@ def enhanced_packet(interface: int, ticks: int, frame: bytes, wire_length: int, 
     """A packet of `interface`, at `ticks` in that interface's units, with a comment
     option (opt_comment, UTF-8) per comment."""
     head = struct.pack("<IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), wire_length)
-    tail = options((OPT_COMMENT, comment.encode()) for comment in comments)
+    tail = options((OPT_COMMENT, comment.encode("utf-8", "backslashreplace")) for comment in comments)
     return block(ENHANCED_PACKET, head + frame + padding(len(frame)) + tail)
