@@ -174,7 +174,14 @@ class _Summaries:
 def write_annotated(handle: IO[bytes], paths: Sequence[str], analysis: Any, verdicts: ConnectionVerdicts) -> Written:
     """Every frame of every readable input into `handle` as pcapng, one interface block
     per (input, interface), with the findings' comments and the connections' summaries."""
-    cited = cited_comments(analysis.findings, lambda number: analysis.connections[number - 1].input)
+    inputs: dict[int, int] = {}  # of the cited connections, each read from the store once
+
+    def input_of(number: int) -> int:
+        if number not in inputs:
+            inputs[number] = analysis.connections[number - 1].input
+        return inputs[number]
+
+    cited = cited_comments(analysis.findings, input_of)
     summaries = _Summaries(iter(analysis.connection_dicts()), verdicts)
     written = Written()
     handle.write(pcapng.section_header(f"proxydiag {__version__} --annotate"))
