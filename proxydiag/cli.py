@@ -130,6 +130,11 @@ HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", help="A he
 GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", help="No greeting within this is PD402.")
 INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205).")
 FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1.")
+ANNOTATE = typer.Option(None, "--annotate", metavar="OUT.pcapng",
+                        help="Also write the capture back as pcapng with the judgement inside, for Wireshark: each frame "
+                        "a finding cites carries a packet comment (PD301 tls-flag-lost: ...), each connection's first "
+                        "frame a one-line summary (tshark -r OUT.pcapng -Y 'frame.comment contains \"PD301\"'). "
+                        "Not with --anonymize: the frames carry the original addresses.")
 JOBS = typer.Option("1", "--jobs", "-j", metavar="N|auto",
                     help="Worker processes sharing the connections (default 1); auto: one per CPU (up to 4) for "
                     "captures over 50 MB. Each worker reads the whole capture: they pay only on idle cores "
@@ -184,6 +189,7 @@ def analyze(
     internal_clients: bool = INTERNAL,
     fail_on: FailOn = FAIL_ON,
     jobs: str = JOBS,
+    annotate: Path | None = ANNOTATE,
 ) -> None:
     """Read captures, reassemble the opening of every TCP connection, decode PROXY headers
     and the first words of each side, and report what is wrong (the findings catalog:
@@ -199,6 +205,8 @@ def analyze(
 
       proxydiag analyze cap.pcap /etc/haproxy/haproxy.cfg haproxy.log
 
+      proxydiag analyze cap.pcap --annotate annotated.pcapng
+
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 an input
     could not be read (the report still covers what was readable).
     """
@@ -213,14 +221,46 @@ def analyze(
     settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
                          greeting_timeout, internal_clients)
     inputs = evidence.sort_inputs(files or [], evidence.read_head)
+    verdicts = _annotation_verdicts(annotate, anonymize, inputs.captures)
     workers = _jobs(jobs, inputs.captures)
     with ProgressBar() as progress:
         try:
-            analysis = diagnose(inputs.captures, settings, progress.reporter(), workers)
+            analysis = diagnose(inputs.captures, settings, progress.reporter(), workers,
+                                verdicts.record if verdicts is not None else None)
         except ShardError as error:
             fail(str(error))
+    unwritten = _annotate(annotate, inputs.captures, analysis, verdicts) if annotate and verdicts else []
     extra, unread = _other_evidence(analysis, inputs, settings) if inputs.besides_captures else (None, [])
+    unread = [*unread, *unwritten]
     _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on), extra, unread)
+
+
+def _annotation_verdicts(target: Path | None, anonymize: bool, captures: Sequence[str]):
+    """--annotate checked before anything is read, and what judging must keep for it."""
+    if target is None:
+        return None
+    from proxydiag.report.annotate import ConnectionVerdicts, target_problem
+
+    if anonymize:
+        fail("--annotate writes the original frames, addresses and all: it cannot be --anonymize'd; drop one of them")
+    if not captures:
+        fail("--annotate writes the captures back: give at least one capture file")
+    problem = target_problem(target, captures)
+    if problem is not None:
+        fail(problem)
+    return ConnectionVerdicts()
+
+
+def _annotate(target: Path, captures: Sequence[str], analysis: Analysis, verdicts) -> list[str]:
+    """The annotated capture written; what went wrong, as lines the report's exit code counts
+    (the report is still given)."""
+    from proxydiag.report.annotate import AnnotateError, annotate
+
+    try:
+        annotate(target, captures, analysis, verdicts)
+    except AnnotateError as error:
+        return [str(error)]
+    return []
 
 
 def _jobs(value: str, captures: list[str]) -> int:
@@ -304,6 +344,11 @@ def sniff(
     greeting_timeout: float = GREETING_TIMEOUT,
     internal_clients: bool = INTERNAL,
     fail_on: FailOn = FAIL_ON,
+    annotate: Path | None = typer.Option(None, "--annotate", metavar="OUT.pcapng",
+                                         help="With -w FILE: once the capture ends, write FILE back as pcapng with "
+                                         "the judgement inside (packet comments on the frames the findings cite, a "
+                                         "summary on each connection's first frame), for Wireshark. Not with "
+                                         "--anonymize, -C or -G."),
 ) -> None:
     """Capture live (as root, or with CAP_NET_RAW), print findings as they appear, and the
     full report when the capture ends (--duration, --count, Ctrl-C or SIGTERM). As a
@@ -314,6 +359,8 @@ def sniff(
       proxydiag sniff -i eth0 --duration 60
 
       proxydiag sniff -i any -f 'tcp port 10025' -w ticket.pcap
+
+      proxydiag sniff -i eth0 --duration 60 -w cap.pcap --annotate cap-annotated.pcapng
 
       proxydiag sniff -i eth0 --format jsonl -o events.jsonl --metrics 127.0.0.1:9465 -w cap-%H.pcap -G 3600 -W 24
     """
@@ -328,6 +375,9 @@ def sniff(
                          greeting_timeout, internal_clients)
     if heartbeat <= 0:
         fail("--heartbeat must be a number of seconds above 0")
+    if annotate is not None and (write is None or file_size or rotate_seconds):
+        fail("--annotate writes the -w file back with comments: give -w FILE, without -C or -G")
+    verdicts = _annotation_verdicts(annotate, anonymize, [str(write)] if write is not None else [])
     capture = LiveCapture(interface, bpf or MAIL_FILTER, count=count, duration=duration,
                           write_path=str(write) if write else None,
                           rotation=_rotation(write, file_size, rotate_seconds, file_count))
@@ -348,12 +398,14 @@ def sniff(
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the capture, not the report
         analyze_live(capture, reader)
     analysis = reader.done()
-    judge_analysis(analysis, settings)  # the report: both passes over the whole run, as analyze does
+    # the report: both passes over the whole run, as analyze does
+    judge_analysis(analysis, settings, verdicts.record if verdicts is not None else None)
+    unwritten = _annotate(annotate, [str(write)], analysis, verdicts) if annotate and write and verdicts else []
     events.finish(analysis)
     if format is SniffFormat.jsonl:  # the stop event was the report
-        _say_what_was_unread(analysis)
-        _leave(analysis, (), fail_on)
-    _report(analysis, ReportOptions(Format(format.value), output, anonymize, quiet, verbose, fail_on))
+        _say_what_was_unread(analysis, unwritten)
+        _leave(analysis, unwritten, fail_on)
+    _report(analysis, ReportOptions(Format(format.value), output, anonymize, quiet, verbose, fail_on), unread=unwritten)
 
 
 def _rotation(write: Path | None, megabytes: float | None, seconds: float | None, count: int | None):

@@ -15,9 +15,13 @@ import stat
 import struct
 import sys
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Generator
+from typing import Any, BinaryIO, Callable, Generator, Iterator
 
 Record = tuple[int, float, int, bytes, int]
+# What an exact reader yields (open_capture(path, exact=True)): frame_no, the interface's
+# index among every interface of the input, the timestamp in the interface's own units
+# (since its if_tsoffset), linktype, frame bytes, wire length.
+ExactRecord = tuple[int, int, int, int, bytes, int]
 Unpacker = Callable[[bytes, int], tuple]
 
 # Chunks this size still sit in the CPU cache after the kernel copied them in;
@@ -59,6 +63,10 @@ _PCAPNG_MAGIC = struct.pack("<I", _SHB)
 _BLOCK_HEAD_SIZE = 12  # type, length, and the trailing length copy
 _MIN_BLOCK_LENGTH = {_SHB: 28, _IDB: 20, _PB: 32, _SPB: 16, _EPB: 32}
 _OPT_END, _OPT_TSRESOL, _OPT_TSOFFSET = 0, 9, 14
+# IDB options whose values read the same in either byte order (pcapng spec, section 4.2):
+# if_name, if_description, if_IPv4addr, if_IPv6addr, if_MACaddr, if_EUIaddr, if_filter,
+# if_os, if_fcslen, if_hardware.
+_PORTABLE_IDB_OPTIONS = frozenset({2, 3, 4, 5, 6, 7, 11, 12, 13, 15})
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,18 @@ def _layout(order: str) -> _PcapngLayout:
 _LAYOUT_BY_BOM = {b"\x4d\x3c\x2b\x1a": _layout("<"), b"\x1a\x2b\x3c\x4d": _layout(">")}
 
 
+@dataclass(frozen=True)
+class Interface:
+    """An interface of an input as an exact reader describes it: enough to write its
+    packets back with their timestamps and link type unchanged."""
+
+    linktype: int
+    snaplen: int
+    tsresol: int  # the if_tsresol byte: 6 is microseconds, 9 nanoseconds, 0x80|n is 2**-n
+    tsoffset: int  # seconds added to every timestamp (if_tsoffset)
+    options: tuple[tuple[int, bytes], ...] = ()  # name, description, filter...: see _PORTABLE_IDB_OPTIONS
+
+
 class CaptureError(Exception):
     """The input cannot be read at all; str(e) is one line saying what and how to fix it."""
 
@@ -108,10 +128,11 @@ def _display_name(path: str) -> str:
     return path if path.isprintable() else ascii(path)
 
 
-def open_capture(path: str) -> CaptureReader:
-    """Open a pcap/pcapng file ("-" for standard input); raises CaptureError if unreadable."""
+def open_capture(path: str, exact: bool = False) -> CaptureReader:
+    """Open a pcap/pcapng file ("-" for standard input); raises CaptureError if unreadable.
+    With `exact`, the reader yields ExactRecords and lists the input's interfaces."""
     if path == "-":
-        return read_records(sys.stdin.buffer, path)
+        return CaptureReader(sys.stdin.buffer, path, exact=exact)
     name = _display_name(path)
     try:
         stream = open(path, "rb")  # noqa: SIM115 - the reader owns it and closes it
@@ -126,7 +147,7 @@ def open_capture(path: str) -> CaptureReader:
     except OSError as e:
         raise CaptureError(f"{name}: cannot open ({e.strerror or e})") from None
     try:
-        return CaptureReader(stream, path, owns_stream=True)
+        return CaptureReader(stream, path, owns_stream=True, exact=exact)
     except BaseException:
         stream.close()
         raise
@@ -166,14 +187,19 @@ class CaptureReader:
     _NUMBERED_NON_PACKETS); info.packets counts only the records yielded.  A
     pcapng Simple Packet Block has no timestamp and gets the previous packet's.
     The stream is closed by close() only if open_capture opened it.
+
+    With `exact`, it yields ExactRecords instead, and `interfaces` lists every
+    interface met so far (one for a pcap file), in the order the records index them.
     """
 
-    def __init__(self, stream: BinaryIO, path: str, owns_stream: bool = False):
+    def __init__(self, stream: BinaryIO, path: str, owns_stream: bool = False, exact: bool = False):
         self._stream = stream
         self._owns_stream = owns_stream
         self._name = _display_name(path)
         self._read = getattr(stream, "read1", None) or stream.read
         self.info = info = InputInfo(path=path, format="", size=_regular_file_size(stream))
+        self.exact = exact
+        self.interfaces: list[Interface] = []
         magic = self._read_header(4)
         if not magic:
             raise CaptureError(f"{self._name}: empty file; the capture contains nothing")
@@ -186,7 +212,7 @@ class CaptureReader:
         else:
             raise _unrecognised_magic(self._name, magic)
 
-    def __iter__(self) -> Generator[Record, None, None]:
+    def __iter__(self) -> Generator[Any, None, None]:  # Record, or ExactRecord when exact
         return self._records
 
     def close(self) -> None:
@@ -250,17 +276,19 @@ class CaptureReader:
             raise CaptureError(
                 f"{self._name}: file ends inside the pcap file header; the capture is empty or cut off"
             )
-        (linktype,) = struct.unpack_from(order + "I", rest, 16)
+        snaplen, linktype = struct.unpack_from(order + "II", rest, 12)
         linktype &= _PCAP_LINKTYPE_MASK
         self.info.linktypes.append(linktype)
+        self.interfaces.append(Interface(linktype, snaplen, 9 if divisor == 1e9 else 6, 0))
         return self._pcap_records(struct.Struct(order + record_layout), divisor, linktype)
 
-    def _pcap_records(self, record_header: struct.Struct, divisor: float, linktype: int) -> Generator[Record, None, None]:
+    def _pcap_records(self, record_header: struct.Struct, divisor: float, linktype: int) -> Generator[Any, None, None]:
         info = self.info
         more = self._more
         unpack = record_header.unpack_from
         header_size = record_header.size
         max_caplen = MAX_CAPLEN
+        exact, units = self.exact, int(divisor)
         frame_no = 0
         buf, pos, end, need = b"", 0, 0, header_size
         while True:
@@ -284,7 +312,10 @@ class CaptureReader:
                     break
                 frame_no += 1
                 info.packets = frame_no
-                yield frame_no, sec + frac / divisor, linktype, buf[start:stop], wire_length
+                if exact:
+                    yield frame_no, 0, sec * units + frac, linktype, buf[start:stop], wire_length
+                else:
+                    yield frame_no, sec + frac / divisor, linktype, buf[start:stop], wire_length
                 pos = stop
         if pos < end:
             where = "record header" if end - pos < header_size else "packet data"
@@ -308,7 +339,7 @@ class CaptureReader:
             )
         return self._pcapng_records(head)
 
-    def _pcapng_records(self, buf: bytes) -> Generator[Record, None, None]:
+    def _pcapng_records(self, buf: bytes) -> Generator[Any, None, None]:
         info = self.info
         more = self._more
         linktypes = info.linktypes
@@ -319,9 +350,12 @@ class CaptureReader:
         min_length = _MIN_BLOCK_LENGTH.get
         # per interface: (linktype, snaplen, timestamp units per second, offset seconds)
         interfaces: list[tuple[int, int, float, int]] = []
+        exact, every_interface = self.exact, self.interfaces
+        section_base = 0  # exact: where this section's interfaces start among every_interface
         frame_no = 0
         unyielded = 0  # frame numbers taken by records that are not packets
         last_ts = 0.0
+        last_ticks = 0
         pos, end, need = 0, len(buf), _BLOCK_HEAD_SIZE
         while True:
             while end - pos >= _BLOCK_HEAD_SIZE:
@@ -360,6 +394,12 @@ class CaptureReader:
                     start = pos + 28
                     if interface >= len(interfaces) or caplen > max_caplen or start + caplen > stop - 4:
                         self._damage(_bad_packet_block(self._offset(end - pos), interface, len(interfaces), caplen))
+                    elif exact:
+                        last_ticks = (ts_high << 32) | ts_low
+                        frame_no += 1
+                        info.packets = frame_no - unyielded
+                        yield (frame_no, section_base + interface, last_ticks, interfaces[interface][0],
+                               buf[start:start + caplen], wire_length)
                     else:
                         linktype, _, units, ts_offset = interfaces[interface]
                         last_ts = ((ts_high << 32) | ts_low) / units + ts_offset
@@ -376,14 +416,20 @@ class CaptureReader:
                         frame_no += 1
                         info.packets = frame_no - unyielded
                         # an SPB has no timestamp; repeating the previous one keeps time monotonic
-                        yield frame_no, last_ts, linktype, buf[pos + 12:pos + 12 + caplen], wire_length
+                        if exact:
+                            yield frame_no, section_base, last_ticks, linktype, buf[pos + 12:pos + 12 + caplen], wire_length
+                        else:
+                            yield frame_no, last_ts, linktype, buf[pos + 12:pos + 12 + caplen], wire_length
                 elif block_type == _IDB:
                     interfaces.append(_interface(layout, buf, pos, stop))
                     if interfaces[-1][0] not in known_linktypes:
                         known_linktypes.add(interfaces[-1][0])
                         linktypes.append(interfaces[-1][0])
+                    if exact:
+                        every_interface.append(_exact_interface(layout, buf, pos, stop))
                 elif block_type == _SHB:
                     interfaces = []
+                    section_base = len(every_interface)
                 elif block_type in _NUMBERED_NON_PACKETS:
                     frame_no += 1
                     unyielded += 1
@@ -413,16 +459,35 @@ def _interface(layout: _PcapngLayout, buf: bytes, pos: int, stop: int) -> tuple[
     """(linktype, snaplen, timestamp units per second, offset seconds) from an IDB."""
     linktype, _, snaplen = layout.idb(buf, pos + 8)
     units, ts_offset = 1e6, 0
-    option, options_end = pos + 16, stop - 4
-    while option + 4 <= options_end:
-        code, length = layout.option_head(buf, option)
-        value = option + 4
-        if code == _OPT_END or value + length > options_end:
-            break
+    for code, value, length in _options(layout, buf, pos + 16, stop - 4):
         if code == _OPT_TSRESOL and length >= 1:
             exponent = buf[value] & 0x7F
             units = float(2**exponent if buf[value] & 0x80 else 10**exponent)
         elif code == _OPT_TSOFFSET and length >= 8:
             (ts_offset,) = layout.i64(buf, value)
-        option = value + ((length + 3) & ~3)
     return linktype, snaplen, units, ts_offset
+
+
+def _exact_interface(layout: _PcapngLayout, buf: bytes, pos: int, stop: int) -> Interface:
+    """An IDB as it must be written back: its resolution byte, offset and portable options."""
+    linktype, _, snaplen = layout.idb(buf, pos + 8)
+    tsresol, ts_offset, kept = 6, 0, []
+    for code, value, length in _options(layout, buf, pos + 16, stop - 4):
+        if code == _OPT_TSRESOL and length >= 1:
+            tsresol = buf[value]
+        elif code == _OPT_TSOFFSET and length >= 8:
+            (ts_offset,) = layout.i64(buf, value)
+        elif code in _PORTABLE_IDB_OPTIONS:
+            kept.append((code, bytes(buf[value:value + length])))
+    return Interface(linktype, snaplen, tsresol, ts_offset, tuple(kept))
+
+
+def _options(layout: _PcapngLayout, buf: bytes, option: int, options_end: int) -> Iterator[tuple[int, int, int]]:
+    """(code, where its value starts, its length) of each option of a block, up to opt_endofopt."""
+    while option + 4 <= options_end:
+        code, length = layout.option_head(buf, option)
+        value = option + 4
+        if code == _OPT_END or value + length > options_end:
+            return
+        yield code, value, length
+        option = value + ((length + 3) & ~3)

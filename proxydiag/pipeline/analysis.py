@@ -14,7 +14,7 @@ from proxydiag.facts.model import Analysis, Connection, FlowTableBounds, InputSu
 from proxydiag.facts.store import ConnectionStore
 from proxydiag.pipeline.shards import Progress, track_files
 from proxydiag.rules.base import Options
-from proxydiag.rules.judge import judge_all, tally_of
+from proxydiag.rules.judge import OnCite, judge_all, tally_of
 from proxydiag.rules.tally import Tally
 from proxydiag.services import DEFAULT_TABLE, ServiceTable, parse_ports
 
@@ -48,10 +48,12 @@ class Settings:
         )
 
 
-def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None, jobs: int = 1) -> Analysis:
-    """Read the captures and judge them: the whole of `proxydiag analyze`."""
+def diagnose(paths: Iterable[str], settings: Settings, progress: Progress | None = None, jobs: int = 1,
+             on_cite: OnCite | None = None) -> Analysis:
+    """Read the captures and judge them: the whole of `proxydiag analyze`. `on_cite` hears
+    every connection each finding concerns (`--annotate` keeps each connection's verdict)."""
     analysis = analyze_files(paths, progress, settings.options.services, settings, jobs)
-    judge_analysis(analysis, settings)
+    judge_analysis(analysis, settings, on_cite)
     return analysis
 
 
@@ -59,7 +61,7 @@ def resolver_for(settings: Settings) -> ExpectationResolver:
     return ExpectationResolver(settings.expect_global, settings.expect_ports, settings.stalwart, settings.trusted)
 
 
-def judge_analysis(analysis: Analysis, settings: Settings) -> None:
+def judge_analysis(analysis: Analysis, settings: Settings, on_cite: OnCite | None = None) -> None:
     """Judge what has been read: the first pass (the tally) was made while reading; the
     second goes over the connections in the order they started."""
     analysis.stalwart_config = settings.stalwart
@@ -72,7 +74,7 @@ def judge_analysis(analysis: Analysis, settings: Settings) -> None:
     connections = analysis.connections
     keep = _keep_rendered(connections) if isinstance(connections, ConnectionStore) and connections.spilled else None
     analysis.findings = judge_all(_by_start(connections), tally, options, settings.stalwart, analysis.inputs,
-                                  analysis.flow_table, on_judged=keep)
+                                  analysis.flow_table, on_judged=keep, on_cite=on_cite)
     if isinstance(connections, ConnectionStore):  # read back for the report: as judged
         connections.prepare = lambda conn: setattr(conn, "expectation", resolver.for_connection(conn))
 

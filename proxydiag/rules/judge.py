@@ -30,6 +30,8 @@ SET_LIMIT = 4_096  # past this, a finding counts its connections in a bitmap
 Clock = Callable[[Connection], float]
 # A finding just raised (True) or grown, the connection of the hit, how many connections it added.
 OnHit = Callable[["Finding", bool, "Connection | None", int], None]
+# A connection (its number) is one of a finding's (code, severity): every one, not only those cited.
+OnCite = Callable[[str, str, int], None]
 
 
 def by_start(conn: Connection) -> float:
@@ -44,7 +46,7 @@ class Judge:
     def __init__(self, tally: Tally, options: Options, config: StalwartConfig | None = None,
                  inputs: list[InputSummary] | None = None, flow_table: FlowTableBounds | None = None,
                  clock: Clock = by_start, on_hit: OnHit | None = None,
-                 on_judged: Callable[[Connection], None] | None = None) -> None:
+                 on_judged: Callable[[Connection], None] | None = None, on_cite: OnCite | None = None) -> None:
         self.ctx = Context(
             tally=tally,
             expectations=tally.expectations,
@@ -55,7 +57,7 @@ class Judge:
             flow_table=flow_table if flow_table is not None else FlowTableBounds(),
         )
         self.clock = clock
-        self.collector = FindingCollector(on_hit)
+        self.collector = FindingCollector(on_hit, on_cite)
         self.on_judged = on_judged
         self.window: deque[Connection] = deque()
         self.pending: deque[Connection] = deque()
@@ -109,9 +111,9 @@ class Judge:
 
 def judge_all(connections: Iterable[Connection], tally: Tally, options: Options, config: StalwartConfig | None = None,
               inputs: list[InputSummary] | None = None, flow_table: FlowTableBounds | None = None,
-              on_judged: Callable[[Connection], None] | None = None) -> list[Finding]:
+              on_judged: Callable[[Connection], None] | None = None, on_cite: OnCite | None = None) -> list[Finding]:
     """The findings of connections given in the order they started, `tally` having seen them all."""
-    judge = Judge(tally, options, config, inputs, flow_table, on_judged=on_judged)
+    judge = Judge(tally, options, config, inputs, flow_table, on_judged=on_judged, on_cite=on_cite)
     for conn in connections:
         judge.add(conn)
     return judge.findings()
@@ -201,9 +203,10 @@ class Group:
 
 
 class FindingCollector:
-    def __init__(self, on_hit: OnHit | None = None) -> None:
+    def __init__(self, on_hit: OnHit | None = None, on_cite: OnCite | None = None) -> None:
         self.groups: dict[tuple[str, Hashable, str | None], Group] = {}
         self.on_hit = on_hit
+        self.on_cite = on_cite
         self.sequence = 0
 
     def add(self, rule: Rule, hit: Hit, phase: int) -> None:
@@ -219,6 +222,9 @@ class FindingCollector:
         before = group.ids.count
         for conn in hit.connections:
             group.cite(conn)
+        if self.on_cite is not None:
+            for conn in hit.connections:
+                self.on_cite(rule.code, hit.severity or rule.severity, conn.id)
         if self.on_hit is not None:
             self.on_hit(group.finding(), raised, hit.connections[0] if hit.connections else None, group.ids.count - before)
 
