@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from proxydiag.report.ladder import ladder_of
+from proxydiag.report.mermaid import sequence_diagram
 from proxydiag.report.views import (
     client_label,
     config_problems,
@@ -137,6 +139,11 @@ def _findings(document: dict) -> list[str]:
         if finding["connections"]:
             lines.append(f"- where: {escape(where_line(finding))}")
         lines.append("")
+        ladder = ladder_of(finding.get("ladder_legs") or []) if finding["severity"] == "error" else None
+        if ladder is not None:
+            numbers = ", ".join(f"#{number}" for number in ladder.connections)
+            lines += [f"Conversation {escape(numbers)}, times after its first SYN:", "", "```mermaid",
+                      *sequence_diagram(ladder), "```", ""]
         if finding["fix"] and finding["severity"] != "info":
             lines += ["**Fix**", "", _demote_headings(finding["fix"]), ""]
         lines += [f"More: {code('proxydiag explain ' + finding['code'])}", ""]
