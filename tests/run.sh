@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debian_packages=(haproxy nginx libnginx-mod-stream libnginx-mod-mail stunnel4 postfix dovecot-imapd dovecot-pop3d
-                 dovecot-managesieved tcpdump tshark swaks curl openssl socat caddy prometheus)
+                 dovecot-managesieved tcpdump tshark swaks curl openssl socat caddy prometheus chromium)
 missing=()
 for package in "${debian_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
