@@ -5,7 +5,6 @@ element or attribute that came from the wire (tests/html_inert.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import struct
@@ -17,13 +16,8 @@ from typer.testing import CliRunner
 
 from proxydiag.cli import app
 from tests.html_inert import html_problems
+from tests.test_pictures import HOSTILE, HOSTILE_CAPTURES, MANIFEST, SHIPPED
 
-REPO = Path(__file__).resolve().parent.parent
-SHIPPED = REPO / "captures"
-MANIFEST = json.loads((SHIPPED / "manifest.json").read_text())
-HOSTILE = REPO / "tests" / "hostile"
-HOSTILE_CAPTURES = [entry["file"] for entry in json.loads((HOSTILE / "manifest.json").read_text())
-                    if entry["command"] == "analyze" and "one_line_error" not in entry["properties"]]
 WIDTH = 1360
 BROWSER_SECONDS = 90
 
