@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from proxydiag.cli import app
 from tests.html_inert import html_problems
+from tests.test_hostile_real import capture as real_hostile_capture  # noqa: F401 (a fixture: real daemons' hostile text)
 from tests.test_pictures import HOSTILE, HOSTILE_CAPTURES, MANIFEST, SHIPPED
 
 WIDTH = 1360
@@ -84,6 +85,19 @@ def test_a_stylesheet_the_policy_does_not_name_is_refused(chromium, tmp_path):
 @pytest.mark.parametrize("capture", HOSTILE_CAPTURES)
 def test_hostile_wire_text_builds_no_element_or_attribute(chromium, capture, anonymize, tmp_path):
     page = write_page(HOSTILE / "files" / capture, tmp_path / "report.html", *(["--anonymize"] if anonymize else []))
+    check_dom(chromium, page, tmp_path)
+
+
+def test_real_daemons_hostile_banners_build_no_element_or_attribute(chromium, real_hostile_capture, tmp_path):
+    """Postfix's and Dovecot's banners with HTML and Markdown in them, HAProxy's UNIQUE_ID
+    and AUTHORITY (tests/hostile_lab.py), in the page's text and its ladders."""
+    page = write_page(real_hostile_capture, tmp_path / "report.html", "-v")
+    written = page.read_text()
+    assert "&lt;img src=x&gt;" in written and written.count("<svg") >= 1
+    check_dom(chromium, page, tmp_path)
+
+
+def check_dom(chromium: str, page: Path, tmp_path: Path) -> None:
     result = browse(chromium, page, tmp_path / "profile", "--dump-dom")
     dom = result.stdout
     assert "<main>" in dom and "</html>" in dom, result.stderr[-2000:]
