@@ -59,3 +59,34 @@ def test_sniff_unknown_interface_is_one_line_and_exit_2():
                             capture_output=True, text=True)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "no interface 'nosuchif0'" in result.stderr
+
+
+@pytest.mark.lab
+def test_sniff_writes_the_html_page_at_the_end(tmp_path):
+    """`sniff --format html`: the final report is the same self-contained page as analyze's."""
+    from tests.html_inert import html_problems
+
+    server = socket.socket()
+    server.bind(("127.94.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    threading.Thread(target=serve_smtp_once, args=(server,), daemon=True).start()
+    page = tmp_path / "live.html"
+    sniffer = subprocess.Popen(
+        [sys.executable, "-m", "proxydiag", "sniff", "-i", "lo", "-f", f"tcp port {port}", "--duration", "4",
+         "--format", "html", "-o", str(page), "--expect", "none", "--fail-on", "never"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    wait_capturing(sniffer)
+    with socket.create_connection(("127.94.0.1", port), source_address=("127.94.0.2", 0)) as client:
+        client.sendall(build_v2(src_addr="203.0.113.7", dst_addr="192.0.2.10", src_port=40000, dst_port=25))
+        client.recv(4096)
+        client.sendall(b"QUIT\r\n")
+        client.recv(4096)
+    out, err = sniffer.communicate(timeout=30)
+    server.close()
+    assert sniffer.returncode == 0, err
+    written = page.read_text()
+    assert written.startswith("<!DOCTYPE html>") and "PD102 unexpected-proxy-header" in written, written[-2000:]
+    assert written.count("<svg") >= 1 and "203.0.113.7:40000 -&gt; 192.0.2.10:25" in written
+    assert not html_problems(written)
