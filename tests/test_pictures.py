@@ -199,3 +199,10 @@ def test_wire_text_in_the_html_page_is_a_text_node():
 def test_probe_refuses_html_in_one_line():
     result = CliRunner().invoke(app, ["probe", "127.94.0.1:1", "--format", "html"])
     assert result.exit_code == 2 and "--format html" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fmt", [["--format", "html"], ["--format", "markdown"], ["-v"]], ids=["html", "markdown", "rich-v"])
+def test_every_picture_under_anonymize_shows_pseudonyms(fmt):
+    out = cli("analyze", str(SHIPPED / "tls-terminated-no-ssl-tlv.pcap"), "--anonymize", *fmt)
+    assert ("<svg" in out) or ("```mermaid" in out) or ("(times after its first SYN)" in out)
+    assert "127.80.0." not in out and re.search(r"\d+\.\d+\.\d+\.\d+:465", html.unescape(out))
