@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
-from proxydiag.report.ladder import Ladder, Step, ladder_of, time_label
+from proxydiag.report.ladder import Ladder, Step, pictures, time_label
 from proxydiag.report.views import (
     client_label,
     config_problems,
@@ -94,14 +94,14 @@ def page_of(document: dict, version: str, command_line: str) -> dict:
     """What the template shows, every value a plain string or number."""
     summary = document["summary"]
     findings = []
-    for finding in document["findings"]:
-        ladder = ladder_of(finding.get("ladder_legs") or [])
+    for finding, picture in zip(document["findings"], pictures(document["findings"]), strict=True):
         findings.append({
             "severity": finding["severity"], "code": finding["code"], "slug": finding["slug"],
             "inferred": finding["inferred"], "message": finding["message"],
             "evidence": [line.partition(": ")[::2] for line in evidence_lines(finding, limit=12)],
             "where": where_line(finding) if finding["connections"] else "",
-            "ladder": svg_of(ladder) if ladder is not None else None,
+            "ladder": svg_of(picture.ladder) if picture.ladder is not None else None,
+            "ladder_above": picture.above,
             "fix": fix_blocks(finding["fix"]) if finding["fix"] else [],
         })
     connections = [{

@@ -183,6 +183,30 @@ def time_label(seconds: float | None) -> str:
     return f"+{seconds:.3f} s"
 
 
+@dataclass(frozen=True)
+class Drawn:
+    """A finding's picture: its ladder, or the finding above that drew the same conversation."""
+
+    ladder: Ladder | None = None
+    above: str | None = None  # "PD302 tls-flag-impossible-v1"
+
+
+def pictures(findings: list[dict], drawn_for=lambda finding: True) -> list[Drawn]:
+    """For each finding (those `drawn_for` accepts): its ladder, drawn once per conversation."""
+    first_drawn: dict[tuple[int, ...], str] = {}
+    found = []
+    for finding in findings:
+        ladder = ladder_of(finding.get("ladder_legs") or []) if drawn_for(finding) else None
+        if ladder is None:
+            found.append(Drawn())
+        elif ladder.connections in first_drawn:
+            found.append(Drawn(above=first_drawn[ladder.connections]))
+        else:
+            first_drawn[ladder.connections] = f"{finding['code']} {finding['slug']}"
+            found.append(Drawn(ladder))
+    return found
+
+
 def ladders_of(document: dict, errors_only: bool = False) -> dict[int, Ladder]:
     """Each finding's ladder, by the finding's position in the document's findings, from
     the legs the human report kept beside it (`views.summarised`)."""

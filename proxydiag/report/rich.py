@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from proxydiag.report import ladder_text
-from proxydiag.report.ladder import Ladder, ladder_of
+from proxydiag.report.ladder import Drawn, Ladder, pictures
 from proxydiag.report.views import (
     client_label,
     config_problems,
@@ -123,7 +123,8 @@ def _findings(document: dict, verbose: bool) -> Group:
     if not findings:
         return Group(Text("\n" + no_findings_text(document), style="green"))
     parts: list[RenderableType] = [Text("\nFindings", style="bold")]
-    for finding in findings:
+    drawn = pictures(findings) if verbose else [Drawn()] * len(findings)
+    for finding, picture in zip(findings, drawn, strict=True):
         title = Text()
         title.append(f" {finding['severity'].upper():7} ", style=STYLES[finding["severity"]])
         title.append(f"{finding['code']} {finding['slug']}", style="bold")
@@ -134,9 +135,10 @@ def _findings(document: dict, verbose: bool) -> Group:
             body.append(Text(line, style="dim"))
         if finding["connections"]:
             body.append(Text(f"where: {where_line(finding)}", style="dim"))
-        ladder = ladder_of(finding.get("ladder_legs") or []) if verbose else None
-        if ladder is not None:
-            body.append(_ladder(ladder))
+        if picture.ladder is not None:
+            body.append(_ladder(picture.ladder))
+        elif picture.above:
+            body.append(Text(f"conversation: its ladder is under {picture.above} above", style="dim"))
         if finding["fix"] and (finding["severity"] != "info" or verbose):
             body.append(Text("fix:", style="bold"))
             body.append(Markdown(finding["fix"]))
