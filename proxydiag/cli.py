@@ -55,6 +55,7 @@ class Format(str, Enum):
     rich = "rich"
     json = "json"
     markdown = "markdown"
+    html = "html"
 
 
 class PlainFormat(str, Enum):
@@ -110,7 +111,8 @@ def _root(
 
 # Options shared by analyze and sniff (spec/cli.md).
 FORMAT = typer.Option(Format.rich, "--format", "-F",
-                      help="rich (for people), json (for scripts) or markdown (for a support ticket).")
+                      help="rich (for people), json (for scripts), markdown (for a support ticket) or html (one "
+                      "self-contained page, a ladder diagram of each finding's conversation).")
 OUTPUT = typer.Option(None, "--output", "-o", help="Write the report to this file.")
 ANONYMIZE = typer.Option(False, "--anonymize",
                          help="Replace every IP address and host name by a stable pseudonym (same kind of address).")
@@ -301,6 +303,7 @@ class SniffFormat(str, Enum):
     rich = "rich"
     json = "json"
     markdown = "markdown"
+    html = "html"
     jsonl = "jsonl"
 
 
@@ -322,7 +325,7 @@ def sniff(
     file_count: int | None = typer.Option(None, "-W", metavar="COUNT",
                                           help="With -C or -G: keep at most this many files, deleting the oldest."),
     format: SniffFormat = typer.Option(SniffFormat.rich, "--format", "-F",
-                                       help="rich, json or markdown: the report at the end; jsonl: one JSON object per "
+                                       help="rich, json, markdown or html: the report at the end; jsonl: one JSON object per "
                                        "event as it happens (connections, findings, heartbeats, the end), for log "
                                        "shippers (docs/sensor.md)."),
     output: Path | None = typer.Option(None, "--output", "-o",
@@ -466,7 +469,7 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
         # The human reports summarise: the connections pass by once, the first ones stay; a
         # rich -v report reads the rest once more as it lists them.
         document = told(summarised(add_to_document(analysis.to_dict(lazy=True), extra or {})))
-        if options.format is Format.markdown:  # the ticket names the command, anonymised like the rest
+        if options.format in (Format.markdown, Format.html):  # the ticket names the command, anonymised like the rest
             document["command_line"] = shlex.join(["proxydiag", *sys.argv[1:]])
         listed_all = options.verbose and options.format is Format.rich
         more: Iterable[dict] = islice(analysis.connection_dicts(), SHOWN_CONNECTIONS, None) if listed_all else ()
@@ -517,6 +520,10 @@ def _render(document: dict, format: Format, output: Path | None, quiet: bool, ve
         return json_report.render_document(document)
     if format is Format.markdown:
         return markdown_report.render(document, __version__, shlex.join(["proxydiag", *sys.argv[1:]]))
+    if format is Format.html:
+        from proxydiag.report import html as html_report
+
+        return html_report.render(document, __version__, shlex.join(["proxydiag", *sys.argv[1:]]))
     console = _console(output)
     return (taken(console) for _ in chain(rich_report.render_in_turns(document, console, verbose, quiet, more), [None]))
 
@@ -590,6 +597,8 @@ def probe(
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a target could
     not be probed (not resolvable, refused, unreachable, never answering).
     """
+    if format is Format.html:
+        fail("probe has no --format html (its steps are no captured conversation): use rich, json or markdown")
     from proxydiag import probe as probe_module
     from proxydiag.probe import pcap as probe_pcap
     from proxydiag.probe import steps as probe_steps

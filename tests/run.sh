@@ -15,7 +15,7 @@ if [ "${1:-}" = "--quick" ]; then
 fi
 
 debian_packages=(haproxy nginx libnginx-mod-stream libnginx-mod-mail stunnel4 postfix dovecot-imapd dovecot-pop3d
-                 dovecot-managesieved tcpdump tshark swaks curl openssl socat caddy prometheus)
+                 dovecot-managesieved tcpdump tshark swaks curl openssl socat caddy prometheus chromium)
 missing=()
 $quick && debian_packages=()
 for package in "${debian_packages[@]}"; do

@@ -16,6 +16,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from tests.hostile.generated import GENERATED
+from tests.html_inert import html_problems, mermaid_problems
 
 REPO = Path(__file__).resolve().parent.parent
 HOSTILE = REPO / "tests" / "hostile"
@@ -66,7 +67,8 @@ def variants(entry: dict, path: Path) -> list[tuple[str, list[str], bool]]:
         extra = ["--anonymize"] if anonymize else []
         found += [("rich", ["analyze", str(path), *extra], anonymize),
                   ("json", ["analyze", str(path), "-F", "json", *extra], anonymize),
-                  ("markdown", ["analyze", str(path), "-F", "markdown", *extra], anonymize)]
+                  ("markdown", ["analyze", str(path), "-F", "markdown", *extra], anonymize),
+                  ("html", ["analyze", str(path), "-F", "html", "-v", *extra], anonymize)]
     return found
 
 
@@ -104,6 +106,10 @@ def check_properties(entry: dict, fmt: str, out: str, err: str, anonymized: bool
         kinds = {child.type for token in tokens for child in (token.children or [])} | {token.type for token in tokens}
         assert not kinds & {"image", "html_inline", "html_block", "link_open"}, f"{where}: {kinds}"
         assert sum(1 for token in tokens if token.type == "heading_open" and token.tag == "h1") == 1
+    if "markdown_inert" in props and fmt == "markdown":  # the Mermaid ladders too
+        assert not mermaid_problems(out), f"{where}: {mermaid_problems(out)}"
+    if "markdown_inert" in props and fmt == "html":
+        assert not html_problems(out), f"{where}: {html_problems(out)}"
     if "no_secret" in props and entry.get("secret"):
         for value in (entry["secret"], entry["secret"].encode().hex()):
             assert value not in out, f"{where}: the secret is shown"

@@ -93,6 +93,7 @@ def outputs(capture: Path, anonymize: bool) -> dict[str, tuple[int, str, str]]:
         "rich-terminal": proxydiag(base, terminal=True),
         "markdown": proxydiag([*base, "--format", "markdown"]),
         "json": proxydiag([*base, "--format", "json"]),
+        "html": proxydiag([*base, "--format", "html"]),
     }
 
 

@@ -32,6 +32,7 @@ def test_the_wheel_carries_every_finding_page(wheel):
     shipped = {path.stem for path in (REPO / "proxydiag" / "findings").glob("PD*.md")}
     assert pages == shipped and len(shipped) >= 40
     assert "proxydiag/py.typed" in names
+    assert {"proxydiag/report/templates/report.html", "proxydiag/report/templates/report.css"} <= set(names)
 
 
 def borrow_site_packages(python: str) -> None:
@@ -78,3 +79,5 @@ def test_explain_and_rules_work_from_an_installed_wheel(wheel, tmp_path, layout)
     assert len(rules) >= 40 and all(len(line.split(None, 3)) == 4 for line in rules), "every rule has its summary"
     report = run("analyze", str(REPO / "captures" / "v1-behind-tls.pcap"), "--format", "json", "--fail-on", "never")
     assert '"fix": "HAProxy:' in report
+    page = run("analyze", str(REPO / "captures" / "v1-behind-tls.pcap"), "--format", "html", "--fail-on", "never")
+    assert "PD302 tls-flag-impossible-v1" in page and "<svg" in page and "style-src 'sha256-" in page

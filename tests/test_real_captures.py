@@ -229,7 +229,7 @@ def test_the_lab_records_credentials():
             "nginx-mail-imap.pcap"} <= names
 
 
-@pytest.mark.parametrize("fmt", ["rich", "json", "markdown"])
+@pytest.mark.parametrize("fmt", ["rich", "json", "markdown", "html"])
 @pytest.mark.parametrize("entry", WITH_SECRETS, ids=[entry["file"] for entry in WITH_SECRETS])
 def test_no_report_shows_a_credential(capture_dir, entry, fmt):
     """The user name and the password cross the wire in cleartext (POP3 USER/PASS, IMAP

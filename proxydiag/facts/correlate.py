@@ -95,6 +95,17 @@ class LegIndex:
             hops.insert(0, previous)
         return hops
 
+    def conversation(self, leg: Connection, limit: int = 8) -> list[Connection]:
+        """Every captured hop of the conversation `leg` belongs to, the real client's
+        first: its chain, then each onward leg whose own previous hop is the last one
+        (matched both ways, so a leg that merely started soon after is not taken)."""
+        hops = self.chain(leg, limit)
+        while len(hops) < limit and (onward := self.onward_leg(hops[-1])) is not None and onward not in hops:
+            if self.previous_hop(onward) is not hops[-1]:
+                break
+            hops.append(onward)
+        return hops
+
     def onward_leg(self, front: Connection) -> Connection | None:
         """The connection the server side of `front` opened onwards right after accepting
         it, when that server is a relay (a proxy): matched by the header when there is

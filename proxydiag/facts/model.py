@@ -194,6 +194,7 @@ class Connection:
                 "established": self.established_ts,
                 "header_after": _delay(self.established_ts or self.start_ts, self.header_ts),
                 "greeting_after": self.timing_greeting_after,
+                "client_first_after": _delay(self.established_ts or self.start_ts, self.client_first_ts),
             },
             "tls": self._tls_summary(),
             "opening": self.opening.to_dict(),

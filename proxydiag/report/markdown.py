@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from proxydiag.report.ladder import pictures
+from proxydiag.report.mermaid import sequence_diagram
 from proxydiag.report.views import (
     client_label,
     config_problems,
@@ -127,7 +129,8 @@ def _findings(document: dict) -> list[str]:
     lines = ["## Findings", ""]
     if not findings:
         return lines + [no_findings_text(document), ""]
-    for finding in findings:
+    drawn = pictures(findings, lambda finding: finding["severity"] == "error")
+    for finding, picture in zip(findings, drawn, strict=True):
         inferred = " (expectation inferred)" if finding["inferred"] else ""
         title = f"{finding['severity'].upper()} {finding['code']} {finding['slug']}"
         lines += [f"### {escape(title)}{inferred}", "", escape(finding["message"]), ""]
@@ -137,6 +140,12 @@ def _findings(document: dict) -> list[str]:
         if finding["connections"]:
             lines.append(f"- where: {escape(where_line(finding))}")
         lines.append("")
+        if picture.ladder is not None:
+            numbers = ", ".join(f"#{number}" for number in picture.ladder.connections)
+            lines += [f"Conversation {escape(numbers)}, times after its first SYN:", "", "```mermaid",
+                      *sequence_diagram(picture.ladder), "```", ""]
+        elif picture.above:
+            lines += [f"The conversation's ladder is under {escape(picture.above)} above.", ""]
         if finding["fix"] and finding["severity"] != "info":
             lines += ["**Fix**", "", _demote_headings(finding["fix"]), ""]
         lines += [f"More: {code('proxydiag explain ' + finding['code'])}", ""]

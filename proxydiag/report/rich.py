@@ -13,6 +13,8 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from proxydiag.report import ladder_text
+from proxydiag.report.ladder import Drawn, Ladder, pictures
 from proxydiag.report.views import (
     client_label,
     config_problems,
@@ -121,7 +123,8 @@ def _findings(document: dict, verbose: bool) -> Group:
     if not findings:
         return Group(Text("\n" + no_findings_text(document), style="green"))
     parts: list[RenderableType] = [Text("\nFindings", style="bold")]
-    for finding in findings:
+    drawn = pictures(findings) if verbose else [Drawn()] * len(findings)
+    for finding, picture in zip(findings, drawn, strict=True):
         title = Text()
         title.append(f" {finding['severity'].upper():7} ", style=STYLES[finding["severity"]])
         title.append(f"{finding['code']} {finding['slug']}", style="bold")
@@ -132,6 +135,10 @@ def _findings(document: dict, verbose: bool) -> Group:
             body.append(Text(line, style="dim"))
         if finding["connections"]:
             body.append(Text(f"where: {where_line(finding)}", style="dim"))
+        if picture.ladder is not None:
+            body.append(_ladder(picture.ladder))
+        elif picture.above:
+            body.append(Text(f"conversation: its ladder is under {picture.above} above", style="dim"))
         if finding["fix"] and (finding["severity"] != "info" or verbose):
             body.append(Text("fix:", style="bold"))
             body.append(Markdown(finding["fix"]))
@@ -139,6 +146,25 @@ def _findings(document: dict, verbose: bool) -> Group:
         parts.append(title)
         parts.append(Padding(Group(*body), (0, 0, 1, 4)))
     return Group(*parts)
+
+
+LADDER_STYLES = {"header": "bold blue", "tls": "magenta", "reply": "red", "rst": "red", "greeting": "green",
+                 "client": "default", "detail": "blue", "lanes": "bold"}
+
+
+def _ladder(ladder: Ladder) -> Group:
+    """The conversation of the finding's first hit, as a ladder of text."""
+    heading = Text("conversation " + ", ".join(f"#{number}" for number in ladder.connections)
+                   + " (times after its first SYN):", style="bold")
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(justify="right", no_wrap=True, min_width=ladder_text.TIME_WIDTH)
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold", ratio=1)
+    for row in ladder_text.rows_of(ladder):
+        style = LADDER_STYLES.get(row.kind, "dim")
+        grid.add_row(Text(row.time, style="dim"), Text(row.drawing, style=style), Text(row.text, style=style))
+    legend = [Text(line, style="dim") for line in ladder_text.legend(ladder)]
+    return Group(heading, *legend, grid)
 
 
 def _connections(connections: list[dict], total: int, more_follow: bool = False, continued: bool = False) -> Table:

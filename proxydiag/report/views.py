@@ -75,20 +75,26 @@ def software_label(conn: dict) -> str:
 
 
 SHOWN_CONNECTIONS = 200  # the most a human report lists (rich; Markdown lists fewer)
+MAX_LADDERS = 100  # findings whose conversation a human report keeps to draw (report/ladder.py)
 
 
 def summarised(document: dict, keep: int | None = SHOWN_CONNECTIONS) -> dict:
     """The document a human report renders: the connections read once, as they come (a
     stream from the store), into one row per server endpoint and the servers recognised,
-    keeping only the first `keep` of them (all with None)."""
+    keeping only the first `keep` of them (all with None), and beside each finding the
+    connections of its first hit's conversation (`ladder_legs`), for its ladder."""
     rows: dict[str, EndpointRow] = {}
     severity_of: dict[int, list[str]] = defaultdict(list)
     for finding in document["findings"]:
         for conn_id in finding["connections"]:
             severity_of[conn_id].append(finding["severity"])
+    wanted = {conn_id for finding in document["findings"][:MAX_LADDERS] for conn_id in finding.get("legs") or ()}
+    legs: dict[int, dict] = {}
     kept: list[dict] = []
     software: set[str] = set()
     for conn in document["connections"]:
+        if conn["id"] in wanted:
+            legs[conn["id"]] = conn
         name = endpoint_of(conn)
         row = rows.get(name) or rows.setdefault(name, EndpointRow(name))
         row.add(conn, severity_of.get(conn["id"], ()))
@@ -99,7 +105,10 @@ def summarised(document: dict, keep: int | None = SHOWN_CONNECTIONS) -> dict:
             kept.append(conn)
     ordered = sorted((row.to_dict() for row in rows.values()),
                      key=lambda row: (-int(row["errors"]), -int(row["warnings"]), str(row["endpoint"])))
-    return {**document, "connections": kept, "endpoints": ordered, "servers_recognised": sorted(software)}
+    findings = [{**finding, "ladder_legs": [legs[conn_id] for conn_id in finding.get("legs") or () if conn_id in legs]}
+                for finding in document["findings"]]
+    return {**document, "connections": kept, "endpoints": ordered, "servers_recognised": sorted(software),
+            "findings": findings}
 
 
 class EndpointRow:

@@ -65,6 +65,7 @@ class Finding:
     doc: str = ""
     proxy: str | None = None  # the proxy software recognised, whose fix the report prints
     note: bool = False  # context rather than a fault (a local test): no fix to print
+    legs: list[int] = field(default_factory=list)  # the first hit's conversation, its hops client first
 
     def to_dict(self) -> dict:
         return {
@@ -81,6 +82,7 @@ class Finding:
             "proxy": self.proxy,
             "note": self.note,
             "doc": self.doc,
+            "legs": self.legs,
         }
 
 

@@ -57,7 +57,7 @@ class Judge:
             flow_table=flow_table if flow_table is not None else FlowTableBounds(),
         )
         self.clock = clock
-        self.collector = FindingCollector(on_hit, on_cite)
+        self.collector = FindingCollector(on_hit, on_cite, self.ctx.legs)
         self.on_judged = on_judged
         self.window: deque[Connection] = deque()
         self.pending: deque[Connection] = deque()
@@ -173,6 +173,7 @@ class Group:
     order: tuple
     cited: list[tuple[int, int | None, str | None]] = field(default_factory=list)  # a heap of (-id, frame, proxy)
     ids: ConnectionIds = field(default_factory=ConnectionIds)
+    legs: list[int] = field(default_factory=list)  # the conversation of the first hit's connection
 
     def cite(self, conn: Connection) -> None:
         if not self.ids.add(conn.id):
@@ -199,14 +200,17 @@ class Group:
             doc=f"docs/findings/{self.rule.code}.md",
             proxy=first.proxy or next((proxy for _, _, proxy in cited if proxy), None),
             note=_is_note(self.rule, first),
+            legs=self.legs,
         )
 
 
 class FindingCollector:
-    def __init__(self, on_hit: OnHit | None = None, on_cite: OnCite | None = None) -> None:
+    def __init__(self, on_hit: OnHit | None = None, on_cite: OnCite | None = None,
+                 legs: LegIndex | None = None) -> None:
         self.groups: dict[tuple[str, Hashable, str | None], Group] = {}
         self.on_hit = on_hit
         self.on_cite = on_cite
+        self.legs = legs  # the window of legs, for the conversation of each finding's first hit
         self.sequence = 0
 
     def add(self, rule: Rule, hit: Hit, phase: int) -> None:
@@ -216,9 +220,9 @@ class FindingCollector:
         group = self.groups.get(key)
         raised = group is None
         if group is None:
-            group = self.groups[key] = Group(rule, replace(hit, connections=[]), order)
+            group = self.groups[key] = Group(rule, replace(hit, connections=[]), order, legs=self._legs_of(hit))
         elif order < group.order:
-            group.hit, group.order = replace(hit, connections=[]), order
+            group.hit, group.order, group.legs = replace(hit, connections=[]), order, self._legs_of(hit)
         before = group.ids.count
         for conn in hit.connections:
             group.cite(conn)
@@ -227,6 +231,16 @@ class FindingCollector:
                 self.on_cite(rule.code, hit.severity or rule.severity, conn.id)
         if self.on_hit is not None:
             self.on_hit(group.finding(), raised, hit.connections[0] if hit.connections else None, group.ids.count - before)
+
+    def _legs_of(self, hit: Hit) -> list[int]:
+        """The connections of the conversation the hit's first connection belongs to, as
+        far as the window of legs matches them (computed only when a group's first hit
+        changes: rarely, hits come in the order connections started)."""
+        if not hit.connections:
+            return []
+        first = hit.connections[0]
+        hops = self.legs.conversation(first) if self.legs is not None else [first]
+        return [hop.id for hop in hops]
 
     def findings(self) -> list[Finding]:
         findings = [group.finding() for group in self.groups.values()]
