@@ -342,6 +342,84 @@ def test_traefik_tls_to_server_puts_the_header_inside_tls(tmp_path):
     assert route.tls_to_server and route.header_inside_tls and route.sends == "v2" and route.front is None
 
 
+
+# traefik/traefik v3.7 pkg/tcp/dialer.go, DialerManager.Build: `proxyProtocol = config.ProxyProtocol`,
+# then `if config.ServersTransport != "" { proxyProtocol = st.ProxyProtocol }`.
+def test_traefik_named_transport_decides_the_header_and_gets_the_fix(tmp_path):
+    dynamic = traefik_dynamic("""\
+        imap:
+          entryPoints: [imap]
+          rule: "HostSNI(`*`)"
+          service: imap
+        """, f"""\
+        imap:
+          loadBalancer:
+            serversTransport: plain
+            proxyProtocol:
+              version: 2
+            servers:
+              - address: "{SERVER}:10143"
+        """) + "  serversTransports:\n    plain:\n      dialTimeout: 5s\n"
+    result = check(tmp_path, {"traefik.yml": TRAEFIK_STATIC, "dynamic.yml": dynamic})
+    found = judgement(result, "PD101")  # the load balancer's proxyProtocol is ignored: no header
+    assert cites(found.evidence["proxy"], tmp_path / "dynamic.yml", f"{SERVER}:10143")
+    (problem,) = [p for config in result.configs for p in config.problems]
+    assert "ignored" in problem.message and problem.origin.line == line_of(tmp_path / "dynamic.yml", "proxyProtocol:")
+    fixed = yaml.safe_load(applied(tmp_path / "dynamic.yml", result, "PD101"))
+    assert fixed["tcp"]["serversTransports"]["plain"]["proxyProtocol"] == {"version": 2}
+    assert fixed["tcp"]["serversTransports"]["plain"]["dialTimeout"] == "5s"
+
+
+def test_traefik_transport_version_wins_over_the_load_balancer(tmp_path):
+    dynamic = traefik_dynamic("""\
+        r:
+          rule: "HostSNI(`*`)"
+          service: smtp
+        """, f"""\
+        smtp:
+          loadBalancer:
+            serversTransport: pp
+            proxyProtocol: {{version: 1}}
+            servers:
+              - address: "{SERVER}:10025"
+        """) + "  serversTransports:\n    pp:\n      proxyProtocol:\n        version: 2\n"
+    (route,) = traefik.parse(textwrap.dedent(dynamic), "dynamic.yml").routes
+    assert route.sends == "v2" and route.sends_origin is not None and route.block_origin is not None
+    assert route.block_origin.text.strip() == "pp:" and route.sends_origin.line > route.block_origin.line
+
+
+def test_traefik_transport_not_in_the_file_is_not_guessed():
+    dynamic = traefik_dynamic("""\
+        r:
+          rule: "HostSNI(`*`)"
+          service: smtp
+        """, f"""\
+        smtp:
+          loadBalancer:
+            serversTransport: elsewhere@file
+            proxyProtocol: {{version: 2}}
+            servers:
+              - address: "{SERVER}:10025"
+        """)
+    config = traefik.parse(dynamic, "dynamic.yml")
+    assert not config.routes and "elsewhere@file" in config.problems[0].message
+
+
+def test_traefik_labels_with_a_transport_are_not_judged_by_their_proxyprotocol(tmp_path):
+    compose = """
+        services:
+          mail:
+            image: stalwartlabs/stalwart
+            labels:
+              - traefik.tcp.routers.smtp.rule=HostSNI(`*`)
+              - traefik.tcp.services.smtp.loadbalancer.server.port=10025
+              - traefik.tcp.services.smtp.loadbalancer.serverstransport=pp@file
+              - traefik.tcp.services.smtp.loadbalancer.proxyprotocol.version=2
+        """
+    config = traefik.load(str(write(tmp_path, "compose.yml", compose)))
+    assert not config.routes
+    assert any("label here is ignored" in problem.message for problem in config.problems)
+
 # --- Caddy -----------------------------------------------------------------------------------
 # caddy-l4 README (github.com/mholt/caddy-l4) and caddyserver.com/docs/json/apps/layer4/;
 # Caddyfile: caddyserver.com/docs/caddyfile/directives/reverse_proxy
