@@ -755,12 +755,62 @@ def test_cloud_balancer_in_front_of_traefik_is_a_chain(tmp_path):
 
 
 def test_kubernetes_ovh_ssl_tlv_and_named_target_port(tmp_path):
-    text = service({"service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol": "v2_ssl"}, [(993, 10993)])
+    text = service({"service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol": "v2-ssl"}, [(993, 10993)])
     text += "---\n" + service({}, [(25, 25)], "other").replace("targetPort: 25", "targetPort: smtp")
     config = kubernetes.parse(text, "svc.yaml")
     assert [(route.sends, route.ssl_tlv) for route in config.routes] == [("v2", True)]
     assert "targetPort 'smtp' is a name" in config.problems[0].message and config.problems[0].origin.line > 10
 
+
+
+# The cloud controllers' own code: linode-cloud-controller-manager cloud/annotations (default key,
+# deprecated fallback; its e2e test sets both and the default wins), scaleway-cloud-controller-manager
+# scaleway/loadbalancers.go (getProxyProtocol, isPortInRange: Go's ParseBool words besides `*` and
+# ports; getSendProxyV2, deprecated, still read), the OVH load balancer API (v2-ssl, v2-ssl-cn).
+LINODE = "service.beta.kubernetes.io/linode-loadbalancer-"
+SCW = "service.beta.kubernetes.io/scw-loadbalancer-"
+
+
+@pytest.mark.parametrize("annotations, sends", [
+    ({LINODE + "default-proxy-protocol": "v2"}, "v2"),
+    ({LINODE + "proxy-protocol": "v1"}, "v1"),
+    ({LINODE + "proxy-protocol": "v2", LINODE + "default-proxy-protocol": "v1"}, "v1"),
+    ({LINODE + "default-proxy-protocol": "none", LINODE + "proxy-protocol": "v2"}, "none"),
+    ({LINODE + "default-proxy-protocol": "v2", LINODE + "port-25": '{"proxy-protocol": "none"}'}, "none"),
+    ({SCW + "proxy-protocol-v2": "true"}, "v2"),
+    ({SCW + "proxy-protocol-v2": "True"}, "v2"),
+    ({SCW + "proxy-protocol-v1": "t"}, "v1"),
+    ({SCW + "proxy-protocol-v2": "false", SCW + "send-proxy-v2": "true"}, "v2"),
+    ({SCW + "proxy-protocol-v2": "0x19"}, "v2"),
+    ({SCW + "proxy-protocol-v2": "1"}, "none"),
+    ({SCW + "send-proxy-v2": "1"}, "v2"),
+    ({SCW + "send-proxy-v2": "587, 25"}, "v2"),
+    ({SCW + "send-proxy-v2": "587"}, "none"),
+    ({"service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol": "v2-ssl-cn"}, "v2"),
+    ({"loadbalancer.openstack.org/proxy-protocol": "v2"}, "v2"),
+])
+def test_cloud_annotations_as_the_controllers_read_them(annotations, sends):
+    (route,) = kubernetes.parse(service(annotations, [(25, 10025)]), "svc.yaml").routes
+    assert route.sends == sends
+    if sends != "none":
+        assert route.sends_origin is not None and any(key in route.sends_origin.text for key in annotations)
+
+
+@pytest.mark.parametrize("annotations, words", [
+    ({SCW + "proxy-protocol-v2": "yes"}, "not true/false"),
+    ({SCW + "proxy-protocol-v1": "*", SCW + "proxy-protocol-v2": "25"}, "in both"),
+    ({"service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol": "v2_ssl"}, "hyphens"),
+])
+def test_cloud_annotations_the_controllers_refuse(annotations, words):
+    with pytest.raises(ConfigReadError, match=words):
+        kubernetes.parse(service(annotations, [(25, 10025)]), "svc.yaml")
+
+
+def test_digitalocean_health_checks_carry_the_header(tmp_path):
+    text = service({"service.beta.kubernetes.io/do-loadbalancer-enable-proxy-protocol": "true"}, [(25, 10025)])
+    (route,) = kubernetes.parse(text, "svc.yaml").routes
+    assert route.health_check is not None and route.health_check.sends_header
+    assert "PD403" not in [j.code for j in check(tmp_path, {"service.yaml": text}).judgements]
 
 # --- bad input -------------------------------------------------------------------------------
 
