@@ -378,6 +378,74 @@ def test_nginx_includes_http_and_mail(tmp_path, pem):
     assert "PD209" in codes(result) and "PD109" in codes(result)  # public 25 to 10025; mail listen proxy_protocol
 
 
+
+HTTPS_LISTENER = STALWART + """
+[server.listener.https]
+bind = ["[::]:10443"]
+protocol = "http"
+tls.implicit = true
+"""
+
+
+# ngx_http_proxy_module: `proxy_pass https://...` speaks TLS to the upstream (stream's
+# `proxy_ssl on;` has no http counterpart); only `http://` into an implicit-TLS listener is PD304.
+@pytest.mark.parametrize("upstream", [f"https://{SERVER}:10443", "https://stalwart"])
+def test_nginx_http_proxy_pass_https_speaks_tls_to_the_upstream(tmp_path, pem, upstream):
+    path = write(tmp_path, "nginx.conf", nginx_conf(f"""
+        http {{
+            upstream stalwart {{ server {SERVER}:10443; }}
+            server {{
+                listen {PROXY}:443 ssl;
+                ssl_certificate {pem};
+                ssl_certificate_key {pem};
+                location / {{ proxy_pass {upstream}; }}
+            }}
+        }}
+        """))
+    nginx_accepts(path)
+    (route,) = configs.load(str(path)).routes
+    assert route.tls_to_server and route.server_port == 10443
+    assert "PD304" not in codes(configs.check([str(path)], stalwart(tmp_path, HTTPS_LISTENER)))
+
+
+def test_nginx_http_proxy_pass_http_into_implicit_tls_is_fixed_with_https(tmp_path, pem):
+    path = write(tmp_path, "nginx.conf", nginx_conf(f"""
+        http {{
+            server {{
+                listen {PROXY}:443 ssl;
+                ssl_certificate {pem};
+                ssl_certificate_key {pem};
+                location / {{ proxy_pass http://{SERVER}:10443; }}
+            }}
+        }}
+        """))
+    config = stalwart(tmp_path, HTTPS_LISTENER)
+    result = configs.check([str(path)], config)
+    assert "PD304" in codes(result)
+    new = fixed(path, result, "PD304")
+    assert f"proxy_pass https://{SERVER}:10443;" in new.read_text()
+    nginx_accepts(new)
+    assert "PD304" not in codes(refixed_check(path, new, config))
+
+
+def test_nginx_v2_carries_the_ssl_tlv_only_after_terminating_tls(tmp_path, pem):
+    """nginx 1.31.4 src/core/ngx_proxy_protocol.c: the SSL TLV is filled from the client's TLS
+    connection; a plaintext front gets none."""
+    from proxydiag.configs import nginx as nginx_reader
+
+    text = nginx_conf(f"""
+        stream {{
+            proxy_protocol v2;
+            server {{ listen {PROXY}:993 ssl; ssl_certificate {pem}; ssl_certificate_key {pem};
+                     proxy_pass {SERVER}:10143; }}
+            server {{ listen {PROXY}:143; proxy_pass {SERVER}:10143; }}
+        }}
+        """)
+    path = write(tmp_path, "nginx.conf", text)
+    routes = {route.front.port: route for route in nginx_reader.load(str(path)).routes if route.front}
+    assert routes[993].ssl_tlv and routes[993].sends == "v2"
+    assert not routes[143].ssl_tlv and routes[143].sends == "v2"
+
 # --- stunnel -------------------------------------------------------------------------------
 
 

@@ -336,7 +336,7 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
             f"The proxy terminates TLS on {front.endpoint} ({front.origin}) and forwards plaintext to {where} "
             f"({_reached(route)}), which expects TLS from the first byte: the handshake fails.",
             {**_both(route, target), "front": front.origin.cite()},
-            fixes.point_to_port(route, config.kind, _plain_port(route, target)),
+            fixes.speak_tls(route, config.kind) or fixes.point_to_port(route, config.kind, _plain_port(route, target)),
         )
         return
     if implicit is False and (route.tls_to_server or (client_tls and not front.tls_terminated)):

@@ -192,6 +192,14 @@ def tls_advice(kind: str, implicit_port: int | None) -> str:
     return ""
 
 
+def speak_tls(route: Route, kind: str) -> tuple[LineEdit, ...]:
+    """nginx's http `proxy_pass http://` becomes `https://`: nginx then speaks TLS to the upstream."""
+    where = route.block_origin or route.origin
+    if kind != "nginx" or not re.search(r"\bproxy_pass\s+http://", where.text, re.I):
+        return ()
+    return _replace(where, re.sub(r"(?i)(\bproxy_pass\s+)http://", r"\1https://", where.text, count=1))
+
+
 def check_with_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
     if kind == "haproxy":
         return _replace(route.origin, _append_word(route.origin.text, "check-send-proxy"))
