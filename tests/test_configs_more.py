@@ -481,11 +481,44 @@ def test_caddyfile_layer4_mistakes(tmp_path):
     assert cites(judgement(result, "PD303").evidence["front"], path, ":993 {")
     pd110 = judgement(result, "PD110")
     assert cites(pd110.evidence["proxy"], path, "route @secure {")
-    assert judgement(result, "PD109").evidence["listener"].startswith(f"{path}:{line_of(path, ':25 {') + 2}: ")
+    # caddy-l4 v0.1.2's proxy_protocol handler refuses nobody (fallback IGNORE) but reads the
+    # client's first bytes with no timeout: an SMTP client waits for ever (PD110, not PD109)
+    assert "PD109" not in [j.code for j in result.judgements]
+    reading = [j for j in result.judgements if j.code == "PD110"
+               and j.evidence["proxy"].startswith(f"{path}:{line_of(path, ':25 {') + 2}: ")]
+    assert reading and "proxy_protocol" in reading[0].evidence["proxy"]
     assert any(j.code == "PD101" and cites(j.evidence["proxy"], path, f"proxy {SERVER}:10143") for j in result.judgements)
-    fixed = applied(path, result, "PD109")
+    fixed = fixes.apply(path.read_text(), reading[0].edits, str(path))
     assert caddy.parse(fixed, str(path)).listeners and "\t\t\t\tproxy_protocol\n" not in fixed
 
+
+
+# caddy-l4 v0.1.2 modules/l4proxy/upstream.go: `local_addr` in a Caddyfile `upstream {}`,
+# `upstreams[].local_address` (a list, the first of the upstream's family used) in JSON.
+def test_caddy_l4_source_address_from_local_addr_and_local_address():
+    caddyfile = ("{\n\tlayer4 {\n\t\t:25 {\n\t\t\troute {\n\t\t\t\tproxy {\n\t\t\t\t\tproxy_protocol v2\n"
+                 f"\t\t\t\t\tupstream {{\n\t\t\t\t\t\tdial {SERVER}:10025\n\t\t\t\t\t\tlocal_addr 2001:db8::5 127.31.0.9\n"
+                 "\t\t\t\t\t}\n\t\t\t\t}\n\t\t\t}\n\t\t}\n\t}\n}\n")
+    (route,) = caddy.parse(caddyfile, "Caddyfile").routes
+    assert route.source_address == "127.31.0.9" and route.source_origin is not None
+    assert "local_addr" in route.source_origin.text
+    document = {"apps": {"layer4": {"servers": {"smtp": {"listen": [":25"], "routes": [{"handle": [
+        {"handler": "proxy", "proxy_protocol": "v2",
+         "upstreams": [{"dial": [f"{SERVER}:10025"], "local_address": ["[2001:db8::5]:0", "127.31.0.9:0"]}]}]}]}}}}}
+    (route,) = caddy.parse(json.dumps(document, indent=1), "caddy.json").routes
+    assert route.source_address == "127.31.0.9" and "local_address" in route.source_origin.text
+
+
+def test_caddy_l4_proxy_protocol_handler_trusts_allow_and_ignores_the_rest():
+    caddyfile = ("{\n\tlayer4 {\n\t\t:25 {\n\t\t\troute {\n\t\t\t\tproxy_protocol {\n\t\t\t\t\tallow 10.0.0.0/8\n"
+                 f"\t\t\t\t}}\n\t\t\t\tproxy {SERVER}:10025\n\t\t\t}}\n\t\t}}\n\t}}\n}}\n")
+    config = caddy.parse(caddyfile, "Caddyfile")
+    reading = [front for front in config.listeners if front.accepts_header]
+    assert reading and reading[0].trusted_sources == ("10.0.0.0/8",) and reading[0].header_optional
+    assert config.routes[0].waits_for_client
+    required = caddy.parse(caddyfile.replace("allow 10.0.0.0/8", "allow 10.0.0.0/8\n\t\t\t\t\tfallback_policy require"),
+                           "Caddyfile")
+    assert not [front for front in required.listeners if front.accepts_header][0].header_optional
 
 def test_caddyfile_plaintext_into_implicit_tls_checked_by_caddy(tmp_path):
     site = f"""
@@ -657,6 +690,20 @@ def test_envoy_json_bootstrap_reads_like_yaml(tmp_path):
         [(r.endpoint, r.sends, r.front.endpoint if r.front else None) for r in from_yaml.routes] == \
         [(f"{SERVER}:10143", "v2", "0.0.0.0:993")]
 
+
+
+# api/envoy/config/core/v3/proxy_protocol.proto: TlvEntry {uint32 type; bytes value}; proto3's JSON
+# (and so YAML) mapping writes bytes in base64.
+def test_envoy_added_tlvs_are_base64_and_a_static_ssl_tlv_carries_tls(tmp_path):
+    with_tlv = ENVOY_PP_V2.replace("      version: V2\n", "      version: V2\n      added_tlvs:\n"
+                                   "        - {type: 32, value: \"AQAAAAA=\"}\n")
+    text = envoy_bootstrap(465, 10025, chain_extra=ENVOY_DOWNSTREAM_TLS, cluster_extra=with_tlv)
+    (route,) = envoy.parse(text, "envoy.yaml").routes
+    assert route.ssl_tlv and route.sends == "v2"
+    assert "PD301" not in [j.code for j in check(tmp_path, {"envoy.yaml": text}).judgements]
+    hex_written = text.replace("AQAAAAA=", "01 00 00 00 00")
+    with pytest.raises(ConfigReadError, match="base64"):
+        envoy.parse(hex_written, "envoy.yaml")
 
 def test_envoy_health_check_and_tlvs(tmp_path):
     text = envoy_bootstrap(143, 10143, cluster_extra=ENVOY_PP_V2 + textwrap.dedent("""\

@@ -319,7 +319,8 @@ def test_stalwart_json_snippet_has_the_registry_shapes(snippet):
 # Envoy API v3: config.cluster.v3.Cluster (transport_socket, upstream_bind_config,
 # health_checks), config.core.v3.HealthCheck (TcpHealthCheck.proxy_protocol_config, Envoy
 # PR #31691), extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport,
-# config.core.v3.ProxyProtocolConfig, config.listener.v3.ListenerFilter.
+# config.core.v3.ProxyProtocolConfig (added_tlvs: TlvEntry, whose `value` is bytes, base64 in
+# YAML), config.listener.v3.ListenerFilter.
 
 LEAF = None
 TRAEFIK_TLS_ROUTER = {"passthrough": LEAF, "certResolver": LEAF, "options": LEAF}
@@ -337,7 +338,8 @@ TRAEFIK = {
                           "forwardedHeaders": {"trustedIPs": LEAF, "insecure": LEAF}}},
 }
 ENVOY_SOCKET_ADDRESS = {"address": LEAF, "port_value": LEAF}
-ENVOY_PROXY_PROTOCOL_CONFIG = {"version": LEAF, "pass_through_tlvs": {"match_type": LEAF, "tlv_type": LEAF}}
+ENVOY_PROXY_PROTOCOL_CONFIG = {"version": LEAF, "pass_through_tlvs": {"match_type": LEAF, "tlv_type": LEAF},
+                               "added_tlvs": [{"type": LEAF, "value": LEAF}]}
 ENVOY_TRANSPORT_SOCKET: dict = {"name": LEAF}
 ENVOY_TRANSPORT_SOCKET["typed_config"] = {"@type": LEAF, "config": ENVOY_PROXY_PROTOCOL_CONFIG,
                                           "transport_socket": ENVOY_TRANSPORT_SOCKET}
@@ -376,6 +378,23 @@ def test_yaml_snippet_parses_and_uses_documented_keys(snippet):
     unknown = undocumented_keys(yaml.safe_load(snippet.text), YAML_SCHEMAS[kind])
     assert not unknown, f"{snippet.id}: keys not in the {kind} reference: {unknown}"
 
+
+
+def tlv_values(value) -> list:
+    """Every `added_tlvs[].value` in a parsed snippet."""
+    if isinstance(value, dict):
+        own = [entry.get("value") for entry in value.get("added_tlvs", []) if isinstance(entry, dict)]
+        return own + [found for child in value.values() for found in tlv_values(child)]
+    return [found for child in value for found in tlv_values(child)] if isinstance(value, list) else []
+
+
+@pytest.mark.parametrize("snippet", [s for s in of("yaml") if "envoy" in s.context], ids=lambda snippet: snippet.id)
+def test_envoy_snippet_tlv_values_are_base64(snippet):
+    """TlvEntry.value is `bytes`: proto3's JSON mapping (and Envoy's YAML) wants base64."""
+    import base64
+
+    for value in tlv_values(yaml.safe_load(snippet.text)):
+        assert isinstance(value, str) and base64.b64decode(value, validate=True), f"{snippet.id}: {value!r}"
 
 # --- Caddyfile: layer4 lives inside the global option; braces balance ----------------------
 

@@ -252,6 +252,8 @@ def stop_waiting(route: Route, kind: str) -> tuple[LineEdit, ...]:
         return _replace(wait, re.sub(r"(?<=[:=]).*$", " \"HostSNI(`*`)\"", wait.text, count=1))
     if kind == "kubernetes":
         return _nlb_on_first_ack(wait)
+    if kind == "caddy" and re.match(r"^\s*proxy_protocol\s*$", wait.text):  # caddy-l4's handler reads the client first
+        return (LineEdit(wait, ()),)
     return ()
 
 
