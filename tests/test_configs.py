@@ -617,3 +617,21 @@ def test_haproxy_words_split_like_haproxy(word):
     """A word written in double quotes (with `"` and `\\` escaped) is one word, as HAProxy reads it."""
     escaped = word.replace("\\", "\\\\").replace('"', '\\"')
     assert haproxy.split_words(f'server "{escaped}" # tail') == ["server", word]
+
+
+def test_health_checks_on_their_own_port_reach_a_listener_trusting_through_its_own_list(tmp_path):
+    """Stalwart v0.16.18 config/server/listener.rs: a non-empty listener list replaces the global
+    one; HAProxy `check port N` sends no header, so checks aimed at N still hit a listener that
+    wants one from this proxy (PD403)."""
+    path = write(tmp_path, "haproxy.cfg", haproxy_cfg(f"""
+        frontend smtp
+            bind {PROXY}:25
+            default_backend mail
+        backend mail
+            server s1 {SERVER}:10025 send-proxy-v2 check port 10025 source {PROXY}
+        """))
+    own_list = STALWART.replace(f'trusted-networks = ["{PROXY}"]', 'trusted-networks = ["10.9.0.0/16"]').replace(
+        'protocol = "smtp"\n', f'protocol = "smtp"\nproxy.trusted-networks = ["{PROXY}"]\n', 1)
+    assert "PD403" in codes(configs.check([str(path)], stalwart(tmp_path, own_list)))
+    global_only = own_list.replace(f'proxy.trusted-networks = ["{PROXY}"]\n', "")
+    assert "PD403" not in codes(configs.check([str(path)], stalwart(tmp_path, global_only)))

@@ -1293,3 +1293,26 @@ def test_pd905_half_open_flows_forgotten_by_age(tmp_path):
 
 def test_pd905_absent_when_the_capture_fits(tmp_path):
     absent(run(tmp_path, smtp_session(header=v2()), smtp_session(header=v2(), at=700.0), expect=["v2"]), "PD905")
+
+
+# Stalwart reads headers with proxy-header 0.1.2 (tibordp/proxy-header): the byte after PROXY is
+# not checked, v2 family bytes outside 00/11/12/21/22/31/32 are refused whatever the command, an
+# SSL TLV under 5 bytes is skipped (plaintext).
+def test_pd103_says_stalwart_reads_a_v1_line_without_its_space(tmp_path):
+    conv = leg(PROXY, (MAIL, 25)).client_sends(b"PROXY\tTCP4 203.0.113.7 192.0.2.10 50000 25\r\n").wait(3).close()
+    finding = check(run(tmp_path, conv), "PD103", "warning", conv)
+    assert "does not check the byte after PROXY" in finding.evidence["stalwart"]
+
+
+def test_pd103_says_stalwart_refuses_af_unspec_with_stream_even_for_local(tmp_path):
+    header = bytearray(build_v2(command="LOCAL", family="UNSPEC"))
+    header[13] = 0x01
+    conv = leg(PROXY, (MAIL, 25)).client_sends(bytes(header)).wait(3).close()
+    finding = check(run(tmp_path, conv), "PD103", "error", conv)
+    assert "0x01" in finding.evidence["stalwart"] and "refuses" in finding.evidence["stalwart"]
+
+
+def test_pd103_says_a_short_ssl_tlv_counts_as_plaintext(tmp_path):
+    conv = leg(PROXY, (MAIL, 25)).client_sends(v2(tlvs=[(0x20, b"\x01\x00")])).server_sends(SMTP_GREETING).close()
+    finding = check(run(tmp_path, conv), "PD103", "warning", conv)
+    assert "plaintext" in finding.evidence["stalwart"]

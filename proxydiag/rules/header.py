@@ -19,6 +19,7 @@ from proxydiag.rules.base import (
     implicit_tls_listener,
     lower,
 )
+from proxydiag.rules.stalwart_reader import stalwart_reading
 
 TOO_SOON = re.compile(rb"talk(ing)? too soon|pregreet|before (the )?greeting|wait for (the )?greeting", re.I)
 
@@ -165,12 +166,15 @@ class MalformedProxyHeader(Rule):
             if parsed.incomplete and split_then_rejected(conn):
                 continue  # PD105: the rest never came because the server gave up first
             first = violations[0]
+            reading = stalwart_reading(parsed, conn.header_bytes or b"") if parsed is conn.proxy else None
             yield Hit(
                 f"Malformed PROXY v{parsed.version} header to {describe_endpoint(conn)}: {first.message} "
-                f"(byte {first.offset}, rule {first.rule}).",
+                f"(byte {first.offset}, rule {first.rule})." + (f" {reading.says}." if reading else ""),
                 [conn],
-                {"violations": [v.to_dict() for v in violations], "header": header_hex(conn)},
+                {"violations": [v.to_dict() for v in violations], "header": header_hex(conn),
+                 **({"stalwart": reading.says} if reading else {})},
                 group=endpoint(conn),
+                severity="warning" if reading and reading.accepted else None,
             )
 
 
