@@ -8,6 +8,7 @@ from typing import Iterator
 
 from proxydiag import tally
 from proxydiag.model import Connection
+from proxydiag.protocols.http import HttpOpening
 from proxydiag.rules.base import (
     HEALTH_CHECK_SECONDS,
     Context,
@@ -115,7 +116,7 @@ class UnexpectedProxyHeader(Rule):
         if header is None:
             return
         expectation = ctx.expectation(conn)
-        answered = conn.replies_to_header
+        answered = refusals_of_header(conn, wants_header=bool(expectation and expectation.value != "none" and not expectation.inferred))
         greeted_first = conn.greeting_ts is not None and conn.header_ts is not None and conn.greeting_ts < conn.header_ts
         tls_refused = implicit_tls_listener(conn, ctx) and refused_tls_at_once(conn)
         evidence = {"header": header_hex(conn), "greeting": conn.greeting, "replies_to_header": answered[:5]}
@@ -140,6 +141,25 @@ class UnexpectedProxyHeader(Rule):
                 [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),
                 severity=lower(self.severity) if expectation.inferred else None, inferred=expectation.inferred,
             )
+
+
+SIEVE_REFUSALS = ("NO", "BYE")  # RFC 5804: a ManageSieve server refuses with NO, hangs up with BYE
+
+
+def refusals_of_header(conn: Connection, wants_header: bool = False) -> list[str]:
+    """The server's refusals of the header's bytes, in its protocol's words: SMTP/LMTP 4xx/5xx,
+    IMAP BAD, POP3 -ERR (as the analysis found them), ManageSieve NO and BYE, HTTP 400 (not
+    where the listener is known to want the header: then the 400 answers the request)."""
+    if conn.replies_to_header or conn.header is None or conn.tls_client_hello or conn.extra_headers:
+        return conn.replies_to_header
+    before = conn.mail.replies_before_commands if conn.mail is not None else []
+    sieve = [reply for reply in before if reply.split(" ", 1)[0].upper() in SIEVE_REFUSALS]
+    if sieve:
+        return sieve
+    opening = conn.opening
+    if isinstance(opening, HttpOpening) and opening.status_code == 400 and not wants_header:
+        return [opening.status_line or "HTTP 400"]
+    return []
 
 
 def refused_tls_at_once(conn: Connection) -> bool:
