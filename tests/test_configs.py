@@ -635,3 +635,35 @@ def test_health_checks_on_their_own_port_reach_a_listener_trusting_through_its_o
     assert "PD403" in codes(configs.check([str(path)], stalwart(tmp_path, own_list)))
     global_only = own_list.replace(f'proxy.trusted-networks = ["{PROXY}"]\n', "")
     assert "PD403" not in codes(configs.check([str(path)], stalwart(tmp_path, global_only)))
+
+
+COMPOSE_STALWART = """\
+services:
+  stalwart:
+    image: stalwartlabs/stalwart:v0.16
+    ports:
+      - "127.0.0.1:40025:{inside}"
+      - target: 993
+        published: "40993"
+        protocol: tcp
+"""
+
+
+@pytest.mark.parametrize("inside, mx_remapped", [(25, False), (10025, True)])
+def test_a_published_compose_port_leads_back_to_stalwarts_listener(tmp_path, inside, mx_remapped):
+    """Compose spec `ports` (short and long syntax): nginx on the host proxies 25 to
+    127.0.0.1:40025, which Docker publishes from the container's port; Stalwart listens there."""
+    nginx = write(tmp_path, "nginx.conf", nginx_conf(f"""
+        stream {{
+            server {{ listen {PROXY}:25; proxy_pass 127.0.0.1:40025; proxy_bind {PROXY}; }}
+        }}
+        """))
+    compose = write(tmp_path, "compose.yaml", COMPOSE_STALWART.format(inside=inside))
+    listeners = STALWART.replace("[::]:10025", f"[::]:{inside}")
+    result = configs.check([str(nginx), str(compose)], stalwart(tmp_path, listeners))
+    assert not result.errors and "PD606" not in codes(result)
+    missing = next(j for j in result.judgements if j.code == "PD101")  # the proxy is trusted and sends none
+    assert missing.evidence["published"].startswith(f"{compose}:5: ")
+    assert ("PD209" in codes(result)) is mx_remapped
+    without = configs.check([str(nginx)], stalwart(tmp_path, listeners))
+    assert "PD101" not in codes(without)  # without the compose file, port 40025 reaches no listener
