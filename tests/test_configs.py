@@ -667,3 +667,34 @@ def test_a_published_compose_port_leads_back_to_stalwarts_listener(tmp_path, ins
     assert ("PD209" in codes(result)) is mx_remapped
     without = configs.check([str(nginx)], stalwart(tmp_path, listeners))
     assert "PD101" not in codes(without)  # without the compose file, port 40025 reaches no listener
+
+
+def test_nginx_fix_for_the_version_the_file_shows(tmp_path, pem):
+    """A file that already uses `proxy_protocol v2;` is nginx 1.31.4 or later (older ones refuse
+    the value): the TLS flag's fix is v2 there; elsewhere the fix that works on every version
+    (TLS passed through) comes first. (1.22's nginx -t cannot check a v2 file: not run here.)"""
+    def conf(other_header: str) -> Path:
+        return write(tmp_path, "nginx.conf", nginx_conf(f"""
+            stream {{
+                server {{
+                    listen {PROXY}:465 ssl;
+                    ssl_certificate {pem};
+                    ssl_certificate_key {pem};
+                    proxy_bind {PROXY};
+                    proxy_pass {SERVER}:10025;
+                    proxy_protocol on;
+                }}
+                server {{ listen {PROXY}:143; proxy_bind {PROXY}; proxy_pass {SERVER}:10143; {other_header} }}
+            }}
+            """))
+    path = conf("proxy_protocol v2;")
+    result = configs.check([str(path)], stalwart(tmp_path))
+    pd302 = next(j for j in result.judgements if j.code == "PD302")
+    assert [edit.new[0].strip() for edit in pd302.edits] == ["proxy_protocol v2;"]
+    assert pd302.edits[0].origin.text.strip() == "proxy_protocol on;"
+    assert "1.31.4 or later" in pd302.advice and "proxy_protocol v2;" in pd302.advice
+    older = conf("proxy_protocol on;")
+    result = configs.check([str(older)], stalwart(tmp_path))
+    pd302 = next(j for j in result.judgements if j.code == "PD302")
+    assert not any("v2" in line for edit in pd302.edits for line in edit.new)
+    nginx_accepts(fixed(older, result, "PD302"))

@@ -370,6 +370,33 @@ def test_traefik_named_transport_decides_the_header_and_gets_the_fix(tmp_path):
     assert fixed["tcp"]["serversTransports"]["plain"]["dialTimeout"] == "5s"
 
 
+
+def test_traefik_fix_names_the_transport_a_3_5_2_file_already_has(tmp_path):
+    """A file whose serversTransport sends v2 is Traefik 3.5.2 or later: the fix for a service
+    without a header names that transport instead of the deprecated loadBalancer.proxyProtocol."""
+    dynamic = traefik_dynamic("""\
+        imap:
+          entryPoints: [imap]
+          rule: "HostSNI(`*`)"
+          service: imap
+        """, f"""\
+        imap:
+          loadBalancer:
+            servers:
+              - address: "{SERVER}:10143"
+        smtp:
+          loadBalancer:
+            serversTransport: pp
+            servers:
+              - address: "{SERVER}:10025"
+        """) + "  serversTransports:\n    pp:\n      proxyProtocol:\n        version: 2\n"
+    result = check(tmp_path, {"traefik.yml": TRAEFIK_STATIC, "dynamic.yml": dynamic})
+    fixed = yaml.safe_load(applied(tmp_path / "dynamic.yml", result, "PD101"))
+    balancer = fixed["tcp"]["services"]["imap"]["loadBalancer"]
+    assert balancer["serversTransport"] == "pp" and "proxyProtocol" not in balancer
+    (route,) = [r for r in traefik.parse(applied(tmp_path / "dynamic.yml", result, "PD101"), "d.yml").routes]
+    assert route.sends == "v2"
+
 def test_traefik_transport_version_wins_over_the_load_balancer(tmp_path):
     dynamic = traefik_dynamic("""\
         r:

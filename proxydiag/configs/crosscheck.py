@@ -148,7 +148,7 @@ def _judge_hop(route: Route, config: ProxyConfig, hops: list[tuple[FrontListener
                 f"{inner.path} expects a PROXY header on {front.endpoint}, but the proxy in front ({route.origin}) "
                 "sends none: every connection is refused there.",
                 {"inner_listener": front.origin.cite(), "outer_route": route.origin.cite()},
-                fixes.set_header(route, config.kind, "v2", _terminates(route)),
+                fixes.set_header(route, config.kind, "v2", _terminates(route), config.version_floor),
             )
         sending = [r for r in inner_routes if r.sends != "none"]
         if route.sends != "none" and not front.accepts_header and sending:
@@ -310,7 +310,7 @@ def _judge_header(route: Route, config: ProxyConfig, target: Target | None) -> I
             f"{route.origin} sends no PROXY header to Stalwart listener {listener.id!r} ({_reached(route)}); if the proxy "
             f"connects from one of its trusted networks ({target.trust_text}), Stalwart waits for a header and the "
             "session hangs without a greeting.",
-            _both(route, target), fixes.set_header(route, config.kind, "v2", _terminates(route)),
+            _both(route, target), fixes.set_header(route, config.kind, "v2", _terminates(route), config.version_floor),
             _shared(route, config, True), inferred=True,
         )
     elif target.trusted:
@@ -320,7 +320,7 @@ def _judge_header(route: Route, config: ProxyConfig, target: Target | None) -> I
             f"the proxy's source {route.source_address}: Stalwart waits for a header and the session hangs without a "
             "greeting.",
             {**_both(route, target), "source": route.source_address or ""},
-            fixes.set_header(route, config.kind, "v2", _terminates(route)), _shared(route, config, True),
+            fixes.set_header(route, config.kind, "v2", _terminates(route), config.version_floor), _shared(route, config, True),
         )
 
 
@@ -378,8 +378,8 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
             f"cannot say so: Stalwart treats these clients at {_reached(route)} as plaintext (STARTTLS offered again, "
             "AUTH PLAIN/LOGIN refused).",
             {**_both(route, target), "front": front.origin.cite()},
-            fixes.carry_tls(route, config.kind, _implicit_port(route, target)),
-            fixes.tls_advice(config.kind, _implicit_port(route, target)),
+            fixes.carry_tls(route, config.kind, _implicit_port(route, target), config.version_floor),
+            fixes.tls_advice(config.kind, _implicit_port(route, target), config.version_floor),
         )
     elif route.sends == "v2" and not route.ssl_tlv:
         yield Judgement(
@@ -388,8 +388,8 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
             f"SSL TLV: Stalwart treats these clients at {_reached(route)} as plaintext (STARTTLS offered again, AUTH "
             "PLAIN/LOGIN refused).",
             {**_both(route, target), "front": front.origin.cite()},
-            fixes.carry_tls(route, config.kind, _implicit_port(route, target)),
-            fixes.tls_advice(config.kind, _implicit_port(route, target)),
+            fixes.carry_tls(route, config.kind, _implicit_port(route, target), config.version_floor),
+            fixes.tls_advice(config.kind, _implicit_port(route, target), config.version_floor),
         )
 
 

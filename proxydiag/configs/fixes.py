@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from proxydiag.configs.model import FrontListener, Origin, Route
+from proxydiag.configs.model import FrontListener, Origin, Route, VersionFloor
 from proxydiag.stalwart_config import Listener
 
 HAPROXY_SEND = re.compile(r"(?<![ \t])[ \t]+(?:no-)?send-proxy(?:-v2(?:-ssl(?:-cn)?)?)?(?=[ \t#]|$)")
@@ -84,14 +84,17 @@ def _drop_word(text: str, word: str) -> str:
 # --- the header ----------------------------------------------------------------------------
 
 
-def set_header(route: Route, kind: str, version: str = "v2", ssl: bool = False) -> tuple[LineEdit, ...]:
+def set_header(route: Route, kind: str, version: str = "v2", ssl: bool = False,
+               floor: VersionFloor | None = None) -> tuple[LineEdit, ...]:
     if kind == "haproxy":
         word = "send-proxy" if version == "v1" else ("send-proxy-v2-ssl" if ssl else "send-proxy-v2")
         return _replace(route.origin, _append_word(HAPROXY_SEND.sub("", route.origin.text), word))
     if kind == "nginx":
+        # `on` (v1) works on every nginx; `v2` where the file shows 1.31.4 or later
+        value = "v2" if version == "v2" and nginx_has_v2(floor) else "on"
         if route.sends_origin is not None and route.sends_origin != route.origin:
-            return _replace(route.sends_origin, re.sub(r"proxy_protocol\s+\S+;", "proxy_protocol on;", route.sends_origin.text))
-        return _insert_after(route.block_origin or route.origin, "proxy_protocol on;")
+            return _replace(route.sends_origin, re.sub(r"proxy_protocol\s+\S+;", f"proxy_protocol {value};", route.sends_origin.text))
+        return _insert_after(route.block_origin or route.origin, f"proxy_protocol {value};")
     if kind == "stunnel":
         return _insert_after(route.origin, "protocol = proxy")
     if route.sends_origin is not None and kind in STRUCTURED:
@@ -101,6 +104,12 @@ def set_header(route: Route, kind: str, version: str = "v2", ssl: bool = False) 
         service = _label_service(label["key"])
         return () if service is None else _add_label(
             route.block_origin, label, f"traefik.tcp.services.{service}.loadbalancer.proxyProtocol.version", version[-1])
+    if kind == "traefik" and route.block_origin is not None and floor is not None and floor.name and version == "v2" \
+            and "serversTransports" not in route.block_origin.text and route.sends_origin is None \
+            and re.match(r"^\s*\[?[\w.\"-]*loadBalancer\]?:?\s*$", route.block_origin.text):
+        # 3.5.2+, shown by a transport that already sends v2: name it (the load balancer's own is deprecated)
+        name = floor.name
+        return _add_child(route.block_origin, f"serversTransport: {name}", f'serversTransport = "{name}"')
     if kind == "traefik" and route.block_origin is not None:
         return _add_child(route.block_origin, "proxyProtocol: {version: 2}", "proxyProtocol = { version = 2 }")
     if kind == "caddy" and route.block_origin is not None and route.block_origin.text.rstrip().endswith("{"):
@@ -142,11 +151,19 @@ def remove_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
     return ()
 
 
-def carry_tls(route: Route, kind: str, implicit_port: int | None) -> tuple[LineEdit, ...]:
-    """The header says the client used TLS (HAProxy), or TLS is passed through to the
-    implicit-TLS listener (proxies that cannot send the SSL TLV)."""
-    if kind == "haproxy":
-        return set_header(route, kind, "v2", ssl=True)
+def nginx_has_v2(floor: VersionFloor | None) -> bool:
+    return floor is not None and _version_tuple(floor.version) >= (1, 31, 4)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text))
+
+
+def carry_tls(route: Route, kind: str, implicit_port: int | None, floor: VersionFloor | None = None) -> tuple[LineEdit, ...]:
+    """The header says the client used TLS (HAProxy; nginx where the file shows 1.31.4), or TLS
+    is passed through to the implicit-TLS listener (proxies that cannot send the SSL TLV)."""
+    if kind == "haproxy" or (kind == "nginx" and nginx_has_v2(floor)):
+        return set_header(route, kind, "v2", ssl=True, floor=floor)
     if route.front is None or implicit_port is None:
         return ()
     if kind == "traefik":
@@ -175,10 +192,13 @@ def _traefik_passthrough(tls: Origin) -> tuple[LineEdit, ...]:
     return ()
 
 
-def tls_advice(kind: str, implicit_port: int | None) -> str:
-    """What to do where the proxy cannot send the SSL TLV."""
+def tls_advice(kind: str, implicit_port: int | None, floor: VersionFloor | None = None) -> str:
+    """What to do where the proxy cannot send the SSL TLV (or, for the version shown, can)."""
     passthrough = ("pass TLS through to Stalwart's implicit-TLS listener"
                    + (f" (port {implicit_port})" if implicit_port else "") + " and let Stalwart terminate it")
+    if kind == "nginx" and nginx_has_v2(floor) and floor is not None:
+        return (f"This nginx is {floor.version} or later (`proxy_protocol v2;` at {floor.origin}): v2 carries the SSL TLV "
+                f"once nginx terminated TLS. On an older nginx (stable 1.30 and before) it cannot: {passthrough}.")
     if kind == "nginx":
         return f"nginx 1.31.4 and later: `proxy_protocol v2;` carries the SSL TLV. Older nginx cannot: {passthrough}."
     if kind == "stunnel":

@@ -52,10 +52,12 @@ from proxydiag.configs.model import (
     Problem,
     ProxyConfig,
     Route,
+    VersionFloor,
     split_host_port,
 )
 from proxydiag.userinput import read_text_bounded
 
+V2_SINCE = "1.31.4"  # `proxy_protocol v2;` (stream, mail): src/core/ngx_proxy_protocol.c
 INHERITED = ("proxy_protocol", "proxy_ssl", "proxy_bind", "ssl_preread", "set_real_ip_from")
 Directive = dict[str, Any]
 VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
@@ -198,7 +200,7 @@ def from_payload(payload: dict, path: str, line_of: Callable[[str, int], str]) -
     for directive, origin in top:
         if directive["directive"] in ("stream", "http", "mail"):
             reader.context(directive, origin, listeners, routes, problems)
-    return ProxyConfig("nginx", path, tuple(listeners), tuple(routes), tuple(problems))
+    return ProxyConfig("nginx", path, tuple(listeners), tuple(routes), tuple(problems), reader.version_floor(top))
 
 
 class _Reader:
@@ -216,6 +218,18 @@ class _Reader:
                 continue
             line = directive.get("line", 0)
             yield directive, Origin(file, line, self.line_of(file, line))
+
+    def version_floor(self, block: list[tuple[Directive, Origin]]) -> VersionFloor | None:
+        """nginx 1.31.4 or later where the configuration already uses `proxy_protocol v2;` (an
+        older nginx refuses the value): its fixes may use it too."""
+        for directive, origin in block:
+            if directive["directive"] == "proxy_protocol" and directive.get("args") == ["v2"]:
+                return VersionFloor(V2_SINCE, origin)
+            if directive.get("block"):
+                found = self.version_floor(self.children(directive, origin))
+                if found is not None:
+                    return found
+        return None
 
     def children(self, directive: Directive, origin: Origin) -> list[tuple[Directive, Origin]]:
         index = next((i for i, config in enumerate(self.configs) if config["file"] == origin.path), 0)

@@ -47,6 +47,7 @@ from proxydiag.configs.model import (
     Problem,
     ProxyConfig,
     Route,
+    VersionFloor,
     read_text,
     split_host_port,
 )
@@ -103,6 +104,7 @@ class _Dynamic:
     services: dict[str, Tree]
     transports: dict[str, Tree]
     transport_blocks: dict[str, Origin] = field(default_factory=dict)  # where each transport opens
+    file_transports: set[str] = field(default_factory=set)  # defined under tcp.serversTransports
 
 
 def parse(text: str, path: str = "traefik.yml", entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
@@ -127,7 +129,21 @@ def parse(text: str, path: str = "traefik.yml", entry_points: dict[str, FrontLis
     https = _https_entry_points(source, docs)
     for name, router, form in dynamic.routers:
         routes += _routes(source, name, router, form, dynamic, known, https, problems)
-    return ProxyConfig("traefik", path, tuple(own.values()), tuple(routes), tuple(problems))
+    return ProxyConfig("traefik", path, tuple(own.values()), tuple(routes), tuple(problems),
+                       _transport_floor(source, dynamic))
+
+
+TRANSPORT_HEADER_SINCE = "3.5.2"  # `proxyProtocol` on a TCP serversTransport (migration notes v3.5.2)
+
+
+def _transport_floor(source: Source, dynamic: _Dynamic) -> VersionFloor | None:
+    """Traefik 3.5.2 or later where a file transport (not a CRD) already sends a v2 header: a
+    fix can name that transport."""
+    for name, transport in dynamic.transports.items():
+        proxy = transport.get("proxyProtocol")
+        if isinstance(proxy, Tree) and str(proxy.get("version", 2)) == "2" and name in dynamic.file_transports:
+            return VersionFloor(TRANSPORT_HEADER_SINCE, source.at(transport, "proxyProtocol"), name)
+    return None
 
 
 # --- entry points --------------------------------------------------------------------------
@@ -201,6 +217,7 @@ def _gather(source: Source, document: Tree, dynamic: _Dynamic) -> None:
             store[str(name)] = value
             if key == "serversTransports":
                 dynamic.transport_blocks[str(name)] = source.at(block, name)
+                dynamic.file_transports.add(str(name))
 
 
 def _routes(source: Source, name: str, router: Tree, form: str, dynamic: _Dynamic, known: dict[str, FrontListener],
