@@ -256,7 +256,28 @@ def flat_keys(value, prefix: str = "") -> dict[str, object]:
     return {prefix[:-1]: value}
 
 
-@pytest.mark.parametrize("snippet", of("toml"), ids=lambda snippet: snippet.id)
+# stalwartlabs/proxy v1.0.0 src/config/mod.rs: the tables and keys its TOML has (```toml stalwart-proxy).
+STALWART_PROXY_KEYS = [r"listener\.[\w-]+\.(protocol|bind|tls|proxy_protocol|proxy_trusted|forwarded|max_connections)",
+                       r"destination\.[\w-]+\.(host|proxy_protocol|forwarding|forwarded|source_ips|tls_server_name)",
+                       r"destination\.[\w-]+\.protocol\.(smtp|submission|lmtp|imap|pop3|managesieve|http)\.(port|tls|forwarding)",
+                       r"routing\.(default_destination|smtp_passthrough_destination)"]
+
+
+def stalwart_snippets(kind: str) -> list[Snippet]:
+    return [snippet for snippet in of("toml") if ("stalwart-proxy" in snippet.context) == (kind == "stalwart-proxy")]
+
+
+@pytest.mark.parametrize("snippet", stalwart_snippets("stalwart-proxy"), ids=lambda snippet: snippet.id)
+def test_stalwart_proxy_snippet_uses_keys_it_reads(snippet):
+    from proxydiag.configs import stalwart_proxy
+
+    flat = flat_keys(tomllib.loads(snippet.text))
+    unknown = [key for key in flat if not any(re.fullmatch(rf"{pattern}(\.\d+)?", key) for pattern in STALWART_PROXY_KEYS)]
+    assert not unknown, f"{snippet.id}: keys stalwartlabs/proxy does not read: {unknown}"
+    stalwart_proxy.parse(snippet.text, snippet.id)  # and the reader takes it
+
+
+@pytest.mark.parametrize("snippet", stalwart_snippets("stalwart"), ids=lambda snippet: snippet.id)
 def test_stalwart_toml_snippet_uses_keys_stalwart_reads(snippet):
     flat = flat_keys(tomllib.loads(snippet.text))
     unknown = [key for key in flat if not any(re.fullmatch(pattern, key) for pattern in STALWART_015_KEYS)]

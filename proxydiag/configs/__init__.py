@@ -7,14 +7,25 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from proxydiag.configs import caddy, compose, crosscheck, envoy, haproxy, kubernetes, nginx, stunnel, traefik
+from proxydiag.configs import (
+    caddy,
+    compose,
+    crosscheck,
+    envoy,
+    haproxy,
+    kubernetes,
+    nginx,
+    stalwart_proxy,
+    stunnel,
+    traefik,
+)
 from proxydiag.configs.model import ConfigReadError, FrontListener, ProxyConfig
 from proxydiag.model import Analysis
 from proxydiag.rules.base import SEVERITIES, Finding
 from proxydiag.stalwart_config import StalwartConfig
 from proxydiag.userinput import read_text_bounded
 
-KINDS = ("haproxy", "nginx", "stunnel", "traefik", "caddy", "envoy", "kubernetes")
+KINDS = ("haproxy", "nginx", "stunnel", "traefik", "caddy", "envoy", "kubernetes", "stalwart-proxy")
 # Kinds recognised but not read: what to say instead of a wrong guess.
 NOT_READ = (
     ("Stalwart's configuration (give it with --stalwart-config)",
@@ -23,6 +34,7 @@ NOT_READ = (
 )
 # Structured kinds first: their files can hold words the text formats look for.
 DETECTORS = (
+    ("stalwart-proxy", stalwart_proxy.looks_like),
     ("envoy", envoy.looks_like), ("traefik", traefik.looks_like), ("kubernetes", kubernetes.looks_like),
     ("caddy", caddy.looks_like), ("haproxy", haproxy.looks_like), ("nginx", nginx.looks_like),
     ("stunnel", stunnel.looks_like),
@@ -40,7 +52,7 @@ def load(path: str, kind: str | None = None, entry_points: dict[str, FrontListen
     if kind == "traefik":
         return traefik.load(path, entry_points)
     reader = {"haproxy": haproxy.load, "nginx": nginx.load, "stunnel": stunnel.load, "caddy": caddy.load,
-              "envoy": envoy.load, "kubernetes": kubernetes.load}.get(kind)
+              "envoy": envoy.load, "kubernetes": kubernetes.load, "stalwart-proxy": stalwart_proxy.load}.get(kind)
     if reader is None:
         raise ConfigReadError(path, None, f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
     return reader(path)

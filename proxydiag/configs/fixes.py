@@ -97,6 +97,8 @@ def set_header(route: Route, kind: str, version: str = "v2", ssl: bool = False,
         return _insert_after(route.block_origin or route.origin, f"proxy_protocol {value};")
     if kind == "stunnel":
         return _insert_after(route.origin, "protocol = proxy")
+    if kind == "stalwart-proxy":
+        return _stalwart_proxy_header(route, on=True)
     if route.sends_origin is not None and kind in STRUCTURED:
         return _replace(route.sends_origin, _version_to(route.sends_origin.text, version))
     label = _label(route.block_origin) if kind == "traefik" else None
@@ -148,7 +150,21 @@ def remove_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
         return (LineEdit(route.sends_origin, ()),)
     if kind == "traefik" and route.sends_origin is not None and "proxyprotocol" in route.sends_origin.text.lower():
         return (LineEdit(route.sends_origin, ()),)
+    if kind == "stalwart-proxy":
+        return _stalwart_proxy_header(route, on=False)
     return ()
+
+
+def _stalwart_proxy_header(route: Route, on: bool) -> tuple[LineEdit, ...]:
+    """stalwartlabs/proxy: the destination's `proxy_protocol` (true by default) or `forwarding`."""
+    where = route.sends_origin
+    if where is not None and re.match(r"^\s*forwarding\s*=", where.text):
+        return _replace(where, re.sub(r"=.*$", '= "proxy"' if on else '= "none"', where.text, count=1))
+    if where is not None:
+        return _replace(where, re.sub(r"=.*$", "= true" if on else "= false", where.text, count=1))
+    if route.block_origin is None or on:
+        return ()
+    return (LineEdit(route.block_origin, (route.block_origin.text, "proxy_protocol = false")),)
 
 
 def nginx_has_v2(floor: VersionFloor | None) -> bool:
@@ -209,6 +225,10 @@ def tls_advice(kind: str, implicit_port: int | None, floor: VersionFloor | None 
         return f"{kind.capitalize()} sends no SSL TLV of its own: {passthrough}."
     if kind == "kubernetes":
         return f"The load balancer's header carries no TLS facts: {passthrough} (no certificate on the load balancer)."
+    if kind == "stalwart-proxy":
+        return ("Stalwart's proxy sends no SSL TLV: speak TLS to Stalwart instead, `tls = \"starttls\"` on the "
+                "destination's protocol (Stalwart upgrades the session itself) or `tls = \"implicit\"` with the "
+                "implicit-TLS port" + (f" ({implicit_port})" if implicit_port else "") + ".")
     return ""
 
 
