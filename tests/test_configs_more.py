@@ -318,7 +318,8 @@ def test_traefik_trusted_ips_refuse_no_one_behind_a_proxy_that_sends_no_header(t
     assert "PD109" not in codes
 
 
-def test_traefik_tls_to_server_puts_the_header_inside_tls(tmp_path):
+def test_traefik_tls_transport_sends_the_header_before_tls(tmp_path):
+    """v3.7 pkg/tcp/dialer.go: tcpDialer writes the header, tcpTLSDialer then does the handshake."""
     dynamic = f"""
         tcp:
           serversTransports:
@@ -339,7 +340,7 @@ def test_traefik_tls_to_server_puts_the_header_inside_tls(tmp_path):
     config = traefik.parse(textwrap.dedent(dynamic) + "  routers:\n    r:\n      rule: \"HostSNI(`*`)\"\n      service: imaps\n",
                            "dynamic.yml")
     (route,) = config.routes
-    assert route.tls_to_server and route.header_inside_tls and route.sends == "v2" and route.front is None
+    assert route.tls_to_server and not route.header_inside_tls and route.sends == "v2" and route.front is None
 
 
 

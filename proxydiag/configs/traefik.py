@@ -378,7 +378,10 @@ def _route(origin: Any, address: str, port: int, front: FrontListener | None, he
            block: Any) -> Route:
     return Route(
         front=front, server_address=address, server_port=port, sends=header.sends, origin=origin,
-        tls_to_server=header.tls_to_server, header_inside_tls=header.tls_to_server and header.sends != "none",
+        # v3.7 pkg/tcp/dialer.go writes the header, then the TLS handshake; only releases before
+        # 3.5.2, which had no transport header, sent it inside TLS (#11036)
+        tls_to_server=header.tls_to_server,
+        header_inside_tls=header.tls_to_server and header.sends != "none" and header.transport is None,
         waits_for_client=wait is not None, wait_origin=wait, sends_origin=header.origin,
         block_origin=header.transport or block,
     )
