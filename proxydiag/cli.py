@@ -712,7 +712,7 @@ def check(
                                       help="Proxy configurations: haproxy.cfg, nginx.conf (includes followed), stunnel.conf, Traefik (static and "
                                       "dynamic files, CRDs, Docker labels in compose files), Caddy, Envoy, Kubernetes Services."),
     stalwart_config: Path | None = STALWART,
-    kind: str | None = typer.Option(None, "--kind", metavar="haproxy|nginx|stunnel|traefik|caddy|envoy|kubernetes",
+    kind: str | None = typer.Option(None, "--kind", metavar="haproxy|nginx|stunnel|traefik|caddy|envoy|kubernetes|stalwart-proxy",
                                     help="The kind of every FILE, when its content does not tell."),
     server_address: List[str] = typer.Option([], "--server-address", metavar="ADDR",
                                              help="An address under which the proxies reach Stalwart (NAT, containers); "

@@ -42,3 +42,32 @@ def test_fix_names_the_recognised_proxy_first():
     page = catalog.load_pages()["PD301"]
     fix = page.fix_for("HAProxy")
     assert fix.startswith("HAProxy:\n") and "send-proxy-v2-ssl" in fix and "Stalwart:\n" in fix
+
+
+def test_fix_for_the_proxy_version_the_bytes_show():
+    """A v2 header from nginx is nginx 1.31.4 or later: its fix for that version comes first;
+    a bare `nginx` (version unknown) keeps the fix every version takes."""
+    page = catalog.load_pages()["PD104"]
+    assert "proxy_protocol v2;" in page.fix_for("nginx 1.31.4+")
+    pd301 = catalog.load_pages()["PD301"]
+    newer, unknown = pd301.fix_for("nginx 1.31.4+"), pd301.fix_for("nginx")
+    assert "proxy_protocol v2;" in newer and "ssl" in newer
+    assert "proxy_protocol v2;" not in unknown and "proxy_protocol on;" in unknown
+    assert pd301.fix_for("nginx 1.30+") == unknown  # older than the page's >=1.31.4 block
+
+
+def test_nginx_v2_headers_are_recognised_by_their_tlv_order():
+    """nginx 1.31.4 writes its TLVs, then CRC32C last; HAProxy puts CRC32C first."""
+    from types import SimpleNamespace
+
+    from proxydiag.parsers.proxy_protocol import build_ssl_value, build_v2, parse
+    from proxydiag.rules.registry import recognise_proxy
+
+    ssl = (0x20, build_ssl_value(version="TLSv1.3"))
+    nginx = parse(build_v2(src_addr="203.0.113.7", dst_addr="192.0.2.10", src_port=4000, dst_port=993,
+                           tlvs=[(0x02, b"mail.example.com"), ssl], with_crc32c=True)).header
+    assert nginx is not None and nginx.tlvs[-1].type == 0x03
+    assert recognise_proxy(SimpleNamespace(header=nginx)) == "nginx 1.31.4+"
+    without_crc = parse(build_v2(src_addr="203.0.113.7", dst_addr="192.0.2.10", src_port=4000, dst_port=993,
+                                 tlvs=[ssl])).header
+    assert recognise_proxy(SimpleNamespace(header=without_crc)) == "HAProxy"

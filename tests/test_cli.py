@@ -151,3 +151,12 @@ def test_bad_option_is_one_line_naming_the_help():
     result = run("analyze", "--no-such-option")
     lines = result.stderr.decode().strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "--help" in lines[0]
+
+
+def test_decode_names_the_client_certificate_and_its_shape():
+    from tests.test_proxy_protocol import DER_CERT, with_client_cert
+
+    good = run("decode", with_client_cert(DER_CERT).hex())
+    assert good.returncode == 0 and f"client_cert={len(DER_CERT)} bytes" in good.stdout.decode()
+    bad = run("decode", with_client_cert(b"\x02\x01\x01").hex())
+    assert bad.returncode == 1 and "v2.ssl-client-cert" in bad.stdout.decode()

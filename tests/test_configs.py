@@ -360,6 +360,74 @@ def test_nginx_includes_http_and_mail(tmp_path, pem):
     assert "PD209" in codes(result) and "PD109" in codes(result)  # public 25 to 10025; mail listen proxy_protocol
 
 
+
+HTTPS_LISTENER = STALWART + """
+[server.listener.https]
+bind = ["[::]:10443"]
+protocol = "http"
+tls.implicit = true
+"""
+
+
+# ngx_http_proxy_module: `proxy_pass https://...` speaks TLS to the upstream (stream's
+# `proxy_ssl on;` has no http counterpart); only `http://` into an implicit-TLS listener is PD304.
+@pytest.mark.parametrize("upstream", [f"https://{SERVER}:10443", "https://stalwart"])
+def test_nginx_http_proxy_pass_https_speaks_tls_to_the_upstream(tmp_path, pem, upstream):
+    path = write(tmp_path, "nginx.conf", nginx_conf(f"""
+        http {{
+            upstream stalwart {{ server {SERVER}:10443; }}
+            server {{
+                listen {PROXY}:443 ssl;
+                ssl_certificate {pem};
+                ssl_certificate_key {pem};
+                location / {{ proxy_pass {upstream}; }}
+            }}
+        }}
+        """))
+    nginx_accepts(path)
+    (route,) = configs.load(str(path)).routes
+    assert route.tls_to_server and route.server_port == 10443
+    assert "PD304" not in codes(check_configurations([str(path)], stalwart(tmp_path, HTTPS_LISTENER)))
+
+
+def test_nginx_http_proxy_pass_http_into_implicit_tls_is_fixed_with_https(tmp_path, pem):
+    path = write(tmp_path, "nginx.conf", nginx_conf(f"""
+        http {{
+            server {{
+                listen {PROXY}:443 ssl;
+                ssl_certificate {pem};
+                ssl_certificate_key {pem};
+                location / {{ proxy_pass http://{SERVER}:10443; }}
+            }}
+        }}
+        """))
+    config = stalwart(tmp_path, HTTPS_LISTENER)
+    result = check_configurations([str(path)], config)
+    assert "PD304" in codes(result)
+    new = fixed(path, result, "PD304")
+    assert f"proxy_pass https://{SERVER}:10443;" in new.read_text()
+    nginx_accepts(new)
+    assert "PD304" not in codes(refixed_check(path, new, config))
+
+
+def test_nginx_v2_carries_the_ssl_tlv_only_after_terminating_tls(tmp_path, pem):
+    """nginx 1.31.4 src/core/ngx_proxy_protocol.c: the SSL TLV is filled from the client's TLS
+    connection; a plaintext front gets none."""
+    from proxydiag.configs import nginx as nginx_reader
+
+    text = nginx_conf(f"""
+        stream {{
+            proxy_protocol v2;
+            server {{ listen {PROXY}:993 ssl; ssl_certificate {pem}; ssl_certificate_key {pem};
+                     proxy_pass {SERVER}:10143; }}
+            server {{ listen {PROXY}:143; proxy_pass {SERVER}:10143; }}
+        }}
+        """)
+    path = write(tmp_path, "nginx.conf", text)
+    routes = {route.front.port: route for route in nginx_reader.load(str(path)).routes if route.front}
+    assert routes[993].ssl_tlv and routes[993].sends == "v2"
+    assert not routes[143].ssl_tlv and routes[143].sends == "v2"
+
 # --- stunnel -------------------------------------------------------------------------------
 
 
@@ -534,3 +602,84 @@ def test_haproxy_words_split_like_haproxy(word):
     """A word written in double quotes (with `"` and `\\` escaped) is one word, as HAProxy reads it."""
     escaped = word.replace("\\", "\\\\").replace('"', '\\"')
     assert haproxy.split_words(f'server "{escaped}" # tail') == ["server", word]
+
+
+def test_health_checks_on_their_own_port_reach_a_listener_trusting_through_its_own_list(tmp_path):
+    """Stalwart v0.16.18 config/server/listener.rs: a non-empty listener list replaces the global
+    one; HAProxy `check port N` sends no header, so checks aimed at N still hit a listener that
+    wants one from this proxy (PD403)."""
+    path = write(tmp_path, "haproxy.cfg", haproxy_cfg(f"""
+        frontend smtp
+            bind {PROXY}:25
+            default_backend mail
+        backend mail
+            server s1 {SERVER}:10025 send-proxy-v2 check port 10025 source {PROXY}
+        """))
+    own_list = STALWART.replace(f'trusted-networks = ["{PROXY}"]', 'trusted-networks = ["10.9.0.0/16"]').replace(
+        'protocol = "smtp"\n', f'protocol = "smtp"\nproxy.trusted-networks = ["{PROXY}"]\n', 1)
+    assert "PD403" in codes(check_configurations([str(path)], stalwart(tmp_path, own_list)))
+    global_only = own_list.replace(f'proxy.trusted-networks = ["{PROXY}"]\n', "")
+    assert "PD403" not in codes(check_configurations([str(path)], stalwart(tmp_path, global_only)))
+
+
+COMPOSE_STALWART = """\
+services:
+  stalwart:
+    image: stalwartlabs/stalwart:v0.16
+    ports:
+      - "127.0.0.1:40025:{inside}"
+      - target: 993
+        published: "40993"
+        protocol: tcp
+"""
+
+
+@pytest.mark.parametrize("inside, mx_remapped", [(25, False), (10025, True)])
+def test_a_published_compose_port_leads_back_to_stalwarts_listener(tmp_path, inside, mx_remapped):
+    """Compose spec `ports` (short and long syntax): nginx on the host proxies 25 to
+    127.0.0.1:40025, which Docker publishes from the container's port; Stalwart listens there."""
+    nginx = write(tmp_path, "nginx.conf", nginx_conf(f"""
+        stream {{
+            server {{ listen {PROXY}:25; proxy_pass 127.0.0.1:40025; proxy_bind {PROXY}; }}
+        }}
+        """))
+    compose = write(tmp_path, "compose.yaml", COMPOSE_STALWART.format(inside=inside))
+    listeners = STALWART.replace("[::]:10025", f"[::]:{inside}")
+    result = check_configurations([str(nginx), str(compose)], stalwart(tmp_path, listeners))
+    assert not result.errors and "PD606" not in codes(result)
+    missing = next(j for j in result.judgements if j.code == "PD101")  # the proxy is trusted and sends none
+    assert missing.evidence["published"].startswith(f"{compose}:5: ")
+    assert ("PD209" in codes(result)) is mx_remapped
+    without = check_configurations([str(nginx)], stalwart(tmp_path, listeners))
+    assert "PD101" not in codes(without)  # without the compose file, port 40025 reaches no listener
+
+
+def test_nginx_fix_for_the_version_the_file_shows(tmp_path, pem):
+    """A file that already uses `proxy_protocol v2;` is nginx 1.31.4 or later (older ones refuse
+    the value): the TLS flag's fix is v2 there; elsewhere the fix that works on every version
+    (TLS passed through) comes first. (1.22's nginx -t cannot check a v2 file: not run here.)"""
+    def conf(other_header: str) -> Path:
+        return write(tmp_path, "nginx.conf", nginx_conf(f"""
+            stream {{
+                server {{
+                    listen {PROXY}:465 ssl;
+                    ssl_certificate {pem};
+                    ssl_certificate_key {pem};
+                    proxy_bind {PROXY};
+                    proxy_pass {SERVER}:10025;
+                    proxy_protocol on;
+                }}
+                server {{ listen {PROXY}:143; proxy_bind {PROXY}; proxy_pass {SERVER}:10143; {other_header} }}
+            }}
+            """))
+    path = conf("proxy_protocol v2;")
+    result = check_configurations([str(path)], stalwart(tmp_path))
+    pd302 = next(j for j in result.judgements if j.code == "PD302")
+    assert [edit.new[0].strip() for edit in pd302.edits] == ["proxy_protocol v2;"]
+    assert pd302.edits[0].origin.text.strip() == "proxy_protocol on;"
+    assert "1.31.4 or later" in pd302.advice and "proxy_protocol v2;" in pd302.advice
+    older = conf("proxy_protocol on;")
+    result = check_configurations([str(older)], stalwart(tmp_path))
+    pd302 = next(j for j in result.judgements if j.code == "PD302")
+    assert not any("v2" in line for edit in pd302.edits for line in edit.new)
+    nginx_accepts(fixed(older, result, "PD302"))

@@ -297,7 +297,8 @@ def test_traefik_trusted_ips_refuse_no_one_behind_a_proxy_that_sends_no_header(t
     assert "PD109" not in codes
 
 
-def test_traefik_tls_to_server_puts_the_header_inside_tls(tmp_path):
+def test_traefik_tls_transport_sends_the_header_before_tls(tmp_path):
+    """v3.7 pkg/tcp/dialer.go: tcpDialer writes the header, tcpTLSDialer then does the handshake."""
     dynamic = f"""
         tcp:
           serversTransports:
@@ -318,8 +319,113 @@ def test_traefik_tls_to_server_puts_the_header_inside_tls(tmp_path):
     config = traefik.parse(textwrap.dedent(dynamic) + "  routers:\n    r:\n      rule: \"HostSNI(`*`)\"\n      service: imaps\n",
                            "dynamic.yml")
     (route,) = config.routes
-    assert route.tls_to_server and route.header_inside_tls and route.sends == "v2" and route.front is None
+    assert route.tls_to_server and not route.header_inside_tls and route.sends == "v2" and route.front is None
 
+
+
+# traefik/traefik v3.7 pkg/tcp/dialer.go, DialerManager.Build: `proxyProtocol = config.ProxyProtocol`,
+# then `if config.ServersTransport != "" { proxyProtocol = st.ProxyProtocol }`.
+def test_traefik_named_transport_decides_the_header_and_gets_the_fix(tmp_path):
+    dynamic = traefik_dynamic("""\
+        imap:
+          entryPoints: [imap]
+          rule: "HostSNI(`*`)"
+          service: imap
+        """, f"""\
+        imap:
+          loadBalancer:
+            serversTransport: plain
+            proxyProtocol:
+              version: 2
+            servers:
+              - address: "{SERVER}:10143"
+        """) + "  serversTransports:\n    plain:\n      dialTimeout: 5s\n"
+    result = check(tmp_path, {"traefik.yml": TRAEFIK_STATIC, "dynamic.yml": dynamic})
+    found = judgement(result, "PD101")  # the load balancer's proxyProtocol is ignored: no header
+    assert cites(found.evidence["proxy"], tmp_path / "dynamic.yml", f"{SERVER}:10143")
+    (problem,) = [p for config in result.configs for p in config.problems]
+    assert "ignored" in problem.message and problem.origin.line == line_of(tmp_path / "dynamic.yml", "proxyProtocol:")
+    fixed = yaml.safe_load(applied(tmp_path / "dynamic.yml", result, "PD101"))
+    assert fixed["tcp"]["serversTransports"]["plain"]["proxyProtocol"] == {"version": 2}
+    assert fixed["tcp"]["serversTransports"]["plain"]["dialTimeout"] == "5s"
+
+
+
+def test_traefik_fix_names_the_transport_a_3_5_2_file_already_has(tmp_path):
+    """A file whose serversTransport sends v2 is Traefik 3.5.2 or later: the fix for a service
+    without a header names that transport instead of the deprecated loadBalancer.proxyProtocol."""
+    dynamic = traefik_dynamic("""\
+        imap:
+          entryPoints: [imap]
+          rule: "HostSNI(`*`)"
+          service: imap
+        """, f"""\
+        imap:
+          loadBalancer:
+            servers:
+              - address: "{SERVER}:10143"
+        smtp:
+          loadBalancer:
+            serversTransport: pp
+            servers:
+              - address: "{SERVER}:10025"
+        """) + "  serversTransports:\n    pp:\n      proxyProtocol:\n        version: 2\n"
+    result = check(tmp_path, {"traefik.yml": TRAEFIK_STATIC, "dynamic.yml": dynamic})
+    fixed = yaml.safe_load(applied(tmp_path / "dynamic.yml", result, "PD101"))
+    balancer = fixed["tcp"]["services"]["imap"]["loadBalancer"]
+    assert balancer["serversTransport"] == "pp" and "proxyProtocol" not in balancer
+    (route,) = [r for r in traefik.parse(applied(tmp_path / "dynamic.yml", result, "PD101"), "d.yml").routes]
+    assert route.sends == "v2"
+
+def test_traefik_transport_version_wins_over_the_load_balancer(tmp_path):
+    dynamic = traefik_dynamic("""\
+        r:
+          rule: "HostSNI(`*`)"
+          service: smtp
+        """, f"""\
+        smtp:
+          loadBalancer:
+            serversTransport: pp
+            proxyProtocol: {{version: 1}}
+            servers:
+              - address: "{SERVER}:10025"
+        """) + "  serversTransports:\n    pp:\n      proxyProtocol:\n        version: 2\n"
+    (route,) = traefik.parse(textwrap.dedent(dynamic), "dynamic.yml").routes
+    assert route.sends == "v2" and route.sends_origin is not None and route.block_origin is not None
+    assert route.block_origin.text.strip() == "pp:" and route.sends_origin.line > route.block_origin.line
+
+
+def test_traefik_transport_not_in_the_file_is_not_guessed():
+    dynamic = traefik_dynamic("""\
+        r:
+          rule: "HostSNI(`*`)"
+          service: smtp
+        """, f"""\
+        smtp:
+          loadBalancer:
+            serversTransport: elsewhere@file
+            proxyProtocol: {{version: 2}}
+            servers:
+              - address: "{SERVER}:10025"
+        """)
+    config = traefik.parse(dynamic, "dynamic.yml")
+    assert not config.routes and "elsewhere@file" in config.problems[0].message
+
+
+def test_traefik_labels_with_a_transport_are_not_judged_by_their_proxyprotocol(tmp_path):
+    compose = """
+        services:
+          mail:
+            image: stalwartlabs/stalwart
+            labels:
+              - traefik.tcp.routers.smtp.rule=HostSNI(`*`)
+              - traefik.tcp.services.smtp.loadbalancer.server.port=10025
+              - traefik.tcp.services.smtp.loadbalancer.serverstransport=pp@file
+              - traefik.tcp.services.smtp.loadbalancer.proxyprotocol.version=2
+        """
+    config = traefik.load(str(write(tmp_path, "compose.yml", compose)))
+    assert not config.routes
+    assert any("label here is ignored" in problem.message for problem in config.problems)
 
 # --- Caddy -----------------------------------------------------------------------------------
 # caddy-l4 README (github.com/mholt/caddy-l4) and caddyserver.com/docs/json/apps/layer4/;
@@ -382,10 +488,43 @@ def test_caddyfile_layer4_mistakes(tmp_path):
     assert cites(judgement(result, "PD303").evidence["front"], path, ":993 {")
     pd110 = judgement(result, "PD110")
     assert cites(pd110.evidence["proxy"], path, "route @secure {")
-    assert judgement(result, "PD109").evidence["listener"].startswith(f"{path}:{line_of(path, ':25 {') + 2}: ")
+    # caddy-l4 v0.1.2's proxy_protocol handler refuses nobody (fallback IGNORE) but reads the
+    # client's first bytes with no timeout: an SMTP client waits for ever (PD110, not PD109)
+    assert "PD109" not in [j.code for j in result.judgements]
+    reading = [j for j in result.judgements if j.code == "PD110"
+               and j.evidence["proxy"].startswith(f"{path}:{line_of(path, ':25 {') + 2}: ")]
+    assert reading and "proxy_protocol" in reading[0].evidence["proxy"]
     assert any(j.code == "PD101" and cites(j.evidence["proxy"], path, f"proxy {SERVER}:10143") for j in result.judgements)
-    fixed = applied(path, result, "PD109")
+    fixed = fixes.apply(path.read_text(), reading[0].edits, str(path))
     assert caddy.parse(fixed, str(path)).listeners and "\t\t\t\tproxy_protocol\n" not in fixed
+
+
+# caddy-l4 v0.1.2 modules/l4proxy/upstream.go: `local_addr` in a Caddyfile `upstream {}`,
+# `upstreams[].local_address` (a list, the first of the upstream's family used) in JSON.
+def test_caddy_l4_source_address_from_local_addr_and_local_address():
+    caddyfile = ("{\n\tlayer4 {\n\t\t:25 {\n\t\t\troute {\n\t\t\t\tproxy {\n\t\t\t\t\tproxy_protocol v2\n"
+                 f"\t\t\t\t\tupstream {{\n\t\t\t\t\t\tdial {SERVER}:10025\n\t\t\t\t\t\tlocal_addr 2001:db8::5 127.31.0.9\n"
+                 "\t\t\t\t\t}\n\t\t\t\t}\n\t\t\t}\n\t\t}\n\t}\n}\n")
+    (route,) = caddy.parse(caddyfile, "Caddyfile").routes
+    assert route.source_address == "127.31.0.9" and route.source_origin is not None
+    assert "local_addr" in route.source_origin.text
+    document = {"apps": {"layer4": {"servers": {"smtp": {"listen": [":25"], "routes": [{"handle": [
+        {"handler": "proxy", "proxy_protocol": "v2",
+         "upstreams": [{"dial": [f"{SERVER}:10025"], "local_address": ["[2001:db8::5]:0", "127.31.0.9:0"]}]}]}]}}}}}
+    (route,) = caddy.parse(json.dumps(document, indent=1), "caddy.json").routes
+    assert route.source_address == "127.31.0.9" and "local_address" in route.source_origin.text
+
+
+def test_caddy_l4_proxy_protocol_handler_trusts_allow_and_ignores_the_rest():
+    caddyfile = ("{\n\tlayer4 {\n\t\t:25 {\n\t\t\troute {\n\t\t\t\tproxy_protocol {\n\t\t\t\t\tallow 10.0.0.0/8\n"
+                 f"\t\t\t\t}}\n\t\t\t\tproxy {SERVER}:10025\n\t\t\t}}\n\t\t}}\n\t}}\n}}\n")
+    config = caddy.parse(caddyfile, "Caddyfile")
+    reading = [front for front in config.listeners if front.accepts_header]
+    assert reading and reading[0].trusted_sources == ("10.0.0.0/8",) and reading[0].header_optional
+    assert config.routes[0].waits_for_client
+    required = caddy.parse(caddyfile.replace("allow 10.0.0.0/8", "allow 10.0.0.0/8\n\t\t\t\t\tfallback_policy require"),
+                           "Caddyfile")
+    assert not [front for front in required.listeners if front.accepts_header][0].header_optional
 
 
 @pytest.mark.lab
@@ -556,6 +695,20 @@ def test_envoy_json_bootstrap_reads_like_yaml(tmp_path):
         [(f"{SERVER}:10143", "v2", "0.0.0.0:993")]
 
 
+
+# api/envoy/config/core/v3/proxy_protocol.proto: TlvEntry {uint32 type; bytes value}; proto3's JSON
+# (and so YAML) mapping writes bytes in base64.
+def test_envoy_added_tlvs_are_base64_and_a_static_ssl_tlv_carries_tls(tmp_path):
+    with_tlv = ENVOY_PP_V2.replace("      version: V2\n", "      version: V2\n      added_tlvs:\n"
+                                   "        - {type: 32, value: \"AQAAAAA=\"}\n")
+    text = envoy_bootstrap(465, 10025, chain_extra=ENVOY_DOWNSTREAM_TLS, cluster_extra=with_tlv)
+    (route,) = envoy.parse(text, "envoy.yaml").routes
+    assert route.ssl_tlv and route.sends == "v2"
+    assert "PD301" not in [j.code for j in check(tmp_path, {"envoy.yaml": text}).judgements]
+    hex_written = text.replace("AQAAAAA=", "01 00 00 00 00")
+    with pytest.raises(ConfigReadError, match="base64"):
+        envoy.parse(hex_written, "envoy.yaml")
+
 def test_envoy_health_check_and_tlvs(tmp_path):
     text = envoy_bootstrap(143, 10143, cluster_extra=ENVOY_PP_V2 + textwrap.dedent("""\
         health_checks:
@@ -653,12 +806,62 @@ def test_cloud_balancer_in_front_of_traefik_is_a_chain(tmp_path):
 
 
 def test_kubernetes_ovh_ssl_tlv_and_named_target_port(tmp_path):
-    text = service({"service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol": "v2_ssl"}, [(993, 10993)])
+    text = service({"service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol": "v2-ssl"}, [(993, 10993)])
     text += "---\n" + service({}, [(25, 25)], "other").replace("targetPort: 25", "targetPort: smtp")
     config = kubernetes.parse(text, "svc.yaml")
     assert [(route.sends, route.ssl_tlv) for route in config.routes] == [("v2", True)]
     assert "targetPort 'smtp' is a name" in config.problems[0].message and config.problems[0].origin.line > 10
 
+
+
+# The cloud controllers' own code: linode-cloud-controller-manager cloud/annotations (default key,
+# deprecated fallback; its e2e test sets both and the default wins), scaleway-cloud-controller-manager
+# scaleway/loadbalancers.go (getProxyProtocol, isPortInRange: Go's ParseBool words besides `*` and
+# ports; getSendProxyV2, deprecated, still read), the OVH load balancer API (v2-ssl, v2-ssl-cn).
+LINODE = "service.beta.kubernetes.io/linode-loadbalancer-"
+SCW = "service.beta.kubernetes.io/scw-loadbalancer-"
+
+
+@pytest.mark.parametrize("annotations, sends", [
+    ({LINODE + "default-proxy-protocol": "v2"}, "v2"),
+    ({LINODE + "proxy-protocol": "v1"}, "v1"),
+    ({LINODE + "proxy-protocol": "v2", LINODE + "default-proxy-protocol": "v1"}, "v1"),
+    ({LINODE + "default-proxy-protocol": "none", LINODE + "proxy-protocol": "v2"}, "none"),
+    ({LINODE + "default-proxy-protocol": "v2", LINODE + "port-25": '{"proxy-protocol": "none"}'}, "none"),
+    ({SCW + "proxy-protocol-v2": "true"}, "v2"),
+    ({SCW + "proxy-protocol-v2": "True"}, "v2"),
+    ({SCW + "proxy-protocol-v1": "t"}, "v1"),
+    ({SCW + "proxy-protocol-v2": "false", SCW + "send-proxy-v2": "true"}, "v2"),
+    ({SCW + "proxy-protocol-v2": "0x19"}, "v2"),
+    ({SCW + "proxy-protocol-v2": "1"}, "none"),
+    ({SCW + "send-proxy-v2": "1"}, "v2"),
+    ({SCW + "send-proxy-v2": "587, 25"}, "v2"),
+    ({SCW + "send-proxy-v2": "587"}, "none"),
+    ({"service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol": "v2-ssl-cn"}, "v2"),
+    ({"loadbalancer.openstack.org/proxy-protocol": "v2"}, "v2"),
+])
+def test_cloud_annotations_as_the_controllers_read_them(annotations, sends):
+    (route,) = kubernetes.parse(service(annotations, [(25, 10025)]), "svc.yaml").routes
+    assert route.sends == sends
+    if sends != "none":
+        assert route.sends_origin is not None and any(key in route.sends_origin.text for key in annotations)
+
+
+@pytest.mark.parametrize("annotations, words", [
+    ({SCW + "proxy-protocol-v2": "yes"}, "not true/false"),
+    ({SCW + "proxy-protocol-v1": "*", SCW + "proxy-protocol-v2": "25"}, "in both"),
+    ({"service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol": "v2_ssl"}, "hyphens"),
+])
+def test_cloud_annotations_the_controllers_refuse(annotations, words):
+    with pytest.raises(ConfigReadError, match=words):
+        kubernetes.parse(service(annotations, [(25, 10025)]), "svc.yaml")
+
+
+def test_digitalocean_health_checks_carry_the_header(tmp_path):
+    text = service({"service.beta.kubernetes.io/do-loadbalancer-enable-proxy-protocol": "true"}, [(25, 10025)])
+    (route,) = kubernetes.parse(text, "svc.yaml").routes
+    assert route.health_check is not None and route.health_check.sends_header
+    assert "PD403" not in [j.code for j in check(tmp_path, {"service.yaml": text}).judgements]
 
 # --- bad input -------------------------------------------------------------------------------
 

@@ -241,6 +241,21 @@ def test_proxy_error_is_pd101(reason):
     assert ("PD103" in findings[0].message) == (reason == "invalid proxy header")
 
 
+
+def proxy_error_at(second: int) -> str:
+    return text_line(f"2026-11-12T10:{second // 60:02d}:{second % 60:02d}Z", "WARN", "Proxy protocol error",
+                     "network.proxy-error", 'listenerId = "smtp", localIp = 10.0.0.3, localPort = 10025, tls = false, '
+                     'reason = "end of stream"')
+
+
+def test_proxy_errors_at_a_fixed_period_are_health_checks_pd403():
+    """HAProxy's `inter 2s` checks (or a cloud balancer's) on a listener that wants a header:
+    the same error like clockwork is the checker, not clients (PD403, not PD101)."""
+    findings = judged("\n".join(proxy_error_at(second) for second in range(0, 60, 10)))
+    assert codes(findings) == ["PD403"] and findings[0].evidence["period_seconds"] == 10
+    irregular = "\n".join(proxy_error_at(second) for second in (0, 3, 17, 18, 40, 41))
+    assert codes(judged(irregular)) == ["PD101"]
+
 def test_proxy_error_from_the_os_is_not_pd101():
     assert judged(proxy_error("Connection reset by peer (os error 104)")) == []
 

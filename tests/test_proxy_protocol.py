@@ -321,3 +321,34 @@ def test_any_change_to_the_address_block_breaks_the_checksum(position, flip, tlv
 
 def test_build_tlv_layout():
     assert build_tlv(0x01, b"h2") == b"\x01\x00\x02h2"
+
+
+# HAProxy doc/proxy-protocol.txt 2.2.5 (2026 revision): SSL sub-TLVs 0x26 GROUP, 0x27 SIG_SCHEME
+# (US-ASCII) and 0x28 CLIENT_CERT, the client's certificate in DER.
+DER_CERT = bytes.fromhex("3006020101020102")  # SEQUENCE { INTEGER 1, INTEGER 2 }: the shape of one
+
+
+def with_client_cert(cert: bytes) -> bytes:
+    value = build_ssl_value(client=0x07, version="TLSv1.3", group="X25519", sig_scheme="ecdsa_secp256r1_sha256",
+                            client_cert=cert)
+    return build_v2(src_addr="203.0.113.7", dst_addr="192.0.2.10", src_port=40000, dst_port=25, tlvs=[(PP2_TYPE_SSL, value)])
+
+
+def test_ssl_group_sig_scheme_and_client_cert_are_named():
+    result = parse(with_client_cert(DER_CERT))
+    assert result.violations == ()
+    ssl = result.header.ssl
+    assert (ssl.group, ssl.sig_scheme, ssl.client_cert_length) == ("X25519", "ecdsa_secp256r1_sha256", len(DER_CERT))
+
+
+@pytest.mark.parametrize("cert, words", [
+    (b"\x02\x01\x01", "SEQUENCE"),
+    (bytes.fromhex("3005020101"), "DER length says 7 bytes"),
+    (bytes.fromhex("3080020101"), "indefinite"),
+    (b"-----BEGIN CERTIFICATE-----", "SEQUENCE"),
+])
+def test_client_cert_that_is_no_der_certificate_is_a_violation(cert, words):
+    (violation,) = parse(with_client_cert(cert)).violations
+    assert violation.rule == "v2.ssl-client-cert" and words in violation.message
+    header = with_client_cert(cert)
+    assert header[violation.offset] == 0x28  # the offset names the sub-TLV's own type byte

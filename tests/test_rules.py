@@ -1293,3 +1293,57 @@ def test_pd905_half_open_flows_forgotten_by_age(tmp_path):
 
 def test_pd905_absent_when_the_capture_fits(tmp_path):
     absent(run(tmp_path, smtp_session(header=v2()), smtp_session(header=v2(), at=700.0), expect=["v2"]), "PD905")
+
+
+# Stalwart reads headers with proxy-header 0.1.2 (tibordp/proxy-header): the byte after PROXY is
+# not checked, v2 family bytes outside 00/11/12/21/22/31/32 are refused whatever the command, an
+# SSL TLV under 5 bytes is skipped (plaintext).
+def test_pd103_says_stalwart_reads_a_v1_line_without_its_space(tmp_path):
+    conv = leg(PROXY, (MAIL, 25)).client_sends(b"PROXY\tTCP4 203.0.113.7 192.0.2.10 50000 25\r\n").wait(3).close()
+    finding = check(run(tmp_path, conv), "PD103", "warning", conv)
+    assert "does not check the byte after PROXY" in finding.evidence["stalwart"]
+
+
+def test_pd103_says_stalwart_refuses_af_unspec_with_stream_even_for_local(tmp_path):
+    header = bytearray(build_v2(command="LOCAL", family="UNSPEC"))
+    header[13] = 0x01
+    conv = leg(PROXY, (MAIL, 25)).client_sends(bytes(header)).wait(3).close()
+    finding = check(run(tmp_path, conv), "PD103", "error", conv)
+    assert "0x01" in finding.evidence["stalwart"] and "refuses" in finding.evidence["stalwart"]
+
+
+def test_pd103_says_a_short_ssl_tlv_counts_as_plaintext(tmp_path):
+    conv = leg(PROXY, (MAIL, 25)).client_sends(v2(tlvs=[(0x20, b"\x01\x00")])).server_sends(SMTP_GREETING).close()
+    finding = check(run(tmp_path, conv), "PD103", "warning", conv)
+    assert "plaintext" in finding.evidence["stalwart"]
+
+
+# A header read as commands is refused in each protocol's own words (Stalwart's IMAP, POP3,
+# ManageSieve, LMTP and HTTP sessions; references.md "When the peer is not trusted").
+SIEVE_GREETING = (b'"IMPLEMENTATION" "Stalwart ManageSieve"\r\n"SASL" "PLAIN"\r\n"STARTTLS"\r\n'
+                  b'"VERSION" "1.0"\r\nOK "Stalwart ManageSieve at your service."\r\n')
+
+
+@pytest.mark.parametrize("port, greeting, answer, word", [
+    (143, IMAP_GREETING, b"* BAD [PARSE] Invalid command.\r\n", "* BAD"),
+    (110, b"+OK Stalwart POP3 at your service.\r\n", b"-ERR Unknown command.\r\n-ERR Unknown command.\r\n", "-ERR"),
+    (4190, SIEVE_GREETING, b'NO "Invalid command."\r\nBYE "Too many invalid commands."\r\n', "NO"),
+    (24, b"220 mail.example.test Stalwart LMTP at your service\r\n", b"500 5.5.1 Invalid command.\r\n", "500"),
+])
+def test_pd102_each_protocol_refuses_the_header_in_its_own_words(tmp_path, port, greeting, answer, word):
+    conv = leg(PROXY, (MAIL, port)).client_sends(v2(dport=port)).server_sends(greeting + answer).close(by="server")
+    finding = check(run(tmp_path, conv), "PD102", "error", conv)
+    assert any(reply.startswith(word) for reply in finding.evidence["replies_to_header"]), finding.evidence
+
+
+def test_pd102_http_answers_the_header_with_400(tmp_path):
+    conv = leg(PROXY, (MAIL, 8080)).client_sends(v1(dport=8080) + HTTP_REQUEST)
+    conv.server_sends(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").close(by="server")
+    finding = check(run(tmp_path, conv), "PD102", "error", conv)
+    assert "400" in " ".join(finding.evidence["replies_to_header"])
+
+
+def test_pd102_http_400_is_no_refusal_of_a_header_the_listener_wants(tmp_path):
+    conv = leg(PROXY, (MAIL, 8080)).client_sends(v1(dport=8080) + HTTP_REQUEST)
+    conv.server_sends(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").close(by="server")
+    absent(run(tmp_path, conv, expect=["v1"]), "PD102")

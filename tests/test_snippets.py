@@ -260,7 +260,28 @@ def flat_keys(value, prefix: str = "") -> dict[str, object]:
     return {prefix[:-1]: value}
 
 
-@pytest.mark.parametrize("snippet", of("toml"), ids=lambda snippet: snippet.id)
+# stalwartlabs/proxy v1.0.0 src/config/mod.rs: the tables and keys its TOML has (```toml stalwart-proxy).
+STALWART_PROXY_KEYS = [r"listener\.[\w-]+\.(protocol|bind|tls|proxy_protocol|proxy_trusted|forwarded|max_connections)",
+                       r"destination\.[\w-]+\.(host|proxy_protocol|forwarding|forwarded|source_ips|tls_server_name)",
+                       r"destination\.[\w-]+\.protocol\.(smtp|submission|lmtp|imap|pop3|managesieve|http)\.(port|tls|forwarding)",
+                       r"routing\.(default_destination|smtp_passthrough_destination)"]
+
+
+def stalwart_snippets(kind: str) -> list[Snippet]:
+    return [snippet for snippet in of("toml") if ("stalwart-proxy" in snippet.context) == (kind == "stalwart-proxy")]
+
+
+@pytest.mark.parametrize("snippet", stalwart_snippets("stalwart-proxy"), ids=lambda snippet: snippet.id)
+def test_stalwart_proxy_snippet_uses_keys_it_reads(snippet):
+    from proxydiag.configs import stalwart_proxy
+
+    flat = flat_keys(tomllib.loads(snippet.text))
+    unknown = [key for key in flat if not any(re.fullmatch(rf"{pattern}(\.\d+)?", key) for pattern in STALWART_PROXY_KEYS)]
+    assert not unknown, f"{snippet.id}: keys stalwartlabs/proxy does not read: {unknown}"
+    stalwart_proxy.parse(snippet.text, snippet.id)  # and the reader takes it
+
+
+@pytest.mark.parametrize("snippet", stalwart_snippets("stalwart"), ids=lambda snippet: snippet.id)
 def test_stalwart_toml_snippet_uses_keys_stalwart_reads(snippet):
     flat = flat_keys(tomllib.loads(snippet.text))
     unknown = [key for key in flat if not any(re.fullmatch(pattern, key) for pattern in STALWART_015_KEYS)]
@@ -323,7 +344,8 @@ def test_stalwart_json_snippet_has_the_registry_shapes(snippet):
 # Envoy API v3: config.cluster.v3.Cluster (transport_socket, upstream_bind_config,
 # health_checks), config.core.v3.HealthCheck (TcpHealthCheck.proxy_protocol_config, Envoy
 # PR #31691), extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport,
-# config.core.v3.ProxyProtocolConfig, config.listener.v3.ListenerFilter.
+# config.core.v3.ProxyProtocolConfig (added_tlvs: TlvEntry, whose `value` is bytes, base64 in
+# YAML), config.listener.v3.ListenerFilter.
 
 LEAF = None
 TRAEFIK_TLS_ROUTER = {"passthrough": LEAF, "certResolver": LEAF, "options": LEAF}
@@ -341,7 +363,8 @@ TRAEFIK = {
                           "forwardedHeaders": {"trustedIPs": LEAF, "insecure": LEAF}}},
 }
 ENVOY_SOCKET_ADDRESS = {"address": LEAF, "port_value": LEAF}
-ENVOY_PROXY_PROTOCOL_CONFIG = {"version": LEAF, "pass_through_tlvs": {"match_type": LEAF, "tlv_type": LEAF}}
+ENVOY_PROXY_PROTOCOL_CONFIG = {"version": LEAF, "pass_through_tlvs": {"match_type": LEAF, "tlv_type": LEAF},
+                               "added_tlvs": [{"type": LEAF, "value": LEAF}]}
 ENVOY_TRANSPORT_SOCKET: dict = {"name": LEAF}
 ENVOY_TRANSPORT_SOCKET["typed_config"] = {"@type": LEAF, "config": ENVOY_PROXY_PROTOCOL_CONFIG,
                                           "transport_socket": ENVOY_TRANSPORT_SOCKET}
@@ -380,6 +403,23 @@ def test_yaml_snippet_parses_and_uses_documented_keys(snippet):
     unknown = undocumented_keys(yaml.safe_load(snippet.text), YAML_SCHEMAS[kind])
     assert not unknown, f"{snippet.id}: keys not in the {kind} reference: {unknown}"
 
+
+
+def tlv_values(value) -> list:
+    """Every `added_tlvs[].value` in a parsed snippet."""
+    if isinstance(value, dict):
+        own = [entry.get("value") for entry in value.get("added_tlvs", []) if isinstance(entry, dict)]
+        return own + [found for child in value.values() for found in tlv_values(child)]
+    return [found for child in value for found in tlv_values(child)] if isinstance(value, list) else []
+
+
+@pytest.mark.parametrize("snippet", [s for s in of("yaml") if "envoy" in s.context], ids=lambda snippet: snippet.id)
+def test_envoy_snippet_tlv_values_are_base64(snippet):
+    """TlvEntry.value is `bytes`: proto3's JSON mapping (and Envoy's YAML) wants base64."""
+    import base64
+
+    for value in tlv_values(yaml.safe_load(snippet.text)):
+        assert isinstance(value, str) and base64.b64decode(value, validate=True), f"{snippet.id}: {value!r}"
 
 # --- Caddyfile: layer4 lives inside the global option; braces balance ----------------------
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import re
 
-from proxydiag.configs import caddy, envoy, haproxy, kubernetes, nginx, stunnel, traefik, traefik_labels
+from proxydiag.configs import caddy, envoy, haproxy, kubernetes, nginx, stalwart_proxy, stunnel, traefik, traefik_labels
 from proxydiag.configs.model import ConfigReadError, FrontListener, ProxyConfig, read_text
 from proxydiag.configs.tree import Source
 from proxydiag.parsers.userinput import read_text_bounded
 
-KINDS = ("haproxy", "nginx", "stunnel", "traefik", "caddy", "envoy", "kubernetes")
+KINDS = ("haproxy", "nginx", "stunnel", "traefik", "caddy", "envoy", "kubernetes", "stalwart-proxy")
 # Kinds recognised but not read: what to say instead of a wrong guess.
 NOT_READ = (
     ("Stalwart's configuration (give it with --stalwart-config)",
@@ -20,6 +20,7 @@ NOT_READ = (
 )
 # Structured kinds first: their files can hold words the text formats look for.
 DETECTORS = (
+    ("stalwart-proxy", stalwart_proxy.looks_like),
     ("envoy", envoy.looks_like), ("traefik", lambda text: traefik_labels.looks_like(text) or traefik.looks_like(text)), ("kubernetes", kubernetes.looks_like),
     ("caddy", caddy.looks_like), ("haproxy", haproxy.looks_like), ("nginx", nginx.looks_like),
     ("stunnel", stunnel.looks_like),
@@ -37,7 +38,7 @@ def load(path: str, kind: str | None = None, entry_points: dict[str, FrontListen
     if kind == "traefik":
         return _load_traefik(path, entry_points)
     reader = {"haproxy": haproxy.load, "nginx": nginx.load, "stunnel": stunnel.load, "caddy": caddy.load,
-              "envoy": envoy.load, "kubernetes": kubernetes.load}.get(kind)
+              "envoy": envoy.load, "kubernetes": kubernetes.load, "stalwart-proxy": stalwart_proxy.load}.get(kind)
     if reader is None:
         raise ConfigReadError(path, None, f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
     return reader(path)

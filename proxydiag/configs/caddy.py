@@ -20,6 +20,14 @@ Sources:
   transport http { proxy_protocol v2; tls } }`; global `servers { listener_wrappers {
   proxy_protocol } }`.
 - No TLVs are ever sent (caddyserver/caddy #5967; references.md).
+- caddy-l4 v0.1.2, modules/l4proxy/upstream.go: the source address towards an upstream is
+  `local_addr ADDR...` inside `upstream {}` in a Caddyfile and `upstreams[].local_address` (a
+  list: the first of the upstream's address family is used) in JSON, from v0.1.1.
+- caddy-l4 v0.1.2, modules/l4proxyprotocol/handler.go: the `proxy_protocol` handler gives
+  sources in `allow` the USE policy and the rest `fallback_policy` (IGNORE by default: a
+  header is read and its address dropped; nobody is refused without one unless REQUIRE), and
+  reads the client's first bytes with no timeout unless `timeout` is set: a mail client
+  waiting for the greeting waits for ever.
 """
 
 from __future__ import annotations
@@ -87,6 +95,24 @@ def _front(source_origin: Origin, address: str, tls: bool, accepts: bool, defaul
     if port is None:
         return None
     return FrontListener(host, port, tls_terminated=tls, accepts_header=accepts, origin=source_origin)
+
+
+def _reading_front(front: FrontListener, origin: Origin, allow: Any, fallback: str | None) -> FrontListener:
+    """The listener as the `proxy_protocol` handler makes it: a header from `allow` used, from
+    others ignored (IGNORE, the default fallback), required only with fallback_policy REQUIRE."""
+    return replace(front, accepts_header=True, origin=origin, trusted_sources=tuple(str(item) for item in allow or ()),
+                   header_optional=(fallback or "ignore").lower() != "require")
+
+
+def _source_address(addresses: Any, server: str) -> str | None:
+    """The first local address of the upstream's family (caddy-l4 dials from it), without a port."""
+    wanted_v6 = ":" in server
+    for address in addresses or ():
+        text = str(address).strip()
+        host = text[1:].partition("]")[0] if text.startswith("[") else text.partition(":")[0] if text.count(":") == 1 else text
+        if host and "{" not in host and (":" in host) == wanted_v6:
+            return host
+    return None
 
 
 def _upstream(dial: str) -> tuple[str, int] | None:
@@ -160,7 +186,10 @@ def _json_routes(source: Source, routes: list[tuple[Tree, int]], front: FrontLis
             if name == "tls":
                 current = replace(current, tls_terminated=True, origin=source.origin(handler_line))
             elif name == "proxy_protocol":
-                found.listeners.append(replace(front, accepts_header=True, origin=source.origin(handler_line)))
+                origin = source.origin(handler_line)
+                found.listeners.append(_reading_front(front, origin, tree.sequence(source, handler, "allow"),
+                                                      tree.text(source, handler, "fallback_policy")))
+                wait = wait or origin
             elif name == "subroute":
                 inner = tree.items_of(source, tree.sequence(source, handler, "routes"), "routes")
                 _json_routes(source, inner, current, found, wait, depth + 1)
@@ -185,9 +214,12 @@ def _json_proxy(source: Source, handler: Tree, name: str, front: FrontListener, 
             if target is None:
                 found.problems.append(Problem(f"upstream {dial!r}: no host:port", origin))
                 continue
+            local = tree.sequence(source, upstream, "local_address") if name == "proxy" else None
             found.routes.append(Route(front, target[0], target[1], sends, origin, tls_to_server=tls_to_server,
                                       waits_for_client=wait is not None, wait_origin=wait, sends_origin=sends_origin,
-                                      block_origin=source.at(handler)))
+                                      block_origin=source.at(handler),
+                                      source_address=_source_address(local, target[0]),
+                                      source_origin=source.at(upstream, "local_address") if local else None))
 
 
 # --- Caddyfile -------------------------------------------------------------------------------
@@ -323,7 +355,11 @@ def _caddyfile_handlers(source: Source, handlers: list[Directive], front: FrontL
         if name == "tls":
             current = replace(current, tls_terminated=True, origin=source.origin(handler.line))
         elif name == "proxy_protocol":
-            found.listeners.append(replace(front, accepts_header=True, origin=source.origin(handler.line)))
+            origin = source.origin(handler.line)
+            allow = [word for item in handler.find("allow") for word in item.words[1:]]
+            fallback = next((item.words[1] for item in handler.find("fallback_policy") if len(item.words) > 1), None)
+            found.listeners.append(_reading_front(front, origin, allow, fallback))
+            wait = wait or origin
         elif name == "proxy":
             _caddyfile_proxy(source, handler, current, wait, found)
 
@@ -333,16 +369,22 @@ def _caddyfile_proxy(source: Source, proxy: Directive, front: FrontListener, wai
     version = setting[-1].words[1] if setting and len(setting[-1].words) > 1 else None
     sends = _checked_version(source, setting[-1], version) if setting else "none"
     sends_origin = source.origin(setting[-1].line) if setting else None
-    upstreams = [(word, proxy.line, False) for word in proxy.words[1:]]
-    upstreams += [(word, child.line, bool(child.find("tls"))) for child in proxy.find("upstream") for word in child.words[1:]]
-    for dial, line, tls in upstreams:
+    upstreams: list[tuple[str, int, Directive | None]] = [(word, proxy.line, None) for word in proxy.words[1:]]
+    for child in proxy.find("upstream"):
+        dials = child.words[1:] + [word for item in child.find("dial") for word in item.words[1:]]
+        upstreams += [(word, child.line, child) for word in dials]
+    for dial, line, block in upstreams:
         target = _upstream(dial)
         if target is None:
             found.problems.append(Problem(f"upstream {dial!r}: no host:port", source.origin(line)))
             continue
-        found.routes.append(Route(front, target[0], target[1], sends, source.origin(line), tls_to_server=tls,
+        local = block.find("local_addr") if block is not None else []
+        found.routes.append(Route(front, target[0], target[1], sends, source.origin(line),
+                                  tls_to_server=bool(block and block.find("tls")),
                                   waits_for_client=wait is not None, wait_origin=wait, sends_origin=sends_origin,
-                                  block_origin=source.origin(proxy.line)))
+                                  block_origin=source.origin(proxy.line),
+                                  source_address=_source_address([w for item in local for w in item.words[1:]], target[0]),
+                                  source_origin=source.origin(local[0].line) if local else None))
 
 
 def _checked_version(source: Source, directive: Directive, version: str | None) -> HeaderVersion:

@@ -17,10 +17,16 @@ Sources (envoyproxy.io API v3 reference):
   none of its own, so no SSL TLV), and the wrapped `transport_socket` (`tls`: TLS to the
   server, after the header); `health_checks[].tcp_health_check` (no header unless
   `proxy_protocol_config`, envoyproxy/envoy PR #31691, 1.31).
+- `config.added_tlvs[]` (config.core.v3.TlvEntry, api/envoy/config/core/v3/proxy_protocol.proto):
+  `type` (uint32) and `value` (`bytes`): base64 in YAML and JSON, as proto3's JSON mapping
+  writes bytes; a static SSL TLV (type 0x20, first byte with PP2_CLIENT_SSL) tells the server
+  every client used TLS.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 
 from proxydiag.configs import tree
@@ -159,6 +165,29 @@ def _header(source: Source, cluster: Tree) -> tuple[HeaderVersion, Origin | None
     return ("v1" if version.upper() == "V1" else "v2"), where, tls, "pass_through_tlvs" in config
 
 
+SSL_TLV, PP2_CLIENT_SSL = 0x20, 0x01
+
+
+def _static_ssl_tlv(source: Source, cluster: Tree) -> bool:
+    """Whether `added_tlvs` holds an SSL TLV whose client byte says TLS (its value is base64)."""
+    socket = cluster.get("transport_socket")
+    config = tree.mapping(source, tree.mapping(source, socket, "typed_config"), "config") if isinstance(socket, Tree) else Tree()
+    found = False
+    for entry, _ in tree.items_of(source, tree.sequence(source, config, "added_tlvs"), "added_tlvs"):
+        value = _tlv_bytes(source, entry)
+        found = found or (entry.get("type") == SSL_TLV and bool(value) and bool(value[0] & PP2_CLIENT_SSL))
+    return found
+
+
+def _tlv_bytes(source: Source, entry: Tree) -> bytes:
+    text = entry.get("value", "")
+    try:
+        return base64.b64decode(str(text), validate=True)
+    except (binascii.Error, ValueError):
+        raise source.error(entry, f"added_tlvs value {text!r}: a bytes field, written in base64 in YAML and JSON "
+                           "(01 00 00 00 00 is \"AQAAAAA=\")", "value") from None
+
+
 def _health_check(source: Source, cluster: Tree) -> HealthCheck | None:
     for check, _ in tree.items_of(source, tree.sequence(source, cluster, "health_checks"), "health_checks"):
         tcp = check.get("tcp_health_check")
@@ -173,13 +202,14 @@ def _health_check(source: Source, cluster: Tree) -> HealthCheck | None:
 
 def _cluster_routes(source: Source, cluster: Tree, front: FrontListener, wait: Origin | None) -> list[Route]:
     sends, sends_origin, tls, _passes = _header(source, cluster)
+    ssl_tlv = sends == "v2" and _static_ssl_tlv(source, cluster)
     check = _health_check(source, cluster)
     routes = []
     assignment = tree.mapping(source, cluster, "load_assignment")
     for group, _ in tree.items_of(source, tree.sequence(source, assignment, "endpoints"), "endpoints"):
         for item, _ in tree.items_of(source, tree.sequence(source, group, "lb_endpoints"), "lb_endpoints"):
             address, port, origin = _socket_address(source, tree.mapping(source, item, "endpoint"), "endpoint")
-            routes.append(Route(front, address, port, sends, origin, tls_to_server=tls,
+            routes.append(Route(front, address, port, sends, origin, tls_to_server=tls, ssl_tlv=ssl_tlv,
                                 waits_for_client=wait is not None, wait_origin=wait, health_check=check,
                                 sends_origin=sends_origin, block_origin=source.at(cluster, "name")))
     return routes

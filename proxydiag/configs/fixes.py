@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from proxydiag.configs.model import FrontListener, Origin, Route
+from proxydiag.configs.model import FrontListener, Origin, Route, VersionFloor
 from proxydiag.configs.stalwart import Listener
 
 HAPROXY_SEND = re.compile(r"(?<![ \t])[ \t]+(?:no-)?send-proxy(?:-v2(?:-ssl(?:-cn)?)?)?(?=[ \t#]|$)")
@@ -84,16 +84,21 @@ def _drop_word(text: str, word: str) -> str:
 # --- the header ----------------------------------------------------------------------------
 
 
-def set_header(route: Route, kind: str, version: str = "v2", ssl: bool = False) -> tuple[LineEdit, ...]:
+def set_header(route: Route, kind: str, version: str = "v2", ssl: bool = False,
+               floor: VersionFloor | None = None) -> tuple[LineEdit, ...]:
     if kind == "haproxy":
         word = "send-proxy" if version == "v1" else ("send-proxy-v2-ssl" if ssl else "send-proxy-v2")
         return _replace(route.origin, _append_word(HAPROXY_SEND.sub("", route.origin.text), word))
     if kind == "nginx":
+        # `on` (v1) works on every nginx; `v2` where the file shows 1.31.4 or later
+        value = "v2" if version == "v2" and nginx_has_v2(floor) else "on"
         if route.sends_origin is not None and route.sends_origin != route.origin:
-            return _replace(route.sends_origin, re.sub(r"proxy_protocol\s+\S+;", "proxy_protocol on;", route.sends_origin.text))
-        return _insert_after(route.block_origin or route.origin, "proxy_protocol on;")
+            return _replace(route.sends_origin, re.sub(r"proxy_protocol\s+\S+;", f"proxy_protocol {value};", route.sends_origin.text))
+        return _insert_after(route.block_origin or route.origin, f"proxy_protocol {value};")
     if kind == "stunnel":
         return _insert_after(route.origin, "protocol = proxy")
+    if kind == "stalwart-proxy":
+        return _stalwart_proxy_header(route, on=True)
     if route.sends_origin is not None and kind in STRUCTURED:
         return _replace(route.sends_origin, _version_to(route.sends_origin.text, version))
     label = _label(route.block_origin) if kind == "traefik" else None
@@ -101,6 +106,12 @@ def set_header(route: Route, kind: str, version: str = "v2", ssl: bool = False) 
         service = _label_service(label["key"])
         return () if service is None else _add_label(
             route.block_origin, label, f"traefik.tcp.services.{service}.loadbalancer.proxyProtocol.version", version[-1])
+    if kind == "traefik" and route.block_origin is not None and floor is not None and floor.name and version == "v2" \
+            and "serversTransports" not in route.block_origin.text and route.sends_origin is None \
+            and re.match(r"^\s*\[?[\w.\"-]*loadBalancer\]?:?\s*$", route.block_origin.text):
+        # 3.5.2+, shown by a transport that already sends v2: name it (the load balancer's own is deprecated)
+        name = floor.name
+        return _add_child(route.block_origin, f"serversTransport: {name}", f'serversTransport = "{name}"')
     if kind == "traefik" and route.block_origin is not None:
         return _add_child(route.block_origin, "proxyProtocol: {version: 2}", "proxyProtocol = { version = 2 }")
     if kind == "caddy" and route.block_origin is not None and route.block_origin.text.rstrip().endswith("{"):
@@ -139,14 +150,36 @@ def remove_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
         return (LineEdit(route.sends_origin, ()),)
     if kind == "traefik" and route.sends_origin is not None and "proxyprotocol" in route.sends_origin.text.lower():
         return (LineEdit(route.sends_origin, ()),)
+    if kind == "stalwart-proxy":
+        return _stalwart_proxy_header(route, on=False)
     return ()
 
 
-def carry_tls(route: Route, kind: str, implicit_port: int | None) -> tuple[LineEdit, ...]:
-    """The header says the client used TLS (HAProxy), or TLS is passed through to the
-    implicit-TLS listener (proxies that cannot send the SSL TLV)."""
-    if kind == "haproxy":
-        return set_header(route, kind, "v2", ssl=True)
+def _stalwart_proxy_header(route: Route, on: bool) -> tuple[LineEdit, ...]:
+    """stalwartlabs/proxy: the destination's `proxy_protocol` (true by default) or `forwarding`."""
+    where = route.sends_origin
+    if where is not None and re.match(r"^\s*forwarding\s*=", where.text):
+        return _replace(where, re.sub(r"=.*$", '= "proxy"' if on else '= "none"', where.text, count=1))
+    if where is not None:
+        return _replace(where, re.sub(r"=.*$", "= true" if on else "= false", where.text, count=1))
+    if route.block_origin is None or on:
+        return ()
+    return (LineEdit(route.block_origin, (route.block_origin.text, "proxy_protocol = false")),)
+
+
+def nginx_has_v2(floor: VersionFloor | None) -> bool:
+    return floor is not None and _version_tuple(floor.version) >= (1, 31, 4)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text))
+
+
+def carry_tls(route: Route, kind: str, implicit_port: int | None, floor: VersionFloor | None = None) -> tuple[LineEdit, ...]:
+    """The header says the client used TLS (HAProxy; nginx where the file shows 1.31.4), or TLS
+    is passed through to the implicit-TLS listener (proxies that cannot send the SSL TLV)."""
+    if kind == "haproxy" or (kind == "nginx" and nginx_has_v2(floor)):
+        return set_header(route, kind, "v2", ssl=True, floor=floor)
     if route.front is None or implicit_port is None:
         return ()
     if kind == "traefik":
@@ -175,10 +208,13 @@ def _traefik_passthrough(tls: Origin) -> tuple[LineEdit, ...]:
     return ()
 
 
-def tls_advice(kind: str, implicit_port: int | None) -> str:
-    """What to do where the proxy cannot send the SSL TLV."""
+def tls_advice(kind: str, implicit_port: int | None, floor: VersionFloor | None = None) -> str:
+    """What to do where the proxy cannot send the SSL TLV (or, for the version shown, can)."""
     passthrough = ("pass TLS through to Stalwart's implicit-TLS listener"
                    + (f" (port {implicit_port})" if implicit_port else "") + " and let Stalwart terminate it")
+    if kind == "nginx" and nginx_has_v2(floor) and floor is not None:
+        return (f"This nginx is {floor.version} or later (`proxy_protocol v2;` at {floor.origin}): v2 carries the SSL TLV "
+                f"once nginx terminated TLS. On an older nginx (stable 1.30 and before) it cannot: {passthrough}.")
     if kind == "nginx":
         return f"nginx 1.31.4 and later: `proxy_protocol v2;` carries the SSL TLV. Older nginx cannot: {passthrough}."
     if kind == "stunnel":
@@ -189,7 +225,19 @@ def tls_advice(kind: str, implicit_port: int | None) -> str:
         return f"{kind.capitalize()} sends no SSL TLV of its own: {passthrough}."
     if kind == "kubernetes":
         return f"The load balancer's header carries no TLS facts: {passthrough} (no certificate on the load balancer)."
+    if kind == "stalwart-proxy":
+        return ("Stalwart's proxy sends no SSL TLV: speak TLS to Stalwart instead, `tls = \"starttls\"` on the "
+                "destination's protocol (Stalwart upgrades the session itself) or `tls = \"implicit\"` with the "
+                "implicit-TLS port" + (f" ({implicit_port})" if implicit_port else "") + ".")
     return ""
+
+
+def speak_tls(route: Route, kind: str) -> tuple[LineEdit, ...]:
+    """nginx's http `proxy_pass http://` becomes `https://`: nginx then speaks TLS to the upstream."""
+    where = route.block_origin or route.origin
+    if kind != "nginx" or not re.search(r"\bproxy_pass\s+http://", where.text, re.I):
+        return ()
+    return _replace(where, re.sub(r"(?i)(\bproxy_pass\s+)http://", r"\1https://", where.text, count=1))
 
 
 def check_with_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
@@ -244,6 +292,8 @@ def stop_waiting(route: Route, kind: str) -> tuple[LineEdit, ...]:
         return _replace(wait, re.sub(r"(?<=[:=]).*$", " \"HostSNI(`*`)\"", wait.text, count=1))
     if kind == "kubernetes":
         return _nlb_on_first_ack(wait)
+    if kind == "caddy" and re.match(r"^\s*proxy_protocol\s*$", wait.text):  # caddy-l4's handler reads the client first
+        return (LineEdit(wait, ()),)
     return ()
 
 

@@ -21,20 +21,29 @@ Annotations (each cloud controller's documentation):
   every port) when `aws-load-balancer-ssl-cert` is set.
 - DigitalOcean (digitalocean-cloud-controller-manager docs/controllers/services/
   annotations.md): `service.beta.kubernetes.io/do-loadbalancer-enable-proxy-protocol:
-  "true"` (v1); TLS terminated on `do-loadbalancer-tls-ports` with a
+  "true"` (v1); the load balancer's health checks then carry the header too (unless turned
+  off on the load balancer); TLS terminated on `do-loadbalancer-tls-ports` with a
   `do-loadbalancer-certificate-id`, unless `do-loadbalancer-tls-passthrough: "true"`.
-- Linode (linode-cloud-controller-manager README): `service.beta.kubernetes.io/
-  linode-loadbalancer-proxy-protocol: none|v1|v2`, per port in
-  `linode-loadbalancer-port-N: '{"proxy-protocol": "v2", "tls-secret-name": ...}'`.
+- Linode (linode-cloud-controller-manager cloud/annotations/annotations.go and
+  cloud/linode/loadbalancers.go): per port `linode-loadbalancer-port-N:
+  '{"proxy-protocol": "v2", ...}'`, else `service.beta.kubernetes.io/
+  linode-loadbalancer-default-proxy-protocol: none|v1|v2`, else the deprecated
+  `linode-loadbalancer-proxy-protocol` as a fallback (the e2e test sets both: the default
+  key wins).
 - Hetzner (hcloud-cloud-controller-manager internal/annotation/load_balancer.go):
   `load-balancer.hetzner.cloud/uses-proxyprotocol: "true"`; the version is not
   documented: v1 is assumed (it matters only behind TLS termination, PD302 or PD301).
-- OVHcloud (MKS on Octavia; OpenStack cloud-provider docs): `loadbalancer.openstack.org/
-  proxy-protocol: "true"|"v1"|"v2"` (true: v1); the legacy
-  `service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol: v1|v2|v2_ssl|v2_ssl_cn`.
-- Scaleway (scaleway-cloud-controller-manager docs/loadbalancer-annotations.md):
-  `service.beta.kubernetes.io/scw-loadbalancer-proxy-protocol-v1` / `-v2`: "*" or a
-  comma-separated list of ports.
+- OVHcloud: MKS 1.31+ runs the OpenStack controller (Octavia): `loadbalancer.openstack.org/
+  proxy-protocol: "true"|"v1"|"v2"` (true: v1); before, the OVH controller's
+  `service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol: v1|v2|v2-ssl|v2-ssl-cn`
+  (hyphens, as the OVH load balancer API's ProxyProtocolVersionEnum; `-ssl` adds the SSL TLV
+  where the load balancer terminates TLS).
+- Scaleway (scaleway-cloud-controller-manager scaleway/loadbalancers.go, `getProxyProtocol`,
+  `isPortInRange`, `getSendProxyV2`): `service.beta.kubernetes.io/scw-loadbalancer-proxy-
+  protocol-v1` / `-v2`: Go's `strconv.ParseBool` words (`true`, `false`, `t`, `F`, ...; not
+  `1`/`0`, which are ports), `*`, or a comma-separated list of service ports (a port in both
+  is refused); neither set: the deprecated `scw-loadbalancer-send-proxy-v2` (ParseBool, `1`
+  and `0` included, else a port list) is still read.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from proxydiag.configs.model import (
     ConfigReadError,
     FrontListener,
     HeaderVersion,
+    HealthCheck,
     Origin,
     Problem,
     ProxyConfig,
@@ -63,6 +73,7 @@ HETZNER = "load-balancer.hetzner.cloud/"
 OPENSTACK = "loadbalancer.openstack.org/proxy-protocol"
 OVH_LEGACY = "service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol"
 SCALEWAY = "service.beta.kubernetes.io/scw-loadbalancer-proxy-protocol-"
+SCALEWAY_LEGACY = "service.beta.kubernetes.io/scw-loadbalancer-send-proxy-v2"
 
 
 def looks_like(text: str) -> bool:
@@ -79,6 +90,7 @@ class _Header:
     origin: Origin | None
     ssl_tlv: bool = False
     waits: Origin | None = None  # an NLB sending the header with the client's first data
+    health_check: HealthCheck | None = None
 
 
 def parse(text: str, path: str = "service.yaml") -> ProxyConfig:
@@ -134,7 +146,8 @@ def _service(source: Source, service: Tree, spec: Tree, listeners: list[FrontLis
             continue
         routes.append(Route(front, name, target, header.sends, source.at(port_entry, "targetPort" if "targetPort" in port_entry else "port"),
                             ssl_tlv=header.ssl_tlv, sends_origin=header.origin, waits_for_client=header.waits is not None,
-                            wait_origin=header.waits, block_origin=source.at(metadata, "annotations")))
+                            wait_origin=header.waits, block_origin=source.at(metadata, "annotations"),
+                            health_check=header.health_check))
 
 
 def _number(source: Source, holder: Tree, key: str) -> int | None:
@@ -182,7 +195,9 @@ def _header(source: Source, annotations: Tree, port: int) -> _Header:
         waits = at(AWS + "proxy-protocol") if nlb and "on_first_ack" not in attributes else None
         return _Header("v2" if nlb else "v1", at(AWS + "proxy-protocol"), waits=waits)
     if tree.flag(value(DO + "enable-proxy-protocol")):
-        return _Header("v1", at(DO + "enable-proxy-protocol"))
+        # DigitalOcean's health checks carry the header too (references.md, cloud controllers)
+        check = HealthCheck(None, sends_header=True, local=False, origin=at(DO + "enable-proxy-protocol"))
+        return _Header("v1", at(DO + "enable-proxy-protocol"), health_check=check)
     linode = _linode(source, annotations, port)
     if linode is not None:
         return linode
@@ -192,13 +207,69 @@ def _header(source: Source, annotations: Tree, port: int) -> _Header:
     if openstack in ("true", "v1", "v2"):
         return _Header("v2" if openstack == "v2" else "v1", at(OPENSTACK))
     legacy = (value(OVH_LEGACY) or "").lower()
-    if legacy in ("v1", "v2", "v2_ssl", "v2_ssl_cn"):
-        return _Header("v1" if legacy == "v1" else "v2", at(OVH_LEGACY), ssl_tlv=legacy.startswith("v2_ssl"))
-    for version in ("v2", "v1"):
-        listed = value(SCALEWAY + version)
-        if listed and _port_listed(listed, port):
-            return _Header(version, at(SCALEWAY + version))
-    return _Header("none", None)
+    if legacy in OVH_VERSIONS:
+        return _Header("v1" if legacy == "v1" else "v2", at(OVH_LEGACY), ssl_tlv=legacy.startswith("v2-ssl"))
+    if legacy:
+        raise source.error(annotations, f"{OVH_LEGACY} {legacy!r}: the OVH controller knows {', '.join(OVH_VERSIONS)} "
+                           "(hyphens)", OVH_LEGACY)
+    return _scaleway(source, annotations, port) or _Header("none", None)
+
+
+OVH_VERSIONS = ("v1", "v2", "v2-ssl", "v2-ssl-cn")
+GO_TRUE, GO_FALSE = ("1", "t", "T", "TRUE", "true", "True"), ("0", "f", "F", "FALSE", "false", "False")
+
+
+def _go_bool(text: str) -> bool | None:
+    """Go's strconv.ParseBool, or None where it fails."""
+    return True if text in GO_TRUE else False if text in GO_FALSE else None
+
+
+def _scw_listed(text: str, port: int) -> bool | None:
+    """Scaleway's isPortInRange: a ParseBool word (not 1/0), `*`, or service ports; None: refused."""
+    flag = _go_bool(text) if text not in ("1", "0") else None
+    if flag is not None:
+        return flag
+    if text in ("*", ""):
+        return text == "*"
+    ports = [_go_int(item) for item in text.replace(" ", "").split(",")]
+    return None if None in ports else port in ports
+
+
+def _go_int(text: str) -> int | None:
+    """Go's strconv.ParseInt(text, 0, 64): 0x, 0o, 0b prefixes, a leading 0 for octal."""
+    body = text[1:] if text[:1] in "+-" else text
+    base = {"0x": 16, "0o": 8, "0b": 2}.get(body[:2].lower(), 8 if len(body) > 1 and body.startswith("0") else 10)
+    try:
+        value = int(body, base)
+    except ValueError:
+        return None
+    return -value if text.startswith("-") else value
+
+
+def _scaleway(source: Source, annotations: Tree, port: int) -> _Header | None:
+    found = []
+    for version in ("v1", "v2"):
+        text = _annotation(source, annotations, SCALEWAY + version)
+        listed = _scw_listed(text, port) if text is not None else False
+        if listed is None:
+            raise source.error(annotations, f"{SCALEWAY}{version} {text!r}: not true/false, * or ports", SCALEWAY + version)
+        if listed:
+            found.append(version)
+    if len(found) == 2:
+        raise source.error(annotations, f"port {port} is in both {SCALEWAY}v1 and -v2: the controller refuses it",
+                           SCALEWAY + "v2")
+    if found:
+        return _Header(found[0], source.at(annotations, SCALEWAY + found[0]))  # type: ignore[arg-type]
+    legacy = _annotation(source, annotations, SCALEWAY_LEGACY)
+    if legacy is None:
+        return None
+    flag = _go_bool(legacy)
+    if flag is None:
+        ports = [_go_int(item) for item in legacy.replace(" ", "").split(",")]
+        if None in ports:
+            raise source.error(annotations, f"{SCALEWAY_LEGACY} {legacy!r}: not true/false or ports", SCALEWAY_LEGACY)
+        flag = port in ports
+    return _Header("v2", source.at(annotations, SCALEWAY_LEGACY)) if flag else None
 
 
 def _linode(source: Source, annotations: Tree, port: int) -> _Header | None:
@@ -212,9 +283,10 @@ def _linode(source: Source, annotations: Tree, port: int) -> _Header | None:
         version = settings.get("proxy-protocol") if isinstance(settings, dict) else None
         if version in ("v1", "v2", "none"):
             return _Header("none" if version == "none" else version, source.at(annotations, port_key))
-    default = (_annotation(source, annotations, LINODE + "proxy-protocol") or "").lower()
-    if default in ("v1", "v2"):
-        return _Header(default, source.at(annotations, LINODE + "proxy-protocol"))  # type: ignore[arg-type]
+    for key in (LINODE + "default-proxy-protocol", LINODE + "proxy-protocol"):  # the second: deprecated fallback
+        default = (_annotation(source, annotations, key) or "").lower()
+        if default in ("v1", "v2", "none"):
+            return _Header("none" if default == "none" else default, source.at(annotations, key))  # type: ignore[arg-type]
     return None
 
 

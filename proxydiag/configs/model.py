@@ -127,12 +127,22 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionFloor:
+    """The proxy is at least `version`: the configuration uses something only it has, at `origin`."""
+
+    version: str
+    origin: Origin
+    name: str = ""  # what there can be reused by a fix (a Traefik serversTransport that sends v2)
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyConfig:
     kind: str  # haproxy, nginx, stunnel
     path: str
     listeners: tuple[FrontListener, ...] = ()
     routes: tuple[Route, ...] = ()
     problems: tuple[Problem, ...] = field(default_factory=tuple)
+    version_floor: VersionFloor | None = None  # what the file shows of the proxy's version, where it does
 
     def to_dict(self) -> dict:
         return {

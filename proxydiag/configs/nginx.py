@@ -9,9 +9,14 @@ What is read (nginx.org docs: ngx_stream_core_module `listen`, ngx_stream_proxy_
 - stream and http `server` blocks: each `listen ADDR:PORT [ssl] [proxy_protocol]` is a
   front listener (`proxy_protocol` there makes nginx *expect* a header from clients),
   `proxy_pass` (an address, or an `upstream` whose `server` lines are followed) a route;
-- stream `proxy_protocol on;` sends a v1 header; `proxy_protocol v2;` (nginx 1.31.4+)
-  sends v2, with the SSL TLV when nginx terminated TLS; http `proxy_pass` never sends one;
-- `proxy_ssl on;` speaks TLS to the server (the v1 line still goes first, in clear);
+- stream `proxy_protocol on;` sends a v1 header; `proxy_protocol v2;` (nginx 1.31.4
+  mainline, src/core/ngx_proxy_protocol.c; stable 1.30 has none of it) sends v2, always
+  ending in a CRC32C TLV, and when nginx terminated TLS AUTHORITY, ALPN and the SSL TLV with
+  sub-TLVs 0x21-0x25 and the client-certificate bits (no SSL TLV on a plaintext front); http
+  `proxy_pass` never sends one;
+- stream `proxy_ssl on;` speaks TLS to the server (the v1 line still goes first, in clear);
+  in http it is the scheme: `proxy_pass https://...` (ngx_http_proxy_module) speaks TLS to
+  the upstream;
 - `proxy_bind ADDR` is the source address towards the server; `ssl_preread on;` waits
   for the client's ClientHello before connecting;
 - stream `proxy_pass` with variables (ngx_stream_map_module `map`, ngx_stream_proxy_module
@@ -47,10 +52,12 @@ from proxydiag.configs.model import (
     Problem,
     ProxyConfig,
     Route,
+    VersionFloor,
     split_host_port,
 )
 from proxydiag.parsers.userinput import read_text_bounded
 
+V2_SINCE = "1.31.4"  # `proxy_protocol v2;` (stream, mail): src/core/ngx_proxy_protocol.c
 INHERITED = ("proxy_protocol", "proxy_ssl", "proxy_bind", "ssl_preread", "set_real_ip_from")
 Directive = dict[str, Any]
 VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
@@ -163,6 +170,7 @@ class _Target:
     port: int | None
     origin: Origin
     choices: tuple[tuple[_Map, str, Origin], ...] = ()
+    tls: bool = False  # http `proxy_pass https://`
 
 
 _Expansion = tuple[str, tuple[tuple[_Map, str, Origin], ...]]
@@ -192,7 +200,7 @@ def from_payload(payload: dict, path: str, line_of: Callable[[str, int], str]) -
     for directive, origin in top:
         if directive["directive"] in ("stream", "http", "mail"):
             reader.context(directive, origin, listeners, routes, problems)
-    return ProxyConfig("nginx", path, tuple(listeners), tuple(routes), tuple(problems))
+    return ProxyConfig("nginx", path, tuple(listeners), tuple(routes), tuple(problems), reader.version_floor(top))
 
 
 class _Reader:
@@ -210,6 +218,18 @@ class _Reader:
                 continue
             line = directive.get("line", 0)
             yield directive, Origin(file, line, self.line_of(file, line))
+
+    def version_floor(self, block: list[tuple[Directive, Origin]]) -> VersionFloor | None:
+        """nginx 1.31.4 or later where the configuration already uses `proxy_protocol v2;` (an
+        older nginx refuses the value): its fixes may use it too."""
+        for directive, origin in block:
+            if directive["directive"] == "proxy_protocol" and directive.get("args") == ["v2"]:
+                return VersionFloor(V2_SINCE, origin)
+            if directive.get("block"):
+                found = self.version_floor(self.children(directive, origin))
+                if found is not None:
+                    return found
+        return None
 
     def children(self, directive: Directive, origin: Origin) -> list[tuple[Directive, Origin]]:
         index = next((i for i, config in enumerate(self.configs) if config["file"] == origin.path), 0)
@@ -281,7 +301,10 @@ class _Reader:
         if kind == "http":
             scheme, _, target = target.partition("://")
             target = target.split("/", 1)[0]
-            default_port = 443 if scheme == "https" else 80
+            default_port = 443 if scheme.lower() == "https" else 80
+            if "$" not in target:
+                return [replace(found, tls=scheme.lower() == "https")
+                        for found in self.servers(target, origin, (), upstreams, default_port, problems)]
         if "$" not in target:
             return self.servers(target, origin, (), upstreams, default_port, problems)
         if kind != "stream":
@@ -362,9 +385,9 @@ class _Reader:
             server_port=target.port,
             sends=sends,
             origin=target.origin,
-            ssl_tlv=sends == "v2",
-            ssl_cipher=sends == "v2",
-            tls_to_server=tls is not None and tls[0][:1] == ("on",),
+            ssl_tlv=sends == "v2" and front.tls_terminated,
+            ssl_cipher=sends == "v2" and front.tls_terminated,
+            tls_to_server=target.tls or (kind == "stream" and tls is not None and tls[0][:1] == ("on",)),
             source_address=bind[0][0] if bind and bind[0] and "$" not in bind[0][0] else None,
             waits_for_client=waits,
             sends_origin=header[1] if header else None,

@@ -333,7 +333,9 @@ def _objects(value, where: str):
             yield from _objects(item, f"{where}[{index}]")
 
 
-NOT_A_MAP_016 = "a set written as {shape}: Stalwart 0.16 refuses it (\"Invalid value for object property\"); write {{{example}: true}}"
+NOT_A_MAP_016 = ("a set written as {shape}: Stalwart 0.16 refuses it (\"Invalid value for object property\"); write "
+                 "{{{example}: true}} (Stalwart's own 0.16 documentation writes sets as arrays: that example fails "
+                 "as written, and stalwart-cli passes it on unchanged)")
 
 
 def _json_members(value) -> tuple[list[str], str | None]:

@@ -21,6 +21,11 @@ Sources (Traefik v3 reference, doc.traefik.io; traefik/traefik source):
   entry point has no TLS TCP routers, no HTTPS routers, and its TCP rules need no client
   bytes (`HostSNI(\\`*\\`)`, `ClientIP`) (#7730, #4875, #6786); TCP health checks never
   send a header.
+- Which `proxyProtocol` counts (traefik/traefik v3.7, pkg/tcp/dialer.go, `DialerManager.Build`):
+  when a service names a `serversTransport`, `proxyProtocol = st.ProxyProtocol` replaces the
+  load balancer's own (deprecated) one, even when the transport has none; only without a
+  transport (`default@internal`) does `loadBalancer.proxyProtocol` count. So the transport is
+  read first whenever one is named, and the fix goes on the transport.
 
 Static and dynamic configuration usually live in different files: `parse` takes the
 entry points found in the other Traefik files given (`entry_points_of`).
@@ -29,7 +34,7 @@ entry points found in the other Traefik files given (`entry_points_of`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxydiag.configs import tree
@@ -42,6 +47,7 @@ from proxydiag.configs.model import (
     Problem,
     ProxyConfig,
     Route,
+    VersionFloor,
     split_host_port,
 )
 from proxydiag.configs.tree import Source, Tree
@@ -73,6 +79,8 @@ class _Dynamic:
     routers: list[tuple[str, Tree, str]]  # name, router, "file" or "crd"
     services: dict[str, Tree]
     transports: dict[str, Tree]
+    transport_blocks: dict[str, Origin] = field(default_factory=dict)  # where each transport opens
+    file_transports: set[str] = field(default_factory=set)  # defined under tcp.serversTransports
 
 
 def parse(text: str, path: str = "traefik.yml", entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
@@ -94,7 +102,21 @@ def parse(text: str, path: str = "traefik.yml", entry_points: dict[str, FrontLis
     https = _https_entry_points(source, docs)
     for name, router, form in dynamic.routers:
         routes += _routes(source, name, router, form, dynamic, known, https, problems)
-    return ProxyConfig("traefik", path, tuple(own.values()), tuple(routes), tuple(problems))
+    return ProxyConfig("traefik", path, tuple(own.values()), tuple(routes), tuple(problems),
+                       _transport_floor(source, dynamic))
+
+
+TRANSPORT_HEADER_SINCE = "3.5.2"  # `proxyProtocol` on a TCP serversTransport (migration notes v3.5.2)
+
+
+def _transport_floor(source: Source, dynamic: _Dynamic) -> VersionFloor | None:
+    """Traefik 3.5.2 or later where a file transport (not a CRD) already sends a v2 header: a
+    fix can name that transport."""
+    for name, transport in dynamic.transports.items():
+        proxy = transport.get("proxyProtocol")
+        if isinstance(proxy, Tree) and str(proxy.get("version", 2)) == "2" and name in dynamic.file_transports:
+            return VersionFloor(TRANSPORT_HEADER_SINCE, source.at(transport, "proxyProtocol"), name)
+    return None
 
 
 # --- entry points --------------------------------------------------------------------------
@@ -153,6 +175,7 @@ def _gather(source: Source, document: Tree, dynamic: _Dynamic) -> None:
             dynamic.routers.append((name, spec, "crd"))
         elif kind == "ServersTransportTCP":
             dynamic.transports[name] = spec
+            dynamic.transport_blocks[name] = source.at(document, "spec")
         return
     tcp = tree.mapping(source, document, "tcp")
     for name, router in tree.mapping(source, tcp, "routers").items():
@@ -160,10 +183,14 @@ def _gather(source: Source, document: Tree, dynamic: _Dynamic) -> None:
             raise source.error(tcp, f"tcp.routers.{name}: expected a mapping")
         dynamic.routers.append((str(name), router, "file"))
     for key, store in (("services", dynamic.services), ("serversTransports", dynamic.transports)):
-        for name, value in tree.mapping(source, tcp, key).items():
+        block = tree.mapping(source, tcp, key)
+        for name, value in block.items():
             if not isinstance(value, Tree):
                 raise source.error(tcp, f"tcp.{key}.{name}: expected a mapping")
             store[str(name)] = value
+            if key == "serversTransports":
+                dynamic.transport_blocks[str(name)] = source.at(block, name)
+                dynamic.file_transports.add(str(name))
 
 
 def _routes(source: Source, name: str, router: Tree, form: str, dynamic: _Dynamic, known: dict[str, FrontListener],
@@ -236,7 +263,9 @@ def _service_routes(source: Source, target: tuple[Tree, str], front: FrontListen
             routes += _service_routes(source, (item, "name"), front, dynamic, wait, problems, seen)
         return routes
     balancer = tree.mapping(source, service, "loadBalancer")
-    header = _header(source, balancer, dynamic)
+    header = _header(source, balancer, dynamic, problems)
+    if header is None:
+        return []
     check = _health_check(source, balancer)
     routes = []
     for server, line in tree.items_of(source, tree.sequence(source, balancer, "servers"), "loadBalancer.servers"):
@@ -269,7 +298,9 @@ def _crd_service_route(source: Source, service: Tree, name: str, front: FrontLis
         problems.append(Problem(f"service {name!r}: port {port!r} is named or missing; the target port is not known",
                                 source.at(service, "port" if "port" in service else "name")))
         return []
-    header = _header(source, service, dynamic)
+    header = _header(source, service, dynamic, problems)
+    if header is None:
+        return []
     return [_route(source.at(service, "name"), name, port, front, header, wait, source.at(service))]
 
 
@@ -278,33 +309,53 @@ class _Header:
     sends: HeaderVersion
     origin: Any  # Origin or None
     tls_to_server: bool
+    transport: Any = None  # the serversTransport's block (Origin), where the header's fix goes
 
 
-def _header(source: Source, holder: Tree, dynamic: _Dynamic) -> _Header:
-    """What a load balancer (or CRD service) sends: its own `proxyProtocol` (deprecated) or its
-    serversTransport's."""
+def _header(source: Source, holder: Tree, dynamic: _Dynamic, problems: list[Problem]) -> _Header | None:
+    """What a load balancer (or CRD service) sends: its serversTransport's `proxyProtocol` when
+    it names one (its own is then ignored), else its own (deprecated); None (said in `problems`)
+    when the transport named is not in the file."""
     transport_name = tree.text(source, holder, "serversTransport")
-    transport = dynamic.transports.get(transport_name.split("@")[0], Tree()) if transport_name else Tree()
-    tls_to_server = transport.get("tls") is not None
-    for owner in (holder, transport):
-        proxy = owner.get("proxyProtocol")
-        if proxy is None:
-            continue
-        if not isinstance(proxy, Tree):
-            raise source.error(owner, "proxyProtocol: expected a mapping", "proxyProtocol")
-        version = proxy.get("version", 2)
-        if version not in (1, 2, "1", "2"):
-            raise source.error(proxy, f"proxyProtocol.version {version!r}: 1 or 2", "version")
-        where = source.at(proxy, "version") if "version" in proxy else source.at(owner, "proxyProtocol")
-        return _Header("v1" if str(version) == "1" else "v2", where, tls_to_server)
-    return _Header("none", None, tls_to_server)
+    if transport_name is None:
+        return _header_of(source, holder, tls_to_server=False, transport=None)
+    name = transport_name.split("@")[0]
+    transport = dynamic.transports.get(name)
+    if transport is None:
+        problems.append(Problem(f"serversTransport {transport_name!r} is not in this file: Traefik takes the PROXY "
+                                "header from it alone, so what this service sends is not known; give that file "
+                                "(or manifest) instead", source.at(holder, "serversTransport")))
+        return None
+    if holder.get("proxyProtocol") is not None:
+        problems.append(Problem(f"proxyProtocol here is ignored: this service names serversTransport "
+                                f"{transport_name!r}, whose own proxyProtocol decides (Traefik pkg/tcp/dialer.go Build)",
+                                source.at(holder, "proxyProtocol")))
+    return _header_of(source, transport, tls_to_server=transport.get("tls") is not None,
+                      transport=dynamic.transport_blocks.get(name))
+
+
+def _header_of(source: Source, owner: Tree, tls_to_server: bool, transport: Origin | None) -> _Header:
+    proxy = owner.get("proxyProtocol")
+    if proxy is None:
+        return _Header("none", None, tls_to_server, transport)
+    if not isinstance(proxy, Tree):
+        raise source.error(owner, "proxyProtocol: expected a mapping", "proxyProtocol")
+    version = proxy.get("version", 2)
+    if version not in (1, 2, "1", "2"):
+        raise source.error(proxy, f"proxyProtocol.version {version!r}: 1 or 2", "version")
+    origin = source.at(proxy, "version") if "version" in proxy else source.at(owner, "proxyProtocol")
+    return _Header("v1" if str(version) == "1" else "v2", origin, tls_to_server, transport)
 
 
 def _route(origin: Any, address: str, port: int, front: FrontListener | None, header: _Header, wait: Any,
            block: Any) -> Route:
     return Route(
         front=front, server_address=address, server_port=port, sends=header.sends, origin=origin,
-        tls_to_server=header.tls_to_server, header_inside_tls=header.tls_to_server and header.sends != "none",
-        waits_for_client=wait is not None, wait_origin=wait, sends_origin=header.origin, block_origin=block,
+        # v3.7 pkg/tcp/dialer.go writes the header, then the TLS handshake; only releases before
+        # 3.5.2, which had no transport header, sent it inside TLS (#11036)
+        tls_to_server=header.tls_to_server,
+        header_inside_tls=header.tls_to_server and header.sends != "none" and header.transport is None,
+        waits_for_client=wait is not None, wait_origin=wait, sends_origin=header.origin,
+        block_origin=header.transport or block,
     )
 

@@ -21,7 +21,9 @@ reference, reference/routing-configuration/other-providers/docker.md):
   the server), `.proxyprotocol.version` (ProxyProtocol.SetDefaults: version 2, so
   `loadbalancer.proxyprotocol=true` alone is v2), `.serverstransport` ("defined either with
   the File provider or the Kubernetes CRD one": TCPConfiguration.ServersTransports is
-  `label:"-"`, so `traefik.tcp.serverstransports.*` labels define nothing).
+  `label:"-"`, so `traefik.tcp.serverstransports.*` labels define nothing); a service that
+  names one takes its header from it alone, its `loadbalancer.proxyprotocol` labels ignored
+  (v3.7 pkg/tcp/dialer.go `Build`).
 - HTTP: `traefik.http.routers.R.*`, `traefik.http.services.S.loadbalancer.server.port`,
   `.server.scheme`: an HTTP router never sends a PROXY header.
 - pkg/provider/docker: `traefik.enable` (overrides `providers.docker.exposedByDefault`,
@@ -456,10 +458,13 @@ def _balancer(compose: _Compose, container: _Container, service: _Service) -> Tr
     port = _port(compose, container, service)
     if port is None:
         return None
-    if service.transport is not None and service.proxy_on is None and service.proxy_version is None:
+    if service.transport is not None:
+        ignored = service.proxy_version or service.proxy_on
         compose.problems.append(Problem(
             f"service {service.name!r} uses serversTransport {service.transport[0]!r}, which is not in this file "
-            "(Traefik takes it from a dynamic file or a CRD): what it sends is not known; give that file instead",
+            "(Traefik takes it from a dynamic file or a CRD): what it sends is not known; give that file instead"
+            + ("; its proxyProtocol decides, the loadbalancer.proxyprotocol label here is ignored "
+               "(Traefik pkg/tcp/dialer.go Build)" if ignored else ""),
             compose.origin(service.transport[1])))
         return None
     server = Tree(port[1])

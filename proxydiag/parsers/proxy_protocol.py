@@ -684,6 +684,9 @@ def _decode_ssl(value: bytes, value_offset: int, violations: list[Violation]) ->
         name = SSL_SUBTYPES.get(sub_type)
         if name == "client_cert":
             sub_fields["client_cert_length"] = len(sub_value)
+            problem = der_sequence_problem(sub_value)
+            if problem:
+                shifted.append(Violation(sub_offset, "v2.ssl-client-cert", f"CLIENT_CERT sub-TLV (0x28): {problem}"))
         elif name is not None and name not in sub_fields:
             # CN is UTF-8; VERSION, CIPHER, SIG_ALG, KEY_ALG (and GROUP, SIG_SCHEME) are US-ASCII.
             sub_fields[name] = _text(sub_value, sub_offset, shifted, f"ssl_{name}", ascii_only=name != "cn", what="sub-TLV")
@@ -694,6 +697,20 @@ def _decode_ssl(value: bytes, value_offset: int, violations: list[Violation]) ->
                       "PP2_CLIENT_SSL is set but no SSL_VERSION sub-TLV follows (the spec requires it)")
         )
     return SslInfo(client=client, verify=verify, **sub_fields)
+
+
+def der_sequence_problem(value: bytes) -> str | None:
+    """Why `value` is not one DER SEQUENCE filling it exactly (PP2_SUBTYPE_SSL_CLIENT_CERT holds the
+    client's certificate in DER, doc/proxy-protocol.txt 2.2.5), or None."""
+    if len(value) < 2 or value[0] != 0x30:
+        return "not a DER certificate (a certificate starts with a SEQUENCE, byte 0x30)"
+    first = value[1]
+    if first == 0x80 or first == 0xFF:
+        return "an indefinite or reserved length, which DER forbids"
+    head, length = (2, first) if first < 0x80 else (2 + (first & 0x7F), int.from_bytes(value[2:2 + (first & 0x7F)], "big"))
+    if len(value) < head or head + length != len(value):
+        return f"the DER length says {head + length} bytes, the sub-TLV holds {len(value)}"
+    return None
 
 
 def _check_crc32c(block: bytes, offset: int, value: bytes, violations: list[Violation]) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from proxydiag.configs import haproxy, kind_of, load, traefik_entry_points
+from proxydiag.configs import compose, haproxy, kind_of, load, traefik_entry_points
 from proxydiag.configs.model import ConfigReadError, ProxyConfig
 from proxydiag.configs.stalwart import StalwartConfig
 from proxydiag.facts.expectations import ExpectationResolver
@@ -40,12 +40,15 @@ def check_configurations(paths: Sequence[str], stalwart: StalwartConfig | None =
     """Read every file (the unreadable ones are reported, the others still checked) and
     judge them together with Stalwart's configuration."""
     result = CheckResult(stalwart=stalwart)
+    published = tuple(mapping for path in paths for mapping in compose.published_ports(path))
     entry_points = traefik_entry_points([path for path in paths if _is_kind(path, kind, "traefik")])
     # HAProxy files that are one configuration split up are read together, at the first one's place
     groups = haproxy.load_groups([path for path in paths if _is_kind(path, kind, "haproxy")])
     first = {members[0]: read for members, read in groups}
     later = {path for members, _ in groups for path in members[1:]}
     for path in paths:
+        if kind is None and any(mapping.origin.path == path for mapping in published) and not _is_kind(path, None, "traefik"):
+            continue  # a compose file without Traefik: only its published ports matter here
         try:
             read = first.get(path) or (None if path in later else load(path, kind, entry_points))
         except ConfigReadError as error:
@@ -54,7 +57,7 @@ def check_configurations(paths: Sequence[str], stalwart: StalwartConfig | None =
             result.errors.append(read)
         elif read is not None:
             result.configs.append(read)
-    setting = crosscheck.Setting(stalwart=stalwart, server_addresses=frozenset(server_addresses))
+    setting = crosscheck.Setting(stalwart=stalwart, server_addresses=frozenset(server_addresses), published=published)
     result.judgements = crosscheck.check(result.configs, setting)
     findings = [crosscheck.to_finding(judgement) for judgement in result.judgements]
     findings += [finding for finding in _stalwart_findings(stalwart)

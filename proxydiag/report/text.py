@@ -45,6 +45,7 @@ def describe_header(header: ProxyHeader) -> list[str]:
             f"{name}={value}" for name, value in (
                 ("version", ssl.version), ("cipher", ssl.cipher), ("cn", ssl.cn), ("sig_alg", ssl.sig_alg),
                 ("key_alg", ssl.key_alg), ("group", ssl.group), ("sig_scheme", ssl.sig_scheme),
+                ("client_cert", f"{ssl.client_cert_length} bytes" if ssl.client_cert_length is not None else None),
             ) if value
         )
         lines.append(f"  SSL client=0x{ssl.client:02x} ({'|'.join(flags) or 'none'}) verify={ssl.verify} {details}".rstrip())

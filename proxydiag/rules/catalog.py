@@ -28,6 +28,30 @@ def essential(section: str, max_prose_lines: int = 6) -> str:
     return "\n".join(prose[:max_prose_lines])
 
 
+def _name_and_floor(proxy: str | None) -> tuple[str | None, tuple[int, ...] | None]:
+    """`nginx 1.31.4+` -> ("nginx", (1, 31, 4)); a bare name has no version."""
+    match = re.fullmatch(r"(.+?) (\d+(?:\.\d+)*)\+", proxy or "")
+    if match is None:
+        return proxy, None
+    return match.group(1), _version(match.group(2))
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _for_version(section: str, floor: tuple[int, ...] | None) -> str:
+    """The section's fix for a proxy at least `floor`: its paragraph and configuration block
+    declared `>=VERSION` (VERSION <= floor) first; without a version, the first block (the
+    one every version takes)."""
+    if floor is not None:
+        for paragraph in re.split(r"\n\s*\n(?=[^`\s])", section.strip()):
+            fence = re.search(r"^```\S*[^\n]*?>=(\d+(?:\.\d+)*)", paragraph, re.M)
+            if fence and _version(fence.group(1)) <= floor:
+                return essential(paragraph)
+    return essential(section)
+
+
 def _not_applicable(text: str) -> bool:
     return text.lower().startswith("not applicable")
 
@@ -44,9 +68,13 @@ class Page:
 
     def fix_for(self, proxy: str | None) -> str:
         """The fix for the recognised proxy (HAProxy's and nginx's, the usual senders,
-        when the bytes do not say which proxy it was), then the Stalwart side."""
-        names = [proxy] if proxy in self.proxy_fixes else [name for name in UNRECOGNISED_PROXY_FIXES if name in self.proxy_fixes]
-        parts = [f"{name}:\n\n{essential(self.proxy_fixes[name])}" for name in names if not _not_applicable(self.proxy_fixes[name])]
+        when the bytes do not say which proxy it was), then the Stalwart side. A proxy named
+        with its version (`nginx 1.31.4+`) gets the page's fix for that version first."""
+        name_given, floor = _name_and_floor(proxy)
+        names = [name_given] if name_given in self.proxy_fixes else \
+            [name for name in UNRECOGNISED_PROXY_FIXES if name in self.proxy_fixes]
+        parts = [f"{name}:\n\n{_for_version(self.proxy_fixes[name], floor)}" for name in names
+                 if not _not_applicable(self.proxy_fixes[name])]
         stalwart = self.sections.get("Fix on Stalwart")
         if stalwart and not _not_applicable(stalwart):
             parts.append(f"Stalwart:\n\n{essential(stalwart)}")

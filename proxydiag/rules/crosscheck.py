@@ -13,9 +13,10 @@ other's listeners are a chain of two hops.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from proxydiag.configs import fixes
+from proxydiag.configs.compose import Published
 from proxydiag.configs.model import WILDCARD_ADDRESSES, FrontListener, Origin, ProxyConfig, Route
 from proxydiag.configs.stalwart import Listener, StalwartConfig
 from proxydiag.configs.stalwart_lines import StalwartLines
@@ -45,6 +46,8 @@ class Target:
     trusted: bool | None  # None: the proxy's source address is not in its configuration
     trust_text: str  # the effective trusted networks, as written
     siblings: tuple[Listener, ...] = ()  # every listener of the configuration
+    port: int | None = None  # the listener's own port (the container's, behind a published port)
+    published: Origin | None = None  # the compose `ports:` line that leads there
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Setting:
     stalwart: StalwartConfig | None = None
     server_addresses: frozenset[str] = frozenset()
     table: ServiceTable = field(default_factory=lambda: DEFAULT_TABLE)
+    published: tuple[Published, ...] = ()  # compose `ports:` given with the configurations
 
 
 def check(configs: Sequence[ProxyConfig], setting: Setting) -> list[Judgement]:
@@ -144,7 +148,7 @@ def _judge_hop(route: Route, config: ProxyConfig, hops: list[tuple[FrontListener
                 f"{inner.path} expects a PROXY header on {front.endpoint}, but the proxy in front ({route.origin}) "
                 "sends none: every connection is refused there.",
                 {"inner_listener": front.origin.cite(), "outer_route": route.origin.cite()},
-                fixes.set_header(route, config.kind, "v2", _terminates(route)),
+                fixes.set_header(route, config.kind, "v2", _terminates(route), config.version_floor),
             )
         sending = [r for r in inner_routes if r.sends != "none"]
         if route.sends != "none" and not front.accepts_header and sending:
@@ -185,13 +189,27 @@ def _judge_front(front: FrontListener, config: ProxyConfig, configs: Sequence[Pr
 
 
 def _target(route: Route, setting: Setting, lines: StalwartLines | None) -> Target | None:
+    """The Stalwart listener the route reaches: bound at its port, or at the container port a
+    compose file publishes it on."""
+    found = _bound_target(route, route.target_port, route.server_address, setting, lines)
+    if found is not None or route.target_port is None:
+        return found
+    for mapping in setting.published:
+        if mapping.published == route.target_port and mapping.host_address in ("", route.server_address):
+            inside = _bound_target(route, mapping.target, "", setting, lines)
+            if inside is not None:
+                return replace(inside, published=mapping.origin)
+    return None
+
+
+def _bound_target(route: Route, port: int | None, server_address: str, setting: Setting,
+                  lines: StalwartLines | None) -> Target | None:
     stalwart = setting.stalwart
-    port = route.target_port
     if stalwart is None or lines is None or port is None:
         return None
     for listener in stalwart.listeners:
         for address, bound_port in listener.binds:
-            if bound_port != port or not _reaches(route.server_address, address, setting.server_addresses):
+            if bound_port != port or (server_address and not _reaches(server_address, address, setting.server_addresses)):
                 continue
             entries = stalwart.effective_trust(listener)
             valid = [entry for entry in entries if entry.network is not None]
@@ -201,7 +219,7 @@ def _target(route: Route, setting: Setting, lines: StalwartLines | None) -> Targ
                 trusted = False if not valid else None
             trust_text = ", ".join(entry.text for entry in entries) or "none"
             return Target(listener, lines.listener(listener.id), trusted, f"{trust_text} ({lines.trust(listener)})",
-                          tuple(stalwart.listeners))
+                          tuple(stalwart.listeners), port)
     return None
 
 
@@ -251,6 +269,8 @@ def _both(route: Route, target: Target | None) -> dict[str, str]:
             evidence["proxy_pass"] = route.block_origin.cite()
     if target is not None:
         evidence["stalwart"] = f"{target.where}: listener {target.listener.id!r}, trusted networks {target.trust_text}"
+        if target.published is not None:
+            evidence["published"] = target.published.cite()
     return evidence
 
 
@@ -290,7 +310,7 @@ def _judge_header(route: Route, config: ProxyConfig, target: Target | None) -> I
             f"{route.origin} sends no PROXY header to Stalwart listener {listener.id!r} ({_reached(route)}); if the proxy "
             f"connects from one of its trusted networks ({target.trust_text}), Stalwart waits for a header and the "
             "session hangs without a greeting.",
-            _both(route, target), fixes.set_header(route, config.kind, "v2", _terminates(route)),
+            _both(route, target), fixes.set_header(route, config.kind, "v2", _terminates(route), config.version_floor),
             _shared(route, config, True), inferred=True,
         )
     elif target.trusted:
@@ -300,7 +320,7 @@ def _judge_header(route: Route, config: ProxyConfig, target: Target | None) -> I
             f"the proxy's source {route.source_address}: Stalwart waits for a header and the session hangs without a "
             "greeting.",
             {**_both(route, target), "source": route.source_address or ""},
-            fixes.set_header(route, config.kind, "v2", _terminates(route)), _shared(route, config, True),
+            fixes.set_header(route, config.kind, "v2", _terminates(route), config.version_floor), _shared(route, config, True),
         )
 
 
@@ -336,7 +356,7 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
             f"The proxy terminates TLS on {front.endpoint} ({front.origin}) and forwards plaintext to {where} "
             f"({_reached(route)}), which expects TLS from the first byte: the handshake fails.",
             {**_both(route, target), "front": front.origin.cite()},
-            fixes.point_to_port(route, config.kind, _plain_port(route, target)),
+            fixes.speak_tls(route, config.kind) or fixes.point_to_port(route, config.kind, _plain_port(route, target)),
         )
         return
     if implicit is False and (route.tls_to_server or (client_tls and not front.tls_terminated)):
@@ -358,8 +378,8 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
             f"cannot say so: Stalwart treats these clients at {_reached(route)} as plaintext (STARTTLS offered again, "
             "AUTH PLAIN/LOGIN refused).",
             {**_both(route, target), "front": front.origin.cite()},
-            fixes.carry_tls(route, config.kind, _implicit_port(route, target)),
-            fixes.tls_advice(config.kind, _implicit_port(route, target)),
+            fixes.carry_tls(route, config.kind, _implicit_port(route, target), config.version_floor),
+            fixes.tls_advice(config.kind, _implicit_port(route, target), config.version_floor),
         )
     elif route.sends == "v2" and not route.ssl_tlv:
         yield Judgement(
@@ -368,8 +388,8 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
             f"SSL TLV: Stalwart treats these clients at {_reached(route)} as plaintext (STARTTLS offered again, AUTH "
             "PLAIN/LOGIN refused).",
             {**_both(route, target), "front": front.origin.cite()},
-            fixes.carry_tls(route, config.kind, _implicit_port(route, target)),
-            fixes.tls_advice(config.kind, _implicit_port(route, target)),
+            fixes.carry_tls(route, config.kind, _implicit_port(route, target), config.version_floor),
+            fixes.tls_advice(config.kind, _implicit_port(route, target), config.version_floor),
         )
 
 
@@ -427,7 +447,7 @@ def _judge_mx_port(route: Route, config: ProxyConfig, target: Target | None, set
     convention (10025, 2525, 587). A port no listener binds is translated on the way (a
     Kubernetes NodePort, a published container port): the listener's own port is unknown."""
     front = route.front
-    port = route.target_port
+    port = target.port if target is not None and target.port is not None else route.target_port
     if front is None or front.port != 25 or port is None or port == 25:
         return
     if target is not None and (target.listener.protocol or "smtp").lower() != "smtp":
@@ -442,8 +462,10 @@ def _judge_mx_port(route: Route, config: ProxyConfig, target: Target | None, set
         + f" ({route.origin}). Stalwart's default rules test the listener's own port: with it not 25, inbound MX mail "
         "must authenticate (503 5.5.1) and SPF/DMARC/iprev are skipped.",
         {**_both(route, target), "front": front.origin.cite()},
-        fixes.point_to_port(route, config.kind, 25),
-        fixes.mx_port_advice(target.where if target else None),
+        () if target is not None and target.published is not None else fixes.point_to_port(route, config.kind, 25),
+        (f"Publish the container's port 25 there instead ({target.published}), or "
+         + fixes.mx_port_advice(target.where).removeprefix("and ") if target and target.published else
+         fixes.mx_port_advice(target.where if target else None)),
     )
 
 

@@ -7,6 +7,7 @@ import re
 from typing import Iterator
 
 from proxydiag.facts.model import Connection
+from proxydiag.parsers.protocols.http import HttpOpening
 from proxydiag.rules import tally
 from proxydiag.rules.base import (
     HEALTH_CHECK_SECONDS,
@@ -19,6 +20,7 @@ from proxydiag.rules.base import (
     implicit_tls_listener,
     lower,
 )
+from proxydiag.rules.stalwart_reader import stalwart_reading
 
 TOO_SOON = re.compile(rb"talk(ing)? too soon|pregreet|before (the )?greeting|wait for (the )?greeting", re.I)
 
@@ -114,7 +116,7 @@ class UnexpectedProxyHeader(Rule):
         if header is None:
             return
         expectation = ctx.expectation(conn)
-        answered = conn.replies_to_header
+        answered = refusals_of_header(conn, wants_header=bool(expectation and expectation.value != "none" and not expectation.inferred))
         greeted_first = conn.greeting_ts is not None and conn.header_ts is not None and conn.greeting_ts < conn.header_ts
         tls_refused = implicit_tls_listener(conn, ctx) and refused_tls_at_once(conn)
         evidence = {"header": header_hex(conn), "greeting": conn.greeting, "replies_to_header": answered[:5]}
@@ -141,6 +143,25 @@ class UnexpectedProxyHeader(Rule):
             )
 
 
+SIEVE_REFUSALS = ("NO", "BYE")  # RFC 5804: a ManageSieve server refuses with NO, hangs up with BYE
+
+
+def refusals_of_header(conn: Connection, wants_header: bool = False) -> list[str]:
+    """The server's refusals of the header's bytes, in its protocol's words: SMTP/LMTP 4xx/5xx,
+    IMAP BAD, POP3 -ERR (as the analysis found them), ManageSieve NO and BYE, HTTP 400 (not
+    where the listener is known to want the header: then the 400 answers the request)."""
+    if conn.replies_to_header or conn.header is None or conn.tls_client_hello or conn.extra_headers:
+        return conn.replies_to_header
+    before = conn.mail.replies_before_commands if conn.mail is not None else []
+    sieve = [reply for reply in before if reply.split(" ", 1)[0].upper() in SIEVE_REFUSALS]
+    if sieve:
+        return sieve
+    opening = conn.opening
+    if isinstance(opening, HttpOpening) and opening.status_code == 400 and not wants_header:
+        return [opening.status_line or "HTTP 400"]
+    return []
+
+
 def refused_tls_at_once(conn: Connection) -> bool:
     """An implicit-TLS listener that ended the connection after the header without a
     handshake: an alert instead of a ServerHello, or a reset before any answer, while the
@@ -165,12 +186,15 @@ class MalformedProxyHeader(Rule):
             if parsed.incomplete and split_then_rejected(conn):
                 continue  # PD105: the rest never came because the server gave up first
             first = violations[0]
+            reading = stalwart_reading(parsed, conn.header_bytes or b"") if parsed is conn.proxy else None
             yield Hit(
                 f"Malformed PROXY v{parsed.version} header to {describe_endpoint(conn)}: {first.message} "
-                f"(byte {first.offset}, rule {first.rule}).",
+                f"(byte {first.offset}, rule {first.rule})." + (f" {reading.says}." if reading else ""),
                 [conn],
-                {"violations": [v.to_dict() for v in violations], "header": header_hex(conn)},
+                {"violations": [v.to_dict() for v in violations], "header": header_hex(conn),
+                 **({"stalwart": reading.says} if reading else {})},
                 group=endpoint(conn),
+                severity="warning" if reading and reading.accepted else None,
             )
 
 

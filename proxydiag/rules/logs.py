@@ -3,6 +3,7 @@
 | evidence | finding |
 |---|---|
 | Stalwart `network.proxy-error`, reason `end of stream` / `invalid proxy header` | PD101 (a trusted peer sent no valid header; `invalid` may also be PD103) |
+| the same errors repeating at a fixed period on one listener (from one address, where the line names it) | PD403: a proxy's health checks, not clients |
 | `*.connection-start` whose `remoteIp` is a proxy (`--proxy-address`) | PD201 |
 | one `remoteIp` behind (nearly) every connection of a listener | PD202, and that address is taken for a proxy |
 | `security.ip-blocked` / `security.*-ban` of a proxy's address | PD401, with the log split before/after the ban |
@@ -39,6 +40,10 @@ CONNECTION_STARTS = frozenset({"smtp.connection-start", "imap.connection-start",
                                "manage-sieve.connection-start", "http.connection-start"})
 BANS = frozenset({"security.authentication-ban", "security.abuse-ban", "security.scan-ban", "security.loiter-ban"})
 MISSING_HEADER_REASONS = ("end of stream", "invalid proxy header")
+# Health checks come at the checker's interval (HAProxy `inter` 2 s, Traefik, cloud balancers
+# 5-30 s): at least this many errors whose gaps all stay within PERIOD_TOLERANCE of their median.
+MIN_PERIODIC = 4
+PERIOD_TOLERANCE = 0.15
 HAPROXY_CLIENT_SENT_NO_HEADER = frozenset({"haproxy.proxy-not-header", "haproxy.proxy-empty", "haproxy.proxy-abort",
                                            "haproxy.proxy-timeout", "haproxy.proxy-truncated"})
 HAPROXY_MALFORMED_HEADER = frozenset({"haproxy.proxy-bad-header", "haproxy.proxy-bad-protocol"})
@@ -128,6 +133,16 @@ def _proxy_errors(events: list[LogEvent]) -> Iterable[Finding]:
     errors = [event for event in events if event.event == "network.proxy-error"
               and any(reason in (event.text("reason") or "") for reason in MISSING_HEADER_REASONS)]
     for listener, group in _by(errors, listener_of).items():
+        period = periodic(group)
+        if period is not None:
+            source = source_of(group[0]) if len({source_of(event) for event in group}) == 1 else None
+            yield _finding(
+                "PD403", group,
+                f"Stalwart's listener {listener} logged {len(group)} proxy errors every {period:g} s"
+                + (f" from {source}" if source else "") + ": a proxy's health checks without a PROXY header, not "
+                "clients. Each is a failed connection in the log and counts towards banning the checker's address.",
+                {"period_seconds": period})
+            continue
         reasons = Counter(event.text("reason") or "" for event in group)
         tls = any(event.fields.get("tls") is True for event in group)
         note = (" The bytes did not parse: no header at all, or a malformed one (PD103); a capture tells them apart."
@@ -137,6 +152,19 @@ def _proxy_errors(events: list[LogEvent]) -> Iterable[Finding]:
             f"Stalwart's listener {listener} trusts the peer and waits for a PROXY header, but {len(group)} "
             f"connection(s) brought none it could read{' (implicit TLS)' if tls else ''}.{note}",
             {"reasons": dict(reasons)})
+
+
+def periodic(group: list[LogEvent]) -> float | None:
+    """The fixed period (seconds) at which these events repeat, or None: health checks come like
+    clockwork, clients do not."""
+    stamps = sorted(event.timestamp.timestamp() for event in group if event.timestamp is not None)
+    if len(stamps) < MIN_PERIODIC:
+        return None
+    gaps = sorted(later - earlier for earlier, later in zip(stamps, stamps[1:]))
+    median = gaps[len(gaps) // 2]
+    if median < 1 or any(abs(gap - median) > PERIOD_TOLERANCE * median for gap in gaps):
+        return None
+    return round(median, 1)
 
 
 def _client_is_proxy(events: list[LogEvent], given: set[str], inferred: set[str]) -> Iterable[Finding]:
