@@ -371,6 +371,7 @@ tls.implicit = true
 
 # ngx_http_proxy_module: `proxy_pass https://...` speaks TLS to the upstream (stream's
 # `proxy_ssl on;` has no http counterpart); only `http://` into an implicit-TLS listener is PD304.
+@pytest.mark.lab
 @pytest.mark.parametrize("upstream", [f"https://{SERVER}:10443", "https://stalwart"])
 def test_nginx_http_proxy_pass_https_speaks_tls_to_the_upstream(tmp_path, pem, upstream):
     path = write(tmp_path, "nginx.conf", nginx_conf(f"""
@@ -390,6 +391,7 @@ def test_nginx_http_proxy_pass_https_speaks_tls_to_the_upstream(tmp_path, pem, u
     assert "PD304" not in codes(check_configurations([str(path)], stalwart(tmp_path, HTTPS_LISTENER)))
 
 
+@pytest.mark.lab
 def test_nginx_http_proxy_pass_http_into_implicit_tls_is_fixed_with_https(tmp_path, pem):
     path = write(tmp_path, "nginx.conf", nginx_conf(f"""
         http {{
@@ -410,6 +412,7 @@ def test_nginx_http_proxy_pass_http_into_implicit_tls_is_fixed_with_https(tmp_pa
     assert "PD304" not in codes(refixed_check(path, new, config))
 
 
+@pytest.mark.lab
 def test_nginx_v2_carries_the_ssl_tlv_only_after_terminating_tls(tmp_path, pem):
     """nginx 1.31.4 src/core/ngx_proxy_protocol.c: the SSL TLV is filled from the client's TLS
     connection; a plaintext front gets none."""
@@ -654,6 +657,7 @@ def test_a_published_compose_port_leads_back_to_stalwarts_listener(tmp_path, ins
     assert "PD101" not in codes(without)  # without the compose file, port 40025 reaches no listener
 
 
+@pytest.mark.lab
 def test_nginx_fix_for_the_version_the_file_shows(tmp_path, pem):
     """A file that already uses `proxy_protocol v2;` is nginx 1.31.4 or later (older ones refuse
     the value): the TLS flag's fix is v2 there; elsewhere the fix that works on every version

@@ -423,7 +423,7 @@ def test_traefik_labels_with_a_transport_are_not_judged_by_their_proxyprotocol(t
               - traefik.tcp.services.smtp.loadbalancer.serverstransport=pp@file
               - traefik.tcp.services.smtp.loadbalancer.proxyprotocol.version=2
         """
-    config = traefik.load(str(write(tmp_path, "compose.yml", compose)))
+    config = configs.load(str(write(tmp_path, "compose.yml", compose)), "traefik")
     assert not config.routes
     assert any("label here is ignored" in problem.message for problem in config.problems)
 
