@@ -7,6 +7,7 @@ large capture's document would take longer than reading the capture)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,6 +36,7 @@ def dumps(value, indent: int = 2) -> str:
 
 
 _encode = encode
+VALIDATE_ENV = "PROXYDIAG_VALIDATE_JSON"  # report.schema's; read here so that users never import it
 
 
 class Encoded(str):
@@ -54,7 +56,25 @@ def render_document(document: dict) -> str:
 
 def stream_document(document: dict) -> Iterator[str]:
     """The document as pieces of text; a list may be given as an iterator (of dicts), so
-    that a large document is never built whole."""
+    that a large document is never built whole. With PROXYDIAG_VALIDATE_JSON set (the
+    tests), validated against schema.json as it is written."""
+    if os.environ.get(VALIDATE_ENV):
+        from proxydiag.report.schema import validated_stream
+
+        return validated_stream(document, _stream_document)
+    return _stream_document(document)
+
+
+def checked_line(event: dict) -> str:
+    """One jsonl line (sniff's events), validated like documents when asked."""
+    if os.environ.get(VALIDATE_ENV):
+        from proxydiag.report.schema import validate_line
+
+        validate_line(event)
+    return encode(event)
+
+
+def _stream_document(document: dict) -> Iterator[str]:
     keys = list(document)
     yield "{\n"
     for index, key in enumerate(keys):
