@@ -6,6 +6,7 @@ tests/conftest.py sets it for every test)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -32,7 +33,7 @@ from proxydiag.report.anonymize import Anonymizer, anonymize
 from proxydiag.report.views import told
 from proxydiag.sensor import JsonlSink, final_document, listener_of
 from proxydiag.stalwart_config import load as load_stalwart
-from tests.daemons import lab_address
+from tests.daemons import lab_address, need, wait_capturing
 from tests.test_cli_start import imported_modules
 from tests.test_configs_real import setups
 from tests.test_logs import ban_log, connection_start, proxy_error, text_line
@@ -121,6 +122,21 @@ def test_analyze_with_a_configuration_and_a_log_beside_the_capture_validates(tmp
     schema.validate(document)
 
 
+@pytest.mark.parametrize("options", [(), ("--anonymize",)], ids=["streamed", "streamed-anonymized"])
+def test_the_spilled_store_streams_a_valid_document(options):
+    """Connections past the store's memory come back from its file as encoded text, each
+    validated as it is written."""
+    capture = ROOT / "captures" / "haproxy-v2-smtp.pcap"
+    code = ("import sys, runpy, proxydiag.store as s; s.SPILL_AFTER = 1; "
+            f"sys.argv = ['proxydiag', 'analyze', {str(capture)!r}, '--format', 'json', '--fail-on', 'never', *{options!r}]; "
+            "runpy.run_module('proxydiag', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert len(document["connections"]) > 1
+    schema.validate(document)
+
+
 def test_decode_documents_validate():
     for header in ("PROXY TCP4 192.0.2.1 192.0.2.2 1 25", "0d0a0d0a000d0a515549540a2111000ccb007107c000020a9c40001900",
                    "45484c4f", "PROXY TCP4 192.0.2.1"):
@@ -149,10 +165,11 @@ def serve_smtp_without_proxy_support(listener: socket.socket, stop: threading.Ev
                              else b"500 5.5.1 Invalid command.\r\n")
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[str, int]]:
+@contextlib.contextmanager
+def running_smtp_server(port: int = 0) -> Iterator[tuple[str, int]]:
+    """The server above on SERVER:`port` (0: any free port), stopped on leaving."""
     stop = threading.Event()
-    with socket.create_server((SERVER, 0)) as listener:
+    with socket.create_server((SERVER, port)) as listener:
         thread = threading.Thread(target=serve_smtp_without_proxy_support, args=(listener, stop), daemon=True)
         thread.start()
         try:
@@ -160,6 +177,12 @@ def smtp_server() -> Iterator[tuple[str, int]]:
         finally:
             stop.set()
             thread.join(timeout=5)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[str, int]]:
+    with running_smtp_server() as address:
+        yield address
 
 
 def test_probe_documents_validate(smtp_server):
@@ -179,6 +202,46 @@ def test_probe_documents_validate(smtp_server):
 
 
 # --- sniff's events ------------------------------------------------------------------------
+
+
+def smtp_sessions(server: tuple[str, int], count: int) -> None:
+    """Sessions from PROBE, every other one opening with a v1 header the server reads as a command."""
+    for number in range(count):
+        with socket.create_connection(server, timeout=5, source_address=(PROBE, 0)) as client:
+            if number % 2:
+                client.sendall(f"PROXY TCP4 203.0.113.7 {server[0]} 40000 25\r\n".encode())
+            client.recv(200)
+            client.sendall(b"EHLO client.example.test\r\nQUIT\r\n")
+            while client.recv(1000):
+                pass
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("output", ["jsonl", "json"])
+def test_a_live_sniff_writes_valid_events_and_report(tmp_path, output):
+    need("tcpdump")  # sniff reads tcpdump's stream where it is installed, as on a proxy host
+    written = tmp_path / f"sniff.{output}"
+    with running_smtp_server(10025) as server:
+        sniffer = subprocess.Popen([sys.executable, "-m", "proxydiag", "sniff", "-i", "lo", "-f", f"host {SERVER}",
+                                    "--format", output, "-o", str(written), "--duration", "8", "--heartbeat", "2",
+                                    "--fail-on", "never"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_capturing(sniffer)
+            smtp_sessions(server, 4)
+            _, err = sniffer.communicate(timeout=60)
+        finally:
+            if sniffer.poll() is None:
+                sniffer.kill()
+                sniffer.wait()
+    assert sniffer.returncode == 0, err  # 3: a line or the report broke the schema
+    if output == "jsonl":
+        documents = [json.loads(line) for line in written.read_text().splitlines()]
+        assert {"start", "connection", "finding", "heartbeat", "stop"} == {event["event"] for event in documents}
+    else:
+        documents = [json.loads(written.read_text())]
+        assert documents[0]["summary"]["connections"] == 4
+    for document in documents:
+        schema.validate(document)
 
 
 def test_sniff_events_validate_line_by_line():
