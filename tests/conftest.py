@@ -84,7 +84,7 @@ def pytest_runtest_teardown(item, nextitem):
 # exit code 3, the document left unfinished (proxydiag/report/schema.py). Children given
 # an environment of their own get the switch too.
 VALIDATE_JSON = "PROXYDIAG_VALIDATE_JSON"
-os.environ[VALIDATE_JSON] = "1"
+os.environ.setdefault(VALIDATE_JSON, "1")  # PROXYDIAG_VALIDATE_JSON= (empty) turns it off, to time a run without it
 
 
 def _validating_popen_init(original):
