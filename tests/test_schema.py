@@ -22,15 +22,19 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from proxydiag import configs
+from proxydiag import catalog, configs, probe_judge
 from proxydiag.analysis import Settings, diagnose
+from proxydiag.expectations import EXPECT_VALUES
 from proxydiag.logs.document import analyze_logs
 from proxydiag.logs.judge import LogOptions
 from proxydiag.model import SCHEMA
+from proxydiag.probe_steps import PLAN
+from proxydiag.proxy_protocol import V2_FAMILIES
 from proxydiag.report import json as json_report
 from proxydiag.report import schema
 from proxydiag.report.anonymize import Anonymizer, anonymize
 from proxydiag.report.views import told
+from proxydiag.rules.base import SEVERITIES
 from proxydiag.sensor import JsonlSink, final_document, listener_of
 from proxydiag.stalwart_config import load as load_stalwart
 from tests.daemons import lab_address, need, wait_capturing
@@ -63,6 +67,39 @@ def test_the_schema_is_draft_2020_12_and_names_proxydiag_1():
     assert document["$id"].endswith(SCHEMA)
     assert schema.kinds() == {"proxydiag/1": "report_document", "proxydiag-probe/1": "probe_report",
                               "proxydiag.event/1": "event"}
+
+
+def references(node) -> Iterator[str]:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield node["$ref"]
+        for value in node.values():
+            yield from references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from references(value)
+
+
+def test_every_reference_names_a_definition_without_a_cycle():
+    definitions = schema.load()["$defs"]
+    assert {reference.removeprefix("#/$defs/") for reference in references(schema.load())} <= set(definitions)
+    for name in definitions:
+        schema._inlined(definitions[name])  # a cycle would recurse without end
+
+
+def test_the_fixed_sets_of_the_schema_are_the_codes():
+    definitions = schema.load()["$defs"]
+    step = definitions["probe_step"]["properties"]
+    assert tuple(definitions["severity"]["enum"]) == SEVERITIES
+    assert tuple(definitions["expectation"]["properties"]["value"]["enum"]) == EXPECT_VALUES
+    assert tuple(definitions["probe_step_name"]["enum"]) == PLAN
+    assert tuple(definitions["proxy_config"]["properties"]["kind"]["enum"]) == configs.KINDS
+    assert set(step["outcome"]["enum"]) == {probe_judge.CONNECT_FAILED, probe_judge.TLS_FAILED, probe_judge.GREETS,
+                                            probe_judge.ANSWERS_HEADER, probe_judge.GREETS_AFTER_CLIENT,
+                                            probe_judge.REFUSED, probe_judge.CUT, probe_judge.SILENT}
+    assert set(definitions["proxy_header"]["properties"]["family"]["anyOf"][0]["enum"]) == \
+        {*V2_FAMILIES.values(), "TCP4", "TCP6", "UNKNOWN"}
+    assert all(re.fullmatch(definitions["code"]["pattern"], code) for code in catalog.load_pages())
 
 
 def test_the_schema_file_is_plain_json_any_validator_reads():

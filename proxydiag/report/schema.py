@@ -34,8 +34,13 @@ def load() -> dict[str, Any]:
 def kinds() -> dict[str, str]:
     """Each document's `schema` value -> the $defs entry that describes it."""
     definitions = load()["$defs"]
-    names = [choice["$ref"].rsplit("/", 1)[1] for choice in load()["oneOf"]]
+    names = [_def_name(choice["$ref"]) for choice in load()["oneOf"]]
     return {definitions[name]["properties"]["schema"]["const"]: name for name in names}
+
+
+def _def_name(reference: str) -> str:
+    """`#/$defs/connection` -> `connection` (the schema's references all name a $defs entry)."""
+    return reference.removeprefix("#/$defs/")
 
 
 def kind_of(document: Any) -> str:
@@ -92,7 +97,7 @@ def _inlined(node: Any) -> Any:
     copied = {key: _inlined(value) for key, value in node.items() if key != "$ref"}
     if "$ref" not in node:
         return copied
-    target = _inlined(load()["$defs"][node["$ref"].removeprefix("#/$defs/")])
+    target = _inlined(load()["$defs"][_def_name(node["$ref"])])
     return {**copied, "allOf": [target, *copied.get("allOf", [])]} if copied else target
 
 
@@ -100,7 +105,7 @@ def _item_pointer(kind: str, key: str) -> str | None:
     """Where the schema describes each item of the document's list `key` (the kind's own
     properties, then those of the definitions it builds on)."""
     definitions = load()["$defs"]
-    names = [kind, *(part["$ref"].rsplit("/", 1)[1] for part in definitions[kind].get("allOf", []) if "$ref" in part)]
+    names = [kind, *(_def_name(part["$ref"]) for part in definitions[kind].get("allOf", []) if "$ref" in part)]
     for name in names:
         if "items" in definitions[name].get("properties", {}).get(key, {}):
             return f"#/$defs/{name}/properties/{key}/items"
