@@ -75,3 +75,25 @@ def pytest_runtest_setup(item):
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item, nextitem):
     _current["item"] = None
+
+
+# --- JSON documents ------------------------------------------------------------------------
+# Every JSON document proxydiag writes during the tests (analyze, check, logs, probe and
+# sniff's reports, sniff's jsonl events), in this process or in a child, is validated
+# against proxydiag/report/schema.json as it is written: a violation ends proxydiag with
+# exit code 3, the document left unfinished (proxydiag/report/schema.py). Children given
+# an environment of their own get the switch too.
+VALIDATE_JSON = "PROXYDIAG_VALIDATE_JSON"
+os.environ.setdefault(VALIDATE_JSON, "1")  # PROXYDIAG_VALIDATE_JSON= (empty) turns it off, to time a run without it
+
+
+def _validating_popen_init(original):
+    def init(self, args, *rest, **options):
+        env = options.get("env")
+        if env is not None and VALIDATE_JSON not in env and VALIDATE_JSON in os.environ:
+            options["env"] = {**env, VALIDATE_JSON: os.environ[VALIDATE_JSON]}
+        original(self, args, *rest, **options)
+    return init
+
+
+subprocess.Popen.__init__ = _validating_popen_init(subprocess.Popen.__init__)  # type: ignore[method-assign]

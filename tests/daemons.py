@@ -35,7 +35,7 @@ def need(program: str) -> str:
 # killed run) never share an address: test_labs_own_their_networks holds the table.
 LAB_NETWORKS: dict[str, int] = {
     "configs": 30, "configs_more": 31, "configs_labels": 32, "check": 33, "snippets": 34, "probe": 40, "logs": 50, "sensor": 60,
-    "hostile": 70, "captures": 80,
+    "hostile": 70, "captures": 80, "schema": 95,
 }
 
 

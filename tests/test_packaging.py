@@ -35,6 +35,12 @@ def test_the_wheel_carries_every_finding_page(wheel):
     assert {"proxydiag/report/templates/report.html", "proxydiag/report/templates/report.css"} <= set(names)
 
 
+def test_the_wheel_carries_the_json_schema(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = archive.read("proxydiag/report/schema.json")
+    assert shipped == (REPO / "proxydiag" / "report" / "schema.json").read_bytes()
+
+
 def borrow_site_packages(python: str) -> None:
     """Let a new venv import this interpreter's packages (typer, rich...), whether this
     interpreter is the system's or itself a venv's: `venv --system-site-packages` made from a

@@ -25,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxydiag.capture.live import PcapFiles, Rotation
+from proxydiag.facts.model import Analysis
 from proxydiag.pipeline.analysis import Reader, Settings, analyze_files, judge_analysis
 from proxydiag.pipeline.sensor import (
     EVENT_SCHEMA,
@@ -33,6 +34,7 @@ from proxydiag.pipeline.sensor import (
     MetricsSink,
     SensorError,
     SniffEvents,
+    final_document,
     listener_of,
     parse_listen_address,
 )
@@ -252,15 +254,21 @@ def test_jsonl_escapes_terminal_controls_and_anonymizes_with_stable_pseudonyms(t
     assert first["connection"]["tcp"]["dst_addr"] == first["listener"].rsplit(":", 1)[0]
 
 
+def counters(packets: int) -> dict:
+    """A heartbeat's counters, shaped as sensor.capture_counters gives them."""
+    return {"packets": packets, "connections": 0, "open_flows": 0, "capture_dropped": 0,
+            "flow_table_evictions": {"half_open": 0, "idle": 0, "cap": 0}}
+
+
 def test_jsonl_file_is_reopened_after_logrotate_moved_it(tmp_path):
     path = tmp_path / "events.jsonl"
     sink = JsonlSink(path)
-    sink.heartbeat({"packets": 1})
+    sink.heartbeat(counters(packets=1))
     path.rename(tmp_path / "events.jsonl.1")
-    sink.heartbeat({"packets": 2})  # still the moved file, as logrotate expects until told
+    sink.heartbeat(counters(packets=2))  # still the moved file, as logrotate expects until told
     sink.request_reopen()
-    sink.heartbeat({"packets": 3})
-    sink.stop({"findings": []})
+    sink.heartbeat(counters(packets=3))
+    sink.stop(final_document(Analysis()))
     assert [event["counters"]["packets"] for event in events_of((tmp_path / "events.jsonl.1").read_text())] == [1, 2]
     assert [event["event"] for event in events_of(path.read_text())] == ["heartbeat", "stop"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from proxydiag import __version__
-from proxydiag.report.json import encode
+from proxydiag.report.json import checked_line
 
 if TYPE_CHECKING:
     from proxydiag.capture.flows import FlowTable
@@ -268,7 +268,7 @@ class JsonlSink:
             self._reopen = False
             self._handle.close()
             self._handle = self._open()
-        line = encode({"schema": EVENT_SCHEMA, "event": event, "time": rfc3339(self.now()), **payload})
+        line = checked_line({"schema": EVENT_SCHEMA, "event": event, "time": rfc3339(self.now()), **payload})
         self._handle.write(line + "\n")
         self._handle.flush()
 

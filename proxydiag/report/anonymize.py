@@ -27,7 +27,7 @@ from pathlib import PurePath
 from typing import Literal
 
 from proxydiag.parsers import proxy_protocol
-from proxydiag.report.json import Later
+from proxydiag.report.later import Later
 
 # An escape `visible()` or `printable()` wrote (\x09, \u202e) is not part of the next token.
 _AFTER = r"(?:(?<=\\x[0-9a-f]{2})|(?<=\\u[0-9a-f]{4})|(?<![\w.]))"

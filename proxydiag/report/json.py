@@ -7,11 +7,12 @@ large capture's document would take longer than reading the capture)."""
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 from proxydiag.facts.encoded import Encoded
+from proxydiag.report.later import Later
 
 _plain_encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 # The C encoder escapes C0 controls only; DEL, C1 controls (8-bit ESC forms), bidi
@@ -37,13 +38,7 @@ def dumps(value, indent: int = 2) -> str:
 
 
 _encode = encode
-
-
-class Later:
-    """A value computed only when its turn comes to be written (after the keys before it)."""
-
-    def __init__(self, compute: Callable[[], Any]) -> None:
-        self.compute = compute
+VALIDATE_ENV = "PROXYDIAG_VALIDATE_JSON"  # report.schema's; read here so that users never import it
 
 
 def render_document(document: dict) -> str:
@@ -52,7 +47,25 @@ def render_document(document: dict) -> str:
 
 def stream_document(document: dict) -> Iterator[str]:
     """The document as pieces of text; a list may be given as an iterator (of dicts), so
-    that a large document is never built whole."""
+    that a large document is never built whole. With PROXYDIAG_VALIDATE_JSON set (the
+    tests), validated against schema.json as it is written."""
+    if os.environ.get(VALIDATE_ENV):
+        from proxydiag.report.schema import validated_stream
+
+        return validated_stream(document, _stream_document)
+    return _stream_document(document)
+
+
+def checked_line(event: dict) -> str:
+    """One jsonl line (sniff's events), validated like documents when asked."""
+    if os.environ.get(VALIDATE_ENV):
+        from proxydiag.report.schema import validate_line
+
+        validate_line(event)
+    return encode(event)
+
+
+def _stream_document(document: dict) -> Iterator[str]:
     keys = list(document)
     yield "{\n"
     for index, key in enumerate(keys):
