@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import os
 import shlex
 import sys
@@ -94,6 +95,14 @@ def _write(text: str | Iterable[str], output: Path | None) -> None:
         fail(f"cannot write {output}: {error.strerror or error}")
 
 
+def _finite(value: float | None) -> float | None:
+    """A number option: nan and the infinities are refused (a nan compares false with every
+    bound, so `--duration nan` would never stop)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a number proxydiag can use: give a finite one")
+    return value
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"proxydiag {__version__}")
@@ -125,8 +134,8 @@ STALWART = typer.Option(None, "--stalwart-config", metavar="FILE",
                         "(PD6xx).")
 PORTS = typer.Option(None, "--ports", metavar="LIST", help="Mail ports to consider besides the defaults.")
 MIN_CONNECTIONS = typer.Option(5, "--min-connections", help="Connections an endpoint needs before PD202 judges it.")
-HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", help="A header later than this is PD108.")
-GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", help="No greeting within this is PD402.")
+HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", callback=_finite, help="A header later than this is PD108.")
+GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", callback=_finite, help="No greeting within this is PD402.")
 INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205).")
 FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1.")
 JOBS = typer.Option("1", "--jobs", "-j", metavar="N|auto",
@@ -268,13 +277,13 @@ def sniff(
     bpf: str | None = typer.Option(None, "--filter", "-f", metavar="BPF",
                                    help="Capture filter replacing the default (the mail ports and 10000-10999)."),
     count: int = typer.Option(0, "--count", "-c", help="Stop after this many packets (0: no limit)."),
-    duration: float | None = typer.Option(None, "--duration", metavar="SECONDS", help="Stop after this long."),
+    duration: float | None = typer.Option(None, "--duration", metavar="SECONDS", callback=_finite, help="Stop after this long."),
     write: Path | None = typer.Option(None, "--write", "-w", metavar="FILE",
                                       help="Also write the packets to this pcap, e.g. to attach to a ticket."),
-    file_size: float | None = typer.Option(None, "-C", metavar="MILLION_BYTES",
+    file_size: float | None = typer.Option(None, "-C", metavar="MILLION_BYTES", callback=_finite,
                                            help="With -w: start a new file (FILE1, FILE2, ...) once one holds more than "
                                            "this many million bytes."),
-    rotate_seconds: float | None = typer.Option(None, "-G", metavar="SECONDS",
+    rotate_seconds: float | None = typer.Option(None, "-G", metavar="SECONDS", callback=_finite,
                                                 help="With -w: start a new file this often; FILE may hold strftime "
                                                 "fields (%Y%m%d-%H%M%S)."),
     file_count: int | None = typer.Option(None, "-W", metavar="COUNT",
@@ -288,7 +297,7 @@ def sniff(
     metrics: str | None = typer.Option(None, "--metrics", metavar="ADDR:PORT",
                                        help="Serve Prometheus metrics (proxydiag_*) here while capturing, e.g. "
                                        "127.0.0.1:9465."),
-    heartbeat: float = typer.Option(60.0, "--heartbeat", metavar="SECONDS",
+    heartbeat: float = typer.Option(60.0, "--heartbeat", metavar="SECONDS", callback=_finite,
                                     help="How often the counters are written (jsonl) and exported (--metrics)."),
     anonymize: bool = ANONYMIZE,
     quiet: bool = QUIET,
@@ -508,7 +517,7 @@ def probe(
     targets: List[str] = typer.Argument(..., metavar="HOST:PORT...", help="Listeners to ask ([IPv6]:PORT for IPv6)."),
     tls: bool | None = typer.Option(None, "--tls/--no-tls", help="Speak TLS from the first byte (after any header); "
                                     "default: on the implicit-TLS ports (465, 993, 995, 443 and their 10000+ shifts)."),
-    timeout: float = typer.Option(5.0, "--timeout", metavar="SECONDS", help="Per step: connecting, each answer awaited."),
+    timeout: float = typer.Option(5.0, "--timeout", metavar="SECONDS", callback=_finite, help="Per step: connecting, each answer awaited."),
     source: str | None = typer.Option(None, "--source", metavar="ADDR", help="Connect from this local address."),
     role: Role = typer.Option(Role.auto, "--role", help="What the listener is: a proxy's public front, a mail server "
                               "behind a proxy, or auto (by the port: 25, 465, 587, 143, 993, 110, 995 are fronts; "
