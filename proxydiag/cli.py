@@ -87,12 +87,25 @@ def _write(text: str | Iterable[str], output: Path | None) -> None:
         for piece in pieces:
             sys.stdout.write(piece)
         return
+    from proxydiag.outputs import write_replacing
+
     try:
-        with output.open("w") as handle:
-            for piece in pieces:
-                handle.write(piece)
+        write_replacing(output, pieces)
     except OSError as error:
         fail(f"cannot write {output}: {error.strerror or error}")
+
+
+def _check_outputs(outputs: Sequence[tuple[str, Path | None]], inputs: Iterable[Path | str | None] = ()) -> None:
+    """Before any work: each output can be written and names none of the inputs (nor another output)."""
+    from proxydiag.outputs import OutputError, check_writable, refuse_inputs
+
+    try:
+        refuse_inputs(outputs, inputs)
+        for _, path in outputs:
+            if path is not None:
+                check_writable(path)
+    except OutputError as error:
+        fail(str(error))
 
 
 def _finite(value: float | None) -> float | None:
@@ -214,6 +227,7 @@ def analyze(
 
     if not files and stalwart_config is None:
         fail("give at least one capture file (or '-' for standard input), or --stalwart-config FILE")
+    _check_outputs([("-o", output)], [*(files or []), stalwart_config])
     from proxydiag.analysis import diagnose
     from proxydiag.progress import ProgressBar
     from proxydiag.shards import ShardError
@@ -335,6 +349,7 @@ def sniff(
                          greeting_timeout, internal_clients)
     if heartbeat <= 0:
         fail("--heartbeat must be a number of seconds above 0")
+    _check_outputs([("-o", output), ("-w", write)], [stalwart_config])
     capture = LiveCapture(interface, bpf or MAIL_FILTER, count=count, duration=duration,
                           write_path=str(write) if write else None,
                           rotation=_rotation(write, file_size, rotate_seconds, file_count))
@@ -553,6 +568,7 @@ def probe(
 
     if timeout <= 0:
         fail("--timeout must be more than 0 seconds")
+    _check_outputs([("-o", output), ("-w", write)])
     try:
         parsed = [probe_steps.parse_target(text) for text in targets]
     except probe_steps.TargetError as error:
@@ -572,8 +588,10 @@ def probe(
     for line in unusable:
         typer.echo(f"proxydiag: {line}", err=True)
     if write is not None:
+        from proxydiag.outputs import open_replacing
+
         try:
-            with write.open("wb") as handle:
+            with open_replacing(write) as handle:
                 probe_pcap.write(handle, [record for result in probes for record in result.records])
         except OSError as error:
             fail(f"cannot write {write}: {error.strerror or error}")
@@ -622,6 +640,7 @@ def logs(
     """
     from proxydiag.report.views import told
 
+    _check_outputs([("-o", output)], files)
     result = _read_logs(files, frozenset(proxy_address))
     for message in result.errors:
         typer.echo(f"proxydiag: {message}", err=True)
@@ -685,6 +704,7 @@ def check(
     from proxydiag.stalwart_config import ConfigError
     from proxydiag.stalwart_config import load as load_stalwart
 
+    _check_outputs([("-o", output)], [*files, stalwart_config])
     try:
         stalwart = load_stalwart(str(stalwart_config)) if stalwart_config else None
     except ConfigError as problem:

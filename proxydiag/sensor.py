@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from proxydiag import __version__
+from proxydiag.outputs import open_appending
 from proxydiag.report.json import encode
 
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ class JsonlSink:
     def _open(self) -> IO[str]:
         assert self.path is not None
         try:
-            return self.path.open("a", encoding="utf-8")
+            return open_appending(self.path)
         except OSError as error:
             raise SensorError(f"cannot write {self.path}: {error.strerror or error}") from None
 
