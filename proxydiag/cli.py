@@ -10,9 +10,10 @@ import errno
 import io
 import math
 import os
+import re
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from itertools import chain, islice
@@ -165,6 +166,61 @@ class ReportOptions:
     quiet: bool
     verbose: bool
     fail_on: FailOn
+    inputs: Sequence[str | Path | None] = ()  # the files given: hidden under --anonymize wherever they stand
+
+
+def _command_line() -> str:
+    return shlex.join(["proxydiag", *sys.argv[1:]])
+
+
+# An option value proxydiag names itself (a format, a severity, a count, `25=none`): shown as given.
+_OWN_VALUE = re.compile(r"-|[A-Za-z0-9_]+|\d+(?:\.\d+)?|\d+=[A-Za-z0-9]+")
+
+
+def _anonymized(document: dict, inputs: Iterable[str | Path | None]) -> dict:
+    """The document under --anonymize: every address, name and given file rewritten, and
+    the command line it shows keeping none of the user's own values."""
+    from proxydiag.report.anonymize import anonymize
+
+    given = _paths_given(inputs)
+    if "command_line" in document:  # paths no input names (-o, -w) go first: the pass would half-rewrite them
+        document["command_line"] = _without_originals(document["command_line"], lambda value: _other_path(value, given))
+    document = anonymize(document, given)
+    if "command_line" in document:
+        document["command_line"] = _without_originals(document["command_line"], lambda value: True)
+    return document
+
+
+def _paths_given(inputs: Iterable[str | Path | None]) -> list[str]:
+    return [str(path) for path in inputs if path is not None]
+
+
+def _other_path(value: str, inputs: list[str]) -> bool:
+    """A file name that is not one of the inputs (an output), and not a network (10.0.0.0/8)."""
+    import ipaddress
+
+    if value in inputs or not ("/" in value or os.path.exists(value)):
+        return False
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return True
+    return False
+
+
+def _without_originals(command_line: str, hidden: Callable[[str], bool]) -> str:
+    """The command line with each argument value that `hidden` picks replaced by a mark,
+    unless proxydiag names it itself (a format, a count)."""
+    for argument in sys.argv[1:]:
+        if argument.startswith("--"):
+            value = argument.partition("=")[2]
+        elif argument.startswith("-") and argument != "-":
+            value = argument[2:]  # -o, or -oFILE
+        else:
+            value = argument
+        if value and not _OWN_VALUE.fullmatch(value) and hidden(value):
+            command_line = command_line.replace(value, "ANONYMIZED")
+    return command_line
 
 
 def _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay, greeting_timeout,
@@ -242,7 +298,8 @@ def analyze(
         except ShardError as error:
             fail(str(error))
     extra, unread = _other_evidence(analysis, inputs, settings) if inputs.besides_captures else (None, [])
-    _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on), extra, unread)
+    _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on,
+                                    [*(files or []), stalwart_config]), extra, unread)
 
 
 def _jobs(value: str, captures: list[str]) -> int:
@@ -375,7 +432,8 @@ def sniff(
     if format is SniffFormat.jsonl:  # the stop event was the report
         _say_what_was_unread(analysis)
         _leave(analysis, (), fail_on)
-    _report(analysis, ReportOptions(Format(format.value), output, anonymize, quiet, verbose, fail_on))
+    _report(analysis, ReportOptions(Format(format.value), output, anonymize, quiet, verbose, fail_on,
+                                    [stalwart_config, write]))
 
 
 def _rotation(write: Path | None, megabytes: float | None, seconds: float | None, count: int | None):
@@ -419,7 +477,6 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
     `extra`: what configurations and logs beside the captures add to the document."""
     from proxydiag.evidence import add_to_document
     from proxydiag.report import json as json_report
-    from proxydiag.report.anonymize import anonymize as anonymize_document
     from proxydiag.report.anonymize import anonymize_listing, anonymize_streamed
     from proxydiag.report.views import SHOWN_CONNECTIONS, summarised, told
 
@@ -430,20 +487,22 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
         # Written connection by connection: the document of a big capture is never whole in memory.
         document = told(add_to_document(analysis.to_dict(lazy=True, encoded=not options.anonymize), extra or {}))
         if options.anonymize:  # the store is read twice: to learn every original, then to rewrite
-            document = anonymize_streamed(document, lambda: analysis.connection_dicts(encoded=False))
+            document = anonymize_streamed(document, lambda: analysis.connection_dicts(encoded=False),
+                                          _paths_given(options.inputs))
         _write(json_report.stream_document(document), options.output)
     else:
         # The human reports summarise: the connections pass by once, the first ones stay; a
         # rich -v report reads the rest once more as it lists them.
         document = told(summarised(add_to_document(analysis.to_dict(lazy=True), extra or {})))
         if options.format is Format.markdown:  # the ticket names the command, anonymised like the rest
-            document["command_line"] = shlex.join(["proxydiag", *sys.argv[1:]])
+            document["command_line"] = _command_line()
         listed_all = options.verbose and options.format is Format.rich
         more: Iterable[dict] = islice(analysis.connection_dicts(), SHOWN_CONNECTIONS, None) if listed_all else ()
         if options.anonymize and listed_all:
-            document, more = anonymize_listing(document, analysis.connection_dicts, SHOWN_CONNECTIONS)
+            document, more = anonymize_listing(document, analysis.connection_dicts, SHOWN_CONNECTIONS,
+                                               _paths_given(options.inputs))
         elif options.anonymize:
-            document = anonymize_document(document)
+            document = _anonymized(document, options.inputs)
         _write(_render(document, options.format, options.output, options.quiet, options.verbose, more), options.output)
     _leave(analysis, unread, options.fail_on)
 
@@ -596,14 +655,14 @@ def probe(
         except OSError as error:
             fail(f"cannot write {write}: {error.strerror or error}")
     document = told(probe_judge.document(probes, {"timeout": timeout, "tls": tls, "source": source}))
+    if format is Format.markdown:
+        document["command_line"] = _command_line()
     if anonymize:
-        from proxydiag.report.anonymize import anonymize as anonymize_document
-
-        document = anonymize_document(document)
+        document = _anonymized(document, [write])
     if format is Format.json:
         _write(json_report.render_document(document), output)
     elif format is Format.markdown:
-        _write(probe_report.render_markdown(document, __version__, shlex.join(["proxydiag", *sys.argv[1:]])), output)
+        _write(probe_report.render_markdown(document, __version__, _command_line()), output)
     else:
         console = _console(output)
         probe_report.render_rich(document, console, verbose=verbose, quiet=quiet)
@@ -647,10 +706,10 @@ def logs(
     if not result.reads:
         raise typer.Exit(EXIT_UNUSABLE)
     document = told(result.to_dict())
+    if format is Format.markdown:
+        document["command_line"] = _command_line()
     if anonymize:
-        from proxydiag.report.anonymize import anonymize as anonymize_document
-
-        document = anonymize_document(document)
+        document = _anonymized(document, files)
     _write(_render(document, format, output, quiet, verbose), output)
     if result.errors:
         raise typer.Exit(EXIT_UNUSABLE)
@@ -682,6 +741,7 @@ def check(
                                              "repeatable. Only routes to these addresses are matched to its listeners."),
     format: Format = FORMAT,
     output: Path | None = OUTPUT,
+    anonymize: bool = ANONYMIZE,
     fail_on: FailOn = FAIL_ON,
 ) -> None:
     """Read proxy configurations and, with --stalwart-config, Stalwart's; report the
@@ -714,12 +774,18 @@ def check(
     inputs = evidence.sort_inputs(files, evidence.read_head) if kind is None else evidence.Sorted(configs=list(files))
     result = configs.check([*inputs.configs, *inputs.captures], stalwart, kind, server_address)
     if inputs.logs:
-        _check_with_logs(result, inputs.logs, ReportOptions(format, output, False, True, False, fail_on))
+        _check_with_logs(result, inputs.logs, ReportOptions(format, output, anonymize, True, False, fail_on,
+                                                            [*files, stalwart_config]))
     for error in result.errors:
         typer.echo(f"proxydiag: {error}", err=True)
     if result.errors and not result.configs:
         raise typer.Exit(EXIT_UNUSABLE)
-    _write(_render(told(result.document()), format, output, quiet=True, verbose=False), output)
+    document = told(result.document())
+    if format is Format.markdown:
+        document["command_line"] = _command_line()
+    if anonymize:
+        document = _anonymized(document, [*files, stalwart_config])
+    _write(_render(document, format, output, quiet=True, verbose=False), output)
     if result.errors:
         raise typer.Exit(EXIT_UNUSABLE)
     raise typer.Exit(_findings_exit_code(result, fail_on))

@@ -83,7 +83,8 @@ def _targets_table(document: dict) -> Table:
 def render_markdown(document: dict, version: str, command_line: str) -> str:
     document = visible_document(document)
     cell = markdown_report._cell
-    out = ["# proxydiag probe report", "", f"- proxydiag {version}: `{command_line}`",
+    command_line = document.get("command_line") or command_line
+    out = ["# proxydiag probe report", "", f"- proxydiag {version}: {markdown_report.code(command_line)}",
            f"- {document['summary']['targets']} target(s), {document['summary']['connections']} connections", "",
            "## Listeners", "", "| target | role | verdict | steps | TLS |", "|---|---|---|---|---|"]
     for target in document["targets"]:
