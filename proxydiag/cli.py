@@ -148,8 +148,10 @@ STALWART = typer.Option(None, "--stalwart-config", metavar="FILE",
                         "(PD6xx).")
 PORTS = typer.Option(None, "--ports", metavar="LIST", help="Mail ports to consider besides the defaults.")
 MIN_CONNECTIONS = typer.Option(5, "--min-connections", help="Connections an endpoint needs before PD202 judges it.")
-HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", callback=_finite, help="A header later than this is PD108.")
-GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", callback=_finite, help="No greeting within this is PD402.")
+HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", callback=_finite,
+                            help="A header later than this is PD108.")
+GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", callback=_finite,
+                                help="No greeting within this is PD402.")
 INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205).")
 FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1.")
 JOBS = typer.Option("1", "--jobs", "-j", metavar="N|auto",
@@ -591,7 +593,8 @@ def probe(
     targets: List[str] = typer.Argument(..., metavar="HOST:PORT...", help="Listeners to ask ([IPv6]:PORT for IPv6)."),
     tls: bool | None = typer.Option(None, "--tls/--no-tls", help="Speak TLS from the first byte (after any header); "
                                     "default: on the implicit-TLS ports (465, 993, 995, 443 and their 10000+ shifts)."),
-    timeout: float = typer.Option(5.0, "--timeout", metavar="SECONDS", callback=_finite, help="Per step: connecting, each answer awaited."),
+    timeout: float = typer.Option(5.0, "--timeout", metavar="SECONDS", callback=_finite,
+                                  help="Per step: connecting, each answer awaited."),
     source: str | None = typer.Option(None, "--source", metavar="ADDR", help="Connect from this local address."),
     role: Role = typer.Option(Role.auto, "--role", help="What the listener is: a proxy's public front, a mail server "
                               "behind a proxy, or auto (by the port: 25, 465, 587, 143, 993, 110, 995 are fronts; "

@@ -95,3 +95,15 @@ def test_masking_keeps_what_is_not_a_credential():
     assert mask_log_text(stalwart) == stalwart
     masked = mask_log_text(nginx_line(0, f"a1 LOGIN {USER} {PASSWORD}"))
     assert 'broken header: "a1 LOGIN ****" while reading PROXY protocol, client: 127.91.1.1' in masked
+
+
+@pytest.mark.parametrize("form", ["rich", "markdown"])
+def test_names_a_log_gives_are_data_where_they_key_a_count(tmp_path, form):
+    """A listener named by the log (nginx's `server:`) keys the per-listener counts: escaped
+    like any log text (the fuzz target `logs` found the raw bytes in the Markdown view)."""
+    log = tmp_path / "error.log"
+    log.write_text('2026/12/02 11:20:06 [error] 1#1: *1 broken header: "EHLO x" while reading PROXY protocol, '
+                   "client: 127.91.1.3, server: 127.91.0.1:25\x1b]0;pwned\x07\n")
+    result = run("logs", str(log), "-F", form)
+    assert result.returncode in (0, 1), result.stderr
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "pwned" in result.stdout

@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from proxydiag.configs.includes import MAX_INCLUDED_FILES, IncludeGuard
 from proxydiag.configs.model import (
     ConfigReadError,
     FrontListener,
@@ -52,7 +53,6 @@ from proxydiag.configs.model import (
     Route,
     split_host_port,
 )
-from proxydiag.configs.includes import MAX_INCLUDED_FILES, IncludeGuard
 from proxydiag.userinput import read_text_bounded
 
 INHERITED = ("proxy_protocol", "proxy_ssl", "proxy_bind", "ssl_preread", "set_real_ip_from")
