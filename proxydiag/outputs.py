@@ -30,6 +30,8 @@ def check_writable(path: Path | str) -> None:
     is not a directory), so a long capture never ends in a lost report."""
     target = Path(path)
     parent = target.parent
+    if is_stream(target):
+        return
     if target.is_dir() and not target.is_symlink():
         raise OutputError(f"cannot write {target}: it is a directory")
     if not parent.is_dir():
@@ -69,9 +71,28 @@ def create_beside(path: Path | str, mode: int, buffering: int = -1) -> tuple[IO[
     return os.fdopen(descriptor, "wb", buffering=buffering), temporary
 
 
+def is_stream(path: Path | str) -> bool:
+    """A name for a stream, not a file to replace: /dev/stdout, /dev/null, a FIFO, a
+    terminal. Written through as it is; renaming a file over it would replace the device."""
+    text = str(path)
+    if text.startswith("/dev/") or os.path.realpath(text).startswith(("/proc/", "/dev/")):
+        return True
+    try:
+        mode = os.stat(text).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
 def write_replacing(path: Path | str, pieces: Iterable[str], mode: int | None = None) -> None:
     """The text, piece by piece, into a new file renamed over `path` once complete. `mode`:
-    the new file's permissions (default: what the umask gives an ordinary new file)."""
+    the new file's permissions (default: what the umask gives an ordinary new file). A
+    stream (is_stream) is written as it is."""
+    if is_stream(path):
+        with open(path, "wb") as stream:
+            for piece in pieces:
+                stream.write(piece.encode("utf-8", "replace"))
+        return
     handle, temporary = create_beside(path, _ordinary_mode() if mode is None else mode)
     try:
         with handle:
@@ -86,7 +107,10 @@ def write_replacing(path: Path | str, pieces: Iterable[str], mode: int | None = 
 
 def open_replacing(path: Path | str, mode: int = PRIVATE, buffering: int = -1) -> IO[bytes]:
     """A file to stream into (a capture being written): created new beside `path` and renamed
-    over it at once, so readers see it grow; a link at `path` is replaced, not followed."""
+    over it at once, so readers see it grow; a link at `path` is replaced, not followed. A
+    stream (is_stream) is opened as it is."""
+    if is_stream(path):
+        return open(path, "wb", buffering=buffering)  # noqa: SIM115 (the caller closes it)
     handle, temporary = create_beside(path, mode, buffering)
     try:
         os.replace(temporary, path)

@@ -138,3 +138,22 @@ def test_sniff_events_file_is_not_written_through_a_link(tmp_path):
     result = run("sniff", "-i", "lo", "--duration", "2", "-F", "jsonl", "-o", str(tmp_path / "events.jsonl"), timeout=30)
     assert result.returncode == 2 and "symbolic link" in result.stderr.decode()
     assert victim.read_text() == "precious\n"
+
+
+def test_streams_are_written_through_never_replaced(tmp_path):
+    """/dev/null, /dev/stdout and a FIFO are names of streams: the report goes into them
+    (renaming a file over /dev/null as root would replace the device)."""
+    capture = str(CAPTURE)
+    result = run("analyze", capture, "-F", "json", "-o", "/dev/null")
+    assert result.returncode == 0 and result.stdout == b"", result.stderr
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    result = run("analyze", capture, "-F", "json", "-o", "/dev/stdout")
+    assert result.returncode == 0 and b'"schema": "proxydiag/1"' in result.stdout, result.stderr
+    assert os.path.islink("/dev/stdout")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    result = run("analyze", capture, "-F", "json", "-o", str(fifo))
+    assert result.returncode == 0, result.stderr
+    assert b'"schema": "proxydiag/1"' in reader.communicate(timeout=30)[0]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

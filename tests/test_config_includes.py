@@ -95,3 +95,11 @@ def test_ordinary_includes_still_read(tmp_path):
     assert code in (0, 1), stderr
     (read,) = document["proxy_configs"]
     assert read["listeners"] == ["*:25"] and read["routes"][0]["where"] == f"{tmp_path / 'servers.conf'}:1", read
+
+
+@pytest.mark.parametrize("target", ["/proc/self/environ", "/proc/self/cmdline"])
+def test_include_of_a_kernel_file_is_refused(tmp_path, target):
+    """The process's environment is a regular file to stat(): an include must not make it
+    map entries a report quotes."""
+    config = nginx_conf(tmp_path, f"map $server_port $b {{ include {target}; }}")
+    assert_refused(*check(config, OTHER), config, "a file of the kernel's")

@@ -17,6 +17,7 @@ from proxydiag.userinput import CONFIG_READ_LIMIT, read_text_bounded
 
 MAX_INCLUDED_FILES = 256  # a configuration split over more files than this is not one proxydiag reads
 MAX_INCLUDED_BYTES = CONFIG_READ_LIMIT  # all the files of one configuration together
+KERNEL_FILES = ("/proc/", "/sys/", "/dev/")
 
 
 class IncludeGuard:
@@ -32,6 +33,8 @@ class IncludeGuard:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, f"include {path}: not a regular file ({_kind(mode)}); only files are read")
+        if os.path.realpath(path).startswith(KERNEL_FILES):  # /proc/self/environ is a "regular" file too
+            raise OSError(errno.EINVAL, f"include {path}: a file of the kernel's, not a configuration")
 
     def read(self, path: str) -> str:
         """The text of one more file of the configuration, within the budget."""
