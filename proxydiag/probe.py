@@ -246,6 +246,8 @@ class Wire:
             except ssl.SSLWantReadError:
                 self._flush()
                 raw = self._recv_raw(deadline)
+                if raw is None and self.record.cut:
+                    return {"ok": False, "error": f"handshake not finished: the probe stopped reading ({self.record.cut})"}
                 if raw is None:
                     return {"ok": False, "error": f"no answer to the ClientHello within {timeout:g} s"}
                 if not raw:

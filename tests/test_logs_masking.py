@@ -107,3 +107,12 @@ def test_names_a_log_gives_are_data_where_they_key_a_count(tmp_path, form):
     result = run("logs", str(log), "-F", form)
     assert result.returncode in (0, 1), result.stderr
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout and "pwned" in result.stdout
+
+
+def test_captured_credential_headers_are_masked_without_their_names():
+    """HAProxy's `capture request header Authorization` logs the value alone, in braces."""
+    line = (f"Dec  2 11:20:35 lb haproxy[7]: 198.51.100.7:40000 [02/Dec/2026:11:20:35.953] www~ mail/s1 0/0/1/2/3 200 "
+            f'512 - - ---- 1/1/0/0/0 0/0 {{Basic {BASIC}|mail.example.com}} "GET /jmap?access_token={TOKEN} HTTP/1.1"')
+    masked = mask_log_text(line)
+    assert BASIC not in masked and TOKEN not in masked, masked
+    assert "{Basic ****|mail.example.com}" in masked and "access_token=****" in masked

@@ -103,16 +103,20 @@ def test_endless_listener_is_read_within_bounds(listener, tmp_path, mode, addres
     assert "Traceback" not in stderr and "internal error" not in stderr
 
 
-def certificate(tmp_path: Path, name: str, text: str, patch=None) -> tuple[Path, Path]:
+def certificate(tmp_path: Path, name: str, text: str, patch=None, names: int = 0) -> tuple[Path, Path]:
     """A self-signed certificate whose subject and issuer carry `text`; `patch` rewrites its DER
-    (unsigned again: the probe does not verify, and OpenSSL serves what it is given)."""
+    (unsigned again: the probe does not verify, and OpenSSL serves what it is given); `names`:
+    that many DNS names in its subjectAltName."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"mail{text}.example"),
                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"Org{text}")])
     start = datetime.datetime(2026, 1, 1)
-    built = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-             .serial_number(7).not_valid_before(start).not_valid_after(start + datetime.timedelta(days=400))
-             .sign(key, hashes.SHA256()))
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+               .serial_number(7).not_valid_before(start).not_valid_after(start + datetime.timedelta(days=400)))
+    if names:
+        alternatives = [x509.DNSName(f"host-{index:05d}.mail.example") for index in range(names)]
+        builder = builder.add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
+    built = builder.sign(key, hashes.SHA256())
     der = built.public_bytes(serialization.Encoding.DER)
     cert_path, key_path = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
     cert_path.write_text(ssl.DER_cert_to_PEM_cert(patch(der) if patch else der))
@@ -166,3 +170,14 @@ def test_unreadable_certificate_costs_only_its_target(listener, tmp_path, patch)
     assert "unreadable" in broken["verdict"]["tls"]["unreadable"]
     assert broken["verdict"]["tls"]["subject"] is None
     assert fine["verdict"]["tls"]["subject"].startswith("O=Org,CN=mail")
+
+
+def test_certificate_past_the_step_limit_is_cut_in_the_handshake(listener, tmp_path):
+    """A certificate of about 90 KB (4,000 names) is more than one connection may send."""
+    listener("tls-imap", "127.91.0.7", 10993, *certificate(tmp_path, "huge", "", names=4000))
+    code, peak, _, stdout, stderr = run_measured(["probe", "127.91.0.7:10993", "--timeout", "3", "-F", "json"],
+                                                 timeout=120)
+    assert code in (0, 1, 2), stderr
+    assert peak < MEMORY_CAP and "internal error" not in stderr, stderr
+    step = json.loads(stdout)["targets"][0]["steps"][0]
+    assert "stopped reading" in step["tls"]["error"] and step["stopped_reading"], step

@@ -29,6 +29,8 @@ _WORD_BREAK = re.compile(r"([\s\"'<>]+)")
 # Credential headers wherever a line quotes them: the scheme stays, the rest is masked.
 _AUTHORIZATION = re.compile(r"(?i)\b((?:Proxy-)?Authorization:[ \t]*[A-Za-z0-9._~+/-]+)[ \t]+[^\s\"',;]+")
 _COOKIE = re.compile(r"(?i)\b((?:Set-)?Cookie:)[^\"\r\n\\]+")
+# A credential without its header's name: HAProxy logs captured headers as `{Basic dXNl...}`.
+_SCHEME_TOKEN = re.compile(r"(?i)(?<![\w-])(Basic|Bearer)[ \t]+[A-Za-z0-9+/=._~-]{6,}")
 
 
 def mask_log_text(text: str, all_client: bool = False) -> str:
@@ -74,5 +76,6 @@ def _mask_anywhere(text: str) -> str:
     """Query values, Authorization and Cookie values wherever they stand in `text`."""
     if "?" in text and "=" in text:  # a URL's query values may be tokens (access_token=...)
         text = "".join(mask_target(word) if "?" in word and "=" in word else word for word in _WORD_BREAK.split(text))
-    text = _AUTHORIZATION.sub(lambda match: f"{match.group(1)} {MASK}", text)
-    return _COOKIE.sub(lambda match: f"{match.group(1)} {MASK}", text)
+    for pattern in (_AUTHORIZATION, _COOKIE, _SCHEME_TOKEN):
+        text = pattern.sub(lambda match: f"{match.group(1)} {MASK}", text)
+    return text
