@@ -83,6 +83,7 @@ class StepRecord:
     spoke_before_greeting: bool = False
     ended_by: str | None = None  # "server-fin", "server-rst", or "probe"
     cut: str | None = None  # why the probe stopped reading (a limit of ReadLimits), if it did
+    greeting_unfinished: bool = False  # bytes came, but no whole greeting within the timeout
     ended_at: float | None = None
     tls: dict | None = None  # implicit TLS: the handshake
     starttls: dict | None = None
@@ -364,6 +365,11 @@ def converse(wire: Wire, record: StepRecord, protocol: str | None, header: bytes
         return
     if not greeting or not wire.open:
         return
+    if not greeting_complete(protocol, greeting):
+        # A greeting still going on (a trickle, postscreen's pregreet test): speaking now would
+        # be talking too soon, and waiting on would let the listener hold the probe for ever.
+        record.greeting_unfinished = True
+        return
     protocol = recognise(b"", greeting, target.port).protocol or protocol
     wire.read(lambda data: False, SETTLE)  # the header's bytes answered as commands?
     _ask(wire, protocol, "hello", timeout)
@@ -466,6 +472,8 @@ def stop_reason(records: list[StepRecord]) -> str | None:
         return "ban-like refusal: the greeting refused the connection after earlier ones were greeted"
     if len(records) >= 2 and all(_nothing_back(r) for r in records[-2:]):
         return "two connections in a row got no answer at all"
+    if len(records) >= 2 and all(r.greeting_unfinished for r in records[-2:]):
+        return "two connections in a row got no whole greeting within the timeout (raise --timeout?)"
     return None
 
 

@@ -141,6 +141,8 @@ def exchange_lines(record: StepRecord, limit: int = MAX_EXCHANGE_LINES) -> list[
         lines.append(f"{record.ended_at:.3f} S: {'reset' if record.ended_by == 'server-rst' else 'closed'}")
     if record.cut:
         lines.append(f"{record.ended_at:.3f} C: (stopped reading: {record.cut})")
+    elif record.greeting_unfinished:
+        lines.append(f"{record.ended_at:.3f} C: (no whole greeting within the timeout: the probe left without a word)")
     if len(lines) > limit:
         lines = lines[: limit - 1] + [f"... ({len(lines) - limit + 1} more lines)"]
     return lines
@@ -286,6 +288,7 @@ def step_dict(record: StepRecord) -> dict:
         "ended_by": record.ended_by,
         "ended_at": record.ended_at,
         "stopped_reading": record.cut,
+        "greeting_unfinished": record.greeting_unfinished,
         "tls": record.tls,
         "starttls": record.starttls,
         "exchange": exchange_lines(record, limit=40),

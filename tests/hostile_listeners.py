@@ -6,8 +6,9 @@ lifetime whatever happens:
     python3 tests/hostile_listeners.py MODE ADDRESS PORT LIFETIME [CERT KEY]
 
 Modes: `endless-greeting` ("220 " and then bytes without end, no newline), `endless-lines`
-("220-x" continuation lines without end, each its own segment), `tls-imap` (implicit TLS
-with the given certificate, then a polite IMAP greeting and replies).
+("220-x" continuation lines without end, each its own segment), `trickle-lines` (the same,
+one every 20 ms: never a limit, never a whole greeting), `tls-imap` (implicit TLS with the
+given certificate, then a polite IMAP greeting and replies).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def endless_lines(conn: socket.socket) -> None:
         conn.send(b"220-x\r\n")
 
 
+def trickle_lines(conn: socket.socket) -> None:
+    while True:
+        conn.send(b"220-x\r\n")
+        time.sleep(0.02)
+
+
 def tls_imap(conn: socket.socket, context: ssl.SSLContext) -> None:
     with context.wrap_socket(conn, server_side=True) as tls:
         tls.sendall(b"* OK IMAP ready\r\n")
@@ -50,7 +57,7 @@ def serve(mode: str, address: str, port: int, lifetime: float, cert: str | None,
     if mode == "tls-imap":
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
-    handlers = {"endless-greeting": endless_greeting, "endless-lines": endless_lines,
+    handlers = {"endless-greeting": endless_greeting, "endless-lines": endless_lines, "trickle-lines": trickle_lines,
                 "tls-imap": lambda conn: tls_imap(conn, context)}
     handler = handlers[mode]
 

@@ -181,3 +181,19 @@ def test_certificate_past_the_step_limit_is_cut_in_the_handshake(listener, tmp_p
     assert peak < MEMORY_CAP and "internal error" not in stderr, stderr
     step = json.loads(stdout)["targets"][0]["steps"][0]
     assert "stopped reading" in step["tls"]["error"] and step["stopped_reading"], step
+
+
+def test_trickling_listener_holds_the_probe_no_longer_than_its_timeouts(listener):
+    """A greeting that goes on a line at a time, never ending, never reaching a limit: each
+    connection ends at the greeting's timeout without a word (was 5.4 s a step at
+    --timeout 2: EHLO sent into the greeting, its reply awaited, QUIT), and two such end
+    the plan."""
+    listener("trickle-lines", "127.91.0.8", 10025)
+    timeout = 2.0
+    code, _, seconds, stdout, stderr = run_measured(
+        ["probe", "127.91.0.8:10025", "--timeout", str(timeout), "-F", "json"], timeout=120)
+    assert code in (0, 1, 2), stderr
+    (target,) = json.loads(stdout)["targets"]
+    assert seconds < 2 * timeout + 3, seconds
+    assert target["connections"] == 2 and "whole greeting" in target["stopped_early"]
+    assert all(step["greeting_unfinished"] and step["probe_spoke_first_at"] is None for step in target["steps"])
