@@ -103,3 +103,13 @@ def test_include_of_a_kernel_file_is_refused(tmp_path, target):
     map entries a report quotes."""
     config = nginx_conf(tmp_path, f"map $server_port $b {{ include {target}; }}")
     assert_refused(*check(config, OTHER), config, "a file of the kernel's")
+
+
+def test_include_of_a_file_of_another_syntax_says_so_and_quotes_nothing(tmp_path):
+    """A map that includes /etc/passwd-like lines: refused in words, none of its text shown."""
+    other = tmp_path / "passwd"
+    other.write_text("root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n")
+    config = nginx_conf(tmp_path, f"map $server_port $b {{ include {other}; }}")
+    code, stderr, document = check(config, OTHER)
+    assert code == 2 and stderr.count("\n") == 1 and "not nginx's syntax" in stderr, stderr
+    assert "root:x" not in stderr + json.dumps(document) and "alice" not in stderr + json.dumps(document)

@@ -202,7 +202,7 @@ def from_payload(payload: dict, path: str, line_of: Callable[[str, int], str]) -
     errors = payload.get("errors") or []
     if errors:
         first = errors[0]
-        message = str(first.get("error", "syntax error"))
+        message = str(first.get("error") or "the file ends inside a directive: not nginx's syntax")
         message = re.sub(r"(?<!\s)\s+in\s+\S+:\d+$", "", message)
         message = re.sub(r"^\[Errno \d+\] No such file or directory: '(.*)'$", r"include \1: no such file", message)
         message = re.sub(r"^\[Errno \d+\] ", "", message)
