@@ -90,3 +90,10 @@ def test_probe_names_and_command_line_are_pseudonymised(tmp_path):
     finally:
         listener.kill()
         listener.wait(timeout=10)
+
+
+def test_probe_target_named_by_a_single_label_is_pseudonymised():
+    for form in ("json", "markdown", "rich"):
+        result = run("probe", "localhost:9", "--timeout", "1", "--anonymize", "-F", form)
+        assert result.returncode == 2 and "anon.invalid" in result.stdout, result.stdout + result.stderr
+        assert_nothing_original(result.stdout, "localhost", "127.0.0.1")

@@ -275,6 +275,8 @@ class _Learning:
         if key not in WIRE_KEYS:
             return
         self.names.update(_certificate_names(value))
+        if key == "targets":  # the probe's targets, as the user named them: single-label names too
+            self.hostnames.update(_target_hosts(value))
         texts = [text for text in dict.fromkeys(_strings(value)) if text not in self.seen]
         from_the_value = len(texts)
         if len(self.seen) > self.SEEN_TEXTS:
@@ -503,6 +505,13 @@ def _texts_under(value, keys: frozenset[str]):
 _DN_ATTRIBUTE = re.compile(r"(?:\\.|[^\\,+])+")
 DN_KEYS = frozenset({"subject", "issuer"})
 PUBLIC_DN_TYPES = frozenset({"C"})
+
+
+def _target_hosts(targets) -> set[str]:
+    """The host names of the probe's targets (`mail:25`, `[2001:db8::5]:993`): not addresses."""
+    hosts = {str(target.get("target", "")).rpartition(":")[0].strip("[]") for target in targets or []
+             if isinstance(target, dict)}
+    return {host for host in hosts if host and ip_of(host) is None and ":" not in host}
 
 
 def _certificate_names(value):
