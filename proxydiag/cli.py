@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -408,7 +409,8 @@ def sniff(
                          greeting_timeout, internal_clients)
     if heartbeat <= 0:
         fail("--heartbeat must be a number of seconds above 0")
-    _check_outputs([("-o", output), ("-w", write)], [stalwart_config])
+    first_file = Path(time.strftime(str(write))) if write is not None and rotate_seconds else write  # -G: strftime'd
+    _check_outputs([("-o", output), ("-w", first_file)], [stalwart_config])
     capture = LiveCapture(interface, bpf or MAIL_FILTER, count=count, duration=duration,
                           write_path=str(write) if write else None,
                           rotation=_rotation(write, file_size, rotate_seconds, file_count))

@@ -157,3 +157,13 @@ def test_streams_are_written_through_never_replaced(tmp_path):
     assert result.returncode == 0, result.stderr
     assert b'"schema": "proxydiag/1"' in reader.communicate(timeout=30)[0]
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_sniff_rotating_output_is_checked_by_its_first_name(tmp_path):
+    """-w with -G names its files through strftime: the directory checked is the first file's."""
+    (tmp_path / time.strftime("%Y")).mkdir()
+    pattern = str(tmp_path / "%Y" / "cap-%H%M%S.pcap")
+    result = run("sniff", "-i", "lo", "--duration", "1", "-w", pattern, "-G", "60", "-F", "json", timeout=30)
+    assert result.returncode in (0, 1), result.stderr
+    (written,) = list((tmp_path / time.strftime("%Y")).iterdir())
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
