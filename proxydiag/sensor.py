@@ -284,7 +284,10 @@ class JsonlSink:
         return self.anonymizer.text(text) if self.anonymizer else text
 
     def _private_options(self, info: dict) -> dict:
-        return self.anonymizer.document({"options": info})["options"] if self.anonymizer else info
+        if self.anonymizer is None:
+            return info
+        written = [info["write"]] if info.get("write") else []  # the -w file's name is the user's too
+        return self.anonymizer.document({"options": info}, written)["options"]
 
 
 class MetricsSink:

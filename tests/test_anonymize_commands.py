@@ -97,3 +97,12 @@ def test_probe_target_named_by_a_single_label_is_pseudonymised():
         result = run("probe", "localhost:9", "--timeout", "1", "--anonymize", "-F", form)
         assert result.returncode == 2 and "anon.invalid" in result.stdout, result.stdout + result.stderr
         assert_nothing_original(result.stdout, "localhost", "127.0.0.1")
+
+
+@pytest.mark.parametrize("form", ["jsonl", "markdown"])
+def test_sniff_keeps_no_path_of_the_user(tmp_path, form):
+    written = tmp_path / f"{SITE}.pcap"
+    result = run("sniff", "-i", "lo", "--duration", "1", "--anonymize", "-F", form, "-w", str(written))
+    assert result.returncode in (0, 1), result.stderr
+    assert result.stdout and "input" in result.stdout
+    assert_nothing_original(result.stdout, SITE)
