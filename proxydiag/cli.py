@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import errno
 import io
+import math
 import os
+import re
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from itertools import chain, islice
@@ -88,12 +91,33 @@ def _write(text: str | Iterable[str], output: Path | None) -> None:
         for piece in pieces:
             sys.stdout.write(piece)
         return
+    from proxydiag.outputs import write_replacing
+
     try:
-        with output.open("w") as handle:
-            for piece in pieces:
-                handle.write(piece)
+        write_replacing(output, pieces)
     except OSError as error:
         fail(f"cannot write {output}: {error.strerror or error}")
+
+
+def _check_outputs(outputs: Sequence[tuple[str, Path | None]], inputs: Iterable[Path | str | None] = ()) -> None:
+    """Before any work: each output can be written and names none of the inputs (nor another output)."""
+    from proxydiag.outputs import OutputError, check_writable, refuse_inputs
+
+    try:
+        refuse_inputs(outputs, inputs)
+        for _, path in outputs:
+            if path is not None:
+                check_writable(path)
+    except OutputError as error:
+        fail(str(error))
+
+
+def _finite(value: float | None) -> float | None:
+    """A number option: nan and the infinities are refused (a nan compares false with every
+    bound, so `--duration nan` would never stop)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a number proxydiag can use: give a finite one")
+    return value
 
 
 def _version_callback(value: bool) -> None:
@@ -128,8 +152,10 @@ STALWART = typer.Option(None, "--stalwart-config", metavar="FILE",
                         "(PD6xx).")
 PORTS = typer.Option(None, "--ports", metavar="LIST", help="Mail ports to consider besides the defaults.")
 MIN_CONNECTIONS = typer.Option(5, "--min-connections", help="Connections an endpoint needs before PD202 judges it.")
-HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", help="A header later than this is PD108.")
-GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", help="No greeting within this is PD402.")
+HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", callback=_finite,
+                            help="A header later than this is PD108.")
+GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", callback=_finite,
+                                help="No greeting within this is PD402.")
 INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205).")
 FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1.")
 ANNOTATE = typer.Option(None, "--annotate", metavar="OUT.pcapng",
@@ -151,6 +177,61 @@ class ReportOptions:
     quiet: bool
     verbose: bool
     fail_on: FailOn
+    inputs: Sequence[str | Path | None] = ()  # the files given: hidden under --anonymize wherever they stand
+
+
+def _command_line() -> str:
+    return shlex.join(["proxydiag", *sys.argv[1:]])
+
+
+# An option value proxydiag names itself (a format, a severity, a count, `25=none`): shown as given.
+_OWN_VALUE = re.compile(r"-|[A-Za-z0-9_]+|\d+(?:\.\d+)?|\d+=[A-Za-z0-9]+")
+
+
+def _anonymized(document: dict, inputs: Iterable[str | Path | None]) -> dict:
+    """The document under --anonymize: every address, name and given file rewritten, and
+    the command line it shows keeping none of the user's own values."""
+    from proxydiag.report.anonymize import anonymize
+
+    given = _paths_given(inputs)
+    if "command_line" in document:  # paths no input names (-o, -w) go first: the pass would half-rewrite them
+        document["command_line"] = _without_originals(document["command_line"], lambda value: _other_path(value, given))
+    document = anonymize(document, given)
+    if "command_line" in document:
+        document["command_line"] = _without_originals(document["command_line"], lambda value: True)
+    return document
+
+
+def _paths_given(inputs: Iterable[str | Path | None]) -> list[str]:
+    return [str(path) for path in inputs if path is not None]
+
+
+def _other_path(value: str, inputs: list[str]) -> bool:
+    """A file name that is not one of the inputs (an output), and not a network (10.0.0.0/8)."""
+    import ipaddress
+
+    if value in inputs or not ("/" in value or os.path.exists(value)):
+        return False
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return True
+    return False
+
+
+def _without_originals(command_line: str, hidden: Callable[[str], bool]) -> str:
+    """The command line with each argument value that `hidden` picks replaced by a mark,
+    unless proxydiag names it itself (a format, a count)."""
+    for argument in sys.argv[1:]:
+        if argument.startswith("--"):
+            value = argument.partition("=")[2]
+        elif argument.startswith("-") and argument != "-":
+            value = argument[2:]  # -o, or -oFILE
+        else:
+            value = argument
+        if value and not _OWN_VALUE.fullmatch(value) and hidden(value):
+            command_line = command_line.replace(value, "ANONYMIZED")
+    return command_line
 
 
 def _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay, greeting_timeout,
@@ -216,6 +297,7 @@ def analyze(
 
     if not files and stalwart_config is None:
         fail("give at least one capture file (or '-' for standard input), or --stalwart-config FILE")
+    _check_outputs([("-o", output), ("--annotate", annotate)], [*(files or []), stalwart_config])
     from proxydiag.pipeline.analysis import diagnose
     from proxydiag.pipeline.progress import ProgressBar
     from proxydiag.pipeline.shards import ShardError
@@ -234,7 +316,8 @@ def analyze(
     unwritten = _annotate(annotate, inputs.captures, analysis, verdicts) if annotate and verdicts else []
     extra, unread = _other_evidence(analysis, inputs, settings) if inputs.besides_captures else (None, [])
     unread = [*unread, *unwritten]
-    _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on), extra, unread)
+    _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on,
+                                    [*(files or []), stalwart_config]), extra, unread)
 
 
 def _annotation_verdicts(target: Path | None, anonymize: bool, captures: Sequence[str]):
@@ -313,13 +396,13 @@ def sniff(
     bpf: str | None = typer.Option(None, "--filter", "-f", metavar="BPF",
                                    help="Capture filter replacing the default (the mail ports and 10000-10999)."),
     count: int = typer.Option(0, "--count", "-c", help="Stop after this many packets (0: no limit)."),
-    duration: float | None = typer.Option(None, "--duration", metavar="SECONDS", help="Stop after this long."),
+    duration: float | None = typer.Option(None, "--duration", metavar="SECONDS", callback=_finite, help="Stop after this long."),
     write: Path | None = typer.Option(None, "--write", "-w", metavar="FILE",
                                       help="Also write the packets to this pcap, e.g. to attach to a ticket."),
-    file_size: float | None = typer.Option(None, "-C", metavar="MILLION_BYTES",
+    file_size: float | None = typer.Option(None, "-C", metavar="MILLION_BYTES", callback=_finite,
                                            help="With -w: start a new file (FILE1, FILE2, ...) once one holds more than "
                                            "this many million bytes."),
-    rotate_seconds: float | None = typer.Option(None, "-G", metavar="SECONDS",
+    rotate_seconds: float | None = typer.Option(None, "-G", metavar="SECONDS", callback=_finite,
                                                 help="With -w: start a new file this often; FILE may hold strftime "
                                                 "fields (%Y%m%d-%H%M%S)."),
     file_count: int | None = typer.Option(None, "-W", metavar="COUNT",
@@ -333,7 +416,7 @@ def sniff(
     metrics: str | None = typer.Option(None, "--metrics", metavar="ADDR:PORT",
                                        help="Serve Prometheus metrics (proxydiag_*) here while capturing, e.g. "
                                        "127.0.0.1:9465."),
-    heartbeat: float = typer.Option(60.0, "--heartbeat", metavar="SECONDS",
+    heartbeat: float = typer.Option(60.0, "--heartbeat", metavar="SECONDS", callback=_finite,
                                     help="How often the counters are written (jsonl) and exported (--metrics)."),
     anonymize: bool = ANONYMIZE,
     quiet: bool = QUIET,
@@ -380,6 +463,8 @@ def sniff(
         fail("--heartbeat must be a number of seconds above 0")
     if annotate is not None and (write is None or file_size or rotate_seconds):
         fail("--annotate writes the -w file back with comments: give -w FILE, without -C or -G")
+    first_file = Path(time.strftime(str(write))) if write is not None and rotate_seconds else write  # -G: strftime'd
+    _check_outputs([("-o", output), ("-w", first_file)], [stalwart_config])
     verdicts = _annotation_verdicts(annotate, anonymize, [str(write)] if write is not None else [])
     capture = LiveCapture(interface, bpf or MAIL_FILTER, count=count, duration=duration,
                           write_path=str(write) if write else None,
@@ -408,7 +493,8 @@ def sniff(
     if format is SniffFormat.jsonl:  # the stop event was the report
         _say_what_was_unread(analysis, unwritten)
         _leave(analysis, unwritten, fail_on)
-    _report(analysis, ReportOptions(Format(format.value), output, anonymize, quiet, verbose, fail_on), unread=unwritten)
+    _report(analysis, ReportOptions(Format(format.value), output, anonymize, quiet, verbose, fail_on,
+                                    [stalwart_config, write]), unread=unwritten)
 
 
 def _rotation(write: Path | None, megabytes: float | None, seconds: float | None, count: int | None):
@@ -452,7 +538,6 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
     `extra`: what configurations and logs beside the captures add to the document."""
     from proxydiag.pipeline.evidence import add_to_document
     from proxydiag.report import json as json_report
-    from proxydiag.report.anonymize import anonymize as anonymize_document
     from proxydiag.report.anonymize import anonymize_listing, anonymize_streamed
     from proxydiag.report.views import SHOWN_CONNECTIONS, summarised, told
 
@@ -463,20 +548,22 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
         # Written connection by connection: the document of a big capture is never whole in memory.
         document = told(add_to_document(analysis.to_dict(lazy=True, encoded=not options.anonymize), extra or {}))
         if options.anonymize:  # the store is read twice: to learn every original, then to rewrite
-            document = anonymize_streamed(document, lambda: analysis.connection_dicts(encoded=False))
+            document = anonymize_streamed(document, lambda: analysis.connection_dicts(encoded=False),
+                                          _paths_given(options.inputs))
         _write(json_report.stream_document(document), options.output)
     else:
         # The human reports summarise: the connections pass by once, the first ones stay; a
         # rich -v report reads the rest once more as it lists them.
         document = told(summarised(add_to_document(analysis.to_dict(lazy=True), extra or {})))
         if options.format in (Format.markdown, Format.html):  # the ticket names the command, anonymised like the rest
-            document["command_line"] = shlex.join(["proxydiag", *sys.argv[1:]])
+            document["command_line"] = _command_line()
         listed_all = options.verbose and options.format is Format.rich
         more: Iterable[dict] = islice(analysis.connection_dicts(), SHOWN_CONNECTIONS, None) if listed_all else ()
         if options.anonymize and listed_all:
-            document, more = anonymize_listing(document, analysis.connection_dicts, SHOWN_CONNECTIONS)
+            document, more = anonymize_listing(document, analysis.connection_dicts, SHOWN_CONNECTIONS,
+                                               _paths_given(options.inputs))
         elif options.anonymize:
-            document = anonymize_document(document)
+            document = _anonymized(document, options.inputs)
         _write(_render(document, options.format, options.output, options.quiet, options.verbose, more), options.output)
     _leave(analysis, unread, options.fail_on)
 
@@ -569,7 +656,8 @@ def probe(
     targets: List[str] = typer.Argument(..., metavar="HOST:PORT...", help="Listeners to ask ([IPv6]:PORT for IPv6)."),
     tls: bool | None = typer.Option(None, "--tls/--no-tls", help="Speak TLS from the first byte (after any header); "
                                     "default: on the implicit-TLS ports (465, 993, 995, 443 and their 10000+ shifts)."),
-    timeout: float = typer.Option(5.0, "--timeout", metavar="SECONDS", help="Per step: connecting, each answer awaited."),
+    timeout: float = typer.Option(5.0, "--timeout", metavar="SECONDS", callback=_finite,
+                                  help="Per step: connecting, each answer awaited."),
     source: str | None = typer.Option(None, "--source", metavar="ADDR", help="Connect from this local address."),
     role: Role = typer.Option(Role.auto, "--role", help="What the listener is: a proxy's public front, a mail server "
                               "behind a proxy, or auto (by the port: 25, 465, 587, 143, 993, 110, 995 are fronts; "
@@ -609,6 +697,7 @@ def probe(
 
     if timeout <= 0:
         fail("--timeout must be more than 0 seconds")
+    _check_outputs([("-o", output), ("-w", write)])
     try:
         parsed = [probe_steps.parse_target(text) for text in targets]
     except probe_steps.TargetError as error:
@@ -628,20 +717,22 @@ def probe(
     for line in unusable:
         typer.echo(f"proxydiag: {line}", err=True)
     if write is not None:
+        from proxydiag.outputs import open_replacing
+
         try:
-            with write.open("wb") as handle:
+            with open_replacing(write) as handle:
                 probe_pcap.write(handle, [record for result in probes for record in result.records])
         except OSError as error:
             fail(f"cannot write {write}: {error.strerror or error}")
     document = told(probe_judge.document(probes, {"timeout": timeout, "tls": tls, "source": source}))
+    if format is Format.markdown:
+        document["command_line"] = _command_line()
     if anonymize:
-        from proxydiag.report.anonymize import anonymize as anonymize_document
-
-        document = anonymize_document(document)
+        document = _anonymized(document, [write])
     if format is Format.json:
         _write(json_report.render_document(document), output)
     elif format is Format.markdown:
-        _write(probe_report.render_markdown(document, __version__, shlex.join(["proxydiag", *sys.argv[1:]])), output)
+        _write(probe_report.render_markdown(document, __version__, _command_line()), output)
     else:
         console = _console(output)
         probe_report.render_rich(document, console, verbose=verbose, quiet=quiet)
@@ -678,16 +769,17 @@ def logs(
     """
     from proxydiag.report.views import told
 
+    _check_outputs([("-o", output)], files)
     result = _read_logs(files, frozenset(proxy_address))
     for message in result.errors:
         typer.echo(f"proxydiag: {message}", err=True)
     if not result.reads:
         raise typer.Exit(EXIT_UNUSABLE)
     document = told(result.to_dict())
+    if format is Format.markdown:
+        document["command_line"] = _command_line()
     if anonymize:
-        from proxydiag.report.anonymize import anonymize as anonymize_document
-
-        document = anonymize_document(document)
+        document = _anonymized(document, files)
     _write(_render(document, format, output, quiet, verbose), output)
     if result.errors:
         raise typer.Exit(EXIT_UNUSABLE)
@@ -719,6 +811,7 @@ def check(
                                              "repeatable. Only routes to these addresses are matched to its listeners."),
     format: Format = FORMAT,
     output: Path | None = OUTPUT,
+    anonymize: bool = ANONYMIZE,
     fail_on: FailOn = FAIL_ON,
 ) -> None:
     """Read proxy configurations and, with --stalwart-config, Stalwart's; report the
@@ -742,6 +835,7 @@ def check(
     from proxydiag.pipeline.check import check_configurations
     from proxydiag.report.views import told
 
+    _check_outputs([("-o", output)], [*files, stalwart_config])
     try:
         stalwart = load_stalwart(str(stalwart_config)) if stalwart_config else None
     except ConfigError as problem:
@@ -751,12 +845,18 @@ def check(
     inputs = evidence.sort_inputs(files, evidence.read_head) if kind is None else evidence.Sorted(configs=list(files))
     result = check_configurations([*inputs.configs, *inputs.captures], stalwart, kind, server_address)
     if inputs.logs:
-        _check_with_logs(result, inputs.logs, ReportOptions(format, output, False, True, False, fail_on))
+        _check_with_logs(result, inputs.logs, ReportOptions(format, output, anonymize, True, False, fail_on,
+                                                            [*files, stalwart_config]))
     for error in result.errors:
         typer.echo(f"proxydiag: {error}", err=True)
     if result.errors and not result.configs:
         raise typer.Exit(EXIT_UNUSABLE)
-    _write(_render(told(result.document()), format, output, quiet=True, verbose=False), output)
+    document = told(result.document())
+    if format is Format.markdown:
+        document["command_line"] = _command_line()
+    if anonymize:
+        document = _anonymized(document, [*files, stalwart_config])
+    _write(_render(document, format, output, quiet=True, verbose=False), output)
     if result.errors:
         raise typer.Exit(EXIT_UNUSABLE)
     raise typer.Exit(_findings_exit_code(result, fail_on))

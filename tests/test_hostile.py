@@ -140,4 +140,5 @@ def test_a_file_that_never_ends_is_refused_in_one_line(case, tmp_path):
     code, _, err = run(args)
     assert code == 2 and "Traceback" not in err, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and "/dev/zero" in lines[0] and "larger than" in lines[0], err
+    refusal = "not a regular file" if str(nginx) in args else "larger than"  # an include names only files
+    assert len(lines) == 1 and "/dev/zero" in lines[0] and refusal in lines[0], err

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from proxydiag.capture.livesources import Frame, FrameSource, SourceError, open_source
+from proxydiag.outputs import PRIVATE, open_replacing
 from proxydiag.services import DEFAULT_TABLE
 
 MAIL_FILTER = DEFAULT_TABLE.bpf_filter()  # every port of the service table, 10000+ shifts included
@@ -172,7 +173,7 @@ class PcapFiles:
         self._sequence = self._sequence + 1 if name == self._name else 0
         self._name = name
         path = name + (str(self._sequence) if self._sequence else "")
-        self._handle = open(path, "wb", buffering=1 << 16)  # noqa: SIM115 (closed by close())
+        self._handle = open_replacing(path, PRIVATE, buffering=1 << 16)  # a new file: no link followed, 0600
         self._opened_at, self._linktype, self._size = ts, linktype, 0
         if linktype is not None:
             self._write_header(linktype)

@@ -37,13 +37,17 @@ Directives given in `stream {}` or `http {}` apply to every server inside.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import io
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from proxydiag.configs.includes import MAX_INCLUDED_FILES, IncludeGuard
 from proxydiag.configs.model import (
     ConfigReadError,
     FrontListener,
@@ -83,22 +87,46 @@ def load(path: str) -> ProxyConfig:
 
 @contextlib.contextmanager
 def _bounded_reads(crossplane) -> Iterator[None]:
-    """crossplane opens every file an `include` names itself: while it parses, each is read
-    through read_text_bounded, so `include /dev/zero;` is an error in the payload (one
-    line, like a missing file) instead of a read that never ends."""
-    lexer = crossplane.lexer
+    """crossplane opens every file an `include` names itself: while it parses, each is
+    checked and read through an IncludeGuard, so `include /dev/zero;`, a FIFO, `/dev/stdin`
+    or a glob over thousands of files is an error in the payload (one line, like a missing
+    file) instead of a read that never ends. crossplane also opens an explicit include once
+    to see that it exists: that open is checked the same way (a FIFO's would block)."""
+    lexer, parser = crossplane.lexer, crossplane.parser
     real_io = lexer.io
+    guard = IncludeGuard()
 
     class BoundedIo:
         @staticmethod
         def open(name, *args, **kwargs):
-            return io.StringIO(read_text_bounded(name))
+            return io.StringIO(guard.read(name))
+
+    def checked_open(name, *args, **kwargs):
+        guard.check(name)
+        return open(name, *args, **kwargs)
 
     lexer.io = BoundedIo
+    parser.open = checked_open  # shadows the builtin in crossplane.parser only
+    real_glob, parser.glob = parser.glob, BoundedGlob
     try:
         yield
     finally:
-        lexer.io = real_io
+        lexer.io, parser.glob = real_io, real_glob
+        del parser.open
+
+
+class BoundedGlob:
+    """crossplane's `glob` while it parses: a pattern names at most MAX_INCLUDED_FILES files,
+    listed lazily (`include /*/*/*;` stops there instead of listing the whole disk)."""
+
+    has_magic = staticmethod(glob.has_magic)
+
+    @staticmethod
+    def glob(pattern: str) -> list[str]:
+        names = list(itertools.islice(glob.iglob(pattern), MAX_INCLUDED_FILES + 1))
+        if len(names) > MAX_INCLUDED_FILES:
+            raise OSError(errno.EMFILE, f"include {pattern}: names more than {MAX_INCLUDED_FILES} files")
+        return names
 
 
 def _line_reader() -> Callable[[str, int], str]:
@@ -182,7 +210,7 @@ def from_payload(payload: dict, path: str, line_of: Callable[[str, int], str]) -
     errors = payload.get("errors") or []
     if errors:
         first = errors[0]
-        message = str(first.get("error", "syntax error"))
+        message = str(first.get("error") or "the file ends inside a directive: not nginx's syntax")
         message = re.sub(r"(?<!\s)\s+in\s+\S+:\d+$", "", message)
         message = re.sub(r"^\[Errno \d+\] No such file or directory: '(.*)'$", r"include \1: no such file", message)
         message = re.sub(r"^\[Errno \d+\] ", "", message)
@@ -208,13 +236,22 @@ class _Reader:
         self.configs = configs
         self.line_of = line_of
 
-    def directives(self, file_index: int, block: list[Directive]) -> Iterator[tuple[Directive, Origin]]:
-        """The block's directives with includes expanded in place, each with its origin."""
+    def directives(self, file_index: int, block: list[Directive],
+                   within: tuple[int, ...] = ()) -> Iterator[tuple[Directive, Origin]]:
+        """The block's directives with includes expanded in place, each with its origin;
+        `within`: the files whose includes led here (a file met again is a loop)."""
         file = self.configs[file_index]["file"]
+        within = (*within, file_index)
         for directive in block:
             if directive["directive"] == "include" and "includes" in directive:
                 for index in directive["includes"]:
-                    yield from self.directives(index, self.configs[index].get("parsed", []))
+                    if index in within:
+                        raise ConfigReadError(file, directive.get("line"),
+                                              f"include loop: {self.configs[index]['file']} includes itself")
+                    if len(within) >= MAX_INCLUDED_FILES:
+                        raise ConfigReadError(file, directive.get("line"),
+                                              f"includes nested more than {MAX_INCLUDED_FILES} files deep")
+                    yield from self.directives(index, self.configs[index].get("parsed", []), within)
                 continue
             line = directive.get("line", 0)
             yield directive, Origin(file, line, self.line_of(file, line))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from proxydiag import __version__
+from proxydiag.outputs import open_appending
 from proxydiag.report.json import checked_line
 
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ class JsonlSink:
     def _open(self) -> IO[str]:
         assert self.path is not None
         try:
-            return self.path.open("a", encoding="utf-8")
+            return open_appending(self.path)
         except OSError as error:
             raise SensorError(f"cannot write {self.path}: {error.strerror or error}") from None
 
@@ -283,7 +284,10 @@ class JsonlSink:
         return self.anonymizer.text(text) if self.anonymizer else text
 
     def _private_options(self, info: dict) -> dict:
-        return self.anonymizer.document({"options": info})["options"] if self.anonymizer else info
+        if self.anonymizer is None:
+            return info
+        written = [info["write"]] if info.get("write") else []  # the -w file's name is the user's too
+        return self.anonymizer.document({"options": info}, written)["options"]
 
 
 class MetricsSink:

@@ -14,6 +14,7 @@ import contextlib
 import socket
 import ssl
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,27 @@ from proxydiag.probe.steps import (
 
 SETTLE = 0.4  # seconds the probe listens after a greeting for replies to its header's bytes
 QUIT_WAIT = 1.0
+RECV_SIZE = 65536
+# Server bytes arriving within 10 ms join the event before it while that is under a segment:
+# a trickle of single bytes costs no more memory than a stream of full segments.
+COALESCE, COALESCE_UP_TO = 0.01, 1460
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What the probe reads from a listener, in bytes: a mail server's opening is a few
+    kilobytes, so anything past these is a listener that does not end (or means harm)."""
+
+    line: int = 8 * 1024  # one line of text (the longest capability lines are about 1 KiB)
+    step: int = 64 * 1024  # one connection, TLS records included
+    target: int = 192 * 1024  # all the connections to one target
+
+
+@dataclass
+class TargetBudget:
+    """The bytes a target may still send before the probe stops reading from it."""
+
+    left: int
 
 
 class ProbeError(Exception):
@@ -60,6 +82,8 @@ class StepRecord:
     probe_spoke_at: float | None = None  # when the probe sent its first command
     spoke_before_greeting: bool = False
     ended_by: str | None = None  # "server-fin", "server-rst", or "probe"
+    cut: str | None = None  # why the probe stopped reading (a limit of ReadLimits), if it did
+    greeting_unfinished: bool = False  # bytes came, but no whole greeting within the timeout
     ended_at: float | None = None
     tls: dict | None = None  # implicit TLS: the handshake
     starttls: dict | None = None
@@ -77,8 +101,13 @@ class StepRecord:
 class Wire:
     """One connection, recorded; TLS (implicit or after STARTTLS) through memory BIOs."""
 
-    def __init__(self, sock: socket.socket, record: StepRecord, clock: Callable[[], float]) -> None:
+    def __init__(self, sock: socket.socket, record: StepRecord, clock: Callable[[], float],
+                 limits: ReadLimits = ReadLimits(), budget: TargetBudget | None = None) -> None:
         self.sock, self.record, self.clock = sock, record, clock
+        self.limits = limits
+        self.budget = budget if budget is not None else TargetBudget(limits.target)
+        self.step_left = limits.step
+        self.line_length = 0  # of the application line still open
         self.t0 = clock()
         self.tls: ssl.SSLObject | None = None
         self.incoming = ssl.MemoryBIO()
@@ -119,7 +148,7 @@ class Wire:
             return None
         self.sock.settimeout(remaining)
         try:
-            data = self.sock.recv(65536)
+            data = self.sock.recv(min(RECV_SIZE, self.step_left, self.budget.left))
         except TimeoutError:
             return None
         except OSError:
@@ -130,8 +159,36 @@ class Wire:
             return b""
         if self.record.first_server_byte is None:
             self.record.first_server_byte = self.now()
-        self.record.events.append(Event(self.now(), "server", data))
+        self._keep(data)
+        self.step_left -= len(data)
+        self.budget.left -= len(data)
+        if self.budget.left <= 0:
+            self.cut(f"the listener sent {self.limits.target} bytes to the probe in all")
+        elif self.step_left <= 0:
+            self.cut(f"the listener sent {self.limits.step} bytes on one connection")
         return data
+
+    def _keep(self, data: bytes) -> None:
+        """The server's bytes as an event; a trickle joins the event before it."""
+        events, now = self.record.events, self.now()
+        last = events[-1] if events else None
+        if (last is not None and last.side == "server" and not last.flag and 0 < len(last.data) < COALESCE_UP_TO
+                and now - last.at < COALESCE):
+            last.data += data
+        else:
+            events.append(Event(now, "server", data))
+
+    def cut(self, reason: str) -> None:
+        """Stop reading: a limit was reached. The connection ends as the probe's own close."""
+        if self.record.cut is None:
+            self.record.cut = reason
+        self._ended("probe")
+
+    def _count_lines(self, text: bytes) -> None:
+        newline = text.rfind(b"\n")
+        self.line_length = len(text) - newline - 1 if newline >= 0 else self.line_length + len(text)
+        if self.line_length > self.limits.line:
+            self.cut(f"the listener sent a line longer than {self.limits.line} bytes")
 
     def _ended(self, how: str) -> None:
         if self.open:
@@ -143,14 +200,19 @@ class Wire:
     def read(self, done: Callable[[bytes], bool], timeout: float) -> bytes:
         """Application bytes until `done(what came so far)`, the end of the stream or the
         timeout."""
-        deadline, got = self.clock() + timeout, b""
-        while self.open and not (got and done(got)):
+        deadline, got = self.clock() + timeout, bytearray()
+        while self.open:
             raw = self._recv_raw(deadline)
             if raw is None:
                 break
-            got += self._decrypt(raw) if self.tls is not None else raw
+            text = self._decrypt(raw) if self.tls is not None else raw
+            got += text
+            self._count_lines(text)
+            # every reply ends a line: the whole is looked at only then (a trickle stays linear)
+            if text.endswith(b"\n") and done(bytes(got)):
+                break
         self.record.server_text += got
-        return got
+        return bytes(got)
 
     def _decrypt(self, raw: bytes) -> bytes:
         assert self.tls is not None
@@ -185,6 +247,8 @@ class Wire:
             except ssl.SSLWantReadError:
                 self._flush()
                 raw = self._recv_raw(deadline)
+                if raw is None and self.record.cut:
+                    return {"ok": False, "error": f"handshake not finished: the probe stopped reading ({self.record.cut})"}
                 if raw is None:
                     return {"ok": False, "error": f"no answer to the ClientHello within {timeout:g} s"}
                 if not raw:
@@ -212,9 +276,17 @@ def certificate_facts(der: bytes | None) -> dict:
         return {"subject": None, "issuer": None, "not_after": None}
     from cryptography import x509  # imported here: only TLS probes need it
 
-    cert = x509.load_der_x509_certificate(der)
-    return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
-            "not_after": cert.not_valid_after_utc.isoformat()}
+    # The listener chose these bytes: a certificate the library refuses (version 4, times it
+    # cannot read) is reported as such, and its warnings are not the user's business.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
+                    "not_after": cert.not_valid_after_utc.isoformat()}
+        except Exception as error:  # cryptography raises ValueError and others on what it cannot parse
+            return {"subject": None, "issuer": None, "not_after": None,
+                    "unreadable": f"certificate unreadable ({len(der)} bytes): {type(error).__name__}: {error}"[:300]}
 
 
 @dataclass
@@ -224,6 +296,7 @@ class ProbeOptions:
     source: str | None = None
     role: str | None = None  # front or server; None: by the port (probe_steps.role_of)
     clock: Callable[[], float] = time.monotonic
+    limits: ReadLimits = ReadLimits()
 
 
 def resolve(target: Target, source: str | None) -> tuple[int, tuple]:
@@ -239,8 +312,9 @@ def resolve(target: Target, source: str | None) -> tuple[int, tuple]:
     return info[0], info[4]
 
 
-def run_step(target: Target, step: str, address: tuple[int, tuple], options: ProbeOptions, do_starttls: bool) -> StepRecord:
-    """One connection of the plan."""
+def run_step(target: Target, step: str, address: tuple[int, tuple], options: ProbeOptions, do_starttls: bool,
+             budget: TargetBudget | None = None) -> StepRecord:
+    """One connection of the plan; `budget`: what the target may still send."""
     family, sockaddr = address
     service = service_of(target.port)
     protocol = service.protocol if service else None
@@ -262,7 +336,7 @@ def run_step(target: Target, step: str, address: tuple[int, tuple], options: Pro
         record.connect_error = "refused" if isinstance(error, ConnectionRefusedError) else (error.strerror or str(error))
         return record
     record.local, record.remote = sock.getsockname()[:2], sock.getpeername()[:2]
-    wire = Wire(sock, record, options.clock)
+    wire = Wire(sock, record, options.clock, options.limits, budget)
     try:
         converse(wire, record, protocol, header, use_tls, do_starttls, target, options.timeout)
     finally:
@@ -290,6 +364,11 @@ def converse(wire: Wire, record: StepRecord, protocol: str | None, header: bytes
             _leave(wire, protocol)
         return
     if not greeting or not wire.open:
+        return
+    if not greeting_complete(protocol, greeting):
+        # A greeting still going on (a trickle, postscreen's pregreet test): speaking now would
+        # be talking too soon, and waiting on would let the listener hold the probe for ever.
+        record.greeting_unfinished = True
         return
     protocol = recognise(b"", greeting, target.port).protocol or protocol
     wire.read(lambda data: False, SETTLE)  # the header's bytes answered as commands?
@@ -353,11 +432,12 @@ def probe_target(target: Target, options: ProbeOptions, announce: Callable[[str]
     result = TargetProbe(target, address=sockaddr[0], role=options.role)
     announce(f"probing {target} ({sockaddr[0]}): at most {result.planned} connections, {options.timeout:g} s per step")
     starttls_done = False
+    budget = TargetBudget(options.limits.target)
     for step in PLAN:
-        record = run_step(target, step, (family, sockaddr), options, do_starttls=not starttls_done)
+        record = run_step(target, step, (family, sockaddr), options, do_starttls=not starttls_done, budget=budget)
         result.records.append(record)
         starttls_done = starttls_done or record.starttls is not None
-        reason = stop_reason(result.records)
+        reason = record.cut if budget.left <= 0 else stop_reason(result.records)
         if reason:
             result.stopped = reason
             break
@@ -392,6 +472,8 @@ def stop_reason(records: list[StepRecord]) -> str | None:
         return "ban-like refusal: the greeting refused the connection after earlier ones were greeted"
     if len(records) >= 2 and all(_nothing_back(r) for r in records[-2:]):
         return "two connections in a row got no answer at all"
+    if len(records) >= 2 and all(r.greeting_unfinished for r in records[-2:]):
+        return "two connections in a row got no whole greeting within the timeout (raise --timeout?)"
     return None
 
 

@@ -7,7 +7,7 @@ the server's FIN or RST and the probe's close."""
 from __future__ import annotations
 
 import ipaddress
-from typing import BinaryIO
+from typing import IO
 
 import dpkt
 
@@ -59,7 +59,7 @@ def frames(record: StepRecord) -> list[tuple[float, bytes]]:
     return out
 
 
-def write(handle: BinaryIO, records: list[StepRecord]) -> None:
+def write(handle: IO[bytes], records: list[StepRecord]) -> None:
     writer = dpkt.pcap.Writer(handle, linktype=LINKTYPE_RAW)
     for record in records:
         for timestamp, packet in frames(record):

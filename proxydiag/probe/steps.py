@@ -115,15 +115,21 @@ _TAGGED = re.compile(rb"(?:^|\n)p\d (?:OK|NO|BAD)\b[^\n]*\n$", re.I)
 _SIEVE_END = re.compile(rb'(?:^|\n)(?:OK|NO|BYE)\b[^\n]*\n$', re.I)
 
 
+def _last_line(data: bytes) -> bytes:
+    """The last line of `data` (which ends with a newline): a reply ends there, so it is all
+    that needs reading, however long the reply has gone on."""
+    return data[data.rfind(b"\n", 0, len(data) - 1) + 1 :]
+
+
 def greeting_complete(protocol: str | None, data: bytes) -> bool:
     """Whether `data` holds the whole greeting: SMTP's last line (`220 ...`), ManageSieve's
     closing `OK`, one line for IMAP and POP3 (and for a protocol not known yet)."""
     if not data.endswith(b"\n"):
         return False
     if protocol in ("smtp", "lmtp"):
-        return bool(_SMTP_LAST_LINE.search(data))
+        return bool(_SMTP_LAST_LINE.search(_last_line(data)))
     if protocol == "managesieve":
-        return bool(_SIEVE_END.search(data))
+        return bool(_SIEVE_END.search(_last_line(data)))
     return True
 
 
@@ -132,14 +138,14 @@ def reply_complete(protocol: str | None, what: str, data: bytes) -> bool:
     if not data.endswith(b"\n"):
         return False
     if protocol in ("smtp", "lmtp"):
-        return bool(_SMTP_LAST_LINE.search(data))
+        return bool(_SMTP_LAST_LINE.search(_last_line(data)))
     if protocol == "imap":
-        return bool(_TAGGED.search(data))
+        return bool(_TAGGED.search(_last_line(data)))
     if protocol == "pop3":
         multi_line = what == "hello" and data.startswith(b"+OK")
         return data.endswith(b"\n.\r\n") or data == b".\r\n" if multi_line else True
     if protocol == "managesieve":
-        return bool(_SIEVE_END.search(data))
+        return bool(_SIEVE_END.search(_last_line(data)))
     if protocol == "http":
         return b"\r\n\r\n" in data
     return True

@@ -62,7 +62,7 @@ HEX_BEFORE_CUT = re.compile(r"(?<![0-9A-Za-z_.:\[\]-])(?:[0-9a-f]{2}){6,}\.\.\.$
 CUT_TEXT = re.compile(r"(?<![0-9A-Za-z_.:\[\]-])(?=[A-Za-z_\[\]-]*[0-9.:])[0-9A-Za-z_.:\[\]-]*$")
 # Keys whose strings come from the wire or from files (where names appear); findings quote them.
 WIRE_KEYS = ("inputs", "connections", "findings", "stalwart_config", "command_line", "logs", "proxy_configs",
-             "targets", "options", "endpoints", "servers_recognised")
+             "targets", "options", "endpoints", "servers_recognised", "proxy_config_errors", "log_inputs")
 # Not host names: file names, the rule ids of header violations (`v2.transport`), Stalwart's
 # configuration keys and event ids that findings quote (`server.listener.smtp.proxy.override`,
 # `security.ip-blocked`), and any name whose last label has a hyphen (no TLD has one but
@@ -148,6 +148,13 @@ class Pseudonyms:
             self.mapping[key] = f"host{self._count('host')}.anon.invalid"
         return self.mapping[key]
 
+    def name(self, name: str) -> str:
+        """A name a certificate gives (an organisation, a unit, a place, a mailbox)."""
+        key = f"name:{name}"
+        if key not in self.mapping:
+            self.mapping[key] = f"name{self._count('name')}"
+        return self.mapping[key]
+
     def path(self, path: str) -> str:
         if path in ("-", "stdin"):
             return path
@@ -172,16 +179,18 @@ class Pseudonyms:
         return self.counters[pool]
 
 
-def anonymize(document: dict) -> dict:
-    """A new document (the given one is left as it was)."""
-    return Anonymizer().document(document)
+def anonymize(document: dict, paths: Iterable[str] = ()) -> dict:
+    """A new document (the given one is left as it was). `paths`: the files the command was
+    given, hidden wherever they stand (an unreadable one is named only in an error)."""
+    return Anonymizer().document(document, paths)
 
 
-def anonymize_streamed(document: dict, connections: Callable[[], Iterable[dict]]) -> dict:
+def anonymize_streamed(document: dict, connections: Callable[[], Iterable[dict]], paths: Iterable[str] = ()) -> dict:
     """`document` anonymised with its connections kept out of memory: `connections()` gives
     them once to learn from, then once more, rewritten one at a time as they are written
     (the document's "connections" becomes that iterator)."""
     learning = _Learning(Pseudonyms())
+    learning.learn_paths(paths)
     for key, value in document.items():
         for piece in (connections() if key == "connections" else (value,)):
             learning.learn(key, piece)
@@ -198,11 +207,12 @@ def anonymize_streamed(document: dict, connections: Callable[[], Iterable[dict]]
     return result
 
 
-def anonymize_listing(document: dict, connections: Callable[[], Iterable[dict]], shown: int) -> tuple[dict, Iterator[dict]]:
+def anonymize_listing(document: dict, connections: Callable[[], Iterable[dict]], shown: int,
+                      paths: Iterable[str] = ()) -> tuple[dict, Iterator[dict]]:
     """A summarised document (its first `shown` connections) anonymised together with every
     connection after those, for a report that lists them all: the document, whole, and
     the rest as an iterator rewritten as it is read."""
-    streamed = anonymize_streamed(document, connections)
+    streamed = anonymize_streamed(document, connections, paths)
     rows = iter(streamed["connections"])
     first = list(islice(rows, shown))
     whole = {key: value.compute() if isinstance(value, Later) else value for key, value in streamed.items()}
@@ -219,8 +229,9 @@ class Anonymizer:
     def __init__(self) -> None:
         self.pseudonyms = Pseudonyms()
 
-    def document(self, document: dict) -> dict:
+    def document(self, document: dict, paths: Iterable[str] = ()) -> dict:
         learning = _Learning(self.pseudonyms)
+        learning.learn_paths(paths)
         for key, value in document.items():
             learning.learn(key, value)
         rewrite = learning.rewriter()
@@ -248,15 +259,24 @@ class _Learning:
     def __init__(self, pseudonyms: Pseudonyms) -> None:
         self.pseudonyms = pseudonyms
         self.hostnames: set[str] = set()
+        self.names: set[str] = set()  # the values of certificates' names (O=, OU=, L=, ...)
         self.seen: set[str] = set()
+
+    def learn_paths(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            if path not in STANDARD_STREAMS:
+                self.pseudonyms.path(path)
 
     def learn(self, key: str, value) -> None:
         """A document's `key` and its value (for connections, one of them)."""
-        if key == "inputs" or key == "proxy_configs" or key == "stalwart_config":
+        if key in ("inputs", "proxy_configs", "stalwart_config", "log_inputs"):
             for path in _paths({key: value}):
                 self.pseudonyms.path(path)
         if key not in WIRE_KEYS:
             return
+        self.names.update(_certificate_names(value))
+        if key == "targets":  # the probe's targets, as the user named them: single-label names too
+            self.hostnames.update(_target_hosts(value))
         texts = [text for text in dict.fromkeys(_strings(value)) if text not in self.seen]
         from_the_value = len(texts)
         if len(self.seen) > self.SEEN_TEXTS:
@@ -282,7 +302,7 @@ class _Learning:
             _opaque_value(tlv["value"], self.pseudonyms)
 
     def rewriter(self) -> _Rewriter:
-        return _Rewriter(self.pseudonyms, self.hostnames)
+        return _Rewriter(self.pseudonyms, self.hostnames, self.names)
 
 
 def _opaque_tlv_spans(blob: bytes) -> list[tuple[int, int]]:
@@ -319,8 +339,10 @@ def _reply_hosts(text: str):
 
 
 class _Rewriter:
-    def __init__(self, pseudonyms: Pseudonyms, hostnames: set[str]) -> None:
+    def __init__(self, pseudonyms: Pseudonyms, hostnames: set[str], certificate_names: Iterable[str] = ()) -> None:
         self.pseudonyms = pseudonyms
+        ordered = sorted(certificate_names, key=len, reverse=True)
+        self.names = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, ordered)) + r")(?!\w)") if ordered else None
         names = sorted(hostnames, key=len, reverse=True)
         self.hostname = (
             re.compile(_HOST_AFTER + "(" + "|".join(map(re.escape, names)) + r")(?![\w-])", re.I)
@@ -349,6 +371,8 @@ class _Rewriter:
         return CUT_TOKEN.sub("[cut]", text) if text.endswith("...") and not HEX_BEFORE_CUT.search(text) else text
 
     def _text(self, text: str) -> str:
+        if self.names is not None:
+            text = self.names.sub(lambda m: self.pseudonyms.name(m.group()), text)
         if "." in text:
             text = IPV4.sub(lambda m: self.pseudonyms.address(m.group()), text)
         if text.count(":") >= 2:
@@ -410,7 +434,7 @@ STANDARD_STREAMS = frozenset({"-", "<stdin>", "live"})  # names no one's files
 
 
 def _paths(document: dict) -> list[str]:
-    found = [item["path"] for item in document.get("inputs") or [] if item.get("path")]
+    found = [item["path"] for key in ("inputs", "log_inputs") for item in document.get(key) or [] if item.get("path")]
     found += [config["path"] for config in document.get("proxy_configs") or [] if config.get("path")]
     config = document.get("stalwart_config") or {}
     found += [config["path"]] if config.get("path") else []
@@ -460,15 +484,43 @@ def _opaque_field(key: str, item, pseudonyms: Pseudonyms):
 
 def _own_texts(value):
     """The texts proxydiag wrote itself (under OWN_TEXT_KEYS) inside `value`."""
+    return _texts_under(value, OWN_TEXT_KEYS)
+
+
+def _texts_under(value, keys: frozenset[str]):
+    """The strings held under any of `keys` inside `value`."""
     if isinstance(value, dict):
         for key, item in value.items():
-            if key in OWN_TEXT_KEYS and isinstance(item, str):
+            if key in keys and isinstance(item, str):
                 yield item
             else:
-                yield from _own_texts(item)
+                yield from _texts_under(item, keys)
     elif isinstance(value, list):
         for item in value:
-            yield from _own_texts(item)
+            yield from _texts_under(item, keys)
+
+
+# A certificate's distinguished name as the probe reports it (RFC 4514): attributes split at
+# unescaped commas and pluses. Every value names someone but the country.
+_DN_ATTRIBUTE = re.compile(r"(?:\\.|[^\\,+])+")
+DN_KEYS = frozenset({"subject", "issuer"})
+PUBLIC_DN_TYPES = frozenset({"C"})
+
+
+def _target_hosts(targets) -> set[str]:
+    """The host names of the probe's targets (`mail:25`, `[2001:db8::5]:993`): not addresses."""
+    hosts = {str(target.get("target", "")).rpartition(":")[0].strip("[]") for target in targets or []
+             if isinstance(target, dict)}
+    return {host for host in hosts if host and ip_of(host) is None and ":" not in host}
+
+
+def _certificate_names(value):
+    """The attribute values of the certificate names (`subject`, `issuer`) inside `value`."""
+    for name in _texts_under(value, DN_KEYS):
+        for attribute in _DN_ATTRIBUTE.findall(name):
+            kind, equals, text = attribute.partition("=")
+            if equals and kind.strip() not in PUBLIC_DN_TYPES and len(text) >= 2 and ip_of(text) is None:
+                yield text
 
 
 def _strings(value):

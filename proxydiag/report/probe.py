@@ -11,6 +11,8 @@ from rich.text import Text
 
 from proxydiag.report import markdown as markdown_report
 from proxydiag.report import rich as rich_report
+from proxydiag.report.views import visible_document
+from proxydiag.rules.probe import certificate_line
 
 STYLES = rich_report.STYLES
 
@@ -43,10 +45,11 @@ def _tls_summary(verdict: dict | None) -> str:
     if not tls or not tls.get("ok"):
         return ""
     how = "TLS" if verdict["tls"] else "STARTTLS"
-    return f"{how} {tls['version']}, {tls['subject']}, expires {tls['not_after']}"
+    return f"{how} {tls['version']}, {certificate_line(tls)}"
 
 
 def render_rich(document: dict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
+    document = visible_document(document)  # certificate text and greetings are the listener's: shown, never obeyed
     summary = document["summary"]
     head = Text()
     head.append("proxydiag probe", style="bold")
@@ -78,8 +81,10 @@ def _targets_table(document: dict) -> Table:
 
 
 def render_markdown(document: dict, version: str, command_line: str) -> str:
+    document = visible_document(document)
     cell = markdown_report._cell
-    out = ["# proxydiag probe report", "", f"- proxydiag {version}: `{command_line}`",
+    command_line = document.get("command_line") or command_line
+    out = ["# proxydiag probe report", "", f"- proxydiag {version}: {markdown_report.code(command_line)}",
            f"- {document['summary']['targets']} target(s), {document['summary']['connections']} connections", "",
            "## Listeners", "", "| target | role | verdict | steps | TLS |", "|---|---|---|---|---|"]
     for target in document["targets"]:

@@ -13,11 +13,13 @@ MULTILINE_KEYS = frozenset({"fix"})  # the finding pages' fix text keeps its lin
 
 def visible_document(value, key: str | None = None):
     """The document with every control and bidi character in its strings shown as an
-    escape: what the human views (rich, Markdown) render. Only a fix keeps its newlines."""
+    escape: what the human views (rich, Markdown) render. Only a fix keeps its newlines.
+    Keys too: counts are keyed by what a log or the wire named (a listener, a reason)."""
     if isinstance(value, str):
         return visible(value, keep_newlines=key in MULTILINE_KEYS)
     if isinstance(value, dict):
-        return {name: visible_document(item, name) for name, item in value.items()}
+        return {visible(name) if isinstance(name, str) else name: visible_document(item, name)
+                for name, item in value.items()}
     if isinstance(value, list):
         return [visible_document(item, key) for item in value]
     return value

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from proxydiag.logs.event import LogEvent
+from proxydiag.logs.masking import mask_log_text
 from proxydiag.logs.stalwart import AUTH_FIRST_REPLY
 from proxydiag.rules import catalog
 from proxydiag.rules.base import SEVERITIES, Finding, lower
@@ -143,7 +144,7 @@ def _proxy_errors(events: list[LogEvent]) -> Iterable[Finding]:
                 "clients. Each is a failed connection in the log and counts towards banning the checker's address.",
                 {"period_seconds": period})
             continue
-        reasons = Counter(event.text("reason") or "" for event in group)
+        reasons = Counter(mask_log_text(event.text("reason") or "", all_client=True) for event in group)
         tls = any(event.fields.get("tls") is True for event in group)
         note = (" The bytes did not parse: no header at all, or a malformed one (PD103); a capture tells them apart."
                 if "invalid proxy header" in reasons else "")
@@ -280,8 +281,11 @@ def _proxy_header_errors(events: list[LogEvent]) -> Iterable[tuple[str, str, lis
 
 
 def _kind(event: LogEvent) -> str:
-    return event.text("error") or event.text("reason") or (
-        "broken header: " + (printable(str(event.fields.get("data", ""))[:24]) or "(nothing)"))
+    said = event.text("error") or event.text("reason")
+    if said:
+        return mask_log_text(said, all_client=True)
+    data = mask_log_text(str(event.fields.get("data", "")), all_client=True)
+    return "broken header: " + (printable(data[:24]) or "(nothing)")
 
 
 def _finding(code: str, group: list[LogEvent], message: str, evidence: dict, inferred: bool = False,
@@ -312,9 +316,10 @@ def _finding(code: str, group: list[LogEvent], message: str, evidence: dict, inf
 
 
 def quote(event: LogEvent) -> str:
-    """The log line as evidence: where it is, and its text with every control character
-    shown as an escape (a log line is data, never terminal control)."""
-    text = printable(event.raw)
+    """The log line as evidence: where it is, and its text with every credential in what
+    it quotes of a client masked and every control character shown as an escape (a log line
+    is data, never terminal control)."""
+    text = printable(mask_log_text(event.raw))
     if len(text) > MAX_QUOTE_CHARS:
         text = text[:MAX_QUOTE_CHARS] + "..."
     return f"{event.where()}: {text}"

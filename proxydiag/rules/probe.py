@@ -139,6 +139,10 @@ def exchange_lines(record: StepRecord, limit: int = MAX_EXCHANGE_LINES) -> list[
     lines += _text_lines(record)
     if record.ended_by and record.ended_by != "probe":
         lines.append(f"{record.ended_at:.3f} S: {'reset' if record.ended_by == 'server-rst' else 'closed'}")
+    if record.cut:
+        lines.append(f"{record.ended_at:.3f} C: (stopped reading: {record.cut})")
+    elif record.greeting_unfinished:
+        lines.append(f"{record.ended_at:.3f} C: (no whole greeting within the timeout: the probe left without a word)")
     if len(lines) > limit:
         lines = lines[: limit - 1] + [f"... ({len(lines) - limit + 1} more lines)"]
     return lines
@@ -163,7 +167,16 @@ def _text_lines(record: StepRecord) -> list[str]:
 def _tls_line(tls: dict) -> str:
     if not tls["ok"]:
         return tls["error"]
-    return f"{tls['version']} {tls['cipher']}, certificate {tls['subject']} (expires {tls['not_after']})"
+    return f"{tls['version']} {tls['cipher']}, {certificate_line(tls)}"
+
+
+def certificate_line(tls: dict) -> str:
+    """The server's certificate in a few words: its subject and expiry, or why it could not be read."""
+    if tls.get("unreadable"):
+        return tls["unreadable"]
+    if tls["subject"] is None:
+        return "no certificate"
+    return f"certificate {tls['subject']} (expires {tls['not_after']})"
 
 
 # --- findings -----------------------------------------------------------------------------
@@ -274,6 +287,8 @@ def step_dict(record: StepRecord) -> dict:
         "auth_mechanisms": opening.auth_mechanisms if opening else [],
         "ended_by": record.ended_by,
         "ended_at": record.ended_at,
+        "stopped_reading": record.cut,
+        "greeting_unfinished": record.greeting_unfinished,
         "tls": record.tls,
         "starttls": record.starttls,
         "exchange": exchange_lines(record, limit=40),

@@ -45,6 +45,23 @@ CONFIG_SEEDS_MORE = [
 ]
 
 
+# Log lines in each format the readers know (tests/test_logs.py records the real daemons').
+LOG_SEEDS = [
+    b'2026-11-12T10:00:00Z WARN Proxy protocol error (network.proxy-error) listenerId = "imaps", localIp = 10.0.0.3, '
+    b'localPort = 10993, tls = true, reason = "end of stream"\n'
+    b'2026-11-12T10:00:01Z INFO SMTP connection started (smtp.connection-start) listenerId = "smtp", localPort = 10025, '
+    b"remoteIp = 10.0.0.2, remotePort = 40001\n",
+    b'{"createdAt": "2026-11-12T10:00:00Z", "type": "network.proxy-error", "data": {"listenerId": "smtp", '
+    b'"localPort": 10025, "reason": "invalid proxy header"}}\n',
+    b"2026/12/02 11:20:06 [error] 16536#16536: *1 broken header: \"EHLO x\r\nAUTH LOGIN\r\n\" while reading PROXY "
+    b"protocol, client: 127.50.0.3, server: 127.50.0.1:22026\n",
+    b"<134>Dec  2 11:20:35 haproxy[1]: 127.50.0.3:54211 [02/Dec/2026:11:20:35.953] fe_smtp/1: Received something which "
+    b"does not look like a PROXY protocol header\n",
+    b'{"__REALTIME_TIMESTAMP": "1796210435953000", "SYSLOG_IDENTIFIER": "nginx", "MESSAGE": "nginx: [error] 7#7: *3 '
+    b'broken header: \\"GET / HTTP/1.1\\" while reading PROXY protocol, client: 10.0.0.9, server: 0.0.0.0:25"}\n',
+]
+
+
 def connections() -> list[TrackedConnection]:
     found: list[TrackedConnection] = []
     table = FlowTable(found.append)
@@ -66,6 +83,8 @@ def seeds(target: str) -> list[bytes]:
         return [p.read_bytes()[:SMALL_CAPTURE] for p in sorted(CAPTURES.glob("*.pcapng"))]
     if target == "stalwart":
         return list(STALWART_SEEDS)
+    if target == "logs":
+        return list(LOG_SEEDS)
     if target == "proxy_config":
         files = [config_input(_config_name(path), path.read_bytes()) for path in sorted(CONFIG_SEEDS.rglob("*"))
                  if path.is_file() and path.suffix not in (".toml", ".json")]  # those are Stalwart's
@@ -88,10 +107,18 @@ def seeds(target: str) -> list[bytes]:
             found.append(conversation_input(conn.server_port, header, conn.client.data[result.length :][:2048],
                                             conn.server.data[:2048]))
         return found
+    if target == "probe_replies":  # a port's index, then the server's bytes in chunks
+        return [bytes([index % 9]) + b"\xfe".join(_segments(conn.server.data[:4096])) for index, conn in enumerate(tracked)
+                if conn.server.data]
     if target == "recognise":
         return [_split_input(struct.pack("!H", conn.server_port) + _application(conn)[:4096], conn.server.data[:4096])
                 for conn in tracked]
     return [_split_input(_application(conn)[:4096], conn.server.data[:4096]) for conn in tracked]
+
+
+def _segments(data: bytes) -> list[bytes]:
+    """A server's bytes as the lines it sent (each its own chunk)."""
+    return data.splitlines(keepends=True) or [data]
 
 
 def _application(conn: TrackedConnection) -> bytes:

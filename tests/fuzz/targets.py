@@ -13,6 +13,7 @@ import os
 import re
 import struct
 import tempfile
+import time
 import zlib
 from pathlib import Path
 
@@ -153,6 +154,93 @@ def proxy_config(data: bytes) -> None:
     for error in result.errors:
         assert "\n" not in str(error).strip(), str(error)
     json.dumps(result.document())
+
+
+# --- log lines and the probe's replies ---------------------------------------------------
+
+# A client's login, as nginx quotes it in a broken header, planted after whatever the fuzzer wrote.
+PLANTED_LOG_LINE = (f'2026/12/02 11:20:06 [error] 7#7: *1 broken header: "a1 LOGIN user {SECRET}" while reading '
+                    "PROXY protocol, client: 203.0.113.77, server: 198.51.100.25:25")
+
+
+def logs(data: bytes) -> None:
+    """Any bytes as a log (every reader: Stalwart's text and JSON forms, HAProxy, nginx,
+    journal exports), judged and rendered in every format: no crash, no raw control, and
+    the planted login never shown."""
+    from datetime import UTC
+
+    from proxydiag.logs import NotALog, read_log
+    from proxydiag.pipeline.logs import LogAnalysis
+    from proxydiag.rules.logs import judge
+
+    try:
+        read = read_log(data + b"\n" + PLANTED_LOG_LINE.encode() + b"\n", "fuzz.log", UTC)
+    except NotALog as error:
+        assert "\n" not in str(error)
+        return
+    document = LogAnalysis(reads=[read], verdict=judge(read.events)).to_dict()
+    for finding in document["findings"]:
+        finding["fix"] = ""
+    check_outputs(render_all(document, rich=zlib.crc32(data) % 4 == 0), SECRET)
+
+
+PROBE_PORTS = (25, 10025, 587, 143, 10143, 110, 4190, 80, 2525)
+PROBE_LIMITS = (256, 2048, 4096)  # line, step, target: small, so the fuzzer reaches them
+
+
+class _ScriptedSocket:
+    """A listener's side of one probe connection, as chunks: each recv takes at most what
+    it asks for from the next chunk; then the listener is silent (a timeout)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = [chunk for chunk in chunks if chunk]
+
+    def settimeout(self, _seconds: float) -> None:
+        pass
+
+    def sendall(self, _data: bytes) -> None:
+        pass
+
+    def recv(self, size: int) -> bytes:
+        if not self.chunks:
+            raise TimeoutError
+        chunk = self.chunks.pop(0)
+        if len(chunk) > size:
+            self.chunks.insert(0, chunk[size:])
+        return chunk[:size]
+
+    def close(self) -> None:
+        pass
+
+
+def probe_replies(data: bytes) -> None:
+    """The probe reading a listener's replies (tests/test_probe_hostile.py has real ones):
+    the first byte picks the port, the rest is what the listener sends, in chunks cut at
+    0xfe; one step of the plan is read, judged and rendered. The reads stay within their
+    limits, the views show no raw control."""
+    from proxydiag import probe
+    from proxydiag.probe.steps import Target, build_header, service_of
+    from proxydiag.report import probe as probe_report
+    from proxydiag.rules import probe as probe_judge
+
+    port = PROBE_PORTS[data[0] % len(PROBE_PORTS)] if data else 25
+    limits = probe.ReadLimits(*PROBE_LIMITS)
+    target = Target("192.0.2.10", port)
+    header = b"" if not data or data[0] & 0x80 else build_header("v2", False, port)
+    record = probe.StepRecord("v2" if header else "none", header, local=("192.0.2.1", 40000), remote=("192.0.2.10", port))
+    wire = probe.Wire(_ScriptedSocket(data[1:].split(b"\xfe")[:64]), record, time.monotonic, limits)
+    service = service_of(port)
+    probe.converse(wire, record, service.protocol if service else None, header, False, True, target, 0.05)
+    wire.close()
+    assert len(record.server_text) <= limits.step, len(record.server_text)
+    record.opening = recognise(record.client_text, record.server_text, port)
+    document = probe_judge.document([probe.TargetProbe(target, address=target.host, records=[record])], {})
+    json.dumps(document)
+    console = _console()
+    probe_report.render_rich(document, console, verbose=True)
+    outputs = {"json": json.dumps(document), "markdown": probe_report.render_markdown(document, "0", "proxydiag probe"),
+               "rich": console.file.getvalue()}
+    check_outputs(outputs, SECRET)
 
 
 # --- whole captures through every report -------------------------------------------------
@@ -302,5 +390,7 @@ TARGETS = {
     "hexdump": hexdump,
     "stalwart": stalwart,
     "proxy_config": proxy_config,
+    "logs": logs,
+    "probe_replies": probe_replies,
     "report": report,
 }

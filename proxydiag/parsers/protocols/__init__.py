@@ -23,7 +23,7 @@ from proxydiag.parsers.protocols.sieve import SieveOpening, recognise_sieve
 from proxydiag.parsers.protocols.smtp import SmtpOpening, recognise_smtp
 from proxydiag.parsers.protocols.text import Cursor, Parsed, mask_client_line, show
 from proxydiag.parsers.protocols.tls import Alert, ClientHello, ServerHello, TlsOpening, client_alpn, read_tls, starts_with_tls
-from proxydiag.parsers.redact import first_line
+from proxydiag.parsers.redact import first_line, secret_at
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "SieveOpening",
     "SmtpOpening",
     "TlsOpening",
+    "client_secrets",
     "recognise",
 ]
 
@@ -132,6 +133,18 @@ def recognise(client: bytes, server: bytes, server_port: int, services: ServiceT
     if not parsed.secrets:
         return opening
     return scrub(opening, sorted(parsed.secrets, key=len, reverse=True))
+
+
+def client_secrets(client: bytes, services: ServiceTable = DEFAULT_TABLE) -> frozenset[str]:
+    """The credentials the recognisers find in a client's bytes seen without the server's
+    (quoted in a log): by the protocol the bytes show, else, when a command that carries a
+    credential stands in them, by every mail protocol's."""
+    protocol, _ = choose_protocol(client, b"", client, None, services)
+    if protocol is not None:
+        return RECOGNISERS[protocol](client, b"").secrets
+    if secret_at(client) is None:
+        return frozenset()
+    return frozenset().union(*(RECOGNISERS[name](client, b"").secrets for name in ("smtp", "imap", "pop3", "managesieve")))
 
 
 def _tls_part(data: bytes, started_tls: bool, upgraded_at: int | None) -> bytes:

@@ -126,7 +126,9 @@ def mask_client_line(text: str) -> str:
         if word.upper() not in _SECRET_VERBS:
             continue
         keep = words[: index + 1]
-        if word.upper() in _SASL_VERBS and len(words) > index + 1 and sasl_mechanism(words[index + 1].encode("latin-1")):
+        # a log's text may hold any character: a mechanism is ASCII
+        mechanism = words[index + 1].encode("latin-1", "replace") if len(words) > index + 1 else b""
+        if word.upper() in _SASL_VERBS and mechanism and sasl_mechanism(mechanism):
             keep.append(words[index + 1])
         return " ".join(keep + ([MASK] if len(words) > len(keep) else []))
     return mask_line(text)
