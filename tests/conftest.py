@@ -72,9 +72,9 @@ def pytest_runtest_setup(item):
     _current["item"] = item
 
 
-@pytest.hookimpl(trylast=True)
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item, nextitem):
-    _current["item"] = None
+    _current["item"] = None  # finalizers of a module's lab fixtures run in its last test's teardown
 
 
 # --- JSON documents ------------------------------------------------------------------------

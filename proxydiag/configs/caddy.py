@@ -159,9 +159,9 @@ def _json_server(source: Source, server: Tree, kind: str, found: _Found) -> None
     tls = kind == "http" and server.get("tls_connection_policies") is not None
     fronts = []
     for address, line in zip(listen, listen.item_lines):
-        front = _front(source.origin(line), str(address), tls, accepts)
+        front = _front(source.origin(line, str(address)), str(address), tls, accepts)
         if front is None:
-            found.problems.append(Problem(f"listen address {address!r} not understood", source.origin(line)))
+            found.problems.append(Problem(f"listen address {address!r} not understood", source.origin(line, str(address))))
             continue
         if kind == "http" and front.port == 443:
             front = replace(front, tls_terminated=True)
@@ -210,7 +210,7 @@ def _json_proxy(source: Source, handler: Tree, name: str, front: FrontListener, 
             listed.item_lines.append(upstream.key_lines.get("dial", line))
         for dial, dial_line in zip(listed, listed.item_lines):
             target = _upstream(str(dial)) if isinstance(dial, (str, int)) else None
-            origin = source.origin(dial_line or line)
+            origin = source.origin(dial_line or line, str(dial))
             if target is None:
                 found.problems.append(Problem(f"upstream {dial!r}: no host:port", origin))
                 continue

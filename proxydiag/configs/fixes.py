@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from proxydiag.configs.citation import shown_line
 from proxydiag.configs.model import FrontListener, Origin, Route, VersionFloor
 from proxydiag.configs.stalwart import Listener
 
@@ -53,7 +54,7 @@ def apply(text: str, edits: Iterable[LineEdit], path: str) -> str:
 def render(edits: Iterable[LineEdit], advice: str = "") -> str:
     parts = []
     for edit in edits:
-        diff = [f"-{edit.origin.text}", *(f"+{line}" for line in edit.new)]
+        diff = [f"-{edit.origin.shown}", *(f"+{shown_line(line, edit.origin.focus)}" for line in edit.new)]
         parts.append(f"In {edit.origin.path}, line {edit.origin.line}:\n\n```diff\n" + "\n".join(diff) + "\n```")
     if advice:
         parts.append(advice)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from proxydiag.configs.citation import shown_line
 from proxydiag.parsers.userinput import read_text_bounded
 
 HeaderVersion = Literal["none", "v1", "v2"]
@@ -36,18 +37,27 @@ def read_text(path: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """Where a fact was written: the file, the 1-based line, and that line's text."""
+    """Where a fact was written: the file, the 1-based line, that line's text (the fact a
+    fix edits; never shown whole: `shown`), and the key it is about, where the file is
+    structured."""
 
     path: str
     line: int
     text: str = ""
+    focus: str = ""
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}"
 
+    @property
+    def shown(self) -> str:
+        """The line as a report may quote it: no comment, no secret, bounded."""
+        return shown_line(self.text, self.focus)
+
     def cite(self) -> str:
         """`haproxy.cfg:12: server s1 10.0.0.3:10025 send-proxy` for evidence."""
-        return f"{self}: {self.text.strip()}" if self.text.strip() else str(self)
+        shown = self.shown.strip()
+        return f"{self}: {shown}" if shown else str(self)
 
 
 @dataclass(frozen=True, slots=True)

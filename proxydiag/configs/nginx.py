@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from proxydiag.configs.citation import shown_line
 from proxydiag.configs.includes import MAX_INCLUDED_FILES, IncludeGuard
 from proxydiag.configs.model import (
     ConfigReadError,
@@ -214,7 +215,7 @@ def from_payload(payload: dict, path: str, line_of: Callable[[str, int], str]) -
         message = re.sub(r"(?<!\s)\s+in\s+\S+:\d+$", "", message)
         message = re.sub(r"^\[Errno \d+\] No such file or directory: '(.*)'$", r"include \1: no such file", message)
         message = re.sub(r"^\[Errno \d+\] ", "", message)
-        raise ConfigReadError(first.get("file") or path, first.get("line"), message)
+        raise ConfigReadError(first.get("file") or path, first.get("line"), shown_line(message))  # it quotes tokens
     configs = payload.get("config") or []
     if not configs:
         raise ConfigReadError(path, None, "nothing parsed")

@@ -74,7 +74,7 @@ def is_compose(document: Any) -> bool:
 
 def looks_like(text: str) -> bool:
     return bool(re.search(r"(?m)^services:\s*(#.*)?$", text)
-                and re.search(r"(?m)^[ \t]*(-[ \t]*)?[\"']?traefik\.(tcp|http)\.", text))
+                and re.search(r"(?m)^[ \t]*((-[ \t]*)?|labels:[ \t]*[{\[][^\n]*?)[\"']?traefik\.(tcp|http)\.", text))
 
 
 # --- the compose file as Traefik sees it ---------------------------------------------------

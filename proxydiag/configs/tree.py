@@ -49,14 +49,16 @@ class Source:
     def __init__(self, path: str, text: str) -> None:
         self.path, self.lines = path, text.splitlines()
 
-    def origin(self, line: int) -> Origin:
+    def origin(self, line: int, focus: str = "") -> Origin:
+        """Line `line`; `focus`, what on it the citation is about (a key or a value), picks
+        the part of a long line that a report shows."""
         line = max(1, min(line, len(self.lines) or 1))
-        return Origin(self.path, line, self.lines[line - 1] if line <= len(self.lines) else "")
+        return Origin(self.path, line, self.lines[line - 1] if line <= len(self.lines) else "", focus)
 
     def at(self, tree: Any, key: Any = None) -> Origin:
         """Where `tree[key]` (or the tree itself) was written."""
         if key is not None and isinstance(tree, Tree) and tree.key_lines.get(key):
-            return self.origin(tree.key_lines[key])
+            return self.origin(tree.key_lines[key], str(key))
         return self.origin(getattr(tree, "line", 0) or 1)
 
     def error(self, tree: Any, message: str, key: Any = None) -> ConfigReadError:
