@@ -40,7 +40,7 @@ _DIRECTIVE_ARGUMENTS = re.compile(
     """
 )
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|$)", re.S)
-_CREDENTIAL_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@\"']+:[^/\s@\"']*@")
+_CREDENTIAL_URL = re.compile(r"(?<=://)[^/\s:@\"']+:[^/\s@\"']*@")  # user:password@ after a scheme
 # A comment: `#` or `//` at the start or after blank space, outside quotes (the line is
 # scanned, not matched, so quoted `#` in a value survives).
 _QUOTES = "\"'"
@@ -52,7 +52,7 @@ def shown_line(text: str, focus: str = "") -> str:
     indent = text[: len(text) - len(text.lstrip(" \t"))]
     line = _without_comment(text.strip())
     line = _PEM.sub(MASK, line)
-    line = _CREDENTIAL_URL.sub(lambda match: f"{match.group(1)}{MASK}@", line)
+    line = _CREDENTIAL_URL.sub(f"{MASK}@", line)
     line = _KEYED.sub(lambda match: f"{match.group('name')}{match.group('sep')}{_mask_like(match.group('value'))}", line)
     line = _DIRECTIVE_ARGUMENTS.sub(lambda match: f"{match.group('name')} {MASK}", line)
     return indent + _bounded(line, focus) if line else ""
