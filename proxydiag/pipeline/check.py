@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from proxydiag.configs import compose, haproxy, kind_of, load, traefik_entry_points
-from proxydiag.configs.model import ConfigReadError, ProxyConfig
+from proxydiag.configs.model import ConfigReadError, ProxyConfig, Route
 from proxydiag.configs.stalwart import StalwartConfig
 from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Analysis
@@ -60,8 +60,7 @@ def check_configurations(paths: Sequence[str], stalwart: StalwartConfig | None =
     setting = crosscheck.Setting(stalwart=stalwart, server_addresses=frozenset(server_addresses), published=published)
     result.judgements = crosscheck.check(result.configs, setting)
     findings = [crosscheck.to_finding(judgement) for judgement in result.judgements]
-    findings += [finding for finding in _stalwart_findings(stalwart)
-                 if not (finding.code == "PD604" and _headers_reach(finding.evidence.get("listener"), result.configs, stalwart))]
+    findings += _stalwart_findings(stalwart, tuple(route for config in result.configs for route in config.routes))
     findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.code))
     result.findings = findings
     return result
@@ -76,19 +75,9 @@ def _is_kind(path: str, given: str | None, wanted: str) -> bool:
         return False
 
 
-def _headers_reach(listener_id: str | None, configs: Sequence[ProxyConfig], stalwart: StalwartConfig | None) -> bool:
-    """Whether the proxies given forward to that Stalwart listener's ports, and every one of
-    their routes there sends a header (PD604's worry, a proxy that sends none, is then not
-    what these configurations do)."""
-    listener = next((item for item in stalwart.listeners if item.id == listener_id), None) if stalwart else None
-    if listener is None:
-        return False
-    routes = [route for config in configs for route in config.routes if route.target_port in listener.ports]
-    return bool(routes) and all(route.sends != "none" for route in routes)
-
-
-def _stalwart_findings(stalwart: StalwartConfig | None) -> list[Finding]:
-    """The PD6xx checks of the Stalwart file alone (the same rules `analyze` runs)."""
+def _stalwart_findings(stalwart: StalwartConfig | None, routes: tuple[Route, ...]) -> list[Finding]:
+    """The checks of the Stalwart file, read with the given proxies' routes (the same rules
+    `analyze` runs)."""
     if stalwart is None:
         return []
-    return judge_all([], Tally(ExpectationResolver(None, {}, stalwart, None)), Options(), stalwart)
+    return judge_all([], Tally(ExpectationResolver(None, {}, stalwart, None)), Options(), stalwart, proxy_routes=routes)

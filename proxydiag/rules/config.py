@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from proxydiag.configs.model import Route
 from proxydiag.configs.stalwart import Listener, StalwartConfig
 from proxydiag.facts.model import Connection
 from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint
@@ -12,7 +13,7 @@ MAIL_PROTOCOLS = frozenset({"smtp", "lmtp", "imap", "pop3", "managesieve", "http
 
 
 class TrustedNetworkMatchesNothing(Rule):
-    code, slug, severity = "PD601", "trusted-network-matches-nothing", "error"
+    code = "PD601"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is None:
@@ -24,7 +25,7 @@ class TrustedNetworkMatchesNothing(Rule):
 
 
 class EmptyOverrideIgnored(Rule):
-    code, slug, severity = "PD602", "empty-override-ignored", "warning"
+    code = "PD602"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is None or ctx.config.style != "json" or not ctx.config.trusted:
@@ -39,7 +40,7 @@ class EmptyOverrideIgnored(Rule):
 
 
 class ProxyOverrideIgnored(Rule):
-    code, slug, severity = "PD603", "proxy-override-ignored", "warning"
+    code = "PD603"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is None or ctx.config.style != "toml":
@@ -54,7 +55,7 @@ class ProxyOverrideIgnored(Rule):
 
 
 class ProxyRequiredOnHttp(Rule):
-    code, slug, severity = "PD604", "proxy-required-on-http", "warning"
+    code = "PD604"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         config = ctx.config
@@ -74,11 +75,11 @@ class ProxyRequiredOnHttp(Rule):
         if config is None:
             return
         for listener in self._mandatory(config):
-            if listener.id not in ctx.cache.get(self.code, ()):
+            if listener.id not in ctx.cache.get(self.code, ()) and not _headers_reach(listener, ctx.proxy_routes):
                 yield Hit(
                     f"The server-wide trusted networks make PROXY headers mandatory on the HTTP listener "
                     f"{listener.id!r} too: an HTTP proxy that sends none gets Bad Gateway / \"invalid proxy header\".",
-                    [], self._evidence(listener, config), group=listener.id, severity="warning",
+                    [], self._evidence(listener, config), group=listener.id,
                 )
 
     @staticmethod
@@ -94,8 +95,15 @@ class ProxyRequiredOnHttp(Rule):
         return {"listener": listener.id, "trusted_networks": [entry.text for entry in config.trusted]}
 
 
+def _headers_reach(listener: Listener, routes: tuple[Route, ...]) -> bool:
+    """Whether the proxies given forward to the listener's ports and every one of their
+    routes there sends a header: then a proxy that sends none is not what they do."""
+    reaching = [route for route in routes if route.target_port in listener.ports]
+    return bool(reaching) and all(route.sends != "none" for route in reaching)
+
+
 class ForwardedTrustedFromAnyone(Rule):
-    code, slug, severity = "PD605", "forwarded-trusted-from-anyone", "warning"
+    code = "PD605"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is not None and ctx.config.use_x_forwarded:
@@ -110,7 +118,7 @@ class ForwardedTrustedFromAnyone(Rule):
 
 
 class TrafficVsConfig(Rule):
-    code, slug, severity = "PD606", "traffic-vs-config", "error"
+    code = "PD606"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         config = ctx.config

@@ -1,0 +1,110 @@
+"""One way to make a finding: code, slug and severity from the catalog (the pages),
+whatever the evidence; a lower severity only for a reason the finding reports. The
+judges of each kind of evidence, fed facts built directly (tests/facts.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxydiag.configs.stalwart import StalwartConfig, load
+from proxydiag.facts.expectations import ExpectationResolver
+from proxydiag.rules import catalog
+from proxydiag.rules import probe as probe_judge
+from proxydiag.rules.base import LOWERED_REASONS, NOTE_REASONS, SEVERITIES, Options
+from proxydiag.rules.finding import make_finding
+from proxydiag.rules.judge import judge_all
+from proxydiag.rules.tally import Tally
+from tests.facts import probe_step, route, target_probe
+
+GREETING = b"220 mx.example.test ESMTP Postfix\r\n"
+ANSWERS_V2 = GREETING + b"500 5.5.2 Error: bad syntax\r\n" * 3 + b"221 2.0.0 Bye\r\n"
+EHLO = b"EHLO probe.example.test\r\n"
+OFFER = GREETING + b"250-mx.example.test\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n"
+
+
+def test_a_finding_takes_slug_severity_and_page_from_the_catalog():
+    finding = make_finding("PD301", "m", {"x": 1}, connections=[3], frames=[14])
+    page = catalog.load_pages()["PD301"]
+    assert (finding.slug, finding.severity, finding.doc) == (page.slug, page.severity, "docs/findings/PD301.md")
+    assert finding.to_dict()["severity_lowered"] is None and not finding.inferred and not finding.note
+
+
+@pytest.mark.parametrize("reason", LOWERED_REASONS)
+def test_a_lower_severity_is_reported_with_its_reason(reason):
+    finding = make_finding("PD101", "m", {}, lowered=reason)
+    assert finding.severity == SEVERITIES[SEVERITIES.index(catalog.load_pages()["PD101"].severity) + 1]
+    assert finding.to_dict()["severity_lowered"] == reason
+    assert finding.inferred == (reason == "inferred") and finding.note == (reason in NOTE_REASONS)
+
+
+def test_a_code_without_a_page_is_refused():
+    with pytest.raises(LookupError):
+        make_finding("PD999", "m", {})
+
+
+# --- the probe: the pages' severities, lowered only for a stated reason ----------------------
+
+
+def probe_findings(*records, host="192.0.2.10", port=10025, role=None):
+    probe = target_probe(host, port, *records, role=role)
+    return {finding.code: finding for finding in probe_judge.findings(probe, probe_judge.verdict(probe))}
+
+
+def test_probe_pd102_is_an_error_as_its_page_says():
+    found = probe_findings(probe_step("none", GREETING, port=10025), probe_step("v2", ANSWERS_V2, port=10025))
+    assert found["PD102"].severity == "error" and found["PD102"].severity_lowered is None
+
+
+def test_probe_pd106_on_a_public_port_is_lowered_because_it_is_conditional():
+    found = probe_findings(probe_step("none", GREETING, port=25), probe_step("v2", ANSWERS_V2, port=25), port=25)
+    assert (found["PD106"].severity, found["PD106"].severity_lowered) == ("warning", "conditional")
+
+
+def test_probe_pd301_is_one_step_below_its_page_with_the_reason():
+    found = probe_findings(probe_step("v2", OFFER, EHLO), probe_step("v2-ssl", OFFER, EHLO))
+    assert (found["PD301"].severity, found["PD301"].severity_lowered) == ("warning", "conditional")
+    assert not found["PD301"].note  # the fix is printed
+
+
+def test_probe_pd109_on_a_front_that_waits_for_a_header():
+    found = probe_findings(probe_step("none", ended_by="server-fin", port=25), probe_step("v2", GREETING, port=25),
+                           port=25)
+    assert found["PD109"].severity == "error" and found["PD109"].slug == "proxy-expects-header-from-client"
+
+
+# --- PD604 reads the given proxies' routes ---------------------------------------------------
+
+STALWART_HTTP = """
+[server.proxy]
+trusted-networks = ["198.51.100.2/32"]
+
+[server.listener."http"]
+bind = ["[::]:8080"]
+protocol = "http"
+"""
+
+
+def pd604(stalwart: StalwartConfig, *routes) -> list:
+    tally = Tally(ExpectationResolver(None, {}, stalwart, None))
+    findings = judge_all([], tally, Options(), stalwart, proxy_routes=tuple(routes))
+    return [finding for finding in findings if finding.code == "PD604"]
+
+
+@pytest.fixture
+def stalwart_http(tmp_path) -> StalwartConfig:
+    path = tmp_path / "config.toml"
+    path.write_text(STALWART_HTTP)
+    return load(str(path))
+
+
+def test_pd604_without_proxies_given(stalwart_http):
+    assert pd604(stalwart_http)
+
+
+def test_pd604_not_raised_where_every_given_route_to_the_listener_sends_a_header(stalwart_http):
+    assert not pd604(stalwart_http, route(("192.0.2.10", 8080), "v2", front_port=443))
+
+
+def test_pd604_raised_where_a_given_route_sends_none(stalwart_http):
+    assert pd604(stalwart_http, route(("192.0.2.10", 8080), "v2", front_port=443),
+                 route(("192.0.2.10", 8080), "none", front_port=80))
