@@ -127,15 +127,15 @@ STALWART = typer.Option(None, "--stalwart-config", metavar="FILE",
                         "TLS and trusted networks decide what each connection must carry; the file itself is checked too "
                         "(PD6xx).")
 PORTS = typer.Option(None, "--ports", metavar="LIST", help="Mail ports to consider besides the defaults.")
-MIN_CONNECTIONS = typer.Option(5, "--min-connections", help="Connections an endpoint needs before PD202 judges it.")
-HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", help="A header later than this is PD108.")
-GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", help="No greeting within this is PD402.")
-INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205).")
+MIN_CONNECTIONS = typer.Option(5, "--min-connections", help="Connections an endpoint needs before single-client-address judges it.")
+HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", help="A header later than this is proxy-header-late.")
+GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", help="No greeting within this is no-greeting.")
+INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no private-client-address).")
 FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1.")
 ANNOTATE = typer.Option(None, "--annotate", metavar="OUT.pcapng",
                         help="Also write the capture back as pcapng with the judgement inside, for Wireshark: each frame "
-                        "a finding cites carries a packet comment (PD301 tls-flag-lost: ...), each connection's first "
-                        "frame a one-line summary (tshark -r OUT.pcapng -Y 'frame.comment contains \"PD301\"'). "
+                        "a finding cites carries a packet comment (CODE slug: ...), each connection's first "
+                        "frame a one-line summary (tshark -r OUT.pcapng -Y 'frame.comment contains \"tls-flag-lost\"'). "
                         "Not with --anonymize: the frames carry the original addresses.")
 JOBS = typer.Option("1", "--jobs", "-j", metavar="N|auto",
                     help="Worker processes sharing the connections (default 1); auto: one per CPU (up to 4) for "
@@ -829,7 +829,7 @@ def decode(
 
 
 @app.command()
-def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code (PD301) or its slug (tls-flag-lost).")) -> None:
+def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code (PDnnn) or its slug (tls-flag-lost).")) -> None:
     """The finding's page: what it means, why Stalwart cares, how to confirm it, and the
     fix for HAProxy, nginx, Traefik, Caddy, Envoy, cloud load balancers and Stalwart."""
     from proxydiag.rules import catalog
