@@ -126,13 +126,7 @@ class TrafficVsConfig(Rule):
             return
         listener = config.listener_for_port(conn.tcp.dst_port)
         if listener is None:
-            if conn.header is not None or conn.protocol in MAIL_PROTOCOLS or conn.greeting is not None:
-                yield Hit(
-                    f"{'PROXY headers reach' if conn.header else 'Mail traffic reaches'} port {conn.tcp.dst_port}, which no "
-                    f"listener in {config.path} binds: is this the right file, or a listener bound elsewhere?",
-                    [conn], {"port": conn.tcp.dst_port}, group=("unknown-port", conn.tcp.dst_port),
-                )
-            return
+            return  # PD608
         trusted = config.trusts(listener, conn.tcp.src_addr)
         if conn.header is not None and not trusted:
             yield Hit(
@@ -148,6 +142,24 @@ class TrafficVsConfig(Rule):
             )
 
 
+class UnknownListenerPort(Rule):
+    """Traffic to a port no listener of the Stalwart file binds (`crosscheck` raises the
+    same code for a proxy's route there)."""
+
+    code = "PD608"
+
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        config = ctx.config
+        if config is None or conn.mid_stream or config.listener_for_port(conn.tcp.dst_port) is not None:
+            return
+        if conn.header is not None or conn.protocol in MAIL_PROTOCOLS or conn.greeting is not None:
+            yield Hit(
+                f"{'PROXY headers reach' if conn.header else 'Mail traffic reaches'} port {conn.tcp.dst_port}, which no "
+                f"listener in {config.path} binds: is this the right file, or a listener bound elsewhere?",
+                [conn], {"port": conn.tcp.dst_port}, group=conn.tcp.dst_port,
+            )
+
+
 RULES = [
     TrustedNetworkMatchesNothing(),
     EmptyOverrideIgnored(),
@@ -155,4 +167,5 @@ RULES = [
     ProxyRequiredOnHttp(),
     ForwardedTrustedFromAnyone(),
     TrafficVsConfig(),
+    UnknownListenerPort(),
 ]

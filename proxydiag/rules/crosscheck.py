@@ -238,7 +238,7 @@ def _judge_unknown_port(route: Route, setting: Setting) -> Iterable[Judgement]:
         return
     path = setting.stalwart.path if setting.stalwart is not None else "the Stalwart configuration"
     yield Judgement(
-        "PD606",
+        "PD608",
         f"{route.origin} forwards to port {route.target_port}, which no listener in {path} binds"
         + (f" at {route.server_address}" if setting.server_addresses else "")
         + ": is this the right file, a listener bound elsewhere, or an address translated on the way "

@@ -18,7 +18,7 @@ TRAFFIC_CODES_WITH_LOG_LINES = frozenset({"PD101", "PD102", "PD401"})
 
 
 def traffic_vs_configs(connections: Sequence[Connection], proxy_configs: Sequence[ProxyConfig]) -> list[Finding]:
-    """PD606 where the capture contradicts a proxy configuration: a route's legs carry
+    """PD607 where the capture contradicts a proxy configuration: a route's legs carry
     another header than the route sends, or clients reach a port of the proxy that no
     listener of the configurations binds."""
     findings: list[Finding] = []
@@ -65,7 +65,7 @@ def _header_contradiction(route: Route, legs: list[Connection]) -> Finding | Non
     if route.sends_origin is not None and route.sends_origin != route.origin:
         evidence["header"] = route.sends_origin.cite()
     return _finding(
-        "PD606", f"{route.origin} sends {said} to {route.endpoint}, but {len(wrong)} of the {len(legs)} captured "
+        "PD607", f"{route.origin} sends {said} to {route.endpoint}, but {len(wrong)} of the {len(legs)} captured "
         f"connection(s) to it carry {carried}: the proxy runs another configuration than this file (not "
         "reloaded, another host, or the wrong file).", wrong, evidence)
 
@@ -88,13 +88,13 @@ def _unrouted_ports(connections: Sequence[Connection], proxy_addresses: set[str]
             backs.setdefault(port, []).append(conn)
     for port, group in sorted(fronts.items()):
         yield _finding(
-            "PD606", f"The capture shows {len(group)} connection(s) to the proxy's port {port} "
+            "PD607", f"The capture shows {len(group)} connection(s) to the proxy's port {port} "
             f"({group[0].tcp.dst_addr}), which no listener of {files} binds: the proxy runs another "
             "configuration than this file, or the capture holds another proxy's traffic.",
             group, {"port": port, "proxy_configs": files})
     for port, group in sorted(backs.items()):
         yield _finding(
-            "PD606", f"The proxy ({group[0].tcp.src_addr}) opened {len(group)} connection(s) to {group[0].tcp.dst_addr}:{port}, "
+            "PD607", f"The proxy ({group[0].tcp.src_addr}) opened {len(group)} connection(s) to {group[0].tcp.dst_addr}:{port}, "
             f"which no route of {files} targets: the proxy runs another configuration than this file.",
             group, {"server_port": port, "proxy_configs": files})
 
