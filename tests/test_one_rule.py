@@ -8,13 +8,15 @@ import pytest
 
 from proxydiag.configs.stalwart import StalwartConfig, load
 from proxydiag.facts.expectations import ExpectationResolver
-from proxydiag.rules import catalog
+from proxydiag.rules import catalog, crosscheck
 from proxydiag.rules import probe as probe_judge
 from proxydiag.rules.base import LOWERED_REASONS, NOTE_REASONS, SEVERITIES, Options
 from proxydiag.rules.finding import make_finding
-from proxydiag.rules.judge import judge_all
+from proxydiag.rules.evidence import traffic_vs_configs
+from proxydiag.rules.judge import judge_all, tally_of
+from proxydiag.rules.logs import judge as judge_logs
 from proxydiag.rules.tally import Tally
-from tests.facts import probe_step, route, target_probe
+from tests.facts import connection, log_event, probe_step, proxy_config, route, target_probe
 
 GREETING = b"220 mx.example.test ESMTP Postfix\r\n"
 ANSWERS_V2 = GREETING + b"500 5.5.2 Error: bad syntax\r\n" * 3 + b"221 2.0.0 Bye\r\n"
@@ -108,3 +110,65 @@ def test_pd604_not_raised_where_every_given_route_to_the_listener_sends_a_header
 def test_pd604_raised_where_a_given_route_sends_none(stalwart_http):
     assert pd604(stalwart_http, route(("192.0.2.10", 8080), "v2", front_port=443),
                  route(("192.0.2.10", 8080), "none", front_port=80))
+
+
+# --- PD606's three meanings, three codes: judged from facts ----------------------------------
+
+PROXY = "198.51.100.2"
+
+
+def test_pd607_a_route_s_legs_carry_another_header_than_it_sends():
+    legs = [connection(1, src=(PROXY, 40001), header="none", client_first="EHLO x"),
+            connection(2, src=(PROXY, 40002), header="v2")]
+    (finding,) = traffic_vs_configs(legs, [proxy_config(route(("192.0.2.10", 10025), "v2"))])
+    assert (finding.code, finding.slug, finding.severity) == ("PD607", "traffic-vs-proxy-config", "error")
+    assert finding.evidence["configured"] == "v2" and finding.evidence["observed"] == {"none": 1}
+    assert finding.connections == [1] and finding.frames == [10] and finding.fix is None  # the page's fix
+
+
+def test_pd607_clients_reach_a_proxy_port_no_listener_binds():
+    config = proxy_config(route(("192.0.2.10", 10025), "v2"))
+    front_leg = connection(1, src=("203.0.113.7", 50000), dst=("192.0.2.20", 143), protocol="imap")
+    back_leg = connection(2, src=("192.0.2.20", 40000), dst=("192.0.2.10", 10025), header="v2")
+    found = traffic_vs_configs([front_leg, back_leg], [config])
+    assert [(finding.code, finding.evidence.get("port")) for finding in found] == [("PD607", 143)]
+
+
+def test_pd607_absent_when_the_traffic_is_what_the_file_says():
+    legs = [connection(1, src=(PROXY, 40001), header="v2")]
+    assert traffic_vs_configs(legs, [proxy_config(route(("192.0.2.10", 10025), "v2"))]) == []
+
+
+def test_pd608_a_route_to_a_port_no_stalwart_listener_binds(stalwart_http):
+    judgements = crosscheck.check([proxy_config(route(("192.0.2.10", 10587), "v2", front_port=587))],
+                                  crosscheck.Setting(stalwart=stalwart_http))
+    (finding,) = [crosscheck.to_finding(j) for j in judgements if j.code == "PD608"]
+    assert (finding.slug, finding.severity, finding.severity_lowered) == ("unknown-listener-port", "warning", "inferred")
+    assert not [j for j in judgements if j.code == "PD606"]
+
+
+def test_pd608_traffic_to_a_port_no_stalwart_listener_binds(stalwart_http):
+    conn = connection(1, src=(PROXY, 40001), dst=("192.0.2.10", 10587), header="v2")
+    tally = tally_of([conn], ExpectationResolver(None, {}, stalwart_http, None), Options())
+    found = {finding.code: finding for finding in judge_all([conn], tally, Options(), stalwart_http)}
+    assert found["PD608"].severity == "error" and found["PD608"].evidence == {"port": 10587}
+    assert "PD606" not in found
+
+
+# --- log lines ---------------------------------------------------------------------------------
+
+
+def test_haproxy_log_of_a_client_without_a_header_is_pd109_at_its_page_s_severity():
+    events = [log_event("haproxy.proxy-timeout", seconds=index, frontend="submission", bind="1",
+                        error="Timeout while waiting for PROXY protocol header", client="127.0.0.1") for index in range(2)]
+    (finding,) = judge_logs(events).findings
+    assert (finding.code, finding.severity, finding.proxy, finding.count) == ("PD109", "error", "HAProxy", 2)
+    assert finding.severity_lowered is None and len(finding.evidence["log_lines"]) == 2
+
+
+def test_log_findings_that_rest_on_a_guess_say_so():
+    starts = [log_event("smtp.connection-start", source="stalwart", seconds=index, remoteIp=PROXY,
+                        listenerId="smtp", localPort=25) for index in range(6)]
+    (finding,) = judge_logs(starts).findings
+    assert (finding.code, finding.severity, finding.severity_lowered, finding.inferred) == \
+        ("PD202", "info", "inferred", True)
