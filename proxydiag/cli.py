@@ -225,6 +225,7 @@ def analyze(
     inputs = evidence.sort_inputs(files or [], evidence.read_head)
     verdicts = _annotation_verdicts(annotate, anonymize, inputs.captures)
     workers = _jobs(jobs, inputs.captures)
+    checked = _configurations(inputs.configs, settings)
     with ProgressBar() as progress:
         try:
             analysis = diagnose(inputs.captures, settings, progress.reporter(), workers,
@@ -232,7 +233,7 @@ def analyze(
         except ShardError as error:
             fail(str(error))
     unwritten = _annotate(annotate, inputs.captures, analysis, verdicts) if annotate and verdicts else []
-    extra, unread = _other_evidence(analysis, inputs, settings) if inputs.besides_captures else (None, [])
+    extra, unread = _other_evidence(analysis, inputs, checked) if inputs.besides_captures else (None, [])
     unread = [*unread, *unwritten]
     _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on), extra, unread)
 
@@ -285,13 +286,23 @@ def _read_logs(paths: list[str], proxies: frozenset[str]) -> LogAnalysis:
                         datetime.now().astimezone().tzinfo or timezone.utc)
 
 
-def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, settings: Settings) -> tuple[dict, list[str]]:
+def _configurations(paths: list[str], settings: Settings) -> CheckResult | None:
+    """The proxy configurations beside the captures, read and judged before the captures are,
+    whose judging reads their routes (the Stalwart file is judged once, with the captures)."""
+    if not paths:
+        return None
+    from proxydiag.pipeline.check import check_configurations
+
+    checked = check_configurations(paths, settings.stalwart, judge_stalwart_file=False)
+    settings.proxy_routes = tuple(route for config in checked.configs for route in config.routes)
+    return checked
+
+
+def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, checked: CheckResult | None) -> tuple[dict, list[str]]:
     """The configurations and logs beside the captures, combined into the analysis; and
     one line for each file that could not be read."""
     from proxydiag.pipeline import evidence
-    from proxydiag.pipeline.check import check_configurations
 
-    checked = check_configurations(inputs.configs, settings.stalwart) if inputs.configs else None
     proxies = evidence.proxy_addresses(analysis.connections, checked.configs if checked else [])
     logs = _read_logs(inputs.logs, proxies) if inputs.logs else None
     unread = [str(error) for error in checked.errors] if checked else []

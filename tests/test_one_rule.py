@@ -4,6 +4,11 @@ judges of each kind of evidence, fed facts built directly (tests/facts.py)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from proxydiag.configs.stalwart import StalwartConfig, load
@@ -18,6 +23,7 @@ from proxydiag.rules.logs import judge as judge_logs
 from proxydiag.rules.tally import Tally
 from tests.facts import connection, log_event, probe_step, proxy_config, route, target_probe
 
+ROOT = Path(__file__).resolve().parent.parent
 GREETING = b"220 mx.example.test ESMTP Postfix\r\n"
 ANSWERS_V2 = GREETING + b"500 5.5.2 Error: bad syntax\r\n" * 3 + b"221 2.0.0 Bye\r\n"
 EHLO = b"EHLO probe.example.test\r\n"
@@ -172,3 +178,36 @@ def test_log_findings_that_rest_on_a_guess_say_so():
     (finding,) = judge_logs(starts).findings
     assert (finding.code, finding.severity, finding.severity_lowered, finding.inferred) == \
         ("PD202", "info", "inferred", True)
+
+
+# --- analyze with configurations beside the capture: PD604 reads their routes there too --------
+
+HAPROXY_TO_HTTP = """\
+defaults
+    mode tcp
+frontend fe
+    bind 127.80.0.20:443
+    default_backend be
+backend be
+    server s 127.80.0.30:8080{sends}
+"""
+
+
+def report_codes(*args: str) -> list[str]:
+    run = subprocess.run([sys.executable, "-m", "proxydiag", *args, "--format", "json", "--fail-on", "never"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return [finding["code"] for finding in json.loads(run.stdout)["findings"]]
+
+
+@pytest.mark.parametrize("sends, raised", [(" send-proxy-v2", False), ("", True)])
+def test_analyze_and_check_agree_on_pd604_from_the_given_routes(tmp_path, sends, raised):
+    stalwart = tmp_path / "config.toml"
+    stalwart.write_text(STALWART_HTTP + "\n[http]\nuse-x-forwarded = true\n")
+    haproxy = tmp_path / "haproxy.cfg"
+    haproxy.write_text(HAPROXY_TO_HTTP.format(sends=sends))
+    analyzed = report_codes("analyze", str(ROOT / "captures" / "haproxy-v2-smtp.pcap"), str(haproxy),
+                            "--stalwart-config", str(stalwart))
+    checked = report_codes("check", str(haproxy), "--stalwart-config", str(stalwart))
+    assert ("PD604" in analyzed, "PD604" in checked) == (raised, raised)
+    assert analyzed.count("PD605") == checked.count("PD605") == 1  # the Stalwart file judged once

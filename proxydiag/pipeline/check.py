@@ -36,9 +36,10 @@ class CheckResult:
 
 
 def check_configurations(paths: Sequence[str], stalwart: StalwartConfig | None = None, kind: str | None = None,
-          server_addresses: Sequence[str] = ()) -> CheckResult:
+          server_addresses: Sequence[str] = (), judge_stalwart_file: bool = True) -> CheckResult:
     """Read every file (the unreadable ones are reported, the others still checked) and
-    judge them together with Stalwart's configuration."""
+    judge them together with Stalwart's configuration (and the Stalwart file itself, unless
+    the caller's own judging does: `analyze` with captures)."""
     result = CheckResult(stalwart=stalwart)
     published = tuple(mapping for path in paths for mapping in compose.published_ports(path))
     entry_points = traefik_entry_points([path for path in paths if _is_kind(path, kind, "traefik")])
@@ -60,7 +61,8 @@ def check_configurations(paths: Sequence[str], stalwart: StalwartConfig | None =
     setting = crosscheck.Setting(stalwart=stalwart, server_addresses=frozenset(server_addresses), published=published)
     result.judgements = crosscheck.check(result.configs, setting)
     findings = [crosscheck.to_finding(judgement) for judgement in result.judgements]
-    findings += _stalwart_findings(stalwart, tuple(route for config in result.configs for route in config.routes))
+    if judge_stalwart_file:
+        findings += _stalwart_findings(stalwart, tuple(route for config in result.configs for route in config.routes))
     findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.code))
     result.findings = findings
     return result
