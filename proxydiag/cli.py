@@ -151,17 +151,17 @@ STALWART = typer.Option(None, "--stalwart-config", metavar="FILE",
                         "TLS and trusted networks decide what each connection must carry; the file itself is checked too "
                         "(PD6xx).")
 PORTS = typer.Option(None, "--ports", metavar="LIST", help="Mail ports to consider besides the defaults.")
-MIN_CONNECTIONS = typer.Option(5, "--min-connections", help="Connections an endpoint needs before PD202 judges it.")
+MIN_CONNECTIONS = typer.Option(5, "--min-connections", help="Connections an endpoint needs before single-client-address judges it.")
 HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", callback=_finite,
-                            help="A header later than this is PD108.")
+                            help="A header later than this is proxy-header-late.")
 GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", callback=_finite,
-                                help="No greeting within this is PD402.")
-INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no PD205).")
+                                help="No greeting within this is no-greeting.")
+INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no private-client-address).")
 FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1.")
 ANNOTATE = typer.Option(None, "--annotate", metavar="OUT.pcapng",
                         help="Also write the capture back as pcapng with the judgement inside, for Wireshark: each frame "
-                        "a finding cites carries a packet comment (PD301 tls-flag-lost: ...), each connection's first "
-                        "frame a one-line summary (tshark -r OUT.pcapng -Y 'frame.comment contains \"PD301\"'). "
+                        "a finding cites carries a packet comment (CODE slug: ...), each connection's first "
+                        "frame a one-line summary (tshark -r OUT.pcapng -Y 'frame.comment contains \"tls-flag-lost\"'). "
                         "Not with --anonymize: the frames carry the original addresses.")
 JOBS = typer.Option("1", "--jobs", "-j", metavar="N|auto",
                     help="Worker processes sharing the connections (default 1); auto: one per CPU (up to 4) for "
@@ -307,6 +307,7 @@ def analyze(
     inputs = evidence.sort_inputs(files or [], evidence.read_head)
     verdicts = _annotation_verdicts(annotate, anonymize, inputs.captures)
     workers = _jobs(jobs, inputs.captures)
+    checked = _configurations(inputs.configs, settings)
     with ProgressBar() as progress:
         try:
             analysis = diagnose(inputs.captures, settings, progress.reporter(), workers,
@@ -314,7 +315,7 @@ def analyze(
         except ShardError as error:
             fail(str(error))
     unwritten = _annotate(annotate, inputs.captures, analysis, verdicts) if annotate and verdicts else []
-    extra, unread = _other_evidence(analysis, inputs, settings) if inputs.besides_captures else (None, [])
+    extra, unread = _other_evidence(analysis, inputs, checked) if inputs.besides_captures else (None, [])
     unread = [*unread, *unwritten]
     _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on,
                                     [*(files or []), stalwart_config]), extra, unread)
@@ -368,13 +369,23 @@ def _read_logs(paths: list[str], proxies: frozenset[str]) -> LogAnalysis:
                         datetime.now().astimezone().tzinfo or timezone.utc)
 
 
-def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, settings: Settings) -> tuple[dict, list[str]]:
+def _configurations(paths: list[str], settings: Settings) -> CheckResult | None:
+    """The proxy configurations beside the captures, read and judged before the captures are,
+    whose judging reads their routes (the Stalwart file is judged once, with the captures)."""
+    if not paths:
+        return None
+    from proxydiag.pipeline.check import check_configurations
+
+    checked = check_configurations(paths, settings.stalwart, judge_stalwart_file=False)
+    settings.proxy_routes = tuple(route for config in checked.configs for route in config.routes)
+    return checked
+
+
+def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, checked: CheckResult | None) -> tuple[dict, list[str]]:
     """The configurations and logs beside the captures, combined into the analysis; and
     one line for each file that could not be read."""
     from proxydiag.pipeline import evidence
-    from proxydiag.pipeline.check import check_configurations
 
-    checked = check_configurations(inputs.configs, settings.stalwart) if inputs.configs else None
     proxies = evidence.proxy_addresses(analysis.connections, checked.configs if checked else [])
     logs = _read_logs(inputs.logs, proxies) if inputs.logs else None
     unread = [str(error) for error in checked.errors] if checked else []
@@ -929,7 +940,7 @@ def decode(
 
 
 @app.command()
-def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code (PD301) or its slug (tls-flag-lost).")) -> None:
+def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code (PDnnn) or its slug (tls-flag-lost).")) -> None:
     """The finding's page: what it means, why Stalwart cares, how to confirm it, and the
     fix for HAProxy, nginx, Traefik, Caddy, Envoy, cloud load balancers and Stalwart."""
     from proxydiag.rules import catalog

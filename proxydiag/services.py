@@ -27,7 +27,7 @@ class Service:
     implicit_tls: bool  # TLS from the first byte (465, 993, 995, 443)
     server_speaks_first: bool  # the client waits for a greeting
     # Mail clients and servers reach it from anywhere, so the header's source must be a
-    # public address (the catalog's list for PD205: 25, 465, 587, 143, 993, 110, 995).
+    # public address (the catalog's list for private-client-address: 25, 465, 587, 143, 993, 110, 995).
     internet_facing: bool
     public_port: int  # the standard port of this service
     shifted: bool = False  # reached on 10000 + the public port

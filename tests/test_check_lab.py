@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from proxydiag.rules import catalog
 from tests.daemons import lab_address, need
 from tests.stalwart_configs import stalwart_toml
 
@@ -151,10 +152,13 @@ def _tail(path: Path) -> str:
 
 
 class Running:
-    """A daemon of ours, stopped by its own process id."""
+    """A daemon of ours, stopped by its own process id (its standard output to `stdout`, a
+    file, where given: HAProxy's `log stdout`)."""
 
-    def __init__(self, args: list[str], ready: tuple[str, int], env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    def __init__(self, args: list[str], ready: tuple[str, int], env: dict[str, str] | None = None,
+                 stdout: Path | None = None) -> None:
+        self.output = stdout.open("wb") if stdout is not None else None
+        self.process = subprocess.Popen(args, stdout=self.output or subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         try:
             wait_listening(*ready)
         except AssertionError as error:
@@ -170,6 +174,8 @@ class Running:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.output is not None:
+            self.output.close()
 
 
 class Capture:
@@ -194,11 +200,15 @@ def swaks(port: int, *extra: str) -> None:
                     "--quit-after", "EHLO", *extra], capture_output=True, timeout=30)
 
 
-def codes_of(command: str, *args: str) -> set[str]:
+def findings_of(command: str, *args: str) -> list[dict]:
     run = subprocess.run([sys.executable, "-m", "proxydiag", command, *args, "--format", "json", "--fail-on", "never"],
-                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert run.returncode == 0, run.stderr
-    return {finding["code"] for finding in json.loads(run.stdout)["findings"]}
+    return json.loads(run.stdout)["findings"]
+
+
+def codes_of(command: str, *args: str) -> set[str]:
+    return {finding["code"] for finding in findings_of(command, *args)}
 
 
 def run_scenario(lab: Path, name: str, kind: str, body: str, port: int, client_args: tuple[str, ...] = ()):
@@ -308,3 +318,94 @@ def test_check_finds_the_mistake_in_the_running_configuration(outcomes, code):
 def test_analyze_finds_the_same_in_its_traffic(outcomes, code):
     checked, analyzed = outcomes(code)
     assert code in analyzed, f"analyze: {sorted(analyzed)} (check: {sorted(checked)})"
+
+
+# --- one situation, every kind of evidence ------------------------------------------------
+# One mistake shown four ways must give one code at one severity (its page's). HAProxy told
+# to accept PROXY headers from the clients of its public submission port (a plain SMTP port:
+# clients wait for the greeting, HAProxy for a header, until it gives up): the capture of a
+# client's session, the configuration, HAProxy's own log of it and a probe of the listener.
+# HAProxy sending a v2 header to a plain Postfix (PD102) shows in three: the capture, the
+# configuration and a probe of the server from the proxy's address; its log line is the
+# server's (Postfix's here, Stalwart's in production), not HAProxy's.
+
+LOGGING_HEAD = HAPROXY_HEAD.replace("global\n", "global\n    log stdout format raw local0 info\n").replace(
+    "defaults\n", "defaults\n    log global\n    option tcplog\n")
+SITUATIONS = {
+    # code: (configuration, public port, probe target, probe source)
+    "PD109": (f"""\
+listen submission
+    bind {PROXY}:587 accept-proxy
+    server postfix {SERVER}:10025 send-proxy-v2
+""", 587, f"{PROXY}:587", CLIENT),
+    "PD102": (f"""\
+listen submission
+    bind {PROXY}:587
+    server postfix {SERVER}:10587 send-proxy-v2
+""", 587, f"{SERVER}:10587", PROXY),
+}
+PROBE_TIMEOUT = "2"
+
+
+def run_situation(lab: Path, code: str) -> dict[str, list[dict]]:
+    """The situation run once: each kind of evidence -> the findings proxydiag gives for it."""
+    body, port, target, source = SITUATIONS[code]
+    name = f"situation-{code.lower()}"
+    config = lab / f"{name}.cfg"
+    config.write_text(LOGGING_HEAD + body)
+    subprocess.run([need("haproxy"), "-c", "-q", "-f", str(config)], check=True)
+    log = lab / f"{name}.log"
+    capture = Capture(lab / f"{name}.pcap")
+    proxy = Running([need("haproxy"), "-db", "-f", str(config)], (PROXY, port), stdout=log)
+    try:
+        swaks(port)
+        capture.stop()
+        probed = findings_of("probe", "--timeout", PROBE_TIMEOUT, "--source", source, target)
+    finally:
+        if capture.process.poll() is None:
+            capture.stop()
+        proxy.stop()
+    stalwart = ("--stalwart-config", str(lab / "config.toml"))
+    return {
+        "capture": findings_of("analyze", str(capture.path), *stalwart),
+        "configuration": findings_of("check", str(config), *stalwart),
+        "log": findings_of("logs", str(log)),
+        "probe": probed,
+    }
+
+
+@pytest.fixture(scope="module")
+def situations(lab):
+    cache: dict[str, dict[str, list[dict]]] = {}
+
+    def situation(code: str) -> dict[str, list[dict]]:
+        if code not in cache:
+            cache[code] = run_situation(lab, code)
+        return cache[code]
+
+    return situation
+
+
+def severities(findings: list[dict], code: str) -> list[str]:
+    return sorted({finding["severity"] for finding in findings if finding["code"] == code})
+
+
+@pytest.mark.parametrize("code, kinds", [("PD109", ("capture", "configuration", "log", "probe")),
+                                         ("PD102", ("capture", "configuration", "probe"))])
+def test_one_situation_gives_one_code_and_severity_through_every_kind_of_evidence(situations, code, kinds):
+    shown = situations(code)
+    seen = {kind: severities(shown[kind], code) for kind in kinds}
+    assert seen == {kind: [catalog.load_pages()[code].severity] for kind in kinds}, {
+        kind: sorted((finding["code"], finding["severity"]) for finding in findings) for kind, findings in shown.items()}
+
+
+def test_one_situation_cites_each_kind_s_own_evidence(situations):
+    shown = situations("PD109")
+
+    def pd109(kind: str) -> dict:
+        return next(finding for finding in shown[kind] if finding["code"] == "PD109")
+
+    assert pd109("capture")["connections"] and pd109("capture")["first_frames"]
+    assert "accept-proxy" in pd109("configuration")["evidence"]["listener"]
+    assert any("PROXY protocol header" in line for line in pd109("log")["evidence"]["log_lines"])
+    assert pd109("probe")["target"] == f"{PROXY}:587" and "none" in pd109("probe")["evidence"]["steps"]

@@ -649,7 +649,7 @@ def test_a_published_compose_port_leads_back_to_stalwarts_listener(tmp_path, ins
     compose = write(tmp_path, "compose.yaml", COMPOSE_STALWART.format(inside=inside))
     listeners = STALWART.replace("[::]:10025", f"[::]:{inside}")
     result = check_configurations([str(nginx), str(compose)], stalwart(tmp_path, listeners))
-    assert not result.errors and "PD606" not in codes(result)
+    assert not result.errors and "PD608" not in codes(result)
     missing = next(j for j in result.judgements if j.code == "PD101")  # the proxy is trusted and sends none
     assert missing.evidence["published"].startswith(f"{compose}:5: ")
     assert ("PD209" in codes(result)) is mx_remapped

@@ -244,7 +244,7 @@ def test_header_to_an_untrusting_stalwart_is_pd102_and_the_web_default_is_not_ju
     assert sni.evidence["chosen"] == f"{path}:{line_of(path, 'mail.example.com')}: mail.example.com   stalwart_https;"
     assert sni.evidence["chosen_for"] == "SNI mail.example.com"
     assert "127.0.0.1:443 (SNI other than the map's names (default)) too" in sni.advice
-    # nothing said about the web server the default reaches (no PD606 for its port 443)
+    # nothing said about the web server the default reaches (no PD608 for its port 443)
     assert not any("127.0.0.1:443" in judgement.message or ":443;" in judgement.evidence.get("proxy", "")
                    for judgement in result.judgements), result.judgements
     new = fixed(path, result, "PD102")
@@ -279,7 +279,7 @@ def test_no_header_to_a_trusting_stalwart_is_pd101_fixed_in_the_server_block(tmp
     assert not pd101.inferred and "(127.0.0.1:10993, SNI mail.example.com)" in pd101.message
     assert pd101.evidence["proxy_pass"] == f"{path}:{line_of(path, 'proxy_pass $backend')}: proxy_pass $backend;"
     assert "10.0.0.5:993 (SNI other than the map's names (default)) get it too" in pd101.advice
-    assert "PD606" not in codes(result)
+    assert "PD608" not in codes(result)
     new = fixed(path, result, "PD101")
     nginx_accepts(new)
     assert "PD101" not in codes(refixed_check(path, new, config))

@@ -128,9 +128,9 @@ def test_one_report_holds_every_kind_of_evidence(report, lab):
 
 
 @pytest.mark.lab
-def test_config_says_v2_traffic_carries_none_is_pd606_citing_line_and_frames(report, lab):
+def test_config_says_v2_traffic_carries_none_is_pd607_citing_line_and_frames(report, lab):
     server_line = line_of(lab / "haproxy.cfg", "send-proxy-v2")
-    contradictions = [finding for finding in by_code(report, "PD606") if finding["evidence"].get("configured") == "v2"]
+    contradictions = [finding for finding in by_code(report, "PD607") if finding["evidence"].get("configured") == "v2"]
     assert contradictions, [finding["message"] for finding in report["findings"]]
     finding = contradictions[0]
     assert finding["evidence"]["proxy"].startswith(f"{lab / 'haproxy.cfg'}:{server_line}: server postfix")
@@ -143,17 +143,17 @@ def test_config_says_v2_traffic_carries_none_is_pd606_citing_line_and_frames(rep
 
 
 @pytest.mark.lab
-def test_a_port_the_file_no_longer_binds_is_pd606(report):
-    unrouted = [finding for finding in by_code(report, "PD606") if finding["evidence"].get("port") == 143]
-    assert unrouted, [finding["message"] for finding in by_code(report, "PD606")]
+def test_a_port_the_file_no_longer_binds_is_pd607(report):
+    unrouted = [finding for finding in by_code(report, "PD607") if finding["evidence"].get("port") == 143]
+    assert unrouted, [finding["message"] for finding in by_code(report, "PD607")]
     connections = {conn["id"]: conn for conn in report["connections"]}
     assert all(connections[number]["tcp"]["dst_addr"] == PROXY for number in unrouted[0]["connections"])
 
 
 @pytest.mark.lab
-def test_a_server_port_no_route_targets_is_pd606(report):
-    unrouted = [finding for finding in by_code(report, "PD606") if finding["evidence"].get("server_port") == 10143]
-    assert unrouted, [finding["message"] for finding in by_code(report, "PD606")]
+def test_a_server_port_no_route_targets_is_pd607(report):
+    unrouted = [finding for finding in by_code(report, "PD607") if finding["evidence"].get("server_port") == 10143]
+    assert unrouted, [finding["message"] for finding in by_code(report, "PD607")]
     connections = {conn["id"]: conn for conn in report["connections"]}
     assert all(connections[number]["tcp"]["src_addr"] == PROXY for number in unrouted[0]["connections"])
 
@@ -229,7 +229,7 @@ def test_a_file_of_no_known_kind_is_one_line_and_the_others_are_reported(lab, tm
     errors = result.stderr.decode().strip().splitlines()
     assert len(errors) == 1 and str(junk) in errors[0], errors
     document = json.loads(result.stdout)
-    assert by_code(document, "PD606") and document["proxy_configs"] and document["logs"]
+    assert by_code(document, "PD607") and document["proxy_configs"] and document["logs"]
 
 
 @pytest.mark.lab
@@ -238,7 +238,7 @@ def test_markdown_renders_and_anonymize_covers_every_kind(lab):
                  "--format", "markdown", "--anonymize", "--fail-on", "never")
     assert result.returncode == 0, result.stderr.decode()
     text = result.stdout.decode()
-    assert "PD606" in text and "PD109" in text
+    assert "PD607" in text and "PD109" in text
     assert "127.32." not in text
     anonymized = run("analyze", str(lab / "cap.pcap"), str(lab / "haproxy.cfg"), str(lab / "haproxy.log"),
                      "--format", "json", "--anonymize", "--fail-on", "never")
@@ -310,7 +310,7 @@ def test_a_capture_through_a_pipe_is_read_once_by_the_capture_reader(lab):
     out, err = result.communicate(timeout=60)
     assert result.returncode == 0, err.decode()
     document = json.loads(out)
-    assert document["connections"] and by_code(document, "PD606")
+    assert document["connections"] and by_code(document, "PD607")
 
 
 def test_check_reads_log_files_beside_the_configurations(tmp_path):

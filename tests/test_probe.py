@@ -164,7 +164,7 @@ def test_rich_and_markdown_views(lab):
     assert "at most 5 connections" in rich.stderr
     markdown = run_probe("--format", "markdown", "--source", PROBE_TRUSTED, f"{SERVER}:10025")
     assert markdown.returncode == 0 and markdown.stdout.startswith("# proxydiag probe report")
-    assert "### INFO PD301 tls-flag-lost" in markdown.stdout and "PROXY TCP4 192.0.2.1 192.0.2.10 40000 10025" in markdown.stdout
+    assert "### WARNING PD301 tls-flag-lost" in markdown.stdout and "PROXY TCP4 192.0.2.1 192.0.2.10 40000 10025" in markdown.stdout
 
 
 @pytest.mark.lab

@@ -288,6 +288,7 @@ CATALOG = {
     "PD604": ("proxy-required-on-http", "warning"),
     "PD605": ("forwarded-trusted-from-anyone", "warning"),
     "PD606": ("traffic-vs-config", "error"),
+    "PD608": ("unknown-listener-port", "error"),
     "PD901": ("capture-truncated", "info"),
     "PD902": ("mid-stream", "info"),
     "PD903": ("no-mail-traffic", "warning"),
@@ -1200,11 +1201,13 @@ def test_pd606_no_header_from_a_trusted_source(tmp_path):
     assert finding.evidence == {"listener": "smtp", "source": PROXY}
 
 
-def test_pd606_headers_reach_a_port_no_listener_binds(tmp_path):
+def test_pd608_headers_reach_a_port_no_listener_binds(tmp_path):
     config = toml_config(tmp_path, TOML_PROXY_GUIDE)
     conv = smtp_session(port=10587, header=v2(dport=587))
-    finding = check(run(tmp_path, conv, stalwart_config=config), "PD606", "error", conv)
+    analysis = run(tmp_path, conv, stalwart_config=config)
+    finding = check(analysis, "PD608", "error", conv)
     assert finding.evidence == {"port": 10587}
+    absent(analysis, "PD606")
 
 
 def test_pd606_listener_override_trusts_the_source_in_016(tmp_path):
@@ -1221,10 +1224,10 @@ def test_pd606_absent_when_traffic_agrees_with_the_config(tmp_path):
     absent(run(tmp_path, *convs, stalwart_config=config), "PD606")
 
 
-def test_pd606_mail_listener_greets_on_a_port_the_file_does_not_bind(tmp_path):
+def test_pd608_mail_listener_greets_on_a_port_the_file_does_not_bind(tmp_path):
     config = toml_config(tmp_path, TOML_PROXY_GUIDE)
     conv = smtp_session(port=2525)
-    check(run(tmp_path, conv, stalwart_config=config), "PD606", "error", conv)
+    check(run(tmp_path, conv, stalwart_config=config), "PD608", "error", conv)
 
 
 # === PD9xx: the capture ===================================================================

@@ -38,7 +38,7 @@ from proxydiag.report.anonymize import Anonymizer, anonymize
 from proxydiag.report.views import told
 from proxydiag.rules import catalog
 from proxydiag.rules import probe as probe_judge
-from proxydiag.rules.base import SEVERITIES
+from proxydiag.rules.base import LOWERED_REASONS, SEVERITIES
 from proxydiag.rules.logs import LogOptions
 from tests.daemons import lab_address, need, wait_capturing
 from tests.test_cli_start import imported_modules
@@ -103,6 +103,7 @@ def test_the_fixed_sets_of_the_schema_are_the_codes():
     assert set(definitions["proxy_header"]["properties"]["family"]["anyOf"][0]["enum"]) == \
         {*V2_FAMILIES.values(), "TCP4", "TCP6", "UNKNOWN"}
     assert all(re.fullmatch(definitions["code"]["pattern"], code) for code in catalog.load_pages())
+    assert definitions["finding"]["properties"]["severity_lowered"]["enum"] == [None, *LOWERED_REASONS]
 
 
 def test_the_schema_file_is_plain_json_any_validator_reads():

@@ -32,7 +32,7 @@ Annotations (each cloud controller's documentation):
   key wins).
 - Hetzner (hcloud-cloud-controller-manager internal/annotation/load_balancer.go):
   `load-balancer.hetzner.cloud/uses-proxyprotocol: "true"`; the version is not
-  documented: v1 is assumed (it matters only behind TLS termination, PD302 or PD301).
+  documented: v1 is assumed (it matters only behind TLS termination: tls-flag-impossible-v1 or tls-flag-lost).
 - OVHcloud: MKS 1.31+ runs the OpenStack controller (Octavia): `loadbalancer.openstack.org/
   proxy-protocol: "true"|"v1"|"v2"` (true: v1); before, the OVH controller's
   `service.beta.kubernetes.io/ovh-loadbalancer-proxy-protocol: v1|v2|v2-ssl|v2-ssl-cn`

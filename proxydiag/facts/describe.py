@@ -94,7 +94,7 @@ def replies_to_header(conn: Connection) -> list[str]:
     """The server's error replies to the PROXY header's own bytes, when it read them as
     commands: errors sent before the replies to the client's real commands."""
     if conn.header is None or conn.tls_client_hello or conn.extra_headers:
-        return []  # the errors answer the TLS bytes, or the second header (PD106)
+        return []  # the errors answer the TLS bytes, or the second header (duplicate-proxy-header)
     replies = conn.mail.replies_before_commands if conn.mail is not None else []
     return [reply for reply in replies if reply[:1] in ("4", "5") or reply.startswith(("-ERR", "* BAD", "* BYE")) or " BAD " in reply[:16]]
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from proxydiag.capture.flows import FlowTable, TrackedConnection
+from proxydiag.configs.model import Route
 from proxydiag.configs.stalwart import StalwartConfig
 from proxydiag.configs.stalwart import load as load_stalwart_config
 from proxydiag.facts.describe import describe
@@ -28,6 +29,7 @@ class Settings:
     trusted: list | None = None
     stalwart: StalwartConfig | None = None
     options: Options = field(default_factory=Options)
+    proxy_routes: tuple[Route, ...] = ()  # of the proxy configurations given with the captures
 
     @classmethod
     def from_options(cls, expect=(), trusted_networks=None, stalwart_config=None, ports=None, min_connections=5,
@@ -74,7 +76,7 @@ def judge_analysis(analysis: Analysis, settings: Settings, on_cite: OnCite | Non
     connections = analysis.connections
     keep = _keep_rendered(connections) if isinstance(connections, ConnectionStore) and connections.spilled else None
     analysis.findings = judge_all(_by_start(connections), tally, options, settings.stalwart, analysis.inputs,
-                                  analysis.flow_table, on_judged=keep, on_cite=on_cite)
+                                  analysis.flow_table, on_judged=keep, on_cite=on_cite, proxy_routes=settings.proxy_routes)
     if isinstance(connections, ConnectionStore):  # read back for the report: as judged
         connections.prepare = lambda conn: setattr(conn, "expectation", resolver.for_connection(conn))
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from proxydiag.configs import compose, haproxy, kind_of, load, traefik_entry_points
-from proxydiag.configs.model import ConfigReadError, ProxyConfig
+from proxydiag.configs.model import ConfigReadError, ProxyConfig, Route
 from proxydiag.configs.stalwart import StalwartConfig
 from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Analysis
@@ -36,9 +36,10 @@ class CheckResult:
 
 
 def check_configurations(paths: Sequence[str], stalwart: StalwartConfig | None = None, kind: str | None = None,
-          server_addresses: Sequence[str] = ()) -> CheckResult:
+          server_addresses: Sequence[str] = (), judge_stalwart_file: bool = True) -> CheckResult:
     """Read every file (the unreadable ones are reported, the others still checked) and
-    judge them together with Stalwart's configuration."""
+    judge them together with Stalwart's configuration (and the Stalwart file itself, unless
+    the caller's own judging does: `analyze` with captures)."""
     result = CheckResult(stalwart=stalwart)
     published = tuple(mapping for path in paths for mapping in compose.published_ports(path))
     entry_points = traefik_entry_points([path for path in paths if _is_kind(path, kind, "traefik")])
@@ -60,8 +61,8 @@ def check_configurations(paths: Sequence[str], stalwart: StalwartConfig | None =
     setting = crosscheck.Setting(stalwart=stalwart, server_addresses=frozenset(server_addresses), published=published)
     result.judgements = crosscheck.check(result.configs, setting)
     findings = [crosscheck.to_finding(judgement) for judgement in result.judgements]
-    findings += [finding for finding in _stalwart_findings(stalwart)
-                 if not (finding.code == "PD604" and _headers_reach(finding.evidence.get("listener"), result.configs, stalwart))]
+    if judge_stalwart_file:
+        findings += _stalwart_findings(stalwart, tuple(route for config in result.configs for route in config.routes))
     findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.code))
     result.findings = findings
     return result
@@ -76,19 +77,9 @@ def _is_kind(path: str, given: str | None, wanted: str) -> bool:
         return False
 
 
-def _headers_reach(listener_id: str | None, configs: Sequence[ProxyConfig], stalwart: StalwartConfig | None) -> bool:
-    """Whether the proxies given forward to that Stalwart listener's ports, and every one of
-    their routes there sends a header (PD604's worry, a proxy that sends none, is then not
-    what these configurations do)."""
-    listener = next((item for item in stalwart.listeners if item.id == listener_id), None) if stalwart else None
-    if listener is None:
-        return False
-    routes = [route for config in configs for route in config.routes if route.target_port in listener.ports]
-    return bool(routes) and all(route.sends != "none" for route in routes)
-
-
-def _stalwart_findings(stalwart: StalwartConfig | None) -> list[Finding]:
-    """The PD6xx checks of the Stalwart file alone (the same rules `analyze` runs)."""
+def _stalwart_findings(stalwart: StalwartConfig | None, routes: tuple[Route, ...]) -> list[Finding]:
+    """The checks of the Stalwart file, read with the given proxies' routes (the same rules
+    `analyze` runs)."""
     if stalwart is None:
         return []
-    return judge_all([], Tally(ExpectationResolver(None, {}, stalwart, None)), Options(), stalwart)
+    return judge_all([], Tally(ExpectationResolver(None, {}, stalwart, None)), Options(), stalwart, proxy_routes=routes)

@@ -5,7 +5,7 @@ reader (captures stream through `analysis.diagnose`, configurations through
 `pipeline.check`, logs through `logs.document.analyze_logs`), and `combine` makes one
 report of them: every finding in one list, and the evidence of one kind checked against
 the others'. A route of a proxy configuration says what header its legs carry; the
-capture shows what they do carry (PD606 when they differ). A log line and a connection
+capture shows what they do carry (`rules.evidence` judges where they differ). A log line and a connection
 are the same event when they name the same port (or the same client) within a few
 seconds: log findings cite the connections, traffic findings the log lines.
 """
@@ -22,25 +22,22 @@ from functools import cache
 from typing import Literal
 
 from proxydiag import configs
-from proxydiag.configs.model import WILDCARD_ADDRESSES, ProxyConfig, Route
+from proxydiag.configs.model import ProxyConfig
 from proxydiag.facts.model import Analysis, Connection
 from proxydiag.logs.event import LogEvent
 from proxydiag.logs.reader import parse_record, records
 from proxydiag.parsers.userinput import read_text_bounded
 from proxydiag.pipeline.check import CheckResult
 from proxydiag.pipeline.logs import LogAnalysis
-from proxydiag.rules import catalog
 from proxydiag.rules.base import SEVERITIES, Finding
+from proxydiag.rules.evidence import MAX_MATCHED, TRAFFIC_CODES_WITH_LOG_LINES, route_legs, traffic_vs_configs
 from proxydiag.rules.logs import quote
-from proxydiag.services import DEFAULT_TABLE
 
 Kind = Literal["capture", "config", "log"]
 HEAD_BYTES = 65536  # what `classify` looks at
 LOG_PROBE_RECORDS = 50  # the first records tried as log lines
 CAPTURE_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a")
 MATCH_SECONDS = 5.0  # a log line and a connection this close in time may be one event
-MAX_MATCHED = 10  # connections or log lines attached to one finding
-TRAFFIC_CODES_WITH_LOG_LINES = frozenset({"PD101", "PD102", "PD401"})
 # Every keyword that opens an HAProxy section; only proxies' sections have names in logs.
 SECTION = re.compile(r"^\s*(frontend|backend|listen|defaults|global|resolvers|peers|userlist|mailers|program|cache|ring"
                      r"|http-errors|crt-store|traces)\b(?:\s+(\S+))?")
@@ -147,35 +144,6 @@ def add_to_document(document: dict, extra: dict) -> dict:
 # --- traffic against the proxy's configuration ----------------------------------------------
 
 
-def traffic_vs_configs(connections: Sequence[Connection], proxy_configs: Sequence[ProxyConfig]) -> list[Finding]:
-    """PD606 where the capture contradicts a proxy configuration: a route's legs carry
-    another header than the route sends, or clients reach a port of the proxy that no
-    listener of the configurations binds."""
-    findings: list[Finding] = []
-    proxy_addresses: set[str] = set()
-    routed_ports: set[int] = set()
-    for config in proxy_configs:
-        for route in config.routes:
-            legs = route_legs(connections, route)
-            proxy_addresses.update(conn.tcp.src_addr for conn in legs)
-            if route.target_port is not None:
-                routed_ports.add(route.target_port)
-            finding = _header_contradiction(route, legs)
-            if finding is not None:
-                findings.append(finding)
-    listening = {listener.port for config in proxy_configs for listener in config.listeners}
-    proxy_addresses.update(listener.address for config in proxy_configs for listener in config.listeners
-                           if listener.address not in WILDCARD_ADDRESSES)
-    findings.extend(_unrouted_ports(connections, proxy_addresses, listening, routed_ports, proxy_configs))
-    return findings
-
-
-def route_legs(connections: Sequence[Connection], route: Route) -> list[Connection]:
-    """The captured connections from the proxy to a route's server."""
-    return [conn for conn in connections if not conn.mid_stream and conn.tcp.dst_port == route.target_port
-            and conn.tcp.dst_addr == route.server_address]
-
-
 def proxy_addresses(connections: Sequence[Connection], proxy_configs: Sequence[ProxyConfig]) -> frozenset[str]:
     """The proxy's addresses as the server sees them: the sources of captured connections
     that carry a PROXY header, or that go where a route of the configuration goes."""
@@ -184,70 +152,6 @@ def proxy_addresses(connections: Sequence[Connection], proxy_configs: Sequence[P
               for conn in route_legs(connections, route)}
     return frozenset(sending | routed)
 
-
-def observed_header(conn: Connection) -> str:
-    header = conn.header
-    return f"v{header.version}" if header is not None else "none"
-
-
-def _header_contradiction(route: Route, legs: list[Connection]) -> Finding | None:
-    if route.health_check is not None and not route.health_check.sends_header:
-        legs = [conn for conn in legs if conn.header is not None or conn.client_first is not None]
-    wrong = [conn for conn in legs if observed_header(conn) != route.sends]
-    if not wrong:
-        return None
-    seen = sorted({observed_header(conn) for conn in wrong})
-    said = "no PROXY header" if route.sends == "none" else f"a {route.sends} PROXY header"
-    carried = " or ".join("no header" if version == "none" else f"a {version} header" for version in seen)
-    evidence = {"proxy": route.origin.cite(), "configured": route.sends,
-                "observed": {version: sum(1 for conn in wrong if observed_header(conn) == version) for version in seen}}
-    if route.sends_origin is not None and route.sends_origin != route.origin:
-        evidence["header"] = route.sends_origin.cite()
-    return _finding(
-        f"{route.origin} sends {said} to {route.endpoint}, but {len(wrong)} of the {len(legs)} captured "
-        f"connection(s) to it carry {carried}: the proxy runs another configuration than this file (not "
-        "reloaded, another host, or the wrong file).", wrong, evidence)
-
-
-def _unrouted_ports(connections: Sequence[Connection], proxy_addresses: set[str], listening: set[int],
-                    routed: set[int], proxy_configs: Sequence[ProxyConfig]) -> Iterable[Finding]:
-    """Clients reaching a port of the proxy that no listener binds, and the proxy reaching
-    a server port that no route targets."""
-    files = ", ".join(config.path for config in proxy_configs)
-    fronts: dict[int, list[Connection]] = {}
-    backs: dict[int, list[Connection]] = {}
-    for conn in connections:
-        port = conn.tcp.dst_port
-        if conn.mid_stream or DEFAULT_TABLE.lookup(port) is None:
-            continue
-        if conn.tcp.dst_addr in proxy_addresses:
-            if port not in listening | routed:
-                fronts.setdefault(port, []).append(conn)
-        elif conn.tcp.src_addr in proxy_addresses and port not in routed:
-            backs.setdefault(port, []).append(conn)
-    for port, group in sorted(fronts.items()):
-        yield _finding(
-            f"The capture shows {len(group)} connection(s) to the proxy's port {port} "
-            f"({group[0].tcp.dst_addr}), which no listener of {files} binds: the proxy runs another "
-            "configuration than this file, or the capture holds another proxy's traffic.",
-            group, {"port": port, "proxy_configs": files})
-    for port, group in sorted(backs.items()):
-        yield _finding(
-            f"The proxy ({group[0].tcp.src_addr}) opened {len(group)} connection(s) to {group[0].tcp.dst_addr}:{port}, "
-            f"which no route of {files} targets: the proxy runs another configuration than this file.",
-            group, {"server_port": port, "proxy_configs": files})
-
-
-def _finding(message: str, conns: list[Connection], evidence: dict) -> Finding:
-    page = catalog.load_pages().get("PD606")
-    cited = conns[:MAX_MATCHED]
-    return Finding(
-        code="PD606", slug=page.slug if page else "traffic-vs-config", severity=page.severity if page else "error",
-        message=message, connections=[conn.id for conn in cited], frames=[conn.first_frame for conn in cited],
-        count=len(conns), evidence={**evidence, "frames": [conn.first_frame for conn in cited]},
-        fix=("Align the running proxy with the file: reload it (haproxy -c -f FILE, then systemctl reload "
-             "haproxy; nginx -t, then nginx -s reload), or give proxydiag the file the proxy runs."),
-        doc="docs/findings/PD606.md")
 
 
 # --- logs against connections ---------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`--annotate OUT.pcapng`: the input frames written back with proxydiag's judgement
 inside, for Wireshark.
 
-Every frame a finding cites carries a packet comment (`PD301 tls-flag-lost: connection
+Every frame a finding cites carries a packet comment (`CODE slug: connection
 #3, error: ...`), the first frame of each connection a one-line summary (its header
 decoded, its protocol, its verdict). The inputs are read a second time, after judging,
 and written frame by frame: what is held is the comments of the cited frames (at most
@@ -79,7 +79,7 @@ def comment_text(text: str) -> str:
 
 
 def finding_comment(finding: Any, number: int, what: str | None = None) -> str:
-    """`PD301 tls-flag-lost: connection #3, error: <message>`; `what` names an evidence frame."""
+    """`CODE slug: connection #3, error: <message>`; `what` names an evidence frame."""
     where = f"connection #{number}, {finding.severity}" + (f", {what}" if what else "")
     return comment_text(f"{finding.code} {finding.slug}: {where}: {finding.message}")
 

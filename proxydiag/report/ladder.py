@@ -188,7 +188,7 @@ class Drawn:
     """A finding's picture: its ladder, or the finding above that drew the same conversation."""
 
     ladder: Ladder | None = None
-    above: str | None = None  # "PD302 tls-flag-impossible-v1"
+    above: str | None = None  # the finding's code and slug
 
 
 def pictures(findings: list[dict], drawn_for=lambda finding: True) -> list[Drawn]:

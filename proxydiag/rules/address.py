@@ -32,7 +32,7 @@ def is_internal(address: str) -> bool:
 
 
 class ClientAddressIsProxy(Rule):
-    code, slug, severity = "PD201", "client-address-is-proxy", "error"
+    code = "PD201"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
@@ -67,7 +67,7 @@ class ClientAddressIsProxy(Rule):
 
 
 class SingleClientAddress(Rule):
-    code, slug, severity = "PD202", "single-client-address", "warning"
+    code = "PD202"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.header is None:
@@ -84,7 +84,7 @@ class SingleClientAddress(Rule):
 
 
 class LocalCommand(Rule):
-    code, slug, severity = "PD203", "local-command", "info"
+    code = "PD203"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.header is not None and conn.header.command == "LOCAL":
@@ -95,12 +95,12 @@ class LocalCommand(Rule):
                 f"carr{'ies' if only_local else 'y'} a LOCAL header (health checks: no client address by design)"
                 + (": no real client traffic reached this endpoint in the capture." if only_local else "."),
                 [conn], {"local": stats.local, "connections": stats.connections}, group=endpoint(conn),
-                severity="warning" if only_local and stats.connections >= 2 else None,
+                escalated=only_local and stats.connections >= 2,
             )
 
 
 class UnknownClientAddress(Rule):
-    code, slug, severity = "PD204", "unknown-client-address", "warning"
+    code = "PD204"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
@@ -115,7 +115,7 @@ class UnknownClientAddress(Rule):
 
 
 class PrivateClientAddress(Rule):
-    code, slug, severity = "PD205", "private-client-address", "warning"
+    code = "PD205"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
@@ -130,7 +130,7 @@ class PrivateClientAddress(Rule):
                 f"The PROXY header for port {port} names {header.src_addr}, a client on the proxy host itself: a local "
                 "test. The header is right; real clients will show their public addresses.",
                 [conn], {"header_src": header.src_addr, "port": port, "local_test": True},
-                group=("local", *endpoint(conn)), severity="info",
+                group=("local", *endpoint(conn)), lowered="local test",
             )
             return
         yield Hit(
@@ -141,7 +141,7 @@ class PrivateClientAddress(Rule):
 
 
 class UntrustedProxySource(Rule):
-    code, slug, severity = "PD206", "untrusted-proxy-source", "error"
+    code = "PD206"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.header is None:
@@ -170,7 +170,7 @@ def _trust(conn: Connection, ctx: Context) -> tuple[bool, str] | None:
 
 
 class MappedIpv4Address(Rule):
-    code, slug, severity = "PD207", "mapped-ipv4-address", "info"
+    code = "PD207"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
@@ -185,7 +185,7 @@ class MappedIpv4Address(Rule):
 
 
 class DestinationMismatch(Rule):
-    code, slug, severity = "PD208", "destination-mismatch", "warning"
+    code = "PD208"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header, public = conn.header, conn.header_service
@@ -208,7 +208,7 @@ class DestinationMismatch(Rule):
 
 
 class MxPortRemapped(Rule):
-    code, slug, severity = "PD209", "mx-port-remapped", "warning"
+    code = "PD209"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header, listener = conn.header, conn.service

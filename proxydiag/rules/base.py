@@ -5,11 +5,13 @@ per server endpoint)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Hashable, Iterable
+from typing import TYPE_CHECKING, Any, Hashable, Iterable, Literal, get_args
 
+from proxydiag.configs.model import Route
 from proxydiag.configs.stalwart import StalwartConfig
 from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Connection, Expectation, FlowTableBounds, InputSummary
+from proxydiag.rules import catalog
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
 
 if TYPE_CHECKING:
@@ -19,6 +21,25 @@ if TYPE_CHECKING:
 SEVERITIES = ("error", "warning", "info")
 MAX_CITED_CONNECTIONS = 20
 HEALTH_CHECK_SECONDS = 1.0  # a connect-only check opens and closes within this
+Lowered = Literal[
+    "inferred",  # what the listener expects (or who the proxy is) was guessed, not given
+    "local test",  # a client on the proxy host: the situation, not a fault
+    "accepted by Stalwart",  # a malformed header Stalwart's own reader takes anyway
+    "mixed versions",  # v1 and v2 on one endpoint, with no expectation given
+    "conditional",  # a probe's answer that hurts only once a proxy of another kind is in front
+]
+LOWERED_REASONS: tuple[str, ...] = get_args(Lowered)
+# Reasons that make a finding context rather than a fault: shown after the findings of its
+# severity, without a fix.
+NOTE_REASONS = frozenset({"local test", "accepted by Stalwart", "mixed versions"})
+
+
+def page_of(code: str) -> catalog.Page:
+    """The code's page; a code without one is a programming error, not a user's."""
+    page = catalog.load_pages().get(code)
+    if page is None or page.severity not in SEVERITIES:
+        raise LookupError(f"{code} has no page with a severity in proxydiag/findings")
+    return page
 
 
 def lower(severity: str) -> str:
@@ -45,8 +66,8 @@ class Hit:
     connections: list[Connection] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
     group: Hashable = None  # hits with the same rule and group become one finding
-    severity: str | None = None  # None: the rule's default
-    inferred: bool = False
+    lowered: Lowered | None = None  # why the page's severity is lowered one step, if it is
+    escalated: bool = False  # one step up, where the page says when
     proxy: str | None = None  # the proxy software recognised, for the fix to print
 
 
@@ -62,6 +83,7 @@ class Finding:
     evidence: dict[str, Any]
     fix: str | None = None  # None: the page's fix for `proxy`, chosen when the report is told
     inferred: bool = False
+    severity_lowered: Lowered | None = None  # why the severity is below the page's
     doc: str = ""
     proxy: str | None = None  # the proxy software recognised, whose fix the report prints
     note: bool = False  # context rather than a fault (a local test): no fix to print
@@ -77,6 +99,7 @@ class Finding:
             "first_frames": self.frames,
             "count": self.count,
             "inferred": self.inferred,
+            "severity_lowered": self.severity_lowered,
             "evidence": self.evidence,
             "fix": self.fix,
             "proxy": self.proxy,
@@ -98,6 +121,7 @@ class Context:
     inputs: list[InputSummary] = field(default_factory=list)
     flow_table: FlowTableBounds = field(default_factory=FlowTableBounds)
     cache: dict[str, Any] = field(default_factory=dict)  # what several rules compute once
+    proxy_routes: tuple[Route, ...] = ()  # of the proxy configurations given with the evidence
 
     def expectation(self, conn: Connection) -> Expectation | None:
         """What the listener expects of this connection (`judge` resolves it once for all)."""
@@ -105,12 +129,18 @@ class Context:
 
 
 class Rule:
-    """A finding of the catalog. Subclasses set code, slug and severity, and
-    implement `check` (per connection) and/or `finish` (over the whole analysis)."""
+    """A finding of the catalog. Subclasses set the code (slug and severity are its
+    page's), and implement `check` (per connection) and/or `finish` (over the whole analysis)."""
 
     code: str = ""
-    slug: str = ""
-    severity: str = "warning"
+
+    @property
+    def slug(self) -> str:
+        return page_of(self.code).slug
+
+    @property
+    def severity(self) -> str:
+        return page_of(self.code).severity
 
     def check(self, conn: Connection, ctx: Context) -> Iterable[Hit]:
         return ()

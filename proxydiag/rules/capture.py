@@ -9,7 +9,7 @@ from proxydiag.rules.base import Context, Hit, Rule
 
 
 class CaptureTruncated(Rule):
-    code, slug, severity = "PD901", "capture-truncated", "info"
+    code = "PD901"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if any(side.get("snapped_bytes") for side in conn.reassembly.values()):
@@ -21,7 +21,7 @@ class CaptureTruncated(Rule):
 
 
 class MidStream(Rule):
-    code, slug, severity = "PD902", "mid-stream", "info"
+    code = "PD902"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.mid_stream:
@@ -34,7 +34,7 @@ class MidStream(Rule):
 
 
 class NoMailTraffic(Rule):
-    code, slug, severity = "PD903", "no-mail-traffic", "warning"
+    code = "PD903"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
         tally = ctx.tally
@@ -53,7 +53,7 @@ class NoMailTraffic(Rule):
 
 
 class CaptureDamaged(Rule):
-    code, slug, severity = "PD904", "capture-damaged", "warning"
+    code = "PD904"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
         for item in ctx.inputs:
@@ -63,7 +63,7 @@ class CaptureDamaged(Rule):
 
 
 class FlowTableBounded(Rule):
-    code, slug, severity = "PD905", "flow-table-bounded", "warning"
+    code = "PD905"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
         bounds = ctx.flow_table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from proxydiag.configs.model import Route
 from proxydiag.configs.stalwart import Listener, StalwartConfig
 from proxydiag.facts.model import Connection
 from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint
@@ -12,7 +13,7 @@ MAIL_PROTOCOLS = frozenset({"smtp", "lmtp", "imap", "pop3", "managesieve", "http
 
 
 class TrustedNetworkMatchesNothing(Rule):
-    code, slug, severity = "PD601", "trusted-network-matches-nothing", "error"
+    code = "PD601"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is None:
@@ -24,7 +25,7 @@ class TrustedNetworkMatchesNothing(Rule):
 
 
 class EmptyOverrideIgnored(Rule):
-    code, slug, severity = "PD602", "empty-override-ignored", "warning"
+    code = "PD602"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is None or ctx.config.style != "json" or not ctx.config.trusted:
@@ -39,7 +40,7 @@ class EmptyOverrideIgnored(Rule):
 
 
 class ProxyOverrideIgnored(Rule):
-    code, slug, severity = "PD603", "proxy-override-ignored", "warning"
+    code = "PD603"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is None or ctx.config.style != "toml":
@@ -54,7 +55,7 @@ class ProxyOverrideIgnored(Rule):
 
 
 class ProxyRequiredOnHttp(Rule):
-    code, slug, severity = "PD604", "proxy-required-on-http", "warning"
+    code = "PD604"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         config = ctx.config
@@ -74,11 +75,11 @@ class ProxyRequiredOnHttp(Rule):
         if config is None:
             return
         for listener in self._mandatory(config):
-            if listener.id not in ctx.cache.get(self.code, ()):
+            if listener.id not in ctx.cache.get(self.code, ()) and not _headers_reach(listener, ctx.proxy_routes):
                 yield Hit(
                     f"The server-wide trusted networks make PROXY headers mandatory on the HTTP listener "
                     f"{listener.id!r} too: an HTTP proxy that sends none gets Bad Gateway / \"invalid proxy header\".",
-                    [], self._evidence(listener, config), group=listener.id, severity="warning",
+                    [], self._evidence(listener, config), group=listener.id,
                 )
 
     @staticmethod
@@ -94,8 +95,15 @@ class ProxyRequiredOnHttp(Rule):
         return {"listener": listener.id, "trusted_networks": [entry.text for entry in config.trusted]}
 
 
+def _headers_reach(listener: Listener, routes: tuple[Route, ...]) -> bool:
+    """Whether the proxies given forward to the listener's ports and every one of their
+    routes there sends a header: then a proxy that sends none is not what they do."""
+    reaching = [route for route in routes if route.target_port in listener.ports]
+    return bool(reaching) and all(route.sends != "none" for route in reaching)
+
+
 class ForwardedTrustedFromAnyone(Rule):
-    code, slug, severity = "PD605", "forwarded-trusted-from-anyone", "warning"
+    code = "PD605"
 
     def finish(self, ctx: Context) -> Iterator[Hit]:
         if ctx.config is not None and ctx.config.use_x_forwarded:
@@ -110,7 +118,7 @@ class ForwardedTrustedFromAnyone(Rule):
 
 
 class TrafficVsConfig(Rule):
-    code, slug, severity = "PD606", "traffic-vs-config", "error"
+    code = "PD606"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         config = ctx.config
@@ -118,13 +126,7 @@ class TrafficVsConfig(Rule):
             return
         listener = config.listener_for_port(conn.tcp.dst_port)
         if listener is None:
-            if conn.header is not None or conn.protocol in MAIL_PROTOCOLS or conn.greeting is not None:
-                yield Hit(
-                    f"{'PROXY headers reach' if conn.header else 'Mail traffic reaches'} port {conn.tcp.dst_port}, which no "
-                    f"listener in {config.path} binds: is this the right file, or a listener bound elsewhere?",
-                    [conn], {"port": conn.tcp.dst_port}, group=("unknown-port", conn.tcp.dst_port),
-                )
-            return
+            return  # PD608
         trusted = config.trusts(listener, conn.tcp.src_addr)
         if conn.header is not None and not trusted:
             yield Hit(
@@ -140,6 +142,24 @@ class TrafficVsConfig(Rule):
             )
 
 
+class UnknownListenerPort(Rule):
+    """Traffic to a port no listener of the Stalwart file binds (`crosscheck` raises the
+    same code for a proxy's route there)."""
+
+    code = "PD608"
+
+    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
+        config = ctx.config
+        if config is None or conn.mid_stream or config.listener_for_port(conn.tcp.dst_port) is not None:
+            return
+        if conn.header is not None or conn.protocol in MAIL_PROTOCOLS or conn.greeting is not None:
+            yield Hit(
+                f"{'PROXY headers reach' if conn.header else 'Mail traffic reaches'} port {conn.tcp.dst_port}, which no "
+                f"listener in {config.path} binds: is this the right file, or a listener bound elsewhere?",
+                [conn], {"port": conn.tcp.dst_port}, group=conn.tcp.dst_port,
+            )
+
+
 RULES = [
     TrustedNetworkMatchesNothing(),
     EmptyOverrideIgnored(),
@@ -147,4 +167,5 @@ RULES = [
     ProxyRequiredOnHttp(),
     ForwardedTrustedFromAnyone(),
     TrafficVsConfig(),
+    UnknownListenerPort(),
 ]

@@ -20,8 +20,8 @@ from proxydiag.configs.compose import Published
 from proxydiag.configs.model import WILDCARD_ADDRESSES, FrontListener, Origin, ProxyConfig, Route
 from proxydiag.configs.stalwart import Listener, StalwartConfig
 from proxydiag.configs.stalwart_lines import StalwartLines
-from proxydiag.rules import catalog
-from proxydiag.rules.base import Finding, lower
+from proxydiag.rules.base import Finding
+from proxydiag.rules.finding import make_finding
 from proxydiag.services import DEFAULT_TABLE, Service, ServiceTable
 
 
@@ -238,7 +238,7 @@ def _judge_unknown_port(route: Route, setting: Setting) -> Iterable[Judgement]:
         return
     path = setting.stalwart.path if setting.stalwart is not None else "the Stalwart configuration"
     yield Judgement(
-        "PD606",
+        "PD608",
         f"{route.origin} forwards to port {route.target_port}, which no listener in {path} binds"
         + (f" at {route.server_address}" if setting.server_addresses else "")
         + ": is this the right file, a listener bound elsewhere, or an address translated on the way "
@@ -508,21 +508,9 @@ def _unique(judgements: list[Judgement]) -> list[Judgement]:
 
 def to_finding(judgement: Judgement) -> Finding:
     """A judgement as the reports show findings: the fix is the user's own lines, changed."""
-    page = catalog.load_pages().get(judgement.code)
-    severity = page.severity if page and page.severity else "warning"
-    return Finding(
-        code=judgement.code,
-        slug=page.slug if page else judgement.code,
-        severity=lower(severity) if judgement.inferred else severity,
-        message=judgement.message,
-        connections=[],
-        frames=[],
-        count=1,
-        evidence=judgement.evidence,
-        fix=fixes.render(judgement.edits, judgement.advice),
-        inferred=judgement.inferred,
-        doc=f"docs/findings/{judgement.code}.md",
-    )
+    return make_finding(judgement.code, judgement.message, dict(judgement.evidence),
+                        lowered="inferred" if judgement.inferred else None,
+                        fix=fixes.render(judgement.edits, judgement.advice))
 
 
 def origin_lines(origins: Iterable[Origin]) -> list[str]:

@@ -18,7 +18,6 @@ from proxydiag.rules.base import (
     endpoint,
     header_hex,
     implicit_tls_listener,
-    lower,
 )
 from proxydiag.rules.stalwart_reader import stalwart_reading
 
@@ -52,7 +51,7 @@ def greeted(conn: Connection) -> bool:
 
 
 class MissingProxyHeader(Rule):
-    code, slug, severity = "PD101", "missing-proxy-header", "error"
+    code = "PD101"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.mid_stream or conn.header is not None or (conn.proxy and conn.proxy.version):
@@ -75,7 +74,7 @@ class MissingProxyHeader(Rule):
                 f"Connection to {describe_endpoint(conn)} starts with {conn.client_first!r} instead of a PROXY header, "
                 f"but the listener expects one ({expectation.source}).{tls_note}",
                 [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),
-                severity=lower(self.severity) if expectation.inferred else None, inferred=expectation.inferred,
+                lowered="inferred" if expectation.inferred else None,
             )
         elif conn.server_speaks_first and conn.first_speaker == "client" and not greeted(conn) and not relayed(conn, ctx):
             answer = f" (its only answer: {conn.greeting!r})" if conn.greeting else ""
@@ -103,13 +102,12 @@ class MissingProxyHeader(Rule):
             f"the listener waited {end - start:.1f} s for the header without greeting{answer}.",
             [conn], {"client_first": None, "server": conn.greeting, "waited_seconds": round(end - start, 3),
                      "expectation": expectation.to_dict()},
-            group=endpoint(conn), severity=lower(self.severity) if expectation.inferred else None,
-            inferred=expectation.inferred,
+            group=endpoint(conn), lowered="inferred" if expectation.inferred else None,
         )
 
 
 class UnexpectedProxyHeader(Rule):
-    code, slug, severity = "PD102", "unexpected-proxy-header", "error"
+    code = "PD102"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
@@ -139,7 +137,7 @@ class UnexpectedProxyHeader(Rule):
                 f"{describe_endpoint(conn)} received a PROXY v{header.version} header but does not expect one "
                 f"({expectation.source}).",
                 [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),
-                severity=lower(self.severity) if expectation.inferred else None, inferred=expectation.inferred,
+                lowered="inferred" if expectation.inferred else None,
             )
 
 
@@ -174,7 +172,7 @@ def refused_tls_at_once(conn: Connection) -> bool:
 
 
 class MalformedProxyHeader(Rule):
-    code, slug, severity = "PD103", "malformed-proxy-header", "error"
+    code = "PD103"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         for parsed in filter(None, [conn.proxy, *conn.extra_headers]):
@@ -194,12 +192,12 @@ class MalformedProxyHeader(Rule):
                 {"violations": [v.to_dict() for v in violations], "header": header_hex(conn),
                  **({"stalwart": reading.says} if reading else {})},
                 group=endpoint(conn),
-                severity="warning" if reading and reading.accepted else None,
+                lowered="accepted by Stalwart" if reading and reading.accepted else None,
             )
 
 
 class ProxyVersionMismatch(Rule):
-    code, slug, severity = "PD104", "proxy-version-mismatch", "error"
+    code = "PD104"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         yield from self._mismatch(conn, ctx)
@@ -224,12 +222,12 @@ class ProxyVersionMismatch(Rule):
             yield Hit(
                 f"{describe_endpoint(conn)} receives both PROXY v1 ({stats.versions[1]}) and v2 "
                 f"({stats.versions[2]}) headers: two proxies, or two server lines, are configured differently.",
-                [conn], {"versions": dict(stats.versions)}, group=("mixed",) + endpoint(conn), severity="warning",
+                [conn], {"versions": dict(stats.versions)}, group=("mixed",) + endpoint(conn), lowered="mixed versions",
             )
 
 
 class ProxyHeaderSplit(Rule):
-    code, slug, severity = "PD105", "proxy-header-split", "warning"
+    code = "PD105"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
@@ -252,7 +250,7 @@ class ProxyHeaderSplit(Rule):
 
 
 class DuplicateProxyHeader(Rule):
-    code, slug, severity = "PD106", "duplicate-proxy-header", "error"
+    code = "PD106"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         extras = [parsed.header for parsed in conn.extra_headers if parsed.header]
@@ -266,7 +264,7 @@ class DuplicateProxyHeader(Rule):
 
 
 class GreetingBeforeProxyHeader(Rule):
-    code, slug, severity = "PD107", "greeting-before-proxy-header", "warning"
+    code = "PD107"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.header is None or conn.greeting_ts is None or conn.header_ts is None:
@@ -280,7 +278,7 @@ class GreetingBeforeProxyHeader(Rule):
 
 
 class ProxyHeaderLate(Rule):
-    code, slug, severity = "PD108", "proxy-header-late", "warning"
+    code = "PD108"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         start = conn.established_ts
@@ -296,7 +294,7 @@ class ProxyHeaderLate(Rule):
 
 
 class ProxyExpectsHeaderFromClient(Rule):
-    code, slug, severity = "PD109", "proxy-expects-header-from-client", "error"
+    code = "PD109"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         expectation = ctx.expectation(conn)
@@ -360,7 +358,7 @@ def is_local_client(src: str, dst: str) -> bool:
 
 
 class ProxyWaitsForClient(Rule):
-    code, slug, severity = "PD110", "proxy-waits-for-client", "error"
+    code = "PD110"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         yield from self._with_first_command(conn)

@@ -39,7 +39,7 @@ def _forwarded_node(value: str) -> str:
 
 
 class HttpClientAddressLost(Rule):
-    code, slug, severity = "PD501", "http-client-address-lost", "warning"
+    code = "PD501"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         http = http_opening(conn)
@@ -54,7 +54,7 @@ class HttpClientAddressLost(Rule):
 
 
 class HttpForwardedConflict(Rule):
-    code, slug, severity = "PD502", "http-forwarded-conflict", "warning"
+    code = "PD502"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header

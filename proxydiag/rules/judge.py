@@ -14,11 +14,13 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 
+from proxydiag.configs.model import Route
 from proxydiag.configs.stalwart import StalwartConfig
 from proxydiag.facts.correlate import RELAY_WINDOW, LegIndex
 from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Connection, FlowTableBounds, InputSummary
 from proxydiag.rules.base import MAX_CITED_CONNECTIONS, SEVERITIES, Context, Finding, Hit, Options, Rule
+from proxydiag.rules.finding import make_finding, severity_of
 from proxydiag.rules.registry import ALL_RULES, recognise_proxy
 from proxydiag.rules.tally import Tally
 
@@ -46,7 +48,8 @@ class Judge:
     def __init__(self, tally: Tally, options: Options, config: StalwartConfig | None = None,
                  inputs: list[InputSummary] | None = None, flow_table: FlowTableBounds | None = None,
                  clock: Clock = by_start, on_hit: OnHit | None = None,
-                 on_judged: Callable[[Connection], None] | None = None, on_cite: OnCite | None = None) -> None:
+                 on_judged: Callable[[Connection], None] | None = None, on_cite: OnCite | None = None,
+                 proxy_routes: tuple[Route, ...] = ()) -> None:
         self.ctx = Context(
             tally=tally,
             expectations=tally.expectations,
@@ -55,6 +58,7 @@ class Judge:
             legs=LegIndex(tally.proxies),
             inputs=inputs if inputs is not None else [],
             flow_table=flow_table if flow_table is not None else FlowTableBounds(),
+            proxy_routes=proxy_routes,
         )
         self.clock = clock
         self.collector = FindingCollector(on_hit, on_cite, self.ctx.legs)
@@ -111,9 +115,12 @@ class Judge:
 
 def judge_all(connections: Iterable[Connection], tally: Tally, options: Options, config: StalwartConfig | None = None,
               inputs: list[InputSummary] | None = None, flow_table: FlowTableBounds | None = None,
-              on_judged: Callable[[Connection], None] | None = None, on_cite: OnCite | None = None) -> list[Finding]:
-    """The findings of connections given in the order they started, `tally` having seen them all."""
-    judge = Judge(tally, options, config, inputs, flow_table, on_judged=on_judged, on_cite=on_cite)
+              on_judged: Callable[[Connection], None] | None = None, on_cite: OnCite | None = None,
+              proxy_routes: tuple[Route, ...] = ()) -> list[Finding]:
+    """The findings of connections given in the order they started, `tally` having seen them all
+    (and the routes of the proxy configurations given, where there are some)."""
+    judge = Judge(tally, options, config, inputs, flow_table, on_judged=on_judged, on_cite=on_cite,
+                  proxy_routes=proxy_routes)
     for conn in connections:
         judge.add(conn)
     return judge.findings()
@@ -187,19 +194,14 @@ class Group:
     def finding(self) -> Finding:
         cited = sorted((-negative, frame, proxy) for negative, frame, proxy in self.cited)
         first = self.hit
-        return Finding(
-            code=self.rule.code,
-            slug=self.rule.slug,
-            severity=first.severity or self.rule.severity,
-            message=first.message,
+        return make_finding(
+            self.rule.code, first.message, first.evidence,
             connections=[number for number, _, _ in cited],
             frames=[frame for _, frame, _ in cited],
             count=self.ids.count,
-            evidence=first.evidence,
-            inferred=first.inferred,
-            doc=f"docs/findings/{self.rule.code}.md",
+            lowered=first.lowered,
+            escalated=first.escalated,
             proxy=first.proxy or next((proxy for _, _, proxy in cited if proxy), None),
-            note=_is_note(self.rule, first),
             legs=self.legs,
         )
 
@@ -207,14 +209,14 @@ class Group:
 class FindingCollector:
     def __init__(self, on_hit: OnHit | None = None, on_cite: OnCite | None = None,
                  legs: LegIndex | None = None) -> None:
-        self.groups: dict[tuple[str, Hashable, str | None], Group] = {}
+        self.groups: dict[tuple[str, Hashable, str | None, bool], Group] = {}
         self.on_hit = on_hit
         self.on_cite = on_cite
         self.legs = legs  # the window of legs, for the conversation of each finding's first hit
         self.sequence = 0
 
     def add(self, rule: Rule, hit: Hit, phase: int) -> None:
-        key = (rule.code, hit.group, hit.severity)
+        key = (rule.code, hit.group, hit.lowered, hit.escalated)
         self.sequence += 1
         order = (phase, hit.connections[0].id if hit.connections else 0, self.sequence)
         group = self.groups.get(key)
@@ -228,7 +230,7 @@ class FindingCollector:
             group.cite(conn)
         if self.on_cite is not None:
             for conn in hit.connections:
-                self.on_cite(rule.code, hit.severity or rule.severity, conn.id)
+                self.on_cite(rule.code, severity_of(rule.code, hit.lowered, hit.escalated), conn.id)
         if self.on_hit is not None:
             self.on_hit(group.finding(), raised, hit.connections[0] if hit.connections else None, group.ids.count - before)
 
@@ -247,9 +249,3 @@ class FindingCollector:
         findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.note, finding.code, finding.connections[:1]))
         return findings
 
-
-def _is_note(rule: Rule, hit: Hit) -> bool:
-    """A hit its rule lowered for what the situation is (a local test), not for doubt:
-    context, shown after the findings of its severity."""
-    lowered = hit.severity is not None and SEVERITIES.index(hit.severity) > SEVERITIES.index(rule.severity)
-    return lowered and not hit.inferred

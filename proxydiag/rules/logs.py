@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from proxydiag.logs.event import LogEvent
 from proxydiag.logs.masking import mask_log_text
 from proxydiag.logs.stalwart import AUTH_FIRST_REPLY
-from proxydiag.rules import catalog
-from proxydiag.rules.base import SEVERITIES, Finding, lower
+from proxydiag.rules.base import SEVERITIES, Finding
+from proxydiag.rules.finding import make_finding
 from proxydiag.services import DEFAULT_TABLE
 
 MAX_QUOTED = 5
@@ -290,17 +290,9 @@ def _kind(event: LogEvent) -> str:
 
 def _finding(code: str, group: list[LogEvent], message: str, evidence: dict, inferred: bool = False,
              proxy: str | None = None) -> Finding:
-    page = catalog.load_pages().get(code)
-    severity = page.severity if page else "warning"
-    return Finding(
-        code=code,
-        slug=page.slug if page else code,
-        severity=lower(severity) if inferred else severity,
-        message=message,
-        connections=[],
-        frames=[],
-        count=len(group),
-        evidence={
+    return make_finding(
+        code, message,
+        {
             "log_lines": [quote(event) for event in group[:MAX_QUOTED]],
             "count": len(group),
             **evidence,
@@ -309,9 +301,9 @@ def _finding(code: str, group: list[LogEvent], message: str, evidence: dict, inf
             "first_seen": _time(group, min),
             "last_seen": _time(group, max),
         },
+        count=len(group),
+        lowered="inferred" if inferred else None,
         proxy=proxy,
-        inferred=inferred,
-        doc=f"docs/findings/{code}.md",
     )
 
 

@@ -9,8 +9,8 @@ from proxydiag.parsers.proxy_protocol import parse
 from proxydiag.parsers.redact import mask_line, printable
 from proxydiag.probe import StepRecord, TargetProbe
 from proxydiag.probe.steps import service_of
-from proxydiag.rules import catalog
-from proxydiag.rules.base import Finding
+from proxydiag.rules.base import Finding, Lowered
+from proxydiag.rules.finding import make_finding
 
 MAX_EXCHANGE_LINES = 12
 
@@ -195,13 +195,13 @@ def findings(probe: TargetProbe, facts: dict) -> list[Finding]:
     if none is not None and outcomes["none"] == GREETS_AFTER_CLIENT:
         waited = none.probe_spoke_at or 0.0
         after = (none.first_server_byte or waited) - waited
-        found.append(_finding("PD110", "error",
+        found.append(_finding("PD110",
             f"{target} greets only once the client speaks: no greeting while the probe stayed silent for {waited:.1f} s, "
             f"then one {after:.3f} s after its first command. Mail clients wait for the greeting: they hang until "
             "their timeout (the proxy waits for the client before it connects to the server or sends its header).",
             none, ["none"], {"waited_silently_s": round(waited, 3), "greeting_after_client_s": round(after, 3)}))
     if facts["expects_header"] and role == "front":
-        found.append(_finding("PD109", "error",
+        found.append(_finding("PD109",
             f"{target} is a public mail port, yet it waits for a PROXY header: it never greeted a client without one "
             f"({_describe(outcomes['none'])}) but greeted with {', '.join(facts['headers_accepted'])}. Real clients send "
             "no header: the proxy was told to accept headers from clients instead of sending them to the server.",
@@ -212,32 +212,32 @@ def findings(probe: TargetProbe, facts: dict) -> list[Finding]:
         first_opening = _opening(first)
         replies = first_opening.replies_before_commands if first_opening else []
         if role == "server":
-            found.append(_finding("PD102", "warning",
+            found.append(_finding("PD102",
                 f"{target} greets without a header and answers PROXY headers ({', '.join(answered)}) as commands: it takes "
                 "no header from this host (this host is not in its trusted networks, or the listener has no PROXY "
                 "support on). A proxy sending headers to it breaks every session.",
                 first, answered, {"replies_to_header": replies}))
-        else:
-            found.append(_finding("PD106", "info",
+        else:  # right for a public port: it hurts only once a proxy sending headers is put in front
+            found.append(_finding("PD106",
                 f"{target} answers a PROXY header from its client as commands ({', '.join(answered)}): right for a public "
                 "port, but a proxy put in front of it that sends headers (a chain) would have them read as mail commands "
                 "behind its own header; the inner proxy must then accept them.",
-                first, answered, {"replies_to_header": replies}))
+                first, answered, {"replies_to_header": replies}, lowered="conditional"))
     if _cut_everything(outcomes):
-        found.append(_finding("PD401", "warning",
+        found.append(_finding("PD401",
             f"{target} cut every connection from this host without a greeting, with and without a header: it takes "
             "connections (headers) only from other sources (e.g. Dovecot's haproxy_trusted_networks), or has banned "
-            "this host.", none, list(outcomes), {}))
+            "this host.", none, list(outcomes), {}, lowered="inferred"))
     if outcomes.get("v2") == GREETS and outcomes.get("v2-local") not in (GREETS, None):
-        found.append(_finding("PD203", "info",
+        found.append(_finding("PD203",
             f"{target} takes a v2 PROXY header but not a v2 LOCAL one ({_describe(outcomes['v2-local'])}): health "
             "checks that send LOCAL headers fail against it.", by_step["v2-local"], ["v2-local"], {}))
     tlv = facts["ssl_tlv_changes_offer"]
     if tlv is not None and not tlv["changed"] and tlv["with_tlv"]["starttls"]:
-        found.append(_finding("PD301", "info",
+        found.append(_finding("PD301",
             f"{target} offers the same with the SSL TLV (client used TLS) as without it, STARTTLS included: it ignores "
             "the header's TLS flag, so behind a TLS-terminating proxy it takes every client for a plaintext one.",
-            by_step["v2-ssl"], ["v2", "v2-ssl"], {"offer": tlv}))
+            by_step["v2-ssl"], ["v2", "v2-ssl"], {"offer": tlv}, lowered="conditional"))
     return found
 
 
@@ -254,14 +254,12 @@ def _describe(result: str) -> str:
     }[result]
 
 
-def _finding(code: str, severity: str, message: str, record: StepRecord | None, steps: list[str], extra: dict) -> Finding:
-    page = catalog.load_pages().get(code)
+def _finding(code: str, message: str, record: StepRecord | None, steps: list[str], extra: dict,
+             lowered: Lowered | None = None) -> Finding:
     evidence = {"steps": steps, **extra}
     if record is not None:
         evidence["exchange"] = exchange_lines(record)
-    return Finding(code=code, slug=page.slug if page else "", severity=severity, message=message, connections=[],
-                   frames=[], count=1, evidence=evidence,
-                   doc=f"proxydiag explain {code}")
+    return make_finding(code, message, evidence, lowered=lowered)
 
 
 # --- the document ---------------------------------------------------------------------------

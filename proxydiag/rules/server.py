@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Iterator
 
 from proxydiag.facts.model import Connection
-from proxydiag.rules.base import HEALTH_CHECK_SECONDS, Context, Hit, Rule, describe_endpoint, endpoint, lower
+from proxydiag.rules.base import HEALTH_CHECK_SECONDS, Context, Hit, Rule, describe_endpoint, endpoint
 
 
 class ServerRejected(Rule):
-    code, slug, severity = "PD401", "server-rejected", "error"
+    code = "PD401"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.mid_stream or not conn.server_speaks_first and conn.greeting is None:
@@ -44,7 +44,7 @@ class ServerRejected(Rule):
 
 
 class NoGreeting(Rule):
-    code, slug, severity = "PD402", "no-greeting", "warning"
+    code = "PD402"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.mid_stream or conn.greeting is not None or not conn.server_speaks_first:
@@ -65,7 +65,7 @@ class NoGreeting(Rule):
 
 
 class HealthcheckWithoutHeader(Rule):
-    code, slug, severity = "PD403", "healthcheck-without-header", "warning"
+    code = "PD403"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.mid_stream or conn.header is not None or conn.client_first is not None or conn.greeting is not None:
@@ -80,12 +80,12 @@ class HealthcheckWithoutHeader(Rule):
             f"header ({expectation.source}): each one is a rejected connection in the server's log "
             "(HAProxy: check-send-proxy, or checks without their own port).",
             [conn], {"closed": conn.close_kind}, group=(conn.tcp.src_addr,) + endpoint(conn),
-            inferred=expectation.inferred, severity=lower(self.severity) if expectation.inferred else None,
+            lowered="inferred" if expectation.inferred else None,
         )
 
 
 class StarttlsRefused(Rule):
-    code, slug, severity = "PD404", "starttls-refused", "warning"
+    code = "PD404"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         mail = conn.mail

@@ -34,7 +34,7 @@ def server_confirms_plaintext(conn: Connection) -> str | None:
 
 
 class TlsFlagLost(Rule):
-    code, slug, severity = "PD301", "tls-flag-lost", "error"
+    code = "PD301"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
@@ -56,7 +56,7 @@ class TlsFlagLost(Rule):
 
 
 class TlsFlagImpossibleV1(Rule):
-    code, slug, severity = "PD302", "tls-flag-impossible-v1", "warning"
+    code = "PD302"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
@@ -73,7 +73,7 @@ class TlsFlagImpossibleV1(Rule):
 
 
 class TlsToPlaintextListener(Rule):
-    code, slug, severity = "PD303", "tls-to-plaintext-listener", "error"
+    code = "PD303"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if not conn.tls_client_hello or relayed(conn, ctx):
@@ -91,7 +91,7 @@ class TlsToPlaintextListener(Rule):
 
 
 class PlaintextToTlsListener(Rule):
-    code, slug, severity = "PD304", "plaintext-to-tls-listener", "error"
+    code = "PD304"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         if conn.mid_stream or conn.opening.client_sent_tls or not implicit_tls_listener(conn, ctx):
@@ -124,7 +124,7 @@ def tls_terminated_by_proxy(conn: Connection, ctx: Context) -> str | None:
 
 
 class TlsFlagWithoutTls(Rule):
-    code, slug, severity = "PD305", "tls-flag-without-tls", "warning"
+    code = "PD305"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
@@ -142,7 +142,7 @@ class TlsFlagWithoutTls(Rule):
 
 
 class ClientCertUnverified(Rule):
-    code, slug, severity = "PD306", "client-cert-unverified", "info"
+    code = "PD306"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         ssl = conn.header.ssl if conn.header else None
