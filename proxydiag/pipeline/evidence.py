@@ -24,6 +24,7 @@ from typing import Literal
 from proxydiag import configs
 from proxydiag.configs.model import WILDCARD_ADDRESSES, ProxyConfig, Route
 from proxydiag.facts.model import Analysis, Connection
+from proxydiag.jsontypes import JsonDict
 from proxydiag.logs.event import LogEvent
 from proxydiag.logs.reader import parse_record, records
 from proxydiag.parsers.userinput import read_text_bounded
@@ -107,7 +108,7 @@ def read_head(path: str) -> bytes | None:
 # --- one report ---------------------------------------------------------------------------
 
 
-def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis | None) -> dict:
+def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis | None) -> JsonDict:
     """Merge the configurations' and the logs' findings into the capture's analysis (one
     list, sorted by severity then code), with the cross-evidence findings and
     attachments; return the document keys the other kinds add."""
@@ -123,7 +124,7 @@ def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis |
     findings += log_findings
     findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.code))
     analysis.findings = findings
-    extra: dict = {}
+    extra: JsonDict = {}
     if checked is not None:
         extra["proxy_configs"] = [config.to_dict() for config in checked.configs]
         extra["proxy_config_errors"] = [str(error) for error in checked.errors]
@@ -134,7 +135,7 @@ def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis |
     return extra
 
 
-def add_to_document(document: dict, extra: dict) -> dict:
+def add_to_document(document: JsonDict, extra: JsonDict) -> JsonDict:
     """The capture's document with the other kinds' inputs, sections and counts."""
     extra = dict(extra)
     document["inputs"] = [*document["inputs"], *extra.pop("log_inputs", [])]
@@ -238,7 +239,7 @@ def _unrouted_ports(connections: Sequence[Connection], proxy_addresses: set[str]
             group, {"server_port": port, "proxy_configs": files})
 
 
-def _finding(message: str, conns: list[Connection], evidence: dict) -> Finding:
+def _finding(message: str, conns: list[Connection], evidence: JsonDict) -> Finding:
     page = catalog.load_pages().get("PD606")
     cited = conns[:MAX_MATCHED]
     return Finding(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.report.views import address
 
 MAX_LABEL = 72  # characters of wire text on one step: a ladder shows the shape, the report quotes in full
@@ -47,7 +48,7 @@ class Ladder:
     connections: tuple[int, ...]
 
 
-def ladder_of(legs: list[dict]) -> Ladder | None:
+def ladder_of(legs: list[JsonDict]) -> Ladder | None:
     """The ladder of the connections given (the hops of one conversation, the client's
     first); None without any."""
     if not legs:
@@ -65,7 +66,7 @@ def ladder_of(legs: list[dict]) -> Ladder | None:
     return Ladder(tuple(columns), steps, tuple(leg["id"] for leg in legs))
 
 
-def _columns(legs: list[dict]) -> list[Column]:
+def _columns(legs: list[JsonDict]) -> list[Column]:
     columns = []
     header = legs[0]["proxy_header"]
     if header and header["command"] == "PROXY" and header["src_addr"] is not None:
@@ -84,7 +85,7 @@ def _columns(legs: list[dict]) -> list[Column]:
     return columns
 
 
-def _leg_steps(leg: dict, client: int, server: int, origin: float) -> list[Step]:
+def _leg_steps(leg: JsonDict, client: int, server: int, origin: float) -> list[Step]:
     conn, timing = leg["id"], leg.get("timing") or {}
     established = timing.get("established") or leg["start_time"]
 
@@ -121,7 +122,7 @@ def _leg_steps(leg: dict, client: int, server: int, origin: float) -> list[Step]
     return steps
 
 
-def _conversation(leg: dict, client: int, server: int, after, step) -> list[Step]:
+def _conversation(leg: JsonDict, client: int, server: int, after, step) -> list[Step]:
     """The first words of each side, in the order they came, then the server's replies
     to the header's bytes."""
     timing = leg.get("timing") or {}
@@ -147,7 +148,7 @@ def _conversation(leg: dict, client: int, server: int, after, step) -> list[Step
     return said[:after_greeting] + answers + said[after_greeting:]
 
 
-def header_lines(header: dict | None, violations: list[dict], incomplete: bool) -> tuple[str, list[str]]:
+def header_lines(header: JsonDict | None, violations: list[JsonDict], incomplete: bool) -> tuple[str, list[str]]:
     """A header as a label and its decoded fields (or what breaks it)."""
     if header is None:
         label = "PROXY header, incomplete" if incomplete else "PROXY header, unreadable"
@@ -191,7 +192,7 @@ class Drawn:
     above: str | None = None  # "PD302 tls-flag-impossible-v1"
 
 
-def pictures(findings: list[dict], drawn_for=lambda finding: True) -> list[Drawn]:
+def pictures(findings: list[JsonDict], drawn_for=lambda finding: True) -> list[Drawn]:
     """For each finding (those `drawn_for` accepts): its ladder, drawn once per conversation."""
     first_drawn: dict[tuple[int, ...], str] = {}
     found = []
@@ -207,7 +208,7 @@ def pictures(findings: list[dict], drawn_for=lambda finding: True) -> list[Drawn
     return found
 
 
-def ladders_of(document: dict, errors_only: bool = False) -> dict[int, Ladder]:
+def ladders_of(document: JsonDict, errors_only: bool = False) -> dict[int, Ladder]:
     """Each finding's ladder, by the finding's position in the document's findings, from
     the legs the human report kept beside it (`views.summarised`)."""
     found = {}

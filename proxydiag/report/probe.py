@@ -9,13 +9,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.report import markdown as markdown_report
 from proxydiag.report import rich as rich_report
 
 STYLES = rich_report.STYLES
 
 
-def listener_line(target: dict) -> str:
+def listener_line(target: JsonDict) -> str:
     """The verdict in one sentence."""
     if target["error"]:
         return target["error"]
@@ -36,7 +37,7 @@ def listener_line(target: dict) -> str:
     return f"{what}: no greeting seen"
 
 
-def _tls_summary(verdict: dict | None) -> str:
+def _tls_summary(verdict: JsonDict | None) -> str:
     if not verdict:
         return ""
     tls = verdict["tls"] or verdict["starttls"]
@@ -46,7 +47,7 @@ def _tls_summary(verdict: dict | None) -> str:
     return f"{how} {tls['version']}, {tls['subject']}, expires {tls['not_after']}"
 
 
-def render_rich(document: dict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
+def render_rich(document: JsonDict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
     summary = document["summary"]
     head = Text()
     head.append("proxydiag probe", style="bold")
@@ -66,7 +67,7 @@ def render_rich(document: dict, console: Console, verbose: bool = False, quiet: 
                     console.print(Text("    " + line))
 
 
-def _targets_table(document: dict) -> Table:
+def _targets_table(document: JsonDict) -> Table:
     table = Table(title="Listeners", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("target", "role", "verdict", "steps", "TLS"):
         table.add_column(name, overflow="fold")
@@ -77,7 +78,7 @@ def _targets_table(document: dict) -> Table:
     return table
 
 
-def render_markdown(document: dict, version: str, command_line: str) -> str:
+def render_markdown(document: JsonDict, version: str, command_line: str) -> str:
     cell = markdown_report._cell
     out = ["# proxydiag probe report", "", f"- proxydiag {version}: `{command_line}`",
            f"- {document['summary']['targets']} target(s), {document['summary']['connections']} connections", "",

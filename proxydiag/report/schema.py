@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from proxydiag.facts.encoded import Encoded
+from proxydiag.jsontypes import JsonDict
 from proxydiag.report.later import Later
 
 EXIT_SCHEMA_VIOLATION = 3
@@ -116,7 +117,7 @@ def _item_pointer(kind: str, key: str) -> str | None:
 # --- a document as it is streamed --------------------------------------------------------------
 
 
-def validated_stream(document: dict, stream: Callable[[dict], Iterator[str]]) -> Iterator[str]:
+def validated_stream(document: JsonDict, stream: Callable[[JsonDict], Iterator[str]]) -> Iterator[str]:
     """`stream(document)`'s pieces, the document validated as they pass: each item of a
     list on its own (a large capture's connections are never held), the rest once the
     last item has passed, before the closing piece. On a violation: one line on stderr
@@ -136,7 +137,7 @@ def validated_stream(document: dict, stream: Callable[[dict], Iterator[str]]) ->
         yield held
 
 
-def validate_line(event: dict) -> None:
+def validate_line(event: JsonDict) -> None:
     """One jsonl event, before it is written (exit code 3 on a violation)."""
     try:
         validate(event)

@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.proxy_protocol.spec import (
     NOT_A_HEADER,
     PP2_CLIENT_CERT_CONN,
@@ -22,7 +23,7 @@ class Violation:
     rule: str
     message: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {"offset": self.offset, "rule": self.rule, "message": self.message}
 
 
@@ -45,7 +46,7 @@ class Tlv:
     def name(self) -> str:
         return tlv_name(self.type)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         entry = {"type": self.type, "name": self.name, "length": len(self.value), "offset": self.offset}
         if self.type == PP2_TYPE_NOOP or self.name in UNSHOWN_TLVS:
             return entry
@@ -75,7 +76,7 @@ class SslInfo:
     def client_ssl(self) -> bool:
         return bool(self.client & PP2_CLIENT_SSL)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {
             "client": self.client,
             "client_ssl": self.client_ssl,
@@ -111,7 +112,7 @@ class ProxyHeader:
     def carries_address(self) -> bool:
         return self.command == "PROXY" and self.src_addr is not None and not self.family.startswith("UNIX")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {
             "version": self.version,
             "command": self.command,
@@ -145,7 +146,7 @@ class ParseResult:
     def valid(self) -> bool:
         return self.header is not None and not self.violations and not self.incomplete
 
-    def to_dict(self, data_length: int | None = None) -> dict:
+    def to_dict(self, data_length: int | None = None) -> JsonDict:
         trailing = 0 if data_length is None else max(0, data_length - self.length)
         document: dict[str, Any] = {
             "proxy_header": self.header.to_dict() if self.header else None,

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.proxy_protocol.model import HIDDEN_TEXT, SslInfo, Tlv, Violation
 from proxydiag.parsers.proxy_protocol.spec import (
     ADDRESS_BLOCK_LENGTH,
@@ -153,19 +154,19 @@ def _decode_unique_id(value: bytes, offset: int, violations: list[Violation]) ->
     return value.hex()
 
 
-def _decode_aws(value: bytes, offset: int, violations: list[Violation]) -> dict:
+def _decode_aws(value: bytes, offset: int, violations: list[Violation]) -> JsonDict:
     if value[:1] == bytes([AWS_SUBTYPE_VPCE_ID]):
         return {"subtype": AWS_SUBTYPE_VPCE_ID, "vpce_id": _text(value[1:], offset, violations, "aws_vpce_id", ascii_only=True)}
     return {"subtype": value[0] if value else None, "data": value[1:].hex()}
 
 
-def _decode_azure(value: bytes, offset: int, violations: list[Violation]) -> dict:
+def _decode_azure(value: bytes, offset: int, violations: list[Violation]) -> JsonDict:
     if len(value) == 5 and value[0] == AZURE_SUBTYPE_PRIVATE_ENDPOINT_LINK_ID:
         return {"subtype": value[0], "private_endpoint_link_id": int.from_bytes(value[1:], "little")}
     return {"subtype": value[0] if value else None, "data": value[1:].hex()}
 
 
-def _decode_gcp(value: bytes, offset: int, violations: list[Violation]) -> dict:
+def _decode_gcp(value: bytes, offset: int, violations: list[Violation]) -> JsonDict:
     if len(value) == 8:
         return {"psc_connection_id": int.from_bytes(value, "big")}
     return {"data": value.hex()}
@@ -233,7 +234,7 @@ def der_sequence_problem(value: bytes) -> str | None:
     return None
 
 
-def _check_crc32c(block: bytes, offset: int, value: bytes, violations: list[Violation]) -> dict:
+def _check_crc32c(block: bytes, offset: int, value: bytes, violations: list[Violation]) -> JsonDict:
     if len(value) != 4:
         violations.append(Violation(offset, "v2.crc32c-length", f"CRC32C TLV is {len(value)} bytes; it must be 4"))
         return {"value": None, "valid": False}  # no checksum: whatever bytes the length took in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import TypedDict
 
 from proxydiag.parsers.proxy_protocol.model import ParseResult, ProxyHeader, Violation, address_text, incomplete
 from proxydiag.parsers.proxy_protocol.spec import (
@@ -16,6 +17,15 @@ from proxydiag.parsers.proxy_protocol.spec import (
     V2_FIXED_LENGTH,
 )
 from proxydiag.parsers.proxy_protocol.tlvs import v2_tlvs
+
+
+class AddressFields(TypedDict, total=False):
+    """The address block's fields, as ProxyHeader takes them."""
+
+    src_addr: str
+    dst_addr: str
+    src_port: int
+    dst_port: int
 
 
 def parse_v2(data: bytes) -> ParseResult:
@@ -93,7 +103,7 @@ def _v2_family(family_byte: int, violations: list[Violation]) -> str:
     return f"0x{family_byte:02x}"
 
 
-def _v2_addresses(block: bytes, family_byte: int) -> dict:
+def _v2_addresses(block: bytes, family_byte: int) -> AddressFields:
     family = family_byte >> 4
     if family == 0x1:
         src, dst, sport, dport = INET4_BLOCK.unpack_from(block, V2_FIXED_LENGTH)
@@ -109,7 +119,7 @@ def _v2_addresses(block: bytes, family_byte: int) -> dict:
     return {}
 
 
-def _address_fields(src, dst, sport: int, dport: int) -> dict:
+def _address_fields(src, dst, sport: int, dport: int) -> AddressFields:
     return {"src_addr": address_text(src), "dst_addr": address_text(dst), "src_port": sport, "dst_port": dport}
 
 

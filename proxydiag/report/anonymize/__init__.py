@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from itertools import islice
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.report.anonymize.learning import Learning
 from proxydiag.report.anonymize.patterns import WIRE_KEYS
 from proxydiag.report.anonymize.pseudonyms import Pseudonyms
@@ -31,12 +32,12 @@ from proxydiag.report.anonymize.rewriting import transform
 from proxydiag.report.later import Later
 
 
-def anonymize(document: dict) -> dict:
+def anonymize(document: JsonDict) -> JsonDict:
     """A new document (the given one is left as it was)."""
     return Anonymizer().document(document)
 
 
-def anonymize_streamed(document: dict, connections: Callable[[], Iterable[dict]]) -> dict:
+def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[JsonDict]]) -> JsonDict:
     """`document` anonymised with its connections kept out of memory: `connections()` gives
     them once to learn from, then once more, rewritten one at a time as they are written
     (the document's "connections" becomes that iterator)."""
@@ -45,7 +46,7 @@ def anonymize_streamed(document: dict, connections: Callable[[], Iterable[dict]]
         for piece in (connections() if key == "connections" else (value,)):
             learning.learn(key, piece)
     rewrite = learning.rewriter()
-    result: dict = {}
+    result: JsonDict = {}
     for key, value in document.items():  # rewritten in the order they are written, as `anonymize` does
         if key == "connections":
             result[key] = (transform(conn, rewrite) for conn in connections())
@@ -57,7 +58,8 @@ def anonymize_streamed(document: dict, connections: Callable[[], Iterable[dict]]
     return result
 
 
-def anonymize_listing(document: dict, connections: Callable[[], Iterable[dict]], shown: int) -> tuple[dict, Iterator[dict]]:
+def anonymize_listing(document: JsonDict, connections: Callable[[], Iterable[JsonDict]],
+                      shown: int) -> tuple[JsonDict, Iterator[JsonDict]]:
     """A summarised document (its first `shown` connections) anonymised together with every
     connection after those, for a report that lists them all: the document, whole, and
     the rest as an iterator rewritten as it is read."""
@@ -78,7 +80,7 @@ class Anonymizer:
     def __init__(self) -> None:
         self.pseudonyms = Pseudonyms()
 
-    def document(self, document: dict) -> dict:
+    def document(self, document: JsonDict) -> JsonDict:
         learning = Learning(self.pseudonyms)
         for key, value in document.items():
             learning.learn(key, value)
@@ -87,10 +89,10 @@ class Anonymizer:
         result["anonymized"] = True
         return result
 
-    def connection(self, connection: dict) -> dict:
+    def connection(self, connection: JsonDict) -> JsonDict:
         return self.document({"connections": [connection]})["connections"][0]
 
-    def findings(self, findings: list[dict]) -> list[dict]:
+    def findings(self, findings: list[JsonDict]) -> list[JsonDict]:
         return self.document({"findings": findings})["findings"]
 
     def text(self, text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers import proxy_protocol
 from proxydiag.report.anonymize.patterns import (
     HEX_BLOB,
@@ -100,7 +101,7 @@ def _reply_hosts(text: str):
 STANDARD_STREAMS = frozenset({"-", "<stdin>", "live"})  # names no one's files
 
 
-def _paths(document: dict) -> list[str]:
+def _paths(document: JsonDict) -> list[str]:
     found = [item["path"] for item in document.get("inputs") or [] if item.get("path")]
     found += [config["path"] for config in document.get("proxy_configs") or [] if config.get("path")]
     config = document.get("stalwart_config") or {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers import proxy_protocol
 from proxydiag.report.anonymize.patterns import (
     CUT_TEXT,
@@ -93,7 +94,7 @@ class Rewriter:
         return bytes(rewritten)
 
 
-def is_opaque_tlv(value: dict) -> bool:
+def is_opaque_tlv(value: JsonDict) -> bool:
     """A decoded TLV (type, name, length, offset, value) that identifies a client, a
     session or an account."""
     return value.get("name") in OPAQUE_TLVS and "value" in value and "type" in value and "offset" in value
