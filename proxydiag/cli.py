@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, List, NoReturn
 import typer
 
 from proxydiag import __version__
+from proxydiag.jsontypes import JsonDict
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -285,7 +286,7 @@ def _read_logs(paths: list[str], proxies: frozenset[str]) -> LogAnalysis:
                         datetime.now().astimezone().tzinfo or timezone.utc)
 
 
-def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, settings: Settings) -> tuple[dict, list[str]]:
+def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, settings: Settings) -> tuple[JsonDict, list[str]]:
     """The configurations and logs beside the captures, combined into the analysis; and
     one line for each file that could not be read."""
     from proxydiag.pipeline import evidence
@@ -446,7 +447,7 @@ def _sensor_sinks(format: SniffFormat, output: Path | None, anonymize: bool, met
     return sinks, events_file
 
 
-def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = None,
+def _report(analysis: Analysis, options: ReportOptions, extra: JsonDict | None = None,
             unread: Sequence[str] = ()) -> None:
     """Say what could not be read, render the report, and leave with the exit code.
     `extra`: what configurations and logs beside the captures add to the document."""
@@ -472,7 +473,7 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
         if options.format in (Format.markdown, Format.html):  # the ticket names the command, anonymised like the rest
             document["command_line"] = shlex.join(["proxydiag", *sys.argv[1:]])
         listed_all = options.verbose and options.format is Format.rich
-        more: Iterable[dict] = islice(analysis.connection_dicts(), SHOWN_CONNECTIONS, None) if listed_all else ()
+        more: Iterable[JsonDict] = islice(analysis.connection_dicts(), SHOWN_CONNECTIONS, None) if listed_all else ()
         if options.anonymize and listed_all:
             document, more = anonymize_listing(document, analysis.connection_dicts, SHOWN_CONNECTIONS)
         elif options.anonymize:
@@ -508,8 +509,8 @@ def _unsupported_linktypes(linktypes: set[int], shown: int = 8) -> str:
     return f"{noun} {listed}{more} not supported; their packets were skipped (the analysis covers the rest)"
 
 
-def _render(document: dict, format: Format, output: Path | None, quiet: bool, verbose: bool,
-            more: Iterable[dict] = ()) -> Iterable[str]:
+def _render(document: JsonDict, format: Format, output: Path | None, quiet: bool, verbose: bool,
+            more: Iterable[JsonDict] = ()) -> Iterable[str]:
     """The report as pieces of text; `more`: the connections a rich `-v` report lists after
     the document's own, each table written as soon as it is rendered."""
     from proxydiag.report import json as json_report
