@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from proxydiag.facts.encoded import Encoded
-from proxydiag.jsontypes import JsonDict
+from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.report.later import Later
 
 _plain_encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
@@ -26,13 +26,13 @@ def _escape_unsafe(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
-def encode(value) -> str:
+def encode(value: JsonValue) -> str:
     """One JSON value, with every character that could steer a terminal escaped."""
     text = _plain_encode(value)
     return _UNSAFE.sub(_escape_unsafe, text) if _UNSAFE.search(text) else text
 
 
-def dumps(value, indent: int = 2) -> str:
+def dumps(value: JsonValue, indent: int = 2) -> str:
     """An indented JSON value (small documents: `decode`, `rules`), escaped like `encode`."""
     text = json.dumps(value, indent=indent, ensure_ascii=False)
     return _UNSAFE.sub(_escape_unsafe, text)
@@ -81,7 +81,7 @@ def _stream_document(document: JsonDict) -> Iterator[str]:
     yield "}\n"
 
 
-def _stream_list(key: str, items, comma: str) -> Iterator[str]:
+def _stream_list(key: str, items: Iterable[JsonValue | Encoded], comma: str) -> Iterator[str]:
     first = True
     for item in items:
         yield (f"  {_encode(key)}: [\n    " if first else ",\n    ") + (item if isinstance(item, Encoded) else _encode(item))

@@ -10,6 +10,7 @@ the first SYN of the conversation where the capture gives one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from proxydiag.jsontypes import JsonDict
@@ -89,10 +90,11 @@ def _leg_steps(leg: JsonDict, client: int, server: int, origin: float) -> list[S
     conn, timing = leg["id"], leg.get("timing") or {}
     established = timing.get("established") or leg["start_time"]
 
-    def after(delay) -> float | None:
+    def after(delay: float | None) -> float | None:
         return None if delay is None else round(established + delay - origin, 6)
 
-    def step(source, target, time, kind, tag, label, details=(), frame=None) -> Step:
+    def step(source: int, target: int, time: float | None, kind: str, tag: str, label: str,
+             details: Iterable[str] = (), frame: int | None = None) -> Step:
         return Step(source, target, time, kind, tag, bounded(label), tuple(bounded(line) for line in details), conn, frame)
 
     start = round(leg["start_time"] - origin, 6)
@@ -122,7 +124,8 @@ def _leg_steps(leg: JsonDict, client: int, server: int, origin: float) -> list[S
     return steps
 
 
-def _conversation(leg: JsonDict, client: int, server: int, after, step) -> list[Step]:
+def _conversation(leg: JsonDict, client: int, server: int, after: Callable[[float | None], float | None],
+                  step: Callable[..., Step]) -> list[Step]:
     """The first words of each side, in the order they came, then the server's replies
     to the header's bytes."""
     timing = leg.get("timing") or {}
@@ -192,7 +195,7 @@ class Drawn:
     above: str | None = None  # "PD302 tls-flag-impossible-v1"
 
 
-def pictures(findings: list[JsonDict], drawn_for=lambda finding: True) -> list[Drawn]:
+def pictures(findings: list[JsonDict], drawn_for: Callable[[JsonDict], bool] = lambda finding: True) -> list[Drawn]:
     """For each finding (those `drawn_for` accepts): its ladder, drawn once per conversation."""
     first_drawn: dict[tuple[int, ...], str] = {}
     found = []

@@ -47,12 +47,12 @@ def render(document: JsonDict, version: str, command_line: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def escape(text) -> str:
+def escape(text: object) -> str:
     """Prose that quotes data: every punctuation character escaped, one line."""
     return _PUNCTUATION.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
-def code(text, in_table: bool = False) -> str:
+def code(text: object, in_table: bool = False) -> str:
     """Data as a code span, whatever backticks it holds; in a table its pipes are escaped
     (GFM splits cells on them even inside code spans)."""
     text = str(text).replace("\n", " ")
@@ -66,7 +66,7 @@ def code(text, in_table: bool = False) -> str:
     return f"{fence}{padding}{text}{padding}{fence}"
 
 
-def _cell(text) -> str:
+def _cell(text: object) -> str:
     return code(text, in_table=True) if text not in (None, "") else " "
 
 

@@ -13,11 +13,14 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxydiag.facts.encoded import Encoded
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report.later import Later
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 EXIT_SCHEMA_VIOLATION = 3
 SHOWN_MESSAGE = 300  # characters of a validator's message (it may quote a whole connection)
@@ -80,7 +83,7 @@ def _shortened(message: str) -> str:
 
 
 @cache
-def _validator(pointer: str):
+def _validator(pointer: str) -> Draft202012Validator:
     from jsonschema import Draft202012Validator
 
     node: Any = load()

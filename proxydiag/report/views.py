@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
-from proxydiag.jsontypes import JsonDict
+from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.parsers.redact import visible
 
 SEVERITY_ORDER = ("error", "warning", "info")
 MULTILINE_KEYS = frozenset({"fix"})  # the finding pages' fix text keeps its lines
 
 
-def visible_document(value, key: str | None = None):
+def visible_document(value: JsonValue, key: str | None = None) -> JsonValue:
     """The document with every control and bidi character in its strings shown as an
     escape: what the human views (rich, Markdown) render. Only a fix keeps its newlines."""
     if isinstance(value, str):
@@ -124,7 +125,7 @@ class EndpointRow:
         self.errors = 0
         self.warnings = 0
 
-    def add(self, conn: JsonDict, severities) -> None:
+    def add(self, conn: JsonDict, severities: Iterable[str]) -> None:
         self.connections += 1
         self.protocols.add(conn["protocol"] or "?")
         self.headers.add(header_label(conn))
@@ -178,7 +179,7 @@ def evidence_lines(finding: JsonDict, limit: int = 6) -> list[str]:
     return lines[:limit]
 
 
-def _compact(value) -> str:
+def _compact(value: JsonValue) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_compact(v)}" for k, v in value.items() if v not in (None, [], {}))
     if isinstance(value, list):

@@ -4,8 +4,9 @@ rewritten (a pseudonym must equal no original, wherever in the document that app
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
-from proxydiag.jsontypes import JsonDict
+from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.parsers import proxy_protocol
 from proxydiag.report.anonymize.patterns import (
     HEX_BLOB,
@@ -39,7 +40,7 @@ class Learning:
         self.hostnames: set[str] = set()
         self.seen: set[str] = set()
 
-    def learn(self, key: str, value) -> None:
+    def learn(self, key: str, value: JsonValue) -> None:
         """A document's `key` and its value (for connections, one of them)."""
         if key == "inputs" or key == "proxy_configs" or key == "stalwart_config":
             for path in _paths({key: value}):
@@ -86,7 +87,7 @@ def _hostnames(texts: list[str]) -> set[str]:
     return names
 
 
-def _reply_hosts(text: str):
+def _reply_hosts(text: str) -> Iterator[str]:
     """The host a mail reply names: the first word of its first line (a 220 greeting, a 250
     EHLO reply). Its continuation lines name none: `250-PIPELINING` is a capability."""
     continued = None  # the code of the line before, when it announced more (`250-`)
@@ -109,7 +110,7 @@ def _paths(document: JsonDict) -> list[str]:
     return [path for path in found if path not in STANDARD_STREAMS]
 
 
-def _tlv_dicts(value):
+def _tlv_dicts(value: JsonValue) -> Iterator[JsonDict]:
     if isinstance(value, dict):
         if is_opaque_tlv(value):
             yield value
@@ -121,7 +122,7 @@ def _tlv_dicts(value):
 
 
 
-def _own_texts(value):
+def _own_texts(value: JsonValue) -> Iterator[str]:
     """The texts proxydiag wrote itself (under OWN_TEXT_KEYS) inside `value`."""
     if isinstance(value, dict):
         for key, item in value.items():
@@ -134,7 +135,7 @@ def _own_texts(value):
             yield from _own_texts(item)
 
 
-def _strings(value):
+def _strings(value: JsonValue) -> Iterator[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):

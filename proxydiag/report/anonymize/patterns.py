@@ -79,7 +79,7 @@ def ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return None
 
 
-def ipv6_of(token: str):
+def ipv6_of(token: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IPv6 address in `token`, which may carry a :port (`fd12::25:10025`)."""
     if is_ip(token):
         ip = ipaddress.ip_address(token)

@@ -45,7 +45,7 @@ class Pseudonyms:
             self.mapping[key] = self._new_address(ip)
         return self.mapping[key]
 
-    def _new_address(self, ip) -> str:
+    def _new_address(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
         if ip.version == 6 and ip.ipv4_mapped:
             return "::ffff:" + self.address(str(ip.ipv4_mapped))
         kinds, public = (V4_KINDS, V4_PUBLIC) if ip.version == 4 else (V6_KINDS, V6_PUBLIC)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from proxydiag.jsontypes import JsonDict
+from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.parsers import proxy_protocol
 from proxydiag.report.anonymize.patterns import (
     CUT_TEXT,
@@ -100,7 +100,7 @@ def is_opaque_tlv(value: JsonDict) -> bool:
     return value.get("name") in OPAQUE_TLVS and "value" in value and "type" in value and "offset" in value
 
 
-def opaque_value(value, pseudonyms: Pseudonyms):
+def opaque_value(value: JsonValue, pseudonyms: Pseudonyms) -> JsonValue:
     """The pseudonym of a TLV value, in the value's own shape (hex, text, number, fields)."""
     if isinstance(value, str):
         if re.fullmatch(r"(?:[0-9a-f]{2})*", value):
@@ -114,7 +114,7 @@ def opaque_value(value, pseudonyms: Pseudonyms):
     return value
 
 
-def _opaque_field(key: str, item, pseudonyms: Pseudonyms):
+def _opaque_field(key: str, item: JsonValue, pseudonyms: Pseudonyms) -> JsonValue:
     if key == "subtype":
         return item
     if key in FIXED_WIDTH_IDS and isinstance(item, int) and not isinstance(item, bool):
@@ -130,7 +130,7 @@ def _opaque_field(key: str, item, pseudonyms: Pseudonyms):
 _SCHEMA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def transform(value, rewrite):
+def transform(value: JsonValue, rewrite: Rewriter) -> JsonValue:
     if isinstance(value, str):
         return rewrite(value)
     if isinstance(value, dict):  # keys too: counts per address are keyed by the address
