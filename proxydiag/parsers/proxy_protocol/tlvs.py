@@ -1,5 +1,5 @@
-"""Version 2's TLVs (spec 2.2.1 to 2.2.8): walking them, decoding each known type, the SSL
-TLV's sub-TLVs, and the CRC32C checksum."""
+"""Version 2's TLVs (doc/proxy-protocol.txt 2.2 and its subsections): walking them, decoding each
+known type, the SSL TLV's sub-TLVs, and the CRC32C checksum."""
 
 from __future__ import annotations
 
