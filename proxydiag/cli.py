@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, List, NoReturn
 import typer
 
 from proxydiag import __version__
+from proxydiag.jsontypes import JsonDict
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -188,7 +189,7 @@ def _command_line() -> str:
 _OWN_VALUE = re.compile(r"-|[A-Za-z0-9_]+|\d+(?:\.\d+)?|\d+=[A-Za-z0-9]+")
 
 
-def _anonymized(document: dict, inputs: Iterable[str | Path | None]) -> dict:
+def _anonymized(document: JsonDict, inputs: Iterable[str | Path | None]) -> JsonDict:
     """The document under --anonymize: every address, name and given file rewritten, and
     the command line it shows keeping none of the user's own values."""
     from proxydiag.report.anonymize import anonymize
@@ -381,7 +382,7 @@ def _configurations(paths: list[str], settings: Settings) -> CheckResult | None:
     return checked
 
 
-def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, checked: CheckResult | None) -> tuple[dict, list[str]]:
+def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, checked: CheckResult | None) -> tuple[JsonDict, list[str]]:
     """The configurations and logs beside the captures, combined into the analysis; and
     one line for each file that could not be read."""
     from proxydiag.pipeline import evidence
@@ -543,7 +544,7 @@ def _sensor_sinks(format: SniffFormat, output: Path | None, anonymize: bool, met
     return sinks, events_file
 
 
-def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = None,
+def _report(analysis: Analysis, options: ReportOptions, extra: JsonDict | None = None,
             unread: Sequence[str] = ()) -> None:
     """Say what could not be read, render the report, and leave with the exit code.
     `extra`: what configurations and logs beside the captures add to the document."""
@@ -569,7 +570,7 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
         if options.format in (Format.markdown, Format.html):  # the ticket names the command, anonymised like the rest
             document["command_line"] = _command_line()
         listed_all = options.verbose and options.format is Format.rich
-        more: Iterable[dict] = islice(analysis.connection_dicts(), SHOWN_CONNECTIONS, None) if listed_all else ()
+        more: Iterable[JsonDict] = islice(analysis.connection_dicts(), SHOWN_CONNECTIONS, None) if listed_all else ()
         if options.anonymize and listed_all:
             document, more = anonymize_listing(document, analysis.connection_dicts, SHOWN_CONNECTIONS,
                                                _paths_given(options.inputs))
@@ -606,8 +607,8 @@ def _unsupported_linktypes(linktypes: set[int], shown: int = 8) -> str:
     return f"{noun} {listed}{more} not supported; their packets were skipped (the analysis covers the rest)"
 
 
-def _render(document: dict, format: Format, output: Path | None, quiet: bool, verbose: bool,
-            more: Iterable[dict] = ()) -> Iterable[str]:
+def _render(document: JsonDict, format: Format, output: Path | None, quiet: bool, verbose: bool,
+            more: Iterable[JsonDict] = ()) -> Iterable[str]:
     """The report as pieces of text; `more`: the connections a rich `-v` report lists after
     the document's own, each table written as soon as it is rendered."""
     from proxydiag.report import json as json_report

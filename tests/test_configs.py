@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxydiag import configs
-from proxydiag.configs import fixes, haproxy
+from proxydiag.configs import fixes, haproxy, haproxy_sections
 from proxydiag.configs.model import ConfigReadError
 from proxydiag.configs.stalwart import load as load_stalwart
 from proxydiag.pipeline.check import check_configurations
@@ -604,7 +604,7 @@ def test_haproxy_reader_reads_back_what_was_written(servers, indent, comments):
 def test_haproxy_words_split_like_haproxy(word):
     """A word written in double quotes (with `"` and `\\` escaped) is one word, as HAProxy reads it."""
     escaped = word.replace("\\", "\\\\").replace('"', '\\"')
-    assert haproxy.split_words(f'server "{escaped}" # tail') == ["server", word]
+    assert haproxy_sections.split_words(f'server "{escaped}" # tail') == ["server", word]
 
 
 def test_health_checks_on_their_own_port_reach_a_listener_trusting_through_its_own_list(tmp_path):

@@ -92,7 +92,7 @@ class Stream:
         return found
 
 
-_NO_SEGMENTS: list = []  # shared, never appended to: most flows of a SYN flood carry no data
+_NO_SEGMENTS: list[tuple[int, int, float, bytes]] = []  # shared, never appended to: most flows of a SYN flood carry no data
 
 
 class _Direction:
@@ -329,8 +329,8 @@ class FlowTable:
         """Flows never handed to the callback."""
         return self.evicted_half_open + self.dropped_by_cap + self.dropped_at_end
 
-    def consume(self, source: int, records: Iterable[tuple], progress: Callable[[], None] | None = None,
-                shard: tuple[int, int] = (0, 1)) -> None:
+    def consume(self, source: int, records: Iterable[tuple[int, float, int, bytes, int]],
+                progress: Callable[[], None] | None = None, shard: tuple[int, int] = (0, 1)) -> None:
         """Track every TCP segment of a capture's records (frame_no, ts, linktype, frame, ...).
 
         With `shard` (index, count), only the flows whose `shard_of` is index are tracked;

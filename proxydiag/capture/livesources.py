@@ -268,7 +268,7 @@ class PacketSocket:
                 yield _timestamp(ancillary), linktype, frame, len(frame)
 
 
-def _timestamp(ancillary: list) -> float:
+def _timestamp(ancillary: list[tuple[int, int, bytes]]) -> float:
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
             seconds, nanoseconds = _TIMESPEC.unpack_from(data)

@@ -22,7 +22,7 @@ Record = tuple[int, float, int, bytes, int]
 # index among every interface of the input, the timestamp in the interface's own units
 # (since its if_tsoffset), linktype, frame bytes, wire length.
 ExactRecord = tuple[int, int, int, int, bytes, int]
-Unpacker = Callable[[bytes, int], tuple]
+Unpacker = Callable[[bytes, int], tuple[Any, ...]]
 
 # Chunks this size still sit in the CPU cache after the kernel copied them in;
 # measured about 20% faster than 1 MiB chunks on a 200 MB capture.

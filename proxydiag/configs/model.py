@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from proxydiag.configs.citation import shown_line
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.userinput import read_text_bounded
 
 HeaderVersion = Literal["none", "v1", "v2"]
@@ -154,7 +155,7 @@ class ProxyConfig:
     problems: tuple[Problem, ...] = field(default_factory=tuple)
     version_floor: VersionFloor | None = None  # what the file shows of the proxy's version, where it does
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {
             "kind": self.kind,
             "path": self.path,

@@ -60,6 +60,7 @@ from proxydiag.configs.model import (
     VersionFloor,
     split_host_port,
 )
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.userinput import read_text_bounded
 
 V2_SINCE = "1.31.4"  # `proxy_protocol v2;` (stream, mail): src/core/ngx_proxy_protocol.c
@@ -205,7 +206,7 @@ class _Target:
 _Expansion = tuple[str, tuple[tuple[_Map, str, Origin], ...]]
 
 
-def from_payload(payload: dict, path: str, line_of: Callable[[str, int], str]) -> ProxyConfig:
+def from_payload(payload: JsonDict, path: str, line_of: Callable[[str, int], str]) -> ProxyConfig:
     """crossplane's parse result -> ProxyConfig (pure but for `line_of`, which gives a
     line's text for the citations)."""
     errors = payload.get("errors") or []
@@ -233,7 +234,7 @@ def from_payload(payload: dict, path: str, line_of: Callable[[str, int], str]) -
 
 
 class _Reader:
-    def __init__(self, configs: list[dict], line_of: Callable[[str, int], str]) -> None:
+    def __init__(self, configs: list[JsonDict], line_of: Callable[[str, int], str]) -> None:
         self.configs = configs
         self.line_of = line_of
 
@@ -332,7 +333,7 @@ class _Reader:
             elif directive["directive"] == "location":
                 yield from self.proxy_passes(self.children(directive, origin))
 
-    def targets(self, directive: Directive, origin: Origin, upstreams: dict, kind: str, problems: list[Problem],
+    def targets(self, directive: Directive, origin: Origin, upstreams: JsonDict, kind: str, problems: list[Problem],
                 front: FrontListener, maps: dict[str, _Map]) -> list[_Target]:
         target = directive["args"][0]
         default_port = None
@@ -388,7 +389,7 @@ class _Reader:
                 for key, written, entry_origin in entries if written
                 for value, more in self.expand(written, entry_origin, front, maps, problems, (*seen, name))]
 
-    def servers(self, target: str, origin: Origin, choices: tuple[tuple[_Map, str, Origin], ...], upstreams: dict,
+    def servers(self, target: str, origin: Origin, choices: tuple[tuple[_Map, str, Origin], ...], upstreams: JsonDict,
                 default_port: int | None, problems: list[Problem]) -> list[_Target]:
         """The servers `target` names: an upstream's `server` lines, or the address itself."""
         if target in upstreams:

@@ -19,6 +19,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.userinput import read_text_bounded
 
 MIN_PREFIX = 8  # Stalwart rejects masks under /8 (registry/src/types/ipmask.rs)
@@ -125,7 +126,7 @@ class StalwartConfig:
             entries.extend(listener.trusted_override or [])
         return entries
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {
             "path": self.path,
             "style": self.style,
@@ -222,7 +223,7 @@ def _toml_trusted(flat: dict[str, object], key: str) -> list[TrustedEntry] | Non
     ]
 
 
-def from_toml(document: dict, path: str) -> StalwartConfig:
+def from_toml(document: JsonDict, path: str) -> StalwartConfig:
     flat = _flatten(document)
     config = StalwartConfig(path=path, style="toml")
     config.trusted.extend(_toml_trusted(flat, "server.proxy.trusted-networks") or [])
@@ -356,7 +357,7 @@ def _json_trusted(value, where: str) -> list[TrustedEntry]:
     return [TrustedEntry(text, where, None, NOT_A_MAP_016.format(shape=shape, example=json.dumps(text))) for text in members]
 
 
-def _json_listener(config: StalwartConfig, obj: dict, where: str, index: int) -> Listener | None:
+def _json_listener(config: StalwartConfig, obj: JsonDict, where: str, index: int) -> Listener | None:
     """A NetworkListener as 0.16 builds it; None (with the reason kept) when Stalwart would
     refuse the object: an unknown protocol or a bind that is not a map."""
     name = str(obj.get("name") or obj.get("id") or f"listener-{index + 1}")

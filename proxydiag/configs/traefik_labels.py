@@ -38,6 +38,9 @@ reference, reference/routing-configuration/other-providers/docker.md):
   `--entrypoints.NAME.address`, `--entrypoints.NAME.proxyprotocol.trustedips=a,b`,
   `--entrypoints.NAME.proxyprotocol.insecure`, `--entrypoints.NAME.http.tls*`,
   `--providers.docker.exposedbydefault`.
+
+traefik_compose.py reads the compose file (labels, flags, containers); this module turns
+the labels into routes.
 """
 
 from __future__ import annotations
@@ -47,19 +50,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from proxydiag.configs import traefik, tree
-from proxydiag.configs.model import (
-    ConfigReadError,
-    FrontListener,
-    Origin,
-    Problem,
-    ProxyConfig,
-    Route,
-    split_host_port,
+from proxydiag.configs.model import ConfigReadError, FrontListener, Problem, ProxyConfig, Route
+from proxydiag.configs.traefik_compose import (
+    Compose,
+    Container,
+    Label,
+    container_of,
+    entry_points_of,
+    labels_of,
+    read_labels,
+    runs_traefik,
 )
 from proxydiag.configs.tree import Items, Source, Tree
 from proxydiag.services import DEFAULT_TABLE
-
-FLAG = re.compile(r"^--?([A-Za-z0-9_.\-\[\]]+)(?:=(.*))?$")
 
 
 def is_compose(document: Any) -> bool:
@@ -68,7 +71,7 @@ def is_compose(document: Any) -> bool:
     services = document.get("services") if isinstance(document, Tree) else None
     if not isinstance(services, Tree) or "tcp" in document or "http" in document:
         return False
-    return any(isinstance(service, Tree) and (_labels(service) or _runs_traefik(service))
+    return any(isinstance(service, Tree) and (labels_of(service) or runs_traefik(service))
                for service in services.values())
 
 
@@ -77,133 +80,53 @@ def looks_like(text: str) -> bool:
                 and re.search(r"(?m)^[ \t]*((-[ \t]*)?|labels:[ \t]*[{\[][^\n]*?)[\"']?traefik\.(tcp|http)\.", text))
 
 
-# --- the compose file as Traefik sees it ---------------------------------------------------
+# --- the file -> ProxyConfig ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Label:
-    key: str  # as written
-    path: tuple[str, ...]  # below the root, lower case
-    value: str
-    line: int
+def entry_points(source: Source, document: Tree) -> dict[str, FrontListener]:
+    """The entry points the Traefik container's command defines (for the other files given)."""
+    return entry_points_of(Compose(source, tree.mapping(source, document, "services")))
 
 
-@dataclass
-class _Compose:
-    source: Source
-    services: Tree
-    exposed_by_default: bool = True
-    problems: list[Problem] = field(default_factory=list)
-    https: set[str] = field(default_factory=set)  # entry points whose HTTP routers have TLS
-    network_names: dict[str, str] = field(default_factory=dict)  # `networks.X.name`
-
-    def origin(self, line: int) -> Origin:
-        return self.source.origin(line)
-
-
-def _labels(service: Tree) -> list[tuple[str, Any, int]]:
-    """(key, value, line) of a service's `labels`, as a list of `key=value` or a mapping."""
-    labels = service.get("labels")
-    found: list[tuple[str, Any, int]] = []
-    if isinstance(labels, Items):
-        for item, line in zip(labels, labels.item_lines):
-            if isinstance(item, str):
-                key, _, value = item.partition("=")
-                found.append((key.strip(), value.strip(), line))
-    elif isinstance(labels, Tree):
-        found = [(str(key), value, labels.key_lines.get(key, labels.line)) for key, value in labels.items()]
-    return [label for label in found if label[0].lower().startswith("traefik.")]
-
-
-def _runs_traefik(service: Tree) -> bool:
-    image = service.get("image")
-    return isinstance(image, str) and bool(re.search(r"(^|/)traefik(:|@|$)", image.strip()))
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
-def _read_labels(compose: _Compose, name: str, service: Tree) -> list[_Label]:
-    labels = []
-    for key, value, line in _labels(service):
-        root, _, rest = key.partition(".")
-        if root != "traefik":  # paerser: "invalid label root", and the container is skipped
-            compose.problems.append(Problem(f"service {name!r}: label {key!r}: Traefik reads only labels rooted at "
-                                            "'traefik' (lower case) and ignores this container's labels",
-                                            compose.origin(line)))
-            return []
-        labels.append(_Label(key, tuple(part.lower() for part in rest.split(".")), _text(value).strip(), line))
-    return labels
-
-
-# --- static configuration: the Traefik container's command ---------------------------------
-
-
-def _flags(compose: _Compose, service: Tree) -> list[tuple[str, str, int]]:
-    """(name in lower case, value, line) of each `--flag[=value]` of the command."""
-    command = service.get("command")
-    items: list[tuple[str, int]] = []
-    if isinstance(command, Items):
-        items = [(str(item), line) for item, line in zip(command, command.item_lines)]
-    elif isinstance(command, str):
-        start = service.key_lines.get("command", service.line)
-        items = [(word, _line_of(compose.source, word, start)) for word in command.split()]
-    flags = []
-    for text, line in items:
-        match = FLAG.match(text.strip())
-        if match:
-            flags.append((match.group(1).lower(), (match.group(2) or "true").strip(), line))
-    return flags
-
-
-def _line_of(source: Source, word: str, start: int) -> int:
-    """The first line from `start` on that holds `word` (a flag of a one-string command)."""
-    for number in range(max(start, 1), len(source.lines) + 1):
-        if word in source.lines[number - 1]:
-            return number
-    return start
-
-
-def _entry_points_of(compose: _Compose) -> dict[str, FrontListener]:
-    found: dict[str, FrontListener] = {}
-    for service in compose.services.values():
-        if not isinstance(service, Tree) or not _runs_traefik(service):
+def parse(source: Source, document: Tree, entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
+    compose = Compose(source, tree.mapping(source, document, "services"))
+    compose.network_names = {str(name): str(network["name"])
+                             for name, network in tree.mapping(source, document, "networks").items()
+                             if isinstance(network, Tree) and network.get("name")}
+    own = entry_points_of(compose)
+    known = {**(entry_points or {}), **own}
+    routes: list[Route] = []
+    first_label: int | None = None
+    for name, service in compose.services.items():
+        if not isinstance(service, Tree):
             continue
-        points: dict[str, dict[str, tuple[str, int]]] = {}
-        for name, value, line in _flags(compose, service):
-            parts = name.split(".")
-            if parts[:1] == ["entrypoints"] and len(parts) >= 3:
-                points.setdefault(parts[1], {})[".".join(parts[2:])] = (value, line)
-            elif name == "providers.docker.exposedbydefault":
-                compose.exposed_by_default = tree.flag(value)
-        for point, settings in points.items():
-            front = _front(compose, point, settings)
-            if front is not None:
-                found[point] = front
-    return found
+        labels = read_labels(compose, str(name), service)
+        if not labels or not _enabled(compose, str(name), labels):
+            continue
+        first_label = first_label or labels[0].line
+        container = container_of(compose, str(name), service, labels)
+        found = _gather(compose, str(name), labels)
+        routes += _tcp_routes(compose, container, found["tcp"], found["http"], known)
+        routes += _http_routes(compose, container, found["http"], known)
+    if routes and not known and not any("entry point" in problem.message for problem in compose.problems):
+        compose.problems.append(Problem(
+            "entry point addresses are not in the files given (labels name entry points; Traefik's static "
+            "configuration defines them): give traefik.yml too, or the Traefik container's --entrypoints flags",
+            compose.origin(first_label or 1)))
+    if not routes and not own and not compose.problems:
+        raise ConfigReadError(source.path, None, "a compose file without Traefik routers or a Traefik command")
+    return ProxyConfig("traefik", source.path, tuple(own.values()), tuple(routes), tuple(compose.problems))
 
 
-def _front(compose: _Compose, point: str, settings: dict[str, tuple[str, int]]) -> FrontListener | None:
-    if any(key == "http.tls" or key.startswith("http.tls.") for key in settings):
-        compose.https.add(point)
-    if "address" not in settings:
-        return None
-    address, line = settings["address"]
-    parsed = split_host_port(address.split("/")[0])
-    if parsed is None or parsed[1] is None:
-        raise ConfigReadError(compose.source.path, line, f"--entrypoints.{point}.address {address!r}: no port")
-    trusted_flag = settings.get("proxyprotocol.trustedips")
-    insecure_flag = settings.get("proxyprotocol.insecure")
-    insecure = insecure_flag is not None and tree.flag(insecure_flag[0])
-    trusted = tuple(ip.strip() for ip in trusted_flag[0].split(",") if ip.strip()) if trusted_flag else ()
-    accepts = insecure or bool(trusted)
-    where = (insecure_flag if insecure else trusted_flag) if accepts else None
-    return FrontListener(parsed[0], parsed[1], tls_terminated=False, accepts_header=accepts,
-                         origin=compose.origin(where[1] if where else line), trusted_sources=trusted,
-                         header_optional=True)
+def _enabled(compose: Compose, name: str, labels: list[Label]) -> bool:
+    enable = next((label for label in labels if label.path == ("enable",)), None)
+    if enable is not None:
+        return tree.flag(enable.value)
+    if not compose.exposed_by_default:
+        compose.problems.append(Problem(f"service {name!r}: no traefik.enable=true while exposedByDefault is false: "
+                                        "Traefik ignores its labels", compose.origin(labels[0].line)))
+        return False
+    return True
 
 
 # --- routing: labels -> the dynamic-file shape ---------------------------------------------
@@ -226,7 +149,7 @@ class _Labels:
     services: dict[str, _Service] = field(default_factory=dict)
 
 
-def _gather(compose: _Compose, name: str, labels: list[_Label]) -> dict[str, _Labels]:
+def _gather(compose: Compose, name: str, labels: list[Label]) -> dict[str, _Labels]:
     """The container's routers and services, by protocol (`tcp`, `http`)."""
     found = {"tcp": _Labels(), "http": _Labels()}
     for label in labels:
@@ -247,7 +170,7 @@ def _gather(compose: _Compose, name: str, labels: list[_Label]) -> dict[str, _La
     return found
 
 
-def _router_label(router: Tree, attribute: str, label: _Label) -> None:
+def _router_label(router: Tree, attribute: str, label: Label) -> None:
     def put(key: str, value: Any) -> None:
         router[key] = value
         router.key_lines[key] = label.line
@@ -289,126 +212,15 @@ SERVICE_LABELS = {
 }
 
 
-def _service_label(service: _Service, attribute: str, label: _Label) -> None:
+def _service_label(service: _Service, attribute: str, label: Label) -> None:
     if attribute in SERVICE_LABELS:
         setattr(service, SERVICE_LABELS[attribute], (label.value, label.line))
-
-
-# --- the container ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Container:
-    name: str
-    service: Tree
-    address: str  # on the network Traefik reaches it by
-    source: str | None  # Traefik's own address there, where the file fixes it
-    source_line: int | None
-    ports: tuple[tuple[int, int], ...]  # (port, line) the compose file shows it exposing
-
-
-def _container(compose: _Compose, name: str, service: Tree, labels: list[_Label]) -> _Container:
-    wanted = next((label.value for label in labels if label.path == ("docker", "network")), None)
-    own = _addresses(compose, service)
-    traefik_addresses = [_addresses(compose, other) for other in compose.services.values()
-                         if isinstance(other, Tree) and _runs_traefik(other) and other is not service]
-    shared = [net for net in own if any(net in theirs for theirs in traefik_addresses)]
-    order = ([net for net in own if wanted in (net, _network_name(compose, net))] if wanted else []) + shared + list(own)
-    network = order[0] if order else None
-    address = own.get(network, (None, 0))[0] if network else None
-    source = next((theirs[network] for theirs in traefik_addresses if network in theirs and theirs[network][0]), None)
-    return _Container(name, service, address or name, source[0] if source else None, source[1] if source else None,
-                      _exposed(service))
-
-
-def _addresses(compose: _Compose, service: Tree) -> dict[str, tuple[str | None, int]]:
-    """Network -> (ipv4_address or None, its line), in the order written; `default` when none."""
-    networks = service.get("networks")
-    if isinstance(networks, Items):
-        return {str(name): (None, line) for name, line in zip(networks, networks.item_lines)}
-    if isinstance(networks, Tree):
-        found: dict[str, tuple[str | None, int]] = {}
-        for name, settings in networks.items():
-            address = settings.get("ipv4_address") if isinstance(settings, Tree) else None
-            line = settings.key_lines.get("ipv4_address", networks.key_lines.get(name, 0)) if isinstance(settings, Tree) \
-                else networks.key_lines.get(name, 0)
-            found[str(name)] = (str(address) if address else None, line)
-        return found
-    return {"default": (None, service.line)}
-
-
-def _network_name(compose: _Compose, network: str) -> str | None:
-    return compose.network_names.get(network)
-
-
-def _exposed(service: Tree) -> tuple[tuple[int, int], ...]:
-    """Container ports of `expose` and `ports` (`"25:25"`, `"127.0.0.1:8080:8080/tcp"`, `{target: 25}`)."""
-    found: dict[int, int] = {}
-    for key in ("expose", "ports"):
-        items = service.get(key)
-        if not isinstance(items, Items):
-            continue
-        for item, line in zip(items, items.item_lines):
-            target = item.get("target") if isinstance(item, Tree) else str(item).split("/")[0].rsplit(":", 1)[-1]
-            text = str(target).strip()
-            if text.isdigit():
-                found.setdefault(int(text), line)
-            elif "-" in text:  # a range: more than one port
-                found.setdefault(-1, line)
-                found.setdefault(-2, line)
-    return tuple(sorted(found.items()))
 
 
 # --- routes ---------------------------------------------------------------------------------
 
 
-def entry_points(source: Source, document: Tree) -> dict[str, FrontListener]:
-    """The entry points the Traefik container's command defines (for the other files given)."""
-    return _entry_points_of(_Compose(source, tree.mapping(source, document, "services")))
-
-
-def parse(source: Source, document: Tree, entry_points: dict[str, FrontListener] | None = None) -> ProxyConfig:
-    compose = _Compose(source, tree.mapping(source, document, "services"))
-    compose.network_names = {str(name): str(network["name"])
-                             for name, network in tree.mapping(source, document, "networks").items()
-                             if isinstance(network, Tree) and network.get("name")}
-    own = _entry_points_of(compose)
-    known = {**(entry_points or {}), **own}
-    routes: list[Route] = []
-    first_label: int | None = None
-    for name, service in compose.services.items():
-        if not isinstance(service, Tree):
-            continue
-        labels = _read_labels(compose, str(name), service)
-        if not labels or not _enabled(compose, str(name), labels):
-            continue
-        first_label = first_label or labels[0].line
-        container = _container(compose, str(name), service, labels)
-        found = _gather(compose, str(name), labels)
-        routes += _tcp_routes(compose, container, found["tcp"], found["http"], known)
-        routes += _http_routes(compose, container, found["http"], known)
-    if routes and not known and not any("entry point" in problem.message for problem in compose.problems):
-        compose.problems.append(Problem(
-            "entry point addresses are not in the files given (labels name entry points; Traefik's static "
-            "configuration defines them): give traefik.yml too, or the Traefik container's --entrypoints flags",
-            compose.origin(first_label or 1)))
-    if not routes and not own and not compose.problems:
-        raise ConfigReadError(source.path, None, "a compose file without Traefik routers or a Traefik command")
-    return ProxyConfig("traefik", source.path, tuple(own.values()), tuple(routes), tuple(compose.problems))
-
-
-def _enabled(compose: _Compose, name: str, labels: list[_Label]) -> bool:
-    enable = next((label for label in labels if label.path == ("enable",)), None)
-    if enable is not None:
-        return tree.flag(enable.value)
-    if not compose.exposed_by_default:
-        compose.problems.append(Problem(f"service {name!r}: no traefik.enable=true while exposedByDefault is false: "
-                                        "Traefik ignores its labels", compose.origin(labels[0].line)))
-        return False
-    return True
-
-
-def _tcp_routes(compose: _Compose, container: _Container, labels: _Labels, http: _Labels,
+def _tcp_routes(compose: Compose, container: Container, labels: _Labels, http: _Labels,
                 known: dict[str, FrontListener]) -> list[Route]:
     if not labels.routers and not labels.services:
         return []
@@ -452,7 +264,7 @@ def _tcp_routes(compose: _Compose, container: _Container, labels: _Labels, http:
     return routes
 
 
-def _balancer(compose: _Compose, container: _Container, service: _Service) -> Tree | None:
+def _balancer(compose: Compose, container: Container, service: _Service) -> Tree | None:
     """The service as the dynamic file writes it: `loadBalancer: {servers: [{address}], proxyProtocol}`,
     each key at its label's line; None (said in the problems) where the port or the header is not known."""
     port = _port(compose, container, service)
@@ -489,7 +301,7 @@ def _balancer(compose: _Compose, container: _Container, service: _Service) -> Tr
     return holder
 
 
-def _port(compose: _Compose, container: _Container, service: _Service) -> tuple[str, int] | None:
+def _port(compose: Compose, container: Container, service: _Service) -> tuple[str, int] | None:
     if service.port is not None:
         if not service.port[0].isdigit():
             compose.problems.append(Problem(f"service {service.name!r}: port {service.port[0]!r} is not a number",
@@ -509,7 +321,7 @@ def _port(compose: _Compose, container: _Container, service: _Service) -> tuple[
     return None
 
 
-def _http_routes(compose: _Compose, container: _Container, labels: _Labels,
+def _http_routes(compose: Compose, container: Container, labels: _Labels,
                  known: dict[str, FrontListener]) -> list[Route]:
     """HTTP routers: Traefik speaks HTTP to the server, never with a PROXY header."""
     routes = []
@@ -545,7 +357,7 @@ def _http_routes(compose: _Compose, container: _Container, labels: _Labels,
     return routes
 
 
-def _sourced(compose: _Compose, container: _Container, route: Route) -> Route:
+def _sourced(compose: Compose, container: Container, route: Route) -> Route:
     """Traefik's own address on the container's network, where the compose file fixes it."""
     if container.source is None or container.source_line is None:
         return route

@@ -21,7 +21,7 @@ MAX_DEPTH = 200
 MAX_NODES = 200_000  # aliases are expanded: a few lines of anchors can stand for billions of nodes
 
 
-class Tree(dict):
+class Tree(dict[Any, Any]):  # YAML keys may be numbers
     """A mapping with the line of each key (1-based; 0: not known)."""
 
     line: int
@@ -32,7 +32,7 @@ class Tree(dict):
         self.line, self.key_lines = line, {}
 
 
-class Items(list):
+class Items(list[Any]):
     """A sequence with the line of each item."""
 
     line: int

@@ -218,20 +218,23 @@ def _closing(client: Stream, server: Stream) -> tuple[str | None, str | None, fl
     return side, kind, ts
 
 
-def _reassembly_facts(tracked: TrackedConnection) -> dict:
+StreamFacts = dict[str, bool | int | None]  # one side's reassembly facts, named as in _FACT_NAMES
+
+
+def _reassembly_facts(tracked: TrackedConnection) -> dict[str, StreamFacts]:
     return {"client": _stream_facts(tracked.client), "server": _stream_facts(tracked.server)}
 
 
-def _stream_facts(stream: Stream) -> dict:
+def _stream_facts(stream: Stream) -> StreamFacts:
     return _shared_facts((stream.start_seen, stream.gap_at, stream.retransmissions, stream.out_of_order,
                           stream.overlap_conflicts, stream.snapped_bytes))
 
 
-def _shared_facts(facts: tuple) -> dict:
+def _shared_facts(facts: tuple[bool | int | None, ...]) -> StreamFacts:
     if facts not in _FACTS:  # most streams share one of a few dicts (never mutated)
         _FACTS[facts] = dict(zip(_FACT_NAMES, facts, strict=False))
     return _FACTS[facts]
 
 
 _FACT_NAMES = ("start_seen", "gap_at", "retransmissions", "out_of_order", "overlap_conflicts", "snapped_bytes")
-_FACTS: dict[tuple, dict] = {}
+_FACTS: dict[tuple[bool | int | None, ...], StreamFacts] = {}

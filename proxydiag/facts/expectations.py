@@ -57,8 +57,8 @@ class EndpointStats:
     connections: int = 0
     with_header: int = 0
     local: int = 0
-    versions: Counter = field(default_factory=Counter)
-    header_sources: Counter = field(default_factory=Counter)
+    versions: Counter[int] = field(default_factory=Counter)
+    header_sources: Counter[str] = field(default_factory=Counter)
 
     def add(self, conn: Connection) -> None:
         if conn.mid_stream or (conn.header is None and conn.client_first is None):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxydiag.facts.encoded import Encoded
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.protocols.base import MailOpening, Opening
 from proxydiag.parsers.proxy_protocol import ParseResult, ProxyHeader
 from proxydiag.services import Service
@@ -28,7 +29,7 @@ class Expectation:
     def wants_header(self) -> bool:
         return self.value != "none"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {"value": self.value, "source": self.source, "inferred": self.inferred}
 
 
@@ -41,7 +42,7 @@ class InputSummary:
     damaged: str | None = None
     error: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {
             "path": self.path,
             "format": self.format,
@@ -79,7 +80,7 @@ class Endpoints:
     dst_addr: str
     dst_port: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {"src_addr": self.src_addr, "src_port": self.src_port, "dst_addr": self.dst_addr, "dst_port": self.dst_port}
 
 
@@ -132,7 +133,7 @@ class Connection:
     def timing_greeting_after(self) -> float | None:
         return _delay(self.established_ts or self.start_ts, self.greeting_ts)
 
-    def _tls_summary(self) -> dict:
+    def _tls_summary(self) -> JsonDict:
         return _tls_summary_of(self)
 
     @property
@@ -168,7 +169,7 @@ class Connection:
     def client_snapped(self) -> bool:
         return bool(self.reassembly.get("client", {}).get("snapped_bytes"))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {
             "id": self.id,
             "input": self.input,
@@ -209,7 +210,7 @@ class Connection:
 SERVER_SPEAKS_FIRST_PROTOCOLS = frozenset({"smtp", "lmtp", "imap", "pop3", "managesieve"})
 
 
-def _tls_summary_of(conn: Connection) -> dict:
+def _tls_summary_of(conn: Connection) -> JsonDict:
     tls = conn.opening.tls
     summary: dict[str, Any] = {"client_hello": conn.tls_client_hello}
     if tls is not None:

@@ -35,7 +35,7 @@ class ConnectionStore(Sequence[Connection]):
         self._frames = array("q")
         self._starts = array("d")
         self._report_order: list[int] | None = None  # slots in (input, first frame) order
-        self._number_of_slot: array | None = None  # the connection number of each slot
+        self._number_of_slot: array[int] | None = None  # the connection number of each slot
         self.prepare: Callable[[Connection], None] | None = None  # what judging adds to each one read
         self._rendered: IO[bytes] | None = None  # each connection's JSON, written as it was judged
         self._rendered_at = array("q")
@@ -90,7 +90,7 @@ class ConnectionStore(Sequence[Connection]):
             return None
         return self._read_rendered(file, offsets)
 
-    def _read_rendered(self, file: IO[bytes], offsets: array) -> Iterator[str]:
+    def _read_rendered(self, file: IO[bytes], offsets: array[int]) -> Iterator[str]:
         for slot in self._order():
             file.seek(offsets[slot])
             yield file.readline()[:-1].decode()
@@ -118,7 +118,7 @@ class ConnectionStore(Sequence[Connection]):
             self._number_of_slot = numbers
         return self._report_order
 
-    def _numbers(self) -> array:
+    def _numbers(self) -> array[int]:
         self._order()
         assert self._number_of_slot is not None
         return self._number_of_slot
@@ -162,7 +162,7 @@ class _Pickler(pickle.Pickler):
 
 
 _fields: dict[type, tuple[str, ...] | None] = {}
-_getters: dict[type, attrgetter] = {}
+_getters: dict[type, attrgetter[tuple[object, ...]]] = {}
 
 
 def _slotted_fields(cls: type) -> tuple[str, ...] | None:
@@ -175,7 +175,7 @@ def _slotted_fields(cls: type) -> tuple[str, ...] | None:
     return _fields[cls]
 
 
-def _restore(cls: type, state: tuple) -> object:
+def _restore(cls: type, state: tuple[object, ...]) -> object:
     obj: object = object.__new__(cls)
     for name, value in zip(_slotted_fields(cls) or (), state, strict=True):
         object.__setattr__(obj, name, value)

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Union
 
+from proxydiag.jsontypes import JsonDict
+
 # A field value as the log wrote it: text, a number, a flag, nothing, or a list of these.
-FieldValue = Union[str, int, float, bool, None, list]
+FieldValue = Union[str, int, float, bool, None, list["FieldValue"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +70,7 @@ class LogRead:
         self.events.append(event)
         self.kinds[event.source] = self.kinds.get(event.source, 0) + 1
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {
             "path": self.file,
             "format": "log",

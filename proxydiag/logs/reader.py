@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import datetime, timezone, tzinfo
 from typing import Any
 
+from proxydiag.jsontypes import JsonValue
 from proxydiag.logs import haproxy, nginx, stalwart
 from proxydiag.logs.event import LogEvent, LogRead, NotALog
 
@@ -132,7 +133,7 @@ def _json(text: str) -> Any:
         return None
 
 
-def _json_document(text: str) -> list | None:
+def _json_document(text: str) -> list[JsonValue] | None:
     """The events of a whole-file JSON document (an array of Stalwart events, or a webhook
     body `{"events": [...]}`), None when the file is something else."""
     stripped = text.lstrip()
@@ -146,7 +147,7 @@ def _json_document(text: str) -> list | None:
     return None
 
 
-def _read_json_document(items: list, text: str, result: LogRead) -> None:
+def _read_json_document(items: list[JsonValue], text: str, result: LogRead) -> None:
     for index, item in enumerate(items, start=1):
         result.lines += 1
         raw = json.dumps(item, ensure_ascii=False) if isinstance(item, dict) else str(item)

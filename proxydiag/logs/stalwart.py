@@ -29,6 +29,7 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.logs.event import FieldValue, LogEvent
 
 SOURCE = "stalwart"
@@ -240,7 +241,7 @@ def is_json_event(value: Any) -> bool:
             and isinstance(value.get("createdAt"), str) and isinstance(value.get("data", {}), dict))
 
 
-def json_event(value: dict, raw: str, file: str, number: int) -> LogEvent | None:
+def json_event(value: JsonDict, raw: str, file: str, number: int) -> LogEvent | None:
     """One event of the JSON serializer; None when the object is not one."""
     if not is_json_event(value):
         return None

@@ -10,7 +10,12 @@ from proxydiag.configs.model import Route
 from proxydiag.configs.stalwart import StalwartConfig
 from proxydiag.configs.stalwart import load as load_stalwart_config
 from proxydiag.facts.describe import describe
-from proxydiag.facts.expectations import ExpectationResolver, parse_expect_options, parse_trusted_networks
+from proxydiag.facts.expectations import (
+    ExpectationResolver,
+    TrustedEntry,
+    parse_expect_options,
+    parse_trusted_networks,
+)
 from proxydiag.facts.model import Analysis, Connection, FlowTableBounds, InputSummary
 from proxydiag.facts.store import ConnectionStore
 from proxydiag.pipeline.shards import Progress, track_files
@@ -26,7 +31,7 @@ class Settings:
 
     expect_global: str | None = None
     expect_ports: dict[int, str] = field(default_factory=dict)
-    trusted: list | None = None
+    trusted: list[TrustedEntry] | None = None
     stalwart: StalwartConfig | None = None
     options: Options = field(default_factory=Options)
     proxy_routes: tuple[Route, ...] = ()  # of the proxy configurations given with the captures

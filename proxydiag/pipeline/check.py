@@ -12,6 +12,7 @@ from proxydiag.configs.model import ConfigReadError, ProxyConfig, Route
 from proxydiag.configs.stalwart import StalwartConfig
 from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Analysis
+from proxydiag.jsontypes import JsonDict
 from proxydiag.rules import crosscheck
 from proxydiag.rules.base import SEVERITIES, Finding, Options
 from proxydiag.rules.judge import judge_all
@@ -26,7 +27,7 @@ class CheckResult:
     findings: list[Finding] = field(default_factory=list)
     stalwart: StalwartConfig | None = None
 
-    def document(self) -> dict:
+    def document(self) -> JsonDict:
         """The report document (schema proxydiag/1) with the configurations as inputs."""
         analysis = Analysis(stalwart_config=self.stalwart, findings=self.findings)
         document = analysis.to_dict()

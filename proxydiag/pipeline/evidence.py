@@ -24,6 +24,7 @@ from typing import Literal
 from proxydiag import configs
 from proxydiag.configs.model import ProxyConfig
 from proxydiag.facts.model import Analysis, Connection
+from proxydiag.jsontypes import JsonDict
 from proxydiag.logs.event import LogEvent
 from proxydiag.logs.reader import parse_record, records
 from proxydiag.parsers.userinput import read_text_bounded
@@ -104,7 +105,7 @@ def read_head(path: str) -> bytes | None:
 # --- one report ---------------------------------------------------------------------------
 
 
-def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis | None) -> dict:
+def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis | None) -> JsonDict:
     """Merge the configurations' and the logs' findings into the capture's analysis (one
     list, sorted by severity then code), with the cross-evidence findings and
     attachments; return the document keys the other kinds add."""
@@ -120,7 +121,7 @@ def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis |
     findings += log_findings
     findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.code))
     analysis.findings = findings
-    extra: dict = {}
+    extra: JsonDict = {}
     if checked is not None:
         extra["proxy_configs"] = [config.to_dict() for config in checked.configs]
         extra["proxy_config_errors"] = [str(error) for error in checked.errors]
@@ -131,7 +132,7 @@ def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis |
     return extra
 
 
-def add_to_document(document: dict, extra: dict) -> dict:
+def add_to_document(document: JsonDict, extra: JsonDict) -> JsonDict:
     """The capture's document with the other kinds' inputs, sections and counts."""
     extra = dict(extra)
     document["inputs"] = [*document["inputs"], *extra.pop("log_inputs", [])]

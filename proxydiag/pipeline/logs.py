@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from proxydiag.facts.model import SCHEMA
+from proxydiag.jsontypes import JsonDict
 from proxydiag.logs.event import LogEvent, LogRead, NotALog
 from proxydiag.logs.reader import read_log
 from proxydiag.rules.logs import LogOptions, LogVerdict, judge
@@ -24,7 +25,7 @@ class LogAnalysis:
     def events(self) -> list[LogEvent]:
         return [event for read in self.reads for event in read.events]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         findings = self.verdict.findings if self.verdict else []
         severities = [finding.severity for finding in findings]
         return {
@@ -62,5 +63,5 @@ def analyze_logs(paths: Iterable[str], open_input: Callable[[str], bytes], optio
     return analysis
 
 
-def _order(event: LogEvent) -> tuple:
+def _order(event: LogEvent) -> tuple[bool, float, str, int]:
     return (event.timestamp is None, event.timestamp.timestamp() if event.timestamp else 0.0, event.file, event.line)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from proxydiag import __version__
+from proxydiag.jsontypes import JsonDict
 from proxydiag.outputs import open_appending
 from proxydiag.report.json import checked_line
 
@@ -41,7 +42,7 @@ class SensorError(Exception):
 
 
 class Sink(Protocol):
-    def start(self, info: dict) -> None: ...
+    def start(self, info: JsonDict) -> None: ...
 
     def connection(self, conn: Connection, findings: list[Finding]) -> None:
         """A connection was judged; `findings`: those it is cited in."""
@@ -50,9 +51,9 @@ class Sink(Protocol):
         """A finding was raised (`first`) or its count grew by `added`; `listener`: the
         server endpoint its first connection reached (None: no connection)."""
 
-    def heartbeat(self, counters: dict) -> None: ...
+    def heartbeat(self, counters: JsonDict) -> None: ...
 
-    def stop(self, document: dict) -> None:
+    def stop(self, document: JsonDict) -> None:
         """The capture ended; `document`: the final report without its connections."""
 
 
@@ -104,7 +105,7 @@ class SniffEvents:
     raised, then whenever it grows. The stop event carries the final report, judged
     whole as `analyze` judges the `-w` file."""
 
-    def __init__(self, sinks: Iterable[Sink], heartbeat_seconds: float, counters: Callable[[], dict],
+    def __init__(self, sinks: Iterable[Sink], heartbeat_seconds: float, counters: Callable[[], JsonDict],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.sinks, self.heartbeat_seconds, self.counters, self.clock = list(sinks), heartbeat_seconds, counters, clock
         self.told = 0  # connections
@@ -120,7 +121,7 @@ class SniffEvents:
                             on_hit=self.hit, on_judged=self.judged)
         return self._judge
 
-    def start(self, info: dict) -> None:
+    def start(self, info: JsonDict) -> None:
         for sink in self.sinks:
             sink.start(info)
 
@@ -161,7 +162,7 @@ class SniffEvents:
             sink.heartbeat(counters)
 
 
-def final_document(analysis: Analysis) -> dict:
+def final_document(analysis: Analysis) -> JsonDict:
     """The told report without its connections (each was an event of its own), every
     finding with the listener of the first connection it cites."""
     from proxydiag.report.views import told
@@ -180,7 +181,7 @@ def _listener(analysis: Analysis, finding: Finding) -> str | None:
     return listener_of(analysis.connections[finding.connections[0] - 1])
 
 
-def capture_counters(capture: LiveCapture, table: FlowTable, connections: int) -> dict:
+def capture_counters(capture: LiveCapture, table: FlowTable, connections: int) -> JsonDict:
     """The heartbeat's numbers: cumulative since the start, except `open_flows`."""
     return {
         "packets": capture.info.packets,
@@ -198,7 +199,7 @@ class AnnounceSink:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
 
-    def start(self, info: dict) -> None:
+    def start(self, info: JsonDict) -> None:
         pass
 
     def connection(self, conn: Connection, findings: list[Finding]) -> None:
@@ -209,10 +210,10 @@ class AnnounceSink:
             self.stream.write(f"{finding.severity.upper():7} {finding.code} {finding.slug}: {finding.message}\n")
             self.stream.flush()
 
-    def heartbeat(self, counters: dict) -> None:
+    def heartbeat(self, counters: JsonDict) -> None:
         pass
 
-    def stop(self, document: dict) -> None:
+    def stop(self, document: JsonDict) -> None:
         pass
 
 
@@ -232,7 +233,7 @@ class JsonlSink:
         """From a signal handler: the next event goes to a freshly opened file."""
         self._reopen = True
 
-    def start(self, info: dict) -> None:
+    def start(self, info: JsonDict) -> None:
         self._write("start", {"version": __version__, "options": self._private_options(info)})
 
     def connection(self, conn: Connection, findings: list[Finding]) -> None:
@@ -256,15 +257,15 @@ class JsonlSink:
             "finding": self.anonymizer.findings([item])[0] if self.anonymizer else item,
         })
 
-    def heartbeat(self, counters: dict) -> None:
+    def heartbeat(self, counters: JsonDict) -> None:
         self._write("heartbeat", {"counters": counters})
 
-    def stop(self, document: dict) -> None:
+    def stop(self, document: JsonDict) -> None:
         self._write("stop", {"report": self.anonymizer.document(document) if self.anonymizer else document})
         if self.path is not None:
             self._handle.close()
 
-    def _write(self, event: str, payload: dict) -> None:
+    def _write(self, event: str, payload: JsonDict) -> None:
         if self._reopen and self.path is not None:
             self._reopen = False
             self._handle.close()
@@ -283,7 +284,7 @@ class JsonlSink:
     def _private_text(self, text: str) -> str:
         return self.anonymizer.text(text) if self.anonymizer else text
 
-    def _private_options(self, info: dict) -> dict:
+    def _private_options(self, info: JsonDict) -> JsonDict:
         if self.anonymizer is None:
             return info
         written = [info["write"]] if info.get("write") else []  # the -w file's name is the user's too
@@ -324,7 +325,7 @@ class MetricsSink:
         except OSError as error:
             raise SensorError(f"cannot serve metrics on {host}:{port}: {error.strerror or error}") from None
 
-    def start(self, info: dict) -> None:
+    def start(self, info: JsonDict) -> None:
         self.up.set(1)
 
     def connection(self, conn: Connection, findings: list[Finding]) -> None:
@@ -336,14 +337,14 @@ class MetricsSink:
         label = self._label(listener) if listener else "none"
         self.findings.labels(code=finding.code, severity=finding.severity, listener=label).inc(added)
 
-    def heartbeat(self, counters: dict) -> None:
+    def heartbeat(self, counters: JsonDict) -> None:
         self._advance(self.packets, "packets", counters["packets"])
         self._advance(self.dropped, "dropped", counters["capture_dropped"])
         for reason, total in counters["flow_table_evictions"].items():
             self._advance(self.evictions.labels(reason=reason), f"evicted-{reason}", total)
         self.open_flows.set(counters["open_flows"])
 
-    def stop(self, document: dict) -> None:
+    def stop(self, document: JsonDict) -> None:
         self.up.set(0)
 
     def _advance(self, counter: Any, key: str, total: int) -> None:

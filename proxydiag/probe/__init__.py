@@ -17,7 +17,9 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.protocols import MailOpening, Opening, recognise
 from proxydiag.probe.steps import (
     PLAN,
@@ -85,8 +87,8 @@ class StepRecord:
     cut: str | None = None  # why the probe stopped reading (a limit of ReadLimits), if it did
     greeting_unfinished: bool = False  # bytes came, but no whole greeting within the timeout
     ended_at: float | None = None
-    tls: dict | None = None  # implicit TLS: the handshake
-    starttls: dict | None = None
+    tls: JsonDict | None = None  # implicit TLS: the handshake
+    starttls: JsonDict | None = None
     opening: Opening | None = None
 
     @property
@@ -234,7 +236,7 @@ class Wire:
         self._flush()
         return plain
 
-    def start_tls(self, server_name: str | None, timeout: float) -> dict:
+    def start_tls(self, server_name: str | None, timeout: float) -> JsonDict:
         """The handshake; what it showed (version, cipher, certificate) or why it failed."""
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # we report, we do not judge
@@ -269,7 +271,7 @@ class Wire:
             self.sock.close()
 
 
-def certificate_facts(der: bytes | None) -> dict:
+def certificate_facts(der: bytes | None) -> JsonDict:
     """Subject, issuer and expiry of the server's certificate (not verified: the probe
     reports what it was shown)."""
     if not der:
@@ -299,7 +301,10 @@ class ProbeOptions:
     limits: ReadLimits = ReadLimits()
 
 
-def resolve(target: Target, source: str | None) -> tuple[int, tuple]:
+SocketAddress = tuple[Any, ...]  # as getaddrinfo gives it: (host, port) for IPv4, (host, port, flow, scope) for IPv6
+
+
+def resolve(target: Target, source: str | None) -> tuple[int, SocketAddress]:
     """The address to connect to (of the source's family when one is given)."""
     family = socket.AF_UNSPEC
     if source is not None:
@@ -312,7 +317,7 @@ def resolve(target: Target, source: str | None) -> tuple[int, tuple]:
     return info[0], info[4]
 
 
-def run_step(target: Target, step: str, address: tuple[int, tuple], options: ProbeOptions, do_starttls: bool,
+def run_step(target: Target, step: str, address: tuple[int, SocketAddress], options: ProbeOptions, do_starttls: bool,
              budget: TargetBudget | None = None) -> StepRecord:
     """One connection of the plan; `budget`: what the target may still send."""
     family, sockaddr = address

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from proxydiag import __version__
 from proxydiag.capture.sources import CaptureError, Interface, open_capture
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.redact import visible
 from proxydiag.report import pcapng
 from proxydiag.report.views import address
@@ -110,7 +111,7 @@ def cited_comments(findings: Iterable[Any], input_of: Callable[[int], int]) -> d
     return comments
 
 
-def header_summary(conn: dict) -> str:
+def header_summary(conn: JsonDict) -> str:
     header = conn.get("proxy_header")
     if header is None:
         return "malformed PROXY header" if conn.get("proxy_header_violations") else "no PROXY header"
@@ -134,7 +135,7 @@ def verdict_summary(severity: str | None, codes: Sequence[str]) -> str:
     return f"verdict: {severity} ({named})"
 
 
-def connection_summary(conn: dict, verdicts: ConnectionVerdicts) -> str:
+def connection_summary(conn: JsonDict, verdicts: ConnectionVerdicts) -> str:
     """One line for a connection's first frame: endpoints, protocol, header, expectation, verdict."""
     tcp = conn["tcp"]
     parts = [f"proxydiag connection #{conn['id']}: {address(tcp['src_addr'], tcp['src_port'])} -> "
@@ -158,10 +159,10 @@ class _Summaries:
     """The connections in report order, met as the frames pass: the summary of each
     connection whose first frame this is."""
 
-    def __init__(self, connections: Iterator[dict], verdicts: ConnectionVerdicts) -> None:
+    def __init__(self, connections: Iterator[JsonDict], verdicts: ConnectionVerdicts) -> None:
         self._connections = connections
         self._verdicts = verdicts
-        self._next: dict | None = next(connections, None)
+        self._next: JsonDict | None = next(connections, None)
 
     def at(self, source: int, frame: int) -> list[str]:
         found = []

@@ -26,6 +26,7 @@ from itertools import islice
 from pathlib import PurePath
 from typing import Literal
 
+from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.parsers import proxy_protocol
 from proxydiag.report.later import Later
 
@@ -132,7 +133,7 @@ class Pseudonyms:
             self.mapping[key] = self._new_address(ip)
         return self.mapping[key]
 
-    def _new_address(self, ip) -> str:
+    def _new_address(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
         if ip.version == 6 and ip.ipv4_mapped:
             return "::ffff:" + self.address(str(ip.ipv4_mapped))
         kinds, public = (V4_KINDS, V4_PUBLIC) if ip.version == 4 else (V6_KINDS, V6_PUBLIC)
@@ -179,13 +180,13 @@ class Pseudonyms:
         return self.counters[pool]
 
 
-def anonymize(document: dict, paths: Iterable[str] = ()) -> dict:
+def anonymize(document: JsonDict, paths: Iterable[str] = ()) -> JsonDict:
     """A new document (the given one is left as it was). `paths`: the files the command was
     given, hidden wherever they stand (an unreadable one is named only in an error)."""
     return Anonymizer().document(document, paths)
 
 
-def anonymize_streamed(document: dict, connections: Callable[[], Iterable[dict]], paths: Iterable[str] = ()) -> dict:
+def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[JsonDict]], paths: Iterable[str] = ()) -> JsonDict:
     """`document` anonymised with its connections kept out of memory: `connections()` gives
     them once to learn from, then once more, rewritten one at a time as they are written
     (the document's "connections" becomes that iterator)."""
@@ -195,7 +196,7 @@ def anonymize_streamed(document: dict, connections: Callable[[], Iterable[dict]]
         for piece in (connections() if key == "connections" else (value,)):
             learning.learn(key, piece)
     rewrite = learning.rewriter()
-    result: dict = {}
+    result: JsonDict = {}
     for key, value in document.items():  # rewritten in the order they are written, as `anonymize` does
         if key == "connections":
             result[key] = (_transform(conn, rewrite) for conn in connections())
@@ -207,8 +208,8 @@ def anonymize_streamed(document: dict, connections: Callable[[], Iterable[dict]]
     return result
 
 
-def anonymize_listing(document: dict, connections: Callable[[], Iterable[dict]], shown: int,
-                      paths: Iterable[str] = ()) -> tuple[dict, Iterator[dict]]:
+def anonymize_listing(document: JsonDict, connections: Callable[[], Iterable[JsonDict]], shown: int,
+                      paths: Iterable[str] = ()) -> tuple[JsonDict, Iterator[JsonDict]]:
     """A summarised document (its first `shown` connections) anonymised together with every
     connection after those, for a report that lists them all: the document, whole, and
     the rest as an iterator rewritten as it is read."""
@@ -229,7 +230,7 @@ class Anonymizer:
     def __init__(self) -> None:
         self.pseudonyms = Pseudonyms()
 
-    def document(self, document: dict, paths: Iterable[str] = ()) -> dict:
+    def document(self, document: JsonDict, paths: Iterable[str] = ()) -> JsonDict:
         learning = _Learning(self.pseudonyms)
         learning.learn_paths(paths)
         for key, value in document.items():
@@ -239,10 +240,10 @@ class Anonymizer:
         result["anonymized"] = True
         return result
 
-    def connection(self, connection: dict) -> dict:
+    def connection(self, connection: JsonDict) -> JsonDict:
         return self.document({"connections": [connection]})["connections"][0]
 
-    def findings(self, findings: list[dict]) -> list[dict]:
+    def findings(self, findings: list[JsonDict]) -> list[JsonDict]:
         return self.document({"findings": findings})["findings"]
 
     def text(self, text: str) -> str:
@@ -267,7 +268,7 @@ class _Learning:
             if path not in STANDARD_STREAMS:
                 self.pseudonyms.path(path)
 
-    def learn(self, key: str, value) -> None:
+    def learn(self, key: str, value: JsonValue) -> None:
         """A document's `key` and its value (for connections, one of them)."""
         if key in ("inputs", "proxy_configs", "stalwart_config", "log_inputs"):
             for path in _paths({key: value}):
@@ -327,7 +328,7 @@ def _hostnames(texts: list[str]) -> set[str]:
     return names
 
 
-def _reply_hosts(text: str):
+def _reply_hosts(text: str) -> Iterator[str]:
     """The host a mail reply names: the first word of its first line (a 220 greeting, a 250
     EHLO reply). Its continuation lines name none: `250-PIPELINING` is a capability."""
     continued = None  # the code of the line before, when it announced more (`250-`)
@@ -411,7 +412,7 @@ class _Rewriter:
         return bytes(rewritten)
 
 
-def _ipv6_of(token: str):
+def _ipv6_of(token: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IPv6 address in `token`, which may carry a :port (`fd12::25:10025`)."""
     if _is_ip(token):
         ip = ipaddress.ip_address(token)
@@ -433,7 +434,7 @@ def _is_ip(text: str) -> bool:
 STANDARD_STREAMS = frozenset({"-", "<stdin>", "live"})  # names no one's files
 
 
-def _paths(document: dict) -> list[str]:
+def _paths(document: JsonDict) -> list[str]:
     found = [item["path"] for key in ("inputs", "log_inputs") for item in document.get(key) or [] if item.get("path")]
     found += [config["path"] for config in document.get("proxy_configs") or [] if config.get("path")]
     config = document.get("stalwart_config") or {}
@@ -441,13 +442,13 @@ def _paths(document: dict) -> list[str]:
     return [path for path in found if path not in STANDARD_STREAMS]
 
 
-def _is_opaque_tlv(value: dict) -> bool:
+def _is_opaque_tlv(value: JsonDict) -> bool:
     """A decoded TLV (type, name, length, offset, value) that identifies a client, a
     session or an account."""
     return value.get("name") in OPAQUE_TLVS and "value" in value and "type" in value and "offset" in value
 
 
-def _tlv_dicts(value):
+def _tlv_dicts(value: JsonValue) -> Iterator[JsonDict]:
     if isinstance(value, dict):
         if _is_opaque_tlv(value):
             yield value
@@ -458,7 +459,7 @@ def _tlv_dicts(value):
             yield from _tlv_dicts(item)
 
 
-def _opaque_value(value, pseudonyms: Pseudonyms):
+def _opaque_value(value: JsonValue, pseudonyms: Pseudonyms) -> JsonValue:
     """The pseudonym of a TLV value, in the value's own shape (hex, text, number, fields)."""
     if isinstance(value, str):
         if re.fullmatch(r"(?:[0-9a-f]{2})*", value):
@@ -472,7 +473,7 @@ def _opaque_value(value, pseudonyms: Pseudonyms):
     return value
 
 
-def _opaque_field(key: str, item, pseudonyms: Pseudonyms):
+def _opaque_field(key: str, item: JsonValue, pseudonyms: Pseudonyms) -> JsonValue:
     if key == "subtype":
         return item
     if key in FIXED_WIDTH_IDS and isinstance(item, int) and not isinstance(item, bool):
@@ -482,12 +483,12 @@ def _opaque_field(key: str, item, pseudonyms: Pseudonyms):
     return _opaque_value(item, pseudonyms)
 
 
-def _own_texts(value):
+def _own_texts(value: JsonValue) -> Iterator[str]:
     """The texts proxydiag wrote itself (under OWN_TEXT_KEYS) inside `value`."""
     return _texts_under(value, OWN_TEXT_KEYS)
 
 
-def _texts_under(value, keys: frozenset[str]):
+def _texts_under(value: JsonValue, keys: frozenset[str]) -> Iterator[str]:
     """The strings held under any of `keys` inside `value`."""
     if isinstance(value, dict):
         for key, item in value.items():
@@ -507,14 +508,14 @@ DN_KEYS = frozenset({"subject", "issuer"})
 PUBLIC_DN_TYPES = frozenset({"C"})
 
 
-def _target_hosts(targets) -> set[str]:
+def _target_hosts(targets: JsonValue) -> set[str]:
     """The host names of the probe's targets (`mail:25`, `[2001:db8::5]:993`): not addresses."""
     hosts = {str(target.get("target", "")).rpartition(":")[0].strip("[]") for target in targets or []
              if isinstance(target, dict)}
     return {host for host in hosts if host and ip_of(host) is None and ":" not in host}
 
 
-def _certificate_names(value):
+def _certificate_names(value: JsonValue) -> Iterator[str]:
     """The attribute values of the certificate names (`subject`, `issuer`) inside `value`."""
     for name in _texts_under(value, DN_KEYS):
         for attribute in _DN_ATTRIBUTE.findall(name):
@@ -523,7 +524,7 @@ def _certificate_names(value):
                 yield text
 
 
-def _strings(value):
+def _strings(value: JsonValue) -> Iterator[str]:
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
@@ -541,7 +542,7 @@ def _strings(value):
 _SCHEMA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _transform(value, rewrite):
+def _transform(value: JsonValue, rewrite: _Rewriter) -> JsonValue:
     if isinstance(value, str):
         return rewrite(value)
     if isinstance(value, dict):  # keys too: counts per address are keyed by the address

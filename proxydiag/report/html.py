@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.report.ladder import Ladder, Step, pictures, time_label
 from proxydiag.report.views import (
     client_label,
@@ -71,7 +72,7 @@ class SvgLadder:
     caption: str = ""
 
 
-def render(document: dict, version: str, command_line: str) -> str:
+def render(document: JsonDict, version: str, command_line: str) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined
     from markupsafe import Markup
 
@@ -90,7 +91,7 @@ def style_hash(style: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
 
 
-def page_of(document: dict, version: str, command_line: str) -> dict:
+def page_of(document: JsonDict, version: str, command_line: str) -> JsonDict:
     """What the template shows, every value a plain string or number."""
     summary = document["summary"]
     findings = []
@@ -126,7 +127,7 @@ def page_of(document: dict, version: str, command_line: str) -> dict:
     }
 
 
-def _input_line(item: dict) -> str:
+def _input_line(item: JsonDict) -> str:
     if item.get("format") == "log":
         return f"log {item['path']}: {item['lines']} lines, {item['events']} events"
     state = f", damaged: {item['damaged']}" if item.get("damaged") else ""
@@ -180,10 +181,10 @@ def _draw_step(svg: SvgLadder, step: Step, lanes: Sequence[float], label_x: floa
 _FENCE = re.compile(r"^\s*```")
 
 
-def fix_blocks(text: str) -> list[dict]:
+def fix_blocks(text: str) -> list[JsonDict]:
     """A finding page's fix (Markdown) as blocks the template shows as text: headings,
     paragraphs with `code` spans, and code blocks; never rendered as HTML."""
-    blocks: list[dict] = []
+    blocks: list[JsonDict] = []
     paragraph: list[str] = []
     code: list[str] | None = None
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from proxydiag.facts.encoded import Encoded
+from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.report.later import Later
 
 _plain_encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
@@ -21,17 +22,17 @@ _plain_encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).en
 _UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
-def _escape_unsafe(match: re.Match) -> str:
+def _escape_unsafe(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
-def encode(value) -> str:
+def encode(value: JsonValue) -> str:
     """One JSON value, with every character that could steer a terminal escaped."""
     text = _plain_encode(value)
     return _UNSAFE.sub(_escape_unsafe, text) if _UNSAFE.search(text) else text
 
 
-def dumps(value, indent: int = 2) -> str:
+def dumps(value: JsonValue, indent: int = 2) -> str:
     """An indented JSON value (small documents: `decode`, `rules`), escaped like `encode`."""
     text = json.dumps(value, indent=indent, ensure_ascii=False)
     return _UNSAFE.sub(_escape_unsafe, text)
@@ -41,11 +42,11 @@ _encode = encode
 VALIDATE_ENV = "PROXYDIAG_VALIDATE_JSON"  # report.schema's; read here so that users never import it
 
 
-def render_document(document: dict) -> str:
+def render_document(document: JsonDict) -> str:
     return "".join(stream_document(document))
 
 
-def stream_document(document: dict) -> Iterator[str]:
+def stream_document(document: JsonDict) -> Iterator[str]:
     """The document as pieces of text; a list may be given as an iterator (of dicts), so
     that a large document is never built whole. With PROXYDIAG_VALIDATE_JSON set (the
     tests), validated against schema.json as it is written."""
@@ -56,7 +57,7 @@ def stream_document(document: dict) -> Iterator[str]:
     return _stream_document(document)
 
 
-def checked_line(event: dict) -> str:
+def checked_line(event: JsonDict) -> str:
     """One jsonl line (sniff's events), validated like documents when asked."""
     if os.environ.get(VALIDATE_ENV):
         from proxydiag.report.schema import validate_line
@@ -65,7 +66,7 @@ def checked_line(event: dict) -> str:
     return encode(event)
 
 
-def _stream_document(document: dict) -> Iterator[str]:
+def _stream_document(document: JsonDict) -> Iterator[str]:
     keys = list(document)
     yield "{\n"
     for index, key in enumerate(keys):
@@ -80,7 +81,7 @@ def _stream_document(document: dict) -> Iterator[str]:
     yield "}\n"
 
 
-def _stream_list(key: str, items, comma: str) -> Iterator[str]:
+def _stream_list(key: str, items: Iterable[JsonValue | Encoded], comma: str) -> Iterator[str]:
     first = True
     for item in items:
         yield (f"  {_encode(key)}: [\n    " if first else ",\n    ") + (item if isinstance(item, Encoded) else _encode(item))

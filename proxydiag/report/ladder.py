@@ -10,8 +10,10 @@ the first SYN of the conversation where the capture gives one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.report.views import address
 
 MAX_LABEL = 72  # characters of wire text on one step: a ladder shows the shape, the report quotes in full
@@ -47,7 +49,7 @@ class Ladder:
     connections: tuple[int, ...]
 
 
-def ladder_of(legs: list[dict]) -> Ladder | None:
+def ladder_of(legs: list[JsonDict]) -> Ladder | None:
     """The ladder of the connections given (the hops of one conversation, the client's
     first); None without any."""
     if not legs:
@@ -65,7 +67,7 @@ def ladder_of(legs: list[dict]) -> Ladder | None:
     return Ladder(tuple(columns), steps, tuple(leg["id"] for leg in legs))
 
 
-def _columns(legs: list[dict]) -> list[Column]:
+def _columns(legs: list[JsonDict]) -> list[Column]:
     columns = []
     header = legs[0]["proxy_header"]
     if header and header["command"] == "PROXY" and header["src_addr"] is not None:
@@ -84,14 +86,15 @@ def _columns(legs: list[dict]) -> list[Column]:
     return columns
 
 
-def _leg_steps(leg: dict, client: int, server: int, origin: float) -> list[Step]:
+def _leg_steps(leg: JsonDict, client: int, server: int, origin: float) -> list[Step]:
     conn, timing = leg["id"], leg.get("timing") or {}
     established = timing.get("established") or leg["start_time"]
 
-    def after(delay) -> float | None:
+    def after(delay: float | None) -> float | None:
         return None if delay is None else round(established + delay - origin, 6)
 
-    def step(source, target, time, kind, tag, label, details=(), frame=None) -> Step:
+    def step(source: int, target: int, time: float | None, kind: str, tag: str, label: str,
+             details: Iterable[str] = (), frame: int | None = None) -> Step:
         return Step(source, target, time, kind, tag, bounded(label), tuple(bounded(line) for line in details), conn, frame)
 
     start = round(leg["start_time"] - origin, 6)
@@ -121,7 +124,8 @@ def _leg_steps(leg: dict, client: int, server: int, origin: float) -> list[Step]
     return steps
 
 
-def _conversation(leg: dict, client: int, server: int, after, step) -> list[Step]:
+def _conversation(leg: JsonDict, client: int, server: int, after: Callable[[float | None], float | None],
+                  step: Callable[..., Step]) -> list[Step]:
     """The first words of each side, in the order they came, then the server's replies
     to the header's bytes."""
     timing = leg.get("timing") or {}
@@ -147,7 +151,7 @@ def _conversation(leg: dict, client: int, server: int, after, step) -> list[Step
     return said[:after_greeting] + answers + said[after_greeting:]
 
 
-def header_lines(header: dict | None, violations: list[dict], incomplete: bool) -> tuple[str, list[str]]:
+def header_lines(header: JsonDict | None, violations: list[JsonDict], incomplete: bool) -> tuple[str, list[str]]:
     """A header as a label and its decoded fields (or what breaks it)."""
     if header is None:
         label = "PROXY header, incomplete" if incomplete else "PROXY header, unreadable"
@@ -191,7 +195,7 @@ class Drawn:
     above: str | None = None  # the finding's code and slug
 
 
-def pictures(findings: list[dict], drawn_for=lambda finding: True) -> list[Drawn]:
+def pictures(findings: list[JsonDict], drawn_for: Callable[[JsonDict], bool] = lambda finding: True) -> list[Drawn]:
     """For each finding (those `drawn_for` accepts): its ladder, drawn once per conversation."""
     first_drawn: dict[tuple[int, ...], str] = {}
     found = []
@@ -207,7 +211,7 @@ def pictures(findings: list[dict], drawn_for=lambda finding: True) -> list[Drawn
     return found
 
 
-def ladders_of(document: dict, errors_only: bool = False) -> dict[int, Ladder]:
+def ladders_of(document: JsonDict, errors_only: bool = False) -> dict[int, Ladder]:
     """Each finding's ladder, by the finding's position in the document's findings, from
     the legs the human report kept beside it (`views.summarised`)."""
     found = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.report.ladder import pictures
 from proxydiag.report.mermaid import sequence_diagram
 from proxydiag.report.views import (
@@ -34,7 +35,7 @@ _PUNCTUATION = re.compile(r"""([!#&()*+.:<>@\[\\\]_`{|}~]|^-)""")
 _BACKTICK_RUN = re.compile(r"`+")
 
 
-def render(document: dict, version: str, command_line: str) -> str:
+def render(document: JsonDict, version: str, command_line: str) -> str:
     document = visible_document(document)
     command_line = document.get("command_line") or command_line
     out: list[str] = ["# proxydiag report", ""]
@@ -46,12 +47,12 @@ def render(document: dict, version: str, command_line: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def escape(text) -> str:
+def escape(text: object) -> str:
     """Prose that quotes data: every punctuation character escaped, one line."""
     return _PUNCTUATION.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
-def code(text, in_table: bool = False) -> str:
+def code(text: object, in_table: bool = False) -> str:
     """Data as a code span, whatever backticks it holds; in a table its pipes are escaped
     (GFM splits cells on them even inside code spans)."""
     text = str(text).replace("\n", " ")
@@ -65,11 +66,11 @@ def code(text, in_table: bool = False) -> str:
     return f"{fence}{padding}{text}{padding}{fence}"
 
 
-def _cell(text) -> str:
+def _cell(text: object) -> str:
     return code(text, in_table=True) if text not in (None, "") else " "
 
 
-def _environment(document: dict, version: str, command_line: str) -> list[str]:
+def _environment(document: JsonDict, version: str, command_line: str) -> list[str]:
     summary = document["summary"]
     lines = ["## Environment", ""]
     for item in document["inputs"]:
@@ -103,14 +104,14 @@ def _environment(document: dict, version: str, command_line: str) -> list[str]:
     return lines
 
 
-def _problems(document: dict) -> list[str]:
+def _problems(document: JsonDict) -> list[str]:
     problems = config_problems(document)
     if not problems:
         return []
     return ["## Not judged, or refused by the program that reads it", "", *(f"- {escape(problem)}" for problem in problems), ""]
 
 
-def _verdicts(document: dict) -> list[str]:
+def _verdicts(document: JsonDict) -> list[str]:
     rows = endpoint_verdicts(document)
     if not rows:
         return []
@@ -124,7 +125,7 @@ def _verdicts(document: dict) -> list[str]:
     return lines + [""]
 
 
-def _findings(document: dict) -> list[str]:
+def _findings(document: JsonDict) -> list[str]:
     findings = document["findings"]
     lines = ["## Findings", ""]
     if not findings:
@@ -157,7 +158,7 @@ def _demote_headings(text: str) -> str:
     return "\n".join(("####" + line.lstrip("#")) if line.startswith("#") else line for line in text.splitlines())
 
 
-def _connections(document: dict) -> list[str]:
+def _connections(document: JsonDict) -> list[str]:
     connections = document["connections"]
     if not connections:
         return []

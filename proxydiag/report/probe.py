@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.report import markdown as markdown_report
 from proxydiag.report import rich as rich_report
 from proxydiag.report.views import visible_document
@@ -17,7 +18,7 @@ from proxydiag.rules.probe import certificate_line
 STYLES = rich_report.STYLES
 
 
-def listener_line(target: dict) -> str:
+def listener_line(target: JsonDict) -> str:
     """The verdict in one sentence."""
     if target["error"]:
         return target["error"]
@@ -38,7 +39,7 @@ def listener_line(target: dict) -> str:
     return f"{what}: no greeting seen"
 
 
-def _tls_summary(verdict: dict | None) -> str:
+def _tls_summary(verdict: JsonDict | None) -> str:
     if not verdict:
         return ""
     tls = verdict["tls"] or verdict["starttls"]
@@ -48,7 +49,7 @@ def _tls_summary(verdict: dict | None) -> str:
     return f"{how} {tls['version']}, {certificate_line(tls)}"
 
 
-def render_rich(document: dict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
+def render_rich(document: JsonDict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
     document = visible_document(document)  # certificate text and greetings are the listener's: shown, never obeyed
     summary = document["summary"]
     head = Text()
@@ -69,7 +70,7 @@ def render_rich(document: dict, console: Console, verbose: bool = False, quiet: 
                     console.print(Text("    " + line))
 
 
-def _targets_table(document: dict) -> Table:
+def _targets_table(document: JsonDict) -> Table:
     table = Table(title="Listeners", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("target", "role", "verdict", "steps", "TLS"):
         table.add_column(name, overflow="fold")
@@ -80,7 +81,7 @@ def _targets_table(document: dict) -> Table:
     return table
 
 
-def render_markdown(document: dict, version: str, command_line: str) -> str:
+def render_markdown(document: JsonDict, version: str, command_line: str) -> str:
     document = visible_document(document)
     cell = markdown_report._cell
     command_line = document.get("command_line") or command_line

@@ -13,6 +13,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.report import ladder_text
 from proxydiag.report.ladder import Drawn, Ladder, pictures
 from proxydiag.report.views import (
@@ -33,13 +34,13 @@ STYLES = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 MAX_TABLE_ROWS = 200
 
 
-def render(document: dict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
+def render(document: JsonDict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
     for _ in render_in_turns(document, console, verbose, quiet):
         pass
 
 
-def render_in_turns(document: dict, console: Console, verbose: bool = False, quiet: bool = False,
-                    more: Iterable[dict] = ()) -> Iterator[None]:
+def render_in_turns(document: JsonDict, console: Console, verbose: bool = False, quiet: bool = False,
+                    more: Iterable[JsonDict] = ()) -> Iterator[None]:
     """Every string of the document is data: rich gets it as `Text` (never markup), with
     control characters already shown as escapes. `more`: connections after the document's
     own (with -v), printed in further tables of MAX_TABLE_ROWS. A generator: it pauses
@@ -64,7 +65,7 @@ def render_in_turns(document: dict, console: Console, verbose: bool = False, qui
         yield
 
 
-def _headline(document: dict) -> Text:
+def _headline(document: JsonDict) -> Text:
     summary = document["summary"]
     captures = [item for item in document["inputs"] if item.get("format") != "log"]
     logs = len(document["inputs"]) - len(captures)
@@ -91,7 +92,7 @@ def _headline(document: dict) -> Text:
     return text
 
 
-def _verdict(document: dict) -> Table:
+def _verdict(document: JsonDict) -> Table:
     table = Table(title="Endpoints", title_justify="left", box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
     table.add_column("", width=1, no_wrap=True)
     table.add_column("server endpoint", no_wrap=True)
@@ -118,7 +119,7 @@ def _problems(problems: list[str]) -> Group:
     return Group(*lines)
 
 
-def _findings(document: dict, verbose: bool) -> Group:
+def _findings(document: JsonDict, verbose: bool) -> Group:
     findings = document["findings"]
     if not findings:
         return Group(Text("\n" + no_findings_text(document), style="green"))
@@ -167,7 +168,7 @@ def _ladder(ladder: Ladder) -> Group:
     return Group(heading, *legend, grid)
 
 
-def _connections(connections: list[dict], total: int, more_follow: bool = False, continued: bool = False) -> Table:
+def _connections(connections: list[JsonDict], total: int, more_follow: bool = False, continued: bool = False) -> Table:
     """The table of connections; a continued one (with -v, past the first MAX_TABLE_ROWS)
     has neither title nor column headers."""
     table = Table(title=None if continued else "Connections", title_justify="left",

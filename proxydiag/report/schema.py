@@ -13,10 +13,14 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxydiag.facts.encoded import Encoded
+from proxydiag.jsontypes import JsonDict
 from proxydiag.report.later import Later
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 EXIT_SCHEMA_VIOLATION = 3
 SHOWN_MESSAGE = 300  # characters of a validator's message (it may quote a whole connection)
@@ -79,7 +83,7 @@ def _shortened(message: str) -> str:
 
 
 @cache
-def _validator(pointer: str):
+def _validator(pointer: str) -> Draft202012Validator:
     from jsonschema import Draft202012Validator
 
     node: Any = load()
@@ -116,7 +120,7 @@ def _item_pointer(kind: str, key: str) -> str | None:
 # --- a document as it is streamed --------------------------------------------------------------
 
 
-def validated_stream(document: dict, stream: Callable[[dict], Iterator[str]]) -> Iterator[str]:
+def validated_stream(document: JsonDict, stream: Callable[[JsonDict], Iterator[str]]) -> Iterator[str]:
     """`stream(document)`'s pieces, the document validated as they pass: each item of a
     list on its own (a large capture's connections are never held), the rest once the
     last item has passed, before the closing piece. On a violation: one line on stderr
@@ -136,7 +140,7 @@ def validated_stream(document: dict, stream: Callable[[dict], Iterator[str]]) ->
         yield held
 
 
-def validate_line(event: dict) -> None:
+def validate_line(event: JsonDict) -> None:
     """One jsonl event, before it is written (exit code 3 on a violation)."""
     try:
         validate(event)

@@ -52,7 +52,7 @@ def describe_header(header: ProxyHeader) -> list[str]:
     return lines
 
 
-def _tlv_value(decoded) -> str:
+def _tlv_value(decoded: object) -> str:
     if decoded is None or isinstance(decoded, dict) and "client" in decoded:
         return ""
     if isinstance(decoded, dict):

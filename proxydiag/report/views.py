@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
+from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.parsers.redact import visible
 
 SEVERITY_ORDER = ("error", "warning", "info")
 MULTILINE_KEYS = frozenset({"fix"})  # the finding pages' fix text keeps its lines
 
 
-def visible_document(value, key: str | None = None):
+def visible_document(value: JsonValue, key: str | None = None) -> JsonValue:
     """The document with every control and bidi character in its strings shown as an
     escape: what the human views (rich, Markdown) render. Only a fix keeps its newlines.
     Keys too: counts are keyed by what a log or the wire named (a listener, a reason)."""
@@ -25,7 +27,7 @@ def visible_document(value, key: str | None = None):
     return value
 
 
-def endpoint_of(conn: dict) -> str:
+def endpoint_of(conn: JsonDict) -> str:
     addr, port = conn["tcp"]["dst_addr"], conn["tcp"]["dst_port"]
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
@@ -37,7 +39,7 @@ def address(addr: str | None, port: int | None) -> str:
     return f"{shown}:{port}" if port is not None else shown
 
 
-def header_label(conn: dict) -> str:
+def header_label(conn: JsonDict) -> str:
     header = conn["proxy_header"]
     if header is None:
         return "bad" if conn["proxy_header_violations"] else "none"
@@ -49,7 +51,7 @@ def header_label(conn: dict) -> str:
     return label + ("!" if conn["proxy_header_violations"] else "")
 
 
-def tls_label(conn: dict) -> str:
+def tls_label(conn: JsonDict) -> str:
     opening = conn.get("opening") or {}
     if conn["tls"]["client_hello"] or opening.get("tls_from_first_byte"):
         return "TLS"
@@ -58,20 +60,20 @@ def tls_label(conn: dict) -> str:
     return "-"
 
 
-def client_label(conn: dict) -> str:
+def client_label(conn: JsonDict) -> str:
     header = conn["proxy_header"]
     if header and header["src_addr"] is not None and header["command"] == "PROXY":
         return address(header["src_addr"], header["src_port"])
     return address(conn["tcp"]["src_addr"], conn["tcp"]["src_port"])
 
 
-def outcome_label(conn: dict) -> str:
+def outcome_label(conn: JsonDict) -> str:
     if conn["closed_by"] is None:
         return "open"
     return f"{conn['closed_by']} {conn['close'].upper()}"
 
 
-def software_label(conn: dict) -> str:
+def software_label(conn: JsonDict) -> str:
     software = (conn.get("opening") or {}).get("software")
     return software["name"] if software else ""
 
@@ -80,7 +82,7 @@ SHOWN_CONNECTIONS = 200  # the most a human report lists (rich; Markdown lists f
 MAX_LADDERS = 100  # findings whose conversation a human report keeps to draw (report/ladder.py)
 
 
-def summarised(document: dict, keep: int | None = SHOWN_CONNECTIONS) -> dict:
+def summarised(document: JsonDict, keep: int | None = SHOWN_CONNECTIONS) -> JsonDict:
     """The document a human report renders: the connections read once, as they come (a
     stream from the store), into one row per server endpoint and the servers recognised,
     keeping only the first `keep` of them (all with None), and beside each finding the
@@ -91,8 +93,8 @@ def summarised(document: dict, keep: int | None = SHOWN_CONNECTIONS) -> dict:
         for conn_id in finding["connections"]:
             severity_of[conn_id].append(finding["severity"])
     wanted = {conn_id for finding in document["findings"][:MAX_LADDERS] for conn_id in finding.get("legs") or ()}
-    legs: dict[int, dict] = {}
-    kept: list[dict] = []
+    legs: dict[int, JsonDict] = {}
+    kept: list[JsonDict] = []
     software: set[str] = set()
     for conn in document["connections"]:
         if conn["id"] in wanted:
@@ -125,7 +127,7 @@ class EndpointRow:
         self.errors = 0
         self.warnings = 0
 
-    def add(self, conn: dict, severities) -> None:
+    def add(self, conn: JsonDict, severities: Iterable[str]) -> None:
         self.connections += 1
         self.protocols.add(conn["protocol"] or "?")
         self.headers.add(header_label(conn))
@@ -139,7 +141,7 @@ class EndpointRow:
                 "warnings": self.warnings}
 
 
-def no_findings_text(document: dict) -> str:
+def no_findings_text(document: JsonDict) -> str:
     """What "no findings" covers: the traffic when there was some, else what was read."""
     if document["summary"]["connections"]:
         return "No findings: every header and greeting looks as expected."
@@ -151,7 +153,7 @@ def no_findings_text(document: dict) -> str:
     return f"No findings: {' and '.join(read)} show no problem{problems}."
 
 
-def config_problems(document: dict) -> list[str]:
+def config_problems(document: JsonDict) -> list[str]:
     """What the configurations hold that was not judged, or that Stalwart or the proxy
     would refuse: each proxy configuration's problems, then Stalwart's."""
     found = [str(problem) for config in document.get("proxy_configs") or [] for problem in config.get("problems") or []]
@@ -160,16 +162,16 @@ def config_problems(document: dict) -> list[str]:
     return found
 
 
-def endpoint_verdicts(document: dict) -> list[dict]:
+def endpoint_verdicts(document: JsonDict) -> list[JsonDict]:
     """One row per server endpoint: its connections, header versions and the worst
     finding that cites any of them."""
     if "endpoints" not in document:
         document = summarised(document, keep=0)
-    rows: list[dict] = document["endpoints"]
+    rows: list[JsonDict] = document["endpoints"]
     return rows
 
 
-def evidence_lines(finding: dict, limit: int = 6) -> list[str]:
+def evidence_lines(finding: JsonDict, limit: int = 6) -> list[str]:
     lines = []
     for key, value in finding["evidence"].items():
         if value in (None, [], {}, ""):
@@ -179,7 +181,7 @@ def evidence_lines(finding: dict, limit: int = 6) -> list[str]:
     return lines[:limit]
 
 
-def _compact(value) -> str:
+def _compact(value: JsonValue) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_compact(v)}" for k, v in value.items() if v not in (None, [], {}))
     if isinstance(value, list):
@@ -187,7 +189,7 @@ def _compact(value) -> str:
     return str(value)
 
 
-def told(document: dict) -> dict:
+def told(document: JsonDict) -> JsonDict:
     """The document with every finding's fix: what the rule gave (an edit of the user's own
     line), else the page's section for the recognised proxy (HAProxy's and nginx's, the
     usual senders, when the bytes do not say) and Stalwart's; no fix for a note."""
@@ -202,7 +204,7 @@ def told(document: dict) -> dict:
     return document
 
 
-def where_line(finding: dict) -> str:
+def where_line(finding: JsonDict) -> str:
     """The connections a finding rests on: how many, and the first ones with their frames."""
     pairs = zip(finding["connections"], finding["first_frames"], strict=False)
     cited = ", ".join(f"#{cid} (frame {frame})" if frame is not None else f"#{cid}" for cid, frame in pairs)

@@ -11,6 +11,7 @@ from proxydiag.configs.model import Route
 from proxydiag.configs.stalwart import StalwartConfig
 from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Connection, Expectation, FlowTableBounds, InputSummary
+from proxydiag.jsontypes import JsonDict
 from proxydiag.rules import catalog
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
 
@@ -89,7 +90,7 @@ class Finding:
     note: bool = False  # context rather than a fault (a local test): no fix to print
     legs: list[int] = field(default_factory=list)  # the first hit's conversation, its hops client first
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {
             "code": self.code,
             "slug": self.slug,

@@ -7,6 +7,7 @@ from typing import Iterator
 from proxydiag.configs.model import Route
 from proxydiag.configs.stalwart import Listener, StalwartConfig
 from proxydiag.facts.model import Connection
+from proxydiag.jsontypes import JsonDict
 from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint
 
 MAIL_PROTOCOLS = frozenset({"smtp", "lmtp", "imap", "pop3", "managesieve", "http"})
@@ -91,7 +92,7 @@ class ProxyRequiredOnHttp(Rule):
                 if listener.protocol == "http" and listener.trusted_override in (None, [])]
 
     @staticmethod
-    def _evidence(listener: Listener, config: StalwartConfig) -> dict:
+    def _evidence(listener: Listener, config: StalwartConfig) -> JsonDict:
         return {"listener": listener.id, "trusted_networks": [entry.text for entry in config.trusted]}
 
 

@@ -496,7 +496,7 @@ def _judge_health_check(route: Route, config: ProxyConfig, target: Target | None
 
 
 def _unique(judgements: list[Judgement]) -> list[Judgement]:
-    seen: set[tuple] = set()
+    seen: set[tuple[str, str]] = set()
     unique = []
     for judgement in judgements:
         key = (judgement.code, judgement.message)

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from proxydiag.configs.model import WILDCARD_ADDRESSES, ProxyConfig, Route
 from proxydiag.facts.model import Connection
+from proxydiag.jsontypes import JsonDict
 from proxydiag.rules.base import Finding
 from proxydiag.rules.finding import make_finding
 from proxydiag.services import DEFAULT_TABLE
@@ -99,7 +100,7 @@ def _unrouted_ports(connections: Sequence[Connection], proxy_addresses: set[str]
             group, {"server_port": port, "proxy_configs": files})
 
 
-def _finding(code: str, message: str, conns: list[Connection], evidence: dict) -> Finding:
+def _finding(code: str, message: str, conns: list[Connection], evidence: JsonDict) -> Finding:
     cited = conns[:MAX_MATCHED]
     return make_finding(code, message, {**evidence, "frames": [conn.first_frame for conn in cited]},
                         connections=[conn.id for conn in cited], frames=[conn.first_frame for conn in cited],

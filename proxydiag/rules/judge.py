@@ -177,7 +177,7 @@ class Group:
 
     rule: Rule
     hit: Hit  # the first hit, in report order; its connections let go
-    order: tuple
+    order: tuple[int, int, int]  # (phase, first connection, arrival)
     cited: list[tuple[int, int | None, str | None]] = field(default_factory=list)  # a heap of (-id, frame, proxy)
     ids: ConnectionIds = field(default_factory=ConnectionIds)
     legs: list[int] = field(default_factory=list)  # the conversation of the first hit's connection

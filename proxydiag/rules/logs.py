@@ -27,7 +27,9 @@ import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.logs.event import LogEvent
 from proxydiag.logs.masking import mask_log_text
 from proxydiag.logs.stalwart import AUTH_FIRST_REPLY
@@ -65,7 +67,7 @@ class LogVerdict:
     per_source: dict[str, int]
     proxy_addresses: dict[str, list[str]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {"per_listener": self.per_listener, "per_source": self.per_source,
                 "proxy_addresses": self.proxy_addresses}
 
@@ -197,7 +199,7 @@ def _bans(events: list[LogEvent], proxies: set[str], inferred: set[str]) -> Iter
             {"timeline": timeline(events, ban, address)}, inferred=address in inferred)
 
 
-def timeline(events: list[LogEvent], split: LogEvent, address: str | None) -> dict:
+def timeline(events: list[LogEvent], split: LogEvent, address: str | None) -> JsonDict:
     """What the log shows before and after the event that split it (a ban)."""
     def counts(part: list[LogEvent]) -> dict[str, int]:
         return dict(Counter(event.event for event in part
@@ -288,7 +290,7 @@ def _kind(event: LogEvent) -> str:
     return "broken header: " + (printable(data[:24]) or "(nothing)")
 
 
-def _finding(code: str, group: list[LogEvent], message: str, evidence: dict, inferred: bool = False,
+def _finding(code: str, group: list[LogEvent], message: str, evidence: JsonDict, inferred: bool = False,
              proxy: str | None = None) -> Finding:
     return make_finding(
         code, message,
@@ -332,7 +334,7 @@ def _count(events: list[LogEvent], key: Callable[[LogEvent], str | None], limit:
     return dict(Counter(value for value in map(key, events) if value).most_common(limit))
 
 
-def _time(events: list[LogEvent], pick: Callable) -> str | None:
+def _time(events: list[LogEvent], pick: Callable[[list[datetime]], datetime]) -> str | None:
     stamps = [event.timestamp for event in events if event.timestamp is not None]
     return pick(stamps).isoformat() if stamps else None
 

@@ -4,6 +4,7 @@ evidence and fixes. Pure: it reads `StepRecord`s and writes dictionaries."""
 
 from __future__ import annotations
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.protocols import MailOpening
 from proxydiag.parsers.proxy_protocol import parse
 from proxydiag.parsers.redact import mask_line, printable
@@ -48,7 +49,7 @@ def _opening(record: StepRecord) -> MailOpening | None:
     return record.opening if isinstance(record.opening, MailOpening) else None
 
 
-def verdict(probe: TargetProbe) -> dict:
+def verdict(probe: TargetProbe) -> JsonDict:
     """The listener in a few facts (the JSON document's `verdict`)."""
     by_step = {record.step: record for record in probe.records}
     outcomes = {record.step: outcome(record) for record in probe.records}
@@ -95,7 +96,7 @@ def _trusted(outcomes: dict[str, str], accepted: list[str]) -> bool | None:
     return None
 
 
-def _tlv_changes_offer(by_step: dict[str, StepRecord], outcomes: dict[str, str]) -> dict | None:
+def _tlv_changes_offer(by_step: dict[str, StepRecord], outcomes: dict[str, str]) -> JsonDict | None:
     """STARTTLS and AUTH mechanisms offered with a plain v2 header and with the SSL TLV."""
     if outcomes.get("v2") != GREETS or outcomes.get("v2-ssl") != GREETS:
         return None
@@ -164,13 +165,13 @@ def _text_lines(record: StepRecord) -> list[str]:
     return lines
 
 
-def _tls_line(tls: dict) -> str:
+def _tls_line(tls: JsonDict) -> str:
     if not tls["ok"]:
         return tls["error"]
     return f"{tls['version']} {tls['cipher']}, {certificate_line(tls)}"
 
 
-def certificate_line(tls: dict) -> str:
+def certificate_line(tls: JsonDict) -> str:
     """The server's certificate in a few words: its subject and expiry, or why it could not be read."""
     if tls.get("unreadable"):
         return tls["unreadable"]
@@ -182,7 +183,7 @@ def certificate_line(tls: dict) -> str:
 # --- findings -----------------------------------------------------------------------------
 
 
-def findings(probe: TargetProbe, facts: dict) -> list[Finding]:
+def findings(probe: TargetProbe, facts: JsonDict) -> list[Finding]:
     """The catalog's findings this target's connections show."""
     if probe.error:
         return []
@@ -254,7 +255,7 @@ def _describe(result: str) -> str:
     }[result]
 
 
-def _finding(code: str, message: str, record: StepRecord | None, steps: list[str], extra: dict,
+def _finding(code: str, message: str, record: StepRecord | None, steps: list[str], extra: JsonDict,
              lowered: Lowered | None = None) -> Finding:
     evidence = {"steps": steps, **extra}
     if record is not None:
@@ -267,7 +268,7 @@ def _finding(code: str, message: str, record: StepRecord | None, steps: list[str
 SCHEMA = "proxydiag-probe/1"
 
 
-def step_dict(record: StepRecord) -> dict:
+def step_dict(record: StepRecord) -> JsonDict:
     opening = _opening(record)
     return {
         "step": record.step,
@@ -293,14 +294,14 @@ def step_dict(record: StepRecord) -> dict:
     }
 
 
-def _address(pair: tuple) -> str | None:
+def _address(pair: tuple[str, int]) -> str | None:
     host, port = pair
     if not host:
         return None
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def target_dict(probe: TargetProbe, facts: dict | None) -> dict:
+def target_dict(probe: TargetProbe, facts: JsonDict | None) -> JsonDict:
     service = service_of(probe.target.port)
     return {
         "target": str(probe.target),
@@ -317,7 +318,7 @@ def target_dict(probe: TargetProbe, facts: dict | None) -> dict:
     }
 
 
-def document(probes: list[TargetProbe], options: dict) -> dict:
+def document(probes: list[TargetProbe], options: JsonDict) -> JsonDict:
     """The probe's JSON document (schema proxydiag-probe/1; docs/guide.md lists its keys)."""
     targets, all_findings = [], []
     for probe in probes:

@@ -56,7 +56,7 @@ class Tally:
     proxies: set[str] = field(default_factory=set)  # addresses that sent PROXY headers
     refused: dict[tuple[str, int], set[str]] = field(default_factory=dict)
     sources: dict[tuple[str, str, int], SourceTally] = field(default_factory=dict)
-    ports: Counter = field(default_factory=Counter)  # server ports, for "the busiest ports"
+    ports: Counter[int] = field(default_factory=Counter)  # server ports, for "the busiest ports"
 
     def observe(self, conn: Connection, is_mail_port: bool) -> None:
         self.connections += 1

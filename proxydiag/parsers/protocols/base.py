@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.protocols.fields import JsonFields
 from proxydiag.parsers.protocols.tls import TlsOpening
 from proxydiag.parsers.redact import MASK
@@ -38,7 +39,7 @@ class Opening(JsonFields):
     client_first_line: str | None = None  # None when the client said nothing or spoke TLS
     server_first_line: str | None = None  # None when the server said nothing or spoke TLS
     tls: TlsOpening | None = None
-    software: dict | None = None
+    software: JsonDict | None = None
 
 
 @dataclass(slots=True)

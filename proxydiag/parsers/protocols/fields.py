@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.redact import printable
 
 LINE_LIMIT = 200  # characters of one line kept for a report
@@ -26,7 +27,7 @@ class JsonFields:
 
     __slots__ = ()
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonDict:
         return {f.name: to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
 

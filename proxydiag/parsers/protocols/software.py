@@ -10,10 +10,12 @@ import functools
 import re
 from typing import Iterable, NamedTuple
 
+from proxydiag.jsontypes import JsonDict
+
 
 class Signature(NamedTuple):
     name: str
-    pattern: re.Pattern
+    pattern: re.Pattern[str]
     certain: bool
 
 
@@ -93,7 +95,7 @@ SIGNATURES: tuple[Signature, ...] = (
 )
 
 
-def identify(texts: Iterable[tuple[str, str]], protocol: str | None = None) -> dict | None:
+def identify(texts: Iterable[tuple[str, str]], protocol: str | None = None) -> JsonDict | None:
     """The first product whose signature matches, certain ones before resemblances.
     `texts` are (where, text) pairs in the order they should be trusted."""
     texts = list(texts)
@@ -120,7 +122,7 @@ def _first_signature(text: str, certain: bool) -> tuple[Signature, str] | None:
 PROTOCOL_NAMES = {"smtp": "SMTP", "lmtp": "LMTP", "imap": "IMAP", "pop3": "POP3", "managesieve": "ManageSieve"}
 
 
-def _finding(signature: Signature, evidence: str, where: str, protocol: str | None) -> dict:
+def _finding(signature: Signature, evidence: str, where: str, protocol: str | None) -> JsonDict:
     place = f"{PROTOCOL_NAMES[protocol]} {where}" if protocol in PROTOCOL_NAMES else where
     verb = "names" if signature.certain else "resembles"
     suffix = "" if signature.certain else "'s"

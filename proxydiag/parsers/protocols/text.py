@@ -191,7 +191,10 @@ def arguments(raw: bytes) -> list[bytes]:
     return [unquote(match.group(0)) for match in re.finditer(rb'"(?:[^"\\]|\\.)*"|\S+', raw)]
 
 
-def append_capped(items: list, item) -> None:
+T = TypeVar("T")
+
+
+def append_capped(items: list[T], item: T) -> None:
     if len(items) < MAX_ITEMS:
         items.append(item)
 
