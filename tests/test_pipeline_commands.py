@@ -54,15 +54,16 @@ def test_a_run_that_cannot_start_says_one_line_and_fails(site):
     said: list[str] = []
     outcome = commands.analyze(commands.AnalyzeRequest(said.append, [str(CAPTURES / "haproxy-v1-smtp.pcap")],
                                                        jobs="many"))
-    assert outcome == Outcome(failed=True) and outcome.exit_code("never") == EXIT_UNUSABLE
-    assert said == ["--jobs takes a positive number or auto, not 'many'"]
+    assert outcome == Outcome(unread=["--jobs takes a positive number or auto, not 'many'"]) == Outcome(unread=said)
+    assert outcome.exit_code("never") == EXIT_UNUSABLE
 
 
 def test_unread_input_is_said_and_fails_yet_the_report_is_given(site):
     said: list[str] = []
     missing = str(site / "gone.cfg")
     outcome = commands.check(commands.CheckRequest(said.append, [str(site / "haproxy.cfg"), missing]))
-    assert outcome.failed and outcome.report is not None and len(said) == 1 and "gone.cfg" in said[0]
+    assert outcome.report is not None and outcome.unread == said and len(said) == 1 and "gone.cfg" in said[0]
+    assert outcome.exit_code("never") == EXIT_UNUSABLE
 
 
 def test_analyze_outcome_renders_every_format_from_one_report(site):

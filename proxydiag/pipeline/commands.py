@@ -95,10 +95,10 @@ def traffic_outcome(analysis: Analysis, say: Say, given: Sequence[str | Path | N
         say(line)
     severities = [finding.severity for finding in analysis.findings]
     if analysis.inputs and all(item.error for item in analysis.inputs) and extra is None:
-        return Outcome(severities=severities, failed=True)
+        return Outcome(severities=severities, unread=lines)
     document = told(add_to_document(analysis.to_dict(lazy=True), extra or {}))
     report = Report.of_files(document, given, connections=lambda encoded: analysis.connection_dicts(encoded=encoded))
-    return Outcome(report, severities, failed=bool(lines))
+    return Outcome(report, severities, lines)
 
 
 def unread_lines(analysis: Analysis, unread: Sequence[str] = ()) -> list[str]:
@@ -156,12 +156,13 @@ def check(request: CheckRequest) -> Outcome:
     result = check_configurations([*inputs.configs, *inputs.captures], stalwart, request.kind, request.server_addresses)
     if inputs.logs:
         return _check_with_logs(result, inputs.logs, request.say, given)
-    for error in result.errors:
-        request.say(str(error))
+    unread = [str(error) for error in result.errors]
+    for line in unread:
+        request.say(line)
     severities = [finding.severity for finding in result.findings]
-    if result.errors and not result.configs:
-        return Outcome(severities=severities, failed=True)
-    return Outcome(Report.of_files(told(result.document()), given), severities, failed=bool(result.errors))
+    if unread and not result.configs:
+        return Outcome(severities=severities, unread=unread)
+    return Outcome(Report.of_files(told(result.document()), given), severities, unread)
 
 
 def _check_with_logs(result: CheckResult, logs: list[str], say: Say, given: Sequence[str | Path | None]) -> Outcome:
@@ -197,9 +198,9 @@ def logs(request: LogsRequest) -> Outcome:
     for message in result.errors:
         request.say(message)
     severities = [finding.severity for finding in result.verdict.findings] if result.verdict else []
-    if not result.reads:
-        return Outcome(severities=severities, failed=True)
-    return Outcome(Report.of_files(told(result.to_dict()), request.files), severities, failed=bool(result.errors))
+    if not result.reads:  # every file is an error
+        return Outcome(severities=severities, unread=result.errors)
+    return Outcome(Report.of_files(told(result.to_dict()), request.files), severities, result.errors)
 
 
 def read_logs(paths: list[str], proxies: frozenset[str]) -> LogAnalysis:

@@ -29,12 +29,16 @@ class Unusable(Exception):
 @dataclass
 class Outcome:
     """A command's run: the report to render (None: nothing to show, or the events were the
-    report), the severities of its findings, and whether part of the input could not be
-    read or written (exit 2 whatever the findings)."""
+    report), the severities of its findings, and one line for each part of the input that
+    could not be read or written, said as it was known (exit 2 whatever the findings)."""
 
     report: Report | None = None
     severities: list[str] = field(default_factory=list)
-    failed: bool = False
+    unread: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.unread)
 
     def exit_code(self, fail_on: str) -> int:
         if self.failed:
@@ -58,7 +62,7 @@ def entry(run: Callable[[R], Outcome]) -> Callable[[R], Outcome]:
             return run(request)
         except Unusable as refusal:
             request.say(str(refusal))
-            return Outcome(failed=True)
+            return Outcome(unread=[str(refusal)])
     return guarded
 
 

@@ -57,7 +57,7 @@ def probe(request: ProbeRequest) -> Outcome:
         _write_pcap(request.write, [record for result in probes for record in result.records])
     document = told(probe_judge.document(probes, {"timeout": request.timeout, "tls": request.tls, "source": request.source}))
     severities = [finding["severity"] for finding in document["findings"]]
-    return Outcome(Report.of_files(document, [request.write], probe=True), severities, failed=bool(unusable))
+    return Outcome(Report.of_files(document, [request.write], probe=True), severities, unusable)
 
 
 def _write_pcap(path: Path, records: list) -> None:

@@ -85,7 +85,7 @@ def sniff(request: SniffRequest) -> Outcome:
         lines = unread_lines(analysis, unwritten)
         for line in lines:
             request.say(line)
-        return Outcome(severities=[finding.severity for finding in analysis.findings], failed=bool(lines))
+        return Outcome(severities=[finding.severity for finding in analysis.findings], unread=lines)
     return traffic_outcome(analysis, request.say, [request.judging.stalwart_config, write], unread=unwritten)
 
 
