@@ -1,4 +1,5 @@
-"""The command line: thin commands over the library (spec/cli.md is the contract).
+"""The command line (spec/cli.md is the contract): options and their help, one call of the
+command's run in `proxydiag.pipeline`, the report rendered, the exit code.
 
 Each command imports what it uses when it runs: `decode`, `explain`, `rules` and
 `--help` start without the analysis, the rules, scapy or rich's Markdown (tests/test_cli_start.py).
@@ -6,36 +7,19 @@ Each command imports what it uses when it runs: `decode`, `explain`, `rules` and
 
 from __future__ import annotations
 
-import errno
-import io
-import math
 import os
-import re
-import shlex
 import sys
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from enum import Enum
-from itertools import chain, islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, NoReturn
+from typing import Any, List, NoReturn
 
 import typer
 
 from proxydiag import __version__
-from proxydiag.jsontypes import JsonDict
+from proxydiag import cli_options as shared
+from proxydiag.cli_options import FailOn, Format, PlainFormat, Role, SniffFormat, finite
+from proxydiag.pipeline.outcome import EXIT_FINDINGS, EXIT_OK, EXIT_UNUSABLE, Outcome
+from proxydiag.report.model import View
 
-if TYPE_CHECKING:
-    from rich.console import Console
-
-    from proxydiag.facts.model import Analysis
-    from proxydiag.pipeline import evidence
-    from proxydiag.pipeline.analysis import Settings
-    from proxydiag.pipeline.check import CheckResult
-    from proxydiag.pipeline.logs import LogAnalysis
-
-EXIT_OK, EXIT_FINDINGS, EXIT_UNUSABLE = 0, 1, 2
 # Click's usage error, whichever click typer carries (its own copy in newer versions).
 UsageError: Any = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "UsageError")
 
@@ -55,70 +39,31 @@ app = typer.Typer(
 )
 
 
-class Format(str, Enum):
-    rich = "rich"
-    json = "json"
-    markdown = "markdown"
-    html = "html"
-
-
-class PlainFormat(str, Enum):
-    rich = "rich"
-    json = "json"
-
-
-class Role(str, Enum):
-    auto = "auto"
-    front = "front"
-    server = "server"
-
-
-class FailOn(str, Enum):
-    error = "error"
-    warning = "warning"
-    never = "never"
+def _say(line: str) -> None:
+    typer.echo(f"proxydiag: {line}", err=True)
 
 
 def fail(message: str) -> NoReturn:
     """One line on stderr, exit 2: the command could not run."""
-    typer.echo(f"proxydiag: {message}", err=True)
+    _say(message)
     raise typer.Exit(EXIT_UNUSABLE)
 
 
-def _write(text: str | Iterable[str], output: Path | None) -> None:
-    """The report to stdout or a file; given as pieces, it is written piece by piece."""
-    pieces = [text] if isinstance(text, str) else text
-    if output is None:
-        for piece in pieces:
-            sys.stdout.write(piece)
-        return
-    from proxydiag.outputs import write_replacing
+def _finish(outcome: Outcome, view: View, fail_on: FailOn) -> NoReturn:
+    """The report rendered (if the run has one), then the exit code."""
+    from proxydiag.report.render import WriteError, render, write
 
-    try:
-        write_replacing(output, pieces)
-    except OSError as error:
-        fail(f"cannot write {output}: {error.strerror or error}")
+    if outcome.report is not None:
+        try:
+            write(render(outcome.report, view), view.output)
+        except WriteError as error:
+            fail(str(error))
+    raise typer.Exit(outcome.exit_code(fail_on.value))
 
 
-def _check_outputs(outputs: Sequence[tuple[str, Path | None]], inputs: Iterable[Path | str | None] = ()) -> None:
-    """Before any work: each output can be written and names none of the inputs (nor another output)."""
-    from proxydiag.outputs import OutputError, check_writable, refuse_inputs
-
-    try:
-        refuse_inputs(outputs, inputs)
-        for _, path in outputs:
-            if path is not None:
-                check_writable(path)
-    except OutputError as error:
-        fail(str(error))
-
-
-def _finite(value: float | None) -> float | None:
-    """A number option: nan and the infinities are refused (a nan compares false with every
-    bound, so `--duration nan` would never stop)."""
-    if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a number proxydiag can use: give a finite one")
-    return value
+def _view(format: Format | SniffFormat, output: Path | None, anonymize: bool, quiet: bool = False,
+          verbose: bool = False) -> View:
+    return View(str(format.value), output, anonymize, quiet, verbose, sys.argv[1:])
 
 
 def _version_callback(value: bool) -> None:
@@ -134,123 +79,6 @@ def _root(
     pass
 
 
-# Options shared by analyze and sniff (spec/cli.md).
-FORMAT = typer.Option(Format.rich, "--format", "-F",
-                      help="rich (for people), json (for scripts), markdown (for a support ticket) or html (one "
-                      "self-contained page, a ladder diagram of each finding's conversation).")
-OUTPUT = typer.Option(None, "--output", "-o", help="Write the report to this file.")
-ANONYMIZE = typer.Option(False, "--anonymize",
-                         help="Replace every IP address and host name by a stable pseudonym (same kind of address).")
-QUIET = typer.Option(False, "--quiet", "-q", help="Only the findings.")
-VERBOSE = typer.Option(False, "--verbose", "-v", help="More evidence, longer fixes, every connection.")
-EXPECT = typer.Option([], "--expect", metavar="v1|v2|any|none|PORT=VALUE",
-                      help="What the mail server's listeners expect; repeat per port, e.g. --expect v2 --expect 25=none.")
-TRUSTED = typer.Option(None, "--trusted-networks", metavar="CIDR,...",
-                       help="The proxies Stalwart trusts (its proxy trusted-networks).")
-STALWART = typer.Option(None, "--stalwart-config", metavar="FILE",
-                        help="Stalwart's config.toml (up to 0.15) or its exported JSON objects (0.16): listeners, implicit "
-                        "TLS and trusted networks decide what each connection must carry; the file itself is checked too "
-                        "(PD6xx).")
-PORTS = typer.Option(None, "--ports", metavar="LIST", help="Mail ports to consider besides the defaults.")
-MIN_CONNECTIONS = typer.Option(5, "--min-connections", help="Connections an endpoint needs before single-client-address judges it.")
-HEADER_DELAY = typer.Option(1.0, "--header-delay", metavar="SECONDS", callback=_finite,
-                            help="A header later than this is proxy-header-late.")
-GREETING_TIMEOUT = typer.Option(5.0, "--greeting-timeout", metavar="SECONDS", callback=_finite,
-                                help="No greeting within this is no-greeting.")
-INTERNAL = typer.Option(False, "--internal-clients", help="Private client addresses are expected (no private-client-address).")
-FAIL_ON = typer.Option(FailOn.error, "--fail-on", help="Severity that makes the exit code 1.")
-ANNOTATE = typer.Option(None, "--annotate", metavar="OUT.pcapng",
-                        help="Also write the capture back as pcapng with the judgement inside, for Wireshark: each frame "
-                        "a finding cites carries a packet comment (CODE slug: ...), each connection's first "
-                        "frame a one-line summary (tshark -r OUT.pcapng -Y 'frame.comment contains \"tls-flag-lost\"'). "
-                        "Not with --anonymize: the frames carry the original addresses.")
-JOBS = typer.Option("1", "--jobs", "-j", metavar="N|auto",
-                    help="Worker processes sharing the connections (default 1); auto: one per CPU (up to 4) for "
-                    "captures over 50 MB. Each worker reads the whole capture: they pay only on idle cores "
-                    "(bench/README.md).")
-
-
-@dataclass
-class ReportOptions:
-    format: Format
-    output: Path | None
-    anonymize: bool
-    quiet: bool
-    verbose: bool
-    fail_on: FailOn
-    inputs: Sequence[str | Path | None] = ()  # the files given: hidden under --anonymize wherever they stand
-
-
-def _command_line() -> str:
-    return shlex.join(["proxydiag", *sys.argv[1:]])
-
-
-# An option value proxydiag names itself (a format, a severity, a count, `25=none`): shown as given.
-_OWN_VALUE = re.compile(r"-|[A-Za-z0-9_]+|\d+(?:\.\d+)?|\d+=[A-Za-z0-9]+")
-
-
-def _anonymized(document: JsonDict, inputs: Iterable[str | Path | None]) -> JsonDict:
-    """The document under --anonymize: every address, name and given file rewritten, and
-    the command line it shows keeping none of the user's own values."""
-    from proxydiag.report.anonymize import anonymize
-
-    given = _paths_given(inputs)
-    if "command_line" in document:  # paths no input names (-o, -w) go first: the pass would half-rewrite them
-        document["command_line"] = _without_originals(document["command_line"], lambda value: _other_path(value, given))
-    document = anonymize(document, given)
-    if "command_line" in document:
-        document["command_line"] = _without_originals(document["command_line"], lambda value: True)
-    return document
-
-
-def _paths_given(inputs: Iterable[str | Path | None]) -> list[str]:
-    return [str(path) for path in inputs if path is not None]
-
-
-def _other_path(value: str, inputs: list[str]) -> bool:
-    """A file name that is not one of the inputs (an output), and not a network (10.0.0.0/8)."""
-    import ipaddress
-
-    if value in inputs or not ("/" in value or os.path.exists(value)):
-        return False
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        return True
-    return False
-
-
-def _without_originals(command_line: str, hidden: Callable[[str], bool]) -> str:
-    """The command line with each argument value that `hidden` picks replaced by a mark,
-    unless proxydiag names it itself (a format, a count)."""
-    for argument in sys.argv[1:]:
-        if argument.startswith("--"):
-            value = argument.partition("=")[2]
-        elif argument.startswith("-") and argument != "-":
-            value = argument[2:]  # -o, or -oFILE
-        else:
-            value = argument
-        if value and not _OWN_VALUE.fullmatch(value) and hidden(value):
-            command_line = command_line.replace(value, "ANONYMIZED")
-    return command_line
-
-
-def _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay, greeting_timeout,
-              internal_clients) -> Settings:
-    from proxydiag.configs.stalwart import ConfigError
-    from proxydiag.facts.expectations import ExpectationError
-    from proxydiag.pipeline.analysis import Settings
-
-    try:
-        return Settings.from_options(
-            expect=expect, trusted_networks=trusted_networks, stalwart_config=stalwart_config, ports=ports,
-            min_connections=min_connections, header_delay=header_delay, greeting_timeout=greeting_timeout,
-            internal_clients=internal_clients,
-        )
-    except (ExpectationError, ConfigError, ValueError) as error:
-        fail(str(error))
-
-
 @app.command()
 def analyze(
     files: List[str] = typer.Argument(
@@ -258,22 +86,22 @@ def analyze(
         "log files (kind told by content). Several files are one analysis (the client-to-proxy and proxy-to-server "
         "legs may be in different files)."
     ),
-    format: Format = FORMAT,
-    output: Path | None = OUTPUT,
-    anonymize: bool = ANONYMIZE,
-    quiet: bool = QUIET,
-    verbose: bool = VERBOSE,
-    expect: List[str] = EXPECT,
-    trusted_networks: str | None = TRUSTED,
-    stalwart_config: Path | None = STALWART,
-    ports: str | None = PORTS,
-    min_connections: int = MIN_CONNECTIONS,
-    header_delay: float = HEADER_DELAY,
-    greeting_timeout: float = GREETING_TIMEOUT,
-    internal_clients: bool = INTERNAL,
-    fail_on: FailOn = FAIL_ON,
-    jobs: str = JOBS,
-    annotate: Path | None = ANNOTATE,
+    format: Format = shared.FORMAT,
+    output: Path | None = shared.OUTPUT,
+    anonymize: bool = shared.ANONYMIZE,
+    quiet: bool = shared.QUIET,
+    verbose: bool = shared.VERBOSE,
+    expect: List[str] = shared.EXPECT,
+    trusted_networks: str | None = shared.TRUSTED,
+    stalwart_config: Path | None = shared.STALWART,
+    ports: str | None = shared.PORTS,
+    min_connections: int = shared.MIN_CONNECTIONS,
+    header_delay: float = shared.HEADER_DELAY,
+    greeting_timeout: float = shared.GREETING_TIMEOUT,
+    internal_clients: bool = shared.INTERNAL,
+    fail_on: FailOn = shared.FAIL_ON,
+    jobs: str = shared.JOBS,
+    annotate: Path | None = shared.ANNOTATE,
 ) -> None:
     """Read captures, reassemble the opening of every TCP connection, decode PROXY headers
     and the first words of each side, and report what is wrong (the findings catalog:
@@ -294,112 +122,13 @@ def analyze(
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 an input
     could not be read (the report still covers what was readable).
     """
-    from proxydiag.pipeline import evidence
+    from proxydiag.pipeline import commands
+    from proxydiag.pipeline.outcome import JudgeOptions
 
-    if not files and stalwart_config is None:
-        fail("give at least one capture file (or '-' for standard input), or --stalwart-config FILE")
-    _check_outputs([("-o", output), ("--annotate", annotate)], [*(files or []), stalwart_config])
-    from proxydiag.pipeline.analysis import diagnose
-    from proxydiag.pipeline.progress import ProgressBar
-    from proxydiag.pipeline.shards import ShardError
-
-    settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
-                         greeting_timeout, internal_clients)
-    inputs = evidence.sort_inputs(files or [], evidence.read_head)
-    verdicts = _annotation_verdicts(annotate, anonymize, inputs.captures)
-    workers = _jobs(jobs, inputs.captures)
-    checked = _configurations(inputs.configs, settings)
-    with ProgressBar() as progress:
-        try:
-            analysis = diagnose(inputs.captures, settings, progress.reporter(), workers,
-                                verdicts.record if verdicts is not None else None)
-        except ShardError as error:
-            fail(str(error))
-    unwritten = _annotate(annotate, inputs.captures, analysis, verdicts) if annotate and verdicts else []
-    extra, unread = _other_evidence(analysis, inputs, checked) if inputs.besides_captures else (None, [])
-    unread = [*unread, *unwritten]
-    _report(analysis, ReportOptions(format, output, anonymize, quiet, verbose, fail_on,
-                                    [*(files or []), stalwart_config]), extra, unread)
-
-
-def _annotation_verdicts(target: Path | None, anonymize: bool, captures: Sequence[str]):
-    """--annotate checked before anything is read, and what judging must keep for it."""
-    if target is None:
-        return None
-    from proxydiag.report.annotate import ConnectionVerdicts, target_problem
-
-    if anonymize:
-        fail("--annotate writes the original frames, addresses and all: it cannot be --anonymize'd; drop one of them")
-    if not captures:
-        fail("--annotate writes the captures back: give at least one capture file")
-    problem = target_problem(target, captures)
-    if problem is not None:
-        fail(problem)
-    return ConnectionVerdicts()
-
-
-def _annotate(target: Path, captures: Sequence[str], analysis: Analysis, verdicts) -> list[str]:
-    """The annotated capture written; what went wrong, as lines the report's exit code counts
-    (the report is still given)."""
-    from proxydiag.report.annotate import AnnotateError, annotate
-
-    try:
-        annotate(target, captures, analysis, verdicts)
-    except AnnotateError as error:
-        return [str(error)]
-    return []
-
-
-def _jobs(value: str, captures: list[str]) -> int:
-    """--jobs: a positive number, or auto (proxydiag.pipeline.shards.resolve_jobs)."""
-    from proxydiag.pipeline.shards import resolve_jobs
-
-    if value != "auto" and not (value.isdigit() and int(value) > 0):
-        fail(f"--jobs takes a positive number or auto, not {value!r}")
-    return resolve_jobs(captures, None if value == "auto" else int(value))
-
-
-def _read_logs(paths: list[str], proxies: frozenset[str]) -> LogAnalysis:
-    """Log files read and judged, knowing which addresses are proxies."""
-    from datetime import datetime, timezone
-
-    from proxydiag.pipeline.logs import analyze_logs
-    from proxydiag.rules.logs import LogOptions
-
-    return analyze_logs(paths, _read_input, LogOptions(proxy_addresses=proxies),
-                        datetime.now().astimezone().tzinfo or timezone.utc)
-
-
-def _configurations(paths: list[str], settings: Settings) -> CheckResult | None:
-    """The proxy configurations beside the captures, read and judged before the captures are,
-    whose judging reads their routes (the Stalwart file is judged once, with the captures)."""
-    if not paths:
-        return None
-    from proxydiag.pipeline.check import check_configurations
-
-    checked = check_configurations(paths, settings.stalwart, judge_stalwart_file=False)
-    settings.proxy_routes = tuple(route for config in checked.configs for route in config.routes)
-    return checked
-
-
-def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, checked: CheckResult | None) -> tuple[JsonDict, list[str]]:
-    """The configurations and logs beside the captures, combined into the analysis; and
-    one line for each file that could not be read."""
-    from proxydiag.pipeline import evidence
-
-    proxies = evidence.proxy_addresses(analysis.connections, checked.configs if checked else [])
-    logs = _read_logs(inputs.logs, proxies) if inputs.logs else None
-    unread = [str(error) for error in checked.errors] if checked else []
-    unread += logs.errors if logs else []
-    return evidence.combine(analysis, checked, logs), unread
-
-
-class SniffFormat(str, Enum):
-    rich = "rich"
-    json = "json"
-    markdown = "markdown"
-    html = "html"
-    jsonl = "jsonl"
+    judging = JudgeOptions(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
+                           greeting_timeout, internal_clients)
+    outcome = commands.analyze(commands.AnalyzeRequest(_say, files or [], judging, output, annotate, anonymize, jobs))
+    _finish(outcome, _view(format, output, anonymize, quiet, verbose), fail_on)
 
 
 @app.command()
@@ -408,13 +137,13 @@ def sniff(
     bpf: str | None = typer.Option(None, "--filter", "-f", metavar="BPF",
                                    help="Capture filter replacing the default (the mail ports and 10000-10999)."),
     count: int = typer.Option(0, "--count", "-c", help="Stop after this many packets (0: no limit)."),
-    duration: float | None = typer.Option(None, "--duration", metavar="SECONDS", callback=_finite, help="Stop after this long."),
+    duration: float | None = typer.Option(None, "--duration", metavar="SECONDS", callback=finite, help="Stop after this long."),
     write: Path | None = typer.Option(None, "--write", "-w", metavar="FILE",
                                       help="Also write the packets to this pcap, e.g. to attach to a ticket."),
-    file_size: float | None = typer.Option(None, "-C", metavar="MILLION_BYTES", callback=_finite,
+    file_size: float | None = typer.Option(None, "-C", metavar="MILLION_BYTES", callback=finite,
                                            help="With -w: start a new file (FILE1, FILE2, ...) once one holds more than "
                                            "this many million bytes."),
-    rotate_seconds: float | None = typer.Option(None, "-G", metavar="SECONDS", callback=_finite,
+    rotate_seconds: float | None = typer.Option(None, "-G", metavar="SECONDS", callback=finite,
                                                 help="With -w: start a new file this often; FILE may hold strftime "
                                                 "fields (%Y%m%d-%H%M%S)."),
     file_count: int | None = typer.Option(None, "-W", metavar="COUNT",
@@ -428,20 +157,20 @@ def sniff(
     metrics: str | None = typer.Option(None, "--metrics", metavar="ADDR:PORT",
                                        help="Serve Prometheus metrics (proxydiag_*) here while capturing, e.g. "
                                        "127.0.0.1:9465."),
-    heartbeat: float = typer.Option(60.0, "--heartbeat", metavar="SECONDS", callback=_finite,
+    heartbeat: float = typer.Option(60.0, "--heartbeat", metavar="SECONDS", callback=finite,
                                     help="How often the counters are written (jsonl) and exported (--metrics)."),
-    anonymize: bool = ANONYMIZE,
-    quiet: bool = QUIET,
-    verbose: bool = VERBOSE,
-    expect: List[str] = EXPECT,
-    trusted_networks: str | None = TRUSTED,
-    stalwart_config: Path | None = STALWART,
-    ports: str | None = PORTS,
-    min_connections: int = MIN_CONNECTIONS,
-    header_delay: float = HEADER_DELAY,
-    greeting_timeout: float = GREETING_TIMEOUT,
-    internal_clients: bool = INTERNAL,
-    fail_on: FailOn = FAIL_ON,
+    anonymize: bool = shared.ANONYMIZE,
+    quiet: bool = shared.QUIET,
+    verbose: bool = shared.VERBOSE,
+    expect: List[str] = shared.EXPECT,
+    trusted_networks: str | None = shared.TRUSTED,
+    stalwart_config: Path | None = shared.STALWART,
+    ports: str | None = shared.PORTS,
+    min_connections: int = shared.MIN_CONNECTIONS,
+    header_delay: float = shared.HEADER_DELAY,
+    greeting_timeout: float = shared.GREETING_TIMEOUT,
+    internal_clients: bool = shared.INTERNAL,
+    fail_on: FailOn = shared.FAIL_ON,
     annotate: Path | None = typer.Option(None, "--annotate", metavar="OUT.pcapng",
                                          help="With -w FILE: once the capture ends, write FILE back as pcapng with "
                                          "the judgement inside (packet comments on the frames the findings cite, a "
@@ -462,205 +191,15 @@ def sniff(
 
       proxydiag sniff -i eth0 --format jsonl -o events.jsonl --metrics 127.0.0.1:9465 -w cap-%H.pcap -G 3600 -W 24
     """
-    import contextlib
+    from proxydiag.pipeline.outcome import JudgeOptions
+    from proxydiag.pipeline.sniff import SniffRequest
+    from proxydiag.pipeline.sniff import sniff as run
 
-    from proxydiag.capture.live import MAIL_FILTER, LiveCapture, LiveError
-    from proxydiag.facts.store import LIVE_HELD, ConnectionStore
-    from proxydiag.pipeline import sensor
-    from proxydiag.pipeline.analysis import Reader, analyze_live, judge_analysis
-
-    settings = _settings(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
-                         greeting_timeout, internal_clients)
-    if heartbeat <= 0:
-        fail("--heartbeat must be a number of seconds above 0")
-    if annotate is not None and (write is None or file_size or rotate_seconds):
-        fail("--annotate writes the -w file back with comments: give -w FILE, without -C or -G")
-    first_file = Path(time.strftime(str(write))) if write is not None and rotate_seconds else write  # -G: strftime'd
-    _check_outputs([("-o", output), ("-w", first_file)], [stalwart_config])
-    verdicts = _annotation_verdicts(annotate, anonymize, [str(write)] if write is not None else [])
-    capture = LiveCapture(interface, bpf or MAIL_FILTER, count=count, duration=duration,
-                          write_path=str(write) if write else None,
-                          rotation=_rotation(write, file_size, rotate_seconds, file_count))
-    # a sensor runs for days: connections wait for the final report on disk almost at once
-    reader = Reader(settings, settings.options.services, ConnectionStore(spill_after=LIVE_HELD))
-    sinks, events_file = _sensor_sinks(format, output, anonymize, metrics)
-    events = sensor.SniffEvents(sinks, heartbeat, lambda: sensor.capture_counters(capture, reader.table, events.told))
-    reader.then = events.live_judge(reader, settings).add  # each connection judged once, as it ends
-    capture.on_tick = events.tick
-    try:
-        capture.start()
-    except LiveError as error:
-        fail(str(error))
-    sensor.on_signals(capture.request_stop, events_file.request_reopen if events_file else None)
-    events.start({"interface": interface, "filter": bpf or MAIL_FILTER, "write": str(write) if write else None,
-                  "metrics": metrics, "heartbeat_seconds": heartbeat})
-    typer.echo(f"proxydiag: capturing on {interface} ({bpf or 'mail ports'}); Ctrl-C to stop", err=True)
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the capture, not the report
-        analyze_live(capture, reader)
-    analysis = reader.done()
-    # the report: both passes over the whole run, as analyze does
-    judge_analysis(analysis, settings, verdicts.record if verdicts is not None else None)
-    unwritten = _annotate(annotate, [str(write)], analysis, verdicts) if annotate and write and verdicts else []
-    events.finish(analysis)
-    if format is SniffFormat.jsonl:  # the stop event was the report
-        _say_what_was_unread(analysis, unwritten)
-        _leave(analysis, unwritten, fail_on)
-    _report(analysis, ReportOptions(Format(format.value), output, anonymize, quiet, verbose, fail_on,
-                                    [stalwart_config, write]), unread=unwritten)
-
-
-def _rotation(write: Path | None, megabytes: float | None, seconds: float | None, count: int | None):
-    """tcpdump's -C/-G/-W, checked."""
-    from proxydiag.capture.live import Rotation
-
-    if write is None and (megabytes or seconds or count):
-        fail("-C, -G and -W rotate the -w file: give -w FILE too")
-    if any(value is not None and value <= 0 for value in (megabytes, seconds, count)):
-        fail("-C, -G and -W take numbers above 0")
-    if count is not None and megabytes is None and seconds is None:
-        fail("-W COUNT needs -C or -G: it counts the files they start")
-    return Rotation(megabytes=megabytes, seconds=seconds, keep=count)
-
-
-def _sensor_sinks(format: SniffFormat, output: Path | None, anonymize: bool, metrics: str | None):
-    """Where sniff's events go: the findings line by line (stdout for the rich report on a
-    terminal, else stderr), the jsonl stream, the exporter. Also the jsonl sink, if any."""
-    from proxydiag.pipeline import sensor
-    from proxydiag.report.anonymize import Anonymizer
-
-    anonymizer = Anonymizer() if anonymize else None
-    stream = sys.stdout if format is SniffFormat.rich and output is None else sys.stderr
-    sinks: list[sensor.Sink] = [sensor.AnnounceSink(stream)]
-    events_file = None
-    try:
-        if format is SniffFormat.jsonl:
-            events_file = sensor.JsonlSink(output, anonymizer)
-            sinks.append(events_file)
-        if metrics is not None:
-            host, port = sensor.parse_listen_address(metrics)
-            sinks.append(sensor.MetricsSink(host, port, anonymizer))
-    except (sensor.SensorError, ValueError) as error:
-        fail(f"--metrics {error}" if isinstance(error, ValueError) else str(error))
-    return sinks, events_file
-
-
-def _report(analysis: Analysis, options: ReportOptions, extra: JsonDict | None = None,
-            unread: Sequence[str] = ()) -> None:
-    """Say what could not be read, render the report, and leave with the exit code.
-    `extra`: what configurations and logs beside the captures add to the document."""
-    from proxydiag.pipeline.evidence import add_to_document
-    from proxydiag.report import json as json_report
-    from proxydiag.report.anonymize import anonymize_listing, anonymize_streamed
-    from proxydiag.report.views import SHOWN_CONNECTIONS, summarised, told
-
-    _say_what_was_unread(analysis, unread)
-    if analysis.inputs and all(item.error for item in analysis.inputs) and extra is None:
-        raise typer.Exit(EXIT_UNUSABLE)
-    if options.format is Format.json:
-        # Written connection by connection: the document of a big capture is never whole in memory.
-        document = told(add_to_document(analysis.to_dict(lazy=True, encoded=not options.anonymize), extra or {}))
-        if options.anonymize:  # the store is read twice: to learn every original, then to rewrite
-            document = anonymize_streamed(document, lambda: analysis.connection_dicts(encoded=False),
-                                          _paths_given(options.inputs))
-        _write(json_report.stream_document(document), options.output)
-    else:
-        # The human reports summarise: the connections pass by once, the first ones stay; a
-        # rich -v report reads the rest once more as it lists them.
-        document = told(summarised(add_to_document(analysis.to_dict(lazy=True), extra or {})))
-        if options.format in (Format.markdown, Format.html):  # the ticket names the command, anonymised like the rest
-            document["command_line"] = _command_line()
-        listed_all = options.verbose and options.format is Format.rich
-        more: Iterable[JsonDict] = islice(analysis.connection_dicts(), SHOWN_CONNECTIONS, None) if listed_all else ()
-        if options.anonymize and listed_all:
-            document, more = anonymize_listing(document, analysis.connection_dicts, SHOWN_CONNECTIONS,
-                                               _paths_given(options.inputs))
-        elif options.anonymize:
-            document = _anonymized(document, options.inputs)
-        _write(_render(document, options.format, options.output, options.quiet, options.verbose, more), options.output)
-    _leave(analysis, unread, options.fail_on)
-
-
-def _say_what_was_unread(analysis: Analysis, unread: Sequence[str] = ()) -> None:
-    for line in unread:
-        typer.echo(f"proxydiag: {line}", err=True)
-    for item in analysis.inputs:
-        if item.error:
-            typer.echo(f"proxydiag: {item.error}", err=True)
-        elif item.damaged:  # the message names the file already
-            typer.echo(f"proxydiag: {item.damaged}; the analysis covers what came before", err=True)
-    if analysis.unsupported_linktypes:
-        typer.echo(f"proxydiag: {_unsupported_linktypes(analysis.unsupported_linktypes)}", err=True)
-
-
-def _leave(analysis: Analysis, unread: Sequence[str], fail_on: FailOn) -> NoReturn:
-    """The exit code: 2 when part of the input was not read, else by the findings."""
-    if analysis.damaged or analysis.unsupported_linktypes or unread:
-        raise typer.Exit(EXIT_UNUSABLE)
-    raise typer.Exit(_findings_exit_code(analysis, fail_on))
-
-
-def _unsupported_linktypes(linktypes: set[int], shown: int = 8) -> str:
-    """One line, however many link types a file names."""
-    listed = ", ".join(str(linktype) for linktype in sorted(linktypes)[:shown])
-    more = f" and {len(linktypes) - shown} more" if len(linktypes) > shown else ""
-    noun = "link type" if len(linktypes) == 1 else "link types"
-    return f"{noun} {listed}{more} not supported; their packets were skipped (the analysis covers the rest)"
-
-
-def _render(document: JsonDict, format: Format, output: Path | None, quiet: bool, verbose: bool,
-            more: Iterable[JsonDict] = ()) -> Iterable[str]:
-    """The report as pieces of text; `more`: the connections a rich `-v` report lists after
-    the document's own, each table written as soon as it is rendered."""
-    from proxydiag.report import json as json_report
-    from proxydiag.report import markdown as markdown_report
-    from proxydiag.report import rich as rich_report
-
-    if format is Format.json:
-        return json_report.render_document(document)
-    if format is Format.markdown:
-        return markdown_report.render(document, __version__, shlex.join(["proxydiag", *sys.argv[1:]]))
-    if format is Format.html:
-        from proxydiag.report import html as html_report
-
-        return html_report.render(document, __version__, shlex.join(["proxydiag", *sys.argv[1:]]))
-    console = _console(output)
-    return (taken(console) for _ in chain(rich_report.render_in_turns(document, console, verbose, quiet, more), [None]))
-
-
-def _console(output: Path | None) -> Console:
-    """A console recording into a string: colour on a terminal, plain 100 columns elsewhere."""
-    from rich.console import Console
-
-    to_terminal = output is None and sys.stdout.isatty()
-    console = Console(file=io.StringIO(), force_terminal=to_terminal, width=None if to_terminal else 100,
-                      color_system="auto" if to_terminal else None, soft_wrap=False)
-    if to_terminal:
-        console.width = Console().width
-    return console
-
-
-def recorded(console: Console) -> str:
-    """What a console made by `_console` has written."""
-    assert isinstance(console.file, io.StringIO)
-    return console.file.getvalue()
-
-
-def taken(console: Console) -> str:
-    """What a console made by `_console` has written since last taken."""
-    assert isinstance(console.file, io.StringIO)
-    text = console.file.getvalue()
-    console.file.seek(0)
-    console.file.truncate()
-    return text
-
-
-def _findings_exit_code(analysis, fail_on: FailOn) -> int:
-    return _exit_code_for([finding.severity for finding in analysis.findings], fail_on)
-
-
-def _exit_code_for(severities: list[str], fail_on: FailOn) -> int:
-    levels = {FailOn.error: {"error"}, FailOn.warning: {"error", "warning"}, FailOn.never: set()}[fail_on]
-    return EXIT_FINDINGS if any(severity in levels for severity in severities) else EXIT_OK
+    judging = JudgeOptions(expect, trusted_networks, stalwart_config, ports, min_connections, header_delay,
+                           greeting_timeout, internal_clients)
+    outcome = run(SniffRequest(_say, interface, bpf, count, duration, write, file_size, rotate_seconds, file_count,
+                               format.value, output, metrics, heartbeat, anonymize, annotate, judging))
+    _finish(outcome, _view(format, output, anonymize, quiet, verbose), fail_on)
 
 
 @app.command()
@@ -668,20 +207,20 @@ def probe(
     targets: List[str] = typer.Argument(..., metavar="HOST:PORT...", help="Listeners to ask ([IPv6]:PORT for IPv6)."),
     tls: bool | None = typer.Option(None, "--tls/--no-tls", help="Speak TLS from the first byte (after any header); "
                                     "default: on the implicit-TLS ports (465, 993, 995, 443 and their 10000+ shifts)."),
-    timeout: float = typer.Option(5.0, "--timeout", metavar="SECONDS", callback=_finite,
+    timeout: float = typer.Option(5.0, "--timeout", metavar="SECONDS", callback=finite,
                                   help="Per step: connecting, each answer awaited."),
     source: str | None = typer.Option(None, "--source", metavar="ADDR", help="Connect from this local address."),
     role: Role = typer.Option(Role.auto, "--role", help="What the listener is: a proxy's public front, a mail server "
                               "behind a proxy, or auto (by the port: 25, 465, 587, 143, 993, 110, 995 are fronts; "
                               "10000+ and the rest are servers)."),
-    format: Format = FORMAT,
-    output: Path | None = OUTPUT,
+    format: Format = shared.FORMAT,
+    output: Path | None = shared.OUTPUT,
     write: Path | None = typer.Option(None, "--write", "-w", metavar="FILE",
                                       help="Also write the probe's conversations to this pcap (proxydiag analyze reads it)."),
-    anonymize: bool = ANONYMIZE,
-    quiet: bool = QUIET,
-    verbose: bool = VERBOSE,
-    fail_on: FailOn = FAIL_ON,
+    anonymize: bool = shared.ANONYMIZE,
+    quiet: bool = shared.QUIET,
+    verbose: bool = shared.VERBOSE,
+    fail_on: FailOn = shared.FAIL_ON,
 ) -> None:
     """Ask a live listener (a mail server's, or a proxy's front port) what it expects: does
     it greet without a PROXY header, take v1, v2, v2 with the SSL TLV, v2 LOCAL from this
@@ -697,75 +236,26 @@ def probe(
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a target could
     not be probed (not resolvable, refused, unreachable, never answering).
     """
-    if format is Format.html:
-        fail("probe has no --format html (its steps are no captured conversation): use rich, json or markdown")
-    from proxydiag import probe as probe_module
-    from proxydiag.probe import pcap as probe_pcap
-    from proxydiag.probe import steps as probe_steps
-    from proxydiag.report import json as json_report
-    from proxydiag.report import probe as probe_report
-    from proxydiag.report.views import told
-    from proxydiag.rules import probe as probe_judge
+    from proxydiag.pipeline.probing import ProbeRequest
+    from proxydiag.pipeline.probing import probe as run
 
-    if timeout <= 0:
-        fail("--timeout must be more than 0 seconds")
-    _check_outputs([("-o", output), ("-w", write)])
-    try:
-        parsed = [probe_steps.parse_target(text) for text in targets]
-    except probe_steps.TargetError as error:
-        fail(str(error))
-    options = probe_module.ProbeOptions(timeout=timeout, tls=tls, source=source,
-                                        role=None if role is Role.auto else role.value)
-    probes, unusable = [], []
-    for target in parsed:
-        try:
-            result = probe_module.probe_target(target, options, lambda line: typer.echo(f"proxydiag: {line}", err=True))
-        except probe_module.ProbeError as error:
-            unusable.append(str(error))
-            continue
-        probes.append(result)
-        if result.error:
-            unusable.append(result.error)
-    for line in unusable:
-        typer.echo(f"proxydiag: {line}", err=True)
-    if write is not None:
-        from proxydiag.outputs import open_replacing
-
-        try:
-            with open_replacing(write) as handle:
-                probe_pcap.write(handle, [record for result in probes for record in result.records])
-        except OSError as error:
-            fail(f"cannot write {write}: {error.strerror or error}")
-    document = told(probe_judge.document(probes, {"timeout": timeout, "tls": tls, "source": source}))
-    if format is Format.markdown:
-        document["command_line"] = _command_line()
-    if anonymize:
-        document = _anonymized(document, [write])
-    if format is Format.json:
-        _write(json_report.render_document(document), output)
-    elif format is Format.markdown:
-        _write(probe_report.render_markdown(document, __version__, _command_line()), output)
-    else:
-        console = _console(output)
-        probe_report.render_rich(document, console, verbose=verbose, quiet=quiet)
-        _write(recorded(console), output)
-    if unusable:
-        raise typer.Exit(EXIT_UNUSABLE)
-    raise typer.Exit(_exit_code_for([finding["severity"] for finding in document["findings"]], fail_on))
+    outcome = run(ProbeRequest(_say, targets, tls, timeout, source, None if role is Role.auto else role.value, write,
+                               output, format.value))
+    _finish(outcome, _view(format, output, anonymize, quiet, verbose), fail_on)
 
 
 @app.command()
 def logs(
     files: List[str] = typer.Argument(..., metavar="FILE...", help="Stalwart, HAProxy or nginx logs, or journalctl -o json "
                                       "exports ('-' reads standard input). Several files are one story."),
-    format: Format = FORMAT,
-    output: Path | None = OUTPUT,
-    anonymize: bool = ANONYMIZE,
-    quiet: bool = QUIET,
-    verbose: bool = VERBOSE,
+    format: Format = shared.FORMAT,
+    output: Path | None = shared.OUTPUT,
+    anonymize: bool = shared.ANONYMIZE,
+    quiet: bool = shared.QUIET,
+    verbose: bool = shared.VERBOSE,
     proxy_address: List[str] = typer.Option([], "--proxy-address", metavar="ADDR",
                                             help="An address of the proxy as Stalwart sees it (repeatable)."),
-    fail_on: FailOn = FAIL_ON,
+    fail_on: FailOn = shared.FAIL_ON,
 ) -> None:
     """Read Stalwart's, HAProxy's and nginx's logs and report the findings their lines
     show, each line quoted as file:line.
@@ -779,35 +269,10 @@ def logs(
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a file could
     not be read or holds no log line proxydiag knows (the report covers the others).
     """
-    from proxydiag.report.views import told
+    from proxydiag.pipeline import commands
 
-    _check_outputs([("-o", output)], files)
-    result = _read_logs(files, frozenset(proxy_address))
-    for message in result.errors:
-        typer.echo(f"proxydiag: {message}", err=True)
-    if not result.reads:
-        raise typer.Exit(EXIT_UNUSABLE)
-    document = told(result.to_dict())
-    if format is Format.markdown:
-        document["command_line"] = _command_line()
-    if anonymize:
-        document = _anonymized(document, files)
-    _write(_render(document, format, output, quiet, verbose), output)
-    if result.errors:
-        raise typer.Exit(EXIT_UNUSABLE)
-    raise typer.Exit(_findings_exit_code(result.verdict, fail_on))
-
-
-def _read_input(path: str) -> bytes:
-    """A log's bytes (read whole, so bounded: LOG_READ_LIMIT)."""
-    from proxydiag.parsers.userinput import LOG_READ_LIMIT, read_file_bounded
-
-    if path == "-":
-        data = sys.stdin.buffer.read(LOG_READ_LIMIT + 1)
-        if len(data) > LOG_READ_LIMIT:
-            raise OSError(errno.EFBIG, f"standard input: larger than {LOG_READ_LIMIT >> 20} MiB: give the part that matters")
-        return data
-    return read_file_bounded(path, LOG_READ_LIMIT, "a log")
+    outcome = commands.logs(commands.LogsRequest(_say, files, frozenset(proxy_address), output))
+    _finish(outcome, _view(format, output, anonymize, quiet, verbose), fail_on)
 
 
 @app.command()
@@ -815,16 +280,16 @@ def check(
     files: List[str] = typer.Argument(..., metavar="FILE...",
                                       help="Proxy configurations: haproxy.cfg, nginx.conf (includes followed), stunnel.conf, Traefik (static and "
                                       "dynamic files, CRDs, Docker labels in compose files), Caddy, Envoy, Kubernetes Services."),
-    stalwart_config: Path | None = STALWART,
+    stalwart_config: Path | None = shared.STALWART,
     kind: str | None = typer.Option(None, "--kind", metavar="haproxy|nginx|stunnel|traefik|caddy|envoy|kubernetes|stalwart-proxy",
                                     help="The kind of every FILE, when its content does not tell."),
     server_address: List[str] = typer.Option([], "--server-address", metavar="ADDR",
                                              help="An address under which the proxies reach Stalwart (NAT, containers); "
                                              "repeatable. Only routes to these addresses are matched to its listeners."),
-    format: Format = FORMAT,
-    output: Path | None = OUTPUT,
-    anonymize: bool = ANONYMIZE,
-    fail_on: FailOn = FAIL_ON,
+    format: Format = shared.FORMAT,
+    output: Path | None = shared.OUTPUT,
+    anonymize: bool = shared.ANONYMIZE,
+    fail_on: FailOn = shared.FAIL_ON,
 ) -> None:
     """Read proxy configurations and, with --stalwart-config, Stalwart's; report the
     findings the traffic would show, citing both files, with each fix written against
@@ -841,50 +306,10 @@ def check(
     Exit codes: 0 nothing at or above --fail-on, 1 findings at or above it, 2 a file
     could not be read (the others are still checked).
     """
-    from proxydiag.configs.stalwart import ConfigError
-    from proxydiag.configs.stalwart import load as load_stalwart
-    from proxydiag.pipeline import evidence
-    from proxydiag.pipeline.check import check_configurations
-    from proxydiag.report.views import told
+    from proxydiag.pipeline import commands
 
-    _check_outputs([("-o", output)], [*files, stalwart_config])
-    try:
-        stalwart = load_stalwart(str(stalwart_config)) if stalwart_config else None
-    except ConfigError as problem:
-        fail(str(problem))
-    # Log files beside the configurations are read too (their findings join the report);
-    # anything else goes to the configuration readers, which say what it is not.
-    inputs = evidence.sort_inputs(files, evidence.read_head) if kind is None else evidence.Sorted(configs=list(files))
-    result = check_configurations([*inputs.configs, *inputs.captures], stalwart, kind, server_address)
-    if inputs.logs:
-        _check_with_logs(result, inputs.logs, ReportOptions(format, output, anonymize, True, False, fail_on,
-                                                            [*files, stalwart_config]))
-    for error in result.errors:
-        typer.echo(f"proxydiag: {error}", err=True)
-    if result.errors and not result.configs:
-        raise typer.Exit(EXIT_UNUSABLE)
-    document = told(result.document())
-    if format is Format.markdown:
-        document["command_line"] = _command_line()
-    if anonymize:
-        document = _anonymized(document, [*files, stalwart_config])
-    _write(_render(document, format, output, quiet=True, verbose=False), output)
-    if result.errors:
-        raise typer.Exit(EXIT_UNUSABLE)
-    raise typer.Exit(_findings_exit_code(result, fail_on))
-
-
-def _check_with_logs(result: CheckResult, logs: list[str], options: ReportOptions) -> None:
-    """`check` with log files: one report of the configurations and the log lines (as
-    `analyze` gives it without a capture), and its exit code."""
-    from proxydiag.facts.model import Analysis
-    from proxydiag.pipeline import evidence
-
-    analysis = Analysis()
-    read = _read_logs(logs, evidence.proxy_addresses([], result.configs))
-    extra = evidence.combine(analysis, result, read)
-    unread = [str(error) for error in result.errors] + read.errors
-    _report(analysis, options, extra, unread)
+    outcome = commands.check(commands.CheckRequest(_say, files, stalwart_config, kind, server_address, output))
+    _finish(outcome, _view(format, output, anonymize, quiet=True), fail_on)
 
 
 @app.command()
@@ -910,72 +335,36 @@ def decode(
     Exit codes: 0 a valid header, 1 not a header or one that breaks the specification,
     2 the input could not be read as bytes.
     """
-    from proxydiag.parsers import proxy_protocol
-    from proxydiag.parsers.userinput import InputError, bytes_from_input, bytes_from_text, read_bounded
-    from proxydiag.report import json as json_report
-    from proxydiag.report import text as text_report
+    from proxydiag.pipeline.decode import decode as run
+    from proxydiag.pipeline.outcome import Unusable
 
-    more = False
     try:
-        if header == "-":
-            raw, more = read_bounded(sys.stdin.buffer)
-            data, notes = bytes_from_input(raw)
-        else:
-            data, notes = bytes_from_text(header)
-    except InputError as error:
-        fail(str(error))
-    if more:
-        notes.append(f"standard input goes on past {len(raw)} bytes; the rest was not read (a header is at most "
-                     f"{proxy_protocol.MAX_HEADER_LENGTH} bytes)")
-    result = proxy_protocol.parse(data)
-    if format is PlainFormat.json:
-        sys.stdout.write(json_report.dumps(result.to_dict(len(data))) + "\n")
-    else:
-        lines = text_report.describe_parse(result)
-        trailing = len(data) - result.length if result.header else 0
-        if trailing > 0:
-            lines.append(f"{trailing} byte(s) follow the header (the application's first bytes)")
-        lines.append(f"({'; '.join(notes)})")
-        sys.stdout.write("\n".join(lines) + "\n")
-    raise typer.Exit(EXIT_OK if result.valid else EXIT_FINDINGS)
+        decoded = run(header, format is PlainFormat.json, sys.stdin.buffer)
+    except Unusable as refusal:
+        fail(str(refusal))
+    sys.stdout.write(decoded.text)
+    raise typer.Exit(EXIT_OK if decoded.valid else EXIT_FINDINGS)
 
 
 @app.command()
 def explain(code: str = typer.Argument(..., metavar="CODE", help="A finding code (PDnnn) or its slug (tls-flag-lost).")) -> None:
     """The finding's page: what it means, why Stalwart cares, how to confirm it, and the
     fix for HAProxy, nginx, Traefik, Caddy, Envoy, cloud load balancers and Stalwart."""
-    from proxydiag.rules import catalog
+    from proxydiag.report.pages import UnknownFinding
+    from proxydiag.report.pages import explain as show
 
-    page = catalog.find_page(code)
-    if page is None:
-        known = ", ".join(sorted(catalog.load_pages())) or "none installed"
-        fail(f"no finding {code!r}; known codes: {known} (proxydiag rules lists them)")
-    if sys.stdout.isatty():
-        from rich.console import Console
-        from rich.markdown import Markdown
-
-        Console(soft_wrap=False).print(Markdown(page.text))
-    else:
-        sys.stdout.write(page.text if page.text.endswith("\n") else page.text + "\n")
+    try:
+        show(code, sys.stdout)
+    except UnknownFinding as unknown:
+        fail(str(unknown))
 
 
 @app.command("rules")
 def list_rules(format: PlainFormat = typer.Option(PlainFormat.rich, "--format", "-F", help="rich (a table) or json.")) -> None:
     """The findings catalog: code, slug, severity and one line each."""
-    import json
+    from proxydiag.report.pages import listing
 
-    from proxydiag.rules import catalog
-
-    # The pages and the rules name the same findings (tests/test_catalog.py): no need to load the rules.
-    rows = [
-        {"code": page.code, "slug": page.slug, "severity": page.severity, "summary": page.summary}
-        for _, page in sorted(catalog.load_pages().items())
-    ]
-    if format is PlainFormat.json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
-        return
-    for row in rows:
-        sys.stdout.write(f"{row['code']}  {row['severity']:<7}  {row['slug']:<34}  {row['summary']}\n")
+    sys.stdout.write(listing(format is PlainFormat.json))
 
 
 def main() -> None:

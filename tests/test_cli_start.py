@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HEADER = "0d0a0d0a000d0a515549540a2111000ccb007107c000020a9c40001900"
 # pydantic: typer 0.29 imports it for every command with a parameter (about 100 ms); pyproject keeps typer below it.
 HEAVY = ("proxydiag.pipeline.analysis", "proxydiag.rules.registry", "proxydiag.capture.flows", "proxydiag.pipeline.shards", "scapy", "rich.markdown",
-         "pydantic", "prometheus_client")
+         "pydantic", "prometheus_client", "jinja2", "proxydiag.pipeline.commands")
 
 
 def imported_modules(*args: str, ok=(0, 1)) -> set[str]:

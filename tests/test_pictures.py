@@ -35,7 +35,7 @@ HOSTILE_CAPTURES = [entry["file"] for entry in json.loads((HOSTILE / "manifest.j
 
 @functools.cache
 def human_document(path: Path) -> dict:
-    """The document a human report renders, as cli._report makes it."""
+    """The document a human report renders, as report.render.shown makes it."""
     analysis = diagnose([str(path)], Settings())
     return told(summarised(analysis.to_dict(lazy=True)))
 
