@@ -452,8 +452,6 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
     `extra`: what configurations and logs beside the captures add to the document."""
     from proxydiag.pipeline.evidence import add_to_document
     from proxydiag.report import json as json_report
-    from proxydiag.report.anonymize import anonymize as anonymize_document
-    from proxydiag.report.anonymize import anonymize_listing, anonymize_streamed
     from proxydiag.report.views import SHOWN_CONNECTIONS, summarised, told
 
     _say_what_was_unread(analysis, unread)
@@ -463,6 +461,8 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
         # Written connection by connection: the document of a big capture is never whole in memory.
         document = told(add_to_document(analysis.to_dict(lazy=True, encoded=not options.anonymize), extra or {}))
         if options.anonymize:  # the store is read twice: to learn every original, then to rewrite
+            from proxydiag.report.anonymize import anonymize_streamed
+
             document = anonymize_streamed(document, lambda: analysis.connection_dicts(encoded=False))
         _write(json_report.stream_document(document), options.output)
     else:
@@ -474,8 +474,12 @@ def _report(analysis: Analysis, options: ReportOptions, extra: dict | None = Non
         listed_all = options.verbose and options.format is Format.rich
         more: Iterable[dict] = islice(analysis.connection_dicts(), SHOWN_CONNECTIONS, None) if listed_all else ()
         if options.anonymize and listed_all:
+            from proxydiag.report.anonymize import anonymize_listing
+
             document, more = anonymize_listing(document, analysis.connection_dicts, SHOWN_CONNECTIONS)
         elif options.anonymize:
+            from proxydiag.report.anonymize import anonymize as anonymize_document
+
             document = anonymize_document(document)
         _write(_render(document, options.format, options.output, options.quiet, options.verbose, more), options.output)
     _leave(analysis, unread, options.fail_on)

@@ -19,20 +19,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timezone
 from functools import cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from proxydiag import configs
-from proxydiag.configs.model import WILDCARD_ADDRESSES, ProxyConfig, Route
 from proxydiag.facts.model import Analysis, Connection
-from proxydiag.logs.event import LogEvent
-from proxydiag.logs.reader import parse_record, records
-from proxydiag.parsers.userinput import read_text_bounded
-from proxydiag.pipeline.check import CheckResult
-from proxydiag.pipeline.logs import LogAnalysis
-from proxydiag.rules import catalog
 from proxydiag.rules.base import SEVERITIES, Finding
-from proxydiag.rules.logs import quote
 from proxydiag.services import DEFAULT_TABLE
+
+# A capture alone must not pay for importing the configuration and log readers (about a
+# third of `analyze`'s start-up): they are imported where a configuration or a log is read.
+if TYPE_CHECKING:
+    from proxydiag.configs.model import ProxyConfig, Route
+    from proxydiag.logs.event import LogEvent
+    from proxydiag.pipeline.check import CheckResult
+    from proxydiag.pipeline.logs import LogAnalysis
 
 Kind = Literal["capture", "config", "log"]
 HEAD_BYTES = 65536  # what `classify` looks at
@@ -53,6 +52,8 @@ def classify(head: bytes) -> Kind:
     says what the file looks like (compressed, printed tcpdump output, ...)."""
     if head.startswith(CAPTURE_MAGICS) or b"\0" in head[:4096]:
         return "capture"
+    from proxydiag import configs
+
     text = head.decode("utf-8", errors="replace")
     if configs.detect_kind(text) is not None:
         return "config"
@@ -62,6 +63,8 @@ def classify(head: bytes) -> Kind:
 
 
 def _has_log_line(text: str) -> bool:
+    from proxydiag.logs.reader import parse_record, records
+
     for index, (number, record) in enumerate(records(text)):
         if index >= LOG_PROBE_RECORDS:
             return False
@@ -151,6 +154,8 @@ def traffic_vs_configs(connections: Sequence[Connection], proxy_configs: Sequenc
     """PD606 where the capture contradicts a proxy configuration: a route's legs carry
     another header than the route sends, or clients reach a port of the proxy that no
     listener of the configurations binds."""
+    from proxydiag.configs.model import WILDCARD_ADDRESSES
+
     findings: list[Finding] = []
     proxy_addresses: set[str] = set()
     routed_ports: set[int] = set()
@@ -239,6 +244,8 @@ def _unrouted_ports(connections: Sequence[Connection], proxy_addresses: set[str]
 
 
 def _finding(message: str, conns: list[Connection], evidence: dict) -> Finding:
+    from proxydiag.rules import catalog
+
     page = catalog.load_pages().get("PD606")
     cited = conns[:MAX_MATCHED]
     return Finding(
@@ -295,6 +302,8 @@ def section_of(path: str, line: int) -> str | None:
 
 @cache
 def _lines(path: str) -> list[str]:
+    from proxydiag.parsers.userinput import read_text_bounded
+
     try:
         return read_text_bounded(path).splitlines()
     except OSError:
@@ -344,6 +353,8 @@ def attach_log_lines(findings: Iterable[Finding], events: Sequence[LogEvent], co
     its connections (`log_lines`)."""
     if not events:
         return
+    from proxydiag.rules.logs import quote
+
     by_id = {conn.id: conn for conn in connections}
     for finding in findings:
         if finding.code not in TRAFFIC_CODES_WITH_LOG_LINES or "log_lines" in finding.evidence:
