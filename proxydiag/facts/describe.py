@@ -5,6 +5,7 @@ them, TLS, how it closed, what reassembly met."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sys
 
@@ -37,7 +38,7 @@ def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE)
     application = _read_headers(conn, client)
     conn.service = services.lookup(tracked.server_port)
     conn.header_service = services.lookup(conn.header.dst_port) if conn.header is not None else None
-    conn.opening = share_strings(recognise(client.data[application:], server.data, tracked.server_port, services))
+    conn.opening = recognised(bytes(client.data[application:]), bytes(server.data), tracked.server_port, services)
     conn.protocol = protocol_spoken(conn.opening)
     _describe_client(conn, client, application)
     _describe_server(conn, server)
@@ -46,6 +47,19 @@ def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE)
     conn.closed_by, conn.close_kind, conn.close_ts = _closing(client, server)
     conn.last_ts = tracked.seen_until
     return conn
+
+
+# Distinct openings remembered. A busy server opens thousands of connections with the same
+# greeting and replies, and its clients often send the same first words: those are
+# recognised once. Each entry holds its two openings (up to 8 KiB each): at most about 4 MiB.
+OPENINGS_REMEMBERED = 256
+
+
+@functools.lru_cache(maxsize=OPENINGS_REMEMBERED)
+def recognised(client: bytes, server: bytes, server_port: int, services: ServiceTable) -> Opening:
+    """`recognise`, once per distinct (client bytes, server bytes, port, service table):
+    connections that open alike share one `Opening`, which nothing changes once described."""
+    return share_strings(recognise(client, server, server_port, services))
 
 
 def share_again(conn: Connection) -> Connection:
