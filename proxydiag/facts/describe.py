@@ -13,6 +13,7 @@ from proxydiag.capture.flows import Stream, TrackedConnection
 from proxydiag.facts.model import Connection, Endpoints
 from proxydiag.parsers import proxy_protocol
 from proxydiag.parsers.protocols import Opening, recognise
+from proxydiag.parsers.protocols.fields import field_names
 from proxydiag.parsers.protocols.tls import starts_with_tls
 from proxydiag.parsers.redact import first_line, printable
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
@@ -78,7 +79,7 @@ def share_again(conn: Connection) -> Connection:
 def share_strings(value):
     """The same greeting, capability or verb seen on thousands of connections is kept once."""
     intern = sys.intern
-    for name in _field_names(type(value)):
+    for name in field_names(type(value)):
         current = getattr(value, name)
         kind = type(current)
         if kind is str:
@@ -92,16 +93,6 @@ def share_strings(value):
 
 
 _SCALARS = frozenset({bool, int, float, bytes, dict, tuple})
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(item.name for item in dataclasses.fields(cls))
-    return names
-
-
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def replies_to_header(conn: Connection) -> list[str]:
