@@ -111,6 +111,8 @@ def _read_headers(conn: Connection, client: Stream) -> int:
         return 0
     offset = 0
     while offset < len(client.data):
+        if proxy_protocol.header_version_at_start(client.data[offset : offset + 12]) is None:
+            break  # what `parse` would say, without copying the rest of the opening
         result = proxy_protocol.parse(client.data[offset:])
         if result.version is None:
             break
@@ -195,8 +197,15 @@ def _describe_server(conn: Connection, server: Stream) -> None:
         return
     conn.greeting_frame = server.first_frame
     conn.greeting_ts = server.first_ts
-    conn.greeting = sys.intern("TLS record" if starts_with_tls(server.data) else first_line(server.data))
-    conn.server_text = None if starts_with_tls(server.data) else sys.intern(printable(server.data, SERVER_TEXT_LIMIT))
+    conn.greeting, conn.server_text = server_words(bytes(server.data))
+
+
+@functools.lru_cache(maxsize=OPENINGS_REMEMBERED)
+def server_words(data: bytes) -> tuple[str, str | None]:
+    """(greeting, the text rules may search) of a server's opening, once per distinct opening."""
+    if starts_with_tls(data):
+        return "TLS record", None
+    return sys.intern(first_line(data)), sys.intern(printable(data, SERVER_TEXT_LIMIT))
 
 
 def _first_speaker(conn: Connection) -> str | None:
