@@ -30,7 +30,7 @@ FORMATS = {"json": ["--format", "json"], "rich-v": ["--format", "rich", "-v"]}
 # half-open flows evicted around real sessions, long headers.
 GENERATED = {
     "bench-sessions.pcap": {"kind": "sessions", "megabytes": 2.0},
-    "bench-syn-flood.pcap": {"kind": "syn-flood", "syns": 20_000, "sessions": 40},
+    "bench-syn-flood.pcap": {"kind": "syn-flood", "syns": 3_000, "sessions": 40},
     "bench-tlv-amplification.pcap": {"kind": "tlv-amplification", "sessions": 12, "tlvs": 300},
 }
 
