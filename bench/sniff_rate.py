@@ -6,7 +6,7 @@ memory sampled over the run (first half against second half).
     python bench/sniff_rate.py --rate 50000 --seconds 600   # the issue's target
     python bench/sniff_rate.py --rate 50000 --seconds 60
 
-Needs root (capturing). Uses 127.0.0.91 and ports 12450-12457."""
+Needs root (capturing). Uses 127.98.0.91 (`--address`) and ports 12450-12457."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-ADDRESS = "127.0.0.91"
+ADDRESS = "127.98.0.91"
 FIRST_PORT = 12450
 PACKETS_PER_EXCHANGE = 2  # a command and its reply (each acknowledges the other)
 
@@ -34,14 +34,14 @@ def serve(listener: socket.socket) -> None:
             conn.sendall(b"250 2.0.0 Ok\r\n")
 
 
-def talk(port: int, exchanges_per_second: float, until: float) -> int:
+def talk(address: str, port: int, exchanges_per_second: float, until: float) -> int:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((ADDRESS, port))
+    listener.bind((address, port))
     listener.listen()
     threading.Thread(target=serve, args=(listener,), daemon=True).start()
     done = 0
-    with socket.create_connection((ADDRESS, port)) as client:
+    with socket.create_connection((address, port)) as client:
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client.recv(64)
         started = time.monotonic()
@@ -70,18 +70,19 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50_000, help="packets per second to generate")
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--address", default=ADDRESS, help="a loopback address both ends use")
     args = parser.parse_args()
     report = Path(tempfile.mkdtemp()) / "report.json"
     ports = range(FIRST_PORT, FIRST_PORT + args.connections)
     sniffer = subprocess.Popen(
         [sys.executable, "-m", "proxydiag", "sniff", "-i", "lo", "-f",
-         f"host {ADDRESS} and tcp portrange {ports[0]}-{ports[-1]}", "--duration", str(args.seconds + 8),
+         f"host {args.address} and tcp portrange {ports[0]}-{ports[-1]}", "--duration", str(args.seconds + 8),
          "--format", "json", "-o", str(report), "--fail-on", "never"], stderr=subprocess.PIPE, text=True)
     time.sleep(3)
     until = time.monotonic() + args.seconds
     per_connection = args.rate / PACKETS_PER_EXCHANGE / args.connections
     results: list[int] = []
-    workers = [threading.Thread(target=lambda port=port: results.append(talk(port, per_connection, until)))
+    workers = [threading.Thread(target=lambda port=port: results.append(talk(args.address, port, per_connection, until)))
                for port in ports]
     for worker in workers:
         worker.start()

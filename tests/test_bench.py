@@ -60,3 +60,19 @@ def test_one_run_measures_every_contender_and_matches_the_truth(tmp_path):
     assert results["json"]["connections"] == results["json"]["with_proxy_header"] == truth["proxied_connections"]
     assert results["tshark"]["with_proxy_header"] == truth["proxied_connections"]
     assert results["rich"]["output_bytes"] > 0
+
+
+def test_phases_and_startup_scripts_measure_what_they_say(tmp_path):
+    capture = tmp_path / "sessions.pcap"
+    generate(capture, "sessions", megabytes=0.3)
+    phases = subprocess.run([sys.executable, str(BENCH / "phases.py"), str(capture), "--runs", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert phases.returncode == 0, phases.stderr
+    rows = [line for line in phases.stdout.splitlines() if line.startswith("| ") and line.endswith(" s |")]
+    assert [row.split(" | ")[0] for row in rows] == ["| records", "| + tracking", "| + describing",
+                                                      "| whole analyze --format json"]
+    startup = subprocess.run([sys.executable, str(BENCH / "startup.py"), "--tree", f"here={BENCH.parent}", "--runs", "1",
+                              "--", "decode", "PROXY TCP4 192.0.2.1 192.0.2.2 1 2"],
+                             capture_output=True, text=True, timeout=300)
+    assert startup.returncode == 0, startup.stderr
+    assert startup.stdout.splitlines()[-1].startswith("| decode PROXY TCP4") and " ms (" in startup.stdout

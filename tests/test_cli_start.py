@@ -38,3 +38,32 @@ def test_light_commands_leave_the_analysis_unimported(args):
 def test_analyze_still_imports_what_it_needs(tmp_path):
     modules = imported_modules("analyze", "--format", "json", str(tmp_path / "missing.pcap"), ok=(2,))
     assert {"proxydiag.pipeline.analysis", "proxydiag.rules.registry", "proxydiag.capture.flows"} <= modules
+
+
+# What a capture alone never needs: the configuration and log readers (and what they import),
+# the judging of configurations, anonymisation without --anonymize, a progress bar not shown,
+# the Markdown of a fix the report does not show.
+NOT_FOR_A_CAPTURE = ("proxydiag.configs.kinds", "proxydiag.configs.haproxy", "proxydiag.configs.nginx",
+                     "proxydiag.configs.traefik", "proxydiag.configs.caddy", "proxydiag.pipeline.check",
+                     "proxydiag.rules.crosscheck", "proxydiag.logs", "proxydiag.pipeline.logs", "proxydiag.report.anonymize",
+                     "crossplane", "yaml", "jinja2", "scapy", "rich.markdown", "rich.progress", "markdown_it", "pygments",
+                     "pydantic", "prometheus_client")
+
+
+@pytest.mark.parametrize("args", [("--format", "json"), ("--format", "rich"), ("--format", "markdown")])
+def test_analyze_of_a_capture_alone_leaves_the_other_readers_unimported(args):
+    # correct-with-local-checks: no finding with a fix shown, so not even a fix's Markdown is rendered
+    modules = imported_modules("analyze", str(ROOT / "captures" / "correct-with-local-checks.pcap"), *args,
+                               "--fail-on", "never")
+    assert "proxydiag.pipeline.analysis" in modules
+    loaded = sorted(name for name in modules if name.startswith(NOT_FOR_A_CAPTURE))
+    assert not loaded, f"analyze {' '.join(args)} imported {loaded}"
+
+
+def test_analyze_imports_the_readers_a_configuration_beside_the_capture_needs(tmp_path):
+    config = tmp_path / "haproxy.cfg"
+    config.write_text("frontend smtp\n    bind :25\n    default_backend mail\nbackend mail\n"
+                      "    server s1 10.0.0.5:10025 send-proxy-v2\n")
+    modules = imported_modules("analyze", str(ROOT / "captures" / "haproxy-v2-smtp.pcap"), str(config),
+                               "--format", "json", "--fail-on", "never", ok=(0, 1, 2))
+    assert {"proxydiag.configs.kinds", "proxydiag.configs.haproxy", "proxydiag.pipeline.check"} <= modules

@@ -5,6 +5,7 @@ them, TLS, how it closed, what reassembly met."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sys
 
@@ -12,6 +13,7 @@ from proxydiag.capture.flows import Stream, TrackedConnection
 from proxydiag.facts.model import Connection, Endpoints
 from proxydiag.parsers import proxy_protocol
 from proxydiag.parsers.protocols import Opening, recognise
+from proxydiag.parsers.protocols.fields import field_names
 from proxydiag.parsers.protocols.tls import starts_with_tls
 from proxydiag.parsers.redact import first_line, printable
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
@@ -37,7 +39,7 @@ def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE)
     application = _read_headers(conn, client)
     conn.service = services.lookup(tracked.server_port)
     conn.header_service = services.lookup(conn.header.dst_port) if conn.header is not None else None
-    conn.opening = share_strings(recognise(client.data[application:], server.data, tracked.server_port, services))
+    conn.opening = recognised(bytes(client.data[application:]), bytes(server.data), tracked.server_port, services)
     conn.protocol = protocol_spoken(conn.opening)
     _describe_client(conn, client, application)
     _describe_server(conn, server)
@@ -46,6 +48,19 @@ def describe(tracked: TrackedConnection, services: ServiceTable = DEFAULT_TABLE)
     conn.closed_by, conn.close_kind, conn.close_ts = _closing(client, server)
     conn.last_ts = tracked.seen_until
     return conn
+
+
+# Distinct openings remembered. A busy server opens thousands of connections with the same
+# greeting and replies, and its clients often send the same first words: those are
+# recognised once. Each entry holds its two openings (up to 8 KiB each): at most about 4 MiB.
+OPENINGS_REMEMBERED = 256
+
+
+@functools.lru_cache(maxsize=OPENINGS_REMEMBERED)
+def recognised(client: bytes, server: bytes, server_port: int, services: ServiceTable) -> Opening:
+    """`recognise`, once per distinct (client bytes, server bytes, port, service table):
+    connections that open alike share one `Opening`, which nothing changes once described."""
+    return share_strings(recognise(client, server, server_port, services))
 
 
 def share_again(conn: Connection) -> Connection:
@@ -64,7 +79,7 @@ def share_again(conn: Connection) -> Connection:
 def share_strings(value):
     """The same greeting, capability or verb seen on thousands of connections is kept once."""
     intern = sys.intern
-    for name in _field_names(type(value)):
+    for name in field_names(type(value)):
         current = getattr(value, name)
         kind = type(current)
         if kind is str:
@@ -78,16 +93,6 @@ def share_strings(value):
 
 
 _SCALARS = frozenset({bool, int, float, bytes, dict, tuple})
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = tuple(item.name for item in dataclasses.fields(cls))
-    return names
-
-
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def replies_to_header(conn: Connection) -> list[str]:
@@ -106,6 +111,8 @@ def _read_headers(conn: Connection, client: Stream) -> int:
         return 0
     offset = 0
     while offset < len(client.data):
+        if proxy_protocol.header_version_at_start(client.data[offset : offset + 12]) is None:
+            break  # what `parse` would say, without copying the rest of the opening
         result = proxy_protocol.parse(client.data[offset:])
         if result.version is None:
             break
@@ -190,8 +197,15 @@ def _describe_server(conn: Connection, server: Stream) -> None:
         return
     conn.greeting_frame = server.first_frame
     conn.greeting_ts = server.first_ts
-    conn.greeting = sys.intern("TLS record" if starts_with_tls(server.data) else first_line(server.data))
-    conn.server_text = None if starts_with_tls(server.data) else sys.intern(printable(server.data, SERVER_TEXT_LIMIT))
+    conn.greeting, conn.server_text = server_words(bytes(server.data))
+
+
+@functools.lru_cache(maxsize=OPENINGS_REMEMBERED)
+def server_words(data: bytes) -> tuple[str, str | None]:
+    """(greeting, the text rules may search) of a server's opening, once per distinct opening."""
+    if starts_with_tls(data):
+        return "TLS record", None
+    return sys.intern(first_line(data)), sys.intern(printable(data, SERVER_TEXT_LIMIT))
 
 
 def _first_speaker(conn: Connection) -> str | None:

@@ -19,20 +19,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timezone
 from functools import cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from proxydiag import configs
-from proxydiag.configs.model import ProxyConfig
 from proxydiag.facts.model import Analysis, Connection
 from proxydiag.jsontypes import JsonDict
-from proxydiag.logs.event import LogEvent
-from proxydiag.logs.reader import parse_record, records
-from proxydiag.parsers.userinput import read_text_bounded
-from proxydiag.pipeline.check import CheckResult
-from proxydiag.pipeline.logs import LogAnalysis
 from proxydiag.rules.base import SEVERITIES, Finding
-from proxydiag.rules.evidence import MAX_MATCHED, TRAFFIC_CODES_WITH_LOG_LINES, route_legs, traffic_vs_configs
-from proxydiag.rules.logs import quote
+
+# A capture alone must not pay for importing the configuration and log readers (about a
+# third of `analyze`'s start-up): they are imported where a configuration or a log is read.
+if TYPE_CHECKING:
+    from proxydiag.configs.model import ProxyConfig
+    from proxydiag.logs.event import LogEvent
+    from proxydiag.pipeline.check import CheckResult
+    from proxydiag.pipeline.logs import LogAnalysis
 
 Kind = Literal["capture", "config", "log"]
 HEAD_BYTES = 65536  # what `classify` looks at
@@ -51,6 +50,8 @@ def classify(head: bytes) -> Kind:
     says what the file looks like (compressed, printed tcpdump output, ...)."""
     if head.startswith(CAPTURE_MAGICS) or b"\0" in head[:4096]:
         return "capture"
+    from proxydiag import configs
+
     text = head.decode("utf-8", errors="replace")
     if configs.detect_kind(text) is not None:
         return "config"
@@ -60,6 +61,8 @@ def classify(head: bytes) -> Kind:
 
 
 def _has_log_line(text: str) -> bool:
+    from proxydiag.logs.reader import parse_record, records
+
     for index, (number, record) in enumerate(records(text)):
         if index >= LOG_PROBE_RECORDS:
             return False
@@ -109,6 +112,8 @@ def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis |
     """Merge the configurations' and the logs' findings into the capture's analysis (one
     list, sorted by severity then code), with the cross-evidence findings and
     attachments; return the document keys the other kinds add."""
+    from proxydiag.rules.evidence import traffic_vs_configs
+
     proxy_configs = checked.configs if checked else []
     events = logs.events if logs else []
     findings = [*analysis.findings]
@@ -148,6 +153,8 @@ def add_to_document(document: JsonDict, extra: JsonDict) -> JsonDict:
 def proxy_addresses(connections: Sequence[Connection], proxy_configs: Sequence[ProxyConfig]) -> frozenset[str]:
     """The proxy's addresses as the server sees them: the sources of captured connections
     that carry a PROXY header, or that go where a route of the configuration goes."""
+    from proxydiag.rules.evidence import route_legs
+
     sending = {conn.tcp.src_addr for conn in connections if conn.header is not None}
     routed = {conn.tcp.src_addr for config in proxy_configs for route in config.routes
               for conn in route_legs(connections, route)}
@@ -200,6 +207,8 @@ def section_of(path: str, line: int) -> str | None:
 
 @cache
 def _lines(path: str) -> list[str]:
+    from proxydiag.parsers.userinput import read_text_bounded
+
     try:
         return read_text_bounded(path).splitlines()
     except OSError:
@@ -225,6 +234,8 @@ def same_event(event: LogEvent, conn: Connection, ports: PortNames) -> bool:
 def attach_connections(findings: Iterable[Finding], events: Sequence[LogEvent], connections: Sequence[Connection],
                        ports: PortNames) -> None:
     """A log finding cites the connections its lines were about (`connections_matched`)."""
+    from proxydiag.rules.evidence import MAX_MATCHED
+
     by_where = {event.where(): event for event in events}
     for finding in findings:
         cited = [by_where[where] for where in _quoted_places(finding) if where in by_where]
@@ -247,8 +258,12 @@ def attach_log_lines(findings: Iterable[Finding], events: Sequence[LogEvent], co
                      ports: PortNames) -> None:
     """A traffic finding of a missing, unexpected or banned header quotes the log lines of
     its connections (`log_lines`)."""
+    from proxydiag.rules.evidence import MAX_MATCHED, TRAFFIC_CODES_WITH_LOG_LINES
+    from proxydiag.rules.logs import quote
+
     if not events:
         return
+
     by_id = {conn.id: conn for conn in connections}
     for finding in findings:
         if finding.code not in TRAFFIC_CODES_WITH_LOG_LINES or "log_lines" in finding.evidence:

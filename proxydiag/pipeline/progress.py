@@ -6,10 +6,12 @@ from __future__ import annotations
 import sys
 import time
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from typing import TYPE_CHECKING
 
 from proxydiag.pipeline.shards import Progress as AnalysisProgress
+
+if TYPE_CHECKING:  # imported when a bar is shown: most runs never show one
+    from rich.progress import Progress, TaskID
 
 DELAY = 0.7  # seconds before a bar is worth showing
 
@@ -35,6 +37,9 @@ class ProgressBar:
         if self._progress is None:
             if time.monotonic() - self._started < DELAY:
                 return
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
             self._progress = Progress(
                 TextColumn("reading capture {task.fields[input]}"), BarColumn(), DownloadColumn(),
                 TextColumn("{task.fields[connections]} connections"), TimeRemainingColumn(),

@@ -61,11 +61,11 @@ def shown(report: Report, view: View) -> tuple[JsonDict, Iterable[JsonDict]]:
     its own. Captured traffic: JSON is written connection by connection (under
     --anonymize the store is read twice: to learn every original, then to rewrite); the
     human reports summarise (the connections pass by once, the first ones stay)."""
-    from proxydiag.report.anonymize import anonymize_listing, anonymize_streamed
-
     connections = report.connections
     if view.format == "json" and connections is not None:
         if view.anonymize:
+            from proxydiag.report.anonymize import anonymize_streamed  # only then: a light start otherwise
+
             return anonymize_streamed(report.document, lambda: connections(False), report.given), ()
         return {**report.document, "connections": connections(True)}, ()
     document = report.document
@@ -76,6 +76,8 @@ def shown(report: Report, view: View) -> tuple[JsonDict, Iterable[JsonDict]]:
     if connections is None or not (view.verbose and view.format == "rich"):  # no more to list
         return (anonymized(document, report.given, view.arguments) if view.anonymize else document), ()
     if view.anonymize:
+        from proxydiag.report.anonymize import anonymize_listing
+
         return anonymize_listing(document, lambda: connections(False), SHOWN_CONNECTIONS, report.given)
     return document, islice(connections(False), SHOWN_CONNECTIONS, None)
 

@@ -8,7 +8,6 @@ from itertools import chain, islice
 
 from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.markdown import Markdown
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -142,7 +141,7 @@ def _findings(document: JsonDict, verbose: bool) -> Group:
             body.append(Text(f"conversation: its ladder is under {picture.above} above", style="dim"))
         if finding["fix"] and (finding["severity"] != "info" or verbose):
             body.append(Text("fix:", style="bold"))
-            body.append(Markdown(finding["fix"]))
+            body.append(_markdown(finding["fix"]))
         body.append(Text(f"more: proxydiag explain {finding['code']}", style="dim"))
         parts.append(title)
         parts.append(Padding(Group(*body), (0, 0, 1, 4)))
@@ -152,6 +151,13 @@ def _findings(document: JsonDict, verbose: bool) -> Group:
 LADDER_STYLES = {"header": "bold blue", "tls": "magenta", "reply": "red", "rst": "red", "greeting": "green",
                  "client": "default", "detail": "blue", "lanes": "bold"}
 
+
+
+def _markdown(text: str) -> RenderableType:
+    """A fix's Markdown; rich.markdown (markdown-it, pygments) is imported only by a report that shows one."""
+    from rich.markdown import Markdown
+
+    return Markdown(text)
 
 def _ladder(ladder: Ladder) -> Group:
     """The conversation of the finding's first hit, as a ladder of text."""

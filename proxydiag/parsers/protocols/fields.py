@@ -12,7 +12,12 @@ LINE_LIMIT = 200  # characters of one line kept for a report
 MAX_ITEMS = 64  # capabilities, commands, ... kept per list
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # most fields: returned as they are, first
+
+
 def to_json(value):
+    if type(value) in _PLAIN:
+        return value
     if hasattr(value, "to_dict"):
         return value.to_dict()
     if isinstance(value, (list, tuple)):
@@ -28,7 +33,18 @@ class JsonFields:
     __slots__ = ()
 
     def to_dict(self) -> JsonDict:
-        return {f.name: to_json(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {name: to_json(getattr(self, name)) for name in field_names(type(self))}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, in order (`dataclasses.fields` builds them anew on each call)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(item.name for item in dataclasses.fields(cls))
+    return names
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def show(raw: bytes, limit: int = LINE_LIMIT) -> str:
