@@ -20,6 +20,11 @@ _SEED: list[int] = []
 
 
 def pytest_configure(config):
+    handed = getattr(config, "workerinput", {}).get("proxydiag_hypothesis_seed")  # a pytest-xdist worker
+    if handed is not None:
+        hypothesis.core.global_force_seed = handed
+        _SEED.append(handed)
+        return
     given = config.getoption("hypothesis_seed", None)
     if given is not None:
         _SEED.append(int(given))
@@ -27,6 +32,13 @@ def pytest_configure(config):
         seed = int(os.environ.get("PROXYDIAG_HYPOTHESIS_SEED") or random.randrange(2**32))
         hypothesis.core.global_force_seed = seed
         _SEED.append(seed)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Every xdist worker explores with the seed the header prints."""
+    if _SEED:
+        node.workerinput["proxydiag_hypothesis_seed"] = _SEED[0]
 
 
 def pytest_report_header(config):

@@ -36,4 +36,4 @@ python3 -c "import sys; from importlinter.cli import lint_imports_command; sys.e
 if $quick; then
     exec python3 -m pytest -q "$@"          # pyproject's addopts select the fast tier
 fi
-exec python3 -m pytest -q -m "" "$@"        # every tier
+exec python3 -m pytest -q -m "" -n 0 "$@"   # every tier, in one process

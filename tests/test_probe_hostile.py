@@ -14,7 +14,7 @@ import resource
 import ssl
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,30 +59,35 @@ def listener():
         process.wait(timeout=10)
 
 
+# The probe's own peak: VmHWM of its process after exec. A forked child's ru_maxrss also
+# counts the pytest process it was forked from (hundreds of MiB late in a long run).
+HIGH_WATER = """\
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+def note():
+    with open("/proc/self/status") as status, open(out, "w") as handle:
+        handle.write(next(line for line in status if line.startswith("VmHWM")).split()[1])
+atexit.register(note)
+sys.argv[0] = "proxydiag"
+runpy.run_module("proxydiag", run_name="__main__", alter_sys=True)
+"""
+
+
 def run_measured(args: list[str], timeout: float) -> tuple[int, int, float, str, str]:
     """The probe in a process of its own: exit code, peak resident memory (KiB), seconds,
     stdout, stderr."""
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
-    started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "proxydiag", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, preexec_fn=limit,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
-    timer = threading.Timer(timeout, process.kill)
-    timer.start()
-    out: dict[str, bytes] = {}
-    readers = [threading.Thread(target=lambda name=name, pipe=pipe: out.__setitem__(name, pipe.read()))
-               for name, pipe in (("stdout", process.stdout), ("stderr", process.stderr))]
-    for reader in readers:
-        reader.start()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, for its resource usage
-    timer.cancel()
-    for reader in readers:
-        reader.join()
-    return (process.returncode, usage.ru_maxrss, time.monotonic() - started, out["stdout"].decode(errors="replace"),
-            out["stderr"].decode(errors="replace"))
+    with tempfile.NamedTemporaryFile("r", suffix=".hwm") as high_water:
+        started = time.monotonic()
+        process = subprocess.run([sys.executable, "-c", HIGH_WATER, high_water.name, *args], capture_output=True,
+                                 stdin=subprocess.DEVNULL, preexec_fn=limit, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                 timeout=timeout)
+        seconds = time.monotonic() - started
+        peak = int(high_water.read() or 0) or 1 << 40  # no note: the process died before its exit
+    return (process.returncode, peak, seconds, process.stdout.decode(errors="replace"),
+            process.stderr.decode(errors="replace"))
 
 
 @pytest.mark.parametrize("mode, address, port", [("endless-greeting", "127.91.0.1", 10025),
