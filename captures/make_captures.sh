@@ -651,6 +651,9 @@ cap_start_dumpcap() {
     dumpcap -n -B 64 "${args[@]}" -w "$WORK/out/$CAP_FILE" >"$CAP_ERR" 2>&1 </dev/null &
     CAP_PID=$!
     cap_wait_ready "Capturing on"
+    # dumpcap says so once it has opened the interfaces, before each one's capture thread
+    # runs: a session started at once was lost whole on a loaded machine (CI, 2026-12-06).
+    sleep 1
 }
 cap_stop() {
     # tcpdump runs in immediate mode; dumpcap delivers every 250 ms or so.
