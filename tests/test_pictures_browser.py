@@ -5,8 +5,6 @@ element or attribute that came from the wire (tests/html_inert.py)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from proxydiag.cli import app
+from tests.daemons import need
 from tests.html_inert import html_problems
 from tests.test_hostile_real import capture as real_hostile_capture  # noqa: F401 (a fixture: real daemons' hostile text)
 from tests.test_pictures import HOSTILE, HOSTILE_CAPTURES, MANIFEST, SHIPPED
@@ -27,12 +26,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    found = shutil.which("chromium")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing (tests/run.sh installs it)")
-        pytest.skip("chromium is not installed")
-    return found
+    return need("chromium")  # missing: the test fails, as every lab test does
 
 
 def browse(chromium: str, page: Path, profile: Path, *what: str) -> subprocess.CompletedProcess:
