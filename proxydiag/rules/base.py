@@ -13,6 +13,7 @@ from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Connection, Expectation, FlowTableBounds, InputSummary
 from proxydiag.jsontypes import JsonDict
 from proxydiag.rules import catalog
+from proxydiag.rules.said import AS_THEY_ARE, Names, Said
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class Options:
 class Hit:
     """One rule firing on one connection (or one endpoint for aggregate rules)."""
 
-    message: str
+    message: str | Said  # a plain str only until every rule says it typed (issue 27)
     connections: list[Connection] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
     group: Hashable = None  # hits with the same rule and group become one finding
@@ -89,6 +90,11 @@ class Finding:
     proxy: str | None = None  # the proxy software recognised, whose fix the report prints
     note: bool = False  # context rather than a fault (a local test): no fix to print
     legs: list[int] = field(default_factory=list)  # the first hit's conversation, its hops client first
+    said: Said | None = None  # what the rule said, typed: `message` is it told as it is
+
+    def message_for(self, names: Names = AS_THEY_ARE) -> str:
+        """The sentence, its addresses, names and quoted text through `names`."""
+        return self.said.message(names) if self.said is not None else self.message
 
     def to_dict(self) -> JsonDict:
         return {
