@@ -10,7 +10,7 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from proxydiag.capture.flows import EVICTED_BY_CAP, EVICTED_IDLE, MAX_SEGMENTS, OPENING_LIMIT, FlowLimits, FlowTable
+from proxydiag.capture.flows import EVICTED_BY_CAP, EVICTED_IDLE, FlowLimits, FlowTable
 from proxydiag.capture.packet import (
     LINKTYPE_ETHERNET,
     LINKTYPE_LINUX_SLL,
@@ -22,6 +22,7 @@ from proxydiag.capture.packet import (
     split_key,
     tcp_details,
 )
+from proxydiag.capture.reassembly import MAX_SEGMENTS, OPENING_LIMIT
 from proxydiag.facts.describe import describe
 from proxydiag.parsers.proxy_protocol import build_v1
 

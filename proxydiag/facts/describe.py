@@ -9,7 +9,8 @@ import functools
 import re
 import sys
 
-from proxydiag.capture.flows import Stream, TrackedConnection
+from proxydiag.capture.flows import TrackedConnection
+from proxydiag.capture.reassembly import Stream
 from proxydiag.facts.model import Connection, Endpoints
 from proxydiag.parsers import proxy_protocol
 from proxydiag.parsers.protocols import Opening, recognise
