@@ -120,6 +120,14 @@ def test_aws_nlb_vectors(vector):
     assert result.header.tlvs[1].decoded["vpce_id"].startswith("vpce-0")
 
 
+@pytest.mark.parametrize("control", [b"\x00", b"\x1b", b"\x7f"])
+def test_a_control_byte_in_the_aws_vpc_endpoint_id_is_named(control):
+    result = parse(build_v2("PROXY", "TCP4", "192.0.2.1", "192.0.2.2", 40000, 25,
+                            tlvs=[(PP2_TYPE_AWS, b"\x01vpce-0" + control + b"abc")]))
+    assert not result.valid
+    assert [violation.rule for violation in result.violations] == ["v2.aws_vpce_id-control"]
+
+
 def test_aws_vector_with_flipped_byte_fails_crc32c():
     damaged = bytearray(AWS_VPCE_EXAMPLE)
     damaged[17] ^= 0x01  # inside the source address
@@ -252,10 +260,19 @@ ssl_values = st.builds(
     cipher=st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ_-0123456789", max_size=40),
 )
 simple_tlvs = st.tuples(
-    st.sampled_from([PP2_TYPE_ALPN, PP2_TYPE_NOOP, PP2_TYPE_UNIQUE_ID, PP2_TYPE_AWS, 0xE5, 0xF1]),
+    st.sampled_from([PP2_TYPE_ALPN, PP2_TYPE_NOOP, PP2_TYPE_UNIQUE_ID, 0xE5, 0xF1]),
     st.binary(max_size=100),
 )
-tlv_lists = st.lists(st.one_of(simple_tlvs, ssl_values.map(lambda value: (PP2_TYPE_SSL, value))), max_size=4)
+# AWS's value is a subtype byte, then its data: subtype 0x01 is the VPC endpoint id, US-ASCII
+# text ("vpce-08d2bf15fac5001c9"; a control byte in it is a violation of its own).
+aws_values = st.one_of(
+    st.binary(max_size=100).filter(lambda value: value[:1] != b"\x01"),
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(lambda vpce: b"\x01" + vpce.encode()),
+)
+tlv_lists = st.lists(
+    st.one_of(simple_tlvs, aws_values.map(lambda value: (PP2_TYPE_AWS, value)), ssl_values.map(lambda value: (PP2_TYPE_SSL, value))),
+    max_size=4,
+)
 
 
 @given(
