@@ -19,6 +19,7 @@ from proxydiag.parsers.proxy_protocol import (
     PP2_TYPE_GCP,
     PP2_TYPE_SSL,
     PP2_TYPE_UNIQUE_ID,
+    ProxyHeader,
     Tlv,
 )
 from proxydiag.parsers.protocols.software import STALWART_PROXY
@@ -53,8 +54,20 @@ def _by_own_bytes(conn: Connection) -> str | None:
         if _nginx_v2(header.tlvs):
             return NGINX_V2
         if header.ssl is not None or PP2_TYPE_UNIQUE_ID in types or (header.command == "LOCAL" and header.version == 2):
-            return "HAProxy"
+            return _haproxy_release(header, types)
     return _stalwart_proxy_command(conn.client_first)
+
+
+# What HAProxy writes only from a release on (src/connection.c make_proxy_line_v2 at each tag):
+# `proxy-v2-options` (1.9: crc32c, authority, ssl-cipher, cert-sig, cert-key) and its
+# `unique-id` (2.2); `send-proxy-v2-ssl` alone (the SSL TLV with its version) since 1.5.
+def _haproxy_release(header: ProxyHeader, types: set[int]) -> str:
+    if PP2_TYPE_UNIQUE_ID in types:
+        return "HAProxy 2.2+"
+    ssl = header.ssl
+    if types & {PP2_TYPE_CRC32C, PP2_TYPE_AUTHORITY} or (ssl is not None and (ssl.cipher or ssl.sig_alg or ssl.key_alg)):
+        return "HAProxy 1.9+"
+    return "HAProxy"
 
 
 # Stalwart's own proxy (stalwartlabs/proxy v1.0.0) writes its v2 header with no TLV, like
