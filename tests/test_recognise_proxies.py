@@ -171,14 +171,14 @@ def test_two_legs_of_stalwart_s_proxy_print_its_fix(tmp_path):
 
 
 def test_the_back_leg_alone_names_it_by_its_starttls(tmp_path):
-    """A v2 header for a client of port 993 with no SSL TLV (PD301), then the proxy's own
-    `P1 STARTTLS` (src/proto/imap.rs:455)."""
+    """The proxy reads the backend's greeting, then sends its own `P1 STARTTLS`
+    (src/proto/imap.rs:446-455); an untrusting Stalwart answers the header as commands."""
     back = Conversation(client=(PROXY_BACK, 50001), server=(STALWART, 143))
     back.handshake().client_sends(stalwart_proxy_v2(CLIENT, 40001, PROXY, 993))
     back.server_sends(b"* OK [CAPABILITY IMAP4rev2 IMAP4rev1 STARTTLS LOGINDISABLED] Stalwart IMAP4rev2 at your service.\r\n")
-    back.client_sends(b"P1 STARTTLS\r\n").server_sends(b"P1 OK Begin TLS negotiation now.\r\n").close()
-    pd301 = finding(analyze(write_pcap(tmp_path / "p1.pcap", [back])), "PD301")
-    assert pd301["proxy"] == "Stalwart proxy" and pd301["fix"].startswith("Stalwart proxy:")
+    back.client_sends(b"P1 STARTTLS\r\n").server_sends(b"* BAD Invalid command.\r\n" * 3).close()
+    pd102 = finding(analyze(write_pcap(tmp_path / "p1.pcap", [back])), "PD102")
+    assert pd102["proxy"] == "Stalwart proxy" and pd102["fix"].startswith("Stalwart proxy:")
 
 
 def test_an_nginx_front_names_nginx_and_its_version(tmp_path):
