@@ -181,6 +181,32 @@ def test_the_back_leg_alone_names_it_by_its_starttls(tmp_path):
     assert pd102["proxy"] == "Stalwart proxy" and pd102["fix"].startswith("Stalwart proxy:")
 
 
+IMAP_GREETING = b"* OK [CAPABILITY IMAP4rev2 IMAP4rev1 STARTTLS LOGINDISABLED] Stalwart IMAP4rev2 at your service.\r\n"
+
+
+def imap_legs(proxy_greets_first: bool) -> list[Conversation]:
+    """A client's IMAP session through a proxy to an untrusting Stalwart. Stalwart's proxy greets
+    in Stalwart's words (src/config/mod.rs:493, src/proto/imap.rs:120-127) and opens the backend
+    only once the client authenticated; a relay opens it at once and passes Stalwart's greeting on."""
+    front = Conversation(client=(CLIENT, 40002), server=(PROXY, 143)).handshake()
+    if proxy_greets_first:
+        front.server_sends(IMAP_GREETING).client_sends(b"a1 AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n", after=0.3)
+    back = Conversation(client=(PROXY_BACK, 50002), server=(STALWART, 143), start=front.now + 0.01)
+    back.handshake().client_sends(stalwart_proxy_v2(CLIENT, 40002, PROXY, 143)).server_sends(IMAP_GREETING)
+    if not proxy_greets_first:
+        front.server_sends(IMAP_GREETING, after=back.now - front.now + 0.001)
+    back.server_sends(b"* BAD Invalid command.\r\n" * 3).close(by="server")
+    front.close(by="server", after=back.now - front.now + 0.01)
+    return [front, back]
+
+
+@pytest.mark.parametrize(("proxy_greets_first", "named"), [(True, "Stalwart proxy"), (False, None)])
+def test_stalwart_s_words_before_the_backend_opened_are_its_proxy_s(tmp_path, proxy_greets_first, named):
+    pd102 = finding(analyze(write_pcap(tmp_path / "imap.pcap", imap_legs(proxy_greets_first))), "PD102")
+    assert pd102["proxy"] == named
+    assert pd102["fix"].startswith("Stalwart proxy:" if named else "HAProxy:")
+
+
 def test_an_nginx_front_names_nginx_and_its_version(tmp_path):
     front = Conversation(client=(CLIENT, 41000), server=(PROXY, 80))
     front.handshake().client_sends(b"GET /.well-known/jmap HTTP/1.1\r\nHost: mail.example.com\r\n\r\n")

@@ -42,7 +42,8 @@ def recognise_proxy(conn: Connection, conversation: Sequence[Connection] = ()) -
     """Which proxy sent this header, where its bytes say so (never a guess): the header's
     TLVs, the proxy's own fixed commands on this leg; else, among the legs of its
     conversation, the one the proxy itself answered (the leg before this one, or this one)."""
-    return _by_own_bytes(conn) or next(filter(None, map(_answering_proxy, _proxy_sides(conn, conversation))), None)
+    return _by_own_bytes(conn) or next(
+        filter(None, (_answering_proxy(front, onward) for front, onward in _proxy_sides(conn, conversation))), None)
 
 
 def _by_own_bytes(conn: Connection) -> str | None:
@@ -85,20 +86,23 @@ def _stalwart_proxy_command(first: str | None) -> str | None:
     return None
 
 
-def _proxy_sides(conn: Connection, conversation: Sequence[Connection]) -> list[Connection]:
-    """The legs whose server side is the proxy in question: the hop before `conn` (its server
-    opened `conn`); `conn` itself where it carries no header and was relayed onwards (a front
-    leg: its server is a proxy)."""
+def _proxy_sides(conn: Connection, conversation: Sequence[Connection]) -> list[tuple[Connection, Connection]]:
+    """The legs whose server side is the proxy in question, each with the leg that proxy
+    opened onwards: the hop before `conn` (its server opened `conn`); `conn` itself where it
+    carries no header and was relayed onwards (a front leg: its server is a proxy)."""
     ids = [leg.id for leg in conversation]
     if conn.id not in ids:
         return []
     at = ids.index(conn.id)
     relayed = conn.header is None and at + 1 < len(ids)
-    return ([conversation[at - 1]] if at > 0 else []) + ([conn] if relayed else [])
+    return ([(conversation[at - 1], conn)] if at > 0 else []) + ([(conn, conversation[at + 1])] if relayed else [])
 
 
 # A proxy that answers the client itself names itself: Stalwart's proxy greets submission
-# clients in its own words (parsers/protocols/software.py); nginx, Caddy and Envoy write
+# clients in its own words (parsers/protocols/software.py), and every client in Stalwart's
+# words before it has opened the backend (it authenticates the client first, then routes:
+# src/proto/imap.rs:120-127, pop3.rs, managesieve.rs, smtp.rs:109-113), where a relay only
+# passes on the greeting the backend sent after it connected; nginx, Caddy and Envoy write
 # their `Server` header on the HTTP responses they send (nginx's with its version unless
 # `server_tokens off`: src/http/ngx_http_header_filter_module.c; Caddy's `Caddy`,
 # modules/caddyhttp/server.go; Envoy's `envoy`, the connection manager's default
@@ -107,11 +111,17 @@ SERVER_TOKENS = {"nginx": "nginx", "caddy": "Caddy", "envoy": "Envoy"}
 SERVER_TOKEN = re.compile(r"([A-Za-z]+)(?:/(\d+(?:\.\d+){0,3}))?")
 
 
-def _answering_proxy(leg: Connection) -> str | None:
-    software = leg.opening.software
-    if software is not None and software.get("name") == STALWART_PROXY:
+def _answering_proxy(front: Connection, onward: Connection) -> str | None:
+    software = front.opening.software
+    name = software.get("name") if software is not None else None
+    if name == STALWART_PROXY or (name == "Stalwart" and _greeted_before(front, onward)):
         return STALWART_PROXY
-    return proxy_of_server_header(getattr(leg.opening, "server_header", None))
+    return proxy_of_server_header(getattr(front.opening, "server_header", None))
+
+
+def _greeted_before(front: Connection, onward: Connection) -> bool:
+    """The front leg's greeting came before the leg onwards even started: the proxy's own."""
+    return front.greeting_ts is not None and front.greeting_ts < onward.start_ts
 
 
 def proxy_of_server_header(value: str | None) -> str | None:
