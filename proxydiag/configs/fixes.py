@@ -8,7 +8,8 @@ ngx_stream_core_module and ngx_stream_ssl_preread_module; stunnel(8) `protocol`)
                nginx `proxy_protocol on;` in the server block (v1; `proxy_protocol v2;`
                from 1.31.4); stunnel `protocol = proxy` (v1).
 - header off:  the same, removed.
-- TLS facts:   HAProxy `send-proxy-v2-ssl`; nginx before 1.31.4 and stunnel cannot send
+- TLS facts:   HAProxy `send-proxy-v2-ssl` (with `proxy-v2-options ssl-cipher` where the file
+               shows 1.9+); nginx before 1.31.4 and stunnel cannot send
                the SSL TLV: pass TLS through to Stalwart's implicit-TLS listener instead.
 - checks:      HAProxy `check-send-proxy`.
 - listeners:   HAProxy `accept-proxy` / nginx `listen ... proxy_protocol` removed.
@@ -89,6 +90,8 @@ def set_header(route: Route, kind: str, version: str = "v2", ssl: bool = False,
                floor: VersionFloor | None = None) -> tuple[LineEdit, ...]:
     if kind == "haproxy":
         word = "send-proxy" if version == "v1" else ("send-proxy-v2-ssl" if ssl else "send-proxy-v2")
+        if word == "send-proxy-v2-ssl" and _at_least(floor, (1, 9)) and "proxy-v2-options" not in route.origin.text:
+            word += " proxy-v2-options ssl-cipher"  # 1.9+ (the file shows it): the cipher for Stalwart's Received
         return _replace(route.origin, _append_word(HAPROXY_SEND.sub("", route.origin.text), word))
     if kind == "nginx":
         # `on` (v1) works on every nginx; `v2` where the file shows 1.31.4 or later
@@ -169,7 +172,11 @@ def _stalwart_proxy_header(route: Route, on: bool) -> tuple[LineEdit, ...]:
 
 
 def nginx_has_v2(floor: VersionFloor | None) -> bool:
-    return floor is not None and _version_tuple(floor.version) >= (1, 31, 4)
+    return _at_least(floor, (1, 31, 4))
+
+
+def _at_least(floor: VersionFloor | None, version: tuple[int, ...]) -> bool:
+    return floor is not None and _version_tuple(floor.version) >= version
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -30,7 +30,22 @@ import re
 
 from proxydiag.configs.haproxy_sections import Line, Section, group_files, read_sections
 from proxydiag.configs.haproxy_servers import server_lines, server_routes
-from proxydiag.configs.model import ConfigReadError, FrontListener, Origin, Problem, ProxyConfig, Route, read_text
+from proxydiag.configs.model import (
+    ConfigReadError,
+    FrontListener,
+    Origin,
+    Problem,
+    ProxyConfig,
+    Route,
+    VersionFloor,
+    read_text,
+)
+
+# Keywords only some HAProxy versions accept, and the first release that does: each is in that
+# release's doc/configuration.txt and src/server.c and in no release before (haproxy/haproxy
+# tags): `proxy-v2-options` from 1.9 (commit f643b8042 "MINOR: introduce proxy-v2-options for
+# send-proxy-v2", first in v1.9-dev1; 1.8 refuses it), `set-proxy-v2-tlv-fmt(TYPE)` from 2.9.
+KEYWORDS_SINCE = {"proxy-v2-options": "1.9", "set-proxy-v2-tlv-fmt": "2.9"}
 
 REQUEST_BUFFER_FETCH = re.compile(r"\breq[._](?!hdr)[a-z_.]+|\breq_ssl_sni\b")
 
@@ -83,7 +98,14 @@ def parse_files(files: list[tuple[str, str]]) -> ProxyConfig:
         for front in fronts:
             for target, _ in _targets_for_port(targets, ports, front.port):
                 routes.extend(server_routes(front, target, section, waits, problems))
-    return ProxyConfig("haproxy", files[0][0], tuple(listeners), tuple(routes), tuple(problems))
+    return ProxyConfig("haproxy", files[0][0], tuple(listeners), tuple(routes), tuple(problems), version_floor(sections))
+
+
+def version_floor(sections: list[Section]) -> VersionFloor | None:
+    """HAProxy is at least the newest release whose own keyword the configuration uses."""
+    found = [VersionFloor(since, line.origin) for section in sections for line in section.lines for word in line.words
+             if (since := KEYWORDS_SINCE.get(word.split("(", 1)[0])) is not None]
+    return max(found, key=lambda floor: tuple(int(part) for part in floor.version.split(".")), default=None)
 
 
 # --- front listeners ---------------------------------------------------------------------

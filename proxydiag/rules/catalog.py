@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-PROXY_SECTIONS = ("HAProxy", "nginx", "Traefik", "Caddy", "Envoy", "Cloud load balancers")
+PROXY_SECTIONS = ("HAProxy", "nginx", "Traefik", "Caddy", "Envoy", "Cloud load balancers")  # on every page
+# On the pages where that proxy can cause the finding; a report prints one when the traffic or
+# the configuration names that proxy (rules/registry.py `recognise_proxy`).
+OTHER_PROXY_SECTIONS = ("Stalwart proxy", "stunnel")
 UNRECOGNISED_PROXY_FIXES = ("HAProxy", "nginx")
 
 
@@ -96,7 +99,7 @@ def parse_page(text: str) -> Page | None:
         summary=summary.group(1).strip() if summary else "",
         text=text,
         sections=sections,
-        proxy_fixes={name: body for name, body in fixes.items() if name in PROXY_SECTIONS},
+        proxy_fixes={name: fixes[name] for name in (*PROXY_SECTIONS, *OTHER_PROXY_SECTIONS) if name in fixes},
     )
 
 

@@ -181,6 +181,7 @@ class Group:
     cited: list[tuple[int, int | None, str | None]] = field(default_factory=list)  # a heap of (-id, frame, proxy)
     ids: ConnectionIds = field(default_factory=ConnectionIds)
     legs: list[int] = field(default_factory=list)  # the conversation of the first hit's connection
+    named: str | None = None  # the proxy that conversation's legs name (its own words, its Server header)
 
     def cite(self, conn: Connection) -> None:
         if not self.ids.add(conn.id):
@@ -201,7 +202,7 @@ class Group:
             count=self.ids.count,
             lowered=first.lowered,
             escalated=first.escalated,
-            proxy=first.proxy or next((proxy for _, _, proxy in cited if proxy), None),
+            proxy=first.proxy or next((proxy for _, _, proxy in cited if proxy), None) or self.named,
             legs=self.legs,
         )
 
@@ -222,9 +223,11 @@ class FindingCollector:
         group = self.groups.get(key)
         raised = group is None
         if group is None:
-            group = self.groups[key] = Group(rule, replace(hit, connections=[]), order, legs=self._legs_of(hit))
+            legs, named = self._legs_of(hit)
+            group = self.groups[key] = Group(rule, replace(hit, connections=[]), order, legs=legs, named=named)
         elif order < group.order:
-            group.hit, group.order, group.legs = replace(hit, connections=[]), order, self._legs_of(hit)
+            group.hit, group.order = replace(hit, connections=[]), order
+            group.legs, group.named = self._legs_of(hit)
         before = group.ids.count
         for conn in hit.connections:
             group.cite(conn)
@@ -234,15 +237,15 @@ class FindingCollector:
         if self.on_hit is not None:
             self.on_hit(group.finding(), raised, hit.connections[0] if hit.connections else None, group.ids.count - before)
 
-    def _legs_of(self, hit: Hit) -> list[int]:
+    def _legs_of(self, hit: Hit) -> tuple[list[int], str | None]:
         """The connections of the conversation the hit's first connection belongs to, as
-        far as the window of legs matches them (computed only when a group's first hit
-        changes: rarely, hits come in the order connections started)."""
+        far as the window of legs matches them, and the proxy they name (computed only when
+        a group's first hit changes: rarely, hits come in the order connections started)."""
         if not hit.connections:
-            return []
+            return [], None
         first = hit.connections[0]
         hops = self.legs.conversation(first) if self.legs is not None else [first]
-        return [hop.id for hop in hops]
+        return [hop.id for hop in hops], recognise_proxy(first, hops)
 
     def findings(self) -> list[Finding]:
         findings = [group.finding() for group in self.groups.values()]

@@ -27,6 +27,8 @@ def _resembling(name: str, *patterns: str) -> list[Signature]:
     return [Signature(name, re.compile(pattern), False) for pattern in patterns]
 
 
+STALWART_PROXY = "Stalwart proxy"  # the name of its section on the finding pages
+
 # Most specific phrases first; a bare product name last (not when it starts a host name).
 SIGNATURES: tuple[Signature, ...] = (
     *_named(
@@ -75,6 +77,16 @@ SIGNATURES: tuple[Signature, ...] = (
     *_named("Sendmail", r"\bSendmail\b(?!\.\w)"),
     *_named("Courier", r"\bCourier(?:-IMAP|-POP3|-MTA)\b"),
     *_named("Cyrus", r"\bCyrus\b(?!\.\w)"),
+    # Stalwart's own proxy (stalwartlabs/proxy v1.0.0) greets submission clients itself, by
+    # default in Stalwart's words without the name: src/proto/smtp.rs:111 `220 {hostname} ESMTP
+    # {banner}` with src/config/mod.rs:622 `at your service.`; src/proto/smtp.rs:386 its EHLO
+    # reply `{hostname} at your service, [{client_host}]` (Stalwart's says "you had me at EHLO").
+    # Its IMAP, POP3 and ManageSieve greetings are Stalwart's own words (mod.rs:493, 650, 585).
+    *_resembling(
+        STALWART_PROXY,
+        r"^(?:220 )?\S+ ESMTP at your service\.$",
+        r"\S+ at your service, \[[^\]\s]*\]",
+    ),
     *_resembling(
         "Stalwart",
         r"\b(?:ESMTP|LMTP|IMAP4rev2|POP3|ManageSieve) at your service\.?",
