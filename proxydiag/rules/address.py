@@ -8,7 +8,7 @@ from typing import Iterator
 
 from proxydiag.facts.model import Connection
 from proxydiag.rules.base import Context, Endpoint, Hit, Rule, endpoint, network, server_endpoint
-from proxydiag.rules.header import is_local_client
+from proxydiag.rules.front import is_local_client
 from proxydiag.rules.said import AS_THEY_ARE, Names, Said
 
 # Where a real client's address cannot come from on the internet: RFC 1918, CGNAT (RFC
