@@ -4,18 +4,27 @@ original in it, and `AS_THEY_ARE` tells it as the reports always have."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
+import typing
 
-from hypothesis import given
+import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxydiag.configs.stalwart import parse_trusted_entry
 from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Connection
-from proxydiag.rules.base import Finding, Options, address_or_text, network
+from proxydiag.rules import address as address_rules
+from proxydiag.rules import capture, config, front, http, server, tls
+from proxydiag.rules import header as header_rules
+from proxydiag.rules.address import Chain, LegOwnSource, TrustList
+from proxydiag.rules.base import Endpoint, Finding, Options, address_or_text, network
+from proxydiag.rules.front import SendsHeadersItself
 from proxydiag.rules.judge import judge_all, tally_of
-from proxydiag.rules.said import AS_THEY_ARE
+from proxydiag.rules.said import AS_THEY_ARE, Said
+from proxydiag.rules.tls import CertificateUnverified, OffersStarttls, RefusedClearText
 from tests.facts import connection
 
 PSEUDONYMS_V4 = ipaddress.ip_network("240.0.0.0/4")  # reserved: never drawn, so a pseudonym is never an original
@@ -161,3 +170,73 @@ def test_a_value_that_should_be_an_address_is_told_as_text_when_it_is_not_one():
     assert network(names, "10.0.0.0/8") == "240.0.0.3/8"
     assert network(names, "mail.example.net/24") == "text4"  # not an address: quoted text, never half-shown
     assert network(AS_THEY_ARE, "10.0.0.0/8") == "10.0.0.0/8"
+
+
+# --- every kind of hit, its fields drawn: no field reaches the sentence unnamed -------------------
+
+KIND_MODULES = (address_rules, capture, config, front, header_rules, http, server, tls)
+KINDS = sorted((kind for module in KIND_MODULES for kind in vars(module).values()
+                if isinstance(kind, type) and issubclass(kind, Said) and kind.__module__ == module.__name__),
+               key=lambda kind: kind.__name__)
+# Fields in proxydiag's own words (the service table's names, recognised protocols, a parser's
+# rule id, an expectation's value): never the evidence's, so told as they are.
+OWN_WORDS = {"service", "protocol", "rule", "expected"}
+NAMED = st.one_of(ADDRESSES, HOSTS)
+ENDPOINTS = st.builds(Endpoint, ADDRESSES, st.integers(1, 65535))
+TRUST_LISTS = st.builds(TrustList, st.none() | NAMED, st.lists(NAMED, max_size=3).map(tuple))
+CLAUSES = st.one_of(st.builds(LegOwnSource, ADDRESSES), st.builds(SendsHeadersItself, ADDRESSES),
+                    st.builds(RefusedClearText, NAMED), TRUST_LISTS, st.builds(OffersStarttls))
+
+
+def drawn(name: str, kind_of: object) -> st.SearchStrategy[object]:
+    """Values for one field of a hit kind, by its type (and, for a str, whether it is ours)."""
+    if kind_of is str:
+        return st.sampled_from(["smtp", "imap", "v2"]) if name in OWN_WORDS else NAMED
+    simple: dict[object, st.SearchStrategy[object]] = {
+        int: st.integers(0, 10**6), float: st.floats(0, 10**4), bool: st.booleans(), Endpoint: ENDPOINTS, Said: CLAUSES,
+        Chain: st.builds(Chain, ADDRESSES, st.lists(ENDPOINTS, min_size=1, max_size=3).map(tuple)),
+        TrustList: TRUST_LISTS,
+    }
+    if kind_of in simple:
+        return simple[kind_of]
+    arguments = typing.get_args(kind_of)
+    if typing.get_origin(kind_of) is tuple and arguments[-1] is Ellipsis:
+        return st.lists(drawn(name, arguments[0]), max_size=3).map(tuple)
+    if typing.get_origin(kind_of) is tuple:
+        return st.tuples(*(drawn(name, argument) for argument in arguments))
+    if type(None) in arguments:  # X | None
+        (other,) = [argument for argument in arguments if argument is not type(None)]
+        return st.none() | drawn(name, other)
+    raise AssertionError(f"no strategy for {name}: {kind_of}")
+
+
+def kind_drawn(kind: type[Said]) -> st.SearchStrategy[Said]:
+    hints = typing.get_type_hints(kind)
+    return st.builds(kind, **{field.name: drawn(field.name, hints[field.name]) for field in dataclasses.fields(kind)})
+
+
+def originals_in(value: object, name: str = "") -> set[str]:
+    """Every address and name a hit holds (its own words aside), nested clauses included."""
+    if isinstance(value, str):
+        return set() if name in OWN_WORDS else {value}
+    if isinstance(value, tuple):
+        return set().union(*(originals_in(item, name) for item in value))
+    if dataclasses.is_dataclass(value):
+        return set().union(*(originals_in(getattr(value, field.name), field.name) for field in dataclasses.fields(value)))
+    return set()
+
+
+def test_every_capture_rule_kind_is_drawn():
+    assert len(KINDS) >= 50 and LegOwnSource in KINDS and CertificateUnverified in KINDS
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.__name__)
+def test_no_field_of_a_kind_reaches_its_sentence_unnamed(kind):
+    @given(kind_drawn(kind))
+    @settings(max_examples=25)
+    def told_through_pseudonyms(said: Said) -> None:
+        hidden = left_over(said.message(Pseudonyms()))
+        assert not [original for original in originals_in(said) if original in hidden], hidden
+        assert said.message(AS_THEY_ARE)
+
+    told_through_pseudonyms()
