@@ -3,7 +3,7 @@ or a live listener (a Connection, a proxy route, a log event, a probe step)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from proxydiag.configs.model import FrontListener, HeaderVersion, Origin, ProxyConfig, Route
 from proxydiag.facts.model import Connection, Endpoints
@@ -14,21 +14,29 @@ from proxydiag.probe import StepRecord, TargetProbe
 from proxydiag.probe.steps import Target
 from proxydiag.services import DEFAULT_TABLE
 
-T0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
 
 
 def connection(number: int = 1, src: tuple[str, int] = ("198.51.100.2", 40000), dst: tuple[str, int] = ("192.0.2.10", 10025),
                header: str = "none", client_first: str | None = None, greeting: str | None = None,
-               mid_stream: bool = False, protocol: str | None = "smtp") -> Connection:
+               mid_stream: bool = False, protocol: str | None = "smtp", client: str = "203.0.113.7") -> Connection:
     """One leg as `facts.describe` would describe it: `header` is none, v1 or v2 (from the
-    client to `dst`, naming a client of 203.0.113.7)."""
+    client to `dst`, naming `client`; the header's destination is `dst`'s address where it is
+    of the client's family, else that family's documentation address)."""
+    family = "TCP6" if ":" in client else "TCP4"
+    to = dst[0] if (":" in dst[0]) == (family == "TCP6") else "2001:db8::10" if family == "TCP6" else "192.0.2.10"
     header_bytes = {"none": None,
-                    "v1": build_v1("TCP4", "203.0.113.7", dst[0], 40000, 25),
-                    "v2": build_v2("PROXY", "TCP4", "203.0.113.7", dst[0], 40000, 25)}[header]
+                    "v1": build_v1(family, client, to, 40000, 25),
+                    "v2": build_v2("PROXY", family, client, to, 40000, 25)}[header]
+    start = 1_700_000_000.0 + number
     return Connection(
-        id=number, input=0, first_frame=number * 10, start_ts=1_700_000_000.0 + number, tcp=Endpoints(*src, *dst),
+        id=number, input=0, first_frame=number * 10, start_ts=start, tcp=Endpoints(*src, *dst), established_ts=start,
         mid_stream=mid_stream, proxy=parse(header_bytes) if header_bytes else None, header_bytes=header_bytes,
-        client_first=client_first, greeting=greeting, protocol=protocol, service=DEFAULT_TABLE.lookup(dst[1]),
+        header_frames=[number * 10 + 3] if header_bytes else [], header_ts=start + 0.01 if header_bytes else None,
+        header_segments=1 if header_bytes else 0,
+        client_first=client_first, client_first_frame=number * 10 + 4 if client_first else None,
+        client_first_ts=start + 0.02 if client_first else None,
+        greeting=greeting, protocol=protocol, service=DEFAULT_TABLE.lookup(dst[1]),
     )
 
 

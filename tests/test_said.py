@@ -1,6 +1,10 @@
 """Typed hits: a finding's sentence is written from its fields, through the `Names` it is given."""
 
+import ast
 from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 
 from proxydiag.rules.finding import make_finding
 from proxydiag.rules.said import AS_THEY_ARE, Names, Said, endpoint
@@ -43,3 +47,104 @@ def test_a_typed_hit_is_told_as_it_is_and_through_other_names():
 def test_a_plain_sentence_is_its_own_message():
     finding = make_finding("PD101", "no header at all", {})
     assert finding.said is None and finding.message_for(_Hidden()) == "no header at all"
+
+
+# --- no rule writes its sentence before a view asks ------------------------------------------
+
+RULES_DIR = Path(__file__).resolve().parent.parent / "proxydiag" / "rules"
+# Judges still saying str, being converted elsewhere (issue 27 item 3): empty this list as they land.
+STILL_SAYING_STR = {"crosscheck.py", "logs.py", "probe.py", "evidence.py"}
+MESSAGE_TAKERS = {"Hit": 0, "make_finding": 1}  # the callee and where its message stands among the arguments
+
+
+def _callee(call: ast.Call) -> str:
+    func = call.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+
+
+def _message_argument(call: ast.Call) -> ast.expr | None:
+    position = MESSAGE_TAKERS[_callee(call)]
+    keyword = next((kw.value for kw in call.keywords if kw.arg == "message"), None)
+    return keyword if keyword is not None else call.args[position] if len(call.args) > position else None
+
+
+def _str_parameters(function: ast.FunctionDef | ast.AsyncFunctionDef | None) -> set[str]:
+    if function is None:
+        return set()
+    arguments = function.args
+    every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+    return {arg.arg for arg in every if arg.annotation is not None and ast.unparse(arg.annotation) == "str"}
+
+
+def is_prose(node: ast.expr, str_names: set[str]) -> bool:
+    """Whether an expression is a ready-made str: a literal, an f-string, a concatenation or a
+    %-format of one, a `.format`/`.join`/`str()`, or a parameter the function declares a str."""
+    if isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mod)):
+        return is_prose(node.left, str_names) or is_prose(node.right, str_names)
+    if isinstance(node, ast.IfExp):
+        return is_prose(node.body, str_names) or is_prose(node.orelse, str_names)
+    if isinstance(node, ast.Call):
+        return (isinstance(node.func, ast.Name) and node.func.id == "str") or (
+            isinstance(node.func, ast.Attribute) and node.func.attr in ("format", "join"))
+    return isinstance(node, ast.Name) and node.id in str_names
+
+
+def _literal(arguments: list[ast.expr]) -> bool:
+    return all(isinstance(arg, ast.Constant) and isinstance(arg.value, str) for arg in arguments)
+
+
+def prose_messages(source: str) -> list[int]:
+    """The lines where a `Hit` or `make_finding` is handed a sentence already written, and where
+    a `Sentence` is built from anything but a plain literal (it must name nothing)."""
+    lines = []
+
+    def visit(node: ast.AST, function: ast.FunctionDef | ast.AsyncFunctionDef | None) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function = node
+        if isinstance(node, ast.Call) and _callee(node) in MESSAGE_TAKERS:
+            message = _message_argument(node)
+            if message is not None and is_prose(message, _str_parameters(function)):
+                lines.append(node.lineno)
+        if isinstance(node, ast.Call) and _callee(node) == "Sentence" and not _literal(node.args):
+            lines.append(node.lineno)
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(ast.parse(source), None)
+    return lines
+
+
+@pytest.mark.parametrize("source", [
+    'Hit(f"{conn.tcp.dst_addr} refused", [conn])',
+    'Hit("no header", [conn])',
+    'Hit("to " + where, [conn])',
+    'Hit("to %s" % where, [conn])',
+    'Hit(message="{} refused".format(where))',
+    'Hit(", ".join(parts))',
+    'make_finding("PD101", f"{address} refused", {})',
+    'def finding(code: str, message: str) -> Finding:\n    return make_finding(code, message, {})',
+    'Hit(Sentence(f"{address} refused"))',
+])
+def test_a_sentence_written_before_the_view_is_caught(source):
+    assert prose_messages(source) == [source.count("\n") + 1]
+
+
+@pytest.mark.parametrize("source", [
+    "Hit(RefusedAtOnce(server_endpoint(conn), conn.greeting), [conn])",
+    "Hit(why, [conn])",
+    'Hit(Sentence("The capture holds no mail traffic."))',
+    "def finding(code: str, message: Said) -> Finding:\n    return make_finding(code, message, {})",
+])
+def test_a_typed_hit_passes(source):
+    assert prose_messages(source) == []
+
+
+@pytest.mark.parametrize("module", sorted(path.name for path in RULES_DIR.glob("*.py")))
+def test_rules_hand_over_typed_hits_not_sentences(module):
+    if module in STILL_SAYING_STR:
+        pytest.skip(f"{module} still says str: being converted (issue 27 item 3)")
+    lines = prose_messages((RULES_DIR / module).read_text(encoding="utf-8"))
+    assert not lines, f"proxydiag/rules/{module} hands a finished sentence to a finding at lines {lines}: " \
+                      "write a Said kind with typed fields and its message(names)"

@@ -155,16 +155,6 @@ def same_conversation(first: Connection, second: Connection) -> bool:
     return True
 
 
-def describe_chain(hops: list[Connection]) -> str:
-    """client -> relay -> proxy -> server, as addresses and ports."""
-    points = [f"{hops[0].tcp.src_addr}"] + [_point(hop.tcp.dst_addr, hop.tcp.dst_port) for hop in hops]
-    return " -> ".join(points)
-
-
-def _point(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 def _unmapped(address: str) -> str:
     """An IPv4-mapped IPv6 address as the IPv4 address the front leg shows."""
     try:

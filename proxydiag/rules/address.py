@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from typing import Iterator
 
-from proxydiag.facts.correlate import describe_chain
 from proxydiag.facts.model import Connection
-from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint, endpoint
-from proxydiag.rules.header import is_local_client
+from proxydiag.rules.base import Context, Endpoint, Hit, Rule, endpoint, network, server_endpoint
+from proxydiag.rules.front import is_local_client
+from proxydiag.rules.said import AS_THEY_ARE, Names, Said
 
 # Where a real client's address cannot come from on the internet: RFC 1918, CGNAT (RFC
 # 6598), loopback, link-local, and IPv6 unique-local. Documentation ranges are not here:
@@ -31,6 +32,63 @@ def is_internal(address: str) -> bool:
     return any(ip in network for network in INTERNAL_NETWORKS if network.version == ip.version)
 
 
+@dataclass(frozen=True)
+class Chain(Said):
+    """client -> relay -> proxy -> server, as addresses and ports."""
+
+    client: str
+    hops: tuple[Endpoint, ...]  # where each leg went, client side first
+
+    def message(self, names: Names) -> str:
+        return " -> ".join([names.address(self.client), *(hop.told(names) for hop in self.hops)])
+
+
+def chain_of(hops: list[Connection]) -> Chain:
+    return Chain(hops[0].tcp.src_addr, tuple(server_endpoint(hop) for hop in hops))
+
+
+@dataclass(frozen=True)
+class OnlyRelayed(Said):
+    client: str
+    front: int  # the connection the named client's address relayed
+    relay_source: str
+    relay: int
+    chain: Chain
+
+    def message(self, names: Names) -> str:
+        return (f"{names.address(self.client)} only relayed the connection (connection {self.front}): it accepted it "
+                f"from {names.address(self.relay_source)} (connection {self.relay}) just before; the chain is "
+                f"{self.chain.message(names)}")
+
+
+@dataclass(frozen=True)
+class LegOwnSource(Said):
+    source: str
+
+    def message(self, names: Names) -> str:
+        return f"it equals this leg's own TCP source ({names.address(self.source)}), the proxy itself"
+
+
+@dataclass(frozen=True)
+class AnotherProxy(Said):
+    client: str
+
+    def message(self, names: Names) -> str:
+        return (f"{names.address(self.client)} is the address of another proxy (it sends PROXY headers itself), "
+                "not of a client")
+
+
+@dataclass(frozen=True)
+class ProxyNamedAsClient(Said):
+    server: Endpoint
+    client: str
+    why: Said  # OnlyRelayed, LegOwnSource or AnotherProxy
+
+    def message(self, names: Names) -> str:
+        return (f"The PROXY header to {self.server.told(names)} names {names.address(self.client)} as the client, but "
+                f"{self.why.message(names)}: Stalwart runs SPF, DMARC and rate limits against the proxy.")
+
+
 class ClientAddressIsProxy(Rule):
     code = "PD201"
 
@@ -42,28 +100,37 @@ class ClientAddressIsProxy(Rule):
         front = legs.front_leg(conn) if legs is not None else None
         relay = legs.previous_hop(front) if legs is not None and front is not None else None
         evidence: dict[str, object] = {"header_src": header.src_addr, "tcp_src": conn.tcp.src_addr}
+        why: Said
         if legs is not None and front is not None and relay is not None:
             hops = legs.chain(conn)
-            evidence |= {"chain": describe_chain(hops), "legs": [hop.id for hop in hops]}
-            why = (
-                f"{header.src_addr} only relayed the connection (connection {front.id}): it accepted it from "
-                f"{relay.tcp.src_addr} (connection {relay.id}) just before; the chain is {describe_chain(hops)}"
-            )
+            chain = chain_of(hops)
+            evidence |= {"chain": chain.message(AS_THEY_ARE), "legs": [hop.id for hop in hops]}
+            why = OnlyRelayed(header.src_addr, front.id, relay.tcp.src_addr, relay.id, chain)
         elif front is not None:
             return  # the client's own leg carries that address and port: the header is right
         elif header.src_addr == conn.tcp.src_addr:
             if is_local_client(header.src_addr, header.dst_addr or ""):
                 return  # a local test on the proxy host (PD205 says so)
-            why = f"it equals this leg's own TCP source ({conn.tcp.src_addr}), the proxy itself"
+            why = LegOwnSource(conn.tcp.src_addr)
         elif legs is not None and legs.is_proxy(header.src_addr):
-            why = f"{header.src_addr} is the address of another proxy (it sends PROXY headers itself), not of a client"
+            why = AnotherProxy(header.src_addr)
         else:
             return
         yield Hit(
-            f"The PROXY header to {describe_endpoint(conn)} names {header.src_addr} as the client, but {why}: Stalwart "
-            "runs SPF, DMARC and rate limits against the proxy.",
+            ProxyNamedAsClient(server_endpoint(conn), header.src_addr, why),
             [conn], evidence, group=endpoint(conn),
         )
+
+
+@dataclass(frozen=True)
+class OneClientAddress(Said):
+    headers: int
+    server: Endpoint
+    client: str
+
+    def message(self, names: Names) -> str:
+        return (f"All {self.headers} PROXY headers to {self.server.told(names)} carry the same client address "
+                f"{names.address(self.client)}: an L4 balancer or a NAT in front of the proxy hides the real clients.")
 
 
 class SingleClientAddress(Rule):
@@ -77,10 +144,21 @@ class SingleClientAddress(Rule):
         if headers >= ctx.options.min_connections and len(stats.header_sources) == 1:
             (source,) = stats.header_sources
             yield Hit(
-                f"All {headers} PROXY headers to {describe_endpoint(conn)} carry the same client address "
-                f"{source}: an L4 balancer or a NAT in front of the proxy hides the real clients.",
+                OneClientAddress(headers, server_endpoint(conn), source),
                 [conn], {"header_src": source, "headers": headers}, group=endpoint(conn),
             )
+
+
+@dataclass(frozen=True)
+class LocalHeaders(Said):
+    server: Endpoint
+    only_local: bool  # every connection to the endpoint, not some
+
+    def message(self, names: Names) -> str:
+        only = self.only_local
+        return (f"{'Every' if only else 'Some'} connection{'' if only else 's'} to {self.server.told(names)} "
+                f"carr{'ies' if only else 'y'} a LOCAL header (health checks: no client address by design)"
+                + (": no real client traffic reached this endpoint in the capture." if only else "."))
 
 
 class LocalCommand(Rule):
@@ -91,12 +169,21 @@ class LocalCommand(Rule):
             stats = ctx.expectations.stats(conn)
             only_local = stats.local == stats.connections
             yield Hit(
-                f"{'Every' if only_local else 'Some'} connection{'' if only_local else 's'} to {describe_endpoint(conn)} "
-                f"carr{'ies' if only_local else 'y'} a LOCAL header (health checks: no client address by design)"
-                + (": no real client traffic reached this endpoint in the capture." if only_local else "."),
+                LocalHeaders(server_endpoint(conn), only_local),
                 [conn], {"local": stats.local, "connections": stats.connections}, group=endpoint(conn),
                 escalated=only_local and stats.connections >= 2,
             )
+
+
+@dataclass(frozen=True)
+class NoClientInHeader(Said):
+    server: Endpoint
+    version: int
+
+    def message(self, names: Names) -> str:
+        said = "v1 UNKNOWN" if self.version == 1 else "v2 PROXY with AF_UNSPEC"
+        return (f"The PROXY header to {self.server.told(names)} is {said}: "
+                "the server learns nothing about the client and uses the proxy's address.")
 
 
 class UnknownClientAddress(Rule):
@@ -108,10 +195,29 @@ class UnknownClientAddress(Rule):
             return
         if header.family in ("UNKNOWN", "UNSPEC"):
             yield Hit(
-                f"The PROXY header to {describe_endpoint(conn)} is {'v1 UNKNOWN' if header.version == 1 else 'v2 PROXY with AF_UNSPEC'}: "
-                "the server learns nothing about the client and uses the proxy's address.",
+                NoClientInHeader(server_endpoint(conn), header.version),
                 [conn], {"family": header.family}, group=endpoint(conn),
             )
+
+
+@dataclass(frozen=True)
+class ClientOnProxyHost(Said):
+    port: int
+    client: str
+
+    def message(self, names: Names) -> str:
+        return (f"The PROXY header for port {self.port} names {names.address(self.client)}, a client on the proxy host "
+                "itself: a local test. The header is right; real clients will show their public addresses.")
+
+
+@dataclass(frozen=True)
+class PrivateClient(Said):
+    port: int
+    client: str
+
+    def message(self, names: Names) -> str:
+        return (f"The PROXY header for port {self.port} names the private address {names.address(self.client)} as the "
+                "client: the real client's address was lost before this proxy (NAT, a load balancer, a container network).")
 
 
 class PrivateClientAddress(Rule):
@@ -127,17 +233,41 @@ class PrivateClientAddress(Rule):
         port = header.dst_port if header.dst_port is not None else conn.tcp.dst_port
         if is_local_client(header.src_addr, header.dst_addr or ""):
             yield Hit(
-                f"The PROXY header for port {port} names {header.src_addr}, a client on the proxy host itself: a local "
-                "test. The header is right; real clients will show their public addresses.",
+                ClientOnProxyHost(port, header.src_addr),
                 [conn], {"header_src": header.src_addr, "port": port, "local_test": True},
                 group=("local", *endpoint(conn)), lowered="local test",
             )
             return
         yield Hit(
-            f"The PROXY header for port {port} names the private address {header.src_addr} as the client: "
-            "the real client's address was lost before this proxy (NAT, a load balancer, a container network).",
+            PrivateClient(port, header.src_addr),
             [conn], {"header_src": header.src_addr, "port": port}, group=endpoint(conn),
         )
+
+
+@dataclass(frozen=True)
+class TrustList(Said):
+    """The trusted networks a source was judged against: a Stalwart listener's, or the
+    command line's (`listener` None)."""
+
+    listener: str | None
+    entries: tuple[str, ...]
+
+    def message(self, names: Names) -> str:
+        entries = [network(names, entry) for entry in self.entries]
+        if self.listener is None:
+            return f"--trusted-networks {entries}"
+        return f"listener {names.text(self.listener)!r}: {entries}"
+
+
+@dataclass(frozen=True)
+class ProxyNotTrusted(Said):
+    proxy: str
+    server: Endpoint
+    trusted: TrustList
+
+    def message(self, names: Names) -> str:
+        return (f"The proxy {names.address(self.proxy)} sends PROXY headers to {self.server.told(names)} but is not in "
+                f"the trusted networks ({self.trusted.message(names)}): Stalwart reads its header as protocol data.")
 
 
 class UntrustedProxySource(Rule):
@@ -150,23 +280,35 @@ class UntrustedProxySource(Rule):
         if verdict is None or verdict[0]:
             return
         yield Hit(
-            f"The proxy {conn.tcp.src_addr} sends PROXY headers to {describe_endpoint(conn)} but is not in the trusted "
-            f"networks ({verdict[1]}): Stalwart reads its header as protocol data.",
-            [conn], {"tcp_src": conn.tcp.src_addr, "trusted_networks": verdict[1]}, group=(conn.tcp.src_addr,) + endpoint(conn),
+            ProxyNotTrusted(conn.tcp.src_addr, server_endpoint(conn), verdict[1]),
+            [conn], {"tcp_src": conn.tcp.src_addr, "trusted_networks": verdict[1].message(AS_THEY_ARE)},
+            group=(conn.tcp.src_addr,) + endpoint(conn),
         )
 
 
-def _trust(conn: Connection, ctx: Context) -> tuple[bool, str] | None:
+def _trust(conn: Connection, ctx: Context) -> tuple[bool, TrustList] | None:
     """Whether the leg's source is trusted, and by what list; None when no list is known."""
     if ctx.config is not None:
         listener = ctx.config.listener_for_port(conn.tcp.dst_port)
         if listener is not None:
             entries = ctx.config.effective_trust(listener)
-            return ctx.config.trusts(listener, conn.tcp.src_addr), f"listener {listener.id!r}: {[e.text for e in entries]}"
+            return (ctx.config.trusts(listener, conn.tcp.src_addr),
+                    TrustList(listener.id, tuple(e.text for e in entries)))
     trusted = ctx.expectations.trusted
     if trusted is not None:
-        return any(entry.matches(conn.tcp.src_addr) for entry in trusted), f"--trusted-networks {[e.text for e in trusted]}"
+        return (any(entry.matches(conn.tcp.src_addr) for entry in trusted),
+                TrustList(None, tuple(e.text for e in trusted)))
     return None
+
+
+@dataclass(frozen=True)
+class MappedClient(Said):
+    server: Endpoint
+    client: str
+
+    def message(self, names: Names) -> str:
+        return (f"The PROXY header to {self.server.told(names)} carries the IPv4-mapped address "
+                f"{names.address(self.client)}: trusted-network and SPF matching must handle it.")
 
 
 class MappedIpv4Address(Rule):
@@ -178,10 +320,31 @@ class MappedIpv4Address(Rule):
             return
         if ipaddress.IPv6Address(header.src_addr).ipv4_mapped:
             yield Hit(
-                f"The PROXY header to {describe_endpoint(conn)} carries the IPv4-mapped address {header.src_addr}: "
-                "trusted-network and SPF matching must handle it.",
+                MappedClient(server_endpoint(conn), header.src_addr),
                 [conn], {"header_src": header.src_addr}, group=endpoint(conn),
             )
+
+
+@dataclass(frozen=True)
+class OtherServiceForwarded(Said):
+    public_port: int | None
+    service: str
+    server: Endpoint
+    protocol: str | None
+
+    def message(self, names: Names) -> str:
+        return (f"The header says the client connected to port {self.public_port} ({self.service}) but "
+                f"{self.server.told(names)} speaks {self.protocol}: the proxy forwards one service to another's listener.")
+
+
+@dataclass(frozen=True)
+class MxToSubmission(Said):
+    public_port: int | None
+    server: Endpoint
+
+    def message(self, names: Names) -> str:
+        return (f"Public port {self.public_port} (MX) is forwarded to the submission listener {self.server.told(names)}, "
+                "where AUTH is required: inbound mail from other servers is refused.")
 
 
 class DestinationMismatch(Rule):
@@ -195,16 +358,25 @@ class DestinationMismatch(Rule):
         listener = conn.service
         if spoken and public.family not in spoken:
             yield Hit(
-                f"The header says the client connected to port {header.dst_port} ({public.name}) but "
-                f"{describe_endpoint(conn)} speaks {conn.protocol}: the proxy forwards one service to another's listener.",
+                OtherServiceForwarded(header.dst_port, public.name, server_endpoint(conn), conn.protocol),
                 [conn], {"header_dst_port": header.dst_port, "protocol": conn.protocol}, group=endpoint(conn),
             )
         elif public.name == "smtp" and listener is not None and listener.family == "submission":
             yield Hit(
-                f"Public port {header.dst_port} (MX) is forwarded to the submission listener {describe_endpoint(conn)}, "
-                "where AUTH is required: inbound mail from other servers is refused.",
+                MxToSubmission(header.dst_port, server_endpoint(conn)),
                 [conn], {"header_dst_port": header.dst_port, "listener_port": conn.tcp.dst_port}, group=endpoint(conn),
             )
+
+
+@dataclass(frozen=True)
+class MxOnOtherPort(Said):
+    listener_port: int
+    saw_503: bool  # the server asked for authentication
+
+    def message(self, names: Names) -> str:
+        return (f"Public port 25 reaches an SMTP listener on port {self.listener_port}. Stalwart's default rules test the "
+                "listener's own port: with it not 25, inbound MX mail must authenticate and SPF/DMARC/iprev are skipped"
+                + (" (the server answered \"503 5.5.1 You must authenticate first.\")." if self.saw_503 else "."))
 
 
 class MxPortRemapped(Rule):
@@ -220,9 +392,7 @@ class MxPortRemapped(Rule):
             return
         refusal = conn.server_text and "503 5.5.1" in conn.server_text
         yield Hit(
-            f"Public port 25 reaches an SMTP listener on port {conn.tcp.dst_port}. Stalwart's default rules test the "
-            "listener's own port: with it not 25, inbound MX mail must authenticate and SPF/DMARC/iprev are skipped"
-            + (" (the server answered \"503 5.5.1 You must authenticate first.\")." if refusal else "."),
+            MxOnOtherPort(conn.tcp.dst_port, bool(refusal)),
             [conn], {"listener_port": conn.tcp.dst_port, "saw_503": bool(refusal)}, group=endpoint(conn),
         )
 

@@ -4,6 +4,7 @@ per server endpoint)."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Hashable, Iterable, Literal, get_args
 
@@ -12,7 +13,7 @@ from proxydiag.configs.stalwart import StalwartConfig
 from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Connection, Expectation, FlowTableBounds, InputSummary
 from proxydiag.jsontypes import JsonDict
-from proxydiag.rules import catalog
+from proxydiag.rules import catalog, said
 from proxydiag.rules.said import AS_THEY_ARE, Names, Said
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
 
@@ -170,9 +171,46 @@ def endpoint(conn: Connection) -> tuple[str, int]:
     return conn.tcp.dst_addr, conn.tcp.dst_port
 
 
-def describe_endpoint(conn: Connection) -> str:
-    addr = conn.tcp.dst_addr
-    return f"[{addr}]:{conn.tcp.dst_port}" if ":" in addr else f"{addr}:{conn.tcp.dst_port}"
+@dataclass(frozen=True)
+class Endpoint:
+    """An address and port a hit speaks of, told through `Names` only in a message."""
+
+    address: str
+    port: int
+
+    def told(self, names: Names) -> str:
+        return said.endpoint(names, self.address, self.port)
+
+
+def server_endpoint(conn: Connection) -> Endpoint:
+    """The leg's listener: where the connection went."""
+    return Endpoint(conn.tcp.dst_addr, conn.tcp.dst_port)
+
+
+def address_or_text(names: Names, value: str) -> str:
+    """A value that should be an address (an HTTP forwarding header's): told as an address
+    when it is one, else as quoted text."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return names.text(value)
+    return names.address(value)
+
+
+def quoted(names: Names, text: str | None) -> str:
+    """Wire, configuration or log text quoted as Python quotes it (`None` when nothing came)."""
+    return repr(names.text(text)) if text is not None else repr(None)
+
+
+def network(names: Names, entry: str) -> str:
+    """A trusted-networks entry (`address` or `address/mask`): its address through `names`,
+    anything that is not one as quoted text."""
+    address, slash, mask = entry.partition("/")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return names.text(entry)
+    return f"{names.address(address)}{slash}{mask}"
 
 
 def header_hex(conn: Connection, limit: int = 64) -> str:

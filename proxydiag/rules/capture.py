@@ -2,10 +2,67 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 from proxydiag.facts.model import Connection
 from proxydiag.rules.base import Context, Hit, Rule
+from proxydiag.rules.said import Names, Said
+
+
+@dataclass(frozen=True)
+class SnapLengthCut(Said):
+    connections: int
+
+    def message(self, names: Names) -> str:
+        return f"The snap length cut {self.connections} connection opening(s) short: capture with `tcpdump -s 0`."
+
+
+@dataclass(frozen=True)
+class StartedBeforeCapture(Said):
+    connections: int
+
+    def message(self, names: Names) -> str:
+        return (f"{self.connections} connection(s) started before the capture: their first bytes, and so their PROXY "
+                "headers, are unknown. Start the capture before the connections.")
+
+
+@dataclass(frozen=True)
+class NoMailFound(Said):
+    busiest: tuple[tuple[int, int], ...]  # (server port, connections), busiest first
+
+    def message(self, names: Names) -> str:
+        ports = ", ".join(f"{port} ({count})" for port, count in self.busiest) or "none"
+        return (f"No mail traffic found (no mail port, no mail greeting, no PROXY header). Busiest server ports: {ports}. "
+                "Capture on the interface facing the mail server with a filter such as 'tcp port 25 or tcp port 993', "
+                "or pass --ports.")
+
+
+@dataclass(frozen=True)
+class InputDamaged(Said):
+    path: str
+    problem: str  # the reader's account, which may name the file again
+
+    def message(self, names: Names) -> str:
+        return f"{names.path(self.path)}: {names.text(self.problem)}; the analysis covers what came before."
+
+
+@dataclass(frozen=True)
+class FlowTableFull(Said):
+    half_open: int
+    idle: int
+    by_cap: int
+    dropped: int
+
+    def message(self, names: Names) -> str:
+        parts = [
+            f"{self.half_open} half-open flows (SYNs never answered: a flood or a scan) dropped unseen"
+            if self.half_open else "",
+            f"{self.idle} idle flows judged before their end" if self.idle else "",
+            f"{self.by_cap} flows let go because the table was full" if self.by_cap else "",
+        ]
+        return ("The flow table hit its bounds: " + "; ".join(part for part in parts if part) + f" ({self.dropped} flows "
+                "never described). The findings cover the rest; memory stayed bounded.")
 
 
 class CaptureTruncated(Rule):
@@ -15,7 +72,7 @@ class CaptureTruncated(Rule):
         if any(side.get("snapped_bytes") for side in conn.reassembly.values()):
             cut = ctx.tally.snapped
             yield Hit(
-                f"The snap length cut {cut} connection opening(s) short: capture with `tcpdump -s 0`.",
+                SnapLengthCut(cut),
                 [conn], {"connections": cut}, group="snaplen",
             )
 
@@ -27,8 +84,7 @@ class MidStream(Rule):
         if conn.mid_stream:
             partial = ctx.tally.mid_stream
             yield Hit(
-                f"{partial} connection(s) started before the capture: their first bytes, and so their PROXY "
-                "headers, are unknown. Start the capture before the connections.",
+                StartedBeforeCapture(partial),
                 [conn], {"connections": partial}, group="mid-stream",
             )
 
@@ -43,11 +99,8 @@ class NoMailTraffic(Rule):
         if tally.mail:
             return
         busiest = tally.ports.most_common(5)
-        ports = ", ".join(f"{port} ({count})" for port, count in busiest) or "none"
         yield Hit(
-            f"No mail traffic found (no mail port, no mail greeting, no PROXY header). Busiest server ports: {ports}. "
-            "Capture on the interface facing the mail server with a filter such as 'tcp port 25 or tcp port 993', "
-            "or pass --ports.",
+            NoMailFound(tuple(busiest)),
             evidence={"busiest_ports": dict(busiest)}, group="no-mail",
         )
 
@@ -58,7 +111,7 @@ class CaptureDamaged(Rule):
     def finish(self, ctx: Context) -> Iterator[Hit]:
         for item in ctx.inputs:
             if item.damaged:
-                yield Hit(f"{item.path}: {item.damaged}; the analysis covers what came before.",
+                yield Hit(InputDamaged(item.path, item.damaged),
                           evidence={"input": item.path, "problem": item.damaged}, group=item.path)
 
 
@@ -69,15 +122,8 @@ class FlowTableBounded(Rule):
         bounds = ctx.flow_table
         if not bounds.hit:
             return
-        parts = [
-            f"{bounds.evicted_half_open} half-open flows (SYNs never answered: a flood or a scan) dropped unseen"
-            if bounds.evicted_half_open else "",
-            f"{bounds.evicted_idle} idle flows judged before their end" if bounds.evicted_idle else "",
-            f"{bounds.evicted_by_cap} flows let go because the table was full" if bounds.evicted_by_cap else "",
-        ]
         yield Hit(
-            "The flow table hit its bounds: " + "; ".join(part for part in parts if part) + f" ({bounds.dropped} flows "
-            "never described). The findings cover the rest; memory stayed bounded.",
+            FlowTableFull(bounds.evicted_half_open, bounds.evicted_idle, bounds.evicted_by_cap, bounds.dropped),
             evidence=bounds.to_dict(), group="flow-table",
         )
 

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
+from dataclasses import dataclass
 from typing import Iterator
 
 from proxydiag.facts.model import Connection
 from proxydiag.parsers.protocols.http import HttpOpening
-from proxydiag.rules import tally
 from proxydiag.rules.base import (
     HEALTH_CHECK_SECONDS,
     Context,
+    Endpoint,
     Hit,
     Rule,
-    describe_endpoint,
     endpoint,
     header_hex,
     implicit_tls_listener,
+    quoted,
+    server_endpoint,
 )
+from proxydiag.rules.front import ProxyExpectsHeaderFromClient, ProxyWaitsForClient, front_of_a_proxy
+from proxydiag.rules.said import Names, Said
 from proxydiag.rules.stalwart_reader import stalwart_reading
-
-TOO_SOON = re.compile(rb"talk(ing)? too soon|pregreet|before (the )?greeting|wait for (the )?greeting", re.I)
 
 
 def split_then_rejected(conn: Connection) -> bool:
@@ -50,6 +50,51 @@ def greeted(conn: Connection) -> bool:
     return not conn.greeting.startswith(("4", "5", "-ERR", "* BYE", "* BAD", "NO ", "BYE"))
 
 
+TLS_NOTE = (" The client's first bytes are a TLS ClientHello: the proxy speaks TLS to the server (Traefik "
+            "serversTransport with TLS), so any header travels inside the encrypted stream.")
+
+
+@dataclass(frozen=True)
+class StartsWithoutHeader(Said):
+    server: Endpoint
+    client_first: str
+    expected_by: str  # the expectation's provenance, in words
+    client_hello: bool  # the client's first bytes are a TLS ClientHello
+
+    def message(self, names: Names) -> str:
+        return (f"Connection to {self.server.told(names)} starts with {quoted(names, self.client_first)} instead of a "
+                f"PROXY header, but the listener expects one ({names.text(self.expected_by)})."
+                + (TLS_NOTE if self.client_hello else ""))
+
+
+@dataclass(frozen=True)
+class NeverGreeted(Said):
+    client_first: str
+    server: Endpoint
+    answer: str | None  # the server's only words, if any
+    client_hello: bool
+
+    def message(self, names: Names) -> str:
+        answer = f" (its only answer: {quoted(names, self.answer)})" if self.answer else ""
+        return (f"The client spoke first ({quoted(names, self.client_first)}) and {self.server.told(names)} never "
+                f"greeted{answer}: the listener is waiting for a PROXY header that never came."
+                + (TLS_NOTE if self.client_hello else ""))
+
+
+@dataclass(frozen=True)
+class ProxySentNothing(Said):
+    server: Endpoint
+    expected_by: str
+    waited: float  # seconds
+    answer: str | None
+
+    def message(self, names: Names) -> str:
+        answer = f", then answered {quoted(names, self.answer)}" if self.answer else ""
+        return (f"The proxy sent nothing to {self.server.told(names)}, which expects a PROXY header "
+                f"({names.text(self.expected_by)}): the listener waited {self.waited:.1f} s for the header without "
+                f"greeting{answer}.")
+
+
 class MissingProxyHeader(Rule):
     code = "PD101"
 
@@ -62,25 +107,17 @@ class MissingProxyHeader(Rule):
             return
         if (expectation is None or expectation.inferred) and front_of_a_proxy(conn, ctx):
             return  # a proxy's front refusing ordinary clients: PD109
-        tls_note = (
-            " The client's first bytes are a TLS ClientHello: the proxy speaks TLS to the server (Traefik serversTransport "
-            "with TLS), so any header travels inside the encrypted stream."
-            if conn.tls_client_hello
-            else ""
-        )
+        hello = bool(conn.tls_client_hello)
         evidence = {"client_first": conn.client_first, "client_first_frame": conn.client_first_frame}
         if expectation is not None and expectation.wants_header:
             yield Hit(
-                f"Connection to {describe_endpoint(conn)} starts with {conn.client_first!r} instead of a PROXY header, "
-                f"but the listener expects one ({expectation.source}).{tls_note}",
+                StartsWithoutHeader(server_endpoint(conn), conn.client_first, expectation.source, hello),
                 [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),
                 lowered="inferred" if expectation.inferred else None,
             )
         elif conn.server_speaks_first and conn.first_speaker == "client" and not greeted(conn) and not relayed(conn, ctx):
-            answer = f" (its only answer: {conn.greeting!r})" if conn.greeting else ""
             yield Hit(
-                f"The client spoke first ({conn.client_first!r}) and {describe_endpoint(conn)} never greeted{answer}: "
-                f"the listener is waiting for a PROXY header that never came.{tls_note}",
+                NeverGreeted(conn.client_first, server_endpoint(conn), conn.greeting, hello),
                 [conn], evidence | {"server": conn.greeting}, group=endpoint(conn),
             )
 
@@ -96,14 +133,44 @@ class MissingProxyHeader(Rule):
         start = conn.established_ts or conn.start_ts
         if end is None or end - start <= HEALTH_CHECK_SECONDS:
             return
-        answer = f", then answered {conn.greeting!r}" if conn.greeting else ""
         yield Hit(
-            f"The proxy sent nothing to {describe_endpoint(conn)}, which expects a PROXY header ({expectation.source}): "
-            f"the listener waited {end - start:.1f} s for the header without greeting{answer}.",
+            ProxySentNothing(server_endpoint(conn), expectation.source, end - start, conn.greeting),
             [conn], {"client_first": None, "server": conn.greeting, "waited_seconds": round(end - start, 3),
                      "expectation": expectation.to_dict()},
             group=endpoint(conn), lowered="inferred" if expectation.inferred else None,
         )
+
+
+@dataclass(frozen=True)
+class HeaderRefused(Said):
+    server: Endpoint
+    version: int
+    answered: tuple[str, ...]  # the server's replies to the header's bytes, the first three
+    greeted_first: bool  # no replies: it greeted before the header (else a TLS alert or a reset)
+    proxy: str
+
+    def message(self, names: Names) -> str:
+        reason = (
+            f"answered the header bytes as commands ({'; '.join(names.text(reply) for reply in self.answered)})"
+            if self.answered
+            else "greeted before the header arrived"
+            if self.greeted_first
+            else "answered the header with a TLS alert or a reset"
+        )
+        return (f"{self.server.told(names)} received a PROXY v{self.version} header it does not expect: the server "
+                f"{reason}. For Stalwart this means the proxy's address ({names.address(self.proxy)}) is not in its "
+                "trusted networks.")
+
+
+@dataclass(frozen=True)
+class HeaderNotExpected(Said):
+    server: Endpoint
+    version: int
+    expected_by: str
+
+    def message(self, names: Names) -> str:
+        return (f"{self.server.told(names)} received a PROXY v{self.version} header but does not expect one "
+                f"({names.text(self.expected_by)}).")
 
 
 class UnexpectedProxyHeader(Rule):
@@ -119,23 +186,13 @@ class UnexpectedProxyHeader(Rule):
         tls_refused = implicit_tls_listener(conn, ctx) and refused_tls_at_once(conn)
         evidence = {"header": header_hex(conn), "greeting": conn.greeting, "replies_to_header": answered[:5]}
         if (answered or greeted_first or tls_refused) and not relayed(conn, ctx):
-            reason = (
-                f"answered the header bytes as commands ({'; '.join(answered[:3])})"
-                if answered
-                else "greeted before the header arrived"
-                if greeted_first
-                else "answered the header with a TLS alert or a reset"
-            )
             yield Hit(
-                f"{describe_endpoint(conn)} received a PROXY v{header.version} header it does not expect: the server "
-                f"{reason}. For Stalwart this means the proxy's address ({conn.tcp.src_addr}) is not in its trusted "
-                "networks.",
+                HeaderRefused(server_endpoint(conn), header.version, tuple(answered[:3]), greeted_first, conn.tcp.src_addr),
                 [conn], evidence, group=endpoint(conn),
             )
         elif expectation is not None and expectation.value == "none":
             yield Hit(
-                f"{describe_endpoint(conn)} received a PROXY v{header.version} header but does not expect one "
-                f"({expectation.source}).",
+                HeaderNotExpected(server_endpoint(conn), header.version, expectation.source),
                 [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),
                 lowered="inferred" if expectation.inferred else None,
             )
@@ -171,6 +228,20 @@ def refused_tls_at_once(conn: Connection) -> bool:
     return alert_only or (conn.close_kind == "rst" and conn.greeting is None)
 
 
+@dataclass(frozen=True)
+class Malformed(Said):
+    version: int | None
+    server: Endpoint
+    problem: str  # the first violation, in the parser's words
+    offset: int
+    rule: str
+    stalwart: str | None  # what Stalwart's own reader makes of it
+
+    def message(self, names: Names) -> str:
+        return (f"Malformed PROXY v{self.version} header to {self.server.told(names)}: {names.text(self.problem)} "
+                f"(byte {self.offset}, rule {self.rule})." + (f" {names.text(self.stalwart)}." if self.stalwart else ""))
+
+
 class MalformedProxyHeader(Rule):
     code = "PD103"
 
@@ -186,14 +257,37 @@ class MalformedProxyHeader(Rule):
             first = violations[0]
             reading = stalwart_reading(parsed, conn.header_bytes or b"") if parsed is conn.proxy else None
             yield Hit(
-                f"Malformed PROXY v{parsed.version} header to {describe_endpoint(conn)}: {first.message} "
-                f"(byte {first.offset}, rule {first.rule})." + (f" {reading.says}." if reading else ""),
+                Malformed(parsed.version, server_endpoint(conn), first.message, first.offset, first.rule,
+                          reading.says if reading else None),
                 [conn],
                 {"violations": [v.to_dict() for v in violations], "header": header_hex(conn),
                  **({"stalwart": reading.says} if reading else {})},
                 group=endpoint(conn),
                 lowered="accepted by Stalwart" if reading and reading.accepted else None,
             )
+
+
+@dataclass(frozen=True)
+class OtherVersion(Said):
+    server: Endpoint
+    expected: str
+    expected_by: str
+    received: int
+
+    def message(self, names: Names) -> str:
+        return (f"{self.server.told(names)} expects PROXY {self.expected} ({names.text(self.expected_by)}) but received "
+                f"v{self.received}.")
+
+
+@dataclass(frozen=True)
+class MixedVersions(Said):
+    server: Endpoint
+    v1: int  # headers of each version
+    v2: int
+
+    def message(self, names: Names) -> str:
+        return (f"{self.server.told(names)} receives both PROXY v1 ({self.v1}) and v2 ({self.v2}) headers: two proxies, "
+                "or two server lines, are configured differently.")
 
 
 class ProxyVersionMismatch(Rule):
@@ -211,7 +305,7 @@ class ProxyVersionMismatch(Rule):
             return
         if f"v{header.version}" != expectation.value:
             yield Hit(
-                f"{describe_endpoint(conn)} expects PROXY {expectation.value} ({expectation.source}) but received v{header.version}.",
+                OtherVersion(server_endpoint(conn), expectation.value, expectation.source, header.version),
                 [conn], {"received": header.version, "expected": expectation.value}, group=endpoint(conn),
             )
 
@@ -220,10 +314,35 @@ class ProxyVersionMismatch(Rule):
         stats = ctx.expectations.stats(conn)
         if conn.header is not None and len(stats.versions) > 1:
             yield Hit(
-                f"{describe_endpoint(conn)} receives both PROXY v1 ({stats.versions[1]}) and v2 "
-                f"({stats.versions[2]}) headers: two proxies, or two server lines, are configured differently.",
+                MixedVersions(server_endpoint(conn), stats.versions[1], stats.versions[2]),
                 [conn], {"versions": dict(stats.versions)}, group=("mixed",) + endpoint(conn), lowered="mixed versions",
             )
+
+
+@dataclass(frozen=True)
+class HeaderInSegments(Said):
+    length: int
+    server: Endpoint
+    segments: int
+
+    def message(self, names: Names) -> str:
+        return (f"The {self.length}-byte PROXY header to {self.server.told(names)} arrived in {self.segments} "
+                "segments instead of one; receivers that read it with a single recv() reject it.")
+
+
+@dataclass(frozen=True)
+class HeaderCutShort(Said):
+    received: int  # bytes of the header that arrived
+    version: int | None
+    server: Endpoint
+    reset: bool
+    answer: str | None
+
+    def message(self, names: Names) -> str:
+        return (f"Only the first {self.received} bytes of the PROXY v{self.version} header reached "
+                f"{self.server.told(names)} before the server {'reset' if self.reset else 'closed'} the "
+                "connection: the proxy split the header, and the server read it with a single recv() and gave up"
+                + (f" ({quoted(names, self.answer)})." if self.answer else "."))
 
 
 class ProxyHeaderSplit(Rule):
@@ -233,20 +352,26 @@ class ProxyHeaderSplit(Rule):
         header = conn.header
         if header is not None and conn.header_segments > 1:
             yield Hit(
-                f"The {header.length}-byte PROXY header to {describe_endpoint(conn)} arrived in {conn.header_segments} "
-                "segments instead of one; receivers that read it with a single recv() reject it.",
+                HeaderInSegments(header.length, server_endpoint(conn), conn.header_segments),
                 [conn], {"segments": conn.header_segments, "length": header.length}, group=endpoint(conn),
             )
         elif conn.proxy is not None and split_then_rejected(conn):
             received = len(conn.header_bytes or b"")
             yield Hit(
-                f"Only the first {received} bytes of the PROXY v{conn.proxy.version} header reached "
-                f"{describe_endpoint(conn)} before the server {'reset' if conn.close_kind == 'rst' else 'closed'} the "
-                "connection: the proxy split the header, and the server read it with a single recv() and gave up"
-                + (f" ({conn.greeting!r})." if conn.greeting else "."),
+                HeaderCutShort(received, conn.proxy.version, server_endpoint(conn), conn.close_kind == "rst", conn.greeting),
                 [conn], {"received_bytes": received, "header": header_hex(conn), "server": conn.greeting},
                 group=endpoint(conn),
             )
+
+
+@dataclass(frozen=True)
+class SeveralHeaders(Said):
+    headers: int
+    server: Endpoint
+
+    def message(self, names: Names) -> str:
+        return (f"{self.headers} PROXY headers on one connection to {self.server.told(names)}: two proxies in a chain "
+                "both send one, and the inner one does not accept the outer one's.")
 
 
 class DuplicateProxyHeader(Rule):
@@ -257,10 +382,20 @@ class DuplicateProxyHeader(Rule):
         if conn.header is None or not extras:
             return
         yield Hit(
-            f"{1 + len(extras)} PROXY headers on one connection to {describe_endpoint(conn)}: two proxies in a chain "
-            "both send one, and the inner one does not accept the outer one's.",
+            SeveralHeaders(1 + len(extras), server_endpoint(conn)),
             [conn], {"headers": [conn.header.to_dict(), *[h.to_dict() for h in extras]]}, group=endpoint(conn),
         )
+
+
+@dataclass(frozen=True)
+class GreetedBeforeHeader(Said):
+    server: Endpoint
+    greeting: str | None
+    before: float  # seconds between the greeting and the header
+
+    def message(self, names: Names) -> str:
+        return (f"{self.server.told(names)} greeted ({quoted(names, self.greeting)}) {self.before:.3f} s before "
+                "the PROXY header arrived: the listener is not waiting for a header.")
 
 
 class GreetingBeforeProxyHeader(Rule):
@@ -271,10 +406,20 @@ class GreetingBeforeProxyHeader(Rule):
             return
         if conn.greeting_ts < conn.header_ts:
             yield Hit(
-                f"{describe_endpoint(conn)} greeted ({conn.greeting!r}) {conn.header_ts - conn.greeting_ts:.3f} s before "
-                "the PROXY header arrived: the listener is not waiting for a header.",
+                GreetedBeforeHeader(server_endpoint(conn), conn.greeting, conn.header_ts - conn.greeting_ts),
                 [conn], {"greeting": conn.greeting, "greeting_frame": conn.greeting_frame}, group=endpoint(conn),
             )
+
+
+@dataclass(frozen=True)
+class HeaderLate(Said):
+    server: Endpoint
+    delay: float  # seconds after the handshake
+    limit: float  # --header-delay
+
+    def message(self, names: Names) -> str:
+        return (f"The PROXY header to {self.server.told(names)} came {self.delay:.2f} s after the handshake "
+                f"(more than {self.limit:g} s); receivers time out waiting for it.")
 
 
 class ProxyHeaderLate(Rule):
@@ -287,116 +432,8 @@ class ProxyHeaderLate(Rule):
         delay = conn.header_ts - start
         if delay > ctx.options.header_delay:
             yield Hit(
-                f"The PROXY header to {describe_endpoint(conn)} came {delay:.2f} s after the handshake "
-                f"(more than {ctx.options.header_delay:g} s); receivers time out waiting for it.",
+                HeaderLate(server_endpoint(conn), delay, ctx.options.header_delay),
                 [conn], {"delay_seconds": round(delay, 3)}, group=endpoint(conn),
-            )
-
-
-class ProxyExpectsHeaderFromClient(Rule):
-    code = "PD109"
-
-    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
-        expectation = ctx.expectation(conn)
-        if expectation is not None and not expectation.inferred:
-            return  # the user named this listener a mail server's: PD101 judges it
-        if not refused_without_a_word(conn, ctx):
-            return
-        why = front_of_a_proxy(conn, ctx)
-        if why is None:
-            return
-        before = f" after {conn.client_first!r}" if conn.client_first else ""
-        yield Hit(
-            f"{describe_endpoint(conn)} is a proxy's front ({why}), yet it "
-            f"{'closed' if conn.closed_by == 'server' else 'kept silent on'} this client connection without a word{before}: "
-            "it was told to accept PROXY headers from clients (HAProxy `bind ... accept-proxy`, nginx `listen ... "
-            "proxy_protocol`, a Traefik entry point with proxyProtocol) instead of sending them to the mail server.",
-            [conn], {"client_first": conn.client_first, "closed": conn.close_kind, "closed_by": conn.closed_by, "why": why},
-            group=endpoint(conn),
-        )
-
-
-def refused_without_a_word(conn: Connection, ctx: Context) -> bool:
-    return tally.refused_without_a_word(conn, ctx.options.greeting_timeout)
-
-
-def front_of_a_proxy(conn: Connection, ctx: Context) -> str | None:
-    """Why this leg's listener is a proxy's front rather than the mail server, or None.
-
-    Stalwart demands a header only from its trusted proxies, and greets everyone else:
-    a listener that demands one from an ordinary client is a proxy. Known for sure when
-    the listener's address sends PROXY headers itself; otherwise when it listens on a
-    public mail port (the 10000+ ports are the mail server's, in Stalwart's layout) and
-    the client is plainly not a proxy: a local test (loopback, or the listener's own
-    address), or one of several clients it treats alike."""
-    legs = ctx.legs
-    if legs is not None and legs.is_proxy(conn.tcp.dst_addr):
-        return f"{conn.tcp.dst_addr} sends PROXY headers to the mail server"
-    service = conn.service
-    if service is None or service.shifted or not service.internet_facing or conn.tcp.dst_port != service.public_port:
-        return None
-    if (legs is not None and (legs.is_proxy(conn.tcp.src_addr) or legs.onward_leg(conn) is not None)) or (
-        ctx.config is not None and ctx.config.listener_for_port(conn.tcp.dst_port) is not None
-    ):
-        return None  # a proxy's leg, a relayed connection, or Stalwart's own listener
-    if is_local_client(conn.tcp.src_addr, conn.tcp.dst_addr):
-        return f"port {conn.tcp.dst_port} is the public {service.name} port, and the client {conn.tcp.src_addr} is a local test"
-    clients = ctx.tally.refused_sources(endpoint(conn))
-    if len(clients) >= 2:
-        return f"port {conn.tcp.dst_port} is the public {service.name} port, and {len(clients)} clients get the same silence"
-    return None
-
-
-def is_local_client(src: str, dst: str) -> bool:
-    """A client on the same host as the listener: loopback, or the listener's own address."""
-    try:
-        address = ipaddress.ip_address(src)
-    except ValueError:
-        return False
-    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
-    return (mapped or address).is_loopback or src == dst
-
-
-class ProxyWaitsForClient(Rule):
-    code = "PD110"
-
-    def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
-        yield from self._with_first_command(conn)
-        yield from self._two_legs(conn, ctx)
-
-    @staticmethod
-    def _with_first_command(conn: Connection) -> Iterator[Hit]:
-        """The header came in one segment with the client's first command, before any greeting."""
-        if conn.header is None or not conn.server_speaks_first:
-            return
-        same_segment = conn.client_first is not None and conn.client_first_frame == conn.header_frames[0]
-        before_greeting = conn.greeting_ts is None or (conn.client_first_ts or 0) <= conn.greeting_ts
-        too_soon = conn.server_text is not None and TOO_SOON.search(conn.server_text.encode())
-        if (same_segment and before_greeting) or too_soon:
-            words = f" The server said {conn.greeting!r}." if too_soon else ""
-            yield Hit(
-                f"The proxy sent the PROXY header to {describe_endpoint(conn)} together with the client's first command "
-                f"({conn.client_first!r}), before any greeting: it connects to the server only once the client speaks, "
-                f"which a mail client never does first.{words}",
-                [conn], {"client_first": conn.client_first, "frame": conn.client_first_frame}, group=endpoint(conn),
-            )
-
-    @staticmethod
-    def _two_legs(back: Connection, ctx: Context) -> Iterator[Hit]:
-        """The proxy opened the back leg only after the client had spoken on the front."""
-        front = ctx.legs.front_leg(back) if ctx.legs is not None else None
-        if front is None or front.client_first_ts is None or front.mid_stream or front.tls_client_hello:
-            return  # a TLS client speaks first by design; the proxy connects once TLS is up
-        if front.greeting_ts is not None and front.greeting_ts <= front.client_first_ts:
-            return  # the proxy greeted the client itself (nginx mail): nobody was left waiting
-        if back.server_speaks_first and back.start_ts > front.client_first_ts:
-            idle = front.client_first_ts - (front.established_ts or front.start_ts)
-            yield Hit(
-                f"The proxy {describe_endpoint(front)} connected to the server (connection {back.id}) only after the "
-                f"client's first bytes ({front.client_first!r}, {idle:.1f} s after the handshake): a mail client waits "
-                "for the greeting first, so sessions hang until the client gives up.",
-                [back, front], {"front_leg": front.id, "back_leg": back.id, "idle_seconds": round(idle, 3)},
-                group=endpoint(back),
             )
 
 

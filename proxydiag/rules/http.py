@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 from proxydiag.facts.model import Connection
 from proxydiag.parsers.protocols import HttpOpening
-from proxydiag.rules.base import Context, Hit, Rule, describe_endpoint, endpoint
+from proxydiag.rules.base import Context, Endpoint, Hit, Rule, address_or_text, endpoint, server_endpoint
+from proxydiag.rules.said import Names, Said
 
 
 def http_opening(conn: Connection) -> HttpOpening | None:
@@ -38,6 +40,15 @@ def _forwarded_node(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+@dataclass(frozen=True)
+class NoClientAddressOverHttp(Said):
+    server: Endpoint
+
+    def message(self, names: Names) -> str:
+        return (f"HTTP requests reach {self.server.told(names)} with neither a PROXY header nor Forwarded / "
+                "X-Forwarded-For / X-Real-IP: every request seems to come from the proxy.")
+
+
 class HttpClientAddressLost(Rule):
     code = "PD501"
 
@@ -47,10 +58,19 @@ class HttpClientAddressLost(Rule):
             return
         if not forwarded_for(conn):
             yield Hit(
-                f"HTTP requests reach {describe_endpoint(conn)} with neither a PROXY header nor Forwarded / "
-                "X-Forwarded-For / X-Real-IP: every request seems to come from the proxy.",
+                NoClientAddressOverHttp(server_endpoint(conn)),
                 [conn], {"request": conn.opening.client_first_line}, group=endpoint(conn),
             )
+
+
+@dataclass(frozen=True)
+class ForwardedConflict(Said):
+    header_client: str
+    forwarded_client: str  # what the HTTP header says, an address or not
+
+    def message(self, names: Names) -> str:
+        return (f"The PROXY header names {names.address(self.header_client)} but the HTTP forwarding headers name "
+                f"{address_or_text(names, self.forwarded_client)}: Stalwart with use-x-forwarded believes the HTTP header.")
 
 
 class HttpForwardedConflict(Rule):
@@ -59,11 +79,10 @@ class HttpForwardedConflict(Rule):
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
         named = forwarded_for(conn)
-        if header is None or not header.carries_address or not named or named[0] == header.src_addr:
+        if header is None or not header.carries_address or header.src_addr is None or not named or named[0] == header.src_addr:
             return
         yield Hit(
-            f"The PROXY header names {header.src_addr} but the HTTP forwarding headers name {named[0]}: Stalwart with "
-            "use-x-forwarded believes the HTTP header.",
+            ForwardedConflict(header.src_addr, named[0]),
             [conn], {"proxy_header_src": header.src_addr, "forwarded_for": named}, group=endpoint(conn),
         )
 
