@@ -1,0 +1,144 @@
+"""`--anonymize` by typed names and an allowlist (issue 27 item 3): wire, log and
+certificate text keeps only the tokens proxydiag knows, every other token a stable
+pseudonym; a typed finding's message is told through the pseudonyms, never rewritten
+from prose."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proxydiag.pipeline.analysis import Settings, diagnose
+from proxydiag.report.allowlist import allowed_text, is_known
+from proxydiag.report.anonymize import Anonymizer, anonymize
+from proxydiag.report.model import Report, View
+from proxydiag.report.pseudonyms import Pseudonyms
+from proxydiag.report.render import render
+from proxydiag.report.views import told
+from proxydiag.rules.finding import make_finding
+from tests.craft import Conversation, write_pcap
+from tests.test_said import _Reached
+
+# --- the leaks issue 27 names -------------------------------------------------------------
+
+
+def test_a_single_label_host_in_a_probe_greeting_is_hidden_in_the_exchange_and_the_message():
+    document = {"schema": "proxydiag-probe/1", "options": {},
+                "targets": [{"target": "192.0.2.7:25", "address": "192.0.2.7",
+                             "steps": [{"exchange": ["0.001 S: 220 mailhub ESMTP Postfix"]}]}],
+                "findings": [{"code": "PD102", "message": "192.0.2.7:25 answered '220 mailhub ESMTP Postfix'",
+                              "evidence": {}, "fix": ""}]}
+    shown = json.dumps(anonymize(document))
+    assert "mailhub" not in shown
+    assert "0.001 S: 220 host1.anon.invalid ESMTP Postfix" in shown  # the same pseudonym in both
+    assert "answered '220 host1.anon.invalid ESMTP Postfix'" in shown
+
+
+def test_an_ipv6_address_that_ends_a_sentence_is_hidden():
+    document = {"findings": [{"code": "PD101", "message": "No header from 2001:db8:5::7. Nor from [2001:db8:5::8]:25.",
+                              "evidence": {"reply": "421 closing, peer 2001:db8:5::9."}}]}
+    shown = json.dumps(anonymize(document))
+    assert "2001:db8:5::" not in shown
+    assert re.search(r"from 2001:db8:200::\d\. Nor from \[2001:db8:200::\d\]:25\.", shown)
+
+
+def test_a_single_label_name_anywhere_in_wire_text_is_hidden():
+    """Not only where a protocol names a host: the allowlist keeps what it knows, whatever
+    the rest looks like (a client's EHLO word, a TLS client certificate's CN)."""
+    document = {"connections": [{"client_first": "EHLO bobs-laptop", "server_first_line": "* OK mailhub ready",
+                                 "evidence": {"cn": "mallory"}}]}
+    shown = json.dumps(anonymize(document))
+    for original in ("bobs-laptop", "mailhub", "mallory"):
+        assert original not in shown
+    assert "EHLO " in shown and "* OK " in shown and " ready" in shown
+
+
+# --- the allowlist itself -------------------------------------------------------------------
+
+
+def test_known_tokens_stay_and_the_rest_becomes_stable_pseudonyms():
+    names = Pseudonyms()
+    text = "250-mx7.example.org Hello zork [10.1.2.3]\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250 AUTH PLAIN LOGIN"
+    shown = allowed_text(text, names)
+    assert shown == ("250-host1.anon.invalid Hello word1 [10.200.0.1]\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n"
+                     "250 AUTH PLAIN LOGIN")
+    assert allowed_text("zork at 10.1.2.3", names) == "word1 at 10.200.0.1"  # the same original, the same pseudonym
+
+
+def test_reply_codes_numbers_escapes_and_punctuation_are_known():
+    for token in ("220", "250-", "5.7.1", "+OK", "-ERR", "LITERAL+", "\\x0d\\x0a", "****", "2026-11-12T10:00:01Z",
+                  "(Debian)", "[CAPABILITY", "network.proxy-error", "remoteIp", "HTTP/1.1"):
+        assert allowed_text(token, Pseudonyms()) == token, token
+    for token in ("mailhub", "Acme", "zq42"):
+        assert not is_known(token), token
+
+
+# --- typed findings -------------------------------------------------------------------------
+
+
+def test_a_typed_finding_is_told_through_the_pseudonyms_of_the_whole_report():
+    said = _Reached("2001:db8:5::25", 25, "220 mailhub ESMTP zorkmail")
+    finding = make_finding("PD101", said, {})
+    document = {"connections": [{"tcp": {"dst_addr": "2001:db8:5::25"}, "greeting": "220 mailhub ESMTP zorkmail"}],
+                "findings": [finding.to_dict()]}
+    shown = anonymize(document, said=[finding.said])
+    address = shown["connections"][0]["tcp"]["dst_addr"]
+    greeting = shown["connections"][0]["greeting"]
+    assert shown["findings"][0]["message"] == f"[{address}]:25 answered {greeting!r}"
+    assert "mailhub" not in json.dumps(shown) and "zorkmail" not in json.dumps(shown)
+
+
+# --- property: nothing original survives in any format --------------------------------------
+
+ORIGINAL_WORDS = st.from_regex(r"zq[a-z0-9]{1,8}", fullmatch=True)  # `zq` never stands in a pseudonym
+V4 = st.tuples(st.integers(0, 199), st.integers(0, 255), st.integers(1, 254)).map(lambda t: f"10.{t[0]}.{t[1]}.{t[2]}")
+V6 = st.tuples(st.integers(1, 0xffff), st.integers(1, 0xffff)).map(lambda t: f"2001:db8:77:{t[0]:x}::{t[1]:x}")
+HOSTS = st.lists(ORIGINAL_WORDS, min_size=1, max_size=3).map(lambda labels: ".".join([*labels, "zqtld"]))
+KNOWN = st.sampled_from(["ESMTP", "Postfix", "ready", "OK", "5.7.1", "AUTH", "PLAIN", "(Debian)"])
+TOKENS = st.one_of(ORIGINAL_WORDS, V4, V6, HOSTS, KNOWN)
+JOINERS = st.sampled_from([" ", ", ", ". ", " (", ") ", " [", "] ", ": ", " '", "' ", "=", "@", "/", " <", "> "])
+
+
+@st.composite
+def texts(draw: st.DrawFn) -> tuple[str, list[str]]:
+    tokens = draw(st.lists(TOKENS, min_size=1, max_size=8))
+    joined = tokens[0]
+    for token in tokens[1:]:
+        joined += draw(JOINERS) + token
+    addresses = [token for token in tokens if re.fullmatch(r"10(?:\.\d+){3}|2001:db8:77:.*", token)]
+    return joined + draw(st.sampled_from(["", ".", ":"])), addresses
+
+
+def assert_no_original(shown: str, addresses: list[str]) -> None:
+    assert "zq" not in shown, shown
+    for address in addresses:
+        assert not re.search(r"(?<![\w:.])" + re.escape(address) + r"(?![\w:])", shown), (address, shown)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts(), texts(), texts())
+def test_random_greeting_log_line_and_subject_keep_no_original_in_any_format(tmp_path, greeting, client, line):
+    (greeting_text, greeting_addresses), (client_text, client_addresses), (line_text, line_addresses) = \
+        greeting, client, line
+    conv = Conversation(("192.0.2.5", 40000), ("192.0.2.25", 25)).handshake()
+    conv.server_sends(f"220 {greeting_text}\r\n".encode())
+    conv.client_sends(f"EHLO {client_text}\r\n".encode())
+    conv.close(by="client")
+    analysis = diagnose([str(write_pcap(tmp_path / "any.pcap", [conv]))], Settings())
+    document = told(analysis.to_dict())
+    quoted = make_finding("PD101", "a log line and a certificate quoted", {
+        "log_lines": [f"stalwart.log:3: 2026-11-12T10:00:01Z WARN {line_text}"], "cn": line_text})
+    document["findings"].append({**quoted.to_dict(), "fix": ""})
+    addresses = greeting_addresses + client_addresses + line_addresses
+    report = Report(document, findings=[*analysis.findings, quoted])
+    for form in ("rich", "markdown", "html", "json"):
+        shown = "".join(render(report, View(form, anonymize=True, verbose=True)))
+        assert_no_original(shown, addresses)
+    for connection in document["connections"]:  # sniff's jsonl events
+        assert_no_original(json.dumps(Anonymizer().connection(connection)), addresses)
+    subject = anonymize({"schema": "proxydiag-probe/1", "targets": [
+        {"target": "192.0.2.7:25", "tls": {"subject": f"CN={line_text},O={client_text},C=DE"}}]})
+    assert_no_original(json.dumps(subject), addresses)
