@@ -142,3 +142,20 @@ def test_random_greeting_log_line_and_subject_keep_no_original_in_any_format(tmp
     subject = anonymize({"schema": "proxydiag-probe/1", "targets": [
         {"target": "192.0.2.7:25", "tls": {"subject": f"CN={line_text},O={client_text},C=DE"}}]})
     assert_no_original(json.dumps(subject), addresses)
+
+
+def test_sniff_events_tell_a_typed_finding_through_the_pseudonyms(tmp_path):
+    """jsonl: the finding event and the final report's findings, each through the one
+    Anonymizer of the stream (the same pseudonym in both)."""
+    from proxydiag.facts.model import Analysis
+    from proxydiag.pipeline.sensor import JsonlSink
+
+    finding = make_finding("PD101", _Reached("2001:db8:5::25", 25, "220 mailhub ESMTP"), {})
+    sink = JsonlSink(tmp_path / "events.jsonl", Anonymizer())
+    sink.finding(finding, True, None, 1)
+    document = told(Analysis(findings=[finding]).to_dict())
+    del document["connections"]  # as sniff's final report
+    sink.stop(Report(document, findings=[finding]))
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    told_live, told_at_stop = events[0]["finding"]["message"], events[1]["report"]["findings"][0]["message"]
+    assert told_live == told_at_stop == "[2001:db8:200::1]:25 answered '220 host1.anon.invalid ESMTP'"

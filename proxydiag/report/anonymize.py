@@ -159,8 +159,8 @@ class Anonymizer:
     def connection(self, connection: JsonDict) -> JsonDict:
         return self.document({"connections": [connection]})["connections"][0]
 
-    def findings(self, findings: list[JsonDict]) -> list[JsonDict]:
-        return self.document({"findings": findings})["findings"]
+    def findings(self, findings: list[JsonDict], said: Typed = ()) -> list[JsonDict]:
+        return self.document({"findings": findings}, said=said)["findings"]
 
     def text(self, text: str) -> str:
         return self.document({"options": {"text": text}})["options"]["text"]
