@@ -159,3 +159,17 @@ def test_sniff_events_tell_a_typed_finding_through_the_pseudonyms(tmp_path):
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     told_live, told_at_stop = events[0]["finding"]["message"], events[1]["report"]["findings"][0]["message"]
     assert told_live == told_at_stop == "[2001:db8:200::1]:25 answered '220 host1.anon.invalid ESMTP'"
+
+
+def test_a_quoted_configuration_line_keeps_only_what_proxydiag_knows():
+    """A HAProxy server's name is a single label nothing marks as a host: the evidence
+    quoting its line and the fix's diff of it keep the directives, not the name."""
+    line = "server mailhub-acme 10.77.1.2:10025 send-proxy check"
+    fix = f"In /srv/acme/haproxy.cfg, line 5:\n\n```diff\n-    {line}\n+    {line}\n```\n\nand so on"
+    document = {"proxy_configs": [{"path": "/srv/acme/haproxy.cfg"}],
+                "findings": [{"evidence": {"proxy": f"/srv/acme/haproxy.cfg:5: {line}"}, "fix": fix}]}
+    shown = anonymize(document, ["/srv/acme/haproxy.cfg"])
+    finding = shown["findings"][0]
+    assert finding["evidence"]["proxy"] == "input1.cfg:5: server word1 10.200.0.1:10025 send-proxy check"
+    assert finding["fix"] == ("In input1.cfg, line 5:\n\n```diff\n-    server word1 10.200.0.1:10025 send-proxy check\n"
+                              "+    server word1 10.200.0.1:10025 send-proxy check\n```\n\nand so on")

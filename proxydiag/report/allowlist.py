@@ -50,6 +50,22 @@ SHUTTING DOWN SEND END ENTER MESSAGE QUEUED QUEUE AS BEGIN YOUR YOU HAD ME AT DI
 PLAINTEXT PRE-LOGIN POST-LOGIN CAPABILITIES LISTED HAVE MORE STREAM OF UNKNOWN BAD WRONG VERSION NUMBER SERVER
 CLIENT SECURE SECURED ALREADY ACTIVE AUTHENTICATE YET BYE DISCONNECTING LOCAL TEMPORARY PERMANENT"""
 
+# The directives and keys of the configurations proxydiag reads (configs/: HAProxy, nginx,
+# stunnel, Traefik, Caddy, Envoy, Kubernetes, compose, Stalwart's proxy), and their values.
+_CONFIG = """frontend backend listen defaults global bind server server-template default-server default_backend
+use_backend mode tcp http option timeout balance roundrobin leastconn maxconn check inter rise fall port addr weight
+send-proxy send-proxy-v2 send-proxy-v2-ssl send-proxy-v2-ssl-cn no-send-proxy no-send-proxy-v2 accept-proxy
+expect-proxy check-send-proxy proxy-v2-options set-proxy-v2-tlv-fmt unique-id authority crc32c ssl verify none
+required optional crt ca-file crl-file sni alpn ciphers ciphersuites ssl-min-ver ssl-max-ver verifyhost no-ssl
+no-check tcp-request inspect-delay content accept reject log source usesrc if unless acl stream mail upstream
+location proxy_pass proxy_protocol proxy_ssl proxy_bind ssl_preread ssl_certificate ssl_certificate_key
+set_real_ip_from real_ip_header real_ip_recursive starttls xclient auth_http resolver on off yes no true false
+client connect cert key protocol entryPoints entrypoints address proxyProtocol trustedIPs insecure version
+loadBalancer servers serversTransport routers services rule tls passthrough labels traefik caddy layer4
+reverse_proxy dial listener_filters filter_chains typed_config envoy cluster clusters socket_address port_value
+annotations metadata spec ports targetPort service kind apiVersion image expose published target
+trusted-networks override"""
+
 # Proxies and mail servers proxydiag names (the recognisers and the configuration readers).
 _SOFTWARE = "HAProxy nginx Traefik Caddy Envoy stunnel Stalwart Pigeonhole Debian Ubuntu Murder Microsoft Exchange"
 
@@ -77,7 +93,8 @@ class Pseudonymise(Protocol):
 @cache
 def known_words() -> frozenset[str]:
     """Every token proxydiag knows, upper case."""
-    words = " ".join((_SMTP, _SASL, _IMAP, _POP3, _SIEVE, _HTTP, _TLS, _PROXY, _LOG, _REPLIES, _SOFTWARE)).split()
+    words = " ".join((_SMTP, _SASL, _IMAP, _POP3, _SIEVE, _HTTP, _TLS, _PROXY, _LOG, _REPLIES, _CONFIG,
+                      _SOFTWARE)).split()
     words += [signature.name for signature in SIGNATURES]
     words += [part for signature in SIGNATURES for part in signature.name.split()]
     words += [*EVENT_BY_DESCRIPTION.values(), *KNOWN_KEYS]

@@ -78,6 +78,7 @@ WIRE_TEXT_KEYS = frozenset({
 })
 # What stands before the text of a quoted line: the file and line of a log line, the time
 # and side of a probe's exchange. Rewritten as the rest of the document is.
+FILE_LINE = re.compile(r"(\S+?):\d+: ")  # a quoted line of a file, after its name and number
 QUOTE_PREFIX = re.compile(r"(?:\S*?:\d+: |\d+(?:\.\d+)? [CS]: )")
 # Not host names: file names, the rule ids of header violations (`v2.transport`), Stalwart's
 # configuration keys and event ids that findings quote (`server.listener.smtp.proxy.override`,
@@ -267,6 +268,23 @@ class _Rewriter:
 
     REMEMBERED = 65_536  # rewritten texts kept for repeats (a stream of connections has no end)
 
+    def quotes_a_file(self, text: str) -> bool:
+        """Whether `text` quotes a line of a file the command read (`haproxy.cfg:5: server ...`)."""
+        quoted = FILE_LINE.match(text)
+        return quoted is not None and quoted.group(1) in self.pseudonyms.paths
+
+    def own(self, text: str) -> str:
+        """proxydiag's own text (a fix): as any text, but for the user's lines a diff quotes
+        (`-    server mailhub ...`), which go through the allowlist."""
+        if "```diff" not in text:
+            return self(text)
+        lines, in_diff = [], False
+        for line in text.split("\n"):
+            in_diff = line.startswith("```diff") or (in_diff and not line.startswith("```"))
+            quoted = in_diff and line[:1] in ("-", "+") and not line.startswith(("---", "+++"))
+            lines.append(line[0] + self.pseudonyms.text(line[1:]) if quoted else self(line))
+        return "\n".join(lines)
+
     def wire(self, text: str) -> str:
         """Quoted wire, log or certificate text: its prefix (a file and line, a probe's
         time) as any text, a certificate's names as elsewhere, the rest through the allowlist."""
@@ -430,7 +448,9 @@ _SCHEMA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def _transform(value: JsonValue, rewrite: _Rewriter, key: str | None = None) -> JsonValue:
     if isinstance(value, str):
-        return rewrite.wire(value) if key in WIRE_TEXT_KEYS else rewrite(value)
+        if key in OWN_TEXT_KEYS:
+            return rewrite.own(value)
+        return rewrite.wire(value) if key in WIRE_TEXT_KEYS or rewrite.quotes_a_file(value) else rewrite(value)
     if isinstance(value, dict):  # keys too: counts per address are keyed by the address
         if is_opaque_tlv(value):
             value = {**value, "value": opaque_value(value["value"], rewrite.pseudonyms)}
