@@ -49,9 +49,11 @@ def test_a_single_label_name_anywhere_in_wire_text_is_hidden():
     """Not only where a protocol names a host: the allowlist keeps what it knows, whatever
     the rest looks like (a client's EHLO word, a TLS client certificate's CN)."""
     document = {"connections": [{"client_first": "EHLO bobs-laptop", "server_first_line": "* OK mailhub ready",
-                                 "evidence": {"cn": "mallory"}}]}
+                                 "evidence": {"cn": "mallory"}, "tls": {"server_name": "intranet"},
+                                 "opening": {"capabilities": ["PIPELINING", "X-ACMECORP-ROUTE"]}}]}
     shown = json.dumps(anonymize(document))
-    for original in ("bobs-laptop", "mailhub", "mallory"):
+    assert '"PIPELINING", "word' in shown
+    for original in ("bobs-laptop", "mailhub", "mallory", "intranet", "ACMECORP"):
         assert original not in shown
     assert "EHLO " in shown and "* OK " in shown and " ready" in shown
 

@@ -74,7 +74,7 @@ WIRE_KEYS = ("inputs", "connections", "findings", "stalwart_config", "command_li
 WIRE_TEXT_KEYS = frozenset({
     "client_first", "client_first_line", "server_first_line", "greeting", "auth_reply", "starttls_reply",
     "first_error", "replies_before_commands", "replies_to_header", "reply", "server", "implementation", "cn",
-    "log_lines", "exchange", "subject", "issuer",
+    "log_lines", "exchange", "subject", "issuer", "server_name", "capabilities", "auth_mechanisms",
 })
 # What stands before the text of a quoted line: the file and line of a log line, the time
 # and side of a probe's exchange. Rewritten as the rest of the document is.
