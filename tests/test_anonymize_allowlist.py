@@ -175,3 +175,20 @@ def test_a_quoted_configuration_line_keeps_only_what_proxydiag_knows():
     assert finding["evidence"]["proxy"] == "input1.cfg:5: server word1 10.200.0.1:10025 send-proxy check"
     assert finding["fix"] == ("In input1.cfg, line 5:\n\n```diff\n-    server word1 10.200.0.1:10025 send-proxy check\n"
                               "+    server word1 10.200.0.1:10025 send-proxy check\n```\n\nand so on")
+
+
+def test_the_probe_report_carries_the_findings_its_document_lists(tmp_path):
+    """What a probe's findings said, typed, reaches the anonymiser as for every command."""
+    from proxydiag.pipeline.probing import ProbeRequest, probe
+    from tests.test_probe_hostile import certificate, start_listener
+
+    listener = start_listener("tls-imap", "127.91.0.7", 10994, *certificate(tmp_path, "org", " Acme Mailhub GmbH"))
+    try:
+        outcome = probe(ProbeRequest(say=lambda line: None, targets=["127.91.0.7:10994"], timeout=3))
+    finally:
+        listener.kill()
+        listener.wait(timeout=10)
+    assert outcome.report is not None
+    listed = [finding["code"] for finding in outcome.report.document["findings"]]
+    assert listed and [finding.code for finding in outcome.report.findings] == listed
+    assert len(outcome.report.said()) == len(listed)
