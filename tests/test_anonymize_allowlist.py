@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -76,6 +77,20 @@ def test_reply_codes_numbers_escapes_and_punctuation_are_known():
         assert allowed_text(token, Pseudonyms()) == token, token
     for token in ("mailhub", "Acme", "zq42"):
         assert not is_known(token), token
+
+
+@pytest.mark.parametrize("run", ["\\x00", "250-", "a/", "zq=", "[", "-"])
+def test_a_token_thousands_of_pieces_long_is_shown_without_recursing(run):
+    """Binary wire text escaped by a view is one long token of escapes (4 KiB of it)."""
+    shown = allowed_text("220 ready " + run * 5_000 + "zq", Pseudonyms())
+    assert shown.startswith("220 ready ") and "zq" not in shown
+
+
+@given(st.text(max_size=300))
+def test_any_text_goes_through_the_allowlist(text):
+    names = Pseudonyms()
+    shown = allowed_text(text, names)
+    assert allowed_text(text, names) == shown  # the same pseudonyms again
 
 
 # --- typed findings -------------------------------------------------------------------------

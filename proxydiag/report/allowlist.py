@@ -80,6 +80,8 @@ TOKEN = re.compile(r"(?:[\w.:@%+/=-]|" + ESCAPE.pattern + r")+")
 EDGES = ".:-/+=@%"
 DNS_NAME = re.compile(r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+[A-Za-z][A-Za-z0-9-]{0,62}")
 REPLY_START = re.compile(r"(\d{3})([ -])")  # a mail reply's code: the host an SMTP greeting names follows it
+REPLY_CODES = re.compile(r"(?:\d{3}-)+")  # before a capability (`250-PIPELINING`)
+SEPARATED = re.compile(r"([/=@]|" + ESCAPE.pattern + r")")
 
 
 class Pseudonymise(Protocol):
@@ -144,26 +146,39 @@ def _tokens(text: str, names: Pseudonymise) -> str:
 
 
 def token(word: str, names: Pseudonymise) -> str:
-    """One token as `--anonymize` shows it."""
+    """One token as `--anonymize` shows it (no recursion: a token may be thousands of
+    escapes or reply codes long)."""
+    kept = _kept(word, names)
+    if kept is not None:
+        return kept
+    codes = REPLY_CODES.match(word)  # 250-PIPELINING
+    start = codes.end() if codes and codes.end() < len(word) else 0
+    body = word[start:]
+    core = body.strip(EDGES) or body
+    before = body.index(core)
+    shown = "".join(part if index % 2 else _leaf(part, names)
+                    for index, part in enumerate(SEPARATED.split(core)))  # HTTP/1.1, SORT=DISPLAY, user@host, \x00
+    return word[:start] + body[:before] + shown + body[before + len(core):]
+
+
+def _kept(word: str, names: Pseudonymise) -> str | None:
+    """`word` as shown when it is an address (pseudonymised) or a token proxydiag knows."""
     address = _address(word, names)  # first: an address is made of numbers
     if address is not None:
         return address
-    if is_known(word) or names.is_pseudonym(word):
-        return word
-    reply = REPLY_START.match(word)
-    if reply and reply.group(2) == "-" and len(word) > 4:  # 250-PIPELINING
-        return reply.group() + token(word[4:], names)
+    return word if is_known(word) or names.is_pseudonym(word) else None
+
+
+def _leaf(word: str, names: Pseudonymise) -> str:
+    """A token with no separator or escape left in it."""
+    kept = _kept(word, names)
+    if kept is not None:
+        return kept
     core = word.strip(EDGES)
-    if core != word and core:
-        start = word.index(core)
-        return word[:start] + token(core, names) + word[start + len(core):]
-    for separator in "/=@":  # HTTP/1.1, SORT=DISPLAY, user@host: each part on its own
-        if separator in word:
-            return separator.join(token(part, names) if part else part for part in word.split(separator))
-    escape = ESCAPE.search(word)
-    if escape:  # a byte escape inside a word: what stands either side of it separately
-        return token(word[:escape.start()], names) + escape.group() + token(word[escape.end():], names)
-    return _host_token(word, names)
+    if not core:
+        return word
+    before = word.index(core)
+    return word[:before] + (_kept(core, names) or _host_token(core, names)) + word[before + len(core):]
 
 
 def _host_token(word: str, names: Pseudonymise, host: bool = False) -> str:

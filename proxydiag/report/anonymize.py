@@ -78,8 +78,8 @@ WIRE_TEXT_KEYS = frozenset({
 })
 # What stands before the text of a quoted line: the file and line of a log line, the time
 # and side of a probe's exchange. Rewritten as the rest of the document is.
-FILE_LINE = re.compile(r"(\S+?):\d+: ")  # a quoted line of a file, after its name and number
-QUOTE_PREFIX = re.compile(r"(?:\S*?:\d+: |\d+(?:\.\d+)? [CS]: )")
+FILE_LINE = re.compile(r"^(\S+?):\d+: ")  # a quoted line of a file, after its name and number
+QUOTE_PREFIX = re.compile(r"^(?:\S*?:\d+: |\d+(?:\.\d+)? [CS]: )")
 # Not host names: file names, the rule ids of header violations (`v2.transport`), Stalwart's
 # configuration keys and event ids that findings quote (`server.listener.smtp.proxy.override`,
 # `security.ip-blocked`), and any name whose last label has a hyphen (no TLD has one but
