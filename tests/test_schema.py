@@ -30,7 +30,7 @@ from proxydiag.parsers.proxy_protocol import V2_FAMILIES
 from proxydiag.pipeline.analysis import Settings, diagnose
 from proxydiag.pipeline.check import check_configurations
 from proxydiag.pipeline.logs import analyze_logs
-from proxydiag.pipeline.sensor import JsonlSink, final_document, listener_of
+from proxydiag.pipeline.sensor import JsonlSink, final_report, listener_of
 from proxydiag.probe.steps import PLAN
 from proxydiag.report import json as json_report
 from proxydiag.report import schema
@@ -297,7 +297,7 @@ def test_sniff_events_validate_line_by_line():
         sink.finding(finding, True, listener_of(analysis.connections[0]), finding.count)
     sink.heartbeat({"packets": 10, "connections": len(analysis.connections), "open_flows": 0, "capture_dropped": None,
                     "flow_table_evictions": {"half_open": 0, "idle": 0, "cap": 0}})
-    sink.stop(final_document(analysis))
+    sink.stop(final_report(analysis))
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [event["event"] for event in events[:2]] == ["start", "connection"]
     assert {"finding", "heartbeat"} <= {event["event"] for event in events} and events[-1]["event"] == "stop"

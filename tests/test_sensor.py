@@ -34,7 +34,7 @@ from proxydiag.pipeline.sensor import (
     MetricsSink,
     SensorError,
     SniffEvents,
-    final_document,
+    final_report,
     listener_of,
     parse_listen_address,
 )
@@ -204,8 +204,8 @@ class Recorder:
     def heartbeat(self, counters):
         self.events.append(("heartbeat", counters["connections"]))
 
-    def stop(self, document):
-        self.events.append(("stop", tuple(sorted(finding["code"] for finding in document["findings"]))))
+    def stop(self, report):
+        self.events.append(("stop", tuple(sorted(finding["code"] for finding in report.document["findings"]))))
 
 
 def test_each_connection_is_told_once_and_each_finding_once_then_as_it_grows():
@@ -268,7 +268,7 @@ def test_jsonl_file_is_reopened_after_logrotate_moved_it(tmp_path):
     sink.heartbeat(counters(packets=2))  # still the moved file, as logrotate expects until told
     sink.request_reopen()
     sink.heartbeat(counters(packets=3))
-    sink.stop(final_document(Analysis()))
+    sink.stop(final_report(Analysis()))
     assert [event["counters"]["packets"] for event in events_of((tmp_path / "events.jsonl.1").read_text())] == [1, 2]
     assert [event["event"] for event in events_of(path.read_text())] == ["heartbeat", "stop"]
 

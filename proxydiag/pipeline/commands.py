@@ -109,7 +109,8 @@ def traffic_outcome(analysis: Analysis, say: Say, given: Sequence[str | Path | N
     if analysis.inputs and all(item.error for item in analysis.inputs) and extra is None:
         return Outcome(severities=severities, unread=lines)
     document = told(add_to_document(analysis.to_dict(lazy=True), extra or {}))
-    report = Report.of_files(document, given, connections=lambda encoded: analysis.connection_dicts(encoded=encoded))
+    report = Report.of_files(document, given, connections=lambda encoded: analysis.connection_dicts(encoded=encoded),
+                             findings=analysis.findings)
     return Outcome(report, severities, lines)
 
 
@@ -174,7 +175,7 @@ def check(request: CheckRequest) -> Outcome:
     severities = [finding.severity for finding in result.findings]
     if unread and not result.configs:
         return Outcome(severities=severities, unread=unread)
-    return Outcome(Report.of_files(told(result.document()), given), severities, unread)
+    return Outcome(Report.of_files(told(result.document()), given, findings=result.findings), severities, unread)
 
 
 def _check_with_logs(result: CheckResult, logs: list[str], say: Say, given: Sequence[str | Path | None]) -> Outcome:
@@ -212,7 +213,8 @@ def logs(request: LogsRequest) -> Outcome:
     severities = [finding.severity for finding in result.verdict.findings] if result.verdict else []
     if not result.reads:  # every file is an error
         return Outcome(severities=severities, unread=result.errors)
-    return Outcome(Report.of_files(told(result.to_dict()), request.files), severities, result.errors)
+    findings = result.verdict.findings if result.verdict else []
+    return Outcome(Report.of_files(told(result.to_dict()), request.files, findings=findings), severities, result.errors)
 
 
 def read_logs(paths: list[str], proxies: frozenset[str]) -> LogAnalysis:

@@ -58,7 +58,9 @@ def probe(request: ProbeRequest) -> Outcome:
         _write_pcap(request.write, [record for result in probes for record in result.records])
     document = told(probe_judge.document(probes, {"timeout": request.timeout, "tls": request.tls, "source": request.source}))
     severities = [finding["severity"] for finding in document["findings"]]
-    return Outcome(Report.of_files(document, [request.write], probe=True), severities, unusable)
+    findings = [finding for result in probes if not result.error
+                for finding in probe_judge.findings(result, probe_judge.verdict(result))]  # as the document lists them
+    return Outcome(Report.of_files(document, [request.write], probe=True, findings=findings), severities, unusable)
 
 
 def _write_pcap(path: Path, records: list[Any]) -> None:

@@ -22,6 +22,7 @@ from proxydiag import __version__
 from proxydiag.jsontypes import JsonDict
 from proxydiag.outputs import open_appending
 from proxydiag.report.json import checked_line
+from proxydiag.report.model import Report
 
 if TYPE_CHECKING:
     from proxydiag.capture.flows import FlowTable
@@ -53,8 +54,8 @@ class Sink(Protocol):
 
     def heartbeat(self, counters: JsonDict) -> None: ...
 
-    def stop(self, document: JsonDict) -> None:
-        """The capture ended; `document`: the final report without its connections."""
+    def stop(self, report: Report) -> None:
+        """The capture ended; `report`: the final report without its connections."""
 
 
 def listener_of(conn: Connection) -> str:
@@ -151,9 +152,9 @@ class SniffEvents:
         if self._judge is not None:
             self._judge.findings()
         self._heartbeat()
-        document = final_document(analysis)
+        report = final_report(analysis)
         for sink in self.sinks:
-            sink.stop(document)
+            sink.stop(report)
 
     def _heartbeat(self) -> None:
         self._last_heartbeat = self.clock()
@@ -162,9 +163,13 @@ class SniffEvents:
             sink.heartbeat(counters)
 
 
-def final_document(analysis: Analysis) -> JsonDict:
+def final_report(analysis: Analysis) -> Report:
     """The told report without its connections (each was an event of its own), every
     finding with the listener of the first connection it cites."""
+    return Report(final_document(analysis), findings=analysis.findings)
+
+
+def final_document(analysis: Analysis) -> JsonDict:
     from proxydiag.report.views import told
 
     document = told(analysis.to_dict(lazy=True))
@@ -213,7 +218,7 @@ class AnnounceSink:
     def heartbeat(self, counters: JsonDict) -> None:
         pass
 
-    def stop(self, document: JsonDict) -> None:
+    def stop(self, report: Report) -> None:
         pass
 
 
@@ -254,14 +259,16 @@ class JsonlSink:
             "first": first,
             "added": added,
             "listener": self._private_text(listener) if listener else None,
-            "finding": self.anonymizer.findings([item])[0] if self.anonymizer else item,
+            "finding": self.anonymizer.findings([item], [finding.said])[0] if self.anonymizer else item,
         })
 
     def heartbeat(self, counters: JsonDict) -> None:
         self._write("heartbeat", {"counters": counters})
 
-    def stop(self, document: JsonDict) -> None:
-        self._write("stop", {"report": self.anonymizer.document(document) if self.anonymizer else document})
+    def stop(self, report: Report) -> None:
+        document = report.document
+        self._write("stop", {"report": self.anonymizer.document(document, said=report.said()) if self.anonymizer
+                             else document})
         if self.path is not None:
             self._handle.close()
 
@@ -344,7 +351,7 @@ class MetricsSink:
             self._advance(self.evictions.labels(reason=reason), f"evicted-{reason}", total)
         self.open_flows.set(counters["open_flows"])
 
-    def stop(self, document: JsonDict) -> None:
+    def stop(self, report: Report) -> None:
         self.up.set(0)
 
     def _advance(self, counter: Any, key: str, total: int) -> None:

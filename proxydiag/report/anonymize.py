@@ -16,19 +16,23 @@ and the input paths and the command line.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from itertools import islice
-from pathlib import PurePath
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.parsers import proxy_protocol
 from proxydiag.report.later import Later
+from proxydiag.report.opaque import is_opaque_tlv, opaque_tlv_spans, opaque_value, tlv_dicts
+from proxydiag.report.pseudonyms import Pseudonyms, ip_of
+
+if TYPE_CHECKING:
+    from proxydiag.rules.said import Said
+
+Typed = Sequence["Said | None"]  # what each finding said, typed (None: a sentence only), in the document's order
 
 # An escape `visible()` or `printable()` wrote (\x09, \u202e) is not part of the next token.
 _AFTER = r"(?:(?<=\\x[0-9a-f]{2})|(?<=\\u[0-9a-f]{4})|(?<![\w.]))"
@@ -45,6 +49,7 @@ HOSTNAME = re.compile(
 # Where a protocol names a host: an SMTP greeting or EHLO reply (_reply_hosts), HELO/EHLO/
 # LHLO, an HTTP Host.
 _REPLY_LINE = re.compile(r"(220|250)([ -])([A-Za-z0-9_][\w.-]*)")
+_QUOTED_REPLY = re.compile(r"(?<=['\"])" + _REPLY_LINE.pattern)
 _LINE_BREAK = re.compile(r"\r?\n|(?:\\x0d)?\\x0a")  # raw, or as an escape shows it
 NAMED_HOSTS = (
     re.compile(r"\b(?:EHLO|HELO|LHLO)\s+([A-Za-z0-9_][\w.-]*)", re.I),
@@ -64,6 +69,17 @@ CUT_TEXT = re.compile(r"(?<![0-9A-Za-z_.:\[\]-])(?=[A-Za-z_\[\]-]*[0-9.:])[0-9A-
 # Keys whose strings come from the wire or from files (where names appear); findings quote them.
 WIRE_KEYS = ("inputs", "connections", "findings", "stalwart_config", "command_line", "logs", "proxy_configs",
              "targets", "options", "endpoints", "servers_recognised", "proxy_config_errors", "log_inputs")
+# Keys whose strings are wire, log or certificate text quoted as it came: only the tokens
+# proxydiag knows survive (report/allowlist.py), whatever the rest looks like.
+WIRE_TEXT_KEYS = frozenset({
+    "client_first", "client_first_line", "server_first_line", "greeting", "auth_reply", "starttls_reply",
+    "first_error", "replies_before_commands", "replies_to_header", "reply", "server", "implementation", "cn",
+    "log_lines", "exchange", "subject", "issuer", "server_name", "capabilities", "auth_mechanisms",
+})
+# What stands before the text of a quoted line: the file and line of a log line, the time
+# and side of a probe's exchange. Rewritten as the rest of the document is.
+FILE_LINE = re.compile(r"^(\S+?):\d+: ")  # a quoted line of a file, after its name and number
+QUOTE_PREFIX = re.compile(r"^(?:\S*?:\d+: |\d+(?:\.\d+)? [CS]: )")
 # Not host names: file names, the rule ids of header violations (`v2.transport`), Stalwart's
 # configuration keys and event ids that findings quote (`server.listener.smtp.proxy.override`,
 # `security.ip-blocked`), and any name whose last label has a hyphen (no TLD has one but
@@ -77,116 +93,15 @@ NOT_HOSTNAMES = re.compile(
 # Keys whose text proxydiag wrote itself (a page's fix, with the capture's addresses put in):
 # host names are learned from the wire, not from there (a TOML key would look like one).
 OWN_TEXT_KEYS = frozenset({"fix"})
-_SUFFIX = re.compile(r"\.[a-z]{1,7}")
-OPAQUE_TLVS = frozenset({"UNIQUE_ID", "CUSTOM", "EXPERIMENT", "FUTURE", "UNASSIGNED", "AWS", "AZURE", "GCP", "NETNS"})
-# Cloud TLVs whose first byte names the kind of value (kept: it identifies no one).
-SUBTYPED_TLVS = frozenset({proxy_protocol.PP2_TYPE_AWS, proxy_protocol.PP2_TYPE_AZURE})
-# Ids the decoder gives as numbers, with the bytes they are on the wire (references.md):
-# Azure's private endpoint link id is 4 bytes little-endian, GCP's PSC connection id 8 big-endian.
-FIXED_WIDTH_IDS: dict[str, tuple[int, Literal["little", "big"]]] = {
-    "private_endpoint_link_id": (4, "little"),
-    "psc_connection_id": (8, "big"),
-}
-
-V4_KINDS = [
-    (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("127.200.0.0/16")),
-    (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("10.200.0.0/16")),
-    (ipaddress.ip_network("172.16.0.0/12"), ipaddress.ip_network("10.201.0.0/16")),
-    (ipaddress.ip_network("192.168.0.0/16"), ipaddress.ip_network("10.202.0.0/16")),
-    (ipaddress.ip_network("100.64.0.0/10"), ipaddress.ip_network("100.100.0.0/16")),
-    (ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("169.254.200.0/24")),
-]
-V4_PUBLIC = ipaddress.ip_network("198.18.0.0/15")
-V6_KINDS = [
-    (ipaddress.ip_network("fc00::/7"), ipaddress.ip_network("fd00:200::/64")),
-    (ipaddress.ip_network("fe80::/10"), ipaddress.ip_network("fe80::200:0:0/96")),
-]
-V6_PUBLIC = ipaddress.ip_network("2001:db8:200::/64")
-
-
-def ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address `text` spells, zero-padded IPv4 (010.000.000.001) included."""
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        pass
-    parts = text.split(".")
-    if len(parts) == 4 and all(part.isdigit() and int(part) <= 255 for part in parts):
-        return ipaddress.IPv4Address(".".join(str(int(part)) for part in parts))
-    return None
-
-
-@dataclass
-class Pseudonyms:
-    originals: set[str] = field(default_factory=set)
-    mapping: dict[str, str] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=dict)
-    opaque: dict[bytes, bytes] = field(default_factory=dict)
-    paths: dict[str, str] = field(default_factory=dict)
-
-    def address(self, text: str) -> str:
-        ip = ip_of(text)
-        if ip is None or ip.is_unspecified or (ip.version == 6 and ip.is_loopback):
-            return text
-        key = str(ip)
-        if key not in self.mapping:
-            self.mapping[key] = self._new_address(ip)
-        return self.mapping[key]
-
-    def _new_address(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-        if ip.version == 6 and ip.ipv4_mapped:
-            return "::ffff:" + self.address(str(ip.ipv4_mapped))
-        kinds, public = (V4_KINDS, V4_PUBLIC) if ip.version == 4 else (V6_KINDS, V6_PUBLIC)
-        pool = next((target for source, target in kinds if ip in source), public)
-        while True:
-            candidate = str(pool.network_address + self._count(str(pool)))
-            if candidate not in self.originals:
-                return candidate
-
-    def hostname(self, name: str) -> str:
-        key = name.lower()
-        if key not in self.mapping:
-            self.mapping[key] = f"host{self._count('host')}.anon.invalid"
-        return self.mapping[key]
-
-    def name(self, name: str) -> str:
-        """A name a certificate gives (an organisation, a unit, a place, a mailbox)."""
-        key = f"name:{name}"
-        if key not in self.mapping:
-            self.mapping[key] = f"name{self._count('name')}"
-        return self.mapping[key]
-
-    def path(self, path: str) -> str:
-        if path in ("-", "stdin"):
-            return path
-        if path not in self.paths:
-            suffix = PurePath(path).suffix
-            self.paths[path] = f"input{self._count('path')}" + (suffix if _SUFFIX.fullmatch(suffix) else "")
-        return self.paths[path]
-
-    def blob(self, value: bytes) -> bytes:
-        """An opaque identifier: as long as the original, printable if it was."""
-        if value not in self.opaque:
-            stream = hashlib.sha256(b"proxydiag-anon-%d" % self._count("blob")).hexdigest() * (len(value) // 64 + 1)
-            printable = value.isascii() and value.decode("ascii").isprintable()
-            keep = re.match(rb"[A-Za-z]{1,8}-", value) if printable else None  # AWS: vpce-...
-            kept = keep.group() if keep else b""
-            filler = stream.encode() if printable else bytes.fromhex(stream * 2)
-            self.opaque[value] = kept + filler[: len(value) - len(kept)]
-        return self.opaque[value]
-
-    def _count(self, pool: str) -> int:
-        self.counters[pool] = self.counters.get(pool, 0) + 1
-        return self.counters[pool]
-
-
-def anonymize(document: JsonDict, paths: Iterable[str] = ()) -> JsonDict:
+def anonymize(document: JsonDict, paths: Iterable[str] = (), said: Typed = ()) -> JsonDict:
     """A new document (the given one is left as it was). `paths`: the files the command was
-    given, hidden wherever they stand (an unreadable one is named only in an error)."""
-    return Anonymizer().document(document, paths)
+    given, hidden wherever they stand (an unreadable one is named only in an error).
+    `said`: what each finding said, typed: its message is told through the pseudonyms."""
+    return Anonymizer().document(document, paths, said)
 
 
-def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[JsonDict]], paths: Iterable[str] = ()) -> JsonDict:
+def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[JsonDict]], paths: Iterable[str] = (),
+                       said: Typed = ()) -> JsonDict:
     """`document` anonymised with its connections kept out of memory: `connections()` gives
     them once to learn from, then once more, rewritten one at a time as they are written
     (the document's "connections" becomes that iterator)."""
@@ -201,7 +116,8 @@ def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[Js
         if key == "connections":
             result[key] = (_transform(conn, rewrite) for conn in connections())
         elif key in WIRE_KEYS:
-            result[key] = Later(partial(_transform, value, rewrite)) if "connections" in result else _transform(value, rewrite)
+            transform = partial(_transform_findings, said=said) if key == "findings" else _transform
+            result[key] = Later(partial(transform, value, rewrite)) if "connections" in result else transform(value, rewrite)
         else:
             result[key] = value
     result["anonymized"] = True
@@ -209,11 +125,11 @@ def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[Js
 
 
 def anonymize_listing(document: JsonDict, connections: Callable[[], Iterable[JsonDict]], shown: int,
-                      paths: Iterable[str] = ()) -> tuple[JsonDict, Iterator[JsonDict]]:
+                      paths: Iterable[str] = (), said: Typed = ()) -> tuple[JsonDict, Iterator[JsonDict]]:
     """A summarised document (its first `shown` connections) anonymised together with every
     connection after those, for a report that lists them all: the document, whole, and
     the rest as an iterator rewritten as it is read."""
-    streamed = anonymize_streamed(document, connections, paths)
+    streamed = anonymize_streamed(document, connections, paths, said)
     rows = iter(streamed["connections"])
     first = list(islice(rows, shown))
     whole = {key: value.compute() if isinstance(value, Later) else value for key, value in streamed.items()}
@@ -230,21 +146,22 @@ class Anonymizer:
     def __init__(self) -> None:
         self.pseudonyms = Pseudonyms()
 
-    def document(self, document: JsonDict, paths: Iterable[str] = ()) -> JsonDict:
+    def document(self, document: JsonDict, paths: Iterable[str] = (), said: Typed = ()) -> JsonDict:
         learning = _Learning(self.pseudonyms)
         learning.learn_paths(paths)
         for key, value in document.items():
             learning.learn(key, value)
         rewrite = learning.rewriter()
-        result = {key: _transform(value, rewrite) if key in WIRE_KEYS else value for key, value in document.items()}
+        result = {key: (_transform_findings(value, rewrite, said) if key == "findings" else _transform(value, rewrite))
+                  if key in WIRE_KEYS else value for key, value in document.items()}
         result["anonymized"] = True
         return result
 
     def connection(self, connection: JsonDict) -> JsonDict:
         return self.document({"connections": [connection]})["connections"][0]
 
-    def findings(self, findings: list[JsonDict]) -> list[JsonDict]:
-        return self.document({"findings": findings})["findings"]
+    def findings(self, findings: list[JsonDict], said: Typed = ()) -> list[JsonDict]:
+        return self.document({"findings": findings}, said=said)["findings"]
 
     def text(self, text: str) -> str:
         return self.document({"options": {"text": text}})["options"]["text"]
@@ -288,7 +205,7 @@ class _Learning:
             header = proxy_protocol.parse(blob).header
             texts += [addr for addr in (header.src_addr, header.dst_addr) if addr] if header else []
             texts.append(blob.decode("latin-1"))
-            for begin, end in _opaque_tlv_spans(blob):
+            for begin, end in opaque_tlv_spans(blob):
                 self.pseudonyms.blob(blob[begin:end])
         originals = self.pseudonyms.originals
         for text in texts:
@@ -299,22 +216,11 @@ class _Learning:
         own = set(_own_texts(value))
         self.hostnames |= _hostnames([text for text in texts[:from_the_value] if text not in own]
                                      + texts[from_the_value:])
-        for tlv in _tlv_dicts(value):
-            _opaque_value(tlv["value"], self.pseudonyms)
+        for tlv in tlv_dicts(value):
+            opaque_value(tlv["value"], self.pseudonyms)
 
     def rewriter(self) -> _Rewriter:
         return _Rewriter(self.pseudonyms, self.hostnames, self.names)
-
-
-def _opaque_tlv_spans(blob: bytes) -> list[tuple[int, int]]:
-    """Where the identifying bytes of the opaque TLVs lie in a header's bytes, a value cut
-    short by truncation included; a cloud TLV's subtype byte is not one of them."""
-    found = []
-    for tlv_type, start, stop in proxy_protocol.tlv_spans(blob):
-        begin, end = start + (tlv_type in SUBTYPED_TLVS), min(stop, len(blob))
-        if proxy_protocol.tlv_name(tlv_type) in OPAQUE_TLVS and begin < end:
-            found.append((begin, end))
-    return found
 
 
 def _hostnames(texts: list[str]) -> set[str]:
@@ -330,13 +236,16 @@ def _hostnames(texts: list[str]) -> set[str]:
 
 def _reply_hosts(text: str) -> Iterator[str]:
     """The host a mail reply names: the first word of its first line (a 220 greeting, a 250
-    EHLO reply). Its continuation lines name none: `250-PIPELINING` is a capability."""
+    EHLO reply), in a line of its own (after a probe's time, a log's file and line) or
+    quoted in a sentence. Its continuation lines name none: `250-PIPELINING` is a capability."""
     continued = None  # the code of the line before, when it announced more (`250-`)
     for line in _LINE_BREAK.split(text):
-        match = _REPLY_LINE.match(line)
+        match = _REPLY_LINE.match(QUOTE_PREFIX.sub("", line, count=1))
         if match and match.group(1) != continued:
             yield match.group(3)
         continued = match.group(1) if match and match.group(2) == "-" else None
+    if "'" in text or '"' in text:
+        yield from (match.group(3) for match in _QUOTED_REPLY.finditer(text))
 
 
 class _Rewriter:
@@ -353,8 +262,41 @@ class _Rewriter:
         self.paths = re.compile("|".join(map(re.escape, paths))) if paths else None
 
         self.done: dict[str, str] = {}
+        self.wired: dict[str, str] = {}
+        for name in sorted(hostnames, key=str.lower):  # numbered now: wire text names them as prose does
+            pseudonyms.hostname(name)
 
     REMEMBERED = 65_536  # rewritten texts kept for repeats (a stream of connections has no end)
+
+    def quotes_a_file(self, text: str) -> bool:
+        """Whether `text` quotes a line of a file the command read (`haproxy.cfg:5: server ...`)."""
+        quoted = FILE_LINE.match(text)
+        return quoted is not None and quoted.group(1) in self.pseudonyms.paths
+
+    def own(self, text: str) -> str:
+        """proxydiag's own text (a fix): as any text, but for the user's lines a diff quotes
+        (`-    server mailhub ...`), which go through the allowlist."""
+        if "```diff" not in text:
+            return self(text)
+        lines, in_diff = [], False
+        for line in text.split("\n"):
+            in_diff = line.startswith("```diff") or (in_diff and not line.startswith("```"))
+            quoted = in_diff and line[:1] in ("-", "+") and not line.startswith(("---", "+++"))
+            lines.append(line[0] + self.pseudonyms.text(line[1:]) if quoted else self(line))
+        return "\n".join(lines)
+
+    def wire(self, text: str) -> str:
+        """Quoted wire, log or certificate text: its prefix (a file and line, a probe's
+        time) as any text, a certificate's names as elsewhere, the rest through the allowlist."""
+        done = self.wired.get(text)
+        if done is None:
+            if len(self.wired) >= self.REMEMBERED:
+                self.wired.clear()
+            prefix = QUOTE_PREFIX.match(text)
+            start = prefix.end() if prefix else 0
+            quoted = self.names.sub(lambda m: self.pseudonyms.name(m.group()), text[start:]) if self.names else text[start:]
+            done = self.wired[text] = self(text[:start]) + self.pseudonyms.text(quoted)
+        return done
 
     def __call__(self, text: str) -> str:
         done = self.done.get(text)
@@ -383,11 +325,12 @@ class _Rewriter:
         return text
 
     def _ipv6(self, token: str) -> str:
-        ip = _ipv6_of(token)
+        core = token.rstrip(".")  # an address that ends a sentence: the period is not part of it
+        ip = _ipv6_of(core)
         if ip is None:
             return token
-        port = "" if _is_ip(token) else ":" + token.rpartition(":")[2]
-        return self.pseudonyms.address(str(ip)) + port
+        port = "" if _is_ip(core) else ":" + core.rpartition(":")[2]
+        return self.pseudonyms.address(str(ip)) + port + token[len(core):]
 
     def _hex(self, blob: str, cut: bool = False) -> str:
         data = bytes.fromhex(blob)
@@ -407,13 +350,15 @@ class _Rewriter:
 
     def _opaque_in_place(self, header: bytes) -> bytes:
         rewritten = bytearray(header)
-        for begin, end in _opaque_tlv_spans(header):
+        for begin, end in opaque_tlv_spans(header):
             rewritten[begin:end] = self.pseudonyms.blob(header[begin:end])
         return bytes(rewritten)
 
 
 def _ipv6_of(token: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The IPv6 address in `token`, which may carry a :port (`fd12::25:10025`)."""
+    """The IPv6 address in `token`, which may carry a :port (`fd12::25:10025`) and end a
+    sentence (`fd12::25.`)."""
+    token = token.rstrip(".")
     if _is_ip(token):
         ip = ipaddress.ip_address(token)
         return ip if ip.version == 6 else None
@@ -440,47 +385,6 @@ def _paths(document: JsonDict) -> list[str]:
     config = document.get("stalwart_config") or {}
     found += [config["path"]] if config.get("path") else []
     return [path for path in found if path not in STANDARD_STREAMS]
-
-
-def _is_opaque_tlv(value: JsonDict) -> bool:
-    """A decoded TLV (type, name, length, offset, value) that identifies a client, a
-    session or an account."""
-    return value.get("name") in OPAQUE_TLVS and "value" in value and "type" in value and "offset" in value
-
-
-def _tlv_dicts(value: JsonValue) -> Iterator[JsonDict]:
-    if isinstance(value, dict):
-        if _is_opaque_tlv(value):
-            yield value
-        for item in value.values():
-            yield from _tlv_dicts(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _tlv_dicts(item)
-
-
-def _opaque_value(value: JsonValue, pseudonyms: Pseudonyms) -> JsonValue:
-    """The pseudonym of a TLV value, in the value's own shape (hex, text, number, fields)."""
-    if isinstance(value, str):
-        if re.fullmatch(r"(?:[0-9a-f]{2})*", value):
-            return pseudonyms.blob(bytes.fromhex(value)).hex()
-        return pseudonyms.blob(value.encode()).decode("latin-1")
-    if isinstance(value, dict):
-        return {key: _opaque_field(key, item, pseudonyms) for key, item in value.items()}
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = max(1, (value.bit_length() + 7) // 8)
-        return int.from_bytes(pseudonyms.blob(value.to_bytes(size, "big")), "big")
-    return value
-
-
-def _opaque_field(key: str, item: JsonValue, pseudonyms: Pseudonyms) -> JsonValue:
-    if key == "subtype":
-        return item
-    if key in FIXED_WIDTH_IDS and isinstance(item, int) and not isinstance(item, bool):
-        size, order = FIXED_WIDTH_IDS[key]
-        if 0 <= item < 1 << (8 * size):  # the bytes the header carries, so that its hex gets the same pseudonym
-            return int.from_bytes(pseudonyms.blob(item.to_bytes(size, order)), order)
-    return _opaque_value(item, pseudonyms)
 
 
 def _own_texts(value: JsonValue) -> Iterator[str]:
@@ -542,14 +446,43 @@ def _strings(value: JsonValue) -> Iterator[str]:
 _SCHEMA_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _transform(value: JsonValue, rewrite: _Rewriter) -> JsonValue:
+def _transform(value: JsonValue, rewrite: _Rewriter, key: str | None = None) -> JsonValue:
     if isinstance(value, str):
-        return rewrite(value)
+        if key in OWN_TEXT_KEYS:
+            return rewrite.own(value)
+        return rewrite.wire(value) if key in WIRE_TEXT_KEYS or rewrite.quotes_a_file(value) else rewrite(value)
     if isinstance(value, dict):  # keys too: counts per address are keyed by the address
-        if _is_opaque_tlv(value):
-            value = {**value, "value": _opaque_value(value["value"], rewrite.pseudonyms)}
-        return {(rewrite(key) if isinstance(key, str) and not _SCHEMA_KEY.fullmatch(key) else key): _transform(item, rewrite)
-                for key, item in value.items()}
+        if is_opaque_tlv(value):
+            value = {**value, "value": opaque_value(value["value"], rewrite.pseudonyms)}
+        return {(rewrite(name) if isinstance(name, str) and not _SCHEMA_KEY.fullmatch(name) else name):
+                _transform_item(value, name, item, rewrite) for name, item in value.items()}
     if isinstance(value, list):
-        return [_transform(item, rewrite) for item in value]
+        return [_transform(item, rewrite, key) for item in value]
     return value
+
+
+def _transform_findings(findings: JsonValue, rewrite: _Rewriter, said: Typed = ()) -> JsonValue:
+    """The findings, each typed one's message told afresh through the pseudonyms (its
+    sentence never held the originals), the others' rewritten as text."""
+    if not isinstance(findings, list) or len(said) != len(findings):
+        return _transform(findings, rewrite)
+    shown: list[JsonValue] = []
+    for finding, typed in zip(findings, said, strict=True):
+        if typed is None or not isinstance(finding, dict):
+            shown.append(_transform(finding, rewrite))
+            continue
+        rest = _transform({key: value for key, value in finding.items() if key != "message"}, rewrite)
+        assert isinstance(rest, dict)
+        shown.append({key: typed.message(rewrite.pseudonyms) if key == "message" else rest[key] for key in finding})
+    return shown
+
+
+def _transform_item(parent: JsonDict, key: str, item: JsonValue, rewrite: _Rewriter) -> JsonValue:
+    """One value of a dict: an SMTP greeting given without its code (`opening.greeting`)
+    names its host first, as the whole reply does."""
+    code = parent.get("greeting_code")
+    if key == "greeting" and isinstance(item, str) and isinstance(code, str) and code.isdigit():
+        return rewrite.wire(f"{code} {item}")[len(code) + 1:]
+    if key == "evidence" and isinstance(item, str) and "certain" in parent:  # the software's own words
+        return rewrite.wire(item)
+    return _transform(item, rewrite, key)

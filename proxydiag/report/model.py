@@ -6,7 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from proxydiag.rules.base import Finding
+    from proxydiag.rules.said import Said
 
 FORMATS = ("rich", "json", "markdown", "html")
 
@@ -28,18 +32,23 @@ class Report:
     """What every view renders: the document (schema proxydiag/1, each finding told its
     fix) and, for captured traffic, its connections read afresh from the store at each
     call (`encoded`: as the JSON text judging wrote, for the JSON report), never whole in
-    memory. `probe`: a probe's document, whose steps have views of their own."""
+    memory. `probe`: a probe's document, whose steps have views of their own. `findings`:
+    the `Finding`s of the document's "findings", in its order, whose typed `said` the
+    anonymiser tells through its pseudonyms."""
 
     document: dict[str, Any]
     connections: Callable[[bool], Iterator[Any]] | None = None
     probe: bool = False
     given: Sequence[str] = ()  # the files the command was given: hidden under --anonymize wherever they stand
+    findings: Sequence[Finding] = ()
 
     @classmethod
     def of_files(cls, document: dict[str, Any], given: Iterable[str | Path | None], **more: Any) -> Report:
         return cls(document, given=[str(path) for path in given if path is not None], **more)
 
-    @property
-    def findings(self) -> list[dict[str, Any]]:
-        findings: list[dict[str, Any]] = self.document.get("findings") or []
-        return findings
+    def said(self) -> Sequence[Said | None]:
+        """What each finding of the document said, typed (None: a sentence only); nothing
+        when the findings are not known for each of the document's."""
+        if len(self.findings) != len(self.document.get("findings") or ()):
+            return ()
+        return [finding.said for finding in self.findings]
