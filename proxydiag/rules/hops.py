@@ -1,0 +1,192 @@
+"""PD101, PD102, PD109, PD110 judged from hops, whatever showed them: one rule per code.
+
+A proxy configuration, a log and a probe build `Hop`s (facts/hop.py); each rule here reads
+them and returns a typed hit. The sentence is written from the hop's fields through
+`Names`, so `--anonymize` renames addresses, paths and quoted text before any text exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from proxydiag.facts.hop import Cite, Hop, Party
+from proxydiag.rules.base import Lowered
+from proxydiag.rules.said import Names, Said, endpoint
+
+MAX_REPLIES = 3
+
+
+def told_cite(names: Names, cite: Cite) -> str:
+    """`haproxy.cfg:5`, the path through `names` (the line's text stays in the evidence)."""
+    if cite.path is None:
+        return names.text(cite.text)
+    return f"{names.path(cite.path)}:{cite.line}" if cite.line is not None else names.path(cite.path)
+
+
+def told_party(names: Names, party: Party, default: str) -> str:
+    """A sender or listener in words: its software and name, where it is, and for which
+    connections a map chooses it."""
+    head = " ".join(part for part in (party.software, "listener" if party.name is not None else None,
+                                       repr(names.text(party.name)) if party.name is not None else None) if part)
+    where = ([endpoint(names, party.address, party.port)] if party.address else
+             [f"port {party.port}"] if party.port is not None else [])
+    if party.chosen_for:
+        where.append(names.text(party.chosen_for))
+    if party.at is not None and not head:
+        head = told_cite(names, party.at)
+    if not head:
+        head = default if not where else ""
+    if not where:
+        return head
+    return f"{head} ({', '.join(where)})" if head else ", ".join(where)
+
+
+def counted(hop: Hop) -> str:
+    """How many connections (log lines) the hop stands for, where evidence counts them."""
+    return "" if hop.provenance.kind == "config" else f" ({hop.provenance.count} connection(s))"
+
+
+@dataclass(frozen=True)
+class HopHit:
+    """One rule firing on one hop."""
+
+    code: str
+    said: Said
+    hop: Hop
+    lowered: Lowered | None = None
+
+
+@dataclass(frozen=True)
+class HopSaid(Said):
+    """A hit on a hop: its sender and listener in words, where the evidence does not name them
+    the defaults of the hit kind."""
+
+    hop: Hop
+    SENDER: ClassVar[str] = "the proxy"
+    LISTENER: ClassVar[str] = "the listener"
+
+    def parties(self, names: Names) -> tuple[str, str]:
+        return told_party(names, self.hop.sender, self.SENDER), told_party(names, self.hop.listener, self.LISTENER)
+
+
+@dataclass(frozen=True)
+class MissingHeaderSaid(HopSaid):
+    SENDER = "the peer"
+
+    def message(self, names: Names) -> str:
+        hop = self.hop
+        sender, listener = self.parties(names)
+        expects = ("expects one from it if it connects from one of the listener's trusted networks"
+                   if hop.expects_inferred else "expects one from it")
+        tls = " (implicit TLS)" if hop.tls else ""
+        note = (" The bytes did not parse: no header at all, or a malformed one (PD103); a capture tells them apart."
+                if hop.unparsed else "")
+        return (f"{sender} sends no PROXY header{tls} to {listener}, which {expects}{counted(hop)}: the listener "
+                f"waits for a header and the session hangs without a greeting.{note}")
+
+
+@dataclass(frozen=True)
+class ExpectsHeaderFromClientSaid(HopSaid):
+    SENDER = "mail clients and MTAs"
+    LISTENER = "the proxy"
+
+    def message(self, names: Names) -> str:
+        hop = self.hop
+        sender, listener = self.parties(names)
+        from_whom = " (only from the sources it trusts: a balancer in front?)" if hop.expects_inferred else ""
+        return (f"{listener} expects a PROXY header from whoever connects{from_whom}, but {sender} send none"
+                f"{counted(hop)}, so the proxy refuses them. It should send headers to the server, not accept them "
+                "(unless a load balancer in front sends them: give its configuration too).")
+
+
+@dataclass(frozen=True)
+class UnexpectedHeaderSaid(HopSaid):
+
+    def message(self, names: Names) -> str:
+        hop = self.hop
+        sender, listener = self.parties(names)
+        why = (f"whose trusted networks do not hold the sender's address {names.address(hop.sender.address)}"
+               if hop.sender.address else "which trusts no proxy from there")
+        return (f"{sender} sends a {hop.sends} PROXY header to {listener}, {why}{counted(hop)}: the listener reads "
+                f"the header as protocol data ({answer_to_a_header(hop, names)}).")
+
+
+def answer_to_a_header(hop: Hop, names: Names) -> str:
+    """What the listener said to the header's bytes, or what Stalwart says to them
+    (references.md, "When the peer is not trusted")."""
+    if hop.replies:
+        return "it answered " + "; ".join(repr(names.text(reply)) for reply in hop.replies[:MAX_REPLIES])
+    if hop.listener_implicit_tls:
+        return "the TLS handshake fails on it: \"received corrupt message of type InvalidContentType\""
+    protocol = (hop.protocol or "").lower()
+    if protocol in ("smtp", "lmtp"):
+        return ("it greets, answers 500 5.5.1 three times and says 221 Bye (the v2 signature holds QUIT)"
+                if hop.sends == "v2" else "it answers 500 5.5.1 to the header line, and the session goes on")
+    return {"imap": "IMAP answers BAD [PARSE]", "pop3": "POP3 answers -ERR", "http": "HTTP reads it as a broken request",
+            "https": "HTTP reads it as a broken request"}.get(protocol, "it reads the header as commands")
+
+
+@dataclass(frozen=True)
+class WaitsForClientSaid(HopSaid):
+    LISTENER = "the proxy"
+
+    def message(self, names: Names) -> str:
+        _, listener = self.parties(names)
+        return (f"{listener} connects to the server (or greets) only after its client's first bytes, but clients of a "
+                "server-speaks-first protocol wait for the greeting: sessions stall until the client gives up (or "
+                "for ever).")
+
+
+def header_missing(hop: Hop) -> bool:
+    """The mail server's listener requires a header of this sender, which sends none."""
+    return hop.listener_role == "server" and hop.sends == "none" and hop.expects == "required"
+
+
+def header_unexpected(hop: Hop) -> bool:
+    """A header reaches the mail server's listener, which does not take one from this sender."""
+    return hop.listener_role == "server" and hop.sends in ("v1", "v2") and hop.expects == "none"
+
+
+def header_demanded_of_clients(hop: Hop) -> bool:
+    """A proxy's front requires a header of whoever connects, and its senders send none."""
+    return hop.listener_role == "proxy" and hop.sends == "none" and hop.expects == "required"
+
+
+def waits_for_client(hop: Hop) -> bool:
+    """A proxy forwards only after its client's first bytes, on a protocol where the server
+    speaks first (a client opening with TLS speaks first by design)."""
+    return hop.waits_for_client and bool(hop.server_speaks_first) and not hop.client_opens_tls
+
+
+@dataclass(frozen=True)
+class HopRule:
+    """A code of the catalog judged from one hop: `applies` is its whole predicate; a hop whose
+    expectation was guessed gives the page's severity one step lower."""
+
+    code: str
+    applies: Callable[[Hop], bool]
+    said: Callable[[Hop], Said]
+
+    def judge(self, hop: Hop) -> HopHit | None:
+        if not self.applies(hop):
+            return None
+        return HopHit(self.code, self.said(hop), hop, "inferred" if hop.expects_inferred else None)
+
+
+MISSING_HEADER = HopRule("PD101", header_missing, MissingHeaderSaid)
+UNEXPECTED_HEADER = HopRule("PD102", header_unexpected, UnexpectedHeaderSaid)
+EXPECTS_HEADER_FROM_CLIENT = HopRule("PD109", header_demanded_of_clients, ExpectsHeaderFromClientSaid)
+WAITS_FOR_CLIENT = HopRule("PD110", waits_for_client, WaitsForClientSaid)
+HOP_RULES: tuple[HopRule, ...] = (MISSING_HEADER, UNEXPECTED_HEADER, EXPECTS_HEADER_FROM_CLIENT, WAITS_FOR_CLIENT)
+
+
+def judge_hops(hops: Iterable[Hop], rules: Iterable[HopRule] = HOP_RULES) -> Iterator[HopHit]:
+    """Every hit of every rule on every hop, hop by hop."""
+    chosen = tuple(rules)
+    for hop in hops:
+        for rule in chosen:
+            hit = rule.judge(hop)
+            if hit is not None:
+                yield hit

@@ -1,0 +1,78 @@
+"""The header rules judged from hops built directly (tests/facts.py), whatever the evidence."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxydiag.rules.finding import make_finding
+from proxydiag.rules.hops import HOP_RULES, judge_hops
+from tests.facts import hop
+
+
+class _Hidden:
+    def address(self, address: str) -> str:
+        return "192.0.2.1"
+
+    def host(self, name: str) -> str:
+        return "host1.anon.invalid"
+
+    def path(self, path: str) -> str:
+        return "input1"
+
+    def text(self, text: str) -> str:
+        return "x"
+
+
+def codes(*hops) -> list[tuple[str, str | None]]:
+    return [(hit.code, hit.lowered) for hit in judge_hops(hops)]
+
+
+@pytest.mark.parametrize("kind", ["capture", "config", "log", "probe"])
+def test_the_same_hop_gives_the_same_code_whatever_showed_it(kind):
+    assert codes(hop("none", "required", kind=kind)) == [("PD101", None)]
+    assert codes(hop("v2", "none", kind=kind)) == [("PD102", None)]
+    assert codes(hop("none", "required", role="proxy", kind=kind)) == [("PD109", None)]
+    assert codes(hop(waits_for_client=True, server_speaks_first=True, expects=None, kind=kind)) == [("PD110", None)]
+
+
+def test_pd101_needs_a_listener_that_requires_a_header_and_none_sent():
+    assert codes(hop("none", "none")) == [] and codes(hop("none", "optional")) == [] and codes(hop("v1", "required")) == []
+    assert codes(hop("none", None)) == []
+
+
+def test_pd101_is_lowered_where_the_expectation_was_guessed():
+    assert codes(hop("none", "required", inferred=True)) == [("PD101", "inferred")]
+
+
+def test_pd102_only_for_a_header_the_server_does_not_take():
+    assert codes(hop("v1", "none")) == [("PD102", None)]
+    assert codes(hop("local", "none")) == [] and codes(hop("v2", "required")) == [] and codes(hop("v2", None)) == []
+
+
+def test_a_header_demanded_by_a_proxy_front_is_pd109_not_pd101():
+    assert codes(hop("none", "required", role="proxy")) == [("PD109", None)]
+    assert codes(hop("none", "required", role="proxy", inferred=True)) == [("PD109", "inferred")]
+    assert codes(hop("none", "optional", role="proxy")) == []
+
+
+@pytest.mark.parametrize("speaks_first, opens_tls, found", [(True, False, True), (False, False, False),
+                                                            (True, True, False), (None, False, False)])
+def test_pd110_only_where_the_client_waits_for_the_greeting(speaks_first, opens_tls, found):
+    waiting = hop(expects=None, waits_for_client=True, server_speaks_first=speaks_first, client_opens_tls=opens_tls)
+    assert codes(waiting) == ([("PD110", None)] if found else [])
+    assert codes(hop(expects=None, server_speaks_first=True)) == []
+
+
+def test_every_rule_takes_its_severity_from_the_catalog():
+    hits = list(judge_hops([hop("none", "required"), hop("v2", "none"), hop("none", "required", role="proxy"),
+                            hop(expects=None, waits_for_client=True, server_speaks_first=True)]))
+    assert sorted(hit.code for hit in hits) == sorted(rule.code for rule in HOP_RULES)
+    assert {make_finding(hit.code, hit.said, {}).severity for hit in hits} == {"error"}
+
+
+def test_the_sentence_names_the_hop_through_names():
+    hit = next(judge_hops([hop("v2", "none", replies=("500 5.5.1 Invalid command.",))]))
+    told = make_finding(hit.code, hit.said, {})
+    assert "10.0.0.3:10025" in told.message and "10.0.0.2" in told.message and "500 5.5.1" in told.message
+    hidden = told.message_for(_Hidden())
+    assert "10.0.0." not in hidden and "500 5.5.1" not in hidden and "192.0.2.1:10025" in hidden
