@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from proxydiag.facts.log_hops import client_without_header_hop, missing_header_hop
+from proxydiag.facts.probe_hops import answered_hop, unheaded_hop, verdict
 from proxydiag.rules.finding import make_finding
 from proxydiag.rules.hops import HOP_RULES, judge_hops
-from tests.facts import hop
+from tests.facts import hop, log_event, probe_step, target_probe
 
 
 class _Hidden:
@@ -76,3 +78,41 @@ def test_the_sentence_names_the_hop_through_names():
     assert "10.0.0.3:10025" in told.message and "10.0.0.2" in told.message and "500 5.5.1" in told.message
     hidden = told.message_for(_Hidden())
     assert "10.0.0." not in hidden and "500 5.5.1" not in hidden and "192.0.2.1:10025" in hidden
+
+
+# --- the hops each kind of evidence builds ------------------------------------------------
+
+def test_stalwart_proxy_errors_are_a_hop_to_a_listener_requiring_a_header():
+    group = [log_event("network.proxy-error", source="stalwart", seconds=s, reason="invalid proxy header",
+                       listenerId="smtp", localPort=10025, remoteIp="::ffff:10.0.0.2") for s in (0, 3)]
+    built = missing_header_hop(group)
+    assert (built.listener_role, built.sends, built.expects, built.unparsed) == ("server", "none", "required", True)
+    assert built.sender.address == "10.0.0.2" and built.listener.name == "smtp" and built.listener.port == 10025
+    assert built.provenance.kind == "log" and built.provenance.count == 2
+    assert built.provenance.cited() == ["stalwart.log:1", "stalwart.log:4"]
+
+
+def test_a_proxy_s_not_a_header_errors_are_a_hop_to_its_front():
+    group = [log_event("haproxy.proxy-not-header", client="203.0.113.9", frontend="fe", bind=":25"),
+             log_event("haproxy.proxy-timeout", client="203.0.113.8", frontend="fe", bind=":25")]
+    built = client_without_header_hop(group)
+    assert (built.listener_role, built.sends, built.expects) == ("proxy", "none", "required")
+    assert built.sender.address is None and built.listener.software == "HAProxy"
+
+
+GREETING = b"220 mx.example.test ESMTP\r\n"
+
+
+def test_a_probe_front_that_greets_only_with_a_header_is_a_hop_requiring_one():
+    probe = target_probe("192.0.2.10", 25, probe_step("none", ended_by="server-fin", port=25), probe_step("v2", GREETING))
+    built = unheaded_hop(probe, verdict(probe))
+    assert built is not None and (built.listener_role, built.sends, built.expects) == ("proxy", "none", "required")
+    assert built.provenance.cited() == ["step none", "step v2"]
+
+
+def test_a_probe_header_answered_as_commands_is_a_hop_the_listener_does_not_expect():
+    answered = probe_step("v1", GREETING + b"500 5.5.1 Invalid command.\r\n", port=10025)
+    probe = target_probe("192.0.2.10", 10025, probe_step("none", GREETING, port=10025), answered)
+    built = answered_hop(probe, answered, ["v1"])
+    assert (built.listener_role, built.sends, built.expects) == ("server", "v1", "none")
+    assert built.replies == ("500 5.5.1 Invalid command.",)

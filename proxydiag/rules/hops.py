@@ -45,7 +45,7 @@ def told_party(names: Names, party: Party, default: str) -> str:
 
 def counted(hop: Hop) -> str:
     """How many connections (log lines) the hop stands for, where evidence counts them."""
-    return "" if hop.provenance.kind == "config" else f" ({hop.provenance.count} connection(s))"
+    return f" ({hop.provenance.count} connection(s))" if hop.provenance.kind in ("log", "capture") else ""
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,8 @@ class ExpectsHeaderFromClientSaid(HopSaid):
         hop = self.hop
         sender, listener = self.parties(names)
         from_whom = " (only from the sources it trusts: a balancer in front?)" if hop.expects_inferred else ""
-        return (f"{listener} expects a PROXY header from whoever connects{from_whom}, but {sender} send none"
+        sends = "send" if hop.sender == Party() else "sends"
+        return (f"{listener} expects a PROXY header from whoever connects{from_whom}, but {sender} {sends} none"
                 f"{counted(hop)}, so the proxy refuses them. It should send headers to the server, not accept them "
                 "(unless a load balancer in front sends them: give its configuration too).")
 
