@@ -6,6 +6,7 @@ import ipaddress
 import re
 from typing import Iterator
 
+from proxydiag.facts.capture_hops import connection_hop, sent_by
 from proxydiag.facts.model import Connection
 from proxydiag.parsers.protocols.http import HttpOpening
 from proxydiag.rules import tally
@@ -19,6 +20,7 @@ from proxydiag.rules.base import (
     header_hex,
     implicit_tls_listener,
 )
+from proxydiag.rules.hops import EXPECTS_HEADER_FROM_CLIENT, MISSING_HEADER, UNEXPECTED_HEADER, WAITS_FOR_CLIENT
 from proxydiag.rules.stalwart_reader import stalwart_reading
 
 TOO_SOON = re.compile(rb"talk(ing)? too soon|pregreet|before (the )?greeting|wait for (the )?greeting", re.I)
@@ -54,7 +56,7 @@ class MissingProxyHeader(Rule):
     code = "PD101"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
-        if conn.mid_stream or conn.header is not None or (conn.proxy and conn.proxy.version):
+        if conn.mid_stream or sent_by(conn) != "none":
             return
         expectation = ctx.expectation(conn)
         if conn.client_first is None:
@@ -69,14 +71,14 @@ class MissingProxyHeader(Rule):
             else ""
         )
         evidence = {"client_first": conn.client_first, "client_first_frame": conn.client_first_frame}
-        if expectation is not None and expectation.wants_header:
+        if expectation is not None and MISSING_HEADER.applies(connection_hop(conn, expectation)):
             yield Hit(
                 f"Connection to {describe_endpoint(conn)} starts with {conn.client_first!r} instead of a PROXY header, "
                 f"but the listener expects one ({expectation.source}).{tls_note}",
                 [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),
                 lowered="inferred" if expectation.inferred else None,
             )
-        elif conn.server_speaks_first and conn.first_speaker == "client" and not greeted(conn) and not relayed(conn, ctx):
+        elif self.waited_for_a_header(conn, ctx) and MISSING_HEADER.applies(connection_hop(conn, None, expects="required")):
             answer = f" (its only answer: {conn.greeting!r})" if conn.greeting else ""
             yield Hit(
                 f"The client spoke first ({conn.client_first!r}) and {describe_endpoint(conn)} never greeted{answer}: "
@@ -84,13 +86,19 @@ class MissingProxyHeader(Rule):
                 [conn], evidence | {"server": conn.greeting}, group=endpoint(conn),
             )
 
+    @staticmethod
+    def waited_for_a_header(conn: Connection, ctx: Context) -> bool:
+        """The client spoke first on a server-speaks-first protocol and was never greeted: the
+        listener behaves as one that requires a header."""
+        return conn.server_speaks_first and conn.first_speaker == "client" and not greeted(conn) and not relayed(conn, ctx)
 
     def silent_leg(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         """Nothing at all from the proxy, to a listener that expects a header: the
         listener waits for it and never greets (Stalwart hangs; Postfix gives up with a
         421). A connect-only check (closed within a second) is PD403's."""
         expectation = ctx.expectation(conn)
-        if expectation is None or not expectation.wants_header or greeted(conn) or conn.closed_by is None:
+        if expectation is None or not MISSING_HEADER.applies(connection_hop(conn, expectation)) or greeted(conn) \
+                or conn.closed_by is None:
             return
         end = conn.greeting_ts if conn.greeting_ts is not None else conn.close_ts
         start = conn.established_ts or conn.start_ts
@@ -132,7 +140,7 @@ class UnexpectedProxyHeader(Rule):
                 "networks.",
                 [conn], evidence, group=endpoint(conn),
             )
-        elif expectation is not None and expectation.value == "none":
+        elif UNEXPECTED_HEADER.applies(connection_hop(conn, expectation)) and expectation is not None:
             yield Hit(
                 f"{describe_endpoint(conn)} received a PROXY v{header.version} header but does not expect one "
                 f"({expectation.source}).",
@@ -303,7 +311,7 @@ class ProxyExpectsHeaderFromClient(Rule):
         if not refused_without_a_word(conn, ctx):
             return
         why = front_of_a_proxy(conn, ctx)
-        if why is None:
+        if why is None or not EXPECTS_HEADER_FROM_CLIENT.applies(connection_hop(conn, None, "proxy", "required")):
             return
         before = f" after {conn.client_first!r}" if conn.client_first else ""
         yield Hit(
@@ -372,7 +380,8 @@ class ProxyWaitsForClient(Rule):
         same_segment = conn.client_first is not None and conn.client_first_frame == conn.header_frames[0]
         before_greeting = conn.greeting_ts is None or (conn.client_first_ts or 0) <= conn.greeting_ts
         too_soon = conn.server_text is not None and TOO_SOON.search(conn.server_text.encode())
-        if (same_segment and before_greeting) or too_soon:
+        if ((same_segment and before_greeting) or too_soon) and WAITS_FOR_CLIENT.applies(
+                connection_hop(conn, None, waits_for_client=True)):
             words = f" The server said {conn.greeting!r}." if too_soon else ""
             yield Hit(
                 f"The proxy sent the PROXY header to {describe_endpoint(conn)} together with the client's first command "
@@ -389,7 +398,8 @@ class ProxyWaitsForClient(Rule):
             return  # a TLS client speaks first by design; the proxy connects once TLS is up
         if front.greeting_ts is not None and front.greeting_ts <= front.client_first_ts:
             return  # the proxy greeted the client itself (nginx mail): nobody was left waiting
-        if back.server_speaks_first and back.start_ts > front.client_first_ts:
+        if back.start_ts > front.client_first_ts and WAITS_FOR_CLIENT.applies(
+                connection_hop(back, None, waits_for_client=True)):
             idle = front.client_first_ts - (front.established_ts or front.start_ts)
             yield Hit(
                 f"The proxy {describe_endpoint(front)} connected to the server (connection {back.id}) only after the "
