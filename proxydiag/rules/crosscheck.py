@@ -27,8 +27,10 @@ from proxydiag.facts.config_hops import (
     front_hop,
     route_hop,
     same_proxy,
-    target as find_target,
     waiting_hop,
+)
+from proxydiag.facts.config_hops import (
+    target as find_target,
 )
 from proxydiag.rules.base import Finding
 from proxydiag.rules.finding import make_finding
