@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from proxydiag.facts.hop import Hop, Party, Provenance
 from proxydiag.facts.log_hops import client_without_header_hop, missing_header_hop
 from proxydiag.facts.probe_hops import answered_hop, unheaded_hop, verdict
+from proxydiag.rules import catalog
 from proxydiag.rules.finding import make_finding
 from proxydiag.rules.hops import HOP_RULES, judge_hops
 from tests.facts import hop, log_event, probe_step, target_probe
@@ -68,9 +70,26 @@ def test_pd110_only_where_the_client_waits_for_the_greeting(speaks_first, opens_
 
 def test_every_rule_takes_its_severity_from_the_catalog():
     hits = list(judge_hops([hop("none", "required"), hop("v2", "none"), hop("none", "required", role="proxy"),
-                            hop(expects=None, waits_for_client=True, server_speaks_first=True)]))
+                            hop(expects=None, waits_for_client=True, server_speaks_first=True),
+                            hop("none", "required", health_check=True), hop(expects=None, public_port=25, protocol="smtp")]))
     assert sorted(hit.code for hit in hits) == sorted(rule.code for rule in HOP_RULES)
-    assert {make_finding(hit.code, hit.said, {}).severity for hit in hits} == {"error"}
+    pages = catalog.load_pages()
+    assert all(make_finding(hit.code, hit.said, {}).severity == pages[hit.code].severity for hit in hits)
+
+
+def test_a_health_check_without_header_is_pd403_not_pd101():
+    assert codes(hop("none", "required", health_check=True)) == [("PD403", None)]
+    assert codes(hop("local", "required", health_check=True)) == []
+    assert codes(hop("none", None, health_check=True)) == []
+
+
+@pytest.mark.parametrize("public, own, protocol, inferred, found", [
+    (25, 10025, "smtp", False, True), (25, 25, "smtp", False, False), (587, 10587, "smtp", False, False),
+    (25, 10143, "imap", False, False), (25, None, "smtp", False, False), (25, None, "smtp", True, True)])
+def test_pd209_where_public_25_reaches_another_smtp_port(public, own, protocol, inferred, found):
+    remapped = Hop(sender=Party(), listener=Party(port=own), listener_role="server", sends="none", expects=None,
+                   provenance=Provenance("log"), public_port=public, protocol=protocol, inferred=inferred)
+    assert codes(remapped) == ([("PD209", "inferred" if inferred else None)] if found else [])
 
 
 def test_the_sentence_names_the_hop_through_names():

@@ -35,7 +35,7 @@ def connection_hop(conn: Connection, expectation: Expectation | None, role: List
         listener_role=role,
         sends=sent_by(conn),
         expects=expects or expects_of(expectation),
-        expects_inferred=expects is None and expectation is not None and expectation.inferred,
+        inferred=expects is None and expectation is not None and expectation.inferred,
         provenance=Provenance("capture", (Cite(None, None, f"frame {conn.first_frame}"),)),
         server_speaks_first=conn.server_speaks_first,
         client_opens_tls=conn.tls_client_hello,

@@ -14,7 +14,7 @@ from proxydiag.configs.compose import Published
 from proxydiag.configs.model import WILDCARD_ADDRESSES, FrontListener, Origin, ProxyConfig, Route
 from proxydiag.configs.stalwart import Listener, StalwartConfig
 from proxydiag.configs.stalwart_lines import StalwartLines
-from proxydiag.facts.hop import Cite, Expects, Hop, Party, Provenance
+from proxydiag.facts.hop import Cite, Expects, Hop, Party, Provenance, Sent
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
 
 
@@ -149,7 +149,7 @@ def route_hop(route: Route, found: Target) -> Hop:
         listener_role="server",
         sends=route.sends,
         expects=expects,
-        expects_inferred=found.trusted is None,
+        inferred=found.trusted is None,
         provenance=_provenance(route.origin, route.sends_origin),
         ssl_tlv=route.ssl_tlv,
         listener_implicit_tls=listener.implicit_tls,
@@ -168,7 +168,7 @@ def front_hop(front: FrontListener) -> Hop:
         sends="none",
         expects="required" if front.accepts_header and not front.header_optional else "optional"
         if front.accepts_header else "none",
-        expects_inferred=bool(front.trusted_sources),
+        inferred=bool(front.trusted_sources),
         provenance=_provenance(front.origin),
     )
 
@@ -204,3 +204,54 @@ def waiting_hop(route: Route, table: ServiceTable) -> Hop | None:
         client_opens_tls=bool(service and service.implicit_tls and not front.tls_terminated),
         waits_for_client=route.waits_for_client,
     )
+
+
+def check_hop(route: Route, checked: Target | None) -> Hop | None:
+    """The route's health checks to the listener they reach (their own port's, where set): a
+    header required of them where that listener trusts the proxy, or, without Stalwart's
+    configuration, where the route itself sends one."""
+    check = route.health_check
+    if check is None:
+        return None
+    requires = checked.trusted if checked is not None else route.sends != "none"
+    port = check.port or route.target_port
+    sends: Sent = "none" if not check.sends_header else "local" if check.local else "v2" if route.sends == "none" \
+        else route.sends
+    return Hop(
+        sender=Party(address=route.source_address, at=cite(route.origin)),
+        listener=_stalwart_party(checked, port),
+        listener_role="server",
+        sends=sends,
+        expects="required" if requires else None,
+        provenance=_provenance(check.origin, route.origin),
+        health_check=True,
+    )
+
+
+def mx_hop(route: Route, found: Target | None, setting: Setting) -> Hop | None:
+    """The clients of the route's front port to the SMTP listener behind: the Stalwart one bound
+    there (its own port, the container's behind a published port), or without Stalwart's
+    configuration a port that serves SMTP by convention. With Stalwart's configuration and no
+    listener there, the port is translated on the way: the listener's own port is unknown."""
+    front = route.front
+    if front is None or (found is None and setting.stalwart is not None):
+        return None
+    port = found.port if found is not None and found.port is not None else route.target_port
+    service = setting.table.lookup(port)
+    protocol = (found.listener.protocol or "smtp") if found is not None else service.protocol if service else None
+    return Hop(
+        sender=Party(at=cite(front.origin)),
+        listener=_stalwart_party(found, port),
+        listener_role="server",
+        sends=route.sends,
+        expects=None,
+        provenance=_provenance(front.origin, route.origin),
+        protocol=protocol,
+        public_port=front.port,
+    )
+
+
+def _stalwart_party(found: Target | None, port: int | None) -> Party:
+    if found is None:
+        return Party(port=port)
+    return Party(port=port, name=found.listener.id, software="Stalwart")

@@ -66,7 +66,7 @@ class Hop:
     sends: Sent
     expects: Expects | None  # of this sender; None: unknown
     provenance: Provenance
-    expects_inferred: bool = False  # guessed (the sender's address is not known to the listener's trust)
+    inferred: bool = False  # what decides was guessed (the sender's address unknown to the listener's trust, ...)
     ssl_tlv: bool = False  # the header says the client used TLS
     listener_implicit_tls: bool | None = None
     server_speaks_first: bool | None = None  # the service behind the listener greets first
@@ -76,3 +76,6 @@ class Hop:
     unparsed: bool = False  # bytes came that did not parse: no header, or a malformed one
     tls: bool = False  # the sender spoke TLS to the listener
     replies: tuple[str, ...] = ()  # the listener's answers to the header's bytes, as it wrote them
+    health_check: bool = False  # the sender's own checks (connect, or LOCAL), not clients' sessions
+    period_seconds: float | None = None  # the checks' interval, where the evidence shows it
+    public_port: int | None = None  # the port the clients reached in front (the header's destination)

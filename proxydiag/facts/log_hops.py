@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from dataclasses import replace
 
 from proxydiag.facts.hop import Cite, Hop, ListenerRole, Party, Provenance
 from proxydiag.logs.event import LogEvent
@@ -84,11 +85,13 @@ def _listener(event: LogEvent) -> Party:
     return Party(name=listener_of(event), software=software)
 
 
-def missing_header_hop(group: Sequence[LogEvent]) -> Hop:
-    """Stalwart's proxy errors on one listener: its trusted peers sent no header it could read."""
-    return _header_error_hop(group, "server",
-                             unparsed=any("invalid proxy header" in (event.text("reason") or "") for event in group),
-                             tls=any(event.fields.get("tls") is True for event in group))
+def missing_header_hop(group: Sequence[LogEvent], period: float | None = None) -> Hop:
+    """Stalwart's proxy errors on one listener: its trusted peers sent no header it could read;
+    coming like clockwork (`period`), a checker's connections rather than clients'."""
+    return replace(_header_error_hop(group, "server",
+                                     unparsed=any("invalid proxy header" in (event.text("reason") or "") for event in group),
+                                     tls=any(event.fields.get("tls") is True for event in group)),
+                   health_check=period is not None, period_seconds=period)
 
 
 def client_without_header_hop(group: Sequence[LogEvent]) -> Hop:
@@ -100,3 +103,12 @@ def _header_error_hop(group: Sequence[LogEvent], role: ListenerRole, unparsed: b
     """A listener that requires a header, and the senders of these lines that sent none."""
     return Hop(sender=_sender(group), listener=_listener(group[0]), listener_role=role, sends="none",
                expects="required", provenance=_provenance(group), unparsed=unparsed, tls=tls)
+
+
+def mx_hop(group: Sequence[LogEvent], listener_known: bool = True) -> Hop:
+    """SMTP sessions refused MAIL FROM without AUTH on a listener that is no submission one:
+    inbound MX mail, which came in on public port 25. Without the listener (a quoted reply
+    only), its port is a guess."""
+    return Hop(sender=Party(), listener=_listener(group[0]) if listener_known else Party(), listener_role="server",
+               sends="none", expects=None, provenance=_provenance(group), protocol="smtp", public_port=25,
+               inferred=not listener_known)

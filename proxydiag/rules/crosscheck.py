@@ -24,7 +24,9 @@ from proxydiag.facts.config_hops import (
     Target,
     chain_hop,
     chains,
+    check_hop,
     front_hop,
+    mx_hop,
     route_hop,
     same_proxy,
     waiting_hop,
@@ -34,7 +36,15 @@ from proxydiag.facts.config_hops import (
 )
 from proxydiag.rules.base import Finding
 from proxydiag.rules.finding import make_finding
-from proxydiag.rules.hops import EXPECTS_HEADER_FROM_CLIENT, MISSING_HEADER, UNEXPECTED_HEADER, WAITS_FOR_CLIENT, HopHit
+from proxydiag.rules.hops import (
+    EXPECTS_HEADER_FROM_CLIENT,
+    HEALTH_CHECK_WITHOUT_HEADER,
+    MISSING_HEADER,
+    MX_PORT_REMAPPED,
+    UNEXPECTED_HEADER,
+    WAITS_FOR_CLIENT,
+    HopHit,
+)
 from proxydiag.rules.said import AS_THEY_ARE, Said
 from proxydiag.services import DEFAULT_TABLE, Service, ServiceTable
 
@@ -316,54 +326,30 @@ def _judge_waiting(route: Route, config: ProxyConfig, table: ServiceTable) -> It
 
 
 def _judge_mx_port(route: Route, config: ProxyConfig, target: Target | None, setting: Setting) -> Iterable[Judgement]:
-    """Public 25 forwarded to an SMTP listener on another port. The listener is the Stalwart
-    one bound there; without Stalwart's configuration, a port that serves SMTP by
-    convention (10025, 2525, 587). A port no listener binds is translated on the way (a
-    Kubernetes NodePort, a published container port): the listener's own port is unknown."""
-    front = route.front
-    port = target.port if target is not None and target.port is not None else route.target_port
-    if front is None or front.port != 25 or port is None or port == 25:
+    hop = mx_hop(route, target, setting)
+    hit = MX_PORT_REMAPPED.judge(hop) if hop is not None else None
+    if hit is None or route.front is None:
         return
-    if target is not None and (target.listener.protocol or "smtp").lower() != "smtp":
-        return
-    service = setting.table.lookup(port)
-    if target is None and (setting.stalwart is not None or service is None or service.protocol != "smtp"):
-        return
-    yield Judgement(
-        "PD209",
-        f"Public port 25 ({front.origin}) reaches "
-        + (f"Stalwart listener {target.listener.id!r} on port {port}" if target else f"an SMTP listener on port {port}")
-        + f" ({route.origin}). Stalwart's default rules test the listener's own port: with it not 25, inbound MX mail "
-        "must authenticate (503 5.5.1) and SPF/DMARC/iprev are skipped.",
-        {**_both(route, target), "front": front.origin.cite()},
-        () if target is not None and target.published is not None else fixes.point_to_port(route, config.kind, 25),
-        (f"Publish the container's port 25 there instead ({target.published}), or "
-         + fixes.mx_port_advice(target.where).removeprefix("and ") if target and target.published else
+    published = target.published if target is not None else None
+    yield Judgement.of_hit(
+        hit, {**_both(route, target), "front": route.front.origin.cite()},
+        () if published is not None else fixes.point_to_port(route, config.kind, 25),
+        (f"Publish the container's port 25 there instead ({published}), or "
+         + fixes.mx_port_advice(target.where).removeprefix("and ") if target and published else
          fixes.mx_port_advice(target.where if target else None)),
     )
 
 
 def _judge_health_check(route: Route, config: ProxyConfig, target: Target | None, setting: Setting) -> Iterable[Judgement]:
     check = route.health_check
-    if check is None or check.sends_header:
-        return
-    port = check.port or route.target_port
     checked = target
-    if setting.stalwart is not None and check.port is not None and check.port != route.target_port:
+    if check is not None and setting.stalwart is not None and check.port is not None and check.port != route.target_port:
         checked = find_target(Route(route.front, route.server_address, check.port, "none", route.origin,
-                                source_address=route.source_address), setting, StalwartLines.of(setting.stalwart))
-    requires = checked.trusted if checked is not None else route.sends != "none"
-    if not requires:
-        return
-    yield Judgement(
-        "PD403",
-        f"Health checks of {route.origin} connect to port {port} without a PROXY header, where one is required"
-        + (f" (Stalwart listener {checked.listener.id!r} trusts {route.source_address})" if checked else
-           " (the route itself sends one)")
-        + ": each check is a failed connection in Stalwart's log and counts towards banning the proxy.",
-        _both(route, checked),
-        fixes.check_with_header(route, config.kind),
-    )
+                                    source_address=route.source_address), setting, StalwartLines.of(setting.stalwart))
+    hop = check_hop(route, checked)
+    hit = HEALTH_CHECK_WITHOUT_HEADER.judge(hop) if hop is not None else None
+    if hit is not None:
+        yield Judgement.of_hit(hit, _both(route, checked), fixes.check_with_header(route, config.kind))
 
 
 # --- findings ----------------------------------------------------------------------------

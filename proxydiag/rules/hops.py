@@ -1,4 +1,4 @@
-"""PD101, PD102, PD109, PD110 judged from hops, whatever showed them: one rule per code.
+"""PD101, PD102, PD109, PD110, PD209, PD403 judged from hops, whatever showed them: one rule per code.
 
 A proxy configuration, a log and a probe build `Hop`s (facts/hop.py); each rule here reads
 them and returns a typed hit. The sentence is written from the hop's fields through
@@ -7,6 +7,7 @@ them and returns a typed hit. The sentence is written from the hop's fields thro
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
@@ -64,22 +65,26 @@ class HopSaid(Said):
     the defaults of the hit kind."""
 
     hop: Hop
-    SENDER: ClassVar[str] = "the proxy"
-    LISTENER: ClassVar[str] = "the listener"
+    UNNAMED: ClassVar[tuple[str, str]] = ("the proxy", "the listener")  # the sender, the listener
 
-    def parties(self, names: Names) -> tuple[str, str]:
-        return told_party(names, self.hop.sender, self.SENDER), told_party(names, self.hop.listener, self.LISTENER)
+    def message(self, names: Names) -> str:
+        sender, listener = self.UNNAMED
+        return self.told(told_party(names, self.hop.sender, sender), told_party(names, self.hop.listener, listener),
+                         names)
+
+    @abstractmethod
+    def told(self, sender: str, listener: str, names: Names) -> str:
+        """The sentence, given the sender and the listener in words."""
 
 
 @dataclass(frozen=True)
 class MissingHeaderSaid(HopSaid):
-    SENDER = "the peer"
+    UNNAMED = ("the peer", "the listener")
 
-    def message(self, names: Names) -> str:
+    def told(self, sender: str, listener: str, names: Names) -> str:
         hop = self.hop
-        sender, listener = self.parties(names)
         expects = ("expects one from it if it connects from one of the listener's trusted networks"
-                   if hop.expects_inferred else "expects one from it")
+                   if hop.inferred else "expects one from it")
         tls = " (implicit TLS)" if hop.tls else ""
         note = (" The bytes did not parse: no header at all, or a malformed one (PD103); a capture tells them apart."
                 if hop.unparsed else "")
@@ -89,13 +94,11 @@ class MissingHeaderSaid(HopSaid):
 
 @dataclass(frozen=True)
 class ExpectsHeaderFromClientSaid(HopSaid):
-    SENDER = "mail clients and MTAs"
-    LISTENER = "the proxy"
+    UNNAMED = ("mail clients and MTAs", "the proxy")
 
-    def message(self, names: Names) -> str:
+    def told(self, sender: str, listener: str, names: Names) -> str:
         hop = self.hop
-        sender, listener = self.parties(names)
-        from_whom = " (only from the sources it trusts: a balancer in front?)" if hop.expects_inferred else ""
+        from_whom = " (only from the sources it trusts: a balancer in front?)" if hop.inferred else ""
         sends = "send" if hop.sender == Party() else "sends"
         return (f"{listener} expects a PROXY header from whoever connects{from_whom}, but {sender} {sends} none"
                 f"{counted(hop)}, so the proxy refuses them. It should send headers to the server, not accept them "
@@ -104,10 +107,8 @@ class ExpectsHeaderFromClientSaid(HopSaid):
 
 @dataclass(frozen=True)
 class UnexpectedHeaderSaid(HopSaid):
-
-    def message(self, names: Names) -> str:
+    def told(self, sender: str, listener: str, names: Names) -> str:
         hop = self.hop
-        sender, listener = self.parties(names)
         why = (f"whose trusted networks do not hold the sender's address {names.address(hop.sender.address)}"
                if hop.sender.address else "which trusts no proxy from there")
         return (f"{sender} sends a {hop.sends} PROXY header to {listener}, {why}{counted(hop)}: the listener reads "
@@ -131,18 +132,57 @@ def answer_to_a_header(hop: Hop, names: Names) -> str:
 
 @dataclass(frozen=True)
 class WaitsForClientSaid(HopSaid):
-    LISTENER = "the proxy"
+    UNNAMED = ("the proxy", "the proxy")
 
-    def message(self, names: Names) -> str:
-        _, listener = self.parties(names)
+    def told(self, sender: str, listener: str, names: Names) -> str:
         return (f"{listener} connects to the server (or greets) only after its client's first bytes, but clients of a "
                 "server-speaks-first protocol wait for the greeting: sessions stall until the client gives up (or "
                 "for ever).")
 
 
+@dataclass(frozen=True)
+class CheckWithoutHeaderSaid(HopSaid):
+    UNNAMED = ("a proxy", "the listener")
+
+    def told(self, sender: str, listener: str, names: Names) -> str:
+        hop = self.hop
+        every = f" every {hop.period_seconds:g} s" if hop.period_seconds is not None else ""
+        return (f"Health checks of {sender} connect to {listener}{every} without a PROXY header, where one is required"
+                f"{counted(hop)}: each check is a failed connection in Stalwart's log and counts towards banning the "
+                "checker's address.")
+
+
+@dataclass(frozen=True)
+class MxPortRemappedSaid(HopSaid):
+    UNNAMED = ("", "an SMTP listener")
+
+    def told(self, sender: str, listener: str, names: Names) -> str:
+        hop = self.hop
+        front = f" ({sender})" if sender else ""
+        own = "" if hop.listener.port is not None else " bound to another port"
+        refused = " (its log shows MX mail asked to authenticate)" if hop.provenance.kind == "log" else ""
+        return (f"Public port 25{front} reaches {listener}{own}{refused}{counted(hop)}. Stalwart's default rules test the "
+                "listener's own port: with it not 25, inbound MX mail must authenticate (503 5.5.1) and SPF/DMARC/iprev "
+                "are skipped.")
+
+
 def header_missing(hop: Hop) -> bool:
-    """The mail server's listener requires a header of this sender, which sends none."""
-    return hop.listener_role == "server" and hop.sends == "none" and hop.expects == "required"
+    """The mail server's listener requires a header of this sender, which sends none in its
+    clients' sessions (its own checks are PD403's)."""
+    return (hop.listener_role == "server" and hop.sends == "none" and hop.expects == "required"
+            and not hop.health_check)
+
+
+def check_without_header(hop: Hop) -> bool:
+    """A proxy's health checks reach a listener that requires a header of it, without one."""
+    return hop.health_check and hop.sends == "none" and hop.expects == "required"
+
+
+def mx_port_remapped(hop: Hop) -> bool:
+    """Public port 25 reaches an SMTP listener whose own port is another."""
+    own = hop.listener.port
+    return (hop.public_port == 25 and own != 25 and (own is not None or hop.inferred)
+            and (hop.protocol or "").lower() == "smtp")
 
 
 def header_unexpected(hop: Hop) -> bool:
@@ -173,14 +213,17 @@ class HopRule:
     def judge(self, hop: Hop) -> HopHit | None:
         if not self.applies(hop):
             return None
-        return HopHit(self.code, self.said(hop), hop, "inferred" if hop.expects_inferred else None)
+        return HopHit(self.code, self.said(hop), hop, "inferred" if hop.inferred else None)
 
 
+HEALTH_CHECK_WITHOUT_HEADER = HopRule("PD403", check_without_header, CheckWithoutHeaderSaid)
+MX_PORT_REMAPPED = HopRule("PD209", mx_port_remapped, MxPortRemappedSaid)
 MISSING_HEADER = HopRule("PD101", header_missing, MissingHeaderSaid)
 UNEXPECTED_HEADER = HopRule("PD102", header_unexpected, UnexpectedHeaderSaid)
 EXPECTS_HEADER_FROM_CLIENT = HopRule("PD109", header_demanded_of_clients, ExpectsHeaderFromClientSaid)
 WAITS_FOR_CLIENT = HopRule("PD110", waits_for_client, WaitsForClientSaid)
-HOP_RULES: tuple[HopRule, ...] = (MISSING_HEADER, UNEXPECTED_HEADER, EXPECTS_HEADER_FROM_CLIENT, WAITS_FOR_CLIENT)
+HOP_RULES: tuple[HopRule, ...] = (MISSING_HEADER, UNEXPECTED_HEADER, EXPECTS_HEADER_FROM_CLIENT, WAITS_FOR_CLIENT,
+                                  HEALTH_CHECK_WITHOUT_HEADER, MX_PORT_REMAPPED)
 
 
 def judge_hops(hops: Iterable[Hop], rules: Iterable[HopRule] = HOP_RULES) -> Iterator[HopHit]:

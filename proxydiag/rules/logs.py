@@ -35,16 +35,23 @@ from proxydiag.facts.log_hops import (
     is_missing_header_error,
     listener_of,
     missing_header_hop,
+    mx_hop,
     normal_address,
     source_of,
 )
 from proxydiag.jsontypes import JsonDict
 from proxydiag.logs.event import LogEvent
 from proxydiag.logs.masking import mask_log_text
-from proxydiag.logs.stalwart import AUTH_FIRST_REPLY
 from proxydiag.rules.base import SEVERITIES, Finding
 from proxydiag.rules.finding import make_finding
-from proxydiag.rules.hops import EXPECTS_HEADER_FROM_CLIENT, MISSING_HEADER, HopRule
+from proxydiag.rules.hops import (
+    EXPECTS_HEADER_FROM_CLIENT,
+    HEALTH_CHECK_WITHOUT_HEADER,
+    MISSING_HEADER,
+    MX_PORT_REMAPPED,
+    HopRule,
+    judge_hops,
+)
 from proxydiag.rules.said import Said
 from proxydiag.services import DEFAULT_TABLE
 
@@ -121,25 +128,17 @@ def dominant_addresses(events: Iterable[LogEvent], options: LogOptions) -> set[s
 
 def _proxy_errors(events: list[LogEvent]) -> Iterable[Finding]:
     errors = [event for event in events if is_missing_header_error(event)]
-    for listener, group in _by(errors, listener_of).items():
+    for group in _by(errors, listener_of).values():
         period = periodic(group)
-        if period is not None:
-            source = source_of(group[0]) if len({source_of(event) for event in group}) == 1 else None
-            yield _finding(
-                "PD403", group,
-                f"Stalwart's listener {listener} logged {len(group)} proxy errors every {period:g} s"
-                + (f" from {source}" if source else "") + ": a proxy's health checks without a PROXY header, not "
-                "clients. Each is a failed connection in the log and counts towards banning the checker's address.",
-                {"period_seconds": period})
-            continue
-        reasons = Counter(mask_log_text(event.text("reason") or "", all_client=True) for event in group)
-        yield from _hop_finding(MISSING_HEADER, missing_header_hop(group), group, {"reasons": dict(reasons)})
+        evidence: JsonDict = {"period_seconds": period} if period is not None else {"reasons": dict(Counter(
+            mask_log_text(event.text("reason") or "", all_client=True) for event in group))}
+        yield from _hop_finding((MISSING_HEADER, HEALTH_CHECK_WITHOUT_HEADER), missing_header_hop(group, period), group,
+                                evidence)
 
 
-def _hop_finding(rule: HopRule, hop: Hop, group: list[LogEvent], evidence: JsonDict,
+def _hop_finding(rules: tuple[HopRule, ...], hop: Hop, group: list[LogEvent], evidence: JsonDict,
                  proxy: str | None = None) -> Iterable[Finding]:
-    hit = rule.judge(hop)
-    if hit is not None:
+    for hit in judge_hops([hop], rules):
         yield _finding(hit.code, group, hit.said, evidence, inferred=hit.lowered == "inferred", proxy=proxy)
 
 
@@ -205,18 +204,11 @@ def _before(event: LogEvent, split: LogEvent) -> bool:
 
 def _mx_needs_auth(events: list[LogEvent]) -> Iterable[Finding]:
     stalwart = [event for event in events if event.event == "smtp.mail-from-unauthenticated" and _mx_listener(event)]
-    for listener, group in _by(stalwart, listener_of).items():
-        port = group[0].number("localPort")
-        yield _finding("PD209", group,
-                       f"Stalwart's SMTP listener {listener} requires AUTH of MAIL FROM ({len(group)} refused with "
-                       f"\"{AUTH_FIRST_REPLY}\"): its own port is {port}, not 25, so inbound MX mail forwarded to it is "
-                       "treated as submission.", {})
+    for group in _by(stalwart, listener_of).values():
+        yield from _hop_finding((MX_PORT_REMAPPED,), mx_hop(group), group, {})
     quoted = [event for event in events if event.event == "smtp.reply-authenticate-first"]
     if quoted:
-        yield _finding("PD209", quoted,
-                       f"{len(quoted)} line(s) quote Stalwart's \"{AUTH_FIRST_REPLY}\": if this is inbound MX mail, the "
-                       "listener behind port 25 is bound to another port (10025), where AUTH is required.", {},
-                       inferred=True)
+        yield from _hop_finding((MX_PORT_REMAPPED,), mx_hop(quoted, listener_known=False), quoted, {})
 
 
 def _mx_listener(event: LogEvent) -> bool:
@@ -241,7 +233,7 @@ def _proxy_waits_for_header(events: list[LogEvent]) -> Iterable[Finding]:
     for (missing, proxy, _listener), group in _by_proxy_front(events).items():
         kinds = {"kinds": dict(Counter(_kind(event) for event in group))}
         if missing:
-            yield from _hop_finding(EXPECTS_HEADER_FROM_CLIENT, client_without_header_hop(group), group, kinds, proxy)
+            yield from _hop_finding((EXPECTS_HEADER_FROM_CLIENT,), client_without_header_hop(group), group, kinds, proxy)
         else:
             yield _finding("PD103", group, f"{proxy} received {len(group)} malformed PROXY header(s) on "
                            f"{listener_of(group[0])}.", kinds, proxy=proxy)
