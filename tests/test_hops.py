@@ -71,7 +71,11 @@ def test_pd110_only_where_the_client_waits_for_the_greeting(speaks_first, opens_
 def test_every_rule_takes_its_severity_from_the_catalog():
     hits = list(judge_hops([hop("none", "required"), hop("v2", "none"), hop("none", "required", role="proxy"),
                             hop(expects=None, waits_for_client=True, server_speaks_first=True),
-                            hop("none", "required", health_check=True), hop(expects=None, public_port=25, protocol="smtp")]))
+                            hop("none", "required", health_check=True), hop(expects=None, public_port=25, protocol="smtp"),
+                            hop("v2", "none", role="proxy", adds_header=True),
+                            hop("none", None, terminated=True, listener_implicit_tls=True),
+                            hop("none", None, tls=True, listener_implicit_tls=False),
+                            hop("v1", None, terminated=True), hop("v2", None, terminated=True)]))
     assert sorted(hit.code for hit in hits) == sorted(rule.code for rule in HOP_RULES)
     pages = catalog.load_pages()
     assert all(make_finding(hit.code, hit.said, {}).severity == pages[hit.code].severity for hit in hits)
@@ -136,3 +140,26 @@ def test_a_probe_header_answered_as_commands_is_a_hop_the_listener_does_not_expe
     built = answered_hop(probe, answered, ["v1"])
     assert (built.listener_role, built.sends, built.expects) == ("server", "v1", "none")
     assert built.replies == ("500 5.5.1 Invalid command.",)
+
+
+@pytest.mark.parametrize("facts, found", [
+    ({"terminated": True, "listener_implicit_tls": True}, ("PD304", None)),
+    ({"terminated": True, "listener_implicit_tls": True, "tls": True}, None),  # the proxy speaks TLS on
+    ({"passthrough": True, "listener_implicit_tls": False}, ("PD303", None)),
+    ({"tls": True, "listener_implicit_tls": False}, ("PD303", None)),
+    ({"passthrough": True, "listener_implicit_tls": None}, None),  # the listener's TLS unknown
+    ({"terminated": True, "sends": "v1"}, ("PD302", None)),
+    ({"terminated": True, "sends": "v2"}, ("PD301", None)),
+    ({"terminated": True, "sends": "v2", "ssl_tlv": True}, None),
+    ({"sends": "v2", "ssl_tlv": True, "tlv_ignored": True}, ("PD301", "conditional")),
+    ({"terminated": True, "sends": "none"}, None),
+])
+def test_tls_on_the_hop(facts, found):
+    sends = facts.pop("sends", "none")
+    assert codes(hop(sends, None, **facts)) == ([found] if found else [])
+
+
+@pytest.mark.parametrize("adds, found", [(True, ("PD106", None)), (None, ("PD106", "conditional")), (False, None)])
+def test_a_header_to_a_proxy_that_does_not_take_one_and_adds_its_own(adds, found):
+    assert codes(hop("v2", "none", role="proxy", adds_header=adds)) == ([found] if found else [])
+    assert codes(hop("v2", "optional", role="proxy", adds_header=adds)) == []

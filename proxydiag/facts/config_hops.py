@@ -144,8 +144,7 @@ def route_hop(route: Route, found: Target) -> Hop:
     listener = found.listener
     return Hop(
         sender=Party(address=route.source_address, at=cite(route.origin)),
-        listener=Party(address=route.server_address or None, port=route.target_port, name=listener.id,
-                       software="Stalwart", chosen_for=route.chosen_for),
+        listener=_route_listener(route, found),
         listener_role="server",
         sends=route.sends,
         expects=expects,
@@ -155,6 +154,40 @@ def route_hop(route: Route, found: Target) -> Hop:
         listener_implicit_tls=listener.implicit_tls,
         protocol=listener.protocol,
         tls=route.tls_to_server,
+    )
+
+
+def _route_listener(route: Route, found: Target | None) -> Party:
+    """The server a route reaches: the Stalwart listener there where known, and for which
+    connections a map chooses it."""
+    return Party(address=route.server_address or None, port=route.target_port,
+                 name=found.listener.id if found is not None else None, software="Stalwart" if found is not None else None,
+                 chosen_for=route.chosen_for)
+
+
+def tls_hop(route: Route, found: Target | None, table: ServiceTable = DEFAULT_TABLE) -> Hop | None:
+    """The route's TLS: ended at its front (terminated) or passed through, the proxy's own TLS to
+    the server, and whether the listener reached wants TLS from the first byte (Stalwart's
+    listener, else the service table)."""
+    front = route.front
+    if front is None:
+        return None
+    server = table.lookup(route.target_port)
+    implicit = found.listener.implicit_tls if found is not None else (server.implicit_tls if server else None)
+    front_service = DEFAULT_TABLE.lookup(front.port)
+    client_tls = front.tls_terminated or bool(front_service and front_service.implicit_tls)
+    return Hop(
+        sender=_front_party(front),
+        listener=_route_listener(route, found),
+        listener_role="server",
+        sends=route.sends,
+        expects=None,
+        provenance=_provenance(front.origin, route.origin),
+        ssl_tlv=route.ssl_tlv,
+        listener_implicit_tls=implicit,
+        tls=route.tls_to_server,
+        terminated=front.tls_terminated,
+        passthrough=client_tls and not front.tls_terminated,
     )
 
 
@@ -173,8 +206,9 @@ def front_hop(front: FrontListener) -> Hop:
     )
 
 
-def chain_hop(route: Route, front: FrontListener) -> Hop:
-    """One proxy's route to another proxy's front listener."""
+def chain_hop(route: Route, front: FrontListener, adds_header: bool) -> Hop:
+    """One proxy's route to another proxy's front listener, which sends a header of its own
+    onward or not."""
     return Hop(
         sender=Party(address=route.source_address, at=cite(route.origin)),
         listener=_front_party(front),
@@ -183,6 +217,7 @@ def chain_hop(route: Route, front: FrontListener) -> Hop:
         expects="required" if front.accepts_header and not front.header_optional else "optional"
         if front.accepts_header else "none",
         provenance=_provenance(front.origin, route.origin),
+        adds_header=adds_header,
     )
 
 

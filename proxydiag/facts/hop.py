@@ -74,8 +74,12 @@ class Hop:
     waits_for_client: bool = False  # the listener (a proxy) forwards only after its client's first bytes
     protocol: str | None = None  # the listener's protocol (smtp, imap, ...) where known
     unparsed: bool = False  # bytes came that did not parse: no header, or a malformed one
-    tls: bool = False  # the sender spoke TLS to the listener
+    tls: bool = False  # the sender speaks TLS to the listener itself (its own handshake)
     replies: tuple[str, ...] = ()  # the listener's answers to the header's bytes, as it wrote them
     health_check: bool = False  # the sender's own checks (connect, or LOCAL), not clients' sessions
     period_seconds: float | None = None  # the checks' interval, where the evidence shows it
     public_port: int | None = None  # the port the clients reached in front (the header's destination)
+    terminated: bool = False  # the sender (a proxy) ends its clients' TLS and sends on what it decrypted
+    passthrough: bool = False  # the sender passes its clients' TLS through (so the listener gets TLS)
+    tlv_ignored: bool = False  # the listener answers the same with the SSL TLV as without it
+    adds_header: bool | None = None  # the listener (a proxy) sends a header of its own onward; None: unknown

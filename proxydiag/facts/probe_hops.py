@@ -8,6 +8,8 @@ Fact building only: the rules (rules/hops.py, rules/probe.py) judge what is buil
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from proxydiag.facts.hop import Cite, Expects, Hop, Party, Provenance, Sent
 from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.protocols import MailOpening
@@ -123,8 +125,11 @@ def _provenance(steps: list[str]) -> Provenance:
     return Provenance("probe", tuple(Cite(None, None, f"step {step}") for step in steps))
 
 
-def _role(probe: TargetProbe) -> str:
-    return "proxy" if probe.judged_as == "front" else "server"
+def _probe_hop(probe: TargetProbe, record: StepRecord, steps: list[str]) -> Hop:
+    """The probe's connection of one step to the target, before what the step showed."""
+    return Hop(sender=_prober(record), listener=_listener(probe),
+               listener_role="proxy" if probe.judged_as == "front" else "server", sends="none", expects=None,
+               provenance=_provenance(steps))
 
 
 def unheaded_hop(probe: TargetProbe, facts: JsonDict) -> Hop | None:
@@ -135,16 +140,9 @@ def unheaded_hop(probe: TargetProbe, facts: JsonDict) -> Hop | None:
         return None
     waited = outcome(none) == GREETS_AFTER_CLIENT
     expects: Expects | None = "required" if facts["expects_header"] else "none" if facts["greets_without_header"] else None
-    return Hop(
-        sender=_prober(none),
-        listener=_listener(probe),
-        listener_role="proxy" if _role(probe) == "proxy" else "server",
-        sends="none",
-        expects=expects,
-        provenance=_provenance(["none", *facts["headers_accepted"]]),
-        server_speaks_first=True if waited else None,  # a mail greeting came: the server speaks first
-        waits_for_client=waited,
-    )
+    # a greeting after the client spoke is a mail greeting: the server speaks first
+    return replace(_probe_hop(probe, none, ["none", *facts["headers_accepted"]]), expects=expects,
+                   server_speaks_first=True if waited else None, waits_for_client=waited)
 
 
 def answered_hop(probe: TargetProbe, record: StepRecord, steps: list[str]) -> Hop:
@@ -152,13 +150,14 @@ def answered_hop(probe: TargetProbe, record: StepRecord, steps: list[str]) -> Ho
     that greets without one: it takes no header from this host."""
     opening = opening_of(record)
     sends: Sent = "v1" if record.step == "v1" else "v2"
-    return Hop(
-        sender=_prober(record),
-        listener=_listener(probe),
-        listener_role="proxy" if _role(probe) == "proxy" else "server",
-        sends=sends,
-        expects="none",
-        provenance=_provenance(steps),
-        replies=tuple(opening.replies_before_commands) if opening is not None else (),
-        listener_implicit_tls=record.tls is not None,
-    )
+    return replace(_probe_hop(probe, record, steps), sends=sends, expects="none",
+                   replies=tuple(opening.replies_before_commands) if opening is not None else (),
+                   listener_implicit_tls=record.tls is not None)
+
+
+def tlv_hop(probe: TargetProbe, record: StepRecord, facts: JsonDict) -> Hop:
+    """The probe's v2 header with the SSL TLV (the client used TLS), and whether the listener
+    offered the same as without it, STARTTLS included: then it ignores the TLV."""
+    offer = facts["ssl_tlv_changes_offer"]
+    ignored = offer is not None and not offer["changed"] and bool(offer["with_tlv"]["starttls"])
+    return replace(_probe_hop(probe, record, ["v2", "v2-ssl"]), sends="v2", ssl_tlv=True, tlv_ignored=ignored)

@@ -29,6 +29,7 @@ from proxydiag.facts.config_hops import (
     mx_hop,
     route_hop,
     same_proxy,
+    tls_hop,
     waiting_hop,
 )
 from proxydiag.facts.config_hops import (
@@ -37,16 +38,21 @@ from proxydiag.facts.config_hops import (
 from proxydiag.rules.base import Finding
 from proxydiag.rules.finding import make_finding
 from proxydiag.rules.hops import (
+    DUPLICATE_HEADER,
     EXPECTS_HEADER_FROM_CLIENT,
     HEALTH_CHECK_WITHOUT_HEADER,
     MISSING_HEADER,
     MX_PORT_REMAPPED,
+    PLAINTEXT_TO_TLS_LISTENER,
+    TLS_RULES,
+    TLS_TO_PLAINTEXT_LISTENER,
     UNEXPECTED_HEADER,
     WAITS_FOR_CLIENT,
     HopHit,
+    judge_hops,
 )
 from proxydiag.rules.said import AS_THEY_ARE, Said
-from proxydiag.services import DEFAULT_TABLE, Service, ServiceTable
+from proxydiag.services import DEFAULT_TABLE, ServiceTable
 
 __all__ = ["Judgement", "Setting", "check", "origin_lines", "to_finding"]
 
@@ -107,35 +113,21 @@ def _chosen_with(route: Route, config: ProxyConfig) -> list[Route]:
             and other.front == route.front and other.endpoint != route.endpoint]
 
 
-def _reached(route: Route) -> str:
-    """The route's server, and for which connections where a map chooses it."""
-    return f"{route.endpoint}, {route.chosen_for}" if route.chosen_for else route.endpoint
-
-
-# --- chains ------------------------------------------------------------------------------
-
-
 def _judge_hop(route: Route, config: ProxyConfig, hops: list[tuple[FrontListener, ProxyConfig]],
                configs: Sequence[ProxyConfig]) -> Iterable[Judgement]:
     for front, inner in hops:
         inner_routes = [r for other in configs if same_proxy(other, inner) for r in other.routes
                         if r.front is not None and (r.front.address, r.front.port) == (front.address, front.port)]
-        hit = EXPECTS_HEADER_FROM_CLIENT.judge(chain_hop(route, front))
-        if hit is not None:
-            yield Judgement.of_hit(
-                hit, {"inner_listener": front.origin.cite(), "outer_route": route.origin.cite()},
-                fixes.set_header(route, config.kind, "v2", _terminates(route), config.version_floor))
         sending = [r for r in inner_routes if r.sends != "none"]
-        if route.sends != "none" and not front.accepts_header and sending:
-            yield Judgement(
-                "PD106",
-                f"Two hops add a header: {route.origin} sends one to {front.endpoint}, which does not accept it "
-                f"({front.origin}), and {sending[0].origin} adds its own: the server gets the outer header as data "
-                "after the inner one.",
-                {"outer_route": route.origin.cite(), "inner_listener": front.origin.cite(),
-                 "inner_route": sending[0].origin.cite()},
-                fixes.accept_header(front, inner.kind),
-            )
+        hop = chain_hop(route, front, adds_header=bool(sending))
+        for hit in judge_hops([hop], (EXPECTS_HEADER_FROM_CLIENT, DUPLICATE_HEADER)):
+            if hit.code == DUPLICATE_HEADER.code:
+                yield Judgement.of_hit(hit, {"outer_route": route.origin.cite(), "inner_listener": front.origin.cite(),
+                                             "inner_route": sending[0].origin.cite()}, fixes.accept_header(front, inner.kind))
+            else:
+                yield Judgement.of_hit(
+                    hit, {"inner_listener": front.origin.cite(), "outer_route": route.origin.cite()},
+                    fixes.set_header(route, config.kind, "v2", _terminates(route), config.version_floor))
 
 
 # --- front listeners ---------------------------------------------------------------------
@@ -173,9 +165,8 @@ def _judge_unknown_port(route: Route, setting: Setting) -> Iterable[Judgement]:
 
 
 def _judge_route(route: Route, config: ProxyConfig, target: Target | None, setting: Setting) -> Iterable[Judgement]:
-    server = setting.table.lookup(route.target_port)
     yield from _judge_header(route, config, target)
-    yield from _judge_tls(route, config, target, server)
+    yield from _judge_tls(route, config, target, setting.table)
     yield from _judge_waiting(route, config, setting.table)
     yield from _judge_mx_port(route, config, target, setting)
     yield from _judge_health_check(route, config, target, setting)
@@ -237,55 +228,21 @@ def _terminates(route: Route) -> bool:
     return route.front is not None and route.front.tls_terminated
 
 
-def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server: Service | None) -> Iterable[Judgement]:
-    front = route.front
-    if front is None:
+def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, table: ServiceTable) -> Iterable[Judgement]:
+    hop = tls_hop(route, target, table)
+    hit = next(judge_hops([hop], TLS_RULES), None) if hop is not None else None
+    if hit is None or route.front is None:
         return
-    implicit = target.listener.implicit_tls if target is not None else (server.implicit_tls if server else None)
-    where = f"Stalwart listener {target.listener.id!r}" if target is not None else f"port {route.target_port}"
-    front_service = DEFAULT_TABLE.lookup(front.port)
-    client_tls = front.tls_terminated or bool(front_service and front_service.implicit_tls)
-    if implicit and front.tls_terminated and not route.tls_to_server:
-        yield Judgement(
-            "PD304",
-            f"The proxy terminates TLS on {front.endpoint} ({front.origin}) and forwards plaintext to {where} "
-            f"({_reached(route)}), which expects TLS from the first byte: the handshake fails.",
-            {**_both(route, target), "front": front.origin.cite()},
-            fixes.speak_tls(route, config.kind) or fixes.point_to_port(route, config.kind, _plain_port(route, target)),
-        )
-        return
-    if implicit is False and (route.tls_to_server or (client_tls and not front.tls_terminated)):
-        yield Judgement(
-            "PD303",
-            f"TLS reaches {where} ({_reached(route)}), which does not do implicit TLS: "
-            + (f"the proxy speaks TLS to it ({route.origin})." if route.tls_to_server else
-               f"{front.endpoint} passes the client's TLS through ({front.origin})."),
-            {**_both(route, target), "front": front.origin.cite()},
-            fixes.point_to_port(route, config.kind, _implicit_port(route, target)),
-        )
-        return
-    if implicit or not front.tls_terminated or route.tls_to_server:
-        return
-    if route.sends == "v1":
-        yield Judgement(
-            "PD302",
-            f"The proxy terminates TLS on {front.endpoint} ({front.origin}) and sends a v1 header ({route.origin}), which "
-            f"cannot say so: Stalwart treats these clients at {_reached(route)} as plaintext (STARTTLS offered again, "
-            "AUTH PLAIN/LOGIN refused).",
-            {**_both(route, target), "front": front.origin.cite()},
-            fixes.carry_tls(route, config.kind, _implicit_port(route, target), config.version_floor),
-            fixes.tls_advice(config.kind, _implicit_port(route, target), config.version_floor),
-        )
-    elif route.sends == "v2" and not route.ssl_tlv:
-        yield Judgement(
-            "PD301",
-            f"The proxy terminates TLS on {front.endpoint} ({front.origin}) but its v2 header ({route.origin}) carries no "
-            f"SSL TLV: Stalwart treats these clients at {_reached(route)} as plaintext (STARTTLS offered again, AUTH "
-            "PLAIN/LOGIN refused).",
-            {**_both(route, target), "front": front.origin.cite()},
-            fixes.carry_tls(route, config.kind, _implicit_port(route, target), config.version_floor),
-            fixes.tls_advice(config.kind, _implicit_port(route, target), config.version_floor),
-        )
+    evidence = {**_both(route, target), "front": route.front.origin.cite()}
+    implicit_port = _implicit_port(route, target)
+    if hit.code == PLAINTEXT_TO_TLS_LISTENER.code:
+        edits = fixes.speak_tls(route, config.kind) or fixes.point_to_port(route, config.kind, _plain_port(route, target))
+        yield Judgement.of_hit(hit, evidence, edits)
+    elif hit.code == TLS_TO_PLAINTEXT_LISTENER.code:
+        yield Judgement.of_hit(hit, evidence, fixes.point_to_port(route, config.kind, implicit_port))
+    else:
+        yield Judgement.of_hit(hit, evidence, fixes.carry_tls(route, config.kind, implicit_port, config.version_floor),
+                               fixes.tls_advice(config.kind, implicit_port, config.version_floor))
 
 
 def _implicit_port(route: Route, target: Target | None) -> int | None:

@@ -1,4 +1,4 @@
-"""PD101, PD102, PD109, PD110, PD209, PD403 judged from hops, whatever showed them: one rule per code.
+"""PD101, PD102, PD106, PD109, PD110, PD209, PD301-PD304, PD403 judged from hops, whatever showed them: one rule per code.
 
 A proxy configuration, a log and a probe build `Hop`s (facts/hop.py); each rule here reads
 them and returns a typed hit. The sentence is written from the hop's fields through
@@ -166,6 +166,92 @@ class MxPortRemappedSaid(HopSaid):
                 "are skipped.")
 
 
+@dataclass(frozen=True)
+class TemplateSaid(HopSaid):
+    """A hit kind whose sentence names only the sender and the listener."""
+
+    TEMPLATE: ClassVar[str] = ""
+
+    def told(self, sender: str, listener: str, names: Names) -> str:
+        return self.TEMPLATE.format(sender=sender, listener=listener)
+
+
+@dataclass(frozen=True)
+class PlaintextToTlsSaid(TemplateSaid):
+    TEMPLATE = ("{sender} terminates TLS and forwards plaintext to {listener}, which expects TLS from the first byte: the "
+                "handshake fails.")
+
+
+@dataclass(frozen=True)
+class TlsFlagImpossibleSaid(TemplateSaid):
+    TEMPLATE = ("{sender} terminates TLS and sends a v1 header to {listener}, which cannot say so: Stalwart treats these "
+                "clients as plaintext (STARTTLS offered again, AUTH PLAIN/LOGIN refused).")
+
+
+@dataclass(frozen=True)
+class TlsToPlaintextSaid(HopSaid):
+    def told(self, sender: str, listener: str, names: Names) -> str:
+        how = "passes its clients' TLS through to it" if self.hop.passthrough else "speaks TLS to it"
+        return f"TLS reaches {listener}, which does not do implicit TLS: {sender} {how}."
+
+
+@dataclass(frozen=True)
+class TlsFlagLostSaid(HopSaid):
+    def told(self, sender: str, listener: str, names: Names) -> str:
+        if self.hop.tlv_ignored:
+            return (f"{listener} offers the same with the SSL TLV (client used TLS) as without it, STARTTLS included: "
+                    "it ignores the header's TLS flag, so behind a TLS-terminating proxy it takes every client for a "
+                    "plaintext one.")
+        return (f"{sender} terminates TLS but its v2 header to {listener} carries no SSL TLV: Stalwart treats these "
+                "clients as plaintext (STARTTLS offered again, AUTH PLAIN/LOGIN refused).")
+
+
+@dataclass(frozen=True)
+class DuplicateHeaderSaid(HopSaid):
+    UNNAMED = ("a proxy in front", "the proxy")
+
+    def told(self, sender: str, listener: str, names: Names) -> str:
+        if self.hop.adds_header:
+            return (f"Two hops add a header: {sender} sends one to {listener}, which does not accept it and adds its own: "
+                    "the server gets the outer header as data after the inner one.")
+        return (f"{listener} answers a PROXY header from its client as commands: right for a public port, but a proxy "
+                "put in front of it that sends headers (a chain) would have them read as mail commands behind its own "
+                "header; the inner proxy must then accept them.")
+
+
+def plaintext_to_tls_listener(hop: Hop) -> bool:
+    """The sender ends TLS and sends plaintext to a listener that wants TLS from the first byte."""
+    return bool(hop.listener_implicit_tls) and hop.terminated and not hop.tls
+
+
+def tls_to_plaintext_listener(hop: Hop) -> bool:
+    """TLS (the sender's own, or its clients' passed through) reaches a listener without implicit TLS."""
+    return hop.listener_implicit_tls is False and (hop.tls or hop.passthrough)
+
+
+def _plain_behind_termination(hop: Hop) -> bool:
+    return not hop.listener_implicit_tls and not hop.tls and not hop.passthrough
+
+
+def tls_flag_lost(hop: Hop) -> bool:
+    """The client's TLS ends at the sender and the listener will not learn it: a v2 header
+    without the SSL TLV, or a listener that ignores the TLV."""
+    return _plain_behind_termination(hop) and ((hop.terminated and hop.sends == "v2" and not hop.ssl_tlv)
+                                               or (hop.ssl_tlv and hop.tlv_ignored))
+
+
+def tls_flag_impossible(hop: Hop) -> bool:
+    """The client's TLS ends at the sender, whose v1 header cannot say so."""
+    return _plain_behind_termination(hop) and hop.terminated and hop.sends == "v1"
+
+
+def duplicate_header(hop: Hop) -> bool:
+    """A header reaches a proxy that does not take one and (may) put its own first: the server
+    gets two."""
+    return (hop.listener_role == "proxy" and hop.sends not in ("none", "local") and hop.expects == "none"
+            and hop.adds_header is not False)
+
+
 def header_missing(hop: Hop) -> bool:
     """The mail server's listener requires a header of this sender, which sends none in its
     clients' sessions (its own checks are PD403's)."""
@@ -209,11 +295,22 @@ class HopRule:
     code: str
     applies: Callable[[Hop], bool]
     said: Callable[[Hop], Said]
+    lowered: Callable[[Hop], Lowered | None] = lambda hop: "inferred" if hop.inferred else None
 
     def judge(self, hop: Hop) -> HopHit | None:
         if not self.applies(hop):
             return None
-        return HopHit(self.code, self.said(hop), hop, "inferred" if hop.inferred else None)
+        return HopHit(self.code, self.said(hop), hop, self.lowered(hop))
+
+
+def tlv_conditional(hop: Hop) -> Lowered | None:
+    """A listener that ignores the SSL TLV hurts only once a TLS-terminating proxy is in front."""
+    return "conditional" if hop.tlv_ignored else None
+
+
+def chain_conditional(hop: Hop) -> Lowered | None:
+    """A proxy that may or may not add its own header: two headers only if it does."""
+    return "conditional" if hop.adds_header is None else None
 
 
 HEALTH_CHECK_WITHOUT_HEADER = HopRule("PD403", check_without_header, CheckWithoutHeaderSaid)
@@ -222,8 +319,14 @@ MISSING_HEADER = HopRule("PD101", header_missing, MissingHeaderSaid)
 UNEXPECTED_HEADER = HopRule("PD102", header_unexpected, UnexpectedHeaderSaid)
 EXPECTS_HEADER_FROM_CLIENT = HopRule("PD109", header_demanded_of_clients, ExpectsHeaderFromClientSaid)
 WAITS_FOR_CLIENT = HopRule("PD110", waits_for_client, WaitsForClientSaid)
+PLAINTEXT_TO_TLS_LISTENER = HopRule("PD304", plaintext_to_tls_listener, PlaintextToTlsSaid)
+TLS_TO_PLAINTEXT_LISTENER = HopRule("PD303", tls_to_plaintext_listener, TlsToPlaintextSaid)
+TLS_FLAG_LOST = HopRule("PD301", tls_flag_lost, TlsFlagLostSaid, tlv_conditional)
+TLS_FLAG_IMPOSSIBLE = HopRule("PD302", tls_flag_impossible, TlsFlagImpossibleSaid)
+DUPLICATE_HEADER = HopRule("PD106", duplicate_header, DuplicateHeaderSaid, chain_conditional)
+TLS_RULES = (PLAINTEXT_TO_TLS_LISTENER, TLS_TO_PLAINTEXT_LISTENER, TLS_FLAG_IMPOSSIBLE, TLS_FLAG_LOST)
 HOP_RULES: tuple[HopRule, ...] = (MISSING_HEADER, UNEXPECTED_HEADER, EXPECTS_HEADER_FROM_CLIENT, WAITS_FOR_CLIENT,
-                                  HEALTH_CHECK_WITHOUT_HEADER, MX_PORT_REMAPPED)
+                                  HEALTH_CHECK_WITHOUT_HEADER, MX_PORT_REMAPPED, DUPLICATE_HEADER, *TLS_RULES)
 
 
 def judge_hops(hops: Iterable[Hop], rules: Iterable[HopRule] = HOP_RULES) -> Iterator[HopHit]:

@@ -16,6 +16,7 @@ from proxydiag.facts.probe_hops import (
     answered_hop,
     opening_of,
     outcome,
+    tlv_hop,
     unheaded_hop,
     verdict,
 )
@@ -26,7 +27,14 @@ from proxydiag.probe import StepRecord, TargetProbe
 from proxydiag.probe.steps import service_of
 from proxydiag.rules.base import Finding, Lowered
 from proxydiag.rules.finding import make_finding
-from proxydiag.rules.hops import EXPECTS_HEADER_FROM_CLIENT, UNEXPECTED_HEADER, WAITS_FOR_CLIENT, judge_hops
+from proxydiag.rules.hops import (
+    DUPLICATE_HEADER,
+    EXPECTS_HEADER_FROM_CLIENT,
+    TLS_FLAG_LOST,
+    UNEXPECTED_HEADER,
+    WAITS_FOR_CLIENT,
+    judge_hops,
+)
 from proxydiag.rules.said import Said
 
 MAX_EXCHANGE_LINES = 12
@@ -108,7 +116,6 @@ def findings(probe: TargetProbe, facts: JsonDict) -> list[Finding]:
     """The catalog's findings this target's connections show."""
     if probe.error:
         return []
-    role = probe.judged_as
     by_step = {record.step: record for record in probe.records}
     outcomes = {step: outcome(record) for step, record in by_step.items()}
     target = str(probe.target)
@@ -129,15 +136,8 @@ def findings(probe: TargetProbe, facts: JsonDict) -> list[Finding]:
         first = by_step[answered[0]]
         first_opening = opening_of(first)
         replies = first_opening.replies_before_commands if first_opening else []
-        header_hit = UNEXPECTED_HEADER.judge(answered_hop(probe, first, answered))
-        if header_hit is not None:
-            found.append(_finding(header_hit.code, header_hit.said, first, answered, {"replies_to_header": replies}))
-        elif role != "server":  # right for a public port: it hurts only once a proxy sending headers is put in front
-            found.append(_finding("PD106",
-                f"{target} answers a PROXY header from its client as commands ({', '.join(answered)}): right for a public "
-                "port, but a proxy put in front of it that sends headers (a chain) would have them read as mail commands "
-                "behind its own header; the inner proxy must then accept them.",
-                first, answered, {"replies_to_header": replies}, lowered="conditional"))
+        for hit in judge_hops([answered_hop(probe, first, answered)], (UNEXPECTED_HEADER, DUPLICATE_HEADER)):
+            found.append(_finding(hit.code, hit.said, first, answered, {"replies_to_header": replies}, lowered=hit.lowered))
     if _cut_everything(outcomes):
         found.append(_finding("PD401",
             f"{target} cut every connection from this host without a greeting, with and without a header: it takes "
@@ -147,12 +147,11 @@ def findings(probe: TargetProbe, facts: JsonDict) -> list[Finding]:
         found.append(_finding("PD203",
             f"{target} takes a v2 PROXY header but not a v2 LOCAL one ({_describe(outcomes['v2-local'])}): health "
             "checks that send LOCAL headers fail against it.", by_step["v2-local"], ["v2-local"], {}))
-    tlv = facts["ssl_tlv_changes_offer"]
-    if tlv is not None and not tlv["changed"] and tlv["with_tlv"]["starttls"]:
-        found.append(_finding("PD301",
-            f"{target} offers the same with the SSL TLV (client used TLS) as without it, STARTTLS included: it ignores "
-            "the header's TLS flag, so behind a TLS-terminating proxy it takes every client for a plaintext one.",
-            by_step["v2-ssl"], ["v2", "v2-ssl"], {"offer": tlv}, lowered="conditional"))
+    with_tlv = by_step.get("v2-ssl")
+    tlv_hit = TLS_FLAG_LOST.judge(tlv_hop(probe, with_tlv, facts)) if with_tlv is not None else None
+    if tlv_hit is not None:
+        found.append(_finding(tlv_hit.code, tlv_hit.said, with_tlv, ["v2", "v2-ssl"],
+                              {"offer": facts["ssl_tlv_changes_offer"]}, lowered=tlv_hit.lowered))
     return found
 
 
