@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxydiag.facts.hop import Hop, Party, Provenance
-from proxydiag.facts.log_hops import client_without_header_hop, missing_header_hop
+from proxydiag.facts.log_hops import ban_hop, client_without_header_hop, missing_header_hop
 from proxydiag.facts.probe_hops import answered_hop, unheaded_hop, verdict
 from proxydiag.rules import catalog
 from proxydiag.rules.finding import make_finding
@@ -75,7 +75,8 @@ def test_every_rule_takes_its_severity_from_the_catalog():
                             hop("v2", "none", role="proxy", adds_header=True),
                             hop("none", None, terminated=True, listener_implicit_tls=True),
                             hop("none", None, tls=True, listener_implicit_tls=False),
-                            hop("v1", None, terminated=True), hop("v2", None, terminated=True)]))
+                            hop("v1", None, terminated=True), hop("v2", None, terminated=True),
+                            hop(expects=None, refused_all=True)]))
     assert sorted(hit.code for hit in hits) == sorted(rule.code for rule in HOP_RULES)
     pages = catalog.load_pages()
     assert all(make_finding(hit.code, hit.said, {}).severity == pages[hit.code].severity for hit in hits)
@@ -163,3 +164,18 @@ def test_tls_on_the_hop(facts, found):
 def test_a_header_to_a_proxy_that_does_not_take_one_and_adds_its_own(adds, found):
     assert codes(hop("v2", "none", role="proxy", adds_header=adds)) == ([found] if found else [])
     assert codes(hop("v2", "optional", role="proxy", adds_header=adds)) == []
+
+
+def test_pd401_where_the_server_cut_every_connection_of_the_sender():
+    assert codes(hop(expects=None, refused_all=True)) == [("PD401", None)]
+    assert codes(hop(expects=None, refused_all=True, inferred=True)) == [("PD401", "inferred")]
+    assert codes(hop(expects=None, refused_all=True, role="proxy")) == [] and codes(hop(expects=None)) == []
+
+
+def test_a_ban_in_stalwart_s_log_is_a_hop_refused_whole():
+    group = [log_event("security.abuse-ban", source="stalwart", remoteIp="10.0.0.2"),
+             log_event("security.ip-blocked", source="stalwart", seconds=1, remoteIp="10.0.0.2")]
+    built = ban_hop(group, "10.0.0.2", inferred=False)
+    assert built.refused_all and built.banned and built.provenance.count == 1
+    told = make_finding("PD401", next(judge_hops([built])).said, {}).message
+    assert "10.0.0.2" in told and "banned" in told

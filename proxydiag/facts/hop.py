@@ -83,3 +83,5 @@ class Hop:
     passthrough: bool = False  # the sender passes its clients' TLS through (so the listener gets TLS)
     tlv_ignored: bool = False  # the listener answers the same with the SSL TLV as without it
     adds_header: bool | None = None  # the listener (a proxy) sends a header of its own onward; None: unknown
+    refused_all: bool = False  # the listener cut every connection of the sender before any greeting
+    banned: bool = False  # it said why: it banned the sender's address

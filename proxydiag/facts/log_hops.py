@@ -112,3 +112,12 @@ def mx_hop(group: Sequence[LogEvent], listener_known: bool = True) -> Hop:
     return Hop(sender=Party(), listener=_listener(group[0]) if listener_known else Party(), listener_role="server",
                sends="none", expects=None, provenance=_provenance(group), protocol="smtp", public_port=25,
                inferred=not listener_known)
+
+
+def ban_hop(group: Sequence[LogEvent], address: str, inferred: bool) -> Hop:
+    """Stalwart's ban of a proxy's address (given, or inferred from one address behind nearly
+    every connection) and its refusals of it: every connection from the proxy is cut."""
+    refusals = sum(1 for event in group if event.event == "security.ip-blocked")
+    return Hop(sender=Party(address=address), listener=Party(software="Stalwart"), listener_role="server", sends="none",
+               expects=None, provenance=replace(_provenance(group), count=refusals), refused_all=True, banned=True,
+               inferred=inferred)

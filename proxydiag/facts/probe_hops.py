@@ -161,3 +161,8 @@ def tlv_hop(probe: TargetProbe, record: StepRecord, facts: JsonDict) -> Hop:
     offer = facts["ssl_tlv_changes_offer"]
     ignored = offer is not None and not offer["changed"] and bool(offer["with_tlv"]["starttls"])
     return replace(_probe_hop(probe, record, ["v2", "v2-ssl"]), sends="v2", ssl_tlv=True, tlv_ignored=ignored)
+
+
+def refused_hop(probe: TargetProbe, record: StepRecord, steps: list[str], cut_everything: bool) -> Hop:
+    """Every step of the probe, with and without a header, cut or refused before a greeting."""
+    return replace(_probe_hop(probe, record, steps), refused_all=cut_everything, inferred=True)

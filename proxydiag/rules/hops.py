@@ -1,4 +1,4 @@
-"""PD101, PD102, PD106, PD109, PD110, PD209, PD301-PD304, PD403 judged from hops, whatever showed them: one rule per code.
+"""PD101, PD102, PD106, PD109, PD110, PD209, PD301-PD304, PD401, PD403 judged from hops, whatever showed them: one rule per code.
 
 A proxy configuration, a log and a probe build `Hop`s (facts/hop.py); each rule here reads
 them and returns a typed hit. The sentence is written from the hop's fields through
@@ -219,6 +219,25 @@ class DuplicateHeaderSaid(HopSaid):
                 "header; the inner proxy must then accept them.")
 
 
+@dataclass(frozen=True)
+class RefusedSaid(HopSaid):
+    UNNAMED = ("this host", "the listener")
+
+    def told(self, sender: str, listener: str, names: Names) -> str:
+        if self.hop.banned:
+            return (f"{listener} has banned the proxy's own address {sender}{counted(self.hop)}: protocol errors counted "
+                    "against the proxy (headers missing or ignored) lead to this; every client behind the proxy is cut "
+                    "off.")
+        return (f"{listener} cut every connection from {sender} without a greeting, with and without a header: it takes "
+                "connections (headers) only from other sources (e.g. Dovecot's haproxy_trusted_networks), or has "
+                "banned this host.")
+
+
+def refused(hop: Hop) -> bool:
+    """The server refuses every connection of the sender before a word: banned, or trusting others only."""
+    return hop.listener_role == "server" and hop.refused_all
+
+
 def plaintext_to_tls_listener(hop: Hop) -> bool:
     """The sender ends TLS and sends plaintext to a listener that wants TLS from the first byte."""
     return bool(hop.listener_implicit_tls) and hop.terminated and not hop.tls
@@ -324,9 +343,10 @@ TLS_TO_PLAINTEXT_LISTENER = HopRule("PD303", tls_to_plaintext_listener, TlsToPla
 TLS_FLAG_LOST = HopRule("PD301", tls_flag_lost, TlsFlagLostSaid, tlv_conditional)
 TLS_FLAG_IMPOSSIBLE = HopRule("PD302", tls_flag_impossible, TlsFlagImpossibleSaid)
 DUPLICATE_HEADER = HopRule("PD106", duplicate_header, DuplicateHeaderSaid, chain_conditional)
+SERVER_REJECTED = HopRule("PD401", refused, RefusedSaid)
 TLS_RULES = (PLAINTEXT_TO_TLS_LISTENER, TLS_TO_PLAINTEXT_LISTENER, TLS_FLAG_IMPOSSIBLE, TLS_FLAG_LOST)
 HOP_RULES: tuple[HopRule, ...] = (MISSING_HEADER, UNEXPECTED_HEADER, EXPECTS_HEADER_FROM_CLIENT, WAITS_FOR_CLIENT,
-                                  HEALTH_CHECK_WITHOUT_HEADER, MX_PORT_REMAPPED, DUPLICATE_HEADER, *TLS_RULES)
+                                  HEALTH_CHECK_WITHOUT_HEADER, MX_PORT_REMAPPED, DUPLICATE_HEADER, SERVER_REJECTED, *TLS_RULES)
 
 
 def judge_hops(hops: Iterable[Hop], rules: Iterable[HopRule] = HOP_RULES) -> Iterator[HopHit]:

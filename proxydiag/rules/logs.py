@@ -30,6 +30,7 @@ from datetime import datetime
 
 from proxydiag.facts.hop import Hop
 from proxydiag.facts.log_hops import (
+    ban_hop,
     client_without_header_hop,
     is_client_without_header,
     is_missing_header_error,
@@ -49,6 +50,7 @@ from proxydiag.rules.hops import (
     HEALTH_CHECK_WITHOUT_HEADER,
     MISSING_HEADER,
     MX_PORT_REMAPPED,
+    SERVER_REJECTED,
     HopRule,
     judge_hops,
 )
@@ -175,13 +177,8 @@ def _bans(events: list[LogEvent], proxies: set[str], inferred: set[str]) -> Iter
                if (event.event == "security.ip-blocked" or event.event in BANS) and source_of(event) in proxies]
     for address, group in _by(blocked, source_of).items():
         ban = next((event for event in group if event.event in BANS), group[0])
-        refused = sum(1 for event in group if event.event == "security.ip-blocked")
-        yield _finding(
-            "PD401", group,
-            f"Stalwart has banned the proxy's own address {address}: {refused} connection(s) refused as "
-            "blocked. Protocol errors counted against the proxy (headers missing or ignored) lead to this; "
-            "every client behind the proxy is cut off.",
-            {"timeline": timeline(events, ban, address)}, inferred=address in inferred)
+        yield from _hop_finding((SERVER_REJECTED,), ban_hop(group, address, address in inferred), group,
+                                {"timeline": timeline(events, ban, address)})
 
 
 def timeline(events: list[LogEvent], split: LogEvent, address: str | None) -> JsonDict:

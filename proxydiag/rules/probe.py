@@ -16,6 +16,7 @@ from proxydiag.facts.probe_hops import (
     answered_hop,
     opening_of,
     outcome,
+    refused_hop,
     tlv_hop,
     unheaded_hop,
     verdict,
@@ -30,6 +31,7 @@ from proxydiag.rules.finding import make_finding
 from proxydiag.rules.hops import (
     DUPLICATE_HEADER,
     EXPECTS_HEADER_FROM_CLIENT,
+    SERVER_REJECTED,
     TLS_FLAG_LOST,
     UNEXPECTED_HEADER,
     WAITS_FOR_CLIENT,
@@ -138,11 +140,10 @@ def findings(probe: TargetProbe, facts: JsonDict) -> list[Finding]:
         replies = first_opening.replies_before_commands if first_opening else []
         for hit in judge_hops([answered_hop(probe, first, answered)], (UNEXPECTED_HEADER, DUPLICATE_HEADER)):
             found.append(_finding(hit.code, hit.said, first, answered, {"replies_to_header": replies}, lowered=hit.lowered))
-    if _cut_everything(outcomes):
-        found.append(_finding("PD401",
-            f"{target} cut every connection from this host without a greeting, with and without a header: it takes "
-            "connections (headers) only from other sources (e.g. Dovecot's haproxy_trusted_networks), or has banned "
-            "this host.", none, list(outcomes), {}, lowered="inferred"))
+    opened = none or (probe.records[0] if probe.records else None)
+    if opened is not None:
+        for hit in judge_hops([refused_hop(probe, opened, list(outcomes), _cut_everything(outcomes))], (SERVER_REJECTED,)):
+            found.append(_finding(hit.code, hit.said, none, list(outcomes), {}, lowered=hit.lowered))
     if outcomes.get("v2") == GREETS and outcomes.get("v2-local") not in (GREETS, None):
         found.append(_finding("PD203",
             f"{target} takes a v2 PROXY header but not a v2 LOCAL one ({_describe(outcomes['v2-local'])}): health "
