@@ -168,24 +168,28 @@ class MxPortRemappedSaid(HopSaid):
 
 @dataclass(frozen=True)
 class TemplateSaid(HopSaid):
-    """A hit kind whose sentence names only the sender and the listener."""
+    """A hit kind whose sentences name only the sender, the listener and how many connections:
+    `TEMPLATES[self.which()]`."""
 
-    TEMPLATE: ClassVar[str] = ""
+    TEMPLATES: ClassVar[tuple[str, ...]] = ("",)
+
+    def which(self) -> int:
+        return 0
 
     def told(self, sender: str, listener: str, names: Names) -> str:
-        return self.TEMPLATE.format(sender=sender, listener=listener)
+        return self.TEMPLATES[self.which()].format(sender=sender, listener=listener, counted=counted(self.hop))
 
 
 @dataclass(frozen=True)
 class PlaintextToTlsSaid(TemplateSaid):
-    TEMPLATE = ("{sender} terminates TLS and forwards plaintext to {listener}, which expects TLS from the first byte: the "
-                "handshake fails.")
+    TEMPLATES = ("{sender} terminates TLS and forwards plaintext to {listener}, which expects TLS from the first byte: the "
+                "handshake fails.",)
 
 
 @dataclass(frozen=True)
 class TlsFlagImpossibleSaid(TemplateSaid):
-    TEMPLATE = ("{sender} terminates TLS and sends a v1 header to {listener}, which cannot say so: Stalwart treats these "
-                "clients as plaintext (STARTTLS offered again, AUTH PLAIN/LOGIN refused).")
+    TEMPLATES = ("{sender} terminates TLS and sends a v1 header to {listener}, which cannot say so: Stalwart treats these "
+                "clients as plaintext (STARTTLS offered again, AUTH PLAIN/LOGIN refused).",)
 
 
 @dataclass(frozen=True)
@@ -196,41 +200,43 @@ class TlsToPlaintextSaid(HopSaid):
 
 
 @dataclass(frozen=True)
-class TlsFlagLostSaid(HopSaid):
-    def told(self, sender: str, listener: str, names: Names) -> str:
-        if self.hop.tlv_ignored:
-            return (f"{listener} offers the same with the SSL TLV (client used TLS) as without it, STARTTLS included: "
-                    "it ignores the header's TLS flag, so behind a TLS-terminating proxy it takes every client for a "
-                    "plaintext one.")
-        return (f"{sender} terminates TLS but its v2 header to {listener} carries no SSL TLV: Stalwart treats these "
-                "clients as plaintext (STARTTLS offered again, AUTH PLAIN/LOGIN refused).")
+class TlsFlagLostSaid(TemplateSaid):
+    TEMPLATES = (
+        "{sender} terminates TLS but its v2 header to {listener} carries no SSL TLV: Stalwart treats these clients as "
+        "plaintext (STARTTLS offered again, AUTH PLAIN/LOGIN refused).",
+        "{listener} offers the same with the SSL TLV (client used TLS) as without it, STARTTLS included: it ignores the "
+        "header's TLS flag, so behind a TLS-terminating proxy it takes every client for a plaintext one.")
+
+    def which(self) -> int:
+        return int(self.hop.tlv_ignored)
 
 
 @dataclass(frozen=True)
-class DuplicateHeaderSaid(HopSaid):
+class DuplicateHeaderSaid(TemplateSaid):
     UNNAMED = ("a proxy in front", "the proxy")
+    TEMPLATES = (
+        "{listener} answers a PROXY header from its client as commands: right for a public port, but a proxy put in front "
+        "of it that sends headers (a chain) would have them read as mail commands behind its own header; the inner proxy "
+        "must then accept them.",
+        "Two hops add a header: {sender} sends one to {listener}, which does not accept it and adds its own: the server "
+        "gets the outer header as data after the inner one.")
 
-    def told(self, sender: str, listener: str, names: Names) -> str:
-        if self.hop.adds_header:
-            return (f"Two hops add a header: {sender} sends one to {listener}, which does not accept it and adds its own: "
-                    "the server gets the outer header as data after the inner one.")
-        return (f"{listener} answers a PROXY header from its client as commands: right for a public port, but a proxy "
-                "put in front of it that sends headers (a chain) would have them read as mail commands behind its own "
-                "header; the inner proxy must then accept them.")
+    def which(self) -> int:
+        return int(bool(self.hop.adds_header))
 
 
 @dataclass(frozen=True)
-class RefusedSaid(HopSaid):
+class RefusedSaid(TemplateSaid):
     UNNAMED = ("this host", "the listener")
+    TEMPLATES = (
+        "{listener} cut every connection from {sender} without a greeting, with and without a header: it takes "
+        "connections (headers) only from other sources (e.g. Dovecot's haproxy_trusted_networks), or has banned this "
+        "host.",
+        "{listener} has banned the proxy's own address {sender}{counted}: protocol errors counted against the proxy "
+        "(headers missing or ignored) lead to this; every client behind the proxy is cut off.")
 
-    def told(self, sender: str, listener: str, names: Names) -> str:
-        if self.hop.banned:
-            return (f"{listener} has banned the proxy's own address {sender}{counted(self.hop)}: protocol errors counted "
-                    "against the proxy (headers missing or ignored) lead to this; every client behind the proxy is cut "
-                    "off.")
-        return (f"{listener} cut every connection from {sender} without a greeting, with and without a header: it takes "
-                "connections (headers) only from other sources (e.g. Dovecot's haproxy_trusted_networks), or has "
-                "banned this host.")
+    def which(self) -> int:
+        return int(self.hop.banned)
 
 
 def refused(hop: Hop) -> bool:
