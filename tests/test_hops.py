@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from proxydiag.facts.hop import Hop, Party, Provenance
@@ -34,7 +36,7 @@ def codes(*hops) -> list[tuple[str, str | None]]:
 @pytest.mark.parametrize("kind", ["capture", "config", "log", "probe"])
 def test_the_same_hop_gives_the_same_code_whatever_showed_it(kind):
     assert codes(hop("none", "required", kind=kind)) == [("PD101", None)]
-    assert codes(hop("v2", "none", kind=kind)) == [("PD102", None)]
+    assert codes(hop("v2", "none", kind=kind)) == [("PD102", None), ("PD206", None)]
     assert codes(hop("none", "required", role="proxy", kind=kind)) == [("PD109", None)]
     assert codes(hop(waits_for_client=True, server_speaks_first=True, expects=None, kind=kind)) == [("PD110", None)]
 
@@ -48,9 +50,10 @@ def test_pd101_is_lowered_where_the_expectation_was_guessed():
     assert codes(hop("none", "required", inferred=True)) == [("PD101", "inferred")]
 
 
-def test_pd102_only_for_a_header_the_server_does_not_take():
-    assert codes(hop("v1", "none")) == [("PD102", None)]
-    assert codes(hop("local", "none")) == [("PD102", None)]  # a LOCAL header is read as commands all the same
+def test_pd102_only_for_a_header_the_server_does_not_take_and_pd206_where_the_sender_is_known():
+    assert codes(hop("v1", "none")) == [("PD102", None), ("PD206", None)]
+    assert codes(replace(hop("v1", "none"), sender=Party())) == [("PD102", None)]
+    assert codes(replace(hop("local", "none"), sender=Party())) == [("PD102", None)]  # read as commands all the same
     assert codes(hop("v2", "required")) == [] and codes(hop("v2", None)) == []
 
 

@@ -47,6 +47,7 @@ from proxydiag.rules.hops import (
     TLS_RULES,
     TLS_TO_PLAINTEXT_LISTENER,
     UNEXPECTED_HEADER,
+    UNTRUSTED_PROXY_SOURCE,
     WAITS_FOR_CLIENT,
     HopHit,
     judge_hops,
@@ -206,8 +207,9 @@ def _judge_header(route: Route, config: ProxyConfig, target: Target | None) -> I
     advice = fixes.trust_advice(target.where, route.source_address, target.listener)
     yield Judgement.of_hit(unexpected, evidence, fixes.remove_header(route, config.kind),
                            _shared(route, config, False) + advice)
-    if route.source_address:
-        yield Judgement("PD206", unexpected.said.message(AS_THEY_ARE), evidence, (), advice)
+    untrusted = UNTRUSTED_PROXY_SOURCE.judge(hop)
+    if untrusted is not None:
+        yield Judgement.of_hit(untrusted, evidence, (), advice)
 
 
 def _shared(route: Route, config: ProxyConfig, adding: bool) -> str:
@@ -325,7 +327,7 @@ def _unique(judgements: list[Judgement]) -> list[Judgement]:
 
 def to_finding(judgement: Judgement) -> Finding:
     """A judgement as the reports show findings: the fix is the user's own lines, changed."""
-    return make_finding(judgement.code, judgement.message, dict(judgement.evidence),
+    return make_finding(judgement.code, judgement.said or judgement.message, dict(judgement.evidence),
                         lowered="inferred" if judgement.inferred else None,
                         fix=fixes.render(judgement.edits, judgement.advice))
 

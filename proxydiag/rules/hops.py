@@ -1,4 +1,4 @@
-"""PD101, PD102, PD106, PD109, PD110, PD209, PD301-PD304, PD401, PD403 judged from hops, whatever showed them: one rule per code.
+"""PD101, PD102, PD106, PD109, PD110, PD206, PD209, PD301-PD304, PD401, PD403 judged from hops, whatever showed them: one rule per code.
 
 A proxy configuration, a log and a probe build `Hop`s (facts/hop.py); each rule here reads
 them and returns a typed hit. The sentence is written from the hop's fields through
@@ -193,6 +193,12 @@ class TlsFlagImpossibleSaid(TemplateSaid):
 
 
 @dataclass(frozen=True)
+class UntrustedSourceSaid(TemplateSaid):
+    TEMPLATES = ("{sender} sends a PROXY header to {listener}, whose trusted networks do not hold the sender's address: "
+                 "Stalwart will refuse the header and read it as protocol data.",)
+
+
+@dataclass(frozen=True)
 class TlsToPlaintextSaid(HopSaid):
     def told(self, sender: str, listener: str, names: Names) -> str:
         how = "passes its clients' TLS through to it" if self.hop.passthrough else "speaks TLS to it"
@@ -237,6 +243,11 @@ class RefusedSaid(TemplateSaid):
 
     def which(self) -> int:
         return int(self.hop.banned)
+
+
+def untrusted_source(hop: Hop) -> bool:
+    """A header from a sender whose known address the listener does not trust."""
+    return header_unexpected(hop) and hop.sender.address is not None
 
 
 def refused(hop: Hop) -> bool:
@@ -349,10 +360,12 @@ TLS_TO_PLAINTEXT_LISTENER = HopRule("PD303", tls_to_plaintext_listener, TlsToPla
 TLS_FLAG_LOST = HopRule("PD301", tls_flag_lost, TlsFlagLostSaid, tlv_conditional)
 TLS_FLAG_IMPOSSIBLE = HopRule("PD302", tls_flag_impossible, TlsFlagImpossibleSaid)
 DUPLICATE_HEADER = HopRule("PD106", duplicate_header, DuplicateHeaderSaid, chain_conditional)
+UNTRUSTED_PROXY_SOURCE = HopRule("PD206", untrusted_source, UntrustedSourceSaid)
 SERVER_REJECTED = HopRule("PD401", refused, RefusedSaid)
 TLS_RULES = (PLAINTEXT_TO_TLS_LISTENER, TLS_TO_PLAINTEXT_LISTENER, TLS_FLAG_IMPOSSIBLE, TLS_FLAG_LOST)
 HOP_RULES: tuple[HopRule, ...] = (MISSING_HEADER, UNEXPECTED_HEADER, EXPECTS_HEADER_FROM_CLIENT, WAITS_FOR_CLIENT,
-                                  HEALTH_CHECK_WITHOUT_HEADER, MX_PORT_REMAPPED, DUPLICATE_HEADER, SERVER_REJECTED, *TLS_RULES)
+                                  HEALTH_CHECK_WITHOUT_HEADER, MX_PORT_REMAPPED, DUPLICATE_HEADER, SERVER_REJECTED, UNTRUSTED_PROXY_SOURCE,
+                                  *TLS_RULES)
 
 
 def judge_hops(hops: Iterable[Hop], rules: Iterable[HopRule] = HOP_RULES) -> Iterator[HopHit]:
