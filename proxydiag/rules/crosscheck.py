@@ -25,6 +25,7 @@ from proxydiag.facts.config_hops import (
     chain_hop,
     chains,
     check_hop,
+    cite,
     front_hop,
     mx_hop,
     route_hop,
@@ -35,6 +36,7 @@ from proxydiag.facts.config_hops import (
 from proxydiag.facts.config_hops import (
     target as find_target,
 )
+from proxydiag.facts.hop import Cite
 from proxydiag.rules.base import Finding
 from proxydiag.rules.finding import make_finding
 from proxydiag.rules.hops import (
@@ -51,8 +53,9 @@ from proxydiag.rules.hops import (
     WAITS_FOR_CLIENT,
     HopHit,
     judge_hops,
+    told_cite,
 )
-from proxydiag.rules.said import AS_THEY_ARE, Said
+from proxydiag.rules.said import AS_THEY_ARE, Names, Said
 from proxydiag.services import DEFAULT_TABLE, ServiceTable
 
 __all__ = ["Judgement", "Setting", "check", "origin_lines", "to_finding"]
@@ -69,6 +72,10 @@ class Judgement:
     advice: str = ""
     inferred: bool = False
     said: Said | None = None  # what a hop rule said, typed: `message` is it told as it is
+
+    @classmethod
+    def of_said(cls, code: str, said: Said, evidence: dict[str, str], inferred: bool = False) -> Judgement:
+        return cls(code, said.message(AS_THEY_ARE), evidence, inferred=inferred, said=said)
 
     @classmethod
     def of_hit(cls, hit: HopHit, evidence: dict[str, str], edits: tuple[fixes.LineEdit, ...] = (),
@@ -153,16 +160,23 @@ def _judge_unknown_port(route: Route, setting: Setting) -> Iterable[Judgement]:
         return
     if setting.server_addresses and route.server_address not in setting.server_addresses:
         return
-    path = setting.stalwart.path if setting.stalwart is not None else "the Stalwart configuration"
-    yield Judgement(
-        "PD608",
-        f"{route.origin} forwards to port {route.target_port}, which no listener in {path} binds"
-        + (f" at {route.server_address}" if setting.server_addresses else "")
-        + ": is this the right file, a listener bound elsewhere, or an address translated on the way "
-        "(--server-address)?",
-        {"proxy": route.origin.cite()},
-        inferred=True,
-    )
+    yield Judgement.of_said("PD608", UnboundPortSaid(
+        cite(route.origin), route.target_port, setting.stalwart.path if setting.stalwart is not None else None,
+        route.server_address if setting.server_addresses else None), {"proxy": route.origin.cite()}, inferred=True)
+
+
+@dataclass(frozen=True)
+class UnboundPortSaid(Said):
+    route: Cite
+    port: int | None
+    stalwart: str | None  # the Stalwart configuration's path
+    server_address: str | None  # where `--server-address` names the server
+
+    def message(self, names: Names) -> str:
+        path = names.path(self.stalwart) if self.stalwart is not None else "the Stalwart configuration"
+        at = f" at {names.address(self.server_address)}" if self.server_address else ""
+        return (f"{told_cite(names, self.route)} forwards to port {self.port}, which no listener in {path} binds{at}: is "
+                "this the right file, a listener bound elsewhere, or an address translated on the way (--server-address)?")
 
 
 def _judge_route(route: Route, config: ProxyConfig, target: Target | None, setting: Setting) -> Iterable[Judgement]:

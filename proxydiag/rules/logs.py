@@ -54,7 +54,7 @@ from proxydiag.rules.hops import (
     HopRule,
     judge_hops,
 )
-from proxydiag.rules.said import Said
+from proxydiag.rules.said import Names, Said
 from proxydiag.services import DEFAULT_TABLE
 
 MAX_QUOTED = 5
@@ -157,19 +157,42 @@ def periodic(group: list[LogEvent]) -> float | None:
     return round(median, 1)
 
 
+LOG_SENTENCES = {
+    "proxy-as-client": "Stalwart's listener {listener} sees the proxy {address} as the client of {count} connection(s): "
+                       "the PROXY header was missing, ignored or carried no address.",
+    "one-address": "Every connection Stalwart's listener {listener} logs comes from {address} ({count}): a proxy or NAT "
+                   "whose clients' addresses are lost (give it with --proxy-address to be sure).",
+    "forwarded-missing": "Stalwart's HTTP listener {listener} takes client addresses from X-Forwarded-For, but {count} "
+                         "request(s) carried none: the proxy in front does not set it.",
+    "malformed-headers": "{software} received {count} malformed PROXY header(s) on {listener}.",
+}
+
+
+@dataclass(frozen=True)
+class LogSaid(Said):
+    """What the lines of one listener say (`kind`: one of LOG_SENTENCES): the listener in its
+    log's words, how many lines, the address they name, the software that wrote them."""
+
+    kind: str
+    listener: str
+    count: int
+    address: str = ""
+    software: str = ""
+
+    def message(self, names: Names) -> str:
+        return LOG_SENTENCES[self.kind].format(listener=names.text(self.listener), count=self.count,
+                                               address=names.address(self.address) if self.address else "",
+                                               software=self.software)
+
+
 def _client_is_proxy(events: list[LogEvent], given: set[str], inferred: set[str]) -> Iterable[Finding]:
     starts = [event for event in events if event.event in CONNECTION_STARTS and source_of(event) in given | inferred]
     for listener, group in _by(starts, listener_of).items():
         address = source_of(group[0])
         if address in given:
-            yield _finding("PD201", group,
-                           f"Stalwart's listener {listener} sees the proxy {address} as the client of {len(group)} "
-                           "connection(s): the PROXY header was missing, ignored or carried no address.", {})
+            yield _finding("PD201", group, LogSaid("proxy-as-client", listener, len(group), address or ""), {})
         else:
-            yield _finding("PD202", group,
-                           f"Every connection Stalwart's listener {listener} logs comes from {address} "
-                           f"({len(group)}): a proxy or NAT whose clients' addresses are lost (give it with "
-                           "--proxy-address to be sure).", {}, inferred=True)
+            yield _finding("PD202", group, LogSaid("one-address", listener, len(group), address or ""), {}, inferred=True)
 
 
 def _bans(events: list[LogEvent], proxies: set[str], inferred: set[str]) -> Iterable[Finding]:
@@ -220,9 +243,7 @@ def _mx_listener(event: LogEvent) -> bool:
 def _forwarded_missing(events: list[LogEvent]) -> Iterable[Finding]:
     missing = [event for event in events if event.event == "http.x-forwarded-missing"]
     for listener, group in _by(missing, listener_of).items():
-        yield _finding("PD501", group,
-                       f"Stalwart's HTTP listener {listener} takes client addresses from X-Forwarded-For, but "
-                       f"{len(group)} request(s) carried none: the proxy in front does not set it.", {})
+        yield _finding("PD501", group, LogSaid("forwarded-missing", listener, len(group)), {})
 
 
 def _proxy_waits_for_header(events: list[LogEvent]) -> Iterable[Finding]:
@@ -232,8 +253,8 @@ def _proxy_waits_for_header(events: list[LogEvent]) -> Iterable[Finding]:
         if missing:
             yield from _hop_finding((EXPECTS_HEADER_FROM_CLIENT,), client_without_header_hop(group), group, kinds, proxy)
         else:
-            yield _finding("PD103", group, f"{proxy} received {len(group)} malformed PROXY header(s) on "
-                           f"{listener_of(group[0])}.", kinds, proxy=proxy)
+            said = LogSaid("malformed-headers", listener_of(group[0]) or "?", len(group), software=proxy)
+            yield _finding("PD103", group, said, kinds, proxy=proxy)
 
 
 def _by_proxy_front(events: list[LogEvent]) -> dict[tuple[bool, str, str | None], list[LogEvent]]:

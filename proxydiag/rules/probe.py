@@ -4,6 +4,8 @@ evidence and fixes. Pure: it reads `StepRecord`s and writes dictionaries."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from proxydiag.facts.probe_hops import (
     ANSWERS_HEADER,
     CONNECT_FAILED,
@@ -37,7 +39,7 @@ from proxydiag.rules.hops import (
     WAITS_FOR_CLIENT,
     judge_hops,
 )
-from proxydiag.rules.said import Said
+from proxydiag.rules.said import Names, Said, endpoint
 
 MAX_EXCHANGE_LINES = 12
 
@@ -120,7 +122,6 @@ def findings(probe: TargetProbe, facts: JsonDict) -> list[Finding]:
         return []
     by_step = {record.step: record for record in probe.records}
     outcomes = {step: outcome(record) for step, record in by_step.items()}
-    target = str(probe.target)
     found = []
     none = by_step.get("none")
     unheaded = unheaded_hop(probe, facts)
@@ -145,15 +146,26 @@ def findings(probe: TargetProbe, facts: JsonDict) -> list[Finding]:
         for hit in judge_hops([refused_hop(probe, opened, list(outcomes), _cut_everything(outcomes))], (SERVER_REJECTED,)):
             found.append(_finding(hit.code, hit.said, none, list(outcomes), {}, lowered=hit.lowered))
     if outcomes.get("v2") == GREETS and outcomes.get("v2-local") not in (GREETS, None):
-        found.append(_finding("PD203",
-            f"{target} takes a v2 PROXY header but not a v2 LOCAL one ({_describe(outcomes['v2-local'])}): health "
-            "checks that send LOCAL headers fail against it.", by_step["v2-local"], ["v2-local"], {}))
+        found.append(_finding("PD203", LocalRefusedSaid(probe.address or probe.target.host, probe.target.port,
+                                                         _describe(outcomes["v2-local"])),
+                              by_step["v2-local"], ["v2-local"], {}))
     with_tlv = by_step.get("v2-ssl")
     tlv_hit = TLS_FLAG_LOST.judge(tlv_hop(probe, with_tlv, facts)) if with_tlv is not None else None
     if tlv_hit is not None:
         found.append(_finding(tlv_hit.code, tlv_hit.said, with_tlv, ["v2", "v2-ssl"],
                               {"offer": facts["ssl_tlv_changes_offer"]}, lowered=tlv_hit.lowered))
     return found
+
+
+@dataclass(frozen=True)
+class LocalRefusedSaid(Said):
+    address: str
+    port: int
+    answer: str  # what the listener did, in proxydiag's words
+
+    def message(self, names: Names) -> str:
+        return (f"{endpoint(names, self.address, self.port)} takes a v2 PROXY header but not a v2 LOCAL one "
+                f"({self.answer}): health checks that send LOCAL headers fail against it.")
 
 
 def _cut_everything(outcomes: dict[str, str]) -> bool:
