@@ -83,4 +83,4 @@ def hop(sends: Sent = "none", expects: Expects | None = "required", role: Listen
     """A hop from a proxy (10.0.0.2) to a listener (10.0.0.3:10025), as any evidence could show it."""
     return Hop(sender=Party(address="10.0.0.2"), listener=Party(address="10.0.0.3", port=10025, name="smtp"),
                listener_role=role, sends=sends, expects=expects, provenance=Provenance(kind),
-               expects_inferred=inferred, **facts)  # type: ignore[arg-type]
+               inferred=inferred, **facts)  # type: ignore[arg-type]
