@@ -60,6 +60,11 @@ class Party:
 
 @dataclass(frozen=True)
 class Hop:
+    """A sender and a listener, as one kind of evidence showed them: the header the sender puts
+    first, what the listener expects of this sender (its trust decides it for Stalwart), TLS on
+    the way, and the listener's service facts. A field the evidence does not show keeps its
+    default (None: unknown)."""
+
     sender: Party
     listener: Party
     listener_role: ListenerRole
