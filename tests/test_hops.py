@@ -6,13 +6,15 @@ from dataclasses import replace
 
 import pytest
 
+from proxydiag.configs.stalwart import load
 from proxydiag.facts.hop import Hop, Party, Provenance
 from proxydiag.facts.log_hops import ban_hop, client_without_header_hop, missing_header_hop
 from proxydiag.facts.probe_hops import answered_hop, unheaded_hop, verdict
-from proxydiag.rules import catalog
+from proxydiag.rules import catalog, crosscheck
 from proxydiag.rules.finding import make_finding
 from proxydiag.rules.hops import HOP_RULES, judge_hops
-from tests.facts import hop, log_event, probe_step, target_probe
+from tests.facts import hop, log_event, probe_step, proxy_config, route, target_probe
+from tests.stalwart_configs import stalwart_toml
 
 
 class _Hidden:
@@ -182,3 +184,18 @@ def test_a_ban_in_stalwart_s_log_is_a_hop_refused_whole():
     assert built.refused_all and built.banned and built.provenance.count == 1
     told = make_finding("PD401", next(judge_hops([built])).said, {}).message
     assert "10.0.0.2" in told and "banned" in told
+
+
+def test_check_s_findings_are_told_through_other_names_with_no_original_left(tmp_path):
+    stalwart = tmp_path / "config.toml"
+    stalwart.write_text(stalwart_toml("smtp", "submission", trusted=["198.51.100.2"]))
+    configs = [proxy_config(route(("192.0.2.10", 10025), "none", source="198.51.100.2"),
+                            route(("192.0.2.10", 10587), "v2", front_port=587, source="198.51.100.9"),
+                            path=str(tmp_path / "haproxy.cfg"))]
+    judged = crosscheck.check(configs, crosscheck.Setting(stalwart=load(str(stalwart))))
+    assert {"PD101", "PD102", "PD206"} <= {judgement.code for judgement in judged}
+    for judgement in judged:
+        finding = crosscheck.to_finding(judgement)
+        assert finding.said is not None, judgement.code
+        hidden = finding.message_for(_Hidden())
+        assert not any(original in hidden for original in ("192.0.2.10", "198.51.100", str(tmp_path))), hidden
