@@ -118,6 +118,7 @@ def test_stalwart_proxy_errors_are_a_hop_to_a_listener_requiring_a_header():
     built = missing_header_hop(group)
     assert (built.listener_role, built.sends, built.expects, built.unparsed) == ("server", "none", "required", True)
     assert built.sender.address == "10.0.0.2" and built.listener.name == "smtp" and built.listener.port == 10025
+    assert built.service is not None and built.service.protocol == "smtp"  # 10025: SMTP in Stalwart's layout
     assert built.provenance.kind == "log" and built.provenance.count == 2
     assert built.provenance.cited() == ["stalwart.log:1", "stalwart.log:4"]
 
@@ -138,6 +139,7 @@ def test_a_probe_front_that_greets_only_with_a_header_is_a_hop_requiring_one():
     built = unheaded_hop(probe, verdict(probe))
     assert built is not None and (built.listener_role, built.sends, built.expects) == ("proxy", "none", "required")
     assert built.provenance.cited() == ["step none", "step v2"]
+    assert built.service is not None and built.service.name == "smtp"
 
 
 def test_a_probe_header_answered_as_commands_is_a_hop_the_listener_does_not_expect():

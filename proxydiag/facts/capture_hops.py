@@ -37,6 +37,7 @@ def connection_hop(conn: Connection, expectation: Expectation | None, role: List
         expects=expects or expects_of(expectation),
         inferred=expects is None and expectation is not None and expectation.inferred,
         provenance=Provenance("capture", (Cite(None, None, f"frame {conn.first_frame}"),)),
+        service=conn.service,
         server_speaks_first=conn.server_speaks_first,
         client_opens_tls=conn.tls_client_hello,
         waits_for_client=waits_for_client,

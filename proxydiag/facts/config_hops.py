@@ -153,6 +153,7 @@ def route_hop(route: Route, found: Target) -> Hop:
         ssl_tlv=route.ssl_tlv,
         listener_implicit_tls=listener.implicit_tls,
         protocol=listener.protocol,
+        service=DEFAULT_TABLE.lookup(route.target_port),
         tls=route.tls_to_server,
     )
 
@@ -183,6 +184,7 @@ def tls_hop(route: Route, found: Target | None, table: ServiceTable = DEFAULT_TA
         sends=route.sends,
         expects=None,
         provenance=_provenance(front.origin, route.origin),
+        service=server,
         ssl_tlv=route.ssl_tlv,
         listener_implicit_tls=implicit,
         tls=route.tls_to_server,
@@ -235,6 +237,7 @@ def waiting_hop(route: Route, table: ServiceTable) -> Hop | None:
         sends="none",
         expects=None,
         provenance=_provenance(wait, front.origin),
+        service=service,
         server_speaks_first=service.server_speaks_first if service is not None else None,
         client_opens_tls=bool(service and service.implicit_tls and not front.tls_terminated),
         waits_for_client=route.waits_for_client,
@@ -282,6 +285,7 @@ def mx_hop(route: Route, found: Target | None, setting: Setting) -> Hop | None:
         expects=None,
         provenance=_provenance(front.origin, route.origin),
         protocol=protocol,
+        service=service,
         public_port=front.port,
     )
 

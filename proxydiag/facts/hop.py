@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from proxydiag.services import Service
+
 ListenerRole = Literal["proxy", "server"]  # a proxy's front, or the mail server (or a proxy standing for it)
 Sent = Literal["none", "v1", "v2", "local"]
 Expects = Literal["required", "optional", "none"]
@@ -78,6 +80,7 @@ class Hop:
     client_opens_tls: bool = False  # the client's first bytes are a TLS ClientHello (implicit TLS not terminated)
     waits_for_client: bool = False  # the listener (a proxy) forwards only after its client's first bytes
     protocol: str | None = None  # the listener's protocol (smtp, imap, ...) where known
+    service: Service | None = None  # the listener's port in the service table
     unparsed: bool = False  # bytes came that did not parse: no header, or a malformed one
     tls: bool = False  # the sender speaks TLS to the listener itself (its own handshake)
     replies: tuple[str, ...] = ()  # the listener's answers to the header's bytes, as it wrote them

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from proxydiag.facts.hop import Cite, Hop, ListenerRole, Party, Provenance
 from proxydiag.logs.event import LogEvent
+from proxydiag.services import DEFAULT_TABLE
 
 MISSING_HEADER_REASONS = ("end of stream", "invalid proxy header")
 HAPROXY_CLIENT_SENT_NO_HEADER = frozenset({"haproxy.proxy-not-header", "haproxy.proxy-empty", "haproxy.proxy-abort",
@@ -102,7 +103,8 @@ def client_without_header_hop(group: Sequence[LogEvent]) -> Hop:
 def _header_error_hop(group: Sequence[LogEvent], role: ListenerRole, unparsed: bool = False, tls: bool = False) -> Hop:
     """A listener that requires a header, and the senders of these lines that sent none."""
     return Hop(sender=_sender(group), listener=_listener(group[0]), listener_role=role, sends="none",
-               expects="required", provenance=_provenance(group), unparsed=unparsed, tls=tls)
+               expects="required", provenance=_provenance(group), unparsed=unparsed, tls=tls,
+               service=DEFAULT_TABLE.lookup(group[0].number("localPort")))
 
 
 def mx_hop(group: Sequence[LogEvent], listener_known: bool = True) -> Hop:

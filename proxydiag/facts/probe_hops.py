@@ -14,6 +14,7 @@ from proxydiag.facts.hop import Cite, Expects, Hop, Party, Provenance, Sent
 from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.protocols import MailOpening
 from proxydiag.probe import StepRecord, TargetProbe
+from proxydiag.probe.steps import service_of
 
 # Step outcomes
 CONNECT_FAILED = "connect-failed"
@@ -129,7 +130,7 @@ def _probe_hop(probe: TargetProbe, record: StepRecord, steps: list[str]) -> Hop:
     """The probe's connection of one step to the target, before what the step showed."""
     return Hop(sender=_prober(record), listener=_listener(probe),
                listener_role="proxy" if probe.judged_as == "front" else "server", sends="none", expects=None,
-               provenance=_provenance(steps))
+               provenance=_provenance(steps), service=service_of(probe.target.port))
 
 
 def unheaded_hop(probe: TargetProbe, facts: JsonDict) -> Hop | None:
