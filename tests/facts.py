@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from proxydiag.configs.model import FrontListener, HeaderVersion, Origin, ProxyConfig, Route
+from proxydiag.facts.hop import EvidenceKind, Expects, Hop, ListenerRole, Party, Provenance, Sent
 from proxydiag.facts.model import Connection, Endpoints
 from proxydiag.logs.event import LogEvent
 from proxydiag.parsers.protocols import recognise
@@ -83,3 +84,11 @@ def probe_step(step: str, server_text: bytes = b"", client_text: bytes = b"", po
 
 def target_probe(host: str, port: int, *records: StepRecord, role: str | None = None) -> TargetProbe:
     return TargetProbe(Target(host, port), address=host, records=list(records), role=role)
+
+
+def hop(sends: Sent = "none", expects: Expects | None = "required", role: ListenerRole = "server",
+        kind: EvidenceKind = "config", inferred: bool = False, **facts: object) -> Hop:
+    """A hop from a proxy (10.0.0.2) to a listener (10.0.0.3:10025), as any evidence could show it."""
+    return Hop(sender=Party(address="10.0.0.2"), listener=Party(address="10.0.0.3", port=10025, name="smtp"),
+               listener_role=role, sends=sends, expects=expects, provenance=Provenance(kind),
+               inferred=inferred, **facts)  # type: ignore[arg-type]

@@ -5,12 +5,14 @@ configurations binds (`analyze` with captures and configurations together)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from proxydiag.configs.model import WILDCARD_ADDRESSES, ProxyConfig, Route
 from proxydiag.facts.model import Connection
 from proxydiag.jsontypes import JsonDict
 from proxydiag.rules.base import Finding
 from proxydiag.rules.finding import make_finding
+from proxydiag.rules.said import Names, Said, endpoint
 from proxydiag.services import DEFAULT_TABLE
 
 MAX_MATCHED = 10  # connections attached to one finding
@@ -59,16 +61,53 @@ def _header_contradiction(route: Route, legs: list[Connection]) -> Finding | Non
     if not wrong:
         return None
     seen = sorted({observed_header(conn) for conn in wrong})
-    said = "no PROXY header" if route.sends == "none" else f"a {route.sends} PROXY header"
-    carried = " or ".join("no header" if version == "none" else f"a {version} header" for version in seen)
     evidence = {"proxy": route.origin.cite(), "configured": route.sends,
                 "observed": {version: sum(1 for conn in wrong if observed_header(conn) == version) for version in seen}}
     if route.sends_origin is not None and route.sends_origin != route.origin:
         evidence["header"] = route.sends_origin.cite()
-    return _finding(
-        "PD607", f"{route.origin} sends {said} to {route.endpoint}, but {len(wrong)} of the {len(legs)} captured "
-        f"connection(s) to it carry {carried}: the proxy runs another configuration than this file (not "
-        "reloaded, another host, or the wrong file).", wrong, evidence)
+    said = RouteContradictedSaid(route.origin.path, route.origin.line, route.server_address, route.target_port,
+                                 route.sends, tuple(seen), len(wrong), len(legs))
+    return _finding("PD607", said, wrong, evidence)
+
+
+@dataclass(frozen=True)
+class RouteContradictedSaid(Said):
+    path: str
+    line: int
+    address: str
+    port: int | None
+    configured: str  # none, v1, v2
+    seen: tuple[str, ...]
+    wrong: int
+    captured: int
+
+    def message(self, names: Names) -> str:
+        said = "no PROXY header" if self.configured == "none" else f"a {self.configured} PROXY header"
+        carried = " or ".join("no header" if version == "none" else f"a {version} header" for version in self.seen)
+        return (f"{names.path(self.path)}:{self.line} sends {said} to {endpoint(names, self.address, self.port)}, but "
+                f"{self.wrong} of the {self.captured} captured connection(s) to it carry {carried}: the proxy runs "
+                "another configuration than this file (not reloaded, another host, or the wrong file).")
+
+
+@dataclass(frozen=True)
+class UnconfiguredPortSaid(Said):
+    """Connections to (or from) the proxy at a port no listener (route) of the files has."""
+
+    files: tuple[str, ...]
+    count: int
+    address: str  # the proxy's listening address, or the server it connected to
+    port: int
+    proxy: str | None = None  # the proxy's address, where it connected onwards
+
+    def message(self, names: Names) -> str:
+        files = ", ".join(names.path(path) for path in self.files)
+        if self.proxy is None:
+            return (f"The capture shows {self.count} connection(s) to the proxy's port {self.port} "
+                    f"({names.address(self.address)}), which no listener of {files} binds: the proxy runs another "
+                    "configuration than this file, or the capture holds another proxy's traffic.")
+        return (f"The proxy ({names.address(self.proxy)}) opened {self.count} connection(s) to "
+                f"{endpoint(names, self.address, self.port)}, which no route of {files} targets: the proxy runs another "
+                "configuration than this file.")
 
 
 def _unrouted_ports(connections: Sequence[Connection], proxy_addresses: set[str], listening: set[int],
@@ -87,20 +126,16 @@ def _unrouted_ports(connections: Sequence[Connection], proxy_addresses: set[str]
                 fronts.setdefault(port, []).append(conn)
         elif conn.tcp.src_addr in proxy_addresses and port not in routed:
             backs.setdefault(port, []).append(conn)
+    paths = tuple(config.path for config in proxy_configs)
     for port, group in sorted(fronts.items()):
-        yield _finding(
-            "PD607", f"The capture shows {len(group)} connection(s) to the proxy's port {port} "
-            f"({group[0].tcp.dst_addr}), which no listener of {files} binds: the proxy runs another "
-            "configuration than this file, or the capture holds another proxy's traffic.",
-            group, {"port": port, "proxy_configs": files})
+        yield _finding("PD607", UnconfiguredPortSaid(paths, len(group), group[0].tcp.dst_addr, port), group,
+                       {"port": port, "proxy_configs": files})
     for port, group in sorted(backs.items()):
-        yield _finding(
-            "PD607", f"The proxy ({group[0].tcp.src_addr}) opened {len(group)} connection(s) to {group[0].tcp.dst_addr}:{port}, "
-            f"which no route of {files} targets: the proxy runs another configuration than this file.",
-            group, {"server_port": port, "proxy_configs": files})
+        yield _finding("PD607", UnconfiguredPortSaid(paths, len(group), group[0].tcp.dst_addr, port, group[0].tcp.src_addr),
+                       group, {"server_port": port, "proxy_configs": files})
 
 
-def _finding(code: str, message: str, conns: list[Connection], evidence: JsonDict) -> Finding:
+def _finding(code: str, message: Said, conns: list[Connection], evidence: JsonDict) -> Finding:
     cited = conns[:MAX_MATCHED]
     return make_finding(code, message, {**evidence, "frames": [conn.first_frame for conn in cited]},
                         connections=[conn.id for conn in cited], frames=[conn.first_frame for conn in cited],

@@ -8,9 +8,11 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
+from proxydiag.facts.capture_hops import connection_hop
 from proxydiag.facts.model import Connection
 from proxydiag.rules import tally
 from proxydiag.rules.base import Context, Endpoint, Hit, Rule, endpoint, quoted, server_endpoint
+from proxydiag.rules.hops import EXPECTS_HEADER_FROM_CLIENT, WAITS_FOR_CLIENT
 from proxydiag.rules.said import AS_THEY_ARE, Names, Said
 
 TOO_SOON = re.compile(rb"talk(ing)? too soon|pregreet|before (the )?greeting|wait for (the )?greeting", re.I)
@@ -41,7 +43,7 @@ class ProxyExpectsHeaderFromClient(Rule):
         if not refused_without_a_word(conn, ctx):
             return
         why = front_of_a_proxy(conn, ctx)
-        if why is None:
+        if why is None or not EXPECTS_HEADER_FROM_CLIENT.applies(connection_hop(conn, None, "proxy", "required")):
             return
         yield Hit(
             FrontDemandsHeader(server_endpoint(conn), why, conn.closed_by == "server", conn.client_first),
@@ -163,7 +165,8 @@ class ProxyWaitsForClient(Rule):
         same_segment = conn.client_first is not None and conn.client_first_frame == conn.header_frames[0]
         before_greeting = conn.greeting_ts is None or (conn.client_first_ts or 0) <= conn.greeting_ts
         too_soon = conn.server_text is not None and TOO_SOON.search(conn.server_text.encode())
-        if (same_segment and before_greeting) or too_soon:
+        if ((same_segment and before_greeting) or too_soon) and WAITS_FOR_CLIENT.applies(
+                connection_hop(conn, None, waits_for_client=True)):
             yield Hit(
                 HeaderWithFirstCommand(server_endpoint(conn), conn.client_first, bool(too_soon), conn.greeting),
                 [conn], {"client_first": conn.client_first, "frame": conn.client_first_frame}, group=endpoint(conn),
@@ -177,7 +180,8 @@ class ProxyWaitsForClient(Rule):
             return  # a TLS client speaks first by design; the proxy connects once TLS is up
         if front.greeting_ts is not None and front.greeting_ts <= front.client_first_ts:
             return  # the proxy greeted the client itself (nginx mail): nobody was left waiting
-        if back.server_speaks_first and back.start_ts > front.client_first_ts:
+        if back.start_ts > front.client_first_ts and WAITS_FOR_CLIENT.applies(
+                connection_hop(back, None, waits_for_client=True)):
             idle = front.client_first_ts - (front.established_ts or front.start_ts)
             yield Hit(
                 ConnectedAfterClient(server_endpoint(front), back.id, front.client_first, idle),

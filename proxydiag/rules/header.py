@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+from proxydiag.facts.capture_hops import connection_hop, sent_by
 from proxydiag.facts.model import Connection
 from proxydiag.parsers.protocols.http import HttpOpening
 from proxydiag.rules.base import (
@@ -20,6 +21,7 @@ from proxydiag.rules.base import (
     server_endpoint,
 )
 from proxydiag.rules.front import ProxyExpectsHeaderFromClient, ProxyWaitsForClient, front_of_a_proxy
+from proxydiag.rules.hops import MISSING_HEADER, UNEXPECTED_HEADER
 from proxydiag.rules.said import Names, Said
 from proxydiag.rules.stalwart_reader import stalwart_reading
 
@@ -99,7 +101,7 @@ class MissingProxyHeader(Rule):
     code = "PD101"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
-        if conn.mid_stream or conn.header is not None or (conn.proxy and conn.proxy.version):
+        if conn.mid_stream or sent_by(conn) != "none":
             return
         expectation = ctx.expectation(conn)
         if conn.client_first is None:
@@ -109,25 +111,31 @@ class MissingProxyHeader(Rule):
             return  # a proxy's front refusing ordinary clients: PD109
         hello = bool(conn.tls_client_hello)
         evidence = {"client_first": conn.client_first, "client_first_frame": conn.client_first_frame}
-        if expectation is not None and expectation.wants_header:
+        if expectation is not None and MISSING_HEADER.applies(connection_hop(conn, expectation)):
             yield Hit(
                 StartsWithoutHeader(server_endpoint(conn), conn.client_first, expectation.source, hello),
                 [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),
                 lowered="inferred" if expectation.inferred else None,
             )
-        elif conn.server_speaks_first and conn.first_speaker == "client" and not greeted(conn) and not relayed(conn, ctx):
+        elif self.waited_for_a_header(conn, ctx) and MISSING_HEADER.applies(connection_hop(conn, None, expects="required")):
             yield Hit(
                 NeverGreeted(conn.client_first, server_endpoint(conn), conn.greeting, hello),
                 [conn], evidence | {"server": conn.greeting}, group=endpoint(conn),
             )
 
+    @staticmethod
+    def waited_for_a_header(conn: Connection, ctx: Context) -> bool:
+        """The client spoke first on a server-speaks-first protocol and was never greeted: the
+        listener behaves as one that requires a header."""
+        return conn.server_speaks_first and conn.first_speaker == "client" and not greeted(conn) and not relayed(conn, ctx)
 
     def silent_leg(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         """Nothing at all from the proxy, to a listener that expects a header: the
         listener waits for it and never greets (Stalwart hangs; Postfix gives up with a
         421). A connect-only check (closed within a second) is PD403's."""
         expectation = ctx.expectation(conn)
-        if expectation is None or not expectation.wants_header or greeted(conn) or conn.closed_by is None:
+        if expectation is None or not MISSING_HEADER.applies(connection_hop(conn, expectation)) or greeted(conn) \
+                or conn.closed_by is None:
             return
         end = conn.greeting_ts if conn.greeting_ts is not None else conn.close_ts
         start = conn.established_ts or conn.start_ts
@@ -190,7 +198,7 @@ class UnexpectedProxyHeader(Rule):
                 HeaderRefused(server_endpoint(conn), header.version, tuple(answered[:3]), greeted_first, conn.tcp.src_addr),
                 [conn], evidence, group=endpoint(conn),
             )
-        elif expectation is not None and expectation.value == "none":
+        elif UNEXPECTED_HEADER.applies(connection_hop(conn, expectation)) and expectation is not None:
             yield Hit(
                 HeaderNotExpected(server_endpoint(conn), header.version, expectation.source),
                 [conn], evidence | {"expectation": expectation.to_dict()}, group=endpoint(conn),

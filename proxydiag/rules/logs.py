@@ -23,18 +23,38 @@ evidence is the log lines themselves (file:line), counted per listener and per s
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from proxydiag.facts.hop import Hop
+from proxydiag.facts.log_hops import (
+    ban_hop,
+    client_without_header_hop,
+    is_client_without_header,
+    is_missing_header_error,
+    listener_of,
+    missing_header_hop,
+    mx_hop,
+    normal_address,
+    source_of,
+)
 from proxydiag.jsontypes import JsonDict
 from proxydiag.logs.event import LogEvent
 from proxydiag.logs.masking import mask_log_text
-from proxydiag.logs.stalwart import AUTH_FIRST_REPLY
 from proxydiag.rules.base import SEVERITIES, Finding
 from proxydiag.rules.finding import make_finding
+from proxydiag.rules.hops import (
+    EXPECTS_HEADER_FROM_CLIENT,
+    HEALTH_CHECK_WITHOUT_HEADER,
+    MISSING_HEADER,
+    MX_PORT_REMAPPED,
+    SERVER_REJECTED,
+    HopRule,
+    judge_hops,
+)
+from proxydiag.rules.said import Names, Said
 from proxydiag.services import DEFAULT_TABLE
 
 MAX_QUOTED = 5
@@ -42,13 +62,10 @@ MAX_QUOTE_CHARS = 300
 CONNECTION_STARTS = frozenset({"smtp.connection-start", "imap.connection-start", "pop3.connection-start",
                                "manage-sieve.connection-start", "http.connection-start"})
 BANS = frozenset({"security.authentication-ban", "security.abuse-ban", "security.scan-ban", "security.loiter-ban"})
-MISSING_HEADER_REASONS = ("end of stream", "invalid proxy header")
 # Health checks come at the checker's interval (HAProxy `inter` 2 s, Traefik, cloud balancers
 # 5-30 s): at least this many errors whose gaps all stay within PERIOD_TOLERANCE of their median.
 MIN_PERIODIC = 4
 PERIOD_TOLERANCE = 0.15
-HAPROXY_CLIENT_SENT_NO_HEADER = frozenset({"haproxy.proxy-not-header", "haproxy.proxy-empty", "haproxy.proxy-abort",
-                                           "haproxy.proxy-timeout", "haproxy.proxy-truncated"})
 HAPROXY_MALFORMED_HEADER = frozenset({"haproxy.proxy-bad-header", "haproxy.proxy-bad-protocol"})
 SUBMISSION_PORTS = frozenset({587, 465})
 
@@ -73,7 +90,7 @@ class LogVerdict:
 
 
 def judge(events: list[LogEvent], options: LogOptions = LogOptions()) -> LogVerdict:
-    given = {_normal(address) for address in options.proxy_addresses}
+    given = {normal_address(address) for address in options.proxy_addresses}
     inferred = dominant_addresses(events, options) - given
     proxies = given | inferred
     findings = [
@@ -91,27 +108,6 @@ def judge(events: list[LogEvent], options: LogOptions = LogOptions()) -> LogVerd
         per_source=_count(events, source_of, limit=None),
         proxy_addresses={"given": sorted(given), "inferred": sorted(inferred)},
     )
-
-
-def listener_of(event: LogEvent) -> str | None:
-    """Where the event happened, in the words of its log: Stalwart's listener id and
-    port, HAProxy's frontend/bind, nginx's server address."""
-    fields = event.fields
-    if event.source == "stalwart":
-        name, port = event.text("listenerId"), event.text("localPort")
-        if name and port:
-            return f"{name} (port {port})"
-        return name or (f"port {port}" if port else None)
-    if event.source == "haproxy" and fields.get("frontend"):
-        return f"{fields['frontend']}/{fields.get('bind') or fields.get('backend')}"
-    if event.source == "nginx":
-        return event.text("server")
-    return None
-
-
-def source_of(event: LogEvent) -> str | None:
-    address = event.text("remoteIp") if event.source == "stalwart" else event.text("client")
-    return _normal(address) if address else None
 
 
 def dominant_addresses(events: Iterable[LogEvent], options: LogOptions) -> set[str]:
@@ -133,28 +129,19 @@ def dominant_addresses(events: Iterable[LogEvent], options: LogOptions) -> set[s
 
 
 def _proxy_errors(events: list[LogEvent]) -> Iterable[Finding]:
-    errors = [event for event in events if event.event == "network.proxy-error"
-              and any(reason in (event.text("reason") or "") for reason in MISSING_HEADER_REASONS)]
-    for listener, group in _by(errors, listener_of).items():
+    errors = [event for event in events if is_missing_header_error(event)]
+    for group in _by(errors, listener_of).values():
         period = periodic(group)
-        if period is not None:
-            source = source_of(group[0]) if len({source_of(event) for event in group}) == 1 else None
-            yield _finding(
-                "PD403", group,
-                f"Stalwart's listener {listener} logged {len(group)} proxy errors every {period:g} s"
-                + (f" from {source}" if source else "") + ": a proxy's health checks without a PROXY header, not "
-                "clients. Each is a failed connection in the log and counts towards banning the checker's address.",
-                {"period_seconds": period})
-            continue
-        reasons = Counter(mask_log_text(event.text("reason") or "", all_client=True) for event in group)
-        tls = any(event.fields.get("tls") is True for event in group)
-        note = (" The bytes did not parse: no header at all, or a malformed one (PD103); a capture tells them apart."
-                if "invalid proxy header" in reasons else "")
-        yield _finding(
-            "PD101", group,
-            f"Stalwart's listener {listener} trusts the peer and waits for a PROXY header, but {len(group)} "
-            f"connection(s) brought none it could read{' (implicit TLS)' if tls else ''}.{note}",
-            {"reasons": dict(reasons)})
+        evidence: JsonDict = {"period_seconds": period} if period is not None else {"reasons": dict(Counter(
+            mask_log_text(event.text("reason") or "", all_client=True) for event in group))}
+        yield from _hop_finding((MISSING_HEADER, HEALTH_CHECK_WITHOUT_HEADER), missing_header_hop(group, period), group,
+                                evidence)
+
+
+def _hop_finding(rules: tuple[HopRule, ...], hop: Hop, group: list[LogEvent], evidence: JsonDict,
+                 proxy: str | None = None) -> Iterable[Finding]:
+    for hit in judge_hops([hop], rules):
+        yield _finding(hit.code, group, hit.said, evidence, inferred=hit.lowered == "inferred", proxy=proxy)
 
 
 def periodic(group: list[LogEvent]) -> float | None:
@@ -170,19 +157,42 @@ def periodic(group: list[LogEvent]) -> float | None:
     return round(median, 1)
 
 
+LOG_SENTENCES = {
+    "proxy-as-client": "Stalwart's listener {listener} sees the proxy {address} as the client of {count} connection(s): "
+                       "the PROXY header was missing, ignored or carried no address.",
+    "one-address": "Every connection Stalwart's listener {listener} logs comes from {address} ({count}): a proxy or NAT "
+                   "whose clients' addresses are lost (give it with --proxy-address to be sure).",
+    "forwarded-missing": "Stalwart's HTTP listener {listener} takes client addresses from X-Forwarded-For, but {count} "
+                         "request(s) carried none: the proxy in front does not set it.",
+    "malformed-headers": "{software} received {count} malformed PROXY header(s) on {listener}.",
+}
+
+
+@dataclass(frozen=True)
+class LogSaid(Said):
+    """What the lines of one listener say (`kind`: one of LOG_SENTENCES): the listener in its
+    log's words, how many lines, the address they name, the software that wrote them."""
+
+    kind: str
+    listener: str
+    count: int
+    address: str = ""
+    software: str = ""
+
+    def message(self, names: Names) -> str:
+        return LOG_SENTENCES[self.kind].format(listener=names.text(self.listener), count=self.count,
+                                               address=names.address(self.address) if self.address else "",
+                                               software=self.software)
+
+
 def _client_is_proxy(events: list[LogEvent], given: set[str], inferred: set[str]) -> Iterable[Finding]:
     starts = [event for event in events if event.event in CONNECTION_STARTS and source_of(event) in given | inferred]
     for listener, group in _by(starts, listener_of).items():
         address = source_of(group[0])
         if address in given:
-            yield _finding("PD201", group,
-                           f"Stalwart's listener {listener} sees the proxy {address} as the client of {len(group)} "
-                           "connection(s): the PROXY header was missing, ignored or carried no address.", {})
+            yield _finding("PD201", group, LogSaid("proxy-as-client", listener, len(group), address or ""), {})
         else:
-            yield _finding("PD202", group,
-                           f"Every connection Stalwart's listener {listener} logs comes from {address} "
-                           f"({len(group)}): a proxy or NAT whose clients' addresses are lost (give it with "
-                           "--proxy-address to be sure).", {}, inferred=True)
+            yield _finding("PD202", group, LogSaid("one-address", listener, len(group), address or ""), {}, inferred=True)
 
 
 def _bans(events: list[LogEvent], proxies: set[str], inferred: set[str]) -> Iterable[Finding]:
@@ -190,13 +200,8 @@ def _bans(events: list[LogEvent], proxies: set[str], inferred: set[str]) -> Iter
                if (event.event == "security.ip-blocked" or event.event in BANS) and source_of(event) in proxies]
     for address, group in _by(blocked, source_of).items():
         ban = next((event for event in group if event.event in BANS), group[0])
-        refused = sum(1 for event in group if event.event == "security.ip-blocked")
-        yield _finding(
-            "PD401", group,
-            f"Stalwart has banned the proxy's own address {address}: {refused} connection(s) refused as "
-            "blocked. Protocol errors counted against the proxy (headers missing or ignored) lead to this; "
-            "every client behind the proxy is cut off.",
-            {"timeline": timeline(events, ban, address)}, inferred=address in inferred)
+        yield from _hop_finding((SERVER_REJECTED,), ban_hop(group, address, address in inferred), group,
+                                {"timeline": timeline(events, ban, address)})
 
 
 def timeline(events: list[LogEvent], split: LogEvent, address: str | None) -> JsonDict:
@@ -219,18 +224,11 @@ def _before(event: LogEvent, split: LogEvent) -> bool:
 
 def _mx_needs_auth(events: list[LogEvent]) -> Iterable[Finding]:
     stalwart = [event for event in events if event.event == "smtp.mail-from-unauthenticated" and _mx_listener(event)]
-    for listener, group in _by(stalwart, listener_of).items():
-        port = group[0].number("localPort")
-        yield _finding("PD209", group,
-                       f"Stalwart's SMTP listener {listener} requires AUTH of MAIL FROM ({len(group)} refused with "
-                       f"\"{AUTH_FIRST_REPLY}\"): its own port is {port}, not 25, so inbound MX mail forwarded to it is "
-                       "treated as submission.", {})
+    for group in _by(stalwart, listener_of).values():
+        yield from _hop_finding((MX_PORT_REMAPPED,), mx_hop(group), group, {})
     quoted = [event for event in events if event.event == "smtp.reply-authenticate-first"]
     if quoted:
-        yield _finding("PD209", quoted,
-                       f"{len(quoted)} line(s) quote Stalwart's \"{AUTH_FIRST_REPLY}\": if this is inbound MX mail, the "
-                       "listener behind port 25 is bound to another port (10025), where AUTH is required.", {},
-                       inferred=True)
+        yield from _hop_finding((MX_PORT_REMAPPED,), mx_hop(quoted, listener_known=False), quoted, {})
 
 
 def _mx_listener(event: LogEvent) -> bool:
@@ -245,41 +243,29 @@ def _mx_listener(event: LogEvent) -> bool:
 def _forwarded_missing(events: list[LogEvent]) -> Iterable[Finding]:
     missing = [event for event in events if event.event == "http.x-forwarded-missing"]
     for listener, group in _by(missing, listener_of).items():
-        yield _finding("PD501", group,
-                       f"Stalwart's HTTP listener {listener} takes client addresses from X-Forwarded-For, but "
-                       f"{len(group)} request(s) carried none: the proxy in front does not set it.", {})
+        yield _finding("PD501", group, LogSaid("forwarded-missing", listener, len(group)), {})
 
 
 def _proxy_waits_for_header(events: list[LogEvent]) -> Iterable[Finding]:
-    for code, proxy, group in _proxy_header_errors(events):
-        listener = listener_of(group[0])
-        kinds = dict(Counter(_kind(event) for event in group))
-        if code == "PD109":
-            message = (f"{proxy} expects a PROXY header from its clients on {listener} and dropped {len(group)} "
-                       "connection(s) that sent none: it should send a header to the mail server instead of "
-                       "accepting one.")
+    """A proxy's front that requires a header: clients without one (PD109), malformed headers (PD103)."""
+    for (missing, proxy, _listener), group in _by_proxy_front(events).items():
+        kinds = {"kinds": dict(Counter(_kind(event) for event in group))}
+        if missing:
+            yield from _hop_finding((EXPECTS_HEADER_FROM_CLIENT,), client_without_header_hop(group), group, kinds, proxy)
         else:
-            message = f"{proxy} received {len(group)} malformed PROXY header(s) on {listener}."
-        yield _finding(code, group, message, {"kinds": kinds}, proxy=proxy)
+            said = LogSaid("malformed-headers", listener_of(group[0]) or "?", len(group), software=proxy)
+            yield _finding("PD103", group, said, kinds, proxy=proxy)
 
 
-def _proxy_header_errors(events: list[LogEvent]) -> Iterable[tuple[str, str, list[LogEvent]]]:
-    def code_of(event: LogEvent) -> str | None:
-        if event.event in HAPROXY_CLIENT_SENT_NO_HEADER or event.event == "nginx.proxy-protocol-error":
-            return "PD109"
-        if event.event in HAPROXY_MALFORMED_HEADER:
-            return "PD103"
-        if event.event == "nginx.broken-header":
-            return "PD103" if str(event.fields.get("data", "")).startswith(("PROXY ", "\r\n\r\n")) else "PD109"
-        return None
-
-    coded = [(code_of(event), event) for event in events]
-    grouped: dict[tuple[str, str, str | None], list[LogEvent]] = defaultdict(list)
-    for code, event in coded:
-        if code is not None:
-            grouped[(code, "HAProxy" if event.source == "haproxy" else "nginx", listener_of(event))].append(event)
-    for (code, proxy, _listener), group in grouped.items():
-        yield code, proxy, group
+def _by_proxy_front(events: list[LogEvent]) -> dict[tuple[bool, str, str | None], list[LogEvent]]:
+    """A proxy's header errors per front listener: clients that sent none, or malformed ones."""
+    grouped: dict[tuple[bool, str, str | None], list[LogEvent]] = defaultdict(list)
+    for event in events:
+        missing = is_client_without_header(event)
+        if missing or event.event in HAPROXY_MALFORMED_HEADER or event.event == "nginx.broken-header":
+            proxy = "HAProxy" if event.source == "haproxy" else "nginx"
+            grouped[(missing, proxy, listener_of(event))].append(event)
+    return grouped
 
 
 def _kind(event: LogEvent) -> str:
@@ -290,7 +276,7 @@ def _kind(event: LogEvent) -> str:
     return "broken header: " + (printable(data[:24]) or "(nothing)")
 
 
-def _finding(code: str, group: list[LogEvent], message: str, evidence: JsonDict, inferred: bool = False,
+def _finding(code: str, group: list[LogEvent], message: str | Said, evidence: JsonDict, inferred: bool = False,
              proxy: str | None = None) -> Finding:
     return make_finding(
         code, message,
@@ -337,13 +323,3 @@ def _count(events: list[LogEvent], key: Callable[[LogEvent], str | None], limit:
 def _time(events: list[LogEvent], pick: Callable[[list[datetime]], datetime]) -> str | None:
     stamps = [event.timestamp for event in events if event.timestamp is not None]
     return pick(stamps).isoformat() if stamps else None
-
-
-def _normal(address: str) -> str:
-    """An address as Stalwart uses it: IPv4-mapped IPv6 turned into IPv4 (listen.rs)."""
-    try:
-        ip = ipaddress.ip_address(address.strip("[]"))
-    except ValueError:
-        return address
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return str(mapped or ip)

@@ -4,111 +4,44 @@ evidence and fixes. Pure: it reads `StepRecord`s and writes dictionaries."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from proxydiag.facts.probe_hops import (
+    ANSWERS_HEADER,
+    CONNECT_FAILED,
+    CUT,
+    GREETS,
+    GREETS_AFTER_CLIENT,
+    REFUSED,
+    SILENT,
+    TLS_FAILED,
+    answered_hop,
+    opening_of,
+    outcome,
+    refused_hop,
+    tlv_hop,
+    unheaded_hop,
+    verdict,
+)
 from proxydiag.jsontypes import JsonDict
-from proxydiag.parsers.protocols import MailOpening
 from proxydiag.parsers.proxy_protocol import parse
 from proxydiag.parsers.redact import mask_line, printable
 from proxydiag.probe import StepRecord, TargetProbe
 from proxydiag.probe.steps import service_of
 from proxydiag.rules.base import Finding, Lowered
 from proxydiag.rules.finding import make_finding
+from proxydiag.rules.hops import (
+    DUPLICATE_HEADER,
+    EXPECTS_HEADER_FROM_CLIENT,
+    SERVER_REJECTED,
+    TLS_FLAG_LOST,
+    UNEXPECTED_HEADER,
+    WAITS_FOR_CLIENT,
+    judge_hops,
+)
+from proxydiag.rules.said import Names, Said, endpoint
 
 MAX_EXCHANGE_LINES = 12
-
-# Step outcomes
-CONNECT_FAILED = "connect-failed"
-TLS_FAILED = "tls-failed"
-GREETS = "greets"
-ANSWERS_HEADER = "answers-header-as-commands"
-GREETS_AFTER_CLIENT = "greets-after-client-spoke"
-REFUSED = "refused"
-CUT = "cut"
-SILENT = "silent"
-
-
-def outcome(record: StepRecord) -> str:
-    if record.connect_error is not None:
-        return CONNECT_FAILED
-    if record.tls is not None and not record.tls["ok"]:
-        return TLS_FAILED
-    opening = record.opening
-    if isinstance(opening, MailOpening) and opening.greeting is not None:
-        if opening.greeting_refused:
-            return REFUSED
-        if record.spoke_before_greeting:
-            return GREETS_AFTER_CLIENT
-        if record.header and opening.replies_before_commands:
-            return ANSWERS_HEADER
-        return GREETS
-    if record.server_text:
-        return GREETS  # a protocol without a greeting the recognisers know (HTTP answers, ...)
-    return CUT if record.ended_by in ("server-fin", "server-rst") else SILENT
-
-
-def _opening(record: StepRecord) -> MailOpening | None:
-    return record.opening if isinstance(record.opening, MailOpening) else None
-
-
-def verdict(probe: TargetProbe) -> JsonDict:
-    """The listener in a few facts (the JSON document's `verdict`)."""
-    by_step = {record.step: record for record in probe.records}
-    outcomes = {record.step: outcome(record) for record in probe.records}
-    none = by_step.get("none")
-    headers = [step for step in outcomes if step != "none"]
-    accepted = [step for step in headers if outcomes[step] == GREETS]
-    answered = [step for step in headers if outcomes[step] == ANSWERS_HEADER]
-    greets_plain = outcomes.get("none") == GREETS
-    expects_header = None
-    if outcomes.get("none") in (SILENT, CUT, REFUSED) and accepted:
-        expects_header = True
-    elif greets_plain:
-        expects_header = False
-    best = next((r for r in probe.records if outcome(r) in (GREETS, GREETS_AFTER_CLIENT) and _opening(r)), None)
-    opening = _opening(best) if best else None
-    return {
-        "greets_without_header": greets_plain,
-        "time_to_greeting": none.greeting_time if none is not None and greets_plain else None,
-        "greets_only_after_client_spoke": outcomes.get("none") == GREETS_AFTER_CLIENT,
-        "expects_header": expects_header,
-        "headers_accepted": accepted,
-        "headers_answered_as_commands": answered,
-        "headers_refused": [step for step in headers if outcomes[step] in (REFUSED, CUT, TLS_FAILED, SILENT)],
-        "trusted": _trusted(outcomes, accepted),
-        "protocol": opening.protocol if opening else None,
-        "software": (opening.software or {}).get("name") if opening and opening.software else None,
-        "capabilities": opening.capabilities if opening else [],
-        "starttls_offered": opening.starttls_offered if opening else None,
-        "auth_mechanisms": opening.auth_mechanisms if opening else [],
-        "ssl_tlv_changes_offer": _tlv_changes_offer(by_step, outcomes),
-        "tls": next((r.tls for r in probe.records if r.tls and r.tls["ok"]), None),
-        "starttls": next((r.starttls for r in probe.records if r.starttls), None),
-    }
-
-
-def _trusted(outcomes: dict[str, str], accepted: list[str]) -> bool | None:
-    """Whether the listener takes PROXY headers from this host: it read one as a header
-    (and greeted), or it answered them as commands / cut every connection."""
-    if any(step in accepted for step in ("v1", "v2", "v2-ssl")):
-        return True
-    header_outcomes = [result for step, result in outcomes.items() if step != "none"]
-    if header_outcomes and all(result in (ANSWERS_HEADER, CUT, REFUSED, TLS_FAILED) for result in header_outcomes):
-        return False
-    return None
-
-
-def _tlv_changes_offer(by_step: dict[str, StepRecord], outcomes: dict[str, str]) -> JsonDict | None:
-    """STARTTLS and AUTH mechanisms offered with a plain v2 header and with the SSL TLV."""
-    if outcomes.get("v2") != GREETS or outcomes.get("v2-ssl") != GREETS:
-        return None
-    plain, ssl = _opening(by_step["v2"]), _opening(by_step["v2-ssl"])
-    if plain is None or ssl is None or plain.starttls_offered is None or ssl.starttls_offered is None:
-        return None
-    return {
-        "changed": (plain.starttls_offered, plain.auth_mechanisms) != (ssl.starttls_offered, ssl.auth_mechanisms),
-        "without_tlv": {"starttls": plain.starttls_offered, "auth": plain.auth_mechanisms},
-        "with_tlv": {"starttls": ssl.starttls_offered, "auth": ssl.auth_mechanisms},
-    }
-
 
 # --- evidence -----------------------------------------------------------------------------
 
@@ -187,59 +120,52 @@ def findings(probe: TargetProbe, facts: JsonDict) -> list[Finding]:
     """The catalog's findings this target's connections show."""
     if probe.error:
         return []
-    role = probe.judged_as
     by_step = {record.step: record for record in probe.records}
     outcomes = {step: outcome(record) for step, record in by_step.items()}
-    target = str(probe.target)
     found = []
     none = by_step.get("none")
-    if none is not None and outcomes["none"] == GREETS_AFTER_CLIENT:
-        waited = none.probe_spoke_at or 0.0
-        after = (none.first_server_byte or waited) - waited
-        found.append(_finding("PD110",
-            f"{target} greets only once the client speaks: no greeting while the probe stayed silent for {waited:.1f} s, "
-            f"then one {after:.3f} s after its first command. Mail clients wait for the greeting: they hang until "
-            "their timeout (the proxy waits for the client before it connects to the server or sends its header).",
-            none, ["none"], {"waited_silently_s": round(waited, 3), "greeting_after_client_s": round(after, 3)}))
-    if facts["expects_header"] and role == "front":
-        found.append(_finding("PD109",
-            f"{target} is a public mail port, yet it waits for a PROXY header: it never greeted a client without one "
-            f"({_describe(outcomes['none'])}) but greeted with {', '.join(facts['headers_accepted'])}. Real clients send "
-            "no header: the proxy was told to accept headers from clients instead of sending them to the server.",
-            none, ["none", *facts["headers_accepted"]], {}))
+    unheaded = unheaded_hop(probe, facts)
+    for hit in judge_hops([unheaded] if unheaded is not None else [], (WAITS_FOR_CLIENT, EXPECTS_HEADER_FROM_CLIENT)):
+        if hit.code == WAITS_FOR_CLIENT.code and none is not None:
+            waited = none.probe_spoke_at or 0.0
+            after = (none.first_server_byte or waited) - waited
+            found.append(_finding(hit.code, hit.said, none, ["none"], {
+                "waited_silently_s": round(waited, 3), "greeting_after_client_s": round(after, 3)}))
+        else:
+            found.append(_finding(hit.code, hit.said, none, ["none", *facts["headers_accepted"]], {
+                "without_header": _describe(outcomes["none"])}))
     answered = facts["headers_answered_as_commands"] + [step for step in facts["headers_refused"] if outcomes[step] == TLS_FAILED]
     if answered and facts["greets_without_header"]:
         first = by_step[answered[0]]
-        first_opening = _opening(first)
+        first_opening = opening_of(first)
         replies = first_opening.replies_before_commands if first_opening else []
-        if role == "server":
-            found.append(_finding("PD102",
-                f"{target} greets without a header and answers PROXY headers ({', '.join(answered)}) as commands: it takes "
-                "no header from this host (this host is not in its trusted networks, or the listener has no PROXY "
-                "support on). A proxy sending headers to it breaks every session.",
-                first, answered, {"replies_to_header": replies}))
-        else:  # right for a public port: it hurts only once a proxy sending headers is put in front
-            found.append(_finding("PD106",
-                f"{target} answers a PROXY header from its client as commands ({', '.join(answered)}): right for a public "
-                "port, but a proxy put in front of it that sends headers (a chain) would have them read as mail commands "
-                "behind its own header; the inner proxy must then accept them.",
-                first, answered, {"replies_to_header": replies}, lowered="conditional"))
-    if _cut_everything(outcomes):
-        found.append(_finding("PD401",
-            f"{target} cut every connection from this host without a greeting, with and without a header: it takes "
-            "connections (headers) only from other sources (e.g. Dovecot's haproxy_trusted_networks), or has banned "
-            "this host.", none, list(outcomes), {}, lowered="inferred"))
+        for hit in judge_hops([answered_hop(probe, first, answered)], (UNEXPECTED_HEADER, DUPLICATE_HEADER)):
+            found.append(_finding(hit.code, hit.said, first, answered, {"replies_to_header": replies}, lowered=hit.lowered))
+    opened = none or (probe.records[0] if probe.records else None)
+    if opened is not None:
+        for hit in judge_hops([refused_hop(probe, opened, list(outcomes), _cut_everything(outcomes))], (SERVER_REJECTED,)):
+            found.append(_finding(hit.code, hit.said, none, list(outcomes), {}, lowered=hit.lowered))
     if outcomes.get("v2") == GREETS and outcomes.get("v2-local") not in (GREETS, None):
-        found.append(_finding("PD203",
-            f"{target} takes a v2 PROXY header but not a v2 LOCAL one ({_describe(outcomes['v2-local'])}): health "
-            "checks that send LOCAL headers fail against it.", by_step["v2-local"], ["v2-local"], {}))
-    tlv = facts["ssl_tlv_changes_offer"]
-    if tlv is not None and not tlv["changed"] and tlv["with_tlv"]["starttls"]:
-        found.append(_finding("PD301",
-            f"{target} offers the same with the SSL TLV (client used TLS) as without it, STARTTLS included: it ignores "
-            "the header's TLS flag, so behind a TLS-terminating proxy it takes every client for a plaintext one.",
-            by_step["v2-ssl"], ["v2", "v2-ssl"], {"offer": tlv}, lowered="conditional"))
+        found.append(_finding("PD203", LocalRefusedSaid(probe.address or probe.target.host, probe.target.port,
+                                                         _describe(outcomes["v2-local"])),
+                              by_step["v2-local"], ["v2-local"], {}))
+    with_tlv = by_step.get("v2-ssl")
+    tlv_hit = TLS_FLAG_LOST.judge(tlv_hop(probe, with_tlv, facts)) if with_tlv is not None else None
+    if tlv_hit is not None:
+        found.append(_finding(tlv_hit.code, tlv_hit.said, with_tlv, ["v2", "v2-ssl"],
+                              {"offer": facts["ssl_tlv_changes_offer"]}, lowered=tlv_hit.lowered))
     return found
+
+
+@dataclass(frozen=True)
+class LocalRefusedSaid(Said):
+    address: str
+    port: int
+    answer: str  # what the listener did, in proxydiag's words
+
+    def message(self, names: Names) -> str:
+        return (f"{endpoint(names, self.address, self.port)} takes a v2 PROXY header but not a v2 LOCAL one "
+                f"({self.answer}): health checks that send LOCAL headers fail against it.")
 
 
 def _cut_everything(outcomes: dict[str, str]) -> bool:
@@ -255,7 +181,7 @@ def _describe(result: str) -> str:
     }[result]
 
 
-def _finding(code: str, message: str, record: StepRecord | None, steps: list[str], extra: JsonDict,
+def _finding(code: str, message: str | Said, record: StepRecord | None, steps: list[str], extra: JsonDict,
              lowered: Lowered | None = None) -> Finding:
     evidence = {"steps": steps, **extra}
     if record is not None:
@@ -269,7 +195,7 @@ SCHEMA = "proxydiag-probe/1"
 
 
 def step_dict(record: StepRecord) -> JsonDict:
-    opening = _opening(record)
+    opening = opening_of(record)
     return {
         "step": record.step,
         "header": header_summary(record.header),
