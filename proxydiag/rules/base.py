@@ -65,7 +65,7 @@ class Options:
 class Hit:
     """One rule firing on one connection (or one endpoint for aggregate rules)."""
 
-    message: str | Said  # a plain str only until every rule says it typed (issue 27)
+    message: Said
     connections: list[Connection] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
     group: Hashable = None  # hits with the same rule and group become one finding

@@ -66,21 +66,24 @@ class Judgement:
     """One finding on the configurations, with the edits that fix it."""
 
     code: str
-    message: str
+    said: Said  # what the rule said, typed
     evidence: dict[str, str]
     edits: tuple[fixes.LineEdit, ...] = ()
     advice: str = ""
     inferred: bool = False
-    said: Said | None = None  # what a hop rule said, typed: `message` is it told as it is
+
+    @property
+    def message(self) -> str:
+        return self.said.message(AS_THEY_ARE)
 
     @classmethod
     def of_said(cls, code: str, said: Said, evidence: dict[str, str], inferred: bool = False) -> Judgement:
-        return cls(code, said.message(AS_THEY_ARE), evidence, inferred=inferred, said=said)
+        return cls(code, said, evidence, inferred=inferred)
 
     @classmethod
     def of_hit(cls, hit: HopHit, evidence: dict[str, str], edits: tuple[fixes.LineEdit, ...] = (),
                advice: str = "") -> Judgement:
-        return cls(hit.code, hit.said.message(AS_THEY_ARE), evidence, edits, advice, hit.lowered == "inferred", hit.said)
+        return cls(hit.code, hit.said, evidence, edits, advice, hit.lowered == "inferred")
 
 
 def check(configs: Sequence[ProxyConfig], setting: Setting) -> list[Judgement]:
@@ -341,7 +344,7 @@ def _unique(judgements: list[Judgement]) -> list[Judgement]:
 
 def to_finding(judgement: Judgement) -> Finding:
     """A judgement as the reports show findings: the fix is the user's own lines, changed."""
-    return make_finding(judgement.code, judgement.said or judgement.message, dict(judgement.evidence),
+    return make_finding(judgement.code, judgement.said, dict(judgement.evidence),
                         lowered="inferred" if judgement.inferred else None,
                         fix=fixes.render(judgement.edits, judgement.advice))
 

@@ -22,7 +22,7 @@ def severity_of(code: str, lowered: Lowered | None = None, escalated: bool = Fal
     return SEVERITIES[index]
 
 
-def make_finding(code: str, message: str | Said, evidence: dict[str, Any], *, connections: Sequence[int] = (),
+def make_finding(code: str, message: Said, evidence: dict[str, Any], *, connections: Sequence[int] = (),
                  frames: Sequence[int | None] = (), count: int = 1, lowered: Lowered | None = None,
                  escalated: bool = False, fix: str | None = None, proxy: str | None = None,
                  legs: Sequence[int] = ()) -> Finding:
@@ -31,7 +31,7 @@ def make_finding(code: str, message: str | Said, evidence: dict[str, Any], *, co
         code=code,
         slug=page.slug,
         severity=severity_of(code, lowered, escalated),
-        message=message.message(AS_THEY_ARE) if isinstance(message, Said) else message,
+        message=message.message(AS_THEY_ARE),
         connections=list(connections),
         frames=list(frames),
         count=count,
@@ -43,5 +43,5 @@ def make_finding(code: str, message: str | Said, evidence: dict[str, Any], *, co
         proxy=proxy,
         note=lowered in NOTE_REASONS,
         legs=list(legs),
-        said=message if isinstance(message, Said) else None,
+        said=message,
     )

@@ -276,7 +276,7 @@ def _kind(event: LogEvent) -> str:
     return "broken header: " + (printable(data[:24]) or "(nothing)")
 
 
-def _finding(code: str, group: list[LogEvent], message: str | Said, evidence: JsonDict, inferred: bool = False,
+def _finding(code: str, group: list[LogEvent], message: Said, evidence: JsonDict, inferred: bool = False,
              proxy: str | None = None) -> Finding:
     return make_finding(
         code, message,

@@ -181,7 +181,7 @@ def _describe(result: str) -> str:
     }[result]
 
 
-def _finding(code: str, message: str | Said, record: StepRecord | None, steps: list[str], extra: JsonDict,
+def _finding(code: str, message: Said, record: StepRecord | None, steps: list[str], extra: JsonDict,
              lowered: Lowered | None = None) -> Finding:
     evidence = {"steps": steps, **extra}
     if record is not None:
