@@ -20,6 +20,7 @@ from proxydiag.report.pseudonyms import Pseudonyms
 from proxydiag.report.render import render
 from proxydiag.report.views import told
 from proxydiag.rules.finding import make_finding
+from proxydiag.rules.said import Sentence
 from tests.craft import Conversation, write_pcap
 from tests.test_said import _Reached
 
@@ -146,7 +147,7 @@ def test_random_greeting_log_line_and_subject_keep_no_original_in_any_format(tmp
     conv.close(by="client")
     analysis = diagnose([str(write_pcap(tmp_path / "any.pcap", [conv]))], Settings())
     document = told(analysis.to_dict())
-    quoted = make_finding("PD101", "a log line and a certificate quoted", {
+    quoted = make_finding("PD101", Sentence("a log line and a certificate quoted"), {
         "log_lines": [f"stalwart.log:3: 2026-11-12T10:00:01Z WARN {line_text}"], "cn": line_text})
     document["findings"].append({**quoted.to_dict(), "fix": ""})
     addresses = greeting_addresses + client_addresses + line_addresses
@@ -207,3 +208,13 @@ def test_the_probe_report_carries_the_findings_its_document_lists(tmp_path):
     listed = [finding["code"] for finding in outcome.report.document["findings"]]
     assert listed and [finding.code for finding in outcome.report.findings] == listed
     assert len(outcome.report.said()) == len(listed)
+
+
+def test_a_file_the_command_read_is_named_by_its_pseudonym_inside_quoted_text():
+    """check's evidence on a Stalwart listener ends with where its trusted networks are set:
+    the file keeps its pseudonym and line there too, and proxydiag's own words stay."""
+    stalwart = "/srv/acme/stalwart/config.toml"
+    quoted = f"{stalwart}:8: listener 'imaptls', trusted networks 10.0.0.1 ({stalwart}:12)"
+    document = {"stalwart_config": {"path": stalwart}, "findings": [{"evidence": {"stalwart": quoted}}]}
+    shown = anonymize(document, [stalwart])["findings"][0]["evidence"]["stalwart"]
+    assert shown == "input1.toml:8: listener 'word1', trusted networks 10.200.0.1 (input1.toml:12)"

@@ -21,6 +21,7 @@ from proxydiag.pipeline.analysis import Settings, analyze_files, diagnose
 from proxydiag.rules.base import Hit
 from proxydiag.rules.judge import ConnectionIds, Group
 from proxydiag.rules.registry import RULES_BY_CODE
+from proxydiag.rules.said import Sentence
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = sorted((ROOT / "captures").glob("*.pcap*"))
@@ -84,7 +85,7 @@ def test_connection_ids_count_distinct_numbers_as_a_set_would(numbers):
 def test_a_finding_cites_its_lowest_numbered_connections_whatever_the_order(numbers, repeats):
     template = diagnose([str(CAPTURES[0])], Settings()).connections[0]
     rule = RULES_BY_CODE["PD101"]
-    group = Group(rule, Hit("m"), (0, 0, 0))
+    group = Group(rule, Hit(Sentence("m")), (0, 0, 0))
     for number in numbers + numbers[:repeats]:
         conn = store_module.pickle.loads(store_module.pickle.dumps(template))
         conn.id = number

@@ -20,6 +20,7 @@ from proxydiag.rules.evidence import traffic_vs_configs
 from proxydiag.rules.finding import make_finding
 from proxydiag.rules.judge import judge_all, tally_of
 from proxydiag.rules.logs import judge as judge_logs
+from proxydiag.rules.said import Sentence
 from proxydiag.rules.tally import Tally
 from tests.facts import connection, log_event, probe_step, proxy_config, route, target_probe
 
@@ -31,7 +32,7 @@ OFFER = GREETING + b"250-mx.example.test\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN
 
 
 def test_a_finding_takes_slug_severity_and_page_from_the_catalog():
-    finding = make_finding("PD301", "m", {"x": 1}, connections=[3], frames=[14])
+    finding = make_finding("PD301", Sentence("m"), {"x": 1}, connections=[3], frames=[14])
     page = catalog.load_pages()["PD301"]
     assert (finding.slug, finding.severity, finding.doc) == (page.slug, page.severity, "docs/findings/PD301.md")
     assert finding.to_dict()["severity_lowered"] is None and not finding.inferred and not finding.note
@@ -39,7 +40,7 @@ def test_a_finding_takes_slug_severity_and_page_from_the_catalog():
 
 @pytest.mark.parametrize("reason", LOWERED_REASONS)
 def test_a_lower_severity_is_reported_with_its_reason(reason):
-    finding = make_finding("PD101", "m", {}, lowered=reason)
+    finding = make_finding("PD101", Sentence("m"), {}, lowered=reason)
     assert finding.severity == SEVERITIES[SEVERITIES.index(catalog.load_pages()["PD101"].severity) + 1]
     assert finding.to_dict()["severity_lowered"] == reason
     assert finding.inferred == (reason == "inferred") and finding.note == (reason in NOTE_REASONS)
@@ -47,7 +48,7 @@ def test_a_lower_severity_is_reported_with_its_reason(reason):
 
 def test_a_code_without_a_page_is_refused():
     with pytest.raises(LookupError):
-        make_finding("PD999", "m", {})
+        make_finding("PD999", Sentence("m"), {})
 
 
 # --- the probe: the pages' severities, lowered only for a stated reason ----------------------

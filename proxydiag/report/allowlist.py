@@ -67,6 +67,8 @@ annotations metadata spec ports targetPort service kind apiVersion image expose 
 trusted-networks override"""
 
 # Proxies and mail servers proxydiag names (the recognisers and the configuration readers).
+# Words proxydiag writes itself around a quoted line (crosscheck's "listener 'smtp', trusted networks ...").
+_OWN = "listener listeners trusted networks"
 _SOFTWARE = "HAProxy nginx Traefik Caddy Envoy stunnel Stalwart Pigeonhole Debian Ubuntu Murder Microsoft Exchange"
 
 # A reply code (`220`, `250-`, `5.7.1`), a number, a version, a date or a time: never
@@ -90,13 +92,14 @@ class Pseudonymise(Protocol):
     def word(self, word: str) -> str: ...
     def known_host(self, name: str) -> bool: ...
     def is_pseudonym(self, token: str) -> bool: ...
+    def known_path(self, path: str) -> str | None: ...
 
 
 @cache
 def known_words() -> frozenset[str]:
     """Every token proxydiag knows, upper case."""
     words = " ".join((_SMTP, _SASL, _IMAP, _POP3, _SIEVE, _HTTP, _TLS, _PROXY, _LOG, _REPLIES, _CONFIG,
-                      _SOFTWARE)).split()
+                      _OWN, _SOFTWARE)).split()
     words += [signature.name for signature in SIGNATURES]
     words += [part for signature in SIGNATURES for part in signature.name.split()]
     words += [*EVENT_BY_DESCRIPTION.values(), *KNOWN_KEYS]
@@ -148,7 +151,7 @@ def _tokens(text: str, names: Pseudonymise) -> str:
 def token(word: str, names: Pseudonymise) -> str:
     """One token as `--anonymize` shows it (no recursion: a token may be thousands of
     escapes or reply codes long)."""
-    kept = _kept(word, names)
+    kept = _kept(word, names) or _given_path(word, names)
     if kept is not None:
         return kept
     codes = REPLY_CODES.match(word)  # 250-PIPELINING
@@ -159,6 +162,22 @@ def token(word: str, names: Pseudonymise) -> str:
     shown = "".join(part if index % 2 else _leaf(part, names)
                     for index, part in enumerate(SEPARATED.split(core)))  # HTTP/1.1, SORT=DISPLAY, user@host, \x00
     return word[:start] + body[:before] + shown + body[before + len(core):]
+
+
+def _given_path(word: str, names: Pseudonymise) -> str | None:
+    """`word` naming a file the command was given (`(/etc/haproxy/haproxy.cfg:12)`), with
+    the file's pseudonym, its line and column kept; None for any other word."""
+    start = len(word) - len(word.lstrip("(["))
+    path = word[start:len(word.rstrip(")],;"))]
+    for _ in range(3):  # the file, then file:line, then file:line:column
+        shown = names.known_path(path)
+        if shown is not None:
+            return word[:start] + shown + word[start + len(path):]
+        head, colon, line = path.rpartition(":")
+        if not (colon and line.isdigit()):
+            return None
+        path = head
+    return None
 
 
 def _kept(word: str, names: Pseudonymise) -> str | None:

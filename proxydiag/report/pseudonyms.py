@@ -98,6 +98,10 @@ class Pseudonyms:
             self.paths[path] = f"input{self._count('path')}" + (suffix if _SUFFIX.fullmatch(suffix) else "")
         return self.paths[path]
 
+    def known_path(self, path: str) -> str | None:
+        """The pseudonym of a file the command was given, or None."""
+        return self.paths.get(path)
+
     def blob(self, value: bytes) -> bytes:
         """An opaque identifier: as long as the original, printable if it was."""
         if value not in self.opaque:
