@@ -120,7 +120,7 @@ class TlsFlagLost(Rule):
         confirmation = server_confirms_plaintext(conn)
         yield Hit(
             TlsFlagMissing(evidence, server_endpoint(conn), confirmation),
-            [conn], {"evidence": told(evidence), "server": told(confirmation), "tlvs": [t.name for t in header.tlvs]},
+            [conn], {"evidence": told(evidence), "confirmation": told(confirmation), "tlvs": [t.name for t in header.tlvs]},
             group=endpoint(conn),
         )
 
