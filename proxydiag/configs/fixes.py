@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proxydiag.configs.citation import shown_line
 from proxydiag.configs.model import FrontListener, Origin, Route, VersionFloor
@@ -246,6 +246,29 @@ def speak_tls(route: Route, kind: str) -> tuple[LineEdit, ...]:
     if kind != "nginx" or not re.search(r"\bproxy_pass\s+http://", where.text, re.I):
         return ()
     return _replace(where, re.sub(r"(?i)(\bproxy_pass\s+)http://", r"\1https://", where.text, count=1))
+
+
+def plaintext_to_implicit(route: Route, kind: str, plain_port: int | None,
+                          floor: VersionFloor | None = None) -> tuple[LineEdit, ...]:
+    """The proxy terminates TLS and forwards plaintext to an implicit-TLS listener, fixed as the
+    page says: nginx passes TLS through (no `ssl`, no certificates on the listener, the
+    implicit-TLS upstream kept), unless a map chooses the upstream (by `$ssl_server_name`,
+    maybe, which only terminating sets); HAProxy forwards to the plain listener of the same
+    service with the SSL TLV; the others to that plain listener. `plain_port` is never another
+    service's (the MX listener for submissions)."""
+    if kind == "nginx" and route.front is not None and route.chosen_by is None:
+        return speak_tls(route, kind) or pass_tls_through(route.front)
+    moved = point_to_port(route, kind, plain_port)
+    if kind != "haproxy" or not moved or route.sends == "none":
+        return moved
+    pointed = replace(route, origin=replace(route.origin, text=moved[0].new[0]))
+    return tuple(LineEdit(route.origin, edit.new) for edit in set_header(pointed, kind, "v2", ssl=True, floor=floor)) or moved
+
+
+def pass_tls_through(front: FrontListener) -> tuple[LineEdit, ...]:
+    """nginx: `listen ... ssl` without `ssl`, and the listener's certificate lines gone."""
+    unencrypted = _replace(front.origin, _drop_word(front.origin.text, "ssl"))
+    return unencrypted + tuple(LineEdit(origin, ()) for origin in front.certificate_origins) if unencrypted else ()
 
 
 def check_with_header(route: Route, kind: str) -> tuple[LineEdit, ...]:

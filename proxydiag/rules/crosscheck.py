@@ -356,7 +356,7 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, server:
             f"The proxy terminates TLS on {front.endpoint} ({front.origin}) and forwards plaintext to {where} "
             f"({_reached(route)}), which expects TLS from the first byte: the handshake fails.",
             {**_both(route, target), "front": front.origin.cite()},
-            fixes.speak_tls(route, config.kind) or fixes.point_to_port(route, config.kind, _plain_port(route, target)),
+            fixes.plaintext_to_implicit(route, config.kind, _plain_port(route, target), config.version_floor),
         )
         return
     if implicit is False and (route.tls_to_server or (client_tls and not front.tls_terminated)):
@@ -412,7 +412,7 @@ def _sibling_port(route: Route, target: Target | None, implicit: bool) -> int | 
                    if listener.implicit_tls == implicit and listener.protocol == target.listener.protocol
                    for port in listener.ports)
     same_family = [port for port in ports if front is not None and _family(port) in (None, front.family)]
-    candidates = same_family or ports
+    candidates = same_family if front is not None else ports
     return candidates[0] if candidates else None
 
 
