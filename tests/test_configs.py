@@ -366,6 +366,29 @@ def test_haproxy_pd304_points_at_no_listener_of_another_service(tmp_path):
     assert not [edit for edit in edits if "10025" in edit]
 
 
+def check_printed(tmp_path: Path, config: str) -> list[str]:
+    """`proxydiag check` on an nginx configuration and STALWART, as the terminal shows it."""
+    path = write(tmp_path, "nginx.conf", nginx_conf(config.replace("PEM", "/etc/ssl/mail.pem")))
+    run = subprocess.run([sys.executable, "-m", "proxydiag", "check", str(path), "--stalwart-config",
+                          str(write(tmp_path, "config.toml", STALWART)), "--fail-on", "never"],
+                         capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "COLUMNS": "120"}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return [line.rstrip() for line in run.stdout.splitlines()]
+
+
+def test_a_fix_s_diff_follows_its_heading_after_one_blank_line(tmp_path):
+    printed = check_printed(tmp_path, NGINX_CASES["PD304"])
+    headings = [number for number, line in enumerate(printed) if line.strip().startswith("In ") and ", line " in line]
+    assert headings and all(printed[number + 1] == "" and printed[number + 2].strip().startswith(("-", "+"))
+                            for number in headings), printed
+
+
+def test_an_inserted_line_shows_its_neighbour_as_context_not_as_removed_and_added(tmp_path):
+    printed = check_printed(tmp_path, NGINX_CASES["PD101"])
+    diff = [line.strip() for line in printed if line.strip().startswith(("+", "-")) or line.strip() == "proxy_pass smtp;"]
+    assert diff == ["proxy_pass smtp;", "+        proxy_protocol on;"], printed
+
+
 def line_number(path: Path, text: str) -> int:
     return next(number for number, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 

@@ -55,7 +55,9 @@ def apply(text: str, edits: Iterable[LineEdit], path: str) -> str:
 def render(edits: Iterable[LineEdit], advice: str = "") -> str:
     parts = []
     for edit in edits:
-        diff = [f"-{edit.origin.shown}", *(f"+{shown_line(line, edit.origin.focus)}" for line in edit.new)]
+        kept = edit.new[:1] == (edit.origin.text,)  # lines inserted after it: the line is context
+        diff = [f"{' ' if kept else '-'}{edit.origin.shown}",
+                *(f"+{shown_line(line, edit.origin.focus)}" for line in (edit.new[1:] if kept else edit.new))]
         parts.append(f"In {edit.origin.path}, line {edit.origin.line}:\n\n```diff\n" + "\n".join(diff) + "\n```")
     if advice:
         parts.append(advice)
