@@ -21,14 +21,15 @@ T0 = datetime(2026, 1, 5, 10, 0, 0, tzinfo=UTC)
 def connection(number: int = 1, src: tuple[str, int] = ("198.51.100.2", 40000), dst: tuple[str, int] = ("192.0.2.10", 10025),
                header: str = "none", client_first: str | None = None, greeting: str | None = None,
                mid_stream: bool = False, protocol: str | None = "smtp", client: str = "203.0.113.7") -> Connection:
-    """One leg as `facts.describe` would describe it: `header` is none, v1 or v2 (from the
+    """One leg as `facts.describe` would describe it: `header` is none, v1, v1-unknown or v2 (from the
     client to `dst`, naming `client`; the header's destination is `dst`'s address where it is
     of the client's family, else that family's documentation address)."""
     family = "TCP6" if ":" in client else "TCP4"
     to = dst[0] if (":" in dst[0]) == (family == "TCP6") else "2001:db8::10" if family == "TCP6" else "192.0.2.10"
     header_bytes = {"none": None,
                     "v1": build_v1(family, client, to, 40000, 25),
-                    "v2": build_v2("PROXY", family, client, to, 40000, 25)}[header]
+                    "v2": build_v2("PROXY", family, client, to, 40000, 25),
+                    "v1-unknown": build_v1("UNKNOWN")}[header]
     start = 1_700_000_000.0 + number
     return Connection(
         id=number, input=0, first_frame=number * 10, start_ts=start, tcp=Endpoints(*src, *dst), established_ts=start,

@@ -178,3 +178,17 @@ def test_a_reply_names_its_host_on_its_first_line_only():
     assert "mailhost" not in shown and shown.startswith("220-host") and "\r\n250-host" in shown
     assert "250-PIPELINING" in shown and "220-Welcome word" in shown and "250 SIZE 1000" in shown
     assert "here" not in shown and "220-Welcome host" not in shown
+
+
+def test_pd301_s_confirmation_is_proxydiag_s_own_sentence_under_anonymize(tmp_path):
+    """PD301's confirmation is proxydiag's sentence, not the server's words: under --anonymize
+    it reads as it does without, and the server's own reply, quoted inside, loses its names."""
+    header = pp.build_v2(src_addr="203.0.113.61", dst_addr="198.51.100.99", src_port=41000, dst_port=993)
+    conv = Conversation(client=("192.0.2.10", 40000), server=("198.51.100.20", 10143))
+    conv.handshake().client_sends(header)
+    conv.server_sends(b"* OK [CAPABILITY IMAP4rev2 STARTTLS LOGINDISABLED] imap.example.net ready\r\n").close(by="server")
+    path = write_pcap(tmp_path / "pd301.pcap", [conv])
+    sentence = "the server offers STARTTLS to a client that is already encrypted"
+    for args in ((), ("--anonymize",)):
+        pd301 = [each for each in json.loads(_analyze(path, "-F", "json", *args))["findings"] if each["code"] == "PD301"]
+        assert pd301 and pd301[0]["evidence"]["confirmation"] == sentence and "server" not in pd301[0]["evidence"]

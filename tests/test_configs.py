@@ -18,6 +18,7 @@ from proxydiag.configs import fixes, haproxy, haproxy_sections
 from proxydiag.configs.model import ConfigReadError
 from proxydiag.configs.stalwart import load as load_stalwart
 from proxydiag.pipeline.check import check_configurations
+from proxydiag.report.views import told
 from tests.daemons import need
 from tests.stalwart_configs import stalwart_toml
 
@@ -243,19 +244,24 @@ def test_haproxy_reader_facts(tmp_path, pem):
 
 # --- nginx ---------------------------------------------------------------------------------
 
-NGINX_CASES = {
-    "PD302": f"""
+def nginx_terminating(port: int, server_port: int) -> str:
+    """A stream server terminating TLS on `port`, a v1 header to Stalwart's `server_port`."""
+    return f"""
         stream {{
             server {{
-                listen {PROXY}:993 ssl;
+                listen {PROXY}:{port} ssl;
                 ssl_certificate PEM;
                 ssl_certificate_key PEM;
                 proxy_bind {PROXY};
-                proxy_pass {SERVER}:10143;
+                proxy_pass {SERVER}:{server_port};
                 proxy_protocol on;
             }}
         }}
-        """,
+        """
+
+
+NGINX_CASES = {
+    "PD302": nginx_terminating(993, 10143),
     "PD101": f"""
         stream {{
             upstream smtp {{
@@ -288,6 +294,8 @@ NGINX_CASES = {
             }}
         }}
         """,
+    # submissions terminated into the implicit-TLS 10465, the only plain SMTP listener the MX one
+    "PD304": nginx_terminating(465, 10465),
     "PD110": f"""
         stream {{
             server {{
@@ -313,6 +321,86 @@ def test_nginx_mistake_found_and_its_fix_checked_by_nginx(code, tmp_path, pem):
     new = fixed(path, result, code)
     nginx_accepts(new)
     assert code not in codes(refixed_check(path, new, config))
+
+
+def pd304_edits(tmp_path: Path, name: str, text: str, stalwart_text: str = STALWART) -> tuple[Path, list[str]]:
+    path = write(tmp_path, name, text)
+    result = check_configurations([str(path)], stalwart(tmp_path, stalwart_text))
+    (found,) = [judgement for judgement in result.judgements if judgement.code == "PD304"]
+    return path, [f"{edit.origin.line}: {' | '.join(edit.new) or '(deleted)'}" for edit in found.edits]
+
+
+def test_nginx_pd304_passes_tls_through_to_the_implicit_listener_never_to_the_mx_one(tmp_path):
+    """The page: nginx before 1.31.4 cannot carry the TLS flag, so `listen 465` loses `ssl` and
+    its certificates, and the implicit-TLS upstream stays; 10025 is another service's."""
+    path, edits = pd304_edits(tmp_path, "nginx.conf", nginx_conf(NGINX_CASES["PD304"].replace("PEM", "/etc/ssl/mail.pem")))
+    listen = line_number(path, "listen")
+    assert edits == [f"{listen}:         listen {PROXY}:465;", f"{listen + 1}: (deleted)", f"{listen + 2}: (deleted)"]
+
+
+HAPROXY_SUBMISSIONS = f"""
+    listen submissions
+        bind {PROXY}:465 ssl crt /etc/ssl/mail.pem
+        source {PROXY}
+        server s1 {SERVER}:10465 send-proxy-v2
+    """
+
+
+def test_haproxy_pd304_forwards_to_the_plain_listener_of_the_same_service_with_the_ssl_tlv(tmp_path):
+    with_submission = stalwart_toml("smtp", "submission", "submissions", trusted=[PROXY])
+    path, edits = pd304_edits(tmp_path, "haproxy.cfg", haproxy_cfg(HAPROXY_SUBMISSIONS), with_submission)
+    assert edits == [f"{line_number(path, 'server s1')}:     server s1 {SERVER}:10587 send-proxy-v2-ssl"]
+
+
+@pytest.mark.lab
+def test_haproxy_pd304_fix_checked_by_haproxy(tmp_path, pem):
+    config = stalwart(tmp_path, stalwart_toml("smtp", "submission", "submissions", trusted=[PROXY]))
+    path = write(tmp_path, "haproxy.cfg", haproxy_cfg(HAPROXY_SUBMISSIONS.replace("/etc/ssl/mail.pem", str(pem))))
+    haproxy_accepts(path)
+    new = fixed(path, check_configurations([str(path)], config), "PD304")
+    haproxy_accepts(new)
+    assert "PD304" not in codes(refixed_check(path, new, config))
+
+
+def test_haproxy_pd304_points_at_no_listener_of_another_service(tmp_path):
+    _, edits = pd304_edits(tmp_path, "haproxy.cfg", haproxy_cfg(HAPROXY_SUBMISSIONS))
+    assert not [edit for edit in edits if "10025" in edit]
+
+
+def test_a_finding_with_no_edit_of_the_user_s_lines_prints_its_page_s_fix(tmp_path):
+    """No plain submission listener to point HAProxy at: the page's fix (terminate and send
+    the SSL TLV to the plain listener, or pass TLS through), never an empty one."""
+    path = write(tmp_path, "haproxy.cfg", haproxy_cfg(HAPROXY_SUBMISSIONS))
+    result = check_configurations([str(path)], stalwart(tmp_path, STALWART))
+    (finding,) = [finding for finding in told(result.document())["findings"] if finding["code"] == "PD304"]
+    assert "send-proxy-v2-ssl" in finding["fix"] and "10025" not in finding["fix"]
+
+
+def check_printed(tmp_path: Path, config: str) -> list[str]:
+    """`proxydiag check` on an nginx configuration and STALWART, as the terminal shows it."""
+    path = write(tmp_path, "nginx.conf", nginx_conf(config.replace("PEM", "/etc/ssl/mail.pem")))
+    run = subprocess.run([sys.executable, "-m", "proxydiag", "check", str(path), "--stalwart-config",
+                          str(write(tmp_path, "config.toml", STALWART)), "--fail-on", "never"],
+                         capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "COLUMNS": "120"}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return [line.rstrip() for line in run.stdout.splitlines()]
+
+
+def test_a_fix_s_diff_follows_its_heading_after_one_blank_line(tmp_path):
+    printed = check_printed(tmp_path, NGINX_CASES["PD304"])
+    headings = [number for number, line in enumerate(printed) if line.strip().startswith("In ") and ", line " in line]
+    assert headings and all(printed[number + 1] == "" and printed[number + 2].strip().startswith(("-", "+"))
+                            for number in headings), printed
+
+
+def test_an_inserted_line_shows_its_neighbour_as_context_not_as_removed_and_added(tmp_path):
+    printed = check_printed(tmp_path, NGINX_CASES["PD101"])
+    diff = [line.strip() for line in printed if line.strip().startswith(("+", "-")) or line.strip() == "proxy_pass smtp;"]
+    assert diff == ["proxy_pass smtp;", "+        proxy_protocol on;"], printed
+
+
+def line_number(path: Path, text: str) -> int:
+    return next(number for number, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
 @pytest.mark.lab

@@ -212,3 +212,32 @@ def test_analyze_and_check_agree_on_pd604_from_the_given_routes(tmp_path, sends,
     checked = report_codes("check", str(haproxy), "--stalwart-config", str(stalwart))
     assert ("PD604" in analyzed, "PD604" in checked) == (raised, raised)
     assert analyzed.count("PD605") == checked.count("PD605") == 1  # the Stalwart file judged once
+
+
+# --- PD104: one Stalwart proxy's v2 headers and its PROXY UNKNOWN fallback -----------------------
+
+
+def mixed_findings(*legs: tuple[str, str]) -> list:
+    """Legs to one listener, each (its own source, the header it carries), judged by the capture rules."""
+    connections = [connection(number, src=(source, 40000 + number), dst=("192.0.2.10", 10143), header=header,
+                              client_first="a1 CAPABILITY", protocol="imap")
+                   for number, (source, header) in enumerate(legs, start=1)]
+    return [f for f in judge_all(connections, tally_of(connections, ExpectationResolver(), Options()), Options())
+            if f.code == "PD104"]
+
+
+def test_pd104_names_stalwart_s_proxy_falling_back_to_proxy_unknown():
+    (pd104,) = mixed_findings(("198.51.100.2", "v2"), ("198.51.100.2", "v1-unknown"), ("198.51.100.2", "v2"))
+    assert pd104.proxy == "Stalwart proxy" and "configured differently" not in pd104.message
+    assert "v1 PROXY UNKNOWN lines (1) from one sender, 198.51.100.2" in pd104.message
+    assert "section Stalwart proxy" in pd104.message
+    assert catalog.load_pages()["PD104"].fix_for(pd104.proxy).startswith("Stalwart proxy:")
+
+
+@pytest.mark.parametrize("legs", [
+    (("198.51.100.2", "v2"), ("198.51.100.2", "v1")),  # a v1 line with addresses: configured so
+    (("198.51.100.2", "v2"), ("198.51.100.3", "v1-unknown")),  # two senders
+], ids=["v1-with-addresses", "two-senders"])
+def test_pd104_still_tells_two_configurations_apart(legs):
+    (pd104,) = mixed_findings(*legs)
+    assert "two proxies, or two server lines, are configured differently" in pd104.message and pd104.proxy is None

@@ -218,3 +218,36 @@ def test_an_nginx_front_names_nginx_and_its_version(tmp_path):
     pd501 = finding(findings, "PD501")
     assert pd501["proxy"] == "nginx 1.31.4+"
     assert pd501["fix"].startswith("nginx:") and "HAProxy:" not in pd501["fix"]
+
+
+# --- TLS to Stalwart by the proxy's own STARTTLS (issue 29) ------------------------------------
+
+
+def imaps_back_leg(starttls_answer: bytes | None, header: bytes = stalwart_proxy_v2(CLIENT, 40003, PROXY, 993)) -> Conversation:
+    """A client of the proxy's implicit-TLS 993 reaches a trusting Stalwart on 143: the proxy's v2
+    header (no SSL TLV), Stalwart's greeting, then the proxy's `P1 STARTTLS`
+    (src/proto/imap.rs:446-457) and, when Stalwart accepts, its ClientHello."""
+    from tests.test_rules import client_hello
+
+    back = Conversation(client=(PROXY_BACK, 50003), server=(STALWART, 143))
+    back.handshake().client_sends(header).server_sends(IMAP_GREETING)
+    back.client_sends(b"P1 STARTTLS\r\n")
+    if starttls_answer is not None:
+        back.server_sends(starttls_answer)
+        if b" OK " in starttls_answer:
+            back.client_sends(client_hello())
+    return back.close(by="server")
+
+
+@pytest.mark.parametrize("header", [stalwart_proxy_v2(CLIENT, 40003, PROXY, 993),
+                                    f"PROXY TCP4 {CLIENT} {PROXY} 40003 993\r\n".encode()], ids=["v2", "v1"])
+def test_a_back_leg_the_proxy_upgrades_with_starttls_is_tls_to_stalwart(tmp_path, header):
+    back = imaps_back_leg(b"P1 OK Begin TLS negotiation now.\r\n", header)
+    codes = [each["code"] for each in analyze(write_pcap(tmp_path / "upgraded.pcap", [back]))]
+    assert "PD301" not in codes and "PD302" not in codes
+
+
+@pytest.mark.parametrize("answer", [b"P1 NO STARTTLS refused.\r\n", None])
+def test_a_back_leg_whose_starttls_was_not_accepted_still_lost_the_tls_flag(tmp_path, answer):
+    findings = analyze(write_pcap(tmp_path / "refused.pcap", [imaps_back_leg(answer)]))
+    assert finding(findings, "PD301")["proxy"] == "Stalwart proxy"

@@ -772,7 +772,7 @@ def test_pd301_v2_header_for_993_without_ssl_tlv(tmp_path):
     conv = imap_session(header=v2(dport=993))
     finding = check(run(tmp_path, conv, expect=["v2"]), "PD301", "error", conv)
     assert finding.evidence["evidence"].startswith("the header's destination port 993 is an implicit-TLS port")
-    assert finding.evidence["server"] == "the server offers STARTTLS to a client that is already encrypted"
+    assert finding.evidence["confirmation"] == "the server offers STARTTLS to a client that is already encrypted"
 
 
 def test_pd301_absent_with_the_ssl_tlv_client_ssl_bit(tmp_path):

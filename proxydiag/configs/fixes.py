@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proxydiag.configs.citation import shown_line
 from proxydiag.configs.model import FrontListener, Origin, Route, VersionFloor
@@ -55,7 +55,9 @@ def apply(text: str, edits: Iterable[LineEdit], path: str) -> str:
 def render(edits: Iterable[LineEdit], advice: str = "") -> str:
     parts = []
     for edit in edits:
-        diff = [f"-{edit.origin.shown}", *(f"+{shown_line(line, edit.origin.focus)}" for line in edit.new)]
+        kept = edit.new[:1] == (edit.origin.text,)  # lines inserted after it: the line is context
+        diff = [f"{' ' if kept else '-'}{edit.origin.shown}",
+                *(f"+{shown_line(line, edit.origin.focus)}" for line in (edit.new[1:] if kept else edit.new))]
         parts.append(f"In {edit.origin.path}, line {edit.origin.line}:\n\n```diff\n" + "\n".join(diff) + "\n```")
     if advice:
         parts.append(advice)
@@ -246,6 +248,29 @@ def speak_tls(route: Route, kind: str) -> tuple[LineEdit, ...]:
     if kind != "nginx" or not re.search(r"\bproxy_pass\s+http://", where.text, re.I):
         return ()
     return _replace(where, re.sub(r"(?i)(\bproxy_pass\s+)http://", r"\1https://", where.text, count=1))
+
+
+def plaintext_to_implicit(route: Route, kind: str, plain_port: int | None,
+                          floor: VersionFloor | None = None) -> tuple[LineEdit, ...]:
+    """The proxy terminates TLS and forwards plaintext to an implicit-TLS listener, fixed as the
+    page says: nginx passes TLS through (no `ssl`, no certificates on the listener, the
+    implicit-TLS upstream kept), unless a map chooses the upstream (by `$ssl_server_name`,
+    maybe, which only terminating sets); HAProxy forwards to the plain listener of the same
+    service with the SSL TLV; the others to that plain listener. `plain_port` is never another
+    service's (the MX listener for submissions)."""
+    if kind == "nginx" and route.front is not None and route.chosen_by is None:
+        return speak_tls(route, kind) or pass_tls_through(route.front)
+    moved = point_to_port(route, kind, plain_port)
+    if kind != "haproxy" or not moved or route.sends == "none":
+        return moved
+    pointed = replace(route, origin=replace(route.origin, text=moved[0].new[0]))
+    return tuple(LineEdit(route.origin, edit.new) for edit in set_header(pointed, kind, "v2", ssl=True, floor=floor)) or moved
+
+
+def pass_tls_through(front: FrontListener) -> tuple[LineEdit, ...]:
+    """nginx: `listen ... ssl` without `ssl`, and the listener's certificate lines gone."""
+    unencrypted = _replace(front.origin, _drop_word(front.origin.text, "ssl"))
+    return unencrypted + tuple(LineEdit(origin, ()) for origin in front.certificate_origins) if unencrypted else ()
 
 
 def check_with_header(route: Route, kind: str) -> tuple[LineEdit, ...]:

@@ -75,6 +75,9 @@ class FrontListener:
     # point's `proxyProtocol`: go-proxyproto's USE for `trustedIPs` or everyone with
     # `insecure`, IGNORE for the rest).
     header_optional: bool = False
+    # Its own certificate lines (nginx `ssl_certificate`, `ssl_certificate_key` in its server block,
+    # no other `ssl` listener there): what passing TLS through removes with `ssl`.
+    certificate_origins: tuple[Origin, ...] = ()
 
     @property
     def endpoint(self) -> str:

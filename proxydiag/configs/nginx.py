@@ -64,6 +64,7 @@ from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.userinput import read_text_bounded
 
 V2_SINCE = "1.31.4"  # `proxy_protocol v2;` (stream, mail): src/core/ngx_proxy_protocol.c
+CERTIFICATE_DIRECTIVES = ("ssl_certificate", "ssl_certificate_key")
 INHERITED = ("proxy_protocol", "proxy_ssl", "proxy_bind", "ssl_preread", "set_real_ip_from")
 Directive = dict[str, Any]
 VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
@@ -324,7 +325,11 @@ class _Reader:
                 raise ConfigReadError(origin.path, origin.line, f"listen {spec}: no valid port")
             fronts.append(FrontListener(parsed[0], parsed[1], "ssl" in options, "proxy_protocol" in options, origin,
                                         trusted if "proxy_protocol" in options else ()))
-        return fronts
+        terminating = [front for front in fronts if front.tls_terminated]
+        if len(terminating) != 1:
+            return fronts  # certificates another listener of the block needs stay
+        certificates = tuple(origin for directive, origin in body if directive["directive"] in CERTIFICATE_DIRECTIVES)
+        return [replace(front, certificate_origins=certificates) if front.tls_terminated else front for front in fronts]
 
     def proxy_passes(self, body: list[tuple[Directive, Origin]]) -> Iterator[tuple[Directive, Origin]]:
         for directive, origin in body:

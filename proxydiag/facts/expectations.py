@@ -59,6 +59,9 @@ class EndpointStats:
     local: int = 0
     versions: Counter[int] = field(default_factory=Counter)
     header_sources: Counter[str] = field(default_factory=Counter)
+    v1_unknown: int = 0  # `PROXY UNKNOWN` lines among the v1 headers
+    senders: set[str] = field(default_factory=set)  # the legs' own sources of the headers, the first two
+
 
     def add(self, conn: Connection) -> None:
         if conn.mid_stream or (conn.header is None and conn.client_first is None):
@@ -69,6 +72,9 @@ class EndpointStats:
             return
         self.with_header += 1
         self.versions[header.version] += 1
+        self.v1_unknown += header.version == 1 and header.family == "UNKNOWN"
+        if len(self.senders) < 2:
+            self.senders.add(conn.tcp.src_addr)
         if header.command == "LOCAL":
             self.local += 1
         elif header.src_addr is not None and (len(self.header_sources) < 64 or header.src_addr in self.header_sources):

@@ -4,10 +4,11 @@ fix, then the connections. Colour only where it helps; plain text when not a ter
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from functools import cache
 from itertools import chain, islice
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -155,9 +156,24 @@ LADDER_STYLES = {"header": "bold blue", "tls": "magenta", "reply": "red", "rst":
 
 def _markdown(text: str) -> RenderableType:
     """A fix's Markdown; rich.markdown (markdown-it, pygments) is imported only by a report that shows one."""
-    from rich.markdown import Markdown
+    return _fix_markdown()(text)
 
-    return Markdown(text)
+
+@cache
+def _fix_markdown() -> type:
+    """rich's Markdown with code blocks padded on the sides only: its own blank line above and
+    below a block doubled the one between blocks ("In FILE, line N:", two blank lines, the diff)."""
+    from rich.markdown import CodeBlock, Markdown
+    from rich.syntax import Syntax
+
+    class TightCodeBlock(CodeBlock):
+        def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+            yield Syntax(str(self.text).rstrip(), self.lexer_name, theme=self.theme, word_wrap=True, padding=(0, 1))
+
+    class FixMarkdown(Markdown):
+        elements = {**Markdown.elements, "fence": TightCodeBlock, "code_block": TightCodeBlock}
+
+    return FixMarkdown
 
 def _ladder(ladder: Ladder) -> Group:
     """The conversation of the finding's first hit, as a ladder of text."""

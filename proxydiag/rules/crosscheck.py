@@ -255,7 +255,7 @@ def _judge_tls(route: Route, config: ProxyConfig, target: Target | None, table: 
     evidence = {**_both(route, target), "front": route.front.origin.cite()}
     implicit_port = _implicit_port(route, target)
     if hit.code == PLAINTEXT_TO_TLS_LISTENER.code:
-        edits = fixes.speak_tls(route, config.kind) or fixes.point_to_port(route, config.kind, _plain_port(route, target))
+        edits = fixes.plaintext_to_implicit(route, config.kind, _plain_port(route, target), config.version_floor)
         yield Judgement.of_hit(hit, evidence, edits)
     elif hit.code == TLS_TO_PLAINTEXT_LISTENER.code:
         yield Judgement.of_hit(hit, evidence, fixes.point_to_port(route, config.kind, implicit_port))
@@ -283,7 +283,7 @@ def _sibling_port(route: Route, target: Target | None, implicit: bool) -> int | 
                    if listener.implicit_tls == implicit and listener.protocol == target.listener.protocol
                    for port in listener.ports)
     same_family = [port for port in ports if front is not None and _family(port) in (None, front.family)]
-    candidates = same_family or ports
+    candidates = same_family if front is not None else ports
     return candidates[0] if candidates else None
 
 
@@ -346,7 +346,7 @@ def to_finding(judgement: Judgement) -> Finding:
     """A judgement as the reports show findings: the fix is the user's own lines, changed."""
     return make_finding(judgement.code, judgement.said, dict(judgement.evidence),
                         lowered="inferred" if judgement.inferred else None,
-                        fix=fixes.render(judgement.edits, judgement.advice))
+                        fix=fixes.render(judgement.edits, judgement.advice) or None)  # no edit of theirs: the page's fix
 
 
 def origin_lines(origins: Iterable[Origin]) -> list[str]:

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from proxydiag.facts.capture_hops import connection_hop, sent_by
+from proxydiag.facts.expectations import EndpointStats
 from proxydiag.facts.model import Connection
 from proxydiag.parsers.protocols.http import HttpOpening
+from proxydiag.parsers.protocols.software import STALWART_PROXY
 from proxydiag.rules.base import (
     HEALTH_CHECK_SECONDS,
     Context,
@@ -298,6 +300,28 @@ class MixedVersions(Said):
                 "or two server lines, are configured differently.")
 
 
+@dataclass(frozen=True)
+class UnknownFallback(Said):
+    """One sender's v2 headers and v1 `PROXY UNKNOWN` lines: Stalwart's proxy falls back to the
+    latter when the client's address family is not its listener's (src/net/proxy_protocol.rs:151-158)."""
+
+    server: Endpoint
+    sender: str  # the one source of every leg carrying a header
+    v1: int  # all of them PROXY UNKNOWN
+    v2: int
+
+    def message(self, names: Names) -> str:
+        return (f"{self.server.told(names)} receives v2 headers ({self.v2}) and v1 PROXY UNKNOWN lines ({self.v1}) from "
+                f"one sender, {names.address(self.sender)}: Stalwart's proxy sends PROXY UNKNOWN when the client's "
+                "address family is not that of the address it reached: one proxy, by design, and those lines carry no "
+                "client address (PD104's page, section Stalwart proxy).")
+
+
+def stalwart_proxy_fallback(stats: EndpointStats) -> bool:
+    """Every v1 header is PROXY UNKNOWN and every header came from one sender."""
+    return stats.v1_unknown == stats.versions[1] and len(stats.senders) == 1
+
+
 class ProxyVersionMismatch(Rule):
     code = "PD104"
 
@@ -320,7 +344,13 @@ class ProxyVersionMismatch(Rule):
     @staticmethod
     def _mixed(conn: Connection, ctx: Context) -> Iterator[Hit]:
         stats = ctx.expectations.stats(conn)
-        if conn.header is not None and len(stats.versions) > 1:
+        if conn.header is not None and len(stats.versions) > 1 and stalwart_proxy_fallback(stats):
+            yield Hit(
+                UnknownFallback(server_endpoint(conn), conn.tcp.src_addr, stats.versions[1], stats.versions[2]),
+                [conn], {"versions": dict(stats.versions)}, group=("mixed",) + endpoint(conn), lowered="mixed versions",
+                proxy=STALWART_PROXY,
+            )
+        elif conn.header is not None and len(stats.versions) > 1:
             yield Hit(
                 MixedVersions(server_endpoint(conn), stats.versions[1], stats.versions[2]),
                 [conn], {"versions": dict(stats.versions)}, group=("mixed",) + endpoint(conn), lowered="mixed versions",

@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 
 from proxydiag.facts.model import Connection
+from proxydiag.parsers.protocols.software import STALWART_PROXY
 from proxydiag.parsers.proxy_protocol import (
     PP2_TYPE_ALPN,
     PP2_TYPE_AUTHORITY,
@@ -22,7 +23,6 @@ from proxydiag.parsers.proxy_protocol import (
     ProxyHeader,
     Tlv,
 )
-from proxydiag.parsers.protocols.software import STALWART_PROXY
 from proxydiag.rules import address, capture, config, header, http, server, tls
 from proxydiag.rules.base import Rule
 

@@ -82,6 +82,12 @@ def server_confirms_plaintext(conn: Connection) -> Said | None:
     return None
 
 
+def upgraded_after_header(conn: Connection) -> bool:
+    """The leg itself became TLS after the header: its client's STARTTLS was accepted (Stalwart's
+    proxy upgrades its backend so), and the server then knows the session is encrypted."""
+    return conn.mail is not None and conn.mail.upgraded
+
+
 def told(said: Said | None) -> str | None:
     """A clause as the JSON evidence keeps it: as it is."""
     return said.message(AS_THEY_ARE) if said is not None else None
@@ -106,15 +112,15 @@ class TlsFlagLost(Rule):
         header = conn.header
         if header is None or header.version != 2 or header.command != "PROXY":
             return
-        if (header.ssl is not None and header.ssl.client_ssl) or conn.tls_client_hello:
-            return  # flagged, or TLS passed through: the server does the TLS itself
+        if (header.ssl is not None and header.ssl.client_ssl) or conn.tls_client_hello or upgraded_after_header(conn):
+            return  # flagged, or TLS passed through or started on this leg: the server does the TLS itself
         evidence = front_was_tls(conn, ctx)
         if evidence is None:
             return
         confirmation = server_confirms_plaintext(conn)
         yield Hit(
             TlsFlagMissing(evidence, server_endpoint(conn), confirmation),
-            [conn], {"evidence": told(evidence), "server": told(confirmation), "tlvs": [t.name for t in header.tlvs]},
+            [conn], {"evidence": told(evidence), "confirmation": told(confirmation), "tlvs": [t.name for t in header.tlvs]},
             group=endpoint(conn),
         )
 
@@ -135,7 +141,7 @@ class TlsFlagImpossibleV1(Rule):
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
-        if header is None or header.version != 1 or conn.tls_client_hello:
+        if header is None or header.version != 1 or conn.tls_client_hello or upgraded_after_header(conn):
             return
         evidence = front_was_tls(conn, ctx)
         if evidence is not None:
