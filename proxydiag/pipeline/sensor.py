@@ -259,7 +259,7 @@ class JsonlSink:
             "first": first,
             "added": added,
             "listener": self._private_text(listener) if listener else None,
-            "finding": self.anonymizer.findings([item], [finding.said])[0] if self.anonymizer else item,
+            "finding": self.anonymizer.findings([item], [finding])[0] if self.anonymizer else item,
         })
 
     def heartbeat(self, counters: JsonDict) -> None:
@@ -267,7 +267,7 @@ class JsonlSink:
 
     def stop(self, report: Report) -> None:
         document = report.document
-        self._write("stop", {"report": self.anonymizer.document(document, said=report.said()) if self.anonymizer
+        self._write("stop", {"report": self.anonymizer.document(document, findings=report.typed()) if self.anonymizer
                              else document})
         if self.path is not None:
             self._handle.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -30,9 +31,9 @@ from proxydiag.report.opaque import is_opaque_tlv, opaque_tlv_spans, opaque_valu
 from proxydiag.report.pseudonyms import Pseudonyms, ip_of
 
 if TYPE_CHECKING:
-    from proxydiag.rules.said import Said
+    from proxydiag.rules.base import Finding
 
-Typed = Sequence["Said | None"]  # what each finding said, typed (None: a sentence only), in the document's order
+Typed = Sequence["Finding"]  # the document's findings, typed, in its order (or none: each rewritten as text)
 
 # An escape `visible()` or `printable()` wrote (\x09, \u202e) is not part of the next token.
 _AFTER = r"(?:(?<=\\x[0-9a-f]{2})|(?<=\\u[0-9a-f]{4})|(?<![\w.]))"
@@ -93,15 +94,15 @@ NOT_HOSTNAMES = re.compile(
 # Keys whose text proxydiag wrote itself (a page's fix, with the capture's addresses put in):
 # host names are learned from the wire, not from there (a TOML key would look like one).
 OWN_TEXT_KEYS = frozenset({"fix"})
-def anonymize(document: JsonDict, paths: Iterable[str] = (), said: Typed = ()) -> JsonDict:
+def anonymize(document: JsonDict, paths: Iterable[str] = (), findings: Typed = ()) -> JsonDict:
     """A new document (the given one is left as it was). `paths`: the files the command was
     given, hidden wherever they stand (an unreadable one is named only in an error).
-    `said`: what each finding said, typed: its message is told through the pseudonyms."""
-    return Anonymizer().document(document, paths, said)
+    `findings`: the document's, typed: each message is told through the pseudonyms."""
+    return Anonymizer().document(document, paths, findings)
 
 
 def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[JsonDict]], paths: Iterable[str] = (),
-                       said: Typed = ()) -> JsonDict:
+                       findings: Typed = ()) -> JsonDict:
     """`document` anonymised with its connections kept out of memory: `connections()` gives
     them once to learn from, then once more, rewritten one at a time as they are written
     (the document's "connections" becomes that iterator)."""
@@ -116,7 +117,7 @@ def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[Js
         if key == "connections":
             result[key] = (_transform(conn, rewrite) for conn in connections())
         elif key in WIRE_KEYS:
-            transform = partial(_transform_findings, said=said) if key == "findings" else _transform
+            transform = partial(_transform_findings, typed=findings) if key == "findings" else _transform
             result[key] = Later(partial(transform, value, rewrite)) if "connections" in result else transform(value, rewrite)
         else:
             result[key] = value
@@ -125,11 +126,11 @@ def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[Js
 
 
 def anonymize_listing(document: JsonDict, connections: Callable[[], Iterable[JsonDict]], shown: int,
-                      paths: Iterable[str] = (), said: Typed = ()) -> tuple[JsonDict, Iterator[JsonDict]]:
+                      paths: Iterable[str] = (), findings: Typed = ()) -> tuple[JsonDict, Iterator[JsonDict]]:
     """A summarised document (its first `shown` connections) anonymised together with every
     connection after those, for a report that lists them all: the document, whole, and
     the rest as an iterator rewritten as it is read."""
-    streamed = anonymize_streamed(document, connections, paths, said)
+    streamed = anonymize_streamed(document, connections, paths, findings)
     rows = iter(streamed["connections"])
     first = list(islice(rows, shown))
     whole = {key: value.compute() if isinstance(value, Later) else value for key, value in streamed.items()}
@@ -146,22 +147,29 @@ class Anonymizer:
     def __init__(self) -> None:
         self.pseudonyms = Pseudonyms()
 
-    def document(self, document: JsonDict, paths: Iterable[str] = (), said: Typed = ()) -> JsonDict:
+    def document(self, document: JsonDict, paths: Iterable[str] = (), findings: Typed = ()) -> JsonDict:
+        return self.report(document, paths, findings)[0]
+
+    def report(self, document: JsonDict, paths: Iterable[str] = (), findings: Typed = ()) -> tuple[JsonDict, list[Finding]]:
+        """The document anonymised, and its `findings` (typed, in its order) told by
+        `anonymized_finding` (none when they are not the document's)."""
         learning = _Learning(self.pseudonyms)
         learning.learn_paths(paths)
         for key, value in document.items():
             learning.learn(key, value)
         rewrite = learning.rewriter()
-        result = {key: (_transform_findings(value, rewrite, said) if key == "findings" else _transform(value, rewrite))
-                  if key in WIRE_KEYS else value for key, value in document.items()}
+        told: list[Finding] = []
+        result = {key: (_transform_findings(value, rewrite, findings, told) if key == "findings"
+                        else _transform(value, rewrite)) if key in WIRE_KEYS else value
+                  for key, value in document.items()}
         result["anonymized"] = True
-        return result
+        return result, told
 
     def connection(self, connection: JsonDict) -> JsonDict:
         return self.document({"connections": [connection]})["connections"][0]
 
-    def findings(self, findings: list[JsonDict], said: Typed = ()) -> list[JsonDict]:
-        return self.document({"findings": findings}, said=said)["findings"]
+    def findings(self, findings: list[JsonDict], typed: Typed = ()) -> list[JsonDict]:
+        return self.document({"findings": findings}, findings=typed)["findings"]
 
     def text(self, text: str) -> str:
         return self.document({"options": {"text": text}})["options"]["text"]
@@ -461,20 +469,43 @@ def _transform(value: JsonValue, rewrite: _Rewriter, key: str | None = None) -> 
     return value
 
 
-def _transform_findings(findings: JsonValue, rewrite: _Rewriter, said: Typed = ()) -> JsonValue:
-    """The findings, each typed one's message told afresh through the pseudonyms (its
-    sentence never held the originals), the others' rewritten as text."""
-    if not isinstance(findings, list) or len(said) != len(findings):
+def _transform_findings(findings: JsonValue, rewrite: _Rewriter, typed: Typed = (),
+                        told: list[Finding] | None = None) -> JsonValue:
+    """The document's findings, each one of `typed` (the same findings, in its order) told
+    by `anonymized_finding` (and added to `told`), with what the document adds to it (its
+    fix when the finding has none, a listener, ladder legs); without them, every finding
+    rewritten as text."""
+    if not isinstance(findings, list) or len(typed) != len(findings) or not all(isinstance(item, dict) for item in findings):
         return _transform(findings, rewrite)
     shown: list[JsonValue] = []
-    for finding, typed in zip(findings, said, strict=True):
-        if typed is None or not isinstance(finding, dict):
-            shown.append(_transform(finding, rewrite))
-            continue
-        rest = _transform({key: value for key, value in finding.items() if key != "message"}, rewrite)
-        assert isinstance(rest, dict)
-        shown.append({key: typed.message(rewrite.pseudonyms) if key == "message" else rest[key] for key in finding})
+    for item, finding in zip(findings, typed, strict=True):
+        assert isinstance(item, dict)
+        fix = item.get("fix")
+        finding = finding if finding.fix is not None or not isinstance(fix, str) else replace(finding, fix=fix)
+        own = finding.to_dict()
+        told_one, added = anonymized_finding(finding, rewrite, {key: value for key, value in item.items() if key not in own})
+        if told is not None:
+            told.append(told_one)
+        both = {**told_one.to_dict(), **added}
+        both = {**told_one.to_dict(), **added}
+        shown.append({key: both[key] for key in item})
     return shown
+
+
+def anonymized_finding(finding: Finding, rewrite: _Rewriter, added: JsonDict | None = None) -> tuple[Finding, JsonDict]:
+    """The finding holding no original: a typed message told through the pseudonyms (its
+    sentence never held the originals), a sentence rewritten as text, the evidence and the
+    fix rewritten as the document's text; and `added` (what a view adds) rewritten. In the
+    order the pseudonyms have always been numbered in: a sentence first, a typed message last."""
+    message = _transform(finding.message, rewrite, "message") if finding.said is None else None
+    evidence = _transform(finding.evidence, rewrite, "evidence")
+    fix = rewrite.own(finding.fix) if finding.fix is not None else None
+    rest = _transform(added or {}, rewrite)
+    assert isinstance(evidence, dict) and isinstance(rest, dict)
+    if finding.said is not None:
+        message = finding.said.message(rewrite.pseudonyms)
+    assert isinstance(message, str)
+    return replace(finding, message=message, evidence=evidence, fix=fix, said=None), rest
 
 
 def _transform_item(parent: JsonDict, key: str, item: JsonValue, rewrite: _Rewriter) -> JsonValue:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from proxydiag.rules.base import Finding
-    from proxydiag.rules.said import Said
 
 FORMATS = ("rich", "json", "markdown", "html")
 
@@ -46,9 +45,8 @@ class Report:
     def of_files(cls, document: dict[str, Any], given: Iterable[str | Path | None], **more: Any) -> Report:
         return cls(document, given=[str(path) for path in given if path is not None], **more)
 
-    def said(self) -> Sequence[Said | None]:
-        """What each finding of the document said, typed (None: a sentence only); nothing
-        when the findings are not known for each of the document's."""
+    def typed(self) -> Sequence[Finding]:
+        """The document's findings, typed; none when they are not known for each of its own."""
         if len(self.findings) != len(self.document.get("findings") or ()):
             return ()
-        return [finding.said for finding in self.findings]
+        return self.findings

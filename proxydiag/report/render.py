@@ -23,7 +23,7 @@ from proxydiag.report.views import SHOWN_CONNECTIONS, summarised
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from proxydiag.rules.said import Said
+    from proxydiag.rules.base import Finding
 
 # An option value proxydiag names itself (a format, a severity, a count, `25=none`): shown as given.
 _OWN_VALUE = re.compile(r"-|[A-Za-z0-9_]+|\d+(?:\.\d+)?|\d+=[A-Za-z0-9]+")
@@ -68,7 +68,7 @@ def shown(report: Report, view: View) -> tuple[JsonDict, Iterable[JsonDict]]:
         if view.anonymize:
             from proxydiag.report.anonymize import anonymize_streamed  # only then: a light start otherwise
 
-            return anonymize_streamed(report.document, lambda: connections(False), report.given, report.said()), ()
+            return anonymize_streamed(report.document, lambda: connections(False), report.given, report.typed()), ()
         return {**report.document, "connections": connections(True)}, ()
     document = report.document
     if connections is not None:
@@ -76,11 +76,11 @@ def shown(report: Report, view: View) -> tuple[JsonDict, Iterable[JsonDict]]:
     if view.format in ("markdown", "html"):  # the ticket names the command, anonymised like the rest
         document = {**document, "command_line": command_line(view.arguments)}
     if connections is None or not (view.verbose and view.format == "rich"):  # no more to list
-        return (anonymized(document, report.given, view.arguments, report.said()) if view.anonymize else document), ()
+        return (anonymized(document, report.given, view.arguments, report.typed()) if view.anonymize else document), ()
     if view.anonymize:
         from proxydiag.report.anonymize import anonymize_listing
 
-        return anonymize_listing(document, lambda: connections(False), SHOWN_CONNECTIONS, report.given, report.said())
+        return anonymize_listing(document, lambda: connections(False), SHOWN_CONNECTIONS, report.given, report.typed())
     return document, islice(connections(False), SHOWN_CONNECTIONS, None)
 
 
@@ -117,7 +117,7 @@ def command_line(arguments: Iterable[str]) -> str:
 
 
 def anonymized(document: JsonDict, given: Sequence[str], arguments: Sequence[str],
-               said: Sequence[Said | None] = ()) -> JsonDict:
+               findings: Sequence[Finding] = ()) -> JsonDict:
     """The document under --anonymize: every address, name and given file rewritten (a
     typed finding's message told through the pseudonyms), and the command line it shows
     keeping none of the user's own values."""
@@ -126,7 +126,7 @@ def anonymized(document: JsonDict, given: Sequence[str], arguments: Sequence[str
     if "command_line" in document:  # paths no input names (-o, -w) go first: the pass would half-rewrite them
         document["command_line"] = _without_originals(document["command_line"], arguments,
                                                       lambda value: _other_path(value, given))
-    document = anonymize(document, given, said)
+    document = anonymize(document, given, findings)
     if "command_line" in document:
         document["command_line"] = _without_originals(document["command_line"], arguments, lambda value: True)
     return document

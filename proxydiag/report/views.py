@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.parsers.redact import visible
+
+if TYPE_CHECKING:
+    from proxydiag.rules.base import Finding
 
 SEVERITY_ORDER = ("error", "warning", "info")
 MULTILINE_KEYS = frozenset({"fix"})  # the finding pages' fix text keeps its lines
@@ -190,18 +194,27 @@ def _compact(value: JsonValue) -> str:
 
 
 def told(document: JsonDict) -> JsonDict:
-    """The document with every finding's fix: what the rule gave (an edit of the user's own
-    line), else the page's section for the recognised proxy (HAProxy's and nginx's, the
-    usual senders, when the bytes do not say) and Stalwart's; no fix for a note."""
-    from proxydiag.rules import catalog
-
-    pages = catalog.load_pages()
+    """The document with every finding's fix (`fix_of`)."""
     for finding in document.get("findings") or []:
         if finding.get("fix") is None:
-            page = pages.get(finding["code"])
-            finding["fix"] = ("" if finding.get("note") else page.fix_for(finding.get("proxy")) if page
-                              else f"See `proxydiag explain {finding['code']}`.")
+            finding["fix"] = fix_of(finding["code"], finding.get("proxy"), bool(finding.get("note")))
     return document
+
+
+def told_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings, each with its fix (`fix_of`), as `told` gives the document's."""
+    return [finding if finding.fix is not None else replace(finding, fix=fix_of(finding.code, finding.proxy, finding.note))
+            for finding in findings]
+
+
+def fix_of(code: str, proxy: str | None, note: bool) -> str:
+    """A finding's fix when the rule gave none (an edit of the user's own line): the page's
+    section for the recognised proxy (HAProxy's and nginx's, the usual senders, when the
+    bytes do not say) and Stalwart's; no fix for a note."""
+    from proxydiag.rules import catalog
+
+    page = catalog.load_pages().get(code)
+    return "" if note else page.fix_for(proxy) if page else f"See `proxydiag explain {code}`."
 
 
 def where_line(finding: JsonDict) -> str:
