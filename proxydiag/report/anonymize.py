@@ -102,10 +102,11 @@ def anonymize(document: JsonDict, paths: Iterable[str] = (), findings: Typed = (
 
 
 def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[JsonDict]], paths: Iterable[str] = (),
-                       findings: Typed = ()) -> JsonDict:
+                       findings: Typed = (), told: list[Finding] | None = None) -> JsonDict:
     """`document` anonymised with its connections kept out of memory: `connections()` gives
     them once to learn from, then once more, rewritten one at a time as they are written
-    (the document's "connections" becomes that iterator)."""
+    (the document's "connections" becomes that iterator). `told`: where the typed findings
+    go, told through the pseudonyms, once the document's are written."""
     learning = _Learning(Pseudonyms())
     learning.learn_paths(paths)
     for key, value in document.items():
@@ -117,7 +118,7 @@ def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[Js
         if key == "connections":
             result[key] = (_transform(conn, rewrite) for conn in connections())
         elif key in WIRE_KEYS:
-            transform = partial(_transform_findings, typed=findings) if key == "findings" else _transform
+            transform = partial(_transform_findings, typed=findings, told=told) if key == "findings" else _transform
             result[key] = Later(partial(transform, value, rewrite)) if "connections" in result else transform(value, rewrite)
         else:
             result[key] = value
@@ -126,16 +127,19 @@ def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[Js
 
 
 def anonymize_listing(document: JsonDict, connections: Callable[[], Iterable[JsonDict]], shown: int,
-                      paths: Iterable[str] = (), findings: Typed = ()) -> tuple[JsonDict, Iterator[JsonDict]]:
+                      paths: Iterable[str] = (), findings: Typed = ()
+                      ) -> tuple[JsonDict, list[Finding], Iterator[JsonDict]]:
     """A summarised document (its first `shown` connections) anonymised together with every
-    connection after those, for a report that lists them all: the document, whole, and
-    the rest as an iterator rewritten as it is read."""
-    streamed = anonymize_streamed(document, connections, paths, findings)
+    connection after those, for a report that lists them all: the document, whole, its
+    typed `findings` told through the pseudonyms, and the rest as an iterator rewritten as
+    it is read."""
+    told: list[Finding] = []
+    streamed = anonymize_streamed(document, connections, paths, findings, told)
     rows = iter(streamed["connections"])
     first = list(islice(rows, shown))
     whole = {key: value.compute() if isinstance(value, Later) else value for key, value in streamed.items()}
     whole["connections"] = first
-    return whole, rows
+    return whole, told, rows
 
 
 class Anonymizer:
