@@ -1,5 +1,6 @@
-"""The human views read a Report's typed findings by attribute: what each finding says is
-its `Finding`'s (told through the pseudonyms under --anonymize), not the document's copy."""
+"""The views read a Report's typed findings: the human ones by attribute, the JSON document
+written from them (report.json.document_of); what each finding says is its `Finding`'s
+(told through the pseudonyms under --anonymize), not the document's copy."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def shown(report: Report, fmt: str, anonymize: bool = False) -> str:
     return "".join(render(report, View(format=fmt, anonymize=anonymize, output=Path("report.out"))))
 
 
-@pytest.mark.parametrize("fmt", ["rich", "markdown", "html"])
-def test_each_human_view_says_what_the_typed_finding_says(fmt):
+@pytest.mark.parametrize("fmt", ["rich", "markdown", "html", "json"])
+def test_each_view_says_what_the_typed_finding_says(fmt):
     finding = make_finding("PD101", "what the document holds", {"port": 25})
     report = report_of(finding)
     report = replace(report, findings=[replace(finding, message="what the Finding holds")])
@@ -50,3 +51,13 @@ def test_a_document_read_back_gives_the_findings_it_was_written_from():
     (told_one,) = told_findings([finding])
     assert finding_of(told_one.to_dict()).to_dict() == told_one.to_dict()
     assert told_one.fix and told({"findings": [finding.to_dict()]})["findings"][0]["fix"] == told_one.fix
+
+
+def test_the_json_document_tells_each_typed_finding_its_fix_and_keeps_what_the_document_adds():
+    from proxydiag.report.json import document_of
+
+    finding = make_finding("PD101", "a sentence", {})
+    document = {"schema": "proxydiag/1", "findings": [{**finding.to_dict(), "listener": "10.0.0.1:25"}]}
+    (written,) = document_of(Report(document, findings=[finding]))["findings"]
+    assert written["fix"] == told_findings([finding])[0].fix and written["fix"]
+    assert written["listener"] == "10.0.0.1:25" and list(written)[:3] == ["code", "slug", "severity"]

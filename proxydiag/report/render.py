@@ -64,17 +64,18 @@ def shown(report: Report, view: View) -> tuple[JsonDict, Sequence[Finding] | Non
     JSON is written connection by connection (under --anonymize the store is read twice:
     to learn every original, then to rewrite); the human reports summarise (the
     connections pass by once, the first ones stay)."""
+    from proxydiag.report.json import document_of
     from proxydiag.report.views import told_findings
 
     connections = report.connections
     findings = told_findings(report.typed()) if report.typed() else None
+    document = document_of(report)
     if view.format == "json" and connections is not None:
         if view.anonymize:
             from proxydiag.report.anonymize import anonymize_streamed  # only then: a light start otherwise
 
-            return anonymize_streamed(report.document, lambda: connections(False), report.given, findings or ()), None, ()
-        return {**report.document, "connections": connections(True)}, findings, ()
-    document = report.document
+            return anonymize_streamed(document, lambda: connections(False), report.given, findings or ()), None, ()
+        return {**document, "connections": connections(True)}, findings, ()
     if connections is not None:
         document = summarised({**document, "connections": connections(False)})
     if view.format in ("markdown", "html"):  # the ticket names the command, anonymised like the rest
