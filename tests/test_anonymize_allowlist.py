@@ -102,11 +102,23 @@ def test_a_typed_finding_is_told_through_the_pseudonyms_of_the_whole_report():
     finding = make_finding("PD101", said, {})
     document = {"connections": [{"tcp": {"dst_addr": "2001:db8:5::25"}, "greeting": "220 mailhub ESMTP zorkmail"}],
                 "findings": [finding.to_dict()]}
-    shown = anonymize(document, said=[finding.said])
+    shown = anonymize(document, findings=[finding])
     address = shown["connections"][0]["tcp"]["dst_addr"]
     greeting = shown["connections"][0]["greeting"]
     assert shown["findings"][0]["message"] == f"[{address}]:25 answered {greeting!r}"
     assert "mailhub" not in json.dumps(shown) and "zorkmail" not in json.dumps(shown)
+
+
+def test_an_anonymised_report_has_typed_findings_holding_no_original():
+    said = _Reached("2001:db8:5::25", 25, "220 mailhub ESMTP zorkmail")
+    finding = make_finding("PD101", said, {"greeting": "220 mailhub ESMTP zorkmail"}, fix="at 2001:db8:5::25")
+    document = {"findings": [{**finding.to_dict(), "listener": "[2001:db8:5::25]:25"}]}
+    shown, (told,) = Anonymizer().report(document, findings=[finding])
+    assert told.said is None and told.message_for() == told.message == shown["findings"][0]["message"]
+    assert told.evidence == shown["findings"][0]["evidence"] and told.fix == shown["findings"][0]["fix"]
+    assert (told.code, told.severity, told.connections) == (finding.code, finding.severity, finding.connections)
+    assert not [original for original in ("2001:db8:5::25", "mailhub", "zorkmail")
+                if original in json.dumps(shown) or original in repr(told)]
 
 
 # --- property: nothing original survives in any format --------------------------------------
@@ -207,7 +219,7 @@ def test_the_probe_report_carries_the_findings_its_document_lists(tmp_path):
     assert outcome.report is not None
     listed = [finding["code"] for finding in outcome.report.document["findings"]]
     assert listed and [finding.code for finding in outcome.report.findings] == listed
-    assert len(outcome.report.said()) == len(listed)
+    assert len(outcome.report.typed()) == len(listed)
 
 
 def test_a_file_the_command_read_is_named_by_its_pseudonym_inside_quoted_text():

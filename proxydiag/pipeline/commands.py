@@ -100,7 +100,6 @@ def traffic_outcome(analysis: Analysis, say: Say, given: Sequence[str | Path | N
     """What could not be read said, and the report of the analysis with what configurations
     and logs add (`extra`); none when no input could be read at all."""
     from proxydiag.pipeline.evidence import add_to_document
-    from proxydiag.report.views import told
 
     lines = unread_lines(analysis, unread)
     for line in lines:
@@ -108,7 +107,7 @@ def traffic_outcome(analysis: Analysis, say: Say, given: Sequence[str | Path | N
     severities = [finding.severity for finding in analysis.findings]
     if analysis.inputs and all(item.error for item in analysis.inputs) and extra is None:
         return Outcome(severities=severities, unread=lines)
-    document = told(add_to_document(analysis.to_dict(lazy=True), extra or {}))
+    document = add_to_document(analysis.to_dict(lazy=True), extra or {})
     report = Report.of_files(document, given, connections=lambda encoded: analysis.connection_dicts(encoded=encoded),
                              findings=analysis.findings)
     return Outcome(report, severities, lines)
@@ -155,7 +154,6 @@ def check(request: CheckRequest) -> Outcome:
     from proxydiag.configs.stalwart import load as load_stalwart
     from proxydiag.pipeline import evidence
     from proxydiag.pipeline.check import check_configurations
-    from proxydiag.report.views import told
 
     files, given = list(request.files), [*request.files, request.stalwart_config]
     check_outputs([("-o", request.output)], given)
@@ -175,7 +173,7 @@ def check(request: CheckRequest) -> Outcome:
     severities = [finding.severity for finding in result.findings]
     if unread and not result.configs:
         return Outcome(severities=severities, unread=unread)
-    return Outcome(Report.of_files(told(result.document()), given, findings=result.findings), severities, unread)
+    return Outcome(Report.of_files(result.document(), given, findings=result.findings), severities, unread)
 
 
 def _check_with_logs(result: CheckResult, logs: list[str], say: Say, given: Sequence[str | Path | None]) -> Outcome:
@@ -204,8 +202,6 @@ class LogsRequest:
 @entry
 def logs(request: LogsRequest) -> Outcome:
     """Log files read and judged together: a Stalwart log and a proxy log are one story."""
-    from proxydiag.report.views import told
-
     check_outputs([("-o", request.output)], request.files)
     result = read_logs(list(request.files), request.proxy_addresses)
     for message in result.errors:
@@ -214,7 +210,7 @@ def logs(request: LogsRequest) -> Outcome:
     if not result.reads:  # every file is an error
         return Outcome(severities=severities, unread=result.errors)
     findings = result.verdict.findings if result.verdict else []
-    return Outcome(Report.of_files(told(result.to_dict()), request.files, findings=findings), severities, result.errors)
+    return Outcome(Report.of_files(result.to_dict(), request.files, findings=findings), severities, result.errors)
 
 
 def read_logs(paths: list[str], proxies: frozenset[str]) -> LogAnalysis:

@@ -29,7 +29,6 @@ class ProbeRequest:
 def probe(request: ProbeRequest) -> Outcome:
     from proxydiag import probe as probe_module
     from proxydiag.probe import steps as probe_steps
-    from proxydiag.report.views import told
     from proxydiag.rules import probe as probe_judge
 
     if request.format == "html":
@@ -56,7 +55,7 @@ def probe(request: ProbeRequest) -> Outcome:
         request.say(line)
     if request.write is not None:
         _write_pcap(request.write, [record for result in probes for record in result.records])
-    document = told(probe_judge.document(probes, {"timeout": request.timeout, "tls": request.tls, "source": request.source}))
+    document = probe_judge.document(probes, {"timeout": request.timeout, "tls": request.tls, "source": request.source})
     severities = [finding["severity"] for finding in document["findings"]]
     findings = [finding for result in probes if not result.error
                 for finding in probe_judge.findings(result, probe_judge.verdict(result))]  # as the document lists them

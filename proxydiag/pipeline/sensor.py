@@ -170,9 +170,7 @@ def final_report(analysis: Analysis) -> Report:
 
 
 def final_document(analysis: Analysis) -> JsonDict:
-    from proxydiag.report.views import told
-
-    document = told(analysis.to_dict(lazy=True))
+    document = analysis.to_dict(lazy=True)
     del document["connections"]
     document["findings"] = [{**item, "listener": _listener(analysis, finding)}
                             for item, finding in zip(document["findings"], analysis.findings, strict=True)]
@@ -252,22 +250,24 @@ class JsonlSink:
         })
 
     def finding(self, finding: Finding, first: bool, listener: str | None, added: int) -> None:
-        from proxydiag.report.views import told
+        from proxydiag.report.views import told_findings
 
-        (item,) = told({"findings": [finding.to_dict()]})["findings"]
+        (item,) = [told.to_dict() for told in told_findings([finding])]
         self._write("finding", {
             "first": first,
             "added": added,
             "listener": self._private_text(listener) if listener else None,
-            "finding": self.anonymizer.findings([item], [finding.said])[0] if self.anonymizer else item,
+            "finding": self.anonymizer.findings([item], [finding])[0] if self.anonymizer else item,
         })
 
     def heartbeat(self, counters: JsonDict) -> None:
         self._write("heartbeat", {"counters": counters})
 
     def stop(self, report: Report) -> None:
-        document = report.document
-        self._write("stop", {"report": self.anonymizer.document(document, said=report.said()) if self.anonymizer
+        from proxydiag.report.json import document_of
+
+        document = document_of(report)
+        self._write("stop", {"report": self.anonymizer.document(document, findings=report.typed()) if self.anonymizer
                              else document})
         if self.path is not None:
             self._handle.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -26,36 +27,27 @@ from typing import TYPE_CHECKING
 from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.parsers import proxy_protocol
 from proxydiag.report.later import Later
+from proxydiag.report.named import (
+    AFTER,
+    HOST_AFTER,
+    QUOTE_PREFIX,
+    hostnames_in,
+    names_in_certificates,
+    target_hosts,
+    texts_under,
+)
 from proxydiag.report.opaque import is_opaque_tlv, opaque_tlv_spans, opaque_value, tlv_dicts
 from proxydiag.report.pseudonyms import Pseudonyms, ip_of
 
 if TYPE_CHECKING:
-    from proxydiag.rules.said import Said
+    from proxydiag.rules.base import Finding
 
-Typed = Sequence["Said | None"]  # what each finding said, typed (None: a sentence only), in the document's order
+Typed = Sequence["Finding"]  # the document's findings, typed, in its order (or none: each rewritten as text)
 
-# An escape `visible()` or `printable()` wrote (\x09, \u202e) is not part of the next token.
-_AFTER = r"(?:(?<=\\x[0-9a-f]{2})|(?<=\\u[0-9a-f]{4})|(?<![\w.]))"
-IPV4 = re.compile(_AFTER + r"(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
+IPV4 = re.compile(AFTER + r"(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
 IPV6 = re.compile(
     r"(?:(?<=IPv6:)|(?<=\\x[0-9a-f]{2})|(?<![\w:.]))(?=[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*:)[0-9A-Fa-f:.]{2,51}(?![\w:])"
 )
-# Where a host name may start: as an address may, or right after a mail reply's code
-# (`250-mx1`, `220-mail.example.com`), whose digits and hyphen are not part of it.
-_HOST_AFTER = _AFTER.replace(r"(?<![\w.])", r"(?<=\d{3}-)|(?<![\w.-])") + r"(?!\d{3}-)"
-HOSTNAME = re.compile(
-    _HOST_AFTER + r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)+[A-Za-z][A-Za-z0-9-]{1,62}(?![\w-])"
-)
-# Where a protocol names a host: an SMTP greeting or EHLO reply (_reply_hosts), HELO/EHLO/
-# LHLO, an HTTP Host.
-_REPLY_LINE = re.compile(r"(220|250)([ -])([A-Za-z0-9_][\w.-]*)")
-_QUOTED_REPLY = re.compile(r"(?<=['\"])" + _REPLY_LINE.pattern)
-_LINE_BREAK = re.compile(r"\r?\n|(?:\\x0d)?\\x0a")  # raw, or as an escape shows it
-NAMED_HOSTS = (
-    re.compile(r"\b(?:EHLO|HELO|LHLO)\s+([A-Za-z0-9_][\w.-]*)", re.I),
-    re.compile(r"\bHost:\s*([A-Za-z0-9_][\w.-]*)", re.I),
-)
-NOT_HOSTS = frozenset({"esmtp", "smtp", "lmtp", "service", "ready", "ok", "mail", "localhost", "error", "unknown"})
 HEX_BLOB = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-f]{2}){6,}(?![0-9a-fA-F])")
 # A value cut short by truncation: its last token before the ellipsis could be half an address.
 # The cut patterns start only where a token starts and test for a digit, `.` or `:` ahead
@@ -79,32 +71,22 @@ WIRE_TEXT_KEYS = frozenset({
 # What stands before the text of a quoted line: the file and line of a log line, the time
 # and side of a probe's exchange. Rewritten as the rest of the document is.
 FILE_LINE = re.compile(r"^(\S+?):\d+: ")  # a quoted line of a file, after its name and number
-QUOTE_PREFIX = re.compile(r"^(?:\S*?:\d+: |\d+(?:\.\d+)? [CS]: )")
-# Not host names: file names, the rule ids of header violations (`v2.transport`), Stalwart's
-# configuration keys and event ids that findings quote (`server.listener.smtp.proxy.override`,
-# `security.ip-blocked`), and any name whose last label has a hyphen (no TLD has one but
-# the IDN form `xn--`).
-NOT_HOSTNAMES = re.compile(
-    r"\.(?:md|txt|toml|json|pcap|pcapng|py|pem|conf|cfg|log|gz|zst|xz)$|^v[12]\."
-    r"|^(?:server\.(?:listener|proxy|allowed-ip|http)|http\.use-x-forwarded)(?:\.|$)"
-    r"|\.(?!xn--)[^.]*-[^.]*$",
-    re.I,
-)
 # Keys whose text proxydiag wrote itself (a page's fix, with the capture's addresses put in):
 # host names are learned from the wire, not from there (a TOML key would look like one).
 OWN_TEXT_KEYS = frozenset({"fix"})
-def anonymize(document: JsonDict, paths: Iterable[str] = (), said: Typed = ()) -> JsonDict:
+def anonymize(document: JsonDict, paths: Iterable[str] = (), findings: Typed = ()) -> JsonDict:
     """A new document (the given one is left as it was). `paths`: the files the command was
     given, hidden wherever they stand (an unreadable one is named only in an error).
-    `said`: what each finding said, typed: its message is told through the pseudonyms."""
-    return Anonymizer().document(document, paths, said)
+    `findings`: the document's, typed: each message is told through the pseudonyms."""
+    return Anonymizer().document(document, paths, findings)
 
 
 def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[JsonDict]], paths: Iterable[str] = (),
-                       said: Typed = ()) -> JsonDict:
+                       findings: Typed = (), told: list[Finding] | None = None) -> JsonDict:
     """`document` anonymised with its connections kept out of memory: `connections()` gives
     them once to learn from, then once more, rewritten one at a time as they are written
-    (the document's "connections" becomes that iterator)."""
+    (the document's "connections" becomes that iterator). `told`: where the typed findings
+    go, told through the pseudonyms, once the document's are written."""
     learning = _Learning(Pseudonyms())
     learning.learn_paths(paths)
     for key, value in document.items():
@@ -116,7 +98,7 @@ def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[Js
         if key == "connections":
             result[key] = (_transform(conn, rewrite) for conn in connections())
         elif key in WIRE_KEYS:
-            transform = partial(_transform_findings, said=said) if key == "findings" else _transform
+            transform = partial(_transform_findings, typed=findings, told=told) if key == "findings" else _transform
             result[key] = Later(partial(transform, value, rewrite)) if "connections" in result else transform(value, rewrite)
         else:
             result[key] = value
@@ -125,16 +107,19 @@ def anonymize_streamed(document: JsonDict, connections: Callable[[], Iterable[Js
 
 
 def anonymize_listing(document: JsonDict, connections: Callable[[], Iterable[JsonDict]], shown: int,
-                      paths: Iterable[str] = (), said: Typed = ()) -> tuple[JsonDict, Iterator[JsonDict]]:
+                      paths: Iterable[str] = (), findings: Typed = ()
+                      ) -> tuple[JsonDict, list[Finding], Iterator[JsonDict]]:
     """A summarised document (its first `shown` connections) anonymised together with every
-    connection after those, for a report that lists them all: the document, whole, and
-    the rest as an iterator rewritten as it is read."""
-    streamed = anonymize_streamed(document, connections, paths, said)
+    connection after those, for a report that lists them all: the document, whole, its
+    typed `findings` told through the pseudonyms, and the rest as an iterator rewritten as
+    it is read."""
+    told: list[Finding] = []
+    streamed = anonymize_streamed(document, connections, paths, findings, told)
     rows = iter(streamed["connections"])
     first = list(islice(rows, shown))
     whole = {key: value.compute() if isinstance(value, Later) else value for key, value in streamed.items()}
     whole["connections"] = first
-    return whole, rows
+    return whole, told, rows
 
 
 class Anonymizer:
@@ -146,22 +131,29 @@ class Anonymizer:
     def __init__(self) -> None:
         self.pseudonyms = Pseudonyms()
 
-    def document(self, document: JsonDict, paths: Iterable[str] = (), said: Typed = ()) -> JsonDict:
+    def document(self, document: JsonDict, paths: Iterable[str] = (), findings: Typed = ()) -> JsonDict:
+        return self.report(document, paths, findings)[0]
+
+    def report(self, document: JsonDict, paths: Iterable[str] = (), findings: Typed = ()) -> tuple[JsonDict, list[Finding]]:
+        """The document anonymised, and its `findings` (typed, in its order) told by
+        `anonymized_finding` (none when they are not the document's)."""
         learning = _Learning(self.pseudonyms)
         learning.learn_paths(paths)
         for key, value in document.items():
             learning.learn(key, value)
         rewrite = learning.rewriter()
-        result = {key: (_transform_findings(value, rewrite, said) if key == "findings" else _transform(value, rewrite))
-                  if key in WIRE_KEYS else value for key, value in document.items()}
+        told: list[Finding] = []
+        result = {key: (_transform_findings(value, rewrite, findings, told) if key == "findings"
+                        else _transform(value, rewrite)) if key in WIRE_KEYS else value
+                  for key, value in document.items()}
         result["anonymized"] = True
-        return result
+        return result, told
 
     def connection(self, connection: JsonDict) -> JsonDict:
         return self.document({"connections": [connection]})["connections"][0]
 
-    def findings(self, findings: list[JsonDict], said: Typed = ()) -> list[JsonDict]:
-        return self.document({"findings": findings}, said=said)["findings"]
+    def findings(self, findings: list[JsonDict], typed: Typed = ()) -> list[JsonDict]:
+        return self.document({"findings": findings}, findings=typed)["findings"]
 
     def text(self, text: str) -> str:
         return self.document({"options": {"text": text}})["options"]["text"]
@@ -192,9 +184,9 @@ class _Learning:
                 self.pseudonyms.path(path)
         if key not in WIRE_KEYS:
             return
-        self.names.update(_certificate_names(value))
+        self.names.update(names_in_certificates(value))
         if key == "targets":  # the probe's targets, as the user named them: single-label names too
-            self.hostnames.update(_target_hosts(value))
+            self.hostnames.update(target_hosts(value))
         texts = [text for text in dict.fromkeys(_strings(value)) if text not in self.seen]
         from_the_value = len(texts)
         if len(self.seen) > self.SEEN_TEXTS:
@@ -214,38 +206,13 @@ class _Learning:
             if text.count(":") >= 2:
                 originals.update(str(ip) for ip in map(_ipv6_of, IPV6.findall(text)) if ip)
         own = set(_own_texts(value))
-        self.hostnames |= _hostnames([text for text in texts[:from_the_value] if text not in own]
+        self.hostnames |= hostnames_in([text for text in texts[:from_the_value] if text not in own]
                                      + texts[from_the_value:])
         for tlv in tlv_dicts(value):
             opaque_value(tlv["value"], self.pseudonyms)
 
     def rewriter(self) -> _Rewriter:
         return _Rewriter(self.pseudonyms, self.hostnames, self.names)
-
-
-def _hostnames(texts: list[str]) -> set[str]:
-    names: set[str] = set()
-    for text in texts:
-        names.update(name for name in HOSTNAME.findall(text) if not NOT_HOSTNAMES.search(name) and ip_of(name) is None)
-        for name in [*_reply_hosts(text), *(found for pattern in NAMED_HOSTS for found in pattern.findall(text))]:
-            name = name.rstrip(".-")
-            if name and name.lower() not in NOT_HOSTS and ip_of(name) is None and not re.fullmatch(r"[\d.]+", name):
-                names.add(name)
-    return names
-
-
-def _reply_hosts(text: str) -> Iterator[str]:
-    """The host a mail reply names: the first word of its first line (a 220 greeting, a 250
-    EHLO reply), in a line of its own (after a probe's time, a log's file and line) or
-    quoted in a sentence. Its continuation lines name none: `250-PIPELINING` is a capability."""
-    continued = None  # the code of the line before, when it announced more (`250-`)
-    for line in _LINE_BREAK.split(text):
-        match = _REPLY_LINE.match(QUOTE_PREFIX.sub("", line, count=1))
-        if match and match.group(1) != continued:
-            yield match.group(3)
-        continued = match.group(1) if match and match.group(2) == "-" else None
-    if "'" in text or '"' in text:
-        yield from (match.group(3) for match in _QUOTED_REPLY.finditer(text))
 
 
 class _Rewriter:
@@ -255,7 +222,7 @@ class _Rewriter:
         self.names = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, ordered)) + r")(?!\w)") if ordered else None
         names = sorted(hostnames, key=len, reverse=True)
         self.hostname = (
-            re.compile(_HOST_AFTER + "(" + "|".join(map(re.escape, names)) + r")(?![\w-])", re.I)
+            re.compile(HOST_AFTER + "(" + "|".join(map(re.escape, names)) + r")(?![\w-])", re.I)
             if names else None
         )
         paths = sorted(pseudonyms.paths, key=len, reverse=True)
@@ -389,43 +356,7 @@ def _paths(document: JsonDict) -> list[str]:
 
 def _own_texts(value: JsonValue) -> Iterator[str]:
     """The texts proxydiag wrote itself (under OWN_TEXT_KEYS) inside `value`."""
-    return _texts_under(value, OWN_TEXT_KEYS)
-
-
-def _texts_under(value: JsonValue, keys: frozenset[str]) -> Iterator[str]:
-    """The strings held under any of `keys` inside `value`."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if key in keys and isinstance(item, str):
-                yield item
-            else:
-                yield from _texts_under(item, keys)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _texts_under(item, keys)
-
-
-# A certificate's distinguished name as the probe reports it (RFC 4514): attributes split at
-# unescaped commas and pluses. Every value names someone but the country.
-_DN_ATTRIBUTE = re.compile(r"(?:\\.|[^\\,+])+")
-DN_KEYS = frozenset({"subject", "issuer"})
-PUBLIC_DN_TYPES = frozenset({"C"})
-
-
-def _target_hosts(targets: JsonValue) -> set[str]:
-    """The host names of the probe's targets (`mail:25`, `[2001:db8::5]:993`): not addresses."""
-    hosts = {str(target.get("target", "")).rpartition(":")[0].strip("[]") for target in targets or []
-             if isinstance(target, dict)}
-    return {host for host in hosts if host and ip_of(host) is None and ":" not in host}
-
-
-def _certificate_names(value: JsonValue) -> Iterator[str]:
-    """The attribute values of the certificate names (`subject`, `issuer`) inside `value`."""
-    for name in _texts_under(value, DN_KEYS):
-        for attribute in _DN_ATTRIBUTE.findall(name):
-            kind, equals, text = attribute.partition("=")
-            if equals and kind.strip() not in PUBLIC_DN_TYPES and len(text) >= 2 and ip_of(text) is None:
-                yield text
+    return texts_under(value, OWN_TEXT_KEYS)
 
 
 def _strings(value: JsonValue) -> Iterator[str]:
@@ -461,20 +392,43 @@ def _transform(value: JsonValue, rewrite: _Rewriter, key: str | None = None) -> 
     return value
 
 
-def _transform_findings(findings: JsonValue, rewrite: _Rewriter, said: Typed = ()) -> JsonValue:
-    """The findings, each typed one's message told afresh through the pseudonyms (its
-    sentence never held the originals), the others' rewritten as text."""
-    if not isinstance(findings, list) or len(said) != len(findings):
+def _transform_findings(findings: JsonValue, rewrite: _Rewriter, typed: Typed = (),
+                        told: list[Finding] | None = None) -> JsonValue:
+    """The document's findings, each one of `typed` (the same findings, in its order) told
+    by `anonymized_finding` (and added to `told`), with what the document adds to it (its
+    fix when the finding has none, a listener, ladder legs); without them, every finding
+    rewritten as text."""
+    if not isinstance(findings, list) or len(typed) != len(findings) or not all(isinstance(item, dict) for item in findings):
         return _transform(findings, rewrite)
     shown: list[JsonValue] = []
-    for finding, typed in zip(findings, said, strict=True):
-        if typed is None or not isinstance(finding, dict):
-            shown.append(_transform(finding, rewrite))
-            continue
-        rest = _transform({key: value for key, value in finding.items() if key != "message"}, rewrite)
-        assert isinstance(rest, dict)
-        shown.append({key: typed.message(rewrite.pseudonyms) if key == "message" else rest[key] for key in finding})
+    for item, finding in zip(findings, typed, strict=True):
+        assert isinstance(item, dict)
+        fix = item.get("fix")
+        finding = finding if finding.fix is not None or not isinstance(fix, str) else replace(finding, fix=fix)
+        own = finding.to_dict()
+        told_one, added = anonymized_finding(finding, rewrite, {key: value for key, value in item.items() if key not in own})
+        if told is not None:
+            told.append(told_one)
+        both = {**told_one.to_dict(), **added}
+        both = {**told_one.to_dict(), **added}
+        shown.append({key: both[key] for key in item})
     return shown
+
+
+def anonymized_finding(finding: Finding, rewrite: _Rewriter, added: JsonDict | None = None) -> tuple[Finding, JsonDict]:
+    """The finding holding no original: a typed message told through the pseudonyms (its
+    sentence never held the originals), a sentence rewritten as text, the evidence and the
+    fix rewritten as the document's text; and `added` (what a view adds) rewritten. In the
+    order the pseudonyms have always been numbered in: a sentence first, a typed message last."""
+    message = _transform(finding.message, rewrite, "message") if finding.said is None else None
+    evidence = _transform(finding.evidence, rewrite, "evidence")
+    fix = rewrite.own(finding.fix) if finding.fix is not None else None
+    rest = _transform(added or {}, rewrite)
+    assert isinstance(evidence, dict) and isinstance(rest, dict)
+    if finding.said is not None:
+        message = finding.said.message(rewrite.pseudonyms)
+    assert isinstance(message, str)
+    return replace(finding, message=message, evidence=evidence, fix=fix, said=None), rest
 
 
 def _transform_item(parent: JsonDict, key: str, item: JsonValue, rewrite: _Rewriter) -> JsonValue:

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report.ladder import Ladder, Step, pictures, time_label
@@ -23,12 +24,17 @@ from proxydiag.report.views import (
     endpoint_verdicts,
     evidence_lines,
     header_label,
+    ladder_legs_of,
     no_findings_text,
     outcome_label,
     tls_label,
     visible_document,
+    visible_findings,
     where_line,
 )
+
+if TYPE_CHECKING:
+    from proxydiag.rules.base import Finding
 
 MAX_CONNECTIONS = 200
 # Ladder geometry, in SVG user units (pixels at 100 %).
@@ -72,17 +78,19 @@ class SvgLadder:
     caption: str = ""
 
 
-def render(document: JsonDict, version: str, command_line: str) -> str:
+def render(document: JsonDict, version: str, command_line: str, findings: Sequence[Finding] | None = None) -> str:
+    """`findings`: the document's, typed (None: read from the document)."""
     from jinja2 import Environment, PackageLoader, StrictUndefined
     from markupsafe import Markup
 
     environment = Environment(loader=PackageLoader("proxydiag", "report/templates"), autoescape=True,
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     style = resources.files("proxydiag").joinpath("report/templates/report.css").read_text()
+    shown = visible_findings(document, findings)
     document = visible_document(document)
     return environment.get_template("report.html").render(
         # the stylesheet is proxydiag's own file, inside <style> (raw text, where an escape would stay literal)
-        page=page_of(document, version, document.get("command_line") or command_line), style=Markup(style),
+        page=page_of(document, shown, version, document.get("command_line") or command_line), style=Markup(style),
         style_hash=style_hash(style))
 
 
@@ -91,19 +99,19 @@ def style_hash(style: str) -> str:
     return "sha256-" + base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
 
 
-def page_of(document: JsonDict, version: str, command_line: str) -> JsonDict:
+def page_of(document: JsonDict, typed: Sequence[Finding], version: str, command_line: str) -> JsonDict:
     """What the template shows, every value a plain string or number."""
     summary = document["summary"]
     findings = []
-    for finding, picture in zip(document["findings"], pictures(document["findings"]), strict=True):
+    for finding, picture in zip(typed, pictures(typed, ladder_legs_of(document)), strict=True):
         findings.append({
-            "severity": finding["severity"], "code": finding["code"], "slug": finding["slug"],
-            "inferred": finding["inferred"], "message": finding["message"],
+            "severity": finding.severity, "code": finding.code, "slug": finding.slug,
+            "inferred": finding.inferred, "message": finding.message,
             "evidence": [line.partition(": ")[::2] for line in evidence_lines(finding, limit=12)],
-            "where": where_line(finding) if finding["connections"] else "",
+            "where": where_line(finding) if finding.connections else "",
             "ladder": svg_of(picture.ladder) if picture.ladder is not None else None,
             "ladder_above": picture.above,
-            "fix": fix_blocks(finding["fix"]) if finding["fix"] else [],
+            "fix": fix_blocks(finding.fix) if finding.fix else [],
         })
     connections = [{
         "id": conn["id"], "client": client_label(conn), "server": endpoint_of(conn), "protocol": conn["protocol"] or "?",

@@ -10,10 +10,15 @@ import json
 import os
 import re
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from proxydiag.facts.encoded import Encoded
 from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.report.later import Later
+
+if TYPE_CHECKING:
+    from proxydiag.report.model import Report
+    from proxydiag.rules.base import Finding
 
 _plain_encode = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
 # The C encoder escapes C0 controls only; DEL, C1 controls (8-bit ESC forms), bidi
@@ -40,6 +45,28 @@ def dumps(value: JsonValue, indent: int = 2) -> str:
 
 _encode = encode
 VALIDATE_ENV = "PROXYDIAG_VALIDATE_JSON"  # report.schema's; read here so that users never import it
+
+
+def document_of(report: Report) -> JsonDict:
+    """The JSON document (schema proxydiag/1) of a typed `Report`, the one way every
+    command's is written: its "findings" are the Report's findings, each told (its fix)
+    and written by `Finding.to_dict`, with what the document adds to each (sniff's
+    listener, the human reports' ladder legs). A document whose findings are not typed
+    has them told as they stand."""
+    from proxydiag.report.views import told, told_findings
+
+    typed = report.typed()
+    if not typed:
+        return told(report.document)
+    listed = report.document["findings"]
+    findings = [finding_dict(finding, item) for finding, item in zip(told_findings(typed), listed, strict=True)]
+    return {key: findings if key == "findings" else value for key, value in report.document.items()}
+
+
+def finding_dict(finding: Finding, listed: JsonDict) -> JsonDict:
+    """A finding as the document writes it, with the keys `listed` (its entry) adds."""
+    own = finding.to_dict()
+    return {**own, **{key: value for key, value in listed.items() if key not in own}}
 
 
 def render_document(document: JsonDict) -> str:

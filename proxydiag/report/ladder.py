@@ -10,11 +10,15 @@ the first SYN of the conversation where the capture gives one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report.views import address
+
+if TYPE_CHECKING:
+    from proxydiag.rules.base import Finding
 
 MAX_LABEL = 72  # characters of wire text on one step: a ladder shows the shape, the report quotes in full
 MAX_REPLIES = 3  # replies to the header drawn one by one; the rest are counted
@@ -195,18 +199,20 @@ class Drawn:
     above: str | None = None  # the finding's code and slug
 
 
-def pictures(findings: list[JsonDict], drawn_for: Callable[[JsonDict], bool] = lambda finding: True) -> list[Drawn]:
-    """For each finding (those `drawn_for` accepts): its ladder, drawn once per conversation."""
+def pictures(findings: Sequence[Finding], legs: Sequence[list[JsonDict]],
+             drawn_for: Callable[[Finding], bool] = lambda finding: True) -> list[Drawn]:
+    """For each finding (those `drawn_for` accepts): its ladder from its `legs` (as many as
+    findings, or none: nothing drawn), drawn once per conversation."""
     first_drawn: dict[tuple[int, ...], str] = {}
     found = []
-    for finding in findings:
-        ladder = ladder_of(finding.get("ladder_legs") or []) if drawn_for(finding) else None
+    for finding, its_legs in zip(findings, legs or [[]] * len(findings), strict=True):
+        ladder = ladder_of(its_legs) if drawn_for(finding) else None
         if ladder is None:
             found.append(Drawn())
         elif ladder.connections in first_drawn:
             found.append(Drawn(above=first_drawn[ladder.connections]))
         else:
-            first_drawn[ladder.connections] = f"{finding['code']} {finding['slug']}"
+            first_drawn[ladder.connections] = f"{finding.code} {finding.slug}"
             found.append(Drawn(ladder))
     return found
 

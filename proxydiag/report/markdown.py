@@ -8,6 +8,8 @@ construct escaped, so a capture cannot add images, links, HTML or headings to a 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report.ladder import pictures
@@ -19,13 +21,18 @@ from proxydiag.report.views import (
     endpoint_verdicts,
     evidence_lines,
     header_label,
+    ladder_legs_of,
     no_findings_text,
     outcome_label,
     summarised,
     tls_label,
     visible_document,
+    visible_findings,
     where_line,
 )
+
+if TYPE_CHECKING:
+    from proxydiag.rules.base import Finding
 
 MAX_CONNECTIONS = 30
 # Any ASCII punctuation may be backslash-escaped in CommonMark; these are the ones that
@@ -35,14 +42,16 @@ _PUNCTUATION = re.compile(r"""([!#&()*+.:<>@\[\\\]_`{|}~]|^-)""")
 _BACKTICK_RUN = re.compile(r"`+")
 
 
-def render(document: JsonDict, version: str, command_line: str) -> str:
+def render(document: JsonDict, version: str, command_line: str, findings: Sequence[Finding] | None = None) -> str:
+    """`findings`: the document's, typed (None: read from the document)."""
+    shown = visible_findings(document, findings)
     document = visible_document(document)
     command_line = document.get("command_line") or command_line
     out: list[str] = ["# proxydiag report", ""]
     out += _environment(document, version, command_line)
     out += _verdicts(document)
     out += _problems(document)
-    out += _findings(document)
+    out += _findings(document, shown)
     out += _connections(document)
     return "\n".join(out).rstrip() + "\n"
 
@@ -125,20 +134,19 @@ def _verdicts(document: JsonDict) -> list[str]:
     return lines + [""]
 
 
-def _findings(document: JsonDict) -> list[str]:
-    findings = document["findings"]
+def _findings(document: JsonDict, findings: Sequence[Finding]) -> list[str]:
     lines = ["## Findings", ""]
     if not findings:
         return lines + [no_findings_text(document), ""]
-    drawn = pictures(findings, lambda finding: finding["severity"] == "error")
+    drawn = pictures(findings, ladder_legs_of(document), lambda finding: finding.severity == "error")
     for finding, picture in zip(findings, drawn, strict=True):
-        inferred = " (expectation inferred)" if finding["inferred"] else ""
-        title = f"{finding['severity'].upper()} {finding['code']} {finding['slug']}"
-        lines += [f"### {escape(title)}{inferred}", "", escape(finding["message"]), ""]
+        inferred = " (expectation inferred)" if finding.inferred else ""
+        title = f"{finding.severity.upper()} {finding.code} {finding.slug}"
+        lines += [f"### {escape(title)}{inferred}", "", escape(finding.message), ""]
         for line in evidence_lines(finding):
             name, _, value = line.partition(": ")
             lines.append(f"- {escape(name)}: {code(value)}")
-        if finding["connections"]:
+        if finding.connections:
             lines.append(f"- where: {escape(where_line(finding))}")
         lines.append("")
         if picture.ladder is not None:
@@ -147,9 +155,9 @@ def _findings(document: JsonDict) -> list[str]:
                       *sequence_diagram(picture.ladder), "```", ""]
         elif picture.above:
             lines += [f"The conversation's ladder is under {escape(picture.above)} above.", ""]
-        if finding["fix"] and finding["severity"] != "info":
-            lines += ["**Fix**", "", _demote_headings(finding["fix"]), ""]
-        lines += [f"More: {code('proxydiag explain ' + finding['code'])}", ""]
+        if finding.fix and finding.severity != "info":
+            lines += ["**Fix**", "", _demote_headings(finding.fix), ""]
+        lines += [f"More: {code('proxydiag explain ' + finding.code)}", ""]
     return lines
 
 

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from proxydiag.rules.base import Finding
-    from proxydiag.rules.said import Said
 
 FORMATS = ("rich", "json", "markdown", "html")
 
@@ -29,12 +28,18 @@ class View:
 
 @dataclass
 class Report:
-    """What every view renders: the document (schema proxydiag/1, each finding told its
-    fix) and, for captured traffic, its connections read afresh from the store at each
-    call (`encoded`: as the JSON text judging wrote, for the JSON report), never whole in
-    memory. `probe`: a probe's document, whose steps have views of their own. `findings`:
-    the `Finding`s of the document's "findings", in its order, whose typed `said` the
-    anonymiser tells through its pseudonyms."""
+    """What every view renders. `findings`: the rules' `Finding`s, in the order of the
+    document's "findings", typed: the rich, Markdown and HTML views read them by attribute,
+    the JSON document writes its findings from them (report/json.py `document_of`, which
+    tells each its fix), and `--anonymize` rewrites each into a `Finding` holding no
+    original (its message told through the pseudonyms from its typed `said`).
+    `document`: the rest, still the untyped JSON of schema proxydiag/1 (inputs,
+    configurations, logs, the probe's targets; issue 27 item 4 types them next).
+    `connections`: for captured traffic, read afresh from the store at each call
+    (`encoded`: as the JSON text judging wrote, for the JSON report), never whole in
+    memory; they stay the JSON objects the store streams, on purpose: a connection is
+    written once and read by the views row by row. `probe`: a probe's document, whose
+    steps have views of their own."""
 
     document: dict[str, Any]
     connections: Callable[[bool], Iterator[Any]] | None = None
@@ -46,9 +51,8 @@ class Report:
     def of_files(cls, document: dict[str, Any], given: Iterable[str | Path | None], **more: Any) -> Report:
         return cls(document, given=[str(path) for path in given if path is not None], **more)
 
-    def said(self) -> Sequence[Said | None]:
-        """What each finding of the document said, typed (None: a sentence only); nothing
-        when the findings are not known for each of the document's."""
+    def typed(self) -> Sequence[Finding]:
+        """The document's findings, typed; none when they are not known for each of its own."""
         if len(self.findings) != len(self.document.get("findings") or ()):
             return ()
-        return [finding.said for finding in self.findings]
+        return self.findings

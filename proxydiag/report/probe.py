@@ -4,6 +4,9 @@ escaped Markdown cells)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -12,8 +15,11 @@ from rich.text import Text
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report import markdown as markdown_report
 from proxydiag.report import rich as rich_report
-from proxydiag.report.views import visible_document
+from proxydiag.report.views import visible_document, visible_findings
 from proxydiag.rules.probe import certificate_line
+
+if TYPE_CHECKING:
+    from proxydiag.rules.base import Finding
 
 STYLES = rich_report.STYLES
 
@@ -49,7 +55,9 @@ def _tls_summary(verdict: JsonDict | None) -> str:
     return f"{how} {tls['version']}, {certificate_line(tls)}"
 
 
-def render_rich(document: JsonDict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
+def render_rich(document: JsonDict, console: Console, verbose: bool = False, quiet: bool = False,
+                findings: Sequence[Finding] | None = None) -> None:
+    shown = visible_findings(document, findings)
     document = visible_document(document)  # certificate text and greetings are the listener's: shown, never obeyed
     summary = document["summary"]
     head = Text()
@@ -61,7 +69,7 @@ def render_rich(document: JsonDict, console: Console, verbose: bool = False, qui
     console.print(head)
     if not quiet:
         console.print(_targets_table(document))
-    console.print(rich_report._findings(document, verbose))
+    console.print(rich_report._findings(document, shown, verbose))
     if verbose:
         for target in document["targets"]:
             for step in target["steps"]:
@@ -81,7 +89,9 @@ def _targets_table(document: JsonDict) -> Table:
     return table
 
 
-def render_markdown(document: JsonDict, version: str, command_line: str) -> str:
+def render_markdown(document: JsonDict, version: str, command_line: str,
+                    findings: Sequence[Finding] | None = None) -> str:
+    shown = visible_findings(document, findings)
     document = visible_document(document)
     cell = markdown_report._cell
     command_line = document.get("command_line") or command_line
@@ -93,7 +103,7 @@ def render_markdown(document: JsonDict, version: str, command_line: str) -> str:
         out.append(f"| {cell(target['target'])} | {target['role']} | {cell(listener_line(target))} | {cell(steps)} | "
                    f"{cell(_tls_summary(target['verdict']))} |")
     out.append("")
-    out += markdown_report._findings(document)
+    out += markdown_report._findings(document, shown)
     out += ["## Conversations", ""]
     for target in document["targets"]:
         for step in target["steps"]:

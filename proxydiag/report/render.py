@@ -23,7 +23,7 @@ from proxydiag.report.views import SHOWN_CONNECTIONS, summarised
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from proxydiag.rules.said import Said
+    from proxydiag.rules.base import Finding
 
 # An option value proxydiag names itself (a format, a severity, a count, `25=none`): shown as given.
 _OWN_VALUE = re.compile(r"-|[A-Za-z0-9_]+|\d+(?:\.\d+)?|\d+=[A-Za-z0-9]+")
@@ -36,9 +36,9 @@ class WriteError(Exception):
 
 def render(report: Report, view: View) -> Iterable[str]:
     """The report as pieces of text, in the view's format."""
-    document, more = shown(report, view)
+    document, findings, more = shown(report, view)
     if report.probe:
-        return _render_probe(document, view)
+        return _render_probe(document, findings, view)
     if view.format == "json":
         from proxydiag.report import json as json_report
 
@@ -46,54 +46,63 @@ def render(report: Report, view: View) -> Iterable[str]:
     if view.format == "markdown":
         from proxydiag.report import markdown as markdown_report
 
-        return markdown_report.render(document, __version__, command_line(view.arguments))
+        return markdown_report.render(document, __version__, command_line(view.arguments), findings)
     if view.format == "html":
         from proxydiag.report import html as html_report
 
-        return html_report.render(document, __version__, command_line(view.arguments))
+        return html_report.render(document, __version__, command_line(view.arguments), findings)
     from proxydiag.report import rich as rich_report
 
     console = console_for(view.output)
-    turns = rich_report.render_in_turns(document, console, view.verbose, view.quiet, more)
+    turns = rich_report.render_in_turns(document, console, view.verbose, view.quiet, more, findings)
     return (taken(console) for _ in chain(turns, [None]))
 
 
-def shown(report: Report, view: View) -> tuple[JsonDict, Iterable[JsonDict]]:
-    """The document the view renders, and the connections a rich `-v` report lists after
-    its own. Captured traffic: JSON is written connection by connection (under
-    --anonymize the store is read twice: to learn every original, then to rewrite); the
-    human reports summarise (the connections pass by once, the first ones stay)."""
+def shown(report: Report, view: View) -> tuple[JsonDict, Sequence[Finding] | None, Iterable[JsonDict]]:
+    """The document the view renders, its findings typed (None: only the document knows
+    them), and the connections a rich `-v` report lists after its own. Captured traffic:
+    JSON is written connection by connection (under --anonymize the store is read twice:
+    to learn every original, then to rewrite); the human reports summarise (the
+    connections pass by once, the first ones stay)."""
+    from proxydiag.report.json import document_of
+    from proxydiag.report.views import told_findings
+
     connections = report.connections
+    findings = told_findings(report.typed()) if report.typed() else None
+    document = document_of(report)
     if view.format == "json" and connections is not None:
         if view.anonymize:
             from proxydiag.report.anonymize import anonymize_streamed  # only then: a light start otherwise
 
-            return anonymize_streamed(report.document, lambda: connections(False), report.given, report.said()), ()
-        return {**report.document, "connections": connections(True)}, ()
-    document = report.document
+            return anonymize_streamed(document, lambda: connections(False), report.given, findings or ()), None, ()
+        return {**document, "connections": connections(True)}, findings, ()
     if connections is not None:
         document = summarised({**document, "connections": connections(False)})
     if view.format in ("markdown", "html"):  # the ticket names the command, anonymised like the rest
         document = {**document, "command_line": command_line(view.arguments)}
     if connections is None or not (view.verbose and view.format == "rich"):  # no more to list
-        return (anonymized(document, report.given, view.arguments, report.said()) if view.anonymize else document), ()
+        if view.anonymize:
+            return (*anonymized(document, report.given, view.arguments, findings or ()), ())
+        return document, findings, ()
     if view.anonymize:
         from proxydiag.report.anonymize import anonymize_listing
 
-        return anonymize_listing(document, lambda: connections(False), SHOWN_CONNECTIONS, report.given, report.said())
-    return document, islice(connections(False), SHOWN_CONNECTIONS, None)
+        whole, told, rest = anonymize_listing(document, lambda: connections(False), SHOWN_CONNECTIONS, report.given,
+                                              findings or ())
+        return whole, told if findings else None, rest
+    return document, findings, islice(connections(False), SHOWN_CONNECTIONS, None)
 
 
-def _render_probe(document: JsonDict, view: View) -> Iterable[str]:
+def _render_probe(document: JsonDict, findings: Sequence[Finding] | None, view: View) -> Iterable[str]:
     from proxydiag.report import json as json_report
     from proxydiag.report import probe as probe_report
 
     if view.format == "json":
         return json_report.render_document(document)
     if view.format == "markdown":
-        return probe_report.render_markdown(document, __version__, command_line(view.arguments))
+        return probe_report.render_markdown(document, __version__, command_line(view.arguments), findings)
     console = console_for(view.output)
-    probe_report.render_rich(document, console, verbose=view.verbose, quiet=view.quiet)
+    probe_report.render_rich(document, console, verbose=view.verbose, quiet=view.quiet, findings=findings)
     return taken(console)
 
 
@@ -117,19 +126,19 @@ def command_line(arguments: Iterable[str]) -> str:
 
 
 def anonymized(document: JsonDict, given: Sequence[str], arguments: Sequence[str],
-               said: Sequence[Said | None] = ()) -> JsonDict:
-    """The document under --anonymize: every address, name and given file rewritten (a
-    typed finding's message told through the pseudonyms), and the command line it shows
-    keeping none of the user's own values."""
-    from proxydiag.report.anonymize import anonymize
+               findings: Sequence[Finding] = ()) -> tuple[JsonDict, Sequence[Finding] | None]:
+    """The document under --anonymize: every address, name and given file rewritten, and
+    the command line it shows keeping none of the user's own values; with its typed
+    `findings` told through the pseudonyms (None when none were given)."""
+    from proxydiag.report.anonymize import Anonymizer
 
     if "command_line" in document:  # paths no input names (-o, -w) go first: the pass would half-rewrite them
         document["command_line"] = _without_originals(document["command_line"], arguments,
                                                       lambda value: _other_path(value, given))
-    document = anonymize(document, given, said)
+    document, told = Anonymizer().report(document, given, findings)
     if "command_line" in document:
         document["command_line"] = _without_originals(document["command_line"], arguments, lambda value: True)
-    return document
+    return document, told if findings else None
 
 
 def _other_path(value: str, inputs: Sequence[str]) -> bool:

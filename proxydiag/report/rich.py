@@ -3,9 +3,10 @@ fix, then the connections. Colour only where it helps; plain text when not a ter
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 from itertools import chain, islice
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
@@ -23,35 +24,43 @@ from proxydiag.report.views import (
     endpoint_verdicts,
     evidence_lines,
     header_label,
+    ladder_legs_of,
     no_findings_text,
     outcome_label,
     tls_label,
     visible_document,
+    visible_findings,
     where_line,
 )
+
+if TYPE_CHECKING:
+    from proxydiag.rules.base import Finding
 
 STYLES = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 MAX_TABLE_ROWS = 200
 
 
-def render(document: JsonDict, console: Console, verbose: bool = False, quiet: bool = False) -> None:
-    for _ in render_in_turns(document, console, verbose, quiet):
+def render(document: JsonDict, console: Console, verbose: bool = False, quiet: bool = False,
+           findings: Sequence[Finding] | None = None) -> None:
+    for _ in render_in_turns(document, console, verbose, quiet, findings=findings):
         pass
 
 
 def render_in_turns(document: JsonDict, console: Console, verbose: bool = False, quiet: bool = False,
-                    more: Iterable[JsonDict] = ()) -> Iterator[None]:
+                    more: Iterable[JsonDict] = (), findings: Sequence[Finding] | None = None) -> Iterator[None]:
     """Every string of the document is data: rich gets it as `Text` (never markup), with
     control characters already shown as escapes. `more`: connections after the document's
     own (with -v), printed in further tables of MAX_TABLE_ROWS. A generator: it pauses
-    after each table, for the caller to take what the console has written so far."""
+    after each table, for the caller to take what the console has written so far.
+    `findings`: the document's, typed (None: read from the document)."""
+    shown = visible_findings(document, findings)
     document = visible_document(document)
     console.print(_headline(document))
     if not quiet and (document.get("logs") is None or document["connections"]):
         console.print(_verdict(document))
     if config_problems(document):  # with the findings: what they could not cover
         console.print(_problems(config_problems(document)))
-    console.print(_findings(document, verbose))
+    console.print(_findings(document, shown, verbose))
     if quiet or not document["connections"]:
         return
     more = iter(more)
@@ -119,31 +128,30 @@ def _problems(problems: list[str]) -> Group:
     return Group(*lines)
 
 
-def _findings(document: JsonDict, verbose: bool) -> Group:
-    findings = document["findings"]
+def _findings(document: JsonDict, findings: Sequence[Finding], verbose: bool) -> Group:
     if not findings:
         return Group(Text("\n" + no_findings_text(document), style="green"))
     parts: list[RenderableType] = [Text("\nFindings", style="bold")]
-    drawn = pictures(findings) if verbose else [Drawn()] * len(findings)
+    drawn = pictures(findings, ladder_legs_of(document)) if verbose else [Drawn()] * len(findings)
     for finding, picture in zip(findings, drawn, strict=True):
         title = Text()
-        title.append(f" {finding['severity'].upper():7} ", style=STYLES[finding["severity"]])
-        title.append(f"{finding['code']} {finding['slug']}", style="bold")
-        if finding["inferred"]:
+        title.append(f" {finding.severity.upper():7} ", style=STYLES[finding.severity])
+        title.append(f"{finding.code} {finding.slug}", style="bold")
+        if finding.inferred:
             title.append("  (expectation inferred)", style="dim")
-        body: list[RenderableType] = [Text(finding["message"])]
+        body: list[RenderableType] = [Text(finding.message)]
         for line in evidence_lines(finding, limit=12 if verbose else 5):
             body.append(Text(line, style="dim"))
-        if finding["connections"]:
+        if finding.connections:
             body.append(Text(f"where: {where_line(finding)}", style="dim"))
         if picture.ladder is not None:
             body.append(_ladder(picture.ladder))
         elif picture.above:
             body.append(Text(f"conversation: its ladder is under {picture.above} above", style="dim"))
-        if finding["fix"] and (finding["severity"] != "info" or verbose):
+        if finding.fix and (finding.severity != "info" or verbose):
             body.append(Text("fix:", style="bold"))
-            body.append(_markdown(finding["fix"]))
-        body.append(Text(f"more: proxydiag explain {finding['code']}", style="dim"))
+            body.append(_markdown(finding.fix))
+        body.append(Text(f"more: proxydiag explain {finding.code}", style="dim"))
         parts.append(title)
         parts.append(Padding(Group(*body), (0, 0, 1, 4)))
     return Group(*parts)

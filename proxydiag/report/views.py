@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.parsers.redact import visible
+
+if TYPE_CHECKING:
+    from proxydiag.rules.base import Finding
 
 SEVERITY_ORDER = ("error", "warning", "info")
 MULTILINE_KEYS = frozenset({"fix"})  # the finding pages' fix text keeps its lines
@@ -171,9 +175,9 @@ def endpoint_verdicts(document: JsonDict) -> list[JsonDict]:
     return rows
 
 
-def evidence_lines(finding: JsonDict, limit: int = 6) -> list[str]:
+def evidence_lines(finding: Finding, limit: int = 6) -> list[str]:
     lines = []
-    for key, value in finding["evidence"].items():
+    for key, value in finding.evidence.items():
         if value in (None, [], {}, ""):
             continue
         text = value if isinstance(value, str) else _compact(value)
@@ -190,24 +194,67 @@ def _compact(value: JsonValue) -> str:
 
 
 def told(document: JsonDict) -> JsonDict:
-    """The document with every finding's fix: what the rule gave (an edit of the user's own
-    line), else the page's section for the recognised proxy (HAProxy's and nginx's, the
-    usual senders, when the bytes do not say) and Stalwart's; no fix for a note."""
-    from proxydiag.rules import catalog
-
-    pages = catalog.load_pages()
+    """The document with every finding's fix (`fix_of`)."""
     for finding in document.get("findings") or []:
         if finding.get("fix") is None:
-            page = pages.get(finding["code"])
-            finding["fix"] = ("" if finding.get("note") else page.fix_for(finding.get("proxy")) if page
-                              else f"See `proxydiag explain {finding['code']}`.")
+            finding["fix"] = fix_of(finding["code"], finding.get("proxy"), bool(finding.get("note")))
     return document
 
 
-def where_line(finding: JsonDict) -> str:
+def told_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings, each with its fix (`fix_of`), as `told` gives the document's."""
+    return [finding if finding.fix is not None else replace(finding, fix=fix_of(finding.code, finding.proxy, finding.note))
+            for finding in findings]
+
+
+def fix_of(code: str, proxy: str | None, note: bool) -> str:
+    """A finding's fix when the rule gave none (an edit of the user's own line): the page's
+    section for the recognised proxy (HAProxy's and nginx's, the usual senders, when the
+    bytes do not say) and Stalwart's; no fix for a note."""
+    from proxydiag.rules import catalog
+
+    page = catalog.load_pages().get(code)
+    return "" if note else page.fix_for(proxy) if page else f"See `proxydiag explain {code}`."
+
+
+def where_line(finding: Finding) -> str:
     """The connections a finding rests on: how many, and the first ones with their frames."""
-    pairs = zip(finding["connections"], finding["first_frames"], strict=False)
+    pairs = zip(finding.connections, finding.frames, strict=False)
     cited = ", ".join(f"#{cid} (frame {frame})" if frame is not None else f"#{cid}" for cid, frame in pairs)
-    extra = finding["count"] - len(finding["connections"])
-    count = f"{finding['count']} connections: " if finding["count"] > 1 else ""
+    extra = finding.count - len(finding.connections)
+    count = f"{finding.count} connections: " if finding.count > 1 else ""
     return count + cited + (f" and {extra} more" if extra > 0 else "")
+
+
+def visible_finding(finding: Finding) -> Finding:
+    """The finding as the human views render it: its message, evidence and fix with every
+    control and bidi character shown as an escape (`visible_document`)."""
+    evidence = visible_document(finding.evidence)
+    fix = visible(finding.fix, keep_newlines=True) if finding.fix is not None else None
+    assert isinstance(evidence, dict)
+    return replace(finding, message=visible(finding.message), evidence=evidence, fix=fix)
+
+
+def finding_of(item: JsonDict) -> Finding:
+    """A document's finding as a `Finding` (no typed `said`: its sentence only), for a
+    document that comes without its findings (read back, or made by a test)."""
+    from proxydiag.rules.base import Finding
+
+    return Finding(code=item["code"], slug=item["slug"], severity=item["severity"], message=item["message"],
+                   connections=list(item.get("connections") or []), frames=list(item.get("first_frames") or []),
+                   count=item.get("count", 1), evidence=dict(item.get("evidence") or {}), fix=item.get("fix"),
+                   inferred=bool(item.get("inferred")), severity_lowered=item.get("severity_lowered"),
+                   doc=item.get("doc", ""), proxy=item.get("proxy"), note=bool(item.get("note")),
+                   legs=list(item.get("legs") or []))
+
+
+def visible_findings(document: JsonDict, findings: Sequence[Finding] | None) -> list[Finding]:
+    """The findings a human view renders (`visible_finding`): the typed ones given, else
+    the document's read back."""
+    typed = findings if findings is not None else [finding_of(item) for item in document.get("findings") or []]
+    return [visible_finding(finding) for finding in typed]
+
+
+def ladder_legs_of(document: JsonDict) -> list[list[JsonDict]]:
+    """Each finding's legs, in the document's order, as `summarised` kept them beside it."""
+    return [list(item.get("ladder_legs") or []) for item in document.get("findings") or []]
