@@ -13,6 +13,7 @@ from proxydiag.report.model import Report, View
 from proxydiag.report.render import render
 from proxydiag.report.views import finding_of, told, told_findings
 from proxydiag.rules.finding import make_finding
+from proxydiag.rules.said import Sentence
 from tests.test_said import _Reached
 
 SUMMARY = {"connections": 0, "with_proxy_header": 0, "errors": 1, "warnings": 0, "infos": 0}
@@ -31,7 +32,7 @@ def shown(report: Report, fmt: str, anonymize: bool = False) -> str:
 
 @pytest.mark.parametrize("fmt", ["rich", "markdown", "html", "json"])
 def test_each_view_says_what_the_typed_finding_says(fmt):
-    finding = make_finding("PD101", "what the document holds", {"port": 25})
+    finding = make_finding("PD101", Sentence("what the document holds"), {"port": 25})
     report = report_of(finding)
     report = replace(report, findings=[replace(finding, message="what the Finding holds")])
     text = shown(report, fmt)
@@ -46,7 +47,7 @@ def test_each_human_view_tells_a_typed_finding_through_the_pseudonyms(fmt):
 
 
 def test_a_document_read_back_gives_the_findings_it_was_written_from():
-    finding = make_finding("PD101", "a sentence", {"listener": "10.0.0.1:25"}, connections=[3, 4], frames=[1, None],
+    finding = make_finding("PD101", Sentence("a sentence"), {"listener": "10.0.0.1:25"}, connections=[3, 4], frames=[1, None],
                            count=5, lowered="inferred", legs=[2, 3])
     (told_one,) = told_findings([finding])
     assert finding_of(told_one.to_dict()).to_dict() == told_one.to_dict()
@@ -56,7 +57,7 @@ def test_a_document_read_back_gives_the_findings_it_was_written_from():
 def test_the_json_document_tells_each_typed_finding_its_fix_and_keeps_what_the_document_adds():
     from proxydiag.report.json import document_of
 
-    finding = make_finding("PD101", "a sentence", {})
+    finding = make_finding("PD101", Sentence("a sentence"), {})
     document = {"schema": "proxydiag/1", "findings": [{**finding.to_dict(), "listener": "10.0.0.1:25"}]}
     (written,) = document_of(Report(document, findings=[finding]))["findings"]
     assert written["fix"] == told_findings([finding])[0].fix and written["fix"]
