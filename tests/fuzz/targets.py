@@ -130,7 +130,49 @@ def stalwart(data: bytes) -> None:
 
 # Names a configuration file goes by: the reader is chosen by content, some by name too.
 CONFIG_NAMES = ("haproxy.cfg", "nginx.conf", "stunnel.conf", "traefik.yml", "traefik.toml", "Caddyfile", "caddy.json",
-                "envoy.yaml", "service.yaml", "compose.yaml")
+                "envoy.yaml", "service.yaml", "compose.yaml", "proxy.toml")
+
+# What each file gets after whatever the fuzzer wrote: the secret where that file's format
+# keeps secrets (a password, a credential header or URL, a token, key material), and in
+# comments on lines the readers cite (a listener, a route), each on lines of its own, so
+# that the fuzzer's text cannot make it anything but a secret.
+_S = SECRET
+PLANTED_CONFIG = {
+    "haproxy.cfg": (f"\n    stats auth admin:{_S}\n    http-request set-header Authorization \"Basic {_S}\"\n"
+                    f"userlist fuzz_users\n    user admin password {_S}\n    user ops insecure-password {_S}\n"
+                    f"frontend fuzz_smtp # password {_S}\n    bind :2525 # stats auth admin:{_S}\n"
+                    f"    default_backend fuzz_stalwart\nbackend fuzz_stalwart\n"
+                    f"    server s1 127.0.0.1:10025 send-proxy-v2 # {_S}\n"),
+    "nginx.conf": (f'\nproxy_set_header Authorization "Basic {_S}";\nproxy_set_header Cookie "session={_S}";\n'
+                   f"stream {{\n    server {{\n        listen 2525; # password {_S}\n"
+                   f"        proxy_pass 127.0.0.1:10025; # {_S}\n        proxy_protocol on;\n    }}\n}}\n"
+                   f"http {{\n    server {{\n        listen 8080;\n        location / {{\n"
+                   f"            proxy_pass http://admin:{_S}@127.0.0.1:9000;\n        }}\n    }}\n}}\n"),
+    "stunnel.conf": f"\n; key passphrase {_S}\n# PSK secret {_S}\n",
+    "traefik.yml": (f'\n---\nhttp:\n  middlewares:\n    fuzz-auth:\n      basicAuth:\n        users:\n          - "admin:{_S}"\n'
+                    f"    fuzz-header:\n      headers:\n        customRequestHeaders:\n          Authorization: Bearer {_S}\n"
+                    f"tcp: # token {_S}\n  routers:\n    fuzz: # password {_S}\n      rule: HostSNI(`*`) # {_S}\n"
+                    f"      service: fuzz\n  services:\n    fuzz:\n      loadBalancer:\n        proxyProtocol:\n"
+                    f"          version: 2 # {_S}\n        servers:\n        - address: 127.0.0.1:10025 # {_S}\n"),
+    "traefik.toml": (f'\n[http.middlewares.fuzz-auth.basicAuth]\nusers = ["admin:{_S}"]\n'
+                     f'[http.middlewares.fuzz-header.headers.customRequestHeaders]\nAuthorization = "Bearer {_S}"\n'
+                     f'[tcp.routers.fuzz] # password {_S}\nrule = "HostSNI(`*`)" # {_S}\nservice = "fuzz"\n'
+                     f'[[tcp.services.fuzz.loadBalancer.servers]] # {_S}\naddress = "127.0.0.1:10025" # {_S}\n'),
+    "Caddyfile": (f"\n:8080 {{\n\tbasic_auth {{ admin {_S} }}\n\treverse_proxy 127.0.0.1:9000 {{ # {_S}\n"
+                  f'\t\theader_up Authorization "Basic {_S}"\n\t}}\n}}\n'),
+    "caddy.json": f'"http_basic": {{"password": "{_S}", "api_token": "{_S}"}}, ',
+    "envoy.yaml": (f"\n---\nstatic_resources: # {_S}\n  secrets:\n  - name: fuzz\n    tls_certificate:\n"
+                   f"      private_key: {{inline_string: '-----BEGIN PRIVATE KEY-----{_S}-----END PRIVATE KEY-----'}}\n"
+                   f"      password: {{inline_string: {_S}}}\n"
+                   f"  listeners:\n  - name: fuzz # {_S}\n    address:\n      socket_address: {{address: 0.0.0.0, port_value: 2525}} # {_S}\n"),
+    "service.yaml": (f"\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: fuzz\nstringData:\n  password: {_S}\n"
+                     f"---\napiVersion: v1 # {_S}\nkind: Service\nmetadata:\n  name: fuzz # {_S}\n  annotations:\n"
+                     f"    service.beta.kubernetes.io/aws-load-balancer-proxy-protocol: '*' # {_S}\nspec:\n"
+                     f"  type: LoadBalancer\n  ports:\n  - port: 2525 # {_S}\n    targetPort: 10025\n"),
+    "compose.yaml": (f"\nx-fuzz:\n  environment:\n    API_TOKEN: {_S}\n  labels:\n"
+                     f'    - "traefik.http.middlewares.fuzz.basicauth.users=admin:{_S}"\n'),
+    "proxy.toml": f'\n[fuzz.tls]\nkey-password = "{_S}"\nsecret = "{_S}"\n[listener.fuzz] # {_S}\nbind = ["0.0.0.0:2525"] # {_S}\n',
+}
 
 
 def config_input(name: str, text: bytes) -> bytes:
@@ -138,22 +180,38 @@ def config_input(name: str, text: bytes) -> bytes:
     return bytes([CONFIG_NAMES.index(name) if name in CONFIG_NAMES else 0]) + text
 
 
+def planted_config(name: str, text: bytes) -> bytes:
+    """The file `name` with the fuzzer's `text` and the secret planted: after it, or for
+    JSON, which cannot take a line after its one value, as the first key of its object."""
+    plant = PLANTED_CONFIG[name].encode()
+    if name.endswith(".json"):
+        opening = re.match(rb'\s*\{(?=\s*")', text)
+        return text[: opening.end()] + plant + text[opening.end() :] if opening else text + b"\n{" + plant.rstrip(b", ") + b"}\n"
+    return text + plant
+
+
 def proxy_config(data: bytes) -> None:
-    """One file through `check`: every reader, the cross-check, the fixes. A file no reader
-    takes is an error of one line; anything else is a bug."""
+    """One file through `check`: every reader, the cross-check, the fixes the rules give
+    (edits of the file's own lines), rendered in every view. A file no reader takes is an
+    error of one line; the planted secret is never shown; anything else is a bug."""
     if not data:
         return
     folder = _SCRATCH.with_suffix(".configs")
     folder.mkdir(exist_ok=True)
-    path = folder / CONFIG_NAMES[data[0] % len(CONFIG_NAMES)]
-    path.write_bytes(data[1:])
+    name = CONFIG_NAMES[data[0] % len(CONFIG_NAMES)]
+    path = folder / name
+    path.write_bytes(planted_config(name, data[1:]))
     try:
         result = check_configurations([str(path)])
     finally:
         path.unlink()
     for error in result.errors:
         assert "\n" not in str(error).strip(), str(error)
-    json.dumps(result.document())
+    document = result.document()
+    for finding in document["findings"]:
+        if finding.get("fix") is None:  # the catalog's page: the same text for every input
+            finding["fix"] = ""
+    check_outputs(render_all(document, rich=zlib.crc32(data) % 4 == 0), SECRET)
 
 
 # --- log lines and the probe's replies ---------------------------------------------------
