@@ -211,7 +211,7 @@ def proxy_config(data: bytes) -> None:
     for finding in document["findings"]:
         if finding.get("fix") is None:  # the catalog's page: the same text for every input
             finding["fix"] = ""
-    check_outputs(render_all(document, rich=zlib.crc32(data) % 4 == 0), SECRET)
+    check_once(document, data)
 
 
 # --- log lines and the probe's replies ---------------------------------------------------
@@ -239,7 +239,7 @@ def logs(data: bytes) -> None:
     document = LogAnalysis(reads=[read], verdict=judge(read.events)).to_dict()
     for finding in document["findings"]:
         finding["fix"] = ""
-    check_outputs(render_all(document, rich=zlib.crc32(data) % 4 == 0), SECRET)
+    check_once(document, data)
 
 
 PROBE_PORTS = (25, 10025, 587, 143, 10143, 110, 4190, 80, 2525)
@@ -271,11 +271,27 @@ class _ScriptedSocket:
         pass
 
 
+class _SteppingClock:
+    """The probe's clock: half a millisecond more at every reading, so that an input's
+    deadlines pass at the same point whenever it runs (a replay fails the same way)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.0005
+        return self.now
+
+
+_PROBES_CHECKED: set[bytes] = set()  # digests of the probe documents already rendered and checked
+
+
 def probe_replies(data: bytes) -> None:
     """The probe reading a listener's replies (tests/test_probe_hostile.py has real ones):
     the first byte picks the port, the rest is what the listener sends, in chunks cut at
     0xfe; one step of the plan is read, judged and rendered. The reads stay within their
-    limits, the views show no raw control."""
+    limits, the views show no raw control. As in `report`: a document already checked is
+    not rendered again, and rich draws one input in four, chosen by the input's CRC."""
     from proxydiag import probe
     from proxydiag.probe.steps import Target, build_header, service_of
     from proxydiag.report import probe as probe_report
@@ -286,19 +302,24 @@ def probe_replies(data: bytes) -> None:
     target = Target("192.0.2.10", port)
     header = b"" if not data or data[0] & 0x80 else build_header("v2", False, port)
     record = probe.StepRecord("v2" if header else "none", header, local=("192.0.2.1", 40000), remote=("192.0.2.10", port))
-    wire = probe.Wire(_ScriptedSocket(data[1:].split(b"\xfe")[:64]), record, time.monotonic, limits)
+    wire = probe.Wire(_ScriptedSocket(data[1:].split(b"\xfe")[:64]), record, _SteppingClock(), limits)
     service = service_of(port)
     probe.converse(wire, record, service.protocol if service else None, header, False, True, target, 0.05)
     wire.close()
     assert len(record.server_text) <= limits.step, len(record.server_text)
     record.opening = recognise(record.client_text, record.server_text, port)
     document = probe_judge.document([probe.TargetProbe(target, address=target.host, records=[record])], {})
-    json.dumps(document)
-    console = _console()
-    probe_report.render_rich(document, console, verbose=True)
-    outputs = {"json": json.dumps(document), "markdown": probe_report.render_markdown(document, "0", "proxydiag probe"),
-               "rich": console.file.getvalue()}
+    shown = json.dumps(document)
+    digest = hashlib.sha1(shown.encode()).digest()
+    if digest in _PROBES_CHECKED:
+        return
+    outputs = {"json": shown, "markdown": probe_report.render_markdown(document, "0", "proxydiag probe")}
+    if zlib.crc32(data) % 4 == 0:
+        console = _console()
+        probe_report.render_rich(document, console, verbose=True)
+        outputs["rich"] = console.file.getvalue()
     check_outputs(outputs, SECRET)
+    _PROBES_CHECKED.add(digest)
 
 
 # --- whole captures through every report -------------------------------------------------
@@ -399,6 +420,22 @@ def check_outputs(outputs: dict[str, str], secret: str, hidden: set[str] = froze
         for address in hidden:
             assert not _shows_address(text, address), f"{name}: {address} is shown with --anonymize"
 
+
+
+_DOCUMENTS_CHECKED: set[bytes] = set()  # digests of the logs' and checks' documents already checked
+
+
+def check_once(document: dict, data: bytes) -> None:
+    """`document` rendered in every view and checked, unless it already was (the renderers
+    are pure functions of it); rich for one input in four, chosen by the input's CRC (a
+    failing input fails again when replayed)."""
+    from proxydiag.report import json as json_report
+
+    digest = hashlib.sha1(json_report.render_document(document).encode()).digest()
+    if digest in _DOCUMENTS_CHECKED:
+        return
+    check_outputs(render_all(document, rich=zlib.crc32(data) % 4 == 0), SECRET)
+    _DOCUMENTS_CHECKED.add(digest)
 
 def _shows_address(text: str, address: str) -> bool:
     packed = ipaddress.ip_address(address).packed
