@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -103,6 +105,22 @@ def test_include_of_a_kernel_file_is_refused(tmp_path, target):
     map entries a report quotes."""
     config = nginx_conf(tmp_path, f"map $server_port $b {{ include {target}; }}")
     assert_refused(*check(config, OTHER), config, "a file of the kernel's")
+
+
+@pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no /dev/shm here")
+def test_a_configuration_in_dev_shm_is_read(tmp_path):
+    """/dev/shm is a tmpfs of ordinary files, not the kernel's: nginx's file and its
+    includes there are read (the fuzz targets keep their scratch files there)."""
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        (folder / "servers.conf").write_text(SERVER)
+        config = nginx_conf(folder, f"include {folder / 'servers.conf'};")
+        code, stderr, document = check(config)
+        assert code in (0, 1), stderr
+        (read,) = document["proxy_configs"]
+        assert read["routes"][0]["where"] == f"{folder / 'servers.conf'}:1", read
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_include_of_a_file_of_another_syntax_says_so_and_quotes_nothing(tmp_path):

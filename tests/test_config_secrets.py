@@ -24,9 +24,9 @@ UNTRUSTING = stalwart_toml("smtp", "submissions", "imap", "imaps")
 TRUSTING = stalwart_toml("smtp", "submissions", "imap", "imaps", trusted=["127.31.0.0/16"])
 
 CADDY_TOKEN, CADDY_HASH, PRIVATE_KEY = "cf-api-TOKEN-9f8e7d", "$2a$14$Secret.Hash.Of.Alice", "MIIEvQIBADANBgkqhkiG9w0Secret"
-NGINX_SECRET, BASIC = "Hunter2-in-a-comment", "YWxpY2U6czNjcmV0LXBhc3M="
+NGINX_SECRET, BASIC, URL_PASSWORD = "Hunter2-in-a-comment", "YWxpY2U6czNjcmV0LXBhc3M=", "Url-Pass-In-Proxy-Pass"
 HAPROXY_SECRET, LABEL_HASH = "haproxy-Stats-Pw-7", "$$apr1$$H6uskkkW$$IgXLP6ewTrSuBkTrqE8wj"
-SECRETS = (CADDY_TOKEN, CADDY_HASH, PRIVATE_KEY, NGINX_SECRET, BASIC, HAPROXY_SECRET, LABEL_HASH.replace("$$", "$"),
+SECRETS = (CADDY_TOKEN, CADDY_HASH, PRIVATE_KEY, NGINX_SECRET, BASIC, URL_PASSWORD, HAPROXY_SECRET, LABEL_HASH.replace("$$", "$"),
            LABEL_HASH)
 
 
@@ -60,7 +60,7 @@ http {{
         listen 8081;
         location / {{
             proxy_set_header Authorization "Basic {BASIC}";
-            proxy_pass http://127.0.0.1:9000;
+            proxy_pass http://alice:{URL_PASSWORD}@127.0.0.1:9000;
         }}
     }}
 }}
@@ -121,6 +121,30 @@ def test_no_secret_of_a_configuration_reaches_a_report(tmp_path, name, format, a
     for secret in SECRETS:
         assert secret not in said, f"{name} {format}: {secret!r} shown"
     assert "#" not in "".join(line for line in said.splitlines() if "send-proxy-v2" in line), "a comment was cited"
+
+
+def test_nginx_route_to_a_url_with_a_password_names_the_host_only(tmp_path):
+    """`proxy_pass http://user:password@host`: the route's server is the host and port,
+    never the user information before it (the tests/fuzz proxy_config target found it)."""
+    from proxydiag.configs import nginx
+
+    path = tmp_path / "nginx.conf"
+    path.write_text(NGINX)
+    routes = nginx.load(str(path)).to_dict()["routes"]
+    assert [route["server"] for route in routes if route["front"] == "*:8081"] == ["127.0.0.1:9000"], routes
+    assert URL_PASSWORD not in json.dumps(routes) and "alice" not in json.dumps(routes)
+
+
+def test_stunnel_error_quotes_the_line_without_its_secret():
+    """A line stunnel cannot read is quoted in the error as a citation: a JSON file given as
+    stunnel's shows its key, never the password (the tests/fuzz proxy_config target found it)."""
+    from proxydiag.configs import stunnel
+    from proxydiag.configs.model import ConfigReadError
+
+    with pytest.raises(ConfigReadError) as raised:
+        stunnel.parse(f'[imaps]\naccept = 993\n{{"http_basic": {{"password": "{HAPROXY_SECRET}"}}}}\n', "stunnel.conf")
+    assert "stunnel.conf:3:" in str(raised.value) and "expected option = value" in str(raised.value)
+    assert '"password"' in str(raised.value) and HAPROXY_SECRET not in str(raised.value), raised.value
 
 
 def test_a_cited_line_of_a_one_line_file_is_the_window_around_its_key(tmp_path):

@@ -47,3 +47,30 @@ def test_fuzz_regression_replays(regression, tmp_path, monkeypatch):
 
     monkeypatch.setattr(targets, "_SCRATCH", tmp_path / "scratch")
     TARGETS[target_of(regression)](regression.read_bytes())
+
+
+@pytest.mark.parametrize("target", ["logs", "probe_replies", "proxy_config"])
+def test_fuzz_target_runs_only_instrumented_modules(target):
+    """What a target runs is imported under atheris's instrumentation (fuzz.py): a module
+    first imported while the target runs is code the fuzzer cannot see (the logs and
+    probe_replies campaigns before session 7 ran blind to their readers)."""
+    script = f"""
+import sys
+sys.argv = ["fuzz.py", {target!r}]
+import tests.fuzz.fuzz
+from tests.fuzz.seeds import seeds
+from tests.fuzz.targets import TARGETS
+inputs = seeds({target!r})
+before = set(sys.modules)
+for data in inputs:
+    try:
+        TARGETS[{target!r}](data)
+    except AssertionError:
+        pass
+print(sorted(name for name in set(sys.modules) - before if name.startswith("proxydiag.")
+             and not name.startswith("proxydiag.report")))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]", f"imported outside the instrumentation: {result.stdout}"

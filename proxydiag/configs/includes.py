@@ -18,6 +18,7 @@ from proxydiag.parsers.userinput import CONFIG_READ_LIMIT, read_text_bounded
 MAX_INCLUDED_FILES = 256  # a configuration split over more files than this is not one proxydiag reads
 MAX_INCLUDED_BYTES = CONFIG_READ_LIMIT  # all the files of one configuration together
 KERNEL_FILES = ("/proc/", "/sys/", "/dev/")
+USER_FILES_UNDER_DEV = ("/dev/shm/",)  # a tmpfs of ordinary files: configurations may live there
 
 
 class IncludeGuard:
@@ -33,7 +34,8 @@ class IncludeGuard:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, f"include {path}: not a regular file ({_kind(mode)}); only files are read")
-        if os.path.realpath(path).startswith(KERNEL_FILES):  # /proc/self/environ is a "regular" file too
+        real = os.path.realpath(path)
+        if real.startswith(KERNEL_FILES) and not real.startswith(USER_FILES_UNDER_DEV):  # /proc/self/environ is "regular" too
             raise OSError(errno.EINVAL, f"include {path}: a file of the kernel's, not a configuration")
 
     def read(self, path: str) -> str:

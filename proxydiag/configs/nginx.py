@@ -344,7 +344,7 @@ class _Reader:
         default_port = None
         if kind == "http":
             scheme, _, target = target.partition("://")
-            target = target.split("/", 1)[0]
+            target = target.split("/", 1)[0].rpartition("@")[2]  # a user:password@ before the host is never shown
             default_port = 443 if scheme.lower() == "https" else 80
             if "$" not in target:
                 return [replace(found, tls=scheme.lower() == "https")

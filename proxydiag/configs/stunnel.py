@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from proxydiag.configs.citation import shown_line
 from proxydiag.configs.model import ConfigReadError, FrontListener, Origin, ProxyConfig, Route, read_text, split_host_port
 
 
@@ -37,7 +38,7 @@ def parse(text: str, path: str = "stunnel.conf") -> ProxyConfig:
             continue
         key, equals, value = line.partition("=")
         if not equals:
-            raise ConfigReadError(path, number, f"'{line}': expected option = value")
+            raise ConfigReadError(path, number, f"'{shown_line(line)}': expected option = value")  # masked: any line may land here
         sections[-1][1].setdefault(key.strip().lower(), []).append((value.strip(), origin))
     globals_ = sections[0][1]
     listeners, routes = [], []

@@ -16,13 +16,22 @@ import atheris
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-# The report target is guided by the analysis' coverage (flows, rules, correlation); the
-# renderers, straight-line formatting, stay uninstrumented: most of its cost, no guidance.
-ANALYSIS = ["proxydiag.pipeline.analysis", "proxydiag.capture.flows"] if sys.argv[1:2] == ["report"] else []
+# What a target imports when it runs, not when targets.py is imported: instrumented only if
+# imported here (the logs and probe_replies campaigns before session 7 ran unguided by their
+# readers). The report target is guided by the analysis' coverage (flows, rules,
+# correlation); the renderers, straight-line formatting, stay uninstrumented everywhere:
+# most of the cost, no guidance.
+GUIDED_BY = {
+    "report": ["proxydiag.pipeline.analysis", "proxydiag.capture.flows"],
+    "logs": ["proxydiag.logs", "proxydiag.logs.event", "proxydiag.logs.haproxy", "proxydiag.logs.masking",
+             "proxydiag.logs.nginx", "proxydiag.logs.reader", "proxydiag.logs.stalwart", "proxydiag.pipeline.logs",
+             "proxydiag.rules.logs"],
+    "probe_replies": ["proxydiag.probe", "proxydiag.probe.steps", "proxydiag.rules.probe"],
+}
 with atheris.instrument_imports(include=["proxydiag"], exclude=["proxydiag.report"]):
     from tests.fuzz.targets import TARGETS
 
-    for module in ANALYSIS:
+    for module in GUIDED_BY.get(sys.argv[1] if len(sys.argv) > 1 else "", []):
         __import__(module)
 
 

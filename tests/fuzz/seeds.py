@@ -45,6 +45,49 @@ CONFIG_SEEDS_MORE = [
 ]
 
 
+# Real secret-bearing directives of each format (with a password of their own: the target
+# plants SECRET after them, and a seed holding it would let the fuzzer move it).
+CONFIG_SEEDS_SECRETS = [
+    ("haproxy.cfg", b"global\n    log stdout local0\ndefaults\n    mode tcp\n    timeout connect 5s\n"
+                    b"userlist admins\n    user ops password $6$salt$seed-password-hash\n"
+                    b"listen stats\n    mode http\n    bind :8404\n    stats enable\n    stats auth admin:seed-password\n"
+                    b"frontend smtp\n    bind :25\n    default_backend stalwart_smtp\n"
+                    b"backend stalwart_smtp\n    server s1 127.0.0.1:10025 send-proxy-v2\n"),
+    ("nginx.conf", b"stream {\n    server {\n        listen 25;\n        proxy_pass 127.0.0.1:10025;\n"
+                   b"        proxy_protocol on;\n    }\n}\nhttp {\n    server {\n        listen 8080;\n"
+                   b"        location / {\n            proxy_set_header Authorization \"Basic c2VlZDpzZWVk\";\n"
+                   b"            proxy_pass http://user:seed-password@127.0.0.1:9000;\n        }\n    }\n}\n"),
+    ("stunnel.conf", b"; PSK and key passphrase kept elsewhere\n[imaps]\naccept = 993\nconnect = 127.0.0.1:10143\n"
+                     b"protocol = proxy\ncert = /etc/ssl/mail.pem\nkey = /etc/ssl/private/mail.key\n"
+                     b"PSKsecrets = /etc/stunnel/psk.txt\n"),
+    ("traefik.yml", b"entryPoints:\n  smtp:\n    address: \":25\"\ntcp:\n  routers:\n    smtp:\n      entryPoints: [smtp]\n"
+                    b"      rule: HostSNI(`*`)\n      service: smtp\n  services:\n    smtp:\n      loadBalancer:\n"
+                    b"        proxyProtocol:\n          version: 2\n        servers:\n        - address: 127.0.0.1:10025\n"
+                    b"http:\n  middlewares:\n    auth:\n      basicAuth:\n        users:\n        - \"admin:$apr1$seed$hash\"\n"),
+    ("traefik.toml", b'[entryPoints.smtp]\naddress = ":25"\n[tcp.routers.smtp]\nentryPoints = ["smtp"]\n'
+                     b'rule = "HostSNI(`*`)"\nservice = "smtp"\n[tcp.services.smtp.loadBalancer.proxyProtocol]\n'
+                     b'version = 2\n[[tcp.services.smtp.loadBalancer.servers]]\naddress = "127.0.0.1:10025"\n'
+                     b'[http.middlewares.auth.basicAuth]\nusers = ["admin:$apr1$seed$hash"]\n'),
+    ("Caddyfile", b"example.com {\n\tbasic_auth {\n\t\tadmin $2a$14$seedhash\n\t}\n\treverse_proxy 127.0.0.1:8080 {\n"
+                  b"\t\theader_up Authorization \"Bearer seed-token\"\n\t}\n}\n"),
+    ("caddy.json", b'{"apps": {"http": {"servers": {"srv0": {"listen": [":443"], "routes": [{"handle": [{"handler": '
+                   b'"authentication", "providers": {"http_basic": {"accounts": [{"username": "admin", "password": '
+                   b'"$2a$14$seedhash"}]}}}, {"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:8080"}]}]}]}}}}}'),
+    ("envoy.yaml", b"static_resources:\n  secrets:\n  - name: mail_cert\n    tls_certificate:\n"
+                   b"      certificate_chain: {filename: /etc/ssl/mail.pem}\n"
+                   b"      private_key: {inline_string: \"-----BEGIN PRIVATE KEY-----seed-----END PRIVATE KEY-----\"}\n"
+                   b"  listeners:\n  - name: smtp\n    address:\n      socket_address: {address: 0.0.0.0, port_value: 25}\n"),
+    ("service.yaml", b"apiVersion: v1\nkind: Secret\nmetadata:\n  name: mail-tls\nstringData:\n  password: seed-password\n"
+                     b"---\napiVersion: v1\nkind: Service\nmetadata:\n  name: mail\n  annotations:\n"
+                     b"    service.beta.kubernetes.io/aws-load-balancer-proxy-protocol: '*'\nspec:\n  type: LoadBalancer\n"
+                     b"  ports:\n  - name: smtp\n    port: 25\n    targetPort: 10025\n"),
+    ("compose.yaml", b"services:\n  traefik:\n    image: traefik:v3\n    environment:\n      - CF_API_TOKEN=seed-token\n"
+                     b"    labels:\n      - \"traefik.http.middlewares.auth.basicauth.users=admin:$$apr1$$seed\"\n"
+                     b"  stalwart:\n    image: stalwartlabs/stalwart\n    ports:\n      - \"25:10025\"\n"
+                     b"    environment:\n      ADMIN_SECRET: seed-password\n"),
+]
+
+
 # Log lines in each format the readers know (tests/test_logs.py records the real daemons').
 LOG_SEEDS = [
     b'2026-11-12T10:00:00Z WARN Proxy protocol error (network.proxy-error) listenerId = "imaps", localIp = 10.0.0.3, '
@@ -88,7 +131,8 @@ def seeds(target: str) -> list[bytes]:
     if target == "proxy_config":
         files = [config_input(_config_name(path), path.read_bytes()) for path in sorted(CONFIG_SEEDS.rglob("*"))
                  if path.is_file() and path.suffix not in (".toml", ".json")]  # those are Stalwart's
-        return files + [config_input(name, text) for name, text in CONFIG_SEEDS_MORE]
+        proxies = [config_input("proxy.toml", path.read_bytes()) for path in sorted(CONFIG_SEEDS.glob("stalwart-proxy*.toml"))]
+        return files + proxies + [config_input(name, text) for name, text in CONFIG_SEEDS_MORE + CONFIG_SEEDS_SECRETS]
     tracked = connections()
     headers = []
     for conn in tracked:

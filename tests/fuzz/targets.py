@@ -130,7 +130,49 @@ def stalwart(data: bytes) -> None:
 
 # Names a configuration file goes by: the reader is chosen by content, some by name too.
 CONFIG_NAMES = ("haproxy.cfg", "nginx.conf", "stunnel.conf", "traefik.yml", "traefik.toml", "Caddyfile", "caddy.json",
-                "envoy.yaml", "service.yaml", "compose.yaml")
+                "envoy.yaml", "service.yaml", "compose.yaml", "proxy.toml")
+
+# What each file gets after whatever the fuzzer wrote: the secret where that file's format
+# keeps secrets (a password, a credential header or URL, a token, key material), and in
+# comments on lines the readers cite (a listener, a route), each on lines of its own, so
+# that the fuzzer's text cannot make it anything but a secret.
+_S = SECRET
+PLANTED_CONFIG = {
+    "haproxy.cfg": (f"\n    stats auth admin:{_S}\n    http-request set-header Authorization \"Basic {_S}\"\n"
+                    f"userlist fuzz_users\n    user admin password {_S}\n    user ops insecure-password {_S}\n"
+                    f"frontend fuzz_smtp # password {_S}\n    bind :2525 # stats auth admin:{_S}\n"
+                    f"    default_backend fuzz_stalwart\nbackend fuzz_stalwart\n"
+                    f"    server s1 127.0.0.1:10025 send-proxy-v2 # {_S}\n"),
+    "nginx.conf": (f'\nproxy_set_header Authorization "Basic {_S}";\nproxy_set_header Cookie "session={_S}";\n'
+                   f"stream {{\n    server {{\n        listen 2525; # password {_S}\n"
+                   f"        proxy_pass 127.0.0.1:10025; # {_S}\n        proxy_protocol on;\n    }}\n}}\n"
+                   f"http {{\n    server {{\n        listen 8080;\n        location / {{\n"
+                   f"            proxy_pass http://admin:{_S}@127.0.0.1:9000;\n        }}\n    }}\n}}\n"),
+    "stunnel.conf": f"\n; key passphrase {_S}\n# PSK secret {_S}\n",
+    "traefik.yml": (f'\n---\nhttp:\n  middlewares:\n    fuzz-auth:\n      basicAuth:\n        users:\n          - "admin:{_S}"\n'
+                    f"    fuzz-header:\n      headers:\n        customRequestHeaders:\n          Authorization: Bearer {_S}\n"
+                    f"tcp: # token {_S}\n  routers:\n    fuzz: # password {_S}\n      rule: HostSNI(`*`) # {_S}\n"
+                    f"      service: fuzz\n  services:\n    fuzz:\n      loadBalancer:\n        proxyProtocol:\n"
+                    f"          version: 2 # {_S}\n        servers:\n        - address: 127.0.0.1:10025 # {_S}\n"),
+    "traefik.toml": (f'\n[http.middlewares.fuzz-auth.basicAuth]\nusers = ["admin:{_S}"]\n'
+                     f'[http.middlewares.fuzz-header.headers.customRequestHeaders]\nAuthorization = "Bearer {_S}"\n'
+                     f'[tcp.routers.fuzz] # password {_S}\nrule = "HostSNI(`*`)" # {_S}\nservice = "fuzz"\n'
+                     f'[[tcp.services.fuzz.loadBalancer.servers]] # {_S}\naddress = "127.0.0.1:10025" # {_S}\n'),
+    "Caddyfile": (f"\n:8080 {{\n\tbasic_auth {{ admin {_S} }}\n\treverse_proxy 127.0.0.1:9000 {{ # {_S}\n"
+                  f'\t\theader_up Authorization "Basic {_S}"\n\t}}\n}}\n'),
+    "caddy.json": f'"http_basic": {{"password": "{_S}", "api_token": "{_S}"}}, ',
+    "envoy.yaml": (f"\n---\nstatic_resources: # {_S}\n  secrets:\n  - name: fuzz\n    tls_certificate:\n"
+                   f"      private_key: {{inline_string: '-----BEGIN PRIVATE KEY-----{_S}-----END PRIVATE KEY-----'}}\n"
+                   f"      password: {{inline_string: {_S}}}\n"
+                   f"  listeners:\n  - name: fuzz # {_S}\n    address:\n      socket_address: {{address: 0.0.0.0, port_value: 2525}} # {_S}\n"),
+    "service.yaml": (f"\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: fuzz\nstringData:\n  password: {_S}\n"
+                     f"---\napiVersion: v1 # {_S}\nkind: Service\nmetadata:\n  name: fuzz # {_S}\n  annotations:\n"
+                     f"    service.beta.kubernetes.io/aws-load-balancer-proxy-protocol: '*' # {_S}\nspec:\n"
+                     f"  type: LoadBalancer\n  ports:\n  - port: 2525 # {_S}\n    targetPort: 10025\n"),
+    "compose.yaml": (f"\nx-fuzz:\n  environment:\n    API_TOKEN: {_S}\n  labels:\n"
+                     f'    - "traefik.http.middlewares.fuzz.basicauth.users=admin:{_S}"\n'),
+    "proxy.toml": f'\n[fuzz.tls]\nkey-password = "{_S}"\nsecret = "{_S}"\n[listener.fuzz] # {_S}\nbind = ["0.0.0.0:2525"] # {_S}\n',
+}
 
 
 def config_input(name: str, text: bytes) -> bytes:
@@ -138,22 +180,38 @@ def config_input(name: str, text: bytes) -> bytes:
     return bytes([CONFIG_NAMES.index(name) if name in CONFIG_NAMES else 0]) + text
 
 
+def planted_config(name: str, text: bytes) -> bytes:
+    """The file `name` with the fuzzer's `text` and the secret planted: after it, or for
+    JSON, which cannot take a line after its one value, as the first key of its object."""
+    plant = PLANTED_CONFIG[name].encode()
+    if name.endswith(".json"):
+        opening = re.match(rb'\s*\{(?=\s*")', text)
+        return text[: opening.end()] + plant + text[opening.end() :] if opening else text + b"\n{" + plant.rstrip(b", ") + b"}\n"
+    return text + plant
+
+
 def proxy_config(data: bytes) -> None:
-    """One file through `check`: every reader, the cross-check, the fixes. A file no reader
-    takes is an error of one line; anything else is a bug."""
+    """One file through `check`: every reader, the cross-check, the fixes the rules give
+    (edits of the file's own lines), rendered in every view. A file no reader takes is an
+    error of one line; the planted secret is never shown; anything else is a bug."""
     if not data:
         return
     folder = _SCRATCH.with_suffix(".configs")
     folder.mkdir(exist_ok=True)
-    path = folder / CONFIG_NAMES[data[0] % len(CONFIG_NAMES)]
-    path.write_bytes(data[1:])
+    name = CONFIG_NAMES[data[0] % len(CONFIG_NAMES)]
+    path = folder / name
+    path.write_bytes(planted_config(name, data[1:]))
     try:
         result = check_configurations([str(path)])
     finally:
         path.unlink()
     for error in result.errors:
         assert "\n" not in str(error).strip(), str(error)
-    json.dumps(result.document())
+    document = result.document()
+    for finding in document["findings"]:
+        if finding.get("fix") is None:  # the catalog's page: the same text for every input
+            finding["fix"] = ""
+    check_once(document, data)
 
 
 # --- log lines and the probe's replies ---------------------------------------------------
@@ -181,7 +239,7 @@ def logs(data: bytes) -> None:
     document = LogAnalysis(reads=[read], verdict=judge(read.events)).to_dict()
     for finding in document["findings"]:
         finding["fix"] = ""
-    check_outputs(render_all(document, rich=zlib.crc32(data) % 4 == 0), SECRET)
+    check_once(document, data)
 
 
 PROBE_PORTS = (25, 10025, 587, 143, 10143, 110, 4190, 80, 2525)
@@ -213,11 +271,27 @@ class _ScriptedSocket:
         pass
 
 
+class _SteppingClock:
+    """The probe's clock: half a millisecond more at every reading, so that an input's
+    deadlines pass at the same point whenever it runs (a replay fails the same way)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.0005
+        return self.now
+
+
+_PROBES_CHECKED: set[bytes] = set()  # digests of the probe documents already rendered and checked
+
+
 def probe_replies(data: bytes) -> None:
     """The probe reading a listener's replies (tests/test_probe_hostile.py has real ones):
     the first byte picks the port, the rest is what the listener sends, in chunks cut at
     0xfe; one step of the plan is read, judged and rendered. The reads stay within their
-    limits, the views show no raw control."""
+    limits, the views show no raw control. As in `report`: a document already checked is
+    not rendered again, and rich draws one input in four, chosen by the input's CRC."""
     from proxydiag import probe
     from proxydiag.probe.steps import Target, build_header, service_of
     from proxydiag.report import probe as probe_report
@@ -228,19 +302,24 @@ def probe_replies(data: bytes) -> None:
     target = Target("192.0.2.10", port)
     header = b"" if not data or data[0] & 0x80 else build_header("v2", False, port)
     record = probe.StepRecord("v2" if header else "none", header, local=("192.0.2.1", 40000), remote=("192.0.2.10", port))
-    wire = probe.Wire(_ScriptedSocket(data[1:].split(b"\xfe")[:64]), record, time.monotonic, limits)
+    wire = probe.Wire(_ScriptedSocket(data[1:].split(b"\xfe")[:64]), record, _SteppingClock(), limits)
     service = service_of(port)
     probe.converse(wire, record, service.protocol if service else None, header, False, True, target, 0.05)
     wire.close()
     assert len(record.server_text) <= limits.step, len(record.server_text)
     record.opening = recognise(record.client_text, record.server_text, port)
     document = probe_judge.document([probe.TargetProbe(target, address=target.host, records=[record])], {})
-    json.dumps(document)
-    console = _console()
-    probe_report.render_rich(document, console, verbose=True)
-    outputs = {"json": json.dumps(document), "markdown": probe_report.render_markdown(document, "0", "proxydiag probe"),
-               "rich": console.file.getvalue()}
+    shown = json.dumps(document)
+    digest = hashlib.sha1(shown.encode()).digest()
+    if digest in _PROBES_CHECKED:
+        return
+    outputs = {"json": shown, "markdown": probe_report.render_markdown(document, "0", "proxydiag probe")}
+    if zlib.crc32(data) % 4 == 0:
+        console = _console()
+        probe_report.render_rich(document, console, verbose=True)
+        outputs["rich"] = console.file.getvalue()
     check_outputs(outputs, SECRET)
+    _PROBES_CHECKED.add(digest)
 
 
 # --- whole captures through every report -------------------------------------------------
@@ -341,6 +420,22 @@ def check_outputs(outputs: dict[str, str], secret: str, hidden: set[str] = froze
         for address in hidden:
             assert not _shows_address(text, address), f"{name}: {address} is shown with --anonymize"
 
+
+
+_DOCUMENTS_CHECKED: set[bytes] = set()  # digests of the logs' and checks' documents already checked
+
+
+def check_once(document: dict, data: bytes) -> None:
+    """`document` rendered in every view and checked, unless it already was (the renderers
+    are pure functions of it); rich for one input in four, chosen by the input's CRC (a
+    failing input fails again when replayed)."""
+    from proxydiag.report import json as json_report
+
+    digest = hashlib.sha1(json_report.render_document(document).encode()).digest()
+    if digest in _DOCUMENTS_CHECKED:
+        return
+    check_outputs(render_all(document, rich=zlib.crc32(data) % 4 == 0), SECRET)
+    _DOCUMENTS_CHECKED.add(digest)
 
 def _shows_address(text: str, address: str) -> bool:
     packed = ipaddress.ip_address(address).packed
