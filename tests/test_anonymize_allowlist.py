@@ -230,3 +230,13 @@ def test_a_file_the_command_read_is_named_by_its_pseudonym_inside_quoted_text():
     document = {"stalwart_config": {"path": stalwart}, "findings": [{"evidence": {"stalwart": quoted}}]}
     shown = anonymize(document, [stalwart])["findings"][0]["evidence"]["stalwart"]
     assert shown == "input1.toml:8: listener 'word1', trusted networks 10.200.0.1 (input1.toml:12)"
+
+
+def test_the_unchanged_line_a_fix_inserts_after_is_quoted_text_too():
+    """An insertion shows the user's line it follows as context (` proxy_pass NAME;`): the
+    upstream's name is theirs, as on a changed line."""
+    fix = "In /srv/acme/nginx.conf, line 14:\n\n```diff\n         proxy_pass imaps_backend;\n+        proxy_protocol on;\n```"
+    document = {"proxy_configs": [{"path": "/srv/acme/nginx.conf"}], "findings": [{"fix": fix}]}
+    shown = anonymize(document, ["/srv/acme/nginx.conf"])["findings"][0]["fix"]
+    assert "imaps_backend" not in shown and "acme" not in shown
+    assert shown == "In input1.conf, line 14:\n\n```diff\n         proxy_pass word1;\n+        proxy_protocol on;\n```"

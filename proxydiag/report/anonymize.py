@@ -242,13 +242,14 @@ class _Rewriter:
 
     def own(self, text: str) -> str:
         """proxydiag's own text (a fix): as any text, but for the user's lines a diff quotes
-        (`-    server mailhub ...`), which go through the allowlist."""
+        (`-    server mailhub ...`, and the unchanged line an insertion follows), which go
+        through the allowlist."""
         if "```diff" not in text:
             return self(text)
         lines, in_diff = [], False
         for line in text.split("\n"):
             in_diff = line.startswith("```diff") or (in_diff and not line.startswith("```"))
-            quoted = in_diff and line[:1] in ("-", "+") and not line.startswith(("---", "+++"))
+            quoted = in_diff and line[:1] in ("-", "+", " ") and not line.startswith(("---", "+++"))
             lines.append(line[0] + self.pseudonyms.text(line[1:]) if quoted else self(line))
         return "\n".join(lines)
 
