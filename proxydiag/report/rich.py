@@ -151,6 +151,7 @@ def _findings(document: JsonDict, findings: Sequence[Finding], verbose: bool) ->
         if finding.fix and (finding.severity != "info" or verbose):
             body.append(Text("fix:", style="bold"))
             body.append(_markdown(finding.fix))
+            body.append(Text(""))  # a fix's last code block would otherwise run into the pointer below
         body.append(Text(f"more: proxydiag explain {finding.code}", style="dim"))
         parts.append(title)
         parts.append(Padding(Group(*body), (0, 0, 1, 4)))
