@@ -1029,3 +1029,18 @@ def test_pd604_only_where_the_proxies_given_may_send_no_header_to_the_http_liste
     sending = [j.code for j in check(tmp_path, {"sends.cfg": haproxy("send-proxy-v2")}).findings]
     silent = [j.code for j in check(tmp_path, {"silent.cfg": haproxy("")}).findings]
     assert "PD604" not in sending and "PD604" in silent
+
+
+@pytest.mark.parametrize("kind, directive", [("haproxy", "`source`"), ("nginx", "`proxy_bind`"),
+                                             ("stalwart-proxy", "`source_ips`"), ("envoy", "`upstream_bind_config`"),
+                                             ("stunnel", "`local`"), ("traefik", None), ("caddy", None)])
+def test_trust_advice_names_the_configured_proxys_own_source_directive(kind, directive):
+    """PD102 with no source address set: the advice says how *this* proxy sets the address it
+    connects from (a Stalwart proxy user was told about HAProxy `source` and nginx `proxy_bind`)."""
+    from proxydiag.configs.stalwart import Listener
+
+    advice = fixes.trust_advice("config.toml:3", None, Listener("smtp", "smtp", [("::", 10025)]), kind)
+    if directive is None:
+        assert "its host's" in advice and "`" not in advice
+    else:
+        assert directive in advice and ("HAProxy" in advice) == (kind == "haproxy")

@@ -244,7 +244,7 @@ def _judge_header(route: Route, config: ProxyConfig, target: Target | None) -> I
     if unexpected is None:
         return
     evidence = {**_both(route, target), "source": route.source_address or "(not set; the listener trusts no one)"}
-    advice = fixes.trust_advice(target.where, route.source_address, target.listener)
+    advice = fixes.trust_advice(target.where, route.source_address, target.listener, config.kind)
     yield Judgement.of_hit(unexpected, evidence, fixes.remove_header(route, config.kind),
                            _shared(route, config, False) + advice)
     untrusted = UNTRUSTED_PROXY_SOURCE.judge(hop)
