@@ -15,6 +15,7 @@ from rich.text import Text
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report import markdown as markdown_report
 from proxydiag.report import rich as rich_report
+from proxydiag.report.environment import Environment
 from proxydiag.report.views import visible_document, visible_findings
 from proxydiag.rules.probe import certificate_line
 
@@ -69,7 +70,7 @@ def render_rich(document: JsonDict, console: Console, verbose: bool = False, qui
     console.print(head)
     if not quiet:
         console.print(_targets_table(document))
-    console.print(rich_report._findings(document, shown, verbose))
+    console.print(rich_report._findings(document, shown, verbose, Environment.of(document)))
     if verbose:
         for target in document["targets"]:
             for step in target["steps"]:
@@ -103,7 +104,7 @@ def render_markdown(document: JsonDict, version: str, command_line: str,
         out.append(f"| {cell(target['target'])} | {target['role']} | {cell(listener_line(target))} | {cell(steps)} | "
                    f"{cell(_tls_summary(target['verdict']))} |")
     out.append("")
-    out += markdown_report._findings(document, shown)
+    out += markdown_report._findings(document, shown, Environment.of(document))
     out += ["## Conversations", ""]
     for target in document["targets"]:
         for step in target["steps"]:
