@@ -57,3 +57,18 @@ def test_no_findings_says_what_was_read_and_what_was_not_judged():
                                           "problem (apart from what was not judged, above).")
     traffic = Environment.of({"summary": {"connections": 2}})
     assert traffic.no_findings_text() == "No findings: every header and greeting looks as expected."
+
+
+def test_a_probed_target_reads_typed_and_says_its_verdict_in_one_line():
+    from proxydiag.report.probe import ProbedTarget, ProbeSummary, listener_line
+
+    item = {"target": "127.0.0.1:10025", "role": "server", "error": None,
+            "verdict": {"protocol": "smtp", "software": "Stalwart", "greets_only_after_client_spoke": False,
+                        "expects_header": True, "headers_accepted": ["v1", "v2"], "greets_without_header": False,
+                        "time_to_greeting": None, "trusted": True, "tls": None, "starttls": None},
+            "steps": [{"step": "none", "outcome": "silent", "exchange": ["(nothing)"]}]}
+    target = ProbedTarget.of(item)
+    assert [step.outcome for step in target.steps] == ["silent"]
+    assert listener_line(target) == "smtp (Stalwart): expects a PROXY header from this host (v1, v2 accepted)"
+    assert listener_line(ProbedTarget.of({**item, "error": "connection refused", "verdict": None})) == "connection refused"
+    assert ProbeSummary.of({"targets": 1, "connections": 5, "warnings": 2}).severity_counts() == [(2, "warning")]
