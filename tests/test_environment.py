@@ -72,3 +72,11 @@ def test_a_probed_target_reads_typed_and_says_its_verdict_in_one_line():
     assert listener_line(target) == "smtp (Stalwart): expects a PROXY header from this host (v1, v2 accepted)"
     assert listener_line(ProbedTarget.of({**item, "error": "connection refused", "verdict": None})) == "connection refused"
     assert ProbeSummary.of({"targets": 1, "connections": 5, "warnings": 2}).severity_counts() == [(2, "warning")]
+
+
+def test_an_empty_logs_section_is_read_but_not_said_to_show_no_problem():
+    """analyze with a log that gave no verdict writes "logs": {}: the headline counts the
+    log, the "no findings" sentence does not claim the logs were judged."""
+    environment = Environment.of({"summary": {"connections": 0}, "logs": {}})
+    assert environment.logs_read and not environment.logs_judged
+    assert environment.no_findings_text() == "No findings: no connection was captured."

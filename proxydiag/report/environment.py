@@ -134,7 +134,8 @@ class Environment:
     inputs: tuple[CaptureRead | LogFileRead, ...]  # in the order given
     proxy_configs: tuple[ProxyConfigRead, ...] | None
     stalwart: StalwartRead | None
-    logs_read: bool
+    logs_read: bool  # the command reads logs
+    logs_judged: bool  # and they gave a verdict (an empty "logs" section: none)
     anonymized: bool
 
     @classmethod
@@ -148,6 +149,7 @@ class Environment:
             proxy_configs=None if configs is None else tuple(ProxyConfigRead.of(item) for item in configs),
             stalwart=StalwartRead.of(stalwart) if isinstance(stalwart, dict) else None,
             logs_read=document.get("logs") is not None,
+            logs_judged=bool(document.get("logs")),
             anonymized=bool(document.get("anonymized")),
         )
 
@@ -173,7 +175,7 @@ class Environment:
             return "No findings: every header and greeting looks as expected."
         read = [what for shown, what in ((bool(self.proxy_configs), "the proxy configurations"),
                                          (self.stalwart is not None, "Stalwart's configuration"),
-                                         (self.logs_read, "the logs")) if shown]
+                                         (self.logs_judged, "the logs")) if shown]
         if not read:
             return "No findings: no connection was captured."
         problems = " (apart from what was not judged, above)" if self.problems() else ""
