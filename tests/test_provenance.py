@@ -28,3 +28,13 @@ def test_analyze_anonymize_tells_the_listener_path_and_source_of_an_expectation_
     assert message.endswith("is not trusted).")
     for original in (LISTENER, SITE, "stalwart.toml", "127.80.0.20", "127.80.0.30"):
         assert original not in message, original
+
+
+def test_an_inferred_expectation_names_an_ipv6_endpoint_in_brackets():
+    """"connections to fd12::25:10025" could be read as an address ending in :10025."""
+    from proxydiag.facts.provenance import Majority
+    from proxydiag.names import AS_THEY_ARE
+
+    said = Majority(3, 4, "fd12::25", 10025, True).message(AS_THEY_ARE)
+    assert "connections to [fd12::25]:10025 carry" in said
+    assert "to 192.0.2.1:25 carry no" in Majority(3, 4, "192.0.2.1", 25, False).message(AS_THEY_ARE)

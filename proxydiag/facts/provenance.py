@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from proxydiag.names import Names
+from proxydiag.names import Names, endpoint
 
 
 @dataclass(frozen=True)
@@ -67,5 +67,5 @@ class Majority(Provenance):
     carry: bool
 
     def message(self, names: Names) -> str:
-        return (f"inferred: {self.majority} of {self.connections} connections to {names.address(self.address)}:{self.port} "
+        return (f"inferred: {self.majority} of {self.connections} connections to {endpoint(names, self.address, self.port)} "
                 f"{'carry' if self.carry else 'carry no'} PROXY header")
