@@ -161,6 +161,11 @@ def test_a_probe_header_answered_as_commands_is_a_hop_the_listener_does_not_expe
     ({"terminated": True, "sends": "v2", "ssl_tlv": True}, None),
     ({"sends": "v2", "ssl_tlv": True, "tlv_ignored": True}, ("PD301", "conditional")),
     ({"terminated": True, "sends": "none"}, None),
+    ({"plaintext": True, "listener_implicit_tls": True}, ("PD304", None)),  # a capture saw the plaintext
+    ({"plaintext": True, "listener_implicit_tls": None}, None),
+    ({"terminated": True, "sends": "v2", "starttls": True}, None),  # its accepted STARTTLS tells the server
+    ({"terminated": True, "sends": "v1", "starttls": True}, None),
+    ({"terminated": True, "sends": "v2", "unparsed": True}, None),  # a header that did not parse is PD103's
 ])
 def test_tls_on_the_hop(facts, found):
     sends = facts.pop("sends", "none")

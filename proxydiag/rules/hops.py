@@ -246,8 +246,9 @@ class RefusedSaid(TemplateSaid):
 
 
 def untrusted_source(hop: Hop) -> bool:
-    """A header from a sender whose known address the listener does not trust."""
-    return header_unexpected(hop) and hop.sender.address is not None
+    """A header from a sender whose known address the listener does not trust (a header that
+    did not parse is PD103's)."""
+    return header_unexpected(hop) and hop.sender.address is not None and not hop.unparsed
 
 
 def refused(hop: Hop) -> bool:
@@ -256,8 +257,9 @@ def refused(hop: Hop) -> bool:
 
 
 def plaintext_to_tls_listener(hop: Hop) -> bool:
-    """The sender ends TLS and sends plaintext to a listener that wants TLS from the first byte."""
-    return bool(hop.listener_implicit_tls) and hop.terminated and not hop.tls
+    """Plaintext reaches a listener that wants TLS from the first byte: the sender ends its
+    clients' TLS and sends on what it decrypted, or a capture saw its plaintext."""
+    return bool(hop.listener_implicit_tls) and (hop.terminated or hop.plaintext) and not hop.tls
 
 
 def tls_to_plaintext_listener(hop: Hop) -> bool:
@@ -266,7 +268,10 @@ def tls_to_plaintext_listener(hop: Hop) -> bool:
 
 
 def _plain_behind_termination(hop: Hop) -> bool:
-    return not hop.listener_implicit_tls and not hop.tls and not hop.passthrough
+    """The listener gets plaintext and a header that parsed: what the header says of TLS is all
+    it learns (its accepted STARTTLS tells it the rest)."""
+    return (not hop.listener_implicit_tls and not hop.tls and not hop.passthrough and not hop.starttls
+            and not hop.unparsed)
 
 
 def tls_flag_lost(hop: Hop) -> bool:
