@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from proxydiag.facts.capture_hops import listener_tls_shown, tls_hop, trust_hop
+from proxydiag.facts.capture_hops import connection_hop, listener_tls_shown, malformed_hop, tls_hop, trust_hop
 from proxydiag.facts.model import Connection
 from proxydiag.parsers.protocols.base import Opening
-from proxydiag.parsers.proxy_protocol import parse
-from proxydiag.rules.hops import TLS_RULES, UNTRUSTED_PROXY_SOURCE, judge_hops
+from proxydiag.parsers.proxy_protocol import build_v2, parse
+from proxydiag.rules.hops import LOCAL_COMMAND, MALFORMED_HEADER, TLS_RULES, UNTRUSTED_PROXY_SOURCE, judge_hops
 from tests.facts import connection
 
 
@@ -80,3 +80,19 @@ def test_a_header_from_a_sender_the_listener_does_not_trust_is_pd206():
 def test_the_hop_cites_the_frames_it_was_read_from():
     cites = tls_hop(connection(number=2, client_first="EHLO", greeting="220 mx"), False, False, False).provenance.cited()
     assert cites[0] == "frame 20" and cites[1] == "frame 24: the sender's first bytes"
+
+
+def test_a_header_with_a_violation_is_pd103_unless_the_capture_explains_it():
+    conn = connection(header="v2")
+    assert conn.header_bytes is not None
+    cut = parse(conn.header_bytes[:20])  # incomplete: the header declares more than came
+    assert MALFORMED_HEADER.applies(malformed_hop(conn, cut, explained=False))
+    assert not MALFORMED_HEADER.applies(malformed_hop(conn, cut, explained=True))  # snap length, or PD105
+    assert conn.proxy is not None and not MALFORMED_HEADER.applies(malformed_hop(conn, conn.proxy, explained=False))
+
+
+def test_a_captured_local_header_is_pd203():
+    conn = connection(header="v2")
+    conn.proxy = parse(build_v2("LOCAL", "UNSPEC"))
+    assert connection_hop(conn, None).sends == "local" and LOCAL_COMMAND.applies(connection_hop(conn, None))
+    assert not LOCAL_COMMAND.applies(connection_hop(connection(header="v2"), None))

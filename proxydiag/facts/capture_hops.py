@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from proxydiag.facts.hop import Cite, Expects, Hop, ListenerRole, Party, Provenance, Sent
 from proxydiag.facts.model import Connection, Expectation
+from proxydiag.parsers.proxy_protocol import ParseResult
 
 
 def sent_by(conn: Connection) -> Sent:
@@ -97,3 +98,14 @@ def tls_hop(conn: Connection, terminated: bool, implicit_tls_expected: bool, rel
 def trust_hop(conn: Connection, trusted: bool) -> Hop:
     """The leg as a hop to a Stalwart listener that reads a header only from the sources it trusts."""
     return connection_hop(conn, None, expects="required" if trusted else "none")
+
+
+def malformed_hop(conn: Connection, parsed: ParseResult, explained: bool) -> Hop:
+    """The leg as a hop with one of its headers (the first, or one after it): malformed where the
+    parser found a violation that is the sender's doing, not `explained` otherwise (a header cut
+    by the capture's snap length, or whose rest never came because the server gave up first)."""
+    sends: Sent = "v1" if parsed.version == 1 else "v2"
+    if parsed.header is not None and parsed.header.command == "LOCAL":
+        sends = "local"
+    return replace(connection_hop(conn, None), sends=sends, malformed=bool(parsed.violations) and not explained,
+                   unparsed=parsed.header is None)
