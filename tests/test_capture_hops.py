@@ -6,10 +6,14 @@ from __future__ import annotations
 import pytest
 
 from proxydiag.facts.capture_hops import connection_hop, listener_tls_shown, malformed_hop, tls_hop, trust_hop
+from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Connection
 from proxydiag.parsers.protocols.base import Opening
 from proxydiag.parsers.proxy_protocol import build_v2, parse
+from proxydiag.rules.base import Options
 from proxydiag.rules.hops import LOCAL_COMMAND, MALFORMED_HEADER, TLS_RULES, UNTRUSTED_PROXY_SOURCE, judge_hops
+from proxydiag.rules.judge import judge_all, tally_of
+from proxydiag.services import DEFAULT_TABLE
 from tests.facts import connection
 
 
@@ -96,3 +100,21 @@ def test_a_captured_local_header_is_pd203():
     conn.proxy = parse(build_v2("LOCAL", "UNSPEC"))
     assert connection_hop(conn, None).sends == "local" and LOCAL_COMMAND.applies(connection_hop(conn, None))
     assert not LOCAL_COMMAND.applies(connection_hop(connection(header="v2"), None))
+
+
+@pytest.mark.parametrize("header", ["v1", "v2"])
+def test_plaintext_behind_termination_to_an_implicit_tls_listener_is_pd304_alone(header):
+    """As a configuration's hop says: the handshake fails before the header's TLS flag could matter."""
+    silent = connection(dst=("192.0.2.10", 10465), header=header, client_first="EHLO client")
+    assert tls_codes(silent, terminated=True, expected=True) == ["PD304"]
+    assert tls_codes(silent, terminated=True, expected=False) == ["PD301" if header == "v2" else "PD302"]
+
+
+def test_the_capture_rules_judge_it_as_a_configuration_does():
+    """A v2 header without the SSL TLV behind an implicit-TLS public port (465), plaintext to a
+    listener that waits for a ClientHello: PD304 alone, as `check` says of the configuration
+    (before, the capture said PD301 too)."""
+    conn = connection(dst=("192.0.2.10", 10465), header="v2", client_first="EHLO client")
+    conn.header_service = DEFAULT_TABLE.lookup(465)
+    found = judge_all([conn], tally_of([conn], ExpectationResolver(), Options()), Options())
+    assert sorted(finding.code for finding in found) == ["PD304"]

@@ -1,4 +1,5 @@
-"""PD101, PD102, PD103, PD106, PD109, PD110, PD203, PD206, PD209, PD301-PD304, PD401, PD403 judged from hops, whatever showed them: one rule per code.
+"""PD101-PD103, PD106, PD109, PD110, PD203, PD206, PD209, PD301-PD304, PD401, PD403 judged from hops, whatever
+showed them: one rule per code.
 
 A proxy configuration, a log and a probe build `Hop`s (facts/hop.py); each rule here reads
 them and returns a typed hit. The sentence is written from the hop's fields through
