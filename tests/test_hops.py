@@ -8,11 +8,11 @@ import pytest
 
 from proxydiag.configs.stalwart import load
 from proxydiag.facts.hop import Hop, Party, Provenance
-from proxydiag.facts.log_hops import ban_hop, client_without_header_hop, missing_header_hop
-from proxydiag.facts.probe_hops import answered_hop, unheaded_hop, verdict
+from proxydiag.facts.log_hops import ban_hop, client_without_header_hop, malformed_header_hop, missing_header_hop
+from proxydiag.facts.probe_hops import answered_hop, local_refused_hop, unheaded_hop, verdict
 from proxydiag.rules import catalog, crosscheck
 from proxydiag.rules.finding import make_finding
-from proxydiag.rules.hops import HOP_RULES, judge_hops
+from proxydiag.rules.hops import HOP_RULES, LOCAL_COMMAND, MALFORMED_HEADER, judge_hops
 from tests.facts import hop, log_event, probe_step, proxy_config, route, target_probe
 from tests.stalwart_configs import stalwart_toml
 
@@ -161,6 +161,11 @@ def test_a_probe_header_answered_as_commands_is_a_hop_the_listener_does_not_expe
     ({"terminated": True, "sends": "v2", "ssl_tlv": True}, None),
     ({"sends": "v2", "ssl_tlv": True, "tlv_ignored": True}, ("PD301", "conditional")),
     ({"terminated": True, "sends": "none"}, None),
+    ({"plaintext": True, "listener_implicit_tls": True}, ("PD304", None)),  # a capture saw the plaintext
+    ({"plaintext": True, "listener_implicit_tls": None}, None),
+    ({"terminated": True, "sends": "v2", "starttls": True}, None),  # its accepted STARTTLS tells the server
+    ({"terminated": True, "sends": "v1", "starttls": True}, None),
+    ({"terminated": True, "sends": "v2", "unparsed": True}, None),  # a header that did not parse is PD103's
 ])
 def test_tls_on_the_hop(facts, found):
     sends = facts.pop("sends", "none")
@@ -201,3 +206,44 @@ def test_check_s_findings_are_told_through_other_names_with_no_original_left(tmp
         assert finding.said is not None, judgement.code
         hidden = finding.message_for(_Hidden())
         assert not any(original in hidden for original in ("192.0.2.10", "198.51.100", str(tmp_path))), hidden
+
+
+# --- PD103 and PD203: judged from hops, each kind of evidence showing them its own way -----
+
+def header_codes(built: Hop) -> list[str]:
+    return [hit.code for hit in judge_hops([built], (*HOP_RULES, MALFORMED_HEADER, LOCAL_COMMAND))]
+
+
+def test_a_malformed_header_is_pd103_not_a_missing_one():
+    assert header_codes(hop("v2", None, malformed=True)) == ["PD103"]
+    assert header_codes(hop("none", "required", role="proxy", malformed=True, unparsed=True)) == ["PD103"]
+    assert header_codes(hop("none", "required", role="proxy", unparsed=True)) == ["PD109"]
+    assert header_codes(hop("v2", None)) == []
+
+
+def test_a_proxy_s_log_of_broken_headers_is_a_malformed_header_hop():
+    group = [log_event("haproxy.proxy-bad-header", client="203.0.113.9", frontend="fe", bind=":25")]
+    built = malformed_header_hop(group)
+    assert (built.listener_role, built.malformed, built.listener.software) == ("proxy", True, "HAProxy")
+    assert header_codes(built) == ["PD103"]  # not PD109: the client sent something header-like
+
+
+def test_stalwart_s_invalid_header_is_not_told_apart_from_a_missing_one():
+    group = [log_event("network.proxy-error", source="stalwart", reason="invalid proxy header", listenerId="smtp",
+                       localPort=10025, remoteIp="10.0.0.2")]
+    assert not MALFORMED_HEADER.applies(missing_header_hop(group))
+
+
+def test_a_local_header_or_a_listener_refusing_one_is_pd203():
+    assert header_codes(hop("local", "required")) == ["PD203"]
+    assert header_codes(hop("v2", "required", refuses_local=True)) == ["PD203"]
+    assert header_codes(hop("v2", "required")) == []
+    said = LOCAL_COMMAND.judge(hop("v2", "required", refuses_local=True))
+    assert said is not None and "not a v2 LOCAL one" in said.said.message(_Hidden())
+
+
+@pytest.mark.parametrize("local_step, found", [(b"", ["PD203"]), (GREETING, [])])
+def test_a_probe_s_local_step_refused_where_its_v2_step_was_greeted(local_step, found):
+    local = probe_step("v2-local", local_step, ended_by=None if local_step else "server-fin")
+    probe = target_probe("192.0.2.10", 10025, probe_step("v2", GREETING), local)
+    assert header_codes(local_refused_hop(probe, local, refused=not local_step)) == found

@@ -9,6 +9,11 @@ built as facts: the lab's probe of real daemons is tests/test_check_lab.py's).
   capture, configuration, probe. No log reader knows a line for it: Stalwart logs nothing
   of an untrusted peer's header but the commands it makes (a `tls.handshake-error` at debug
   level on implicit TLS, which plaintext without a header leaves too).
+- PD103: a sender puts a malformed v1 header (port `070`) first, to a listener that requires
+  a header: capture (to Postfix), and the log of an HAProxy front that requires one (its
+  "Received an invalid PROXY protocol header", conn_err_code_str() of src/connection.c, as
+  the lab's real HAProxy writes it: tests/test_logs.py). A configuration cannot show a
+  malformed header, and the probe sends only well-formed ones.
 """
 
 from __future__ import annotations
@@ -91,7 +96,18 @@ def pd102(tmp_path) -> dict[str, list[dict]]:
     }
 
 
-@pytest.mark.parametrize("code", ["PD101", "PD102"])
+@pytest.fixture
+def pd103(tmp_path) -> dict[str, list[dict]]:
+    log = tmp_path / "haproxy.log"
+    log.write_text("".join(f"203.0.113.7:{40000 + n} [05/Dec/2026:10:00:0{n}.000] fe_smtp/1: Received an invalid PROXY "
+                           "protocol header\n" for n in range(3)))
+    return {
+        "capture": findings_of("analyze", str(ROOT / "captures" / "malformed-v1.pcap")),
+        "log": findings_of("logs", str(log)),
+    }
+
+
+@pytest.mark.parametrize("code", ["PD101", "PD102", "PD103"])
 def test_one_situation_gives_one_code_and_severity_through_each_kind_of_evidence(code, request):
     shown = request.getfixturevalue(code.lower())
     page = catalog.load_pages()[code].severity

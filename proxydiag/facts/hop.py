@@ -82,7 +82,11 @@ class Hop:
     protocol: str | None = None  # the listener's protocol (smtp, imap, ...) where known
     service: Service | None = None  # the listener's port in the service table
     unparsed: bool = False  # bytes came that did not parse: no header, or a malformed one
+    malformed: bool = False  # what the sender put first was a header that breaks the spec (a parser's or a proxy's word)
+    refuses_local: bool = False  # the listener takes the sender's v2 PROXY header but refuses a v2 LOCAL one
     tls: bool = False  # the sender speaks TLS to the listener itself (its own handshake)
+    starttls: bool = False  # the sender's STARTTLS was accepted after the header: the listener knows TLS is on
+    plaintext: bool = False  # the sender's first bytes after the header were plaintext (a capture saw them)
     replies: tuple[str, ...] = ()  # the listener's answers to the header's bytes, as it wrote them
     health_check: bool = False  # the sender's own checks (connect, or LOCAL), not clients' sessions
     period_seconds: float | None = None  # the checks' interval, where the evidence shows it

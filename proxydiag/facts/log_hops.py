@@ -100,6 +100,12 @@ def client_without_header_hop(group: Sequence[LogEvent]) -> Hop:
     return _header_error_hop(group, "proxy")
 
 
+def malformed_header_hop(group: Sequence[LogEvent]) -> Hop:
+    """A proxy's errors on one front listener: its clients' headers broke the spec (HAProxy's
+    "invalid PROXY protocol header", nginx's "broken header" quoting a `PROXY` line)."""
+    return replace(_header_error_hop(group, "proxy", unparsed=True), malformed=True)
+
+
 def _header_error_hop(group: Sequence[LogEvent], role: ListenerRole, unparsed: bool = False, tls: bool = False) -> Hop:
     """A listener that requires a header, and the senders of these lines that sent none."""
     return Hop(sender=_sender(group), listener=_listener(group[0]), listener_role=role, sends="none",

@@ -164,6 +164,13 @@ def tlv_hop(probe: TargetProbe, record: StepRecord, facts: JsonDict) -> Hop:
     return replace(_probe_hop(probe, record, ["v2", "v2-ssl"]), sends="v2", ssl_tlv=True, tlv_ignored=ignored)
 
 
+def local_refused_hop(probe: TargetProbe, record: StepRecord, refused: bool) -> Hop:
+    """The probe's v2 LOCAL step, where its v2 PROXY step was greeted: `refused` where the
+    listener did not greet after the LOCAL header."""
+    return replace(_probe_hop(probe, record, ["v2", "v2-local"]), sends="v2", expects="required",
+                   refuses_local=refused)
+
+
 def refused_hop(probe: TargetProbe, record: StepRecord, steps: list[str], cut_everything: bool) -> Hop:
     """Every step of the probe, with and without a header, cut or refused before a greeting."""
     return replace(_probe_hop(probe, record, steps), refused_all=cut_everything, inferred=True)

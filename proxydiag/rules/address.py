@@ -1,4 +1,4 @@
-"""PD2xx: what the header says about the client."""
+"""PD2xx: what the header says about the client (PD203 and PD206 decide through rules/hops.py on the leg's hop)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterator
 
+from proxydiag.facts.capture_hops import connection_hop, trust_hop
 from proxydiag.facts.model import Connection
 from proxydiag.rules.base import Context, Endpoint, Hit, Rule, endpoint, network, server_endpoint
 from proxydiag.rules.front import is_local_client
+from proxydiag.rules.hops import LOCAL_COMMAND, UNTRUSTED_PROXY_SOURCE
 from proxydiag.rules.said import AS_THEY_ARE, Names, Said
 
 # Where a real client's address cannot come from on the internet: RFC 1918, CGNAT (RFC
@@ -165,7 +167,7 @@ class LocalCommand(Rule):
     code = "PD203"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
-        if conn.header is not None and conn.header.command == "LOCAL":
+        if conn.header is not None and LOCAL_COMMAND.applies(connection_hop(conn, None)):
             stats = ctx.expectations.stats(conn)
             only_local = stats.local == stats.connections
             yield Hit(
@@ -274,10 +276,8 @@ class UntrustedProxySource(Rule):
     code = "PD206"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
-        if conn.header is None:
-            return
         verdict = _trust(conn, ctx)
-        if verdict is None or verdict[0]:
+        if verdict is None or not UNTRUSTED_PROXY_SOURCE.applies(trust_hop(conn, verdict[0])):
             return
         yield Hit(
             ProxyNotTrusted(conn.tcp.src_addr, server_endpoint(conn), verdict[1]),

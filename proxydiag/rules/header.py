@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from proxydiag.facts.capture_hops import connection_hop, sent_by
+from proxydiag.facts.capture_hops import connection_hop, malformed_hop, sent_by
 from proxydiag.facts.expectations import EndpointStats
 from proxydiag.facts.model import Connection
 from proxydiag.facts.provenance import Provenance
@@ -24,7 +24,7 @@ from proxydiag.rules.base import (
     server_endpoint,
 )
 from proxydiag.rules.front import ProxyExpectsHeaderFromClient, ProxyWaitsForClient, front_of_a_proxy
-from proxydiag.rules.hops import MISSING_HEADER, UNEXPECTED_HEADER
+from proxydiag.rules.hops import MALFORMED_HEADER, MISSING_HEADER, UNEXPECTED_HEADER
 from proxydiag.rules.said import Names, Said
 from proxydiag.rules.stalwart_reader import stalwart_reading
 
@@ -259,12 +259,10 @@ class MalformedProxyHeader(Rule):
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         for parsed in filter(None, [conn.proxy, *conn.extra_headers]):
             violations = list(parsed.violations)
-            if not violations:
+            # cut by the snap length (PD901), or the rest never came because the server gave up first (PD105)
+            explained = parsed.incomplete and (conn.client_snapped or split_then_rejected(conn))
+            if not MALFORMED_HEADER.applies(malformed_hop(conn, parsed, explained)):
                 continue
-            if parsed.incomplete and conn.client_snapped:
-                continue  # cut by the snap length: PD901, not the proxy's fault
-            if parsed.incomplete and split_then_rejected(conn):
-                continue  # PD105: the rest never came because the server gave up first
             first = violations[0]
             reading = stalwart_reading(parsed, conn.header_bytes or b"") if parsed is conn.proxy else None
             yield Hit(

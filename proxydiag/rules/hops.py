@@ -1,4 +1,5 @@
-"""PD101, PD102, PD106, PD109, PD110, PD206, PD209, PD301-PD304, PD401, PD403 judged from hops, whatever showed them: one rule per code.
+"""PD101-PD103, PD106, PD109, PD110, PD203, PD206, PD209, PD301-PD304, PD401, PD403 judged from hops, whatever
+showed them: one rule per code.
 
 A proxy configuration, a log and a probe build `Hop`s (facts/hop.py); each rule here reads
 them and returns a typed hit. The sentence is written from the hop's fields through
@@ -245,9 +246,42 @@ class RefusedSaid(TemplateSaid):
         return int(self.hop.banned)
 
 
+@dataclass(frozen=True)
+class MalformedHeaderSaid(TemplateSaid):
+    UNNAMED = ("the sender", "the listener")
+    TEMPLATES = ("{sender} sends a malformed PROXY header to {listener}{counted}: the listener refuses it.",)
+
+
+@dataclass(frozen=True)
+class LocalCommandSaid(TemplateSaid):
+    UNNAMED = ("a proxy", "the listener")
+    TEMPLATES = (
+        "{sender} sends v2 LOCAL headers (its own connections, health checks) to {listener}{counted}.",
+        "{listener} takes a v2 PROXY header but not a v2 LOCAL one: health checks that send LOCAL headers fail "
+        "against it.")
+
+    def which(self) -> int:
+        return int(self.hop.refuses_local)
+
+
+def header_malformed(hop: Hop) -> bool:
+    """The sender's header breaks the spec: a capture's parser shows where, a proxy's log says
+    so. The probe cannot show it (it sends only well-formed headers), nor Stalwart's log (its
+    "invalid proxy header" is also a missing one: PD101, `unparsed`)."""
+    return hop.malformed
+
+
+def local_command(hop: Hop) -> bool:
+    """A v2 LOCAL header reaches the listener (a capture sees a proxy's checks send them), or
+    the listener refuses one where it takes v2 PROXY (the probe sends both). The logs proxydiag
+    reads have no line for a LOCAL header."""
+    return hop.sends == "local" or hop.refuses_local
+
+
 def untrusted_source(hop: Hop) -> bool:
-    """A header from a sender whose known address the listener does not trust."""
-    return header_unexpected(hop) and hop.sender.address is not None
+    """A header from a sender whose known address the listener does not trust (a header that
+    did not parse is PD103's)."""
+    return header_unexpected(hop) and hop.sender.address is not None and not hop.unparsed
 
 
 def refused(hop: Hop) -> bool:
@@ -256,8 +290,9 @@ def refused(hop: Hop) -> bool:
 
 
 def plaintext_to_tls_listener(hop: Hop) -> bool:
-    """The sender ends TLS and sends plaintext to a listener that wants TLS from the first byte."""
-    return bool(hop.listener_implicit_tls) and hop.terminated and not hop.tls
+    """Plaintext reaches a listener that wants TLS from the first byte: the sender ends its
+    clients' TLS and sends on what it decrypted, or a capture saw its plaintext."""
+    return bool(hop.listener_implicit_tls) and (hop.terminated or hop.plaintext) and not hop.tls
 
 
 def tls_to_plaintext_listener(hop: Hop) -> bool:
@@ -266,7 +301,10 @@ def tls_to_plaintext_listener(hop: Hop) -> bool:
 
 
 def _plain_behind_termination(hop: Hop) -> bool:
-    return not hop.listener_implicit_tls and not hop.tls and not hop.passthrough
+    """The listener gets plaintext and a header that parsed: what the header says of TLS is all
+    it learns (its accepted STARTTLS tells it the rest)."""
+    return (not hop.listener_implicit_tls and not hop.tls and not hop.passthrough and not hop.starttls
+            and not hop.unparsed)
 
 
 def tls_flag_lost(hop: Hop) -> bool:
@@ -313,8 +351,9 @@ def header_unexpected(hop: Hop) -> bool:
 
 
 def header_demanded_of_clients(hop: Hop) -> bool:
-    """A proxy's front requires a header of whoever connects, and its senders send none."""
-    return hop.listener_role == "proxy" and hop.sends == "none" and hop.expects == "required"
+    """A proxy's front requires a header of whoever connects, and its senders send none (a
+    malformed one is PD103's)."""
+    return hop.listener_role == "proxy" and hop.sends == "none" and hop.expects == "required" and not hop.malformed
 
 
 def waits_for_client(hop: Hop) -> bool:
@@ -363,6 +402,10 @@ DUPLICATE_HEADER = HopRule("PD106", duplicate_header, DuplicateHeaderSaid, chain
 UNTRUSTED_PROXY_SOURCE = HopRule("PD206", untrusted_source, UntrustedSourceSaid)
 SERVER_REJECTED = HopRule("PD401", refused, RefusedSaid)
 TLS_RULES = (PLAINTEXT_TO_TLS_LISTENER, TLS_TO_PLAINTEXT_LISTENER, TLS_FLAG_IMPOSSIBLE, TLS_FLAG_LOST)
+# Not in HOP_RULES: each kind of evidence shows them in its own way, and a configuration neither
+# (its LOCAL checks are by design; PD203 is for what traffic shows).
+MALFORMED_HEADER = HopRule("PD103", header_malformed, MalformedHeaderSaid)
+LOCAL_COMMAND = HopRule("PD203", local_command, LocalCommandSaid)
 HOP_RULES: tuple[HopRule, ...] = (MISSING_HEADER, UNEXPECTED_HEADER, EXPECTS_HEADER_FROM_CLIENT, WAITS_FOR_CLIENT,
                                   HEALTH_CHECK_WITHOUT_HEADER, MX_PORT_REMAPPED, DUPLICATE_HEADER, SERVER_REJECTED, UNTRUSTED_PROXY_SOURCE,
                                   *TLS_RULES)

@@ -35,6 +35,7 @@ from proxydiag.facts.log_hops import (
     is_client_without_header,
     is_missing_header_error,
     listener_of,
+    malformed_header_hop,
     missing_header_hop,
     mx_hop,
     normal_address,
@@ -48,6 +49,7 @@ from proxydiag.rules.finding import make_finding
 from proxydiag.rules.hops import (
     EXPECTS_HEADER_FROM_CLIENT,
     HEALTH_CHECK_WITHOUT_HEADER,
+    MALFORMED_HEADER,
     MISSING_HEADER,
     MX_PORT_REMAPPED,
     SERVER_REJECTED,
@@ -252,9 +254,9 @@ def _proxy_waits_for_header(events: list[LogEvent]) -> Iterable[Finding]:
         kinds = {"kinds": dict(Counter(_kind(event) for event in group))}
         if missing:
             yield from _hop_finding((EXPECTS_HEADER_FROM_CLIENT,), client_without_header_hop(group), group, kinds, proxy)
-        else:
+        elif MALFORMED_HEADER.applies(malformed_header_hop(group)):
             said = LogSaid("malformed-headers", listener_of(group[0]) or "?", len(group), software=proxy)
-            yield _finding("PD103", group, said, kinds, proxy=proxy)
+            yield _finding(MALFORMED_HEADER.code, group, said, kinds, proxy=proxy)
 
 
 def _by_proxy_front(events: list[LogEvent]) -> dict[tuple[bool, str, str | None], list[LogEvent]]:

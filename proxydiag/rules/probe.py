@@ -16,6 +16,7 @@ from proxydiag.facts.probe_hops import (
     SILENT,
     TLS_FAILED,
     answered_hop,
+    local_refused_hop,
     opening_of,
     outcome,
     refused_hop,
@@ -33,6 +34,7 @@ from proxydiag.rules.finding import make_finding
 from proxydiag.rules.hops import (
     DUPLICATE_HEADER,
     EXPECTS_HEADER_FROM_CLIENT,
+    LOCAL_COMMAND,
     SERVER_REJECTED,
     TLS_FLAG_LOST,
     UNEXPECTED_HEADER,
@@ -145,8 +147,10 @@ def findings(probe: TargetProbe, facts: JsonDict) -> list[Finding]:
     if opened is not None:
         for hit in judge_hops([refused_hop(probe, opened, list(outcomes), _cut_everything(outcomes))], (SERVER_REJECTED,)):
             found.append(_finding(hit.code, hit.said, none, list(outcomes), {}, lowered=hit.lowered))
-    if outcomes.get("v2") == GREETS and outcomes.get("v2-local") not in (GREETS, None):
-        found.append(_finding("PD203", LocalRefusedSaid(probe.address or probe.target.host, probe.target.port,
+    local = by_step.get("v2-local")
+    if local is not None and outcomes.get("v2") == GREETS and LOCAL_COMMAND.applies(
+            local_refused_hop(probe, local, outcomes["v2-local"] != GREETS)):
+        found.append(_finding(LOCAL_COMMAND.code, LocalRefusedSaid(probe.address or probe.target.host, probe.target.port,
                                                          _describe(outcomes["v2-local"])),
                               by_step["v2-local"], ["v2-local"], {}))
     with_tlv = by_step.get("v2-ssl")

@@ -1,10 +1,17 @@
-"""PD3xx: TLS, and what the header says about it."""
+"""PD3xx: TLS, and what the header says about it.
+
+PD301-PD304 decide through the predicates of rules/hops.py on the leg's hop
+(facts/capture_hops.tls_hop); here is what only a capture shows: the evidence of the
+client's TLS to the proxy, the server's own words, the bytes and the answer. PD305 and PD306
+read the header's TLVs, which only a capture holds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterator
 
+from proxydiag.facts.capture_hops import tls_hop
+from proxydiag.facts.hop import Hop
 from proxydiag.facts.model import Connection
 from proxydiag.rules.base import (
     Context,
@@ -17,6 +24,12 @@ from proxydiag.rules.base import (
     server_endpoint,
 )
 from proxydiag.rules.header import relayed
+from proxydiag.rules.hops import (
+    PLAINTEXT_TO_TLS_LISTENER,
+    TLS_FLAG_IMPOSSIBLE,
+    TLS_FLAG_LOST,
+    TLS_TO_PLAINTEXT_LISTENER,
+)
 from proxydiag.rules.said import AS_THEY_ARE, Names, Said
 
 
@@ -82,10 +95,10 @@ def server_confirms_plaintext(conn: Connection) -> Said | None:
     return None
 
 
-def upgraded_after_header(conn: Connection) -> bool:
-    """The leg itself became TLS after the header: its client's STARTTLS was accepted (Stalwart's
-    proxy upgrades its backend so), and the server then knows the session is encrypted."""
-    return conn.mail is not None and conn.mail.upgraded
+def leg_hop(conn: Connection, ctx: Context) -> Hop:
+    """The leg as a hop with what the capture shows of TLS on it and before it."""
+    return tls_hop(conn, tls_terminated_by_proxy(conn, ctx) is not None, implicit_tls_listener(conn, ctx),
+                   relayed(conn, ctx))
 
 
 def told(said: Said | None) -> str | None:
@@ -110,12 +123,8 @@ class TlsFlagLost(Rule):
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
-        if header is None or header.version != 2 or header.command != "PROXY":
-            return
-        if (header.ssl is not None and header.ssl.client_ssl) or conn.tls_client_hello or upgraded_after_header(conn):
-            return  # flagged, or TLS passed through or started on this leg: the server does the TLS itself
         evidence = front_was_tls(conn, ctx)
-        if evidence is None:
+        if header is None or evidence is None or not TLS_FLAG_LOST.applies(leg_hop(conn, ctx)):
             return
         confirmation = server_confirms_plaintext(conn)
         yield Hit(
@@ -140,11 +149,8 @@ class TlsFlagImpossibleV1(Rule):
     code = "PD302"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
-        header = conn.header
-        if header is None or header.version != 1 or conn.tls_client_hello or upgraded_after_header(conn):
-            return
         evidence = front_was_tls(conn, ctx)
-        if evidence is not None:
+        if evidence is not None and TLS_FLAG_IMPOSSIBLE.applies(leg_hop(conn, ctx)):
             yield Hit(
                 V1CannotSayTls(evidence, server_endpoint(conn)),
                 [conn], {"evidence": told(evidence)}, group=endpoint(conn),
@@ -167,12 +173,7 @@ class TlsToPlaintextListener(Rule):
     code = "PD303"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
-        if not conn.tls_client_hello or relayed(conn, ctx):
-            return
-        plaintext = conn.opening.tls_answered_with_plaintext or (
-            conn.greeting is not None and conn.greeting != "TLS record"
-        )
-        if plaintext:
+        if TLS_TO_PLAINTEXT_LISTENER.applies(leg_hop(conn, ctx)):
             yield Hit(
                 PlaintextAnswerToTls(conn.header is not None, server_endpoint(conn), conn.greeting),
                 [conn], {"server": conn.greeting}, group=endpoint(conn),
@@ -200,15 +201,10 @@ class PlaintextToTlsListener(Rule):
     code = "PD304"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
-        if conn.mid_stream or conn.opening.client_sent_tls or not implicit_tls_listener(conn, ctx):
-            return
+        if not PLAINTEXT_TO_TLS_LISTENER.applies(leg_hop(conn, ctx)):
+            return  # nothing sent and nothing known is an idle connection (PD402)
         terminated = tls_terminated_by_proxy(conn, ctx)
-        if conn.client_first is None and terminated is None:
-            return  # nothing sent and nothing known: an idle connection (PD402)
-        alert = conn.opening.server_sent_tls and conn.greeting == "TLS record"
-        silent = conn.greeting is None
-        if not (alert or silent):
-            return
+        alert = conn.greeting is not None
         yield Hit(
             PlaintextToImplicitTls(conn.header is not None, conn.client_first, server_endpoint(conn), alert, terminated),
             [conn], {"client_first": conn.client_first, "tls_terminated": told(terminated), "server": conn.greeting},
