@@ -22,6 +22,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 from proxydiag.facts.model import Analysis, Connection
+from proxydiag.facts.summary import Summary
 from proxydiag.jsontypes import JsonDict
 from proxydiag.rules.base import SEVERITIES, Finding
 
@@ -142,7 +143,7 @@ def add_to_document(document: JsonDict, extra: JsonDict) -> JsonDict:
     extra = dict(extra)
     document["inputs"] = [*document["inputs"], *extra.pop("log_inputs", [])]
     if "log_events" in extra:
-        document["summary"]["log_events"] = extra.pop("log_events")
+        document["summary"] = Summary.of_dict(document["summary"]).with_log_events(extra.pop("log_events")).to_dict()
     document.update(extra)
     return document
 

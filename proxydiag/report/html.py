@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from proxydiag.facts.summary import Summary
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report.ladder import Ladder, Step, pictures, time_label
 from proxydiag.report.views import (
@@ -101,7 +102,7 @@ def style_hash(style: str) -> str:
 
 def page_of(document: JsonDict, typed: Sequence[Finding], version: str, command_line: str) -> JsonDict:
     """What the template shows, every value a plain string or number."""
-    summary = document["summary"]
+    summary = Summary.of_dict(document["summary"])
     findings = []
     for finding, picture in zip(typed, pictures(typed, ladder_legs_of(document)), strict=True):
         findings.append({
@@ -118,17 +119,17 @@ def page_of(document: JsonDict, typed: Sequence[Finding], version: str, command_
         "header": header_label(conn), "tls": tls_label(conn), "greeting": (conn["greeting"] or "")[:120],
         "outcome": outcome_label(conn),
     } for conn in document["connections"][:MAX_CONNECTIONS]]
-    counts = [(summary[key], name) for key, name in (("errors", "error"), ("warnings", "warning"), ("infos", "info"))]
+    counts = [(summary.errors, "error"), (summary.warnings, "warning"), (summary.infos, "info")]
     return {
         "inputs": [_input_line(item) for item in document["inputs"]],
-        "summary": summary,
+        "summary": summary.to_dict(),
         "counts": [(count, name) for count, name in counts if count],
         "endpoints": endpoint_verdicts(document),
         "problems": config_problems(document),
         "findings": findings,
         "no_findings": no_findings_text(document) if not findings else "",
         "connections": connections,
-        "more_connections": max(summary["connections"] - len(connections), 0),
+        "more_connections": max(summary.connections - len(connections), 0),
         "anonymized": bool(document.get("anonymized")),
         "version": version,
         "command_line": command_line,

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from proxydiag.facts.summary import Summary
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report.ladder import pictures
 from proxydiag.report.mermaid import sequence_diagram
@@ -80,7 +81,7 @@ def _cell(text: object) -> str:
 
 
 def _environment(document: JsonDict, version: str, command_line: str) -> list[str]:
-    summary = document["summary"]
+    summary = Summary.of_dict(document["summary"])
     lines = ["## Environment", ""]
     for item in document["inputs"]:
         if item.get("format") == "log":
@@ -105,8 +106,8 @@ def _environment(document: JsonDict, version: str, command_line: str) -> list[st
         trusted = config["trusted_networks"]
         lines.append(f"- Stalwart configuration {code(config['path'])} ({escape(config['style'])}): "
                      f"{len(config['listeners'])} listeners, trusted networks {code(trusted) if trusted else 'none'}")
-    lines.append(f"- {summary['connections']} TCP connections, {summary['with_proxy_header']} with a PROXY header; "
-                 f"{summary['errors']} errors, {summary['warnings']} warnings, {summary['infos']} infos")
+    lines.append(f"- {summary.connections} TCP connections, {summary.with_proxy_header} with a PROXY header; "
+                 f"{summary.errors} errors, {summary.warnings} warnings, {summary.infos} infos")
     if document.get("anonymized"):
         lines.append("- addresses and host names are pseudonyms (`--anonymize`)")
     lines += [f"- proxydiag {version}: {code(command_line)}", ""]
@@ -178,7 +179,7 @@ def _connections(document: JsonDict) -> list[str]:
             f"| {conn['id']} | {_cell(client_label(conn))} | {_cell(endpoint_of(conn))} | {_cell(conn['protocol'] or '?')} | "
             f"{_cell(header_label(conn))} | {_cell(tls_label(conn))} | {_cell(greeting)} | {_cell(outcome_label(conn))} |"
         )
-    total = document["summary"]["connections"]
+    total = Summary.of_dict(document["summary"]).connections
     if total > min(len(connections), MAX_CONNECTIONS):
         lines += ["", f"{total - min(len(connections), MAX_CONNECTIONS)} more connections: run with `--format json` for all."]
     return lines + [""]

@@ -14,6 +14,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from proxydiag.facts.summary import Summary
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report import ladder_text
 from proxydiag.report.ladder import Drawn, Ladder, pictures
@@ -66,7 +67,7 @@ def render_in_turns(document: JsonDict, console: Console, verbose: bool = False,
     more = iter(more)
     first = next(more, None)
     shown = document["connections"] if verbose or first is not None else document["connections"][:MAX_TABLE_ROWS]
-    console.print(_connections(shown, document["summary"]["connections"], more_follow=first is not None))
+    console.print(_connections(shown, Summary.of_dict(document["summary"]).connections, more_follow=first is not None))
     yield
     rows = chain([first], more) if first is not None else iter(())
     while batch := list(islice(rows, MAX_TABLE_ROWS)):
@@ -75,7 +76,7 @@ def render_in_turns(document: JsonDict, console: Console, verbose: bool = False,
 
 
 def _headline(document: JsonDict) -> Text:
-    summary = document["summary"]
+    summary = Summary.of_dict(document["summary"])
     captures = [item for item in document["inputs"] if item.get("format") != "log"]
     logs = len(document["inputs"]) - len(captures)
     stalwart = document.get("stalwart_config")
@@ -83,9 +84,9 @@ def _headline(document: JsonDict) -> Text:
     if captures or (document.get("logs") is None and document.get("proxy_configs") is None and not stalwart):
         packets = sum(item.get("packets", 0) for item in captures)
         parts.append(f"{len(captures)} capture{'s' if len(captures) != 1 else ''}, {packets} packets, "
-                     f"{summary['connections']} connections, {summary['with_proxy_header']} with a PROXY header")
+                     f"{summary.connections} connections, {summary.with_proxy_header} with a PROXY header")
     if document.get("logs") is not None:
-        events = summary.get("log_events", 0)
+        events = summary.log_events or 0
         parts.append(f"{logs} log{'s' if logs != 1 else ''}, {events} event{'s' if events != 1 else ''} read")
     if document.get("proxy_configs") is not None:
         paths = ", ".join(config["path"] for config in document["proxy_configs"]) or "none readable"
@@ -95,9 +96,9 @@ def _headline(document: JsonDict) -> Text:
     text = Text()
     text.append("proxydiag", style="bold")
     text.append("  — " + "; ".join(parts) + "\n")
-    counts = [(summary["errors"], "error"), (summary["warnings"], "warning"), (summary["infos"], "info")]
+    counts = [(summary.errors, "error"), (summary.warnings, "warning"), (summary.infos, "info")]
     parts = [f"{count} {name}{'s' if count != 1 else ''}" for count, name in counts if count]
-    text.append(", ".join(parts) if parts else "no findings", style=STYLES["error"] if summary["errors"] else "green")
+    text.append(", ".join(parts) if parts else "no findings", style=STYLES["error"] if summary.errors else "green")
     return text
 
 

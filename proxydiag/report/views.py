@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from proxydiag.facts.summary import Summary
 from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.parsers.redact import visible
 
@@ -147,7 +148,7 @@ class EndpointRow:
 
 def no_findings_text(document: JsonDict) -> str:
     """What "no findings" covers: the traffic when there was some, else what was read."""
-    if document["summary"]["connections"]:
+    if Summary.of_dict(document["summary"]).connections:
         return "No findings: every header and greeting looks as expected."
     read = [what for key, what in (("proxy_configs", "the proxy configurations"), ("stalwart_config", "Stalwart's configuration"),
                                    ("logs", "the logs")) if document.get(key)]

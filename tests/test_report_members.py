@@ -1,0 +1,45 @@
+"""The report's typed members (issue 27 item 4): each writes exactly its schema's keys,
+reads back what it wrote, and is what the commands' documents hold."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxydiag.facts.model import Analysis
+from proxydiag.facts.summary import Summary
+from proxydiag.pipeline.logs import LogAnalysis
+from proxydiag.report import schema
+
+counts = st.integers(min_value=0, max_value=2**40)
+summaries = st.builds(Summary, counts, counts, counts, counts, counts, st.none() | counts)
+
+
+@given(summaries)
+def test_a_summary_validates_and_reads_back_key_for_key(summary):
+    written = summary.to_dict()
+    schema.validate(written, "summary")
+    assert Summary.of_dict(written) == summary
+    assert Summary.of_dict(written).to_dict() == written
+
+
+def test_log_events_is_written_only_when_logs_were_read():
+    assert "log_events" not in Summary().to_dict()
+    assert Summary().with_log_events(0).to_dict()["log_events"] == 0
+
+
+def test_counting_counts_each_severity():
+    summary = Summary.counting(["error", "info", "error", "warning"], connections=3, with_proxy_header=1)
+    assert (summary.errors, summary.warnings, summary.infos) == (2, 1, 1)
+    assert (summary.connections, summary.with_proxy_header, summary.log_events) == (3, 1, None)
+
+
+def test_the_analysis_document_writes_its_typed_summary():
+    analysis = Analysis()
+    assert analysis.to_dict()["summary"] == analysis.summary().to_dict() == Summary().to_dict()
+
+
+def test_the_logs_document_writes_its_typed_summary():
+    document = LogAnalysis().to_dict()
+    assert Summary.of_dict(document["summary"]) == Summary(log_events=0)
+    schema.validate(document)
