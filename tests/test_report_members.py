@@ -19,8 +19,8 @@ summaries = st.builds(Summary, counts, counts, counts, counts, counts, st.none()
 def test_a_summary_validates_and_reads_back_key_for_key(summary):
     written = summary.to_dict()
     schema.validate(written, "summary")
-    assert Summary.of_dict(written) == summary
-    assert Summary.of_dict(written).to_dict() == written
+    assert Summary.of(written) == summary
+    assert Summary.of(written).to_dict() == written
 
 
 def test_log_events_is_written_only_when_logs_were_read():
@@ -41,5 +41,5 @@ def test_the_analysis_document_writes_its_typed_summary():
 
 def test_the_logs_document_writes_its_typed_summary():
     document = LogAnalysis().to_dict()
-    assert Summary.of_dict(document["summary"]) == Summary(log_events=0)
+    assert Summary.of(document["summary"]) == Summary(log_events=0)
     schema.validate(document)

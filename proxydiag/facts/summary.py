@@ -1,6 +1,7 @@
 """The report's "summary" member, typed: what was read and what the rules found, counted.
-Built where the evidence is judged (facts.model.Analysis, pipeline.logs, pipeline.evidence)
-and read by the views by attribute; `to_dict` writes the JSON of schema proxydiag/1."""
+Built where the evidence is judged (facts.model.Analysis, pipeline.logs, pipeline.evidence),
+written by `to_dict` (the JSON of schema proxydiag/1) and read back by `of` for the views'
+head (report/environment.py), which read it by attribute."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ class Summary:
         return cls(connections, with_proxy_header, listed.count("error"), listed.count("warning"),
                    listed.count("info"), log_events)
 
+    def severity_counts(self) -> list[tuple[int, str]]:
+        """(count, severity) of the severities found, worst first."""
+        counts = [(self.errors, "error"), (self.warnings, "warning"), (self.infos, "info")]
+        return [(count, name) for count, name in counts if count]
+
     def with_log_events(self, log_events: int) -> Summary:
         return replace(self, log_events=log_events)
 
@@ -37,7 +43,7 @@ class Summary:
         return {**counts, "errors": self.errors, "warnings": self.warnings, "infos": self.infos}
 
     @classmethod
-    def of_dict(cls, written: Mapping[str, JsonValue]) -> Summary:
+    def of(cls, written: Mapping[str, JsonValue]) -> Summary:
         """The member back from its JSON (a document given as JSON, as the views take it)."""
         def count(key: str) -> int:
             value = written.get(key, 0)

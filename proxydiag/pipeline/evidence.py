@@ -143,7 +143,7 @@ def add_to_document(document: JsonDict, extra: JsonDict) -> JsonDict:
     extra = dict(extra)
     document["inputs"] = [*document["inputs"], *extra.pop("log_inputs", [])]
     if "log_events" in extra:
-        document["summary"] = Summary.of_dict(document["summary"]).with_log_events(extra.pop("log_events")).to_dict()
+        document["summary"] = Summary.of(document["summary"]).with_log_events(extra.pop("log_events")).to_dict()
     document.update(extra)
     return document
 
