@@ -106,15 +106,14 @@ def _verdict(document: JsonDict) -> Table:
     table.add_column("header")
     table.add_column("verdict")
     for row in endpoint_verdicts(document):
-        if row["errors"]:
-            mark, verdict, style = "✗", f"{row['errors']} error(s)", STYLES["error"]
-        elif row["warnings"]:
-            mark, verdict, style = "!", f"{row['warnings']} warning(s)", STYLES["warning"]
+        if row.errors:
+            mark, verdict, style = "✗", f"{row.errors} error(s)", STYLES["error"]
+        elif row.warnings:
+            mark, verdict, style = "!", f"{row.warnings} warning(s)", STYLES["warning"]
         else:
             mark, verdict, style = "✓", "healthy", "green"
-        protocol = "/".join(row["protocols"]) + (f" ({row['software']})" if row["software"] else "")
-        table.add_row(Text(mark, style=style), Text(row["endpoint"]), Text(protocol), Text(str(row["connections"])),
-                      Text(", ".join(row["headers"])), Text(verdict, style=style))
+        table.add_row(Text(mark, style=style), Text(row.endpoint), Text(row.protocol_label()), Text(str(row.connections)),
+                      Text(", ".join(row.headers)), Text(verdict, style=style))
     return table
 
 
