@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from proxydiag.facts.model import Analysis
 from proxydiag.facts.summary import Summary
+from proxydiag.pipeline.check import CheckResult
+from proxydiag.pipeline.evidence import Besides
 from proxydiag.pipeline.logs import LogAnalysis
 from proxydiag.report import schema
 from proxydiag.report.views import EndpointVerdict, endpoint_verdicts, summarised
@@ -72,3 +74,13 @@ def test_the_endpoints_come_worst_first_and_are_read_typed():
     assert [(row.errors, row.warnings, row.connections) for row in rows] == [(1, 0, 1), (0, 1, 1), (0, 0, 2)]
     assert rows[0].protocol_label() == "imap"
     assert endpoint_verdicts(summarised(document, keep=0)) == rows
+
+
+def test_what_configurations_and_logs_add_is_written_from_their_typed_results():
+    checked, logs = CheckResult(), LogAnalysis()
+    document = Besides(checked, logs).add_to(Analysis().to_dict())
+    schema.validate(document)
+    assert list(document)[-3:] == ["proxy_configs", "proxy_config_errors", "logs"]
+    assert Summary.of(document["summary"]) == Summary(log_events=0)
+    assert Besides().add_to(Analysis().to_dict()) == Analysis().to_dict()
+    assert {**Analysis().to_dict(), **checked.sections()} == checked.document()
