@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from proxydiag.facts.encoded import Encoded
 from proxydiag.facts.provenance import Provenance
+from proxydiag.facts.summary import Summary
 from proxydiag.jsontypes import JsonDict
 from proxydiag.names import AS_THEY_ARE
 from proxydiag.parsers.protocols.base import MailOpening, Opening
@@ -249,21 +250,18 @@ class Analysis:
             return (Encoded(text) for text in rendered)
         return (json.loads(text) for text in rendered)
 
+    def summary(self) -> Summary:
+        with_header = (self.tally.with_header if self.tally is not None else
+                       sum(1 for conn in self.connections if conn.header))
+        return Summary.counting((finding.severity for finding in self.findings), len(self.connections), with_header)
+
     def to_dict(self, lazy: bool = False, encoded: bool = False) -> dict[str, Any]:
         """The JSON document; with `lazy`, connections come as an iterator of dicts (with
         `encoded`, of facts.encoded.Encoded text where judging wrote it)."""
-        severities = [finding.severity for finding in self.findings]
         return {
             "schema": SCHEMA,
             "inputs": [item.to_dict() for item in self.inputs],
-            "summary": {
-                "connections": len(self.connections),
-                "with_proxy_header": self.tally.with_header if self.tally is not None else
-                sum(1 for conn in self.connections if conn.header),
-                "errors": severities.count("error"),
-                "warnings": severities.count("warning"),
-                "infos": severities.count("info"),
-            },
+            "summary": self.summary().to_dict(),
             "stalwart_config": self.stalwart_config.to_dict() if self.stalwart_config is not None else None,
             "flow_table": self.flow_table.to_dict(),
             "connections": self.connection_dicts(encoded) if lazy else list(self.connection_dicts(False)),

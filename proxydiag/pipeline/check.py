@@ -30,10 +30,12 @@ class CheckResult:
     def document(self) -> JsonDict:
         """The report document (schema proxydiag/1) with the configurations as inputs."""
         analysis = Analysis(stalwart_config=self.stalwart, findings=self.findings)
-        document = analysis.to_dict()
-        document["proxy_configs"] = [config.to_dict() for config in self.configs]
-        document["proxy_config_errors"] = [str(error) for error in self.errors]
-        return document
+        return {**analysis.to_dict(), **self.sections()}
+
+    def sections(self) -> JsonDict:
+        """The configurations read, and those that could not be."""
+        return {"proxy_configs": [config.to_dict() for config in self.configs],
+                "proxy_config_errors": [str(error) for error in self.errors]}
 
 
 def check_configurations(paths: Sequence[str], stalwart: StalwartConfig | None = None, kind: str | None = None,

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxydiag.jsontypes import JsonDict
 from proxydiag.pipeline.outcome import JudgeOptions, Outcome, Say, Unusable, check_outputs, entry
 from proxydiag.report.model import Report
 
@@ -20,6 +19,7 @@ if TYPE_CHECKING:
     from proxydiag.pipeline import evidence
     from proxydiag.pipeline.analysis import Settings
     from proxydiag.pipeline.check import CheckResult
+    from proxydiag.pipeline.evidence import Besides
     from proxydiag.pipeline.logs import LogAnalysis
 
 
@@ -58,8 +58,8 @@ def analyze(request: AnalyzeRequest) -> Outcome:
         except ShardError as error:
             raise Unusable(str(error)) from None
     unwritten = annotation.write(request.annotate, inputs.captures, analysis, verdicts)
-    extra, unread = _other_evidence(analysis, inputs, checked) if inputs.besides_captures else (None, [])
-    return traffic_outcome(analysis, request.say, [*files, stalwart_config], extra, [*unread, *unwritten])
+    besides, unread = _other_evidence(analysis, inputs, checked) if inputs.besides_captures else (None, [])
+    return traffic_outcome(analysis, request.say, [*files, stalwart_config], besides, [*unread, *unwritten])
 
 
 def _jobs(value: str, captures: list[str]) -> int:
@@ -83,7 +83,7 @@ def _configurations(paths: list[str], settings: Settings) -> CheckResult | None:
     return checked
 
 
-def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, checked: CheckResult | None) -> tuple[JsonDict, list[str]]:
+def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, checked: CheckResult | None) -> tuple[Besides, list[str]]:
     """The configurations and logs beside the captures, combined into the analysis; and
     one line for each file that could not be read."""
     from proxydiag.pipeline import evidence
@@ -95,19 +95,20 @@ def _other_evidence(analysis: Analysis, inputs: evidence.Sorted, checked: CheckR
     return evidence.combine(analysis, checked, logs), unread
 
 
-def traffic_outcome(analysis: Analysis, say: Say, given: Sequence[str | Path | None], extra: JsonDict | None = None,
+def traffic_outcome(analysis: Analysis, say: Say, given: Sequence[str | Path | None], besides: Besides | None = None,
                     unread: Sequence[str] = ()) -> Outcome:
     """What could not be read said, and the report of the analysis with what configurations
-    and logs add (`extra`); none when no input could be read at all."""
-    from proxydiag.pipeline.evidence import add_to_document
+    and logs add (`besides`); none when no input could be read at all."""
 
     lines = unread_lines(analysis, unread)
     for line in lines:
         say(line)
     severities = [finding.severity for finding in analysis.findings]
-    if analysis.inputs and all(item.error for item in analysis.inputs) and extra is None:
+    if analysis.inputs and all(item.error for item in analysis.inputs) and besides is None:
         return Outcome(severities=severities, unread=lines)
-    document = add_to_document(analysis.to_dict(lazy=True), extra or {})
+    document = analysis.to_dict(lazy=True)
+    if besides is not None:
+        document = besides.add_to(document)
     report = Report.of_files(document, given, connections=lambda encoded: analysis.connection_dicts(encoded=encoded),
                              findings=analysis.findings)
     return Outcome(report, severities, lines)
@@ -184,8 +185,8 @@ def _check_with_logs(result: CheckResult, logs: list[str], say: Say, given: Sequ
 
     analysis = Analysis()
     read = read_logs(logs, evidence.proxy_addresses([], result.configs))
-    extra = evidence.combine(analysis, result, read)
-    return traffic_outcome(analysis, say, given, extra, [str(error) for error in result.errors] + read.errors)
+    besides = evidence.combine(analysis, result, read)
+    return traffic_outcome(analysis, say, given, besides, [str(error) for error in result.errors] + read.errors)
 
 
 # --- logs --------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 from proxydiag.facts.model import Analysis, Connection
+from proxydiag.facts.summary import Summary
 from proxydiag.jsontypes import JsonDict
 from proxydiag.rules.base import SEVERITIES, Finding
 
@@ -108,10 +109,10 @@ def read_head(path: str) -> bytes | None:
 # --- one report ---------------------------------------------------------------------------
 
 
-def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis | None) -> JsonDict:
+def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis | None) -> Besides:
     """Merge the configurations' and the logs' findings into the capture's analysis (one
     list, sorted by severity then code), with the cross-evidence findings and
-    attachments; return the document keys the other kinds add."""
+    attachments; return what the other kinds add to its report."""
     from proxydiag.rules.evidence import traffic_vs_configs
 
     proxy_configs = checked.configs if checked else []
@@ -126,25 +127,28 @@ def combine(analysis: Analysis, checked: CheckResult | None, logs: LogAnalysis |
     findings += log_findings
     findings.sort(key=lambda finding: (SEVERITIES.index(finding.severity), finding.code))
     analysis.findings = findings
-    extra: JsonDict = {}
-    if checked is not None:
-        extra["proxy_configs"] = [config.to_dict() for config in checked.configs]
-        extra["proxy_config_errors"] = [str(error) for error in checked.errors]
-    if logs is not None:
-        extra["log_inputs"] = [read.to_dict() for read in logs.reads]
-        extra["logs"] = logs.verdict.to_dict() if logs.verdict else {}
-        extra["log_events"] = len(events)
-    return extra
+    return Besides(checked, logs)
 
 
-def add_to_document(document: JsonDict, extra: JsonDict) -> JsonDict:
-    """The capture's document with the other kinds' inputs, sections and counts."""
-    extra = dict(extra)
-    document["inputs"] = [*document["inputs"], *extra.pop("log_inputs", [])]
-    if "log_events" in extra:
-        document["summary"]["log_events"] = extra.pop("log_events")
-    document.update(extra)
-    return document
+@dataclass(frozen=True)
+class Besides:
+    """What proxy configurations and logs read beside the captures add to their report,
+    typed: `add_to` writes it into the capture's document (schema proxydiag/1)."""
+
+    checked: CheckResult | None = None
+    logs: LogAnalysis | None = None
+
+    def add_to(self, document: JsonDict) -> JsonDict:
+        """The capture's document with the logs read as inputs and counted, then the
+        configurations' sections, then the logs' verdict."""
+        if self.logs is not None:
+            document["inputs"] = [*document["inputs"], *(read.to_dict() for read in self.logs.reads)]
+            document["summary"] = Summary.of(document["summary"]).with_log_events(len(self.logs.events)).to_dict()
+        if self.checked is not None:
+            document.update(self.checked.sections())
+        if self.logs is not None:
+            document["logs"] = self.logs.verdict.to_dict() if self.logs.verdict else {}
+        return document
 
 
 # --- traffic against the proxy's configuration ----------------------------------------------

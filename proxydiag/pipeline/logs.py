@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from proxydiag.facts.model import SCHEMA
+from proxydiag.facts.summary import Summary
 from proxydiag.jsontypes import JsonDict
 from proxydiag.logs.event import LogEvent, LogRead, NotALog
 from proxydiag.logs.reader import read_log
@@ -27,15 +28,10 @@ class LogAnalysis:
 
     def to_dict(self) -> JsonDict:
         findings = self.verdict.findings if self.verdict else []
-        severities = [finding.severity for finding in findings]
         return {
             "schema": SCHEMA,
             "inputs": [read.to_dict() for read in self.reads],
-            "summary": {
-                "connections": 0, "with_proxy_header": 0, "log_events": len(self.events),
-                "errors": severities.count("error"), "warnings": severities.count("warning"),
-                "infos": severities.count("info"),
-            },
+            "summary": Summary.counting((finding.severity for finding in findings), log_events=len(self.events)).to_dict(),
             "stalwart_config": None,
             "connections": [],
             "findings": [finding.to_dict() for finding in findings],

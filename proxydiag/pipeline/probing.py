@@ -56,9 +56,9 @@ def probe(request: ProbeRequest) -> Outcome:
     if request.write is not None:
         _write_pcap(request.write, [record for result in probes for record in result.records])
     document = probe_judge.document(probes, {"timeout": request.timeout, "tls": request.tls, "source": request.source})
-    severities = [finding["severity"] for finding in document["findings"]]
     findings = [finding for result in probes if not result.error
                 for finding in probe_judge.findings(result, probe_judge.verdict(result))]  # as the document lists them
+    severities = [finding.severity for finding in findings]
     return Outcome(Report.of_files(document, [request.write], probe=True, findings=findings), severities, unusable)
 
 

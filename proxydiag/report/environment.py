@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from proxydiag.facts.summary import Summary
 from proxydiag.jsontypes import JsonDict
 
 
@@ -29,28 +30,6 @@ def _text(item: Mapping[str, Any], key: str) -> str | None:
 
 def _texts(item: Mapping[str, Any], key: str) -> tuple[str, ...]:
     return tuple(str(value) for value in item.get(key) or ())
-
-
-@dataclass(frozen=True)
-class Summary:
-    """The document's counts."""
-
-    connections: int = 0
-    with_proxy_header: int = 0
-    log_events: int = 0
-    errors: int = 0
-    warnings: int = 0
-    infos: int = 0
-
-    @classmethod
-    def of(cls, item: Mapping[str, Any]) -> Summary:
-        return cls(*(_count(item, key) for key in ("connections", "with_proxy_header", "log_events", "errors",
-                                                   "warnings", "infos")))
-
-    def severity_counts(self) -> list[tuple[int, str]]:
-        """(count, severity) of the severities found, worst first."""
-        counts = [(self.errors, "error"), (self.warnings, "warning"), (self.infos, "info")]
-        return [(count, name) for count, name in counts if count]
 
 
 @dataclass(frozen=True)

@@ -124,11 +124,10 @@ def _verdicts(document: JsonDict) -> list[str]:
         return []
     lines = ["## Endpoints", "", "| server endpoint | protocol | connections | header | verdict |", "|---|---|---:|---|---|"]
     for row in rows:
-        verdict = (f"**{row['errors']} error(s)**" if row["errors"] else
-                   f"{row['warnings']} warning(s)" if row["warnings"] else "healthy")
-        protocol = "/".join(row["protocols"]) + (f" ({row['software']})" if row["software"] else "")
-        lines.append(f"| {_cell(row['endpoint'])} | {_cell(protocol)} | {row['connections']} | "
-                     f"{_cell(', '.join(row['headers']))} | {verdict} |")
+        verdict = (f"**{row.errors} error(s)**" if row.errors else
+                   f"{row.warnings} warning(s)" if row.warnings else "healthy")
+        lines.append(f"| {_cell(row.endpoint)} | {_cell(row.protocol_label())} | {row.connections} | "
+                     f"{_cell(', '.join(row.headers))} | {verdict} |")
     return lines + [""]
 
 

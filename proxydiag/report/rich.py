@@ -82,7 +82,7 @@ def _headline(environment: Environment) -> Text:
         parts.append(f"{len(captures)} capture{'s' if len(captures) != 1 else ''}, {packets} packets, "
                      f"{summary.connections} connections, {summary.with_proxy_header} with a PROXY header")
     if environment.logs_read:
-        logs, events = len(environment.logs), summary.log_events
+        logs, events = len(environment.logs), summary.log_events or 0
         parts.append(f"{logs} log{'s' if logs != 1 else ''}, {events} event{'s' if events != 1 else ''} read")
     if environment.proxy_configs is not None:
         paths = ", ".join(config.path for config in environment.proxy_configs) or "none readable"
@@ -106,15 +106,14 @@ def _verdict(document: JsonDict) -> Table:
     table.add_column("header")
     table.add_column("verdict")
     for row in endpoint_verdicts(document):
-        if row["errors"]:
-            mark, verdict, style = "✗", f"{row['errors']} error(s)", STYLES["error"]
-        elif row["warnings"]:
-            mark, verdict, style = "!", f"{row['warnings']} warning(s)", STYLES["warning"]
+        if row.errors:
+            mark, verdict, style = "✗", f"{row.errors} error(s)", STYLES["error"]
+        elif row.warnings:
+            mark, verdict, style = "!", f"{row.warnings} warning(s)", STYLES["warning"]
         else:
             mark, verdict, style = "✓", "healthy", "green"
-        protocol = "/".join(row["protocols"]) + (f" ({row['software']})" if row["software"] else "")
-        table.add_row(Text(mark, style=style), Text(row["endpoint"]), Text(protocol), Text(str(row["connections"])),
-                      Text(", ".join(row["headers"])), Text(verdict, style=style))
+        table.add_row(Text(mark, style=style), Text(row.endpoint), Text(row.protocol_label()), Text(str(row.connections)),
+                      Text(", ".join(row.headers)), Text(verdict, style=style))
     return table
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from proxydiag.jsontypes import JsonDict, JsonValue
 from proxydiag.parsers.redact import visible
@@ -111,8 +111,7 @@ def summarised(document: JsonDict, keep: int | None = SHOWN_CONNECTIONS) -> Json
             software.add(label)
         if keep is None or len(kept) < keep:
             kept.append(conn)
-    ordered = sorted((row.to_dict() for row in rows.values()),
-                     key=lambda row: (-int(row["errors"]), -int(row["warnings"]), str(row["endpoint"])))
+    ordered = [row.to_dict() for row in sorted((row.verdict() for row in rows.values()), key=EndpointVerdict.rank)]
     findings = [{**finding, "ladder_legs": [legs[conn_id] for conn_id in finding.get("legs") or () if conn_id in legs]}
                 for finding in document["findings"]]
     return {**document, "connections": kept, "endpoints": ordered, "servers_recognised": sorted(software),
@@ -139,19 +138,49 @@ class EndpointRow:
         self.errors += sum(1 for severity in severities if severity == "error")
         self.warnings += sum(1 for severity in severities if severity == "warning")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"endpoint": self.endpoint, "connections": self.connections, "protocols": sorted(self.protocols),
-                "headers": sorted(self.headers), "software": self.software, "errors": self.errors,
+    def verdict(self) -> EndpointVerdict:
+        return EndpointVerdict(self.endpoint, self.connections, tuple(sorted(self.protocols)),
+                               tuple(sorted(self.headers)), self.software, self.errors, self.warnings)
+
+
+@dataclass(frozen=True)
+class EndpointVerdict:
+    """One server endpoint's row, typed. The summarised document holds it as the dict
+    `to_dict` writes, so `--anonymize` rewrites it with the rest of the document; the
+    views read it back (`of`) by attribute."""
+
+    endpoint: str
+    connections: int
+    protocols: tuple[str, ...]
+    headers: tuple[str, ...]
+    software: str
+    errors: int
+    warnings: int
+
+    def rank(self) -> tuple[int, int, str]:
+        """Worst first, then by endpoint."""
+        return -self.errors, -self.warnings, self.endpoint
+
+    def protocol_label(self) -> str:
+        return "/".join(self.protocols) + (f" ({self.software})" if self.software else "")
+
+    def to_dict(self) -> JsonDict:
+        return {"endpoint": self.endpoint, "connections": self.connections, "protocols": list(self.protocols),
+                "headers": list(self.headers), "software": self.software, "errors": self.errors,
                 "warnings": self.warnings}
 
+    @classmethod
+    def of(cls, row: JsonDict) -> EndpointVerdict:
+        return cls(str(row["endpoint"]), int(row["connections"]), tuple(map(str, row["protocols"])),
+                   tuple(map(str, row["headers"])), str(row["software"]), int(row["errors"]), int(row["warnings"]))
 
-def endpoint_verdicts(document: JsonDict) -> list[JsonDict]:
+
+def endpoint_verdicts(document: JsonDict) -> list[EndpointVerdict]:
     """One row per server endpoint: its connections, header versions and the worst
     finding that cites any of them."""
     if "endpoints" not in document:
         document = summarised(document, keep=0)
-    rows: list[JsonDict] = document["endpoints"]
-    return rows
+    return [EndpointVerdict.of(row) for row in document["endpoints"]]
 
 
 def evidence_lines(finding: Finding, limit: int = 6) -> list[str]:
