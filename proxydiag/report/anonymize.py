@@ -170,6 +170,7 @@ class _Learning:
         self.pseudonyms = pseudonyms
         self.hostnames: set[str] = set()
         self.names: set[str] = set()  # the values of certificates' names (O=, OU=, L=, ...)
+        self.listeners: set[str] = set()  # Stalwart listener ids that say more than the words proxydiag knows
         self.seen: set[str] = set()
 
     def learn_paths(self, paths: Iterable[str]) -> None:
@@ -182,6 +183,9 @@ class _Learning:
         if key in ("inputs", "proxy_configs", "stalwart_config", "log_inputs"):
             for path in _paths({key: value}):
                 self.pseudonyms.path(path)
+        if key == "stalwart_config":
+            self.listeners.update(identifier for identifier in listener_ids(value)
+                                  if self.pseudonyms.text(identifier) != identifier)
         if key not in WIRE_KEYS:
             return
         self.names.update(names_in_certificates(value))
@@ -212,14 +216,16 @@ class _Learning:
             opaque_value(tlv["value"], self.pseudonyms)
 
     def rewriter(self) -> _Rewriter:
-        return _Rewriter(self.pseudonyms, self.hostnames, self.names)
+        return _Rewriter(self.pseudonyms, self.hostnames, self.names, self.listeners)
 
 
 class _Rewriter:
-    def __init__(self, pseudonyms: Pseudonyms, hostnames: set[str], certificate_names: Iterable[str] = ()) -> None:
+    def __init__(self, pseudonyms: Pseudonyms, hostnames: set[str], certificate_names: Iterable[str] = (),
+                 listener_ids: Iterable[str] = ()) -> None:
         self.pseudonyms = pseudonyms
-        ordered = sorted(certificate_names, key=len, reverse=True)
-        self.names = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, ordered)) + r")(?!\w)") if ordered else None
+        self.names = _words(certificate_names)
+        # a listener's id is told as its finding's sentence tells it (through the allowlist)
+        self.listeners = _words(listener_ids, r"[\w-]")
         names = sorted(hostnames, key=len, reverse=True)
         self.hostname = (
             re.compile(HOST_AFTER + "(" + "|".join(map(re.escape, names)) + r")(?![\w-])", re.I)
@@ -284,6 +290,8 @@ class _Rewriter:
     def _text(self, text: str) -> str:
         if self.names is not None:
             text = self.names.sub(lambda m: self.pseudonyms.name(m.group()), text)
+        if self.listeners is not None:
+            text = self.listeners.sub(lambda m: self.pseudonyms.text(m.group()), text)
         if "." in text:
             text = IPV4.sub(lambda m: self.pseudonyms.address(m.group()), text)
         if text.count(":") >= 2:
@@ -321,6 +329,18 @@ class _Rewriter:
         for begin, end in opaque_tlv_spans(header):
             rewritten[begin:end] = self.pseudonyms.blob(header[begin:end])
         return bytes(rewritten)
+
+
+def _words(words: Iterable[str], part: str = r"\w") -> re.Pattern[str] | None:
+    """A pattern for any of `words` standing alone (longest first), or None for none."""
+    ordered = sorted(words, key=len, reverse=True)
+    return re.compile(rf"(?<!{part})(" + "|".join(map(re.escape, ordered)) + rf")(?!{part})") if ordered else None
+
+
+def listener_ids(config: JsonValue) -> list[str]:
+    """The listener ids of a document's `stalwart_config`."""
+    listeners = config.get("listeners") if isinstance(config, dict) else None
+    return [str(item["id"]) for item in listeners or () if isinstance(item, dict) and isinstance(item.get("id"), str)]
 
 
 def _ipv6_of(token: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
