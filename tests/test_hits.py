@@ -17,6 +17,7 @@ from proxydiag.configs.stalwart import from_toml, parse_trusted_entry
 from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Connection
 from proxydiag.facts.provenance import ExpectOption, Majority, Provenance, StalwartListener, TrustedNetworksOption
+from proxydiag.parsers.proxy_protocol import Violation, parse, problems
 from proxydiag.rules import address as address_rules
 from proxydiag.rules import capture, config, front, http, server, tls
 from proxydiag.rules import header as header_rules
@@ -181,12 +182,17 @@ KINDS = sorted((kind for module in KIND_MODULES for kind in vars(module).values(
                key=lambda kind: kind.__name__)
 # Fields in proxydiag's own words (the service table's names, recognised protocols, a parser's
 # rule id, an expectation's value): never the evidence's, so told as they are.
-OWN_WORDS = {"service", "protocol", "rule", "expected", "value"}
+OWN_WORDS = {"service", "protocol", "rule", "expected", "value", "family"}
 NAMED = st.one_of(ADDRESSES, HOSTS)
 ENDPOINTS = st.builds(Endpoint, ADDRESSES, st.integers(1, 65535))
 TRUST_LISTS = st.builds(TrustList, st.none() | NAMED, st.lists(NAMED, max_size=3).map(tuple))
 CLAUSES = st.one_of(st.builds(LegOwnSource, ADDRESSES), st.builds(SendsHeadersItself, ADDRESSES),
                     st.builds(RefusedClearText, NAMED), TRUST_LISTS, st.builds(OffersStarttls))
+# A header's violations, those that quote the wire (an address, a field as it came) among them.
+PROBLEMS = st.one_of(st.builds(problems.FamilyMismatch, ADDRESSES, st.sampled_from([4, 6]), st.sampled_from(["TCP4", "TCP6"])),
+                     st.builds(problems.QuotedField, st.sampled_from(problems.Field), st.one_of(NAMED, ADDRESSES)),
+                     st.builds(problems.Crc32cMismatch, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)))
+VIOLATIONS = st.builds(Violation, st.integers(0, 200), st.sampled_from(["v1.address", "v1.port", "v2.crc32c"]), PROBLEMS)
 EXPECTED_VALUES = st.sampled_from(["v1", "v2", "any", "none"])
 PROVENANCES = st.one_of(st.builds(ExpectOption, EXPECTED_VALUES, st.none() | st.integers(1, 65535)),
                         st.builds(StalwartListener, NAMED, NAMED, ADDRESSES, st.booleans()),
@@ -202,7 +208,7 @@ def drawn(name: str, kind_of: object) -> st.SearchStrategy[object]:
     simple: dict[object, st.SearchStrategy[object]] = {
         int: st.integers(0, 10**6), float: st.floats(0, 10**4), bool: st.booleans(), Endpoint: ENDPOINTS, Said: CLAUSES, Provenance: PROVENANCES,
         Chain: st.builds(Chain, ADDRESSES, st.lists(ENDPOINTS, min_size=1, max_size=3).map(tuple)),
-        TrustList: TRUST_LISTS,
+        TrustList: TRUST_LISTS, Violation: VIOLATIONS,
     }
     if kind_of in simple:
         return simple[kind_of]
@@ -262,3 +268,17 @@ def test_the_stalwart_listener_an_expectation_comes_from_is_told_through_names()
     hidden = finding.message_for(Pseudonyms())
     assert hidden == ("240.0.0.1:10025 received a PROXY v2 header but does not expect one "
                       "(Stalwart listener 'text2' (input3): source 240.0.0.4 is not trusted).")
+
+
+def test_a_header_violation_that_quotes_an_address_is_told_through_names():
+    """The parser's violation is typed: the address it quotes goes through `Names.address`, its
+    words stay (before, the parser's finished sentence went through `Names.text` as one quoted
+    text: here 'text2'; --anonymize's allowlist took 'IPv6' for a name, '... is an word1 address')."""
+    header = b"PROXY TCP4 2001:db8::7 192.0.2.10 40000 25\r\n"
+    conn = dataclasses.replace(connection(), proxy=parse(header), header_bytes=header)
+    (finding,) = [f for f in judged([conn], ExpectationResolver()) if f.code == "PD103"]
+    assert "2001:db8::7 is an IPv6 address in a TCP4 line (byte 11, rule v1.family-mismatch)" in finding.message
+    hidden = finding.message_for(Pseudonyms())
+    assert "2001:db8::7" not in hidden and "192.0.2.10" not in hidden
+    assert hidden == ("Malformed PROXY v1 header to 240.0.0.1:10025: 3fff:ffff::2 is an IPv6 address in a TCP4 line "
+                      "(byte 11, rule v1.family-mismatch).")

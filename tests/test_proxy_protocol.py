@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxydiag.names import AS_THEY_ARE
 from proxydiag.parsers.proxy_protocol import (
     PP2_TYPE_ALPN,
     PP2_TYPE_AUTHORITY,
@@ -366,6 +367,6 @@ def test_ssl_group_sig_scheme_and_client_cert_are_named():
 ])
 def test_client_cert_that_is_no_der_certificate_is_a_violation(cert, words):
     (violation,) = parse(with_client_cert(cert)).violations
-    assert violation.rule == "v2.ssl-client-cert" and words in violation.message
+    assert violation.rule == "v2.ssl-client-cert" and words in violation.message(AS_THEY_ARE)
     header = with_client_cert(cert)
     assert header[violation.offset] == 0x28  # the offset names the sub-TLV's own type byte

@@ -52,9 +52,12 @@ def test_a_sentence_that_names_nothing_is_its_own_message():
 # --- no rule writes its sentence before a view asks ------------------------------------------
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "proxydiag" / "rules"
-# The callee and where its message stands among the arguments: an expectation's provenance too.
-MESSAGE_TAKERS = {"Hit": (0, "message"), "make_finding": (1, "message"), "Expectation": (1, "source")}
+# The callee and where its message stands among the arguments: an expectation's provenance and
+# a header's violation too.
+MESSAGE_TAKERS = {"Hit": (0, "message"), "make_finding": (1, "message"), "Expectation": (1, "source"),
+                  "Violation": (2, "problem")}
 EXPECTATIONS = RULES_DIR.parent / "facts" / "expectations.py"
+PROXY_PROTOCOL_DIR = RULES_DIR.parent / "parsers" / "proxy_protocol"
 
 
 def _callee(call: ast.Call) -> str:
@@ -128,6 +131,9 @@ def prose_messages(source: str) -> list[int]:
     'Hit(Sentence(f"{address} refused"))',
     'Expectation("any", f"--expect {value}")',
     'Expectation("none", source="--trusted-networks: source not in the list")',
+    'Violation(5, "v1.single-space", f"\'PROXY\' is followed by byte 0x{data[5]:02x}")',
+    'Violation(offset, "v1.address", problem=f"{text!r} is not an IP address")',
+    'def cut(version: int, needed: str) -> Violation:\n    return Violation(0, "v1.incomplete", needed)',
 ])
 def test_a_sentence_written_before_the_view_is_caught(source):
     assert prose_messages(source) == [source.count("\n") + 1]
@@ -139,6 +145,8 @@ def test_a_sentence_written_before_the_view_is_caught(source):
     'Hit(Sentence("The capture holds no mail traffic."))',
     "def finding(code: str, message: Said) -> Finding:\n    return make_finding(code, message, {})",
     "Expectation(value, ExpectOption(value, port))",
+    'Violation(offset, "v1.address", QuotedField(Field.NOT_AN_ADDRESS, text))',
+    "replace(violation, offset=violation.offset + value_offset)",
 ])
 def test_a_typed_hit_passes(source):
     assert prose_messages(source) == []
@@ -155,3 +163,10 @@ def test_expectations_hand_over_a_typed_provenance_not_a_sentence():
     lines = prose_messages(EXPECTATIONS.read_text(encoding="utf-8"))
     assert not lines, f"proxydiag/facts/expectations.py writes an expectation's provenance as a sentence at lines {lines}: " \
                       "use a Provenance kind (facts/provenance.py) with typed fields"
+
+
+@pytest.mark.parametrize("module", sorted(path.name for path in PROXY_PROTOCOL_DIR.glob("*.py")))
+def test_the_header_parsers_hand_over_typed_violations_not_sentences(module):
+    lines = prose_messages((PROXY_PROTOCOL_DIR / module).read_text(encoding="utf-8"))
+    assert not lines, f"proxydiag/parsers/proxy_protocol/{module} writes a violation as a sentence at lines {lines}: " \
+                      "use a Problem kind (parsers/proxy_protocol/problems.py) with typed fields"

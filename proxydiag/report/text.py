@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from proxydiag.names import AS_THEY_ARE
 from proxydiag.parsers.proxy_protocol import NOT_A_HEADER, ParseResult, ProxyHeader
 from proxydiag.parsers.redact import visible
 
@@ -24,7 +25,7 @@ def _describe_parse(result: ParseResult) -> list[str]:
         lines.append(f"not a PROXY header: {NOT_A_HEADER}")
         return lines
     for violation in result.violations:
-        lines.append(f"  violation at byte {violation.offset}: {violation.message} [{violation.rule}]")
+        lines.append(f"  violation at byte {violation.offset}: {violation.message(AS_THEY_ARE)} [{violation.rule}]")
     return lines
 
 

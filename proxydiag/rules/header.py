@@ -11,6 +11,7 @@ from proxydiag.facts.model import Connection
 from proxydiag.facts.provenance import Provenance
 from proxydiag.parsers.protocols.http import HttpOpening
 from proxydiag.parsers.protocols.software import STALWART_PROXY
+from proxydiag.parsers.proxy_protocol import Violation
 from proxydiag.rules.base import (
     HEALTH_CHECK_SECONDS,
     Context,
@@ -243,14 +244,13 @@ def refused_tls_at_once(conn: Connection) -> bool:
 class Malformed(Said):
     version: int | None
     server: Endpoint
-    problem: str  # the first violation, in the parser's words
-    offset: int
-    rule: str
+    first: Violation  # typed: its sentence is told through the same names
     stalwart: str | None  # what Stalwart's own reader makes of it
 
     def message(self, names: Names) -> str:
-        return (f"Malformed PROXY v{self.version} header to {self.server.told(names)}: {names.text(self.problem)} "
-                f"(byte {self.offset}, rule {self.rule})." + (f" {names.text(self.stalwart)}." if self.stalwart else ""))
+        return (f"Malformed PROXY v{self.version} header to {self.server.told(names)}: {self.first.message(names)} "
+                f"(byte {self.first.offset}, rule {self.first.rule})."
+                + (f" {names.text(self.stalwart)}." if self.stalwart else ""))
 
 
 class MalformedProxyHeader(Rule):
@@ -266,8 +266,7 @@ class MalformedProxyHeader(Rule):
             first = violations[0]
             reading = stalwart_reading(parsed, conn.header_bytes or b"") if parsed is conn.proxy else None
             yield Hit(
-                Malformed(parsed.version, server_endpoint(conn), first.message, first.offset, first.rule,
-                          reading.says if reading else None),
+                Malformed(parsed.version, server_endpoint(conn), first, reading.says if reading else None),
                 [conn],
                 {"violations": [v.to_dict() for v in violations], "header": header_hex(conn),
                  **({"stalwart": reading.says} if reading else {})},

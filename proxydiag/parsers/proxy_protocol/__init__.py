@@ -22,6 +22,7 @@ from proxydiag.parsers.proxy_protocol.model import (
     Violation,
     address_text,
 )
+from proxydiag.parsers.proxy_protocol.problems import Plain, Problem
 from proxydiag.parsers.proxy_protocol.spec import (
     ADDRESS_BLOCK_LENGTH,
     AWS_SUBTYPE_VPCE_ID,
@@ -64,7 +65,7 @@ __all__ = [
     "ADDRESS_BLOCK_LENGTH", "AWS_SUBTYPE_VPCE_ID", "AZURE_SUBTYPE_PRIVATE_ENDPOINT_LINK_ID", "COMMANDS", "HIDDEN_TEXT",
     "MAX_HEADER_LENGTH", "MAX_TLVS", "NOT_A_HEADER", "PP2_CLIENT_CERT_CONN", "PP2_CLIENT_CERT_SESS", "PP2_CLIENT_SSL",
     "PP2_TYPE_ALPN", "PP2_TYPE_AUTHORITY", "PP2_TYPE_AWS", "PP2_TYPE_AZURE", "PP2_TYPE_CRC32C", "PP2_TYPE_GCP",
-    "PP2_TYPE_NETNS", "PP2_TYPE_NOOP", "PP2_TYPE_SSL", "PP2_TYPE_UNIQUE_ID", "PREFIX_V1", "SIGNATURE_V2",
+    "PP2_TYPE_NETNS", "PP2_TYPE_NOOP", "Problem", "PP2_TYPE_SSL", "PP2_TYPE_UNIQUE_ID", "PREFIX_V1", "SIGNATURE_V2",
     "SSL_SUBTYPES", "SSL_SUBTYPE_BY_NAME", "TLV_NAMES", "UNIQUE_ID_MAX_LENGTH", "UNSHOWN_TLVS", "V1_MAX_LENGTH",
     "V2_FAMILIES", "V2_FAMILY_BYTES", "V2_FIXED_LENGTH", "ParseResult", "ProxyHeader", "SslInfo", "Tlv", "Violation",
     "address_text", "build_ssl_value", "build_tlv", "build_v1", "build_v2", "crc32c", "der_sequence_problem",
@@ -80,4 +81,4 @@ def parse(data: bytes) -> ParseResult:
         return parse_v2(data)
     if version == 1:
         return parse_v1(data)
-    return ParseResult(version=None, violations=(Violation(0, "signature", NOT_A_HEADER),))
+    return ParseResult(version=None, violations=(Violation(0, "signature", Plain.NOT_A_HEADER),))

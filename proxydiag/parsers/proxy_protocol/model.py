@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxydiag.jsontypes import JsonDict
+from proxydiag.names import AS_THEY_ARE, Names
+from proxydiag.parsers.proxy_protocol.problems import Incomplete, Problem
 from proxydiag.parsers.proxy_protocol.spec import (
     NOT_A_HEADER,
     PP2_CLIENT_CERT_CONN,
@@ -19,12 +21,18 @@ from proxydiag.parsers.proxy_protocol.spec import (
 
 @dataclass(frozen=True, slots=True)
 class Violation:
+    """A rule of the spec the bytes broke: where, the rule's name, and what broke it (typed: its
+    sentence is written by `message(names)` when a view asks)."""
+
     offset: int
     rule: str
-    message: str
+    problem: Problem
+
+    def message(self, names: Names) -> str:
+        return self.problem.message(names)
 
     def to_dict(self) -> JsonDict:
-        return {"offset": self.offset, "rule": self.rule, "message": self.message}
+        return {"offset": self.offset, "rule": self.rule, "message": self.message(AS_THEY_ARE)}
 
 
 # TLV types no one defines: a header whose length ran into the client's bytes reads them
@@ -154,12 +162,13 @@ class ParseResult:
             "trailing": trailing,
         }
         if self.header is None:
-            document["reason"] = self.violations[0].message if self.violations else NOT_A_HEADER
+            document["reason"] = self.violations[0].message(AS_THEY_ARE) if self.violations else NOT_A_HEADER
         return document
 
 
-def incomplete(version: int, data: bytes, needed: str) -> ParseResult:
-    violation = Violation(len(data), f"v{version}.incomplete", f"the data ends after {len(data)} bytes, {needed}")
+def incomplete(version: int, data: bytes, declared: int | None = None) -> ParseResult:
+    """The data ends before the header does (`declared`: the length a whole v2 fixed part gives)."""
+    violation = Violation(len(data), f"v{version}.incomplete", Incomplete(version, len(data), declared))
     return ParseResult(version=version, violations=(violation,), incomplete=True)
 
 

@@ -5,10 +5,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from proxydiag.jsontypes import JsonDict
 from proxydiag.parsers.proxy_protocol.model import HIDDEN_TEXT, SslInfo, Tlv, Violation
+from proxydiag.parsers.proxy_protocol.problems import (
+    ClientCertificate,
+    Crc32cMismatch,
+    NotDer,
+    Number,
+    OneNumber,
+    Plain,
+    TextValue,
+    TlvOverrun,
+    TooManyTlvs,
+)
 from proxydiag.parsers.proxy_protocol.spec import (
     ADDRESS_BLOCK_LENGTH,
     AWS_SUBTYPE_VPCE_ID,
@@ -30,7 +42,6 @@ from proxydiag.parsers.proxy_protocol.spec import (
     UNIQUE_ID_MAX_LENGTH,
     V2_FIXED_LENGTH,
     header_version_at_start,
-    tlv_name,
 )
 from proxydiag.parsers.redact import secret_at
 
@@ -55,19 +66,12 @@ def _walk_tlvs(data: bytes, start: int, end: int, violations: list[Violation], r
     offset = start
     while offset < end:
         if end - offset < TLV_HEAD.size:
-            violations.append(Violation(offset, rule, f"{end - offset} stray byte(s) where a 3-byte TLV head is needed"))
+            violations.append(Violation(offset, rule, OneNumber(Number.STRAY_BYTES, end - offset)))
             return
         tlv_type, tlv_length = TLV_HEAD.unpack_from(data, offset)
         value_start = offset + TLV_HEAD.size
         if value_start + tlv_length > end:
-            violations.append(
-                Violation(
-                    offset,
-                    rule,
-                    f"TLV 0x{tlv_type:02x} ({tlv_name(tlv_type)}) declares {tlv_length} bytes but only "
-                    f"{end - value_start} remain",
-                )
-            )
+            violations.append(Violation(offset, rule, TlvOverrun(tlv_type, tlv_length, end - value_start)))
             return
         yield tlv_type, offset, data[value_start : value_start + tlv_length]
         offset = value_start + tlv_length
@@ -101,10 +105,7 @@ def v2_tlvs(block: bytes, start: int, violations: list[Violation]) -> tuple[list
         else:
             tlvs.append(Tlv(tlv_type, offset, value, None, hidden))
     if omitted:
-        violations.append(
-            Violation(first_omitted, "v2.tlv-count", f"{MAX_TLVS + omitted} TLVs; the {omitted} past the first {MAX_TLVS} "
-                      "are counted, not shown")
-        )
+        violations.append(Violation(first_omitted, "v2.tlv-count", TooManyTlvs(omitted)))
     return tlvs, first_ssl, omitted
 
 
@@ -112,25 +113,20 @@ _CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]|\xc2[\x80-\x9f]|\xd8\x9c|\xe2\x80
 
 
 def _text(value: bytes, offset: int, violations: list[Violation], name: str, ascii_only: bool = False,
-          what: str = "TLV") -> str:
+          sub_tlv: bool = False) -> str:
     """A text value as the spec types it (US-ASCII or UTF-8); bytes that break the type
     are kept as \\x escapes, and control characters (no name or version holds one) are
     named too."""
-    label = name.upper().replace("_", " ")
     try:
         text = value.decode("ascii" if ascii_only else "utf-8")
     except UnicodeDecodeError:
-        encoding = "US-ASCII" if ascii_only else "UTF-8"
-        violations.append(Violation(offset, f"v2.{name}", f"{label} {what} value is not {encoding}"))
+        violations.append(Violation(offset, f"v2.{name}", TextValue(name, sub_tlv, ascii_only)))
         text = value.decode("ascii" if ascii_only else "utf-8", "backslashreplace")
     if secret_at(value) is not None:
         return HIDDEN_TEXT
     control = _CONTROL_BYTES.search(value)
     if control:
-        violations.append(
-            Violation(offset, f"v2.{name}-control", f"{label} {what} value holds control character(s) "
-                      f"(the first: 0x{control.group().hex()})")
-        )
+        violations.append(Violation(offset, f"v2.{name}-control", TextValue(name, sub_tlv, ascii_only, control.group())))
     return text
 
 
@@ -148,9 +144,7 @@ def _decode_netns(value: bytes, offset: int, violations: list[Violation]) -> str
 
 def _decode_unique_id(value: bytes, offset: int, violations: list[Violation]) -> str:
     if len(value) > UNIQUE_ID_MAX_LENGTH:
-        violations.append(
-            Violation(offset, "v2.unique-id-length", f"UNIQUE_ID is {len(value)} bytes; at most 128 are allowed")
-        )
+        violations.append(Violation(offset, "v2.unique-id-length", OneNumber(Number.UNIQUE_ID_LENGTH, len(value))))
     return value.hex()
 
 
@@ -185,9 +179,7 @@ _TLV_DECODERS = {
 
 def _decode_ssl(value: bytes, value_offset: int, violations: list[Violation]) -> SslInfo | None:
     if len(value) < SSL_FIXED_LENGTH:
-        violations.append(
-            Violation(value_offset, "v2.ssl-length", f"SSL TLV is {len(value)} bytes; client and verify need 5")
-        )
+        violations.append(Violation(value_offset, "v2.ssl-length", OneNumber(Number.SSL_LENGTH, len(value))))
         return None
     client = value[0]
     verify = int.from_bytes(value[1:5], "big")
@@ -198,54 +190,47 @@ def _decode_ssl(value: bytes, value_offset: int, violations: list[Violation]) ->
         _walk_tlvs(value, SSL_FIXED_LENGTH, len(value), shifted, "v2.ssl-sub-tlv-length")
     ):
         if count >= MAX_TLVS:
-            shifted.append(
-                Violation(sub_offset, "v2.ssl-sub-tlv-count", f"more than {MAX_TLVS} SSL sub-TLVs; the rest are not read")
-            )
+            shifted.append(Violation(sub_offset, "v2.ssl-sub-tlv-count", Plain.TOO_MANY_SSL_SUB_TLVS))
             break
         name = SSL_SUBTYPES.get(sub_type)
         if name == "client_cert":
             sub_fields["client_cert_length"] = len(sub_value)
             problem = der_sequence_problem(sub_value)
             if problem:
-                shifted.append(Violation(sub_offset, "v2.ssl-client-cert", f"CLIENT_CERT sub-TLV (0x28): {problem}"))
+                shifted.append(Violation(sub_offset, "v2.ssl-client-cert", ClientCertificate(problem)))
         elif name is not None and name not in sub_fields:
             # CN is UTF-8; VERSION, CIPHER, SIG_ALG, KEY_ALG (and GROUP, SIG_SCHEME) are US-ASCII.
-            sub_fields[name] = _text(sub_value, sub_offset, shifted, f"ssl_{name}", ascii_only=name != "cn", what="sub-TLV")
-    violations.extend(Violation(v.offset + value_offset, v.rule, v.message) for v in shifted)
+            sub_fields[name] = _text(sub_value, sub_offset, shifted, f"ssl_{name}", ascii_only=name != "cn", sub_tlv=True)
+    violations.extend(replace(v, offset=v.offset + value_offset) for v in shifted)
     if client & PP2_CLIENT_SSL and "version" not in sub_fields:
-        violations.append(
-            Violation(value_offset, "v2.ssl-version-missing",
-                      "PP2_CLIENT_SSL is set but no SSL_VERSION sub-TLV follows (the spec requires it)")
-        )
+        violations.append(Violation(value_offset, "v2.ssl-version-missing", Plain.SSL_VERSION_MISSING))
     return SslInfo(client=client, verify=verify, **sub_fields)
 
 
-def der_sequence_problem(value: bytes) -> str | None:
+def der_sequence_problem(value: bytes) -> NotDer | None:
     """Why `value` is not one DER SEQUENCE filling it exactly (PP2_SUBTYPE_SSL_CLIENT_CERT holds the
     client's certificate in DER, doc/proxy-protocol.txt 2.2.5), or None."""
     if len(value) < 2 or value[0] != 0x30:
-        return "not a DER certificate (a certificate starts with a SEQUENCE, byte 0x30)"
+        return NotDer(len(value), starts_with_sequence=False)
     first = value[1]
     if first == 0x80 or first == 0xFF:
-        return "an indefinite or reserved length, which DER forbids"
+        return NotDer(len(value), definite=False)
     head, length = (2, first) if first < 0x80 else (2 + (first & 0x7F), int.from_bytes(value[2:2 + (first & 0x7F)], "big"))
     if len(value) < head or head + length != len(value):
-        return f"the DER length says {head + length} bytes, the sub-TLV holds {len(value)}"
+        return NotDer(len(value), said=head + length)
     return None
 
 
 def _check_crc32c(block: bytes, offset: int, value: bytes, violations: list[Violation]) -> JsonDict:
     if len(value) != 4:
-        violations.append(Violation(offset, "v2.crc32c-length", f"CRC32C TLV is {len(value)} bytes; it must be 4"))
+        violations.append(Violation(offset, "v2.crc32c-length", OneNumber(Number.CRC32C_LENGTH, len(value))))
         return {"value": None, "valid": False}  # no checksum: whatever bytes the length took in
     value_start = offset + TLV_HEAD.size
     zeroed = block[:value_start] + b"\x00\x00\x00\x00" + block[value_start + 4 :]
     expected = crc32c(zeroed)
     received = int.from_bytes(value, "big")
     if received != expected:
-        violations.append(
-            Violation(value_start, "v2.crc32c", f"CRC32C is 0x{received:08x}; the header's checksum is 0x{expected:08x}")
-        )
+        violations.append(Violation(value_start, "v2.crc32c", Crc32cMismatch(received, expected)))
     return {"value": f"0x{received:08x}", "valid": received == expected}
 
 

@@ -6,6 +6,11 @@ import ipaddress
 from typing import TypedDict
 
 from proxydiag.parsers.proxy_protocol.model import ParseResult, ProxyHeader, Violation, address_text, incomplete
+from proxydiag.parsers.proxy_protocol.problems import (
+    Number,
+    OneNumber,
+    ShortAddressBlock,
+)
 from proxydiag.parsers.proxy_protocol.spec import (
     ADDRESS_BLOCK_LENGTH,
     COMMANDS,
@@ -30,14 +35,14 @@ class AddressFields(TypedDict, total=False):
 
 def parse_v2(data: bytes) -> ParseResult:
     if len(data) < V2_FIXED_LENGTH:
-        return incomplete(2, data, "inside the 16-byte fixed part")
+        return incomplete(2, data)
     _, ver_cmd, family_byte, declared = FIXED_V2.unpack_from(data)
     length = V2_FIXED_LENGTH + declared
     violations: list[Violation] = []
     if len(data) < length:
         # The fixed part is whole and can be trusted; the rest never arrived.
         command, family = _v2_command(ver_cmd, violations), _v2_family(family_byte, violations)
-        cut = incomplete(2, data, f"but the header declares {length}")
+        cut = incomplete(2, data, declared=length)
         return ParseResult(
             version=2, header=ProxyHeader(version=2, command=command, family=family, length=length),
             violations=tuple(violations) + cut.violations, incomplete=True,
@@ -56,13 +61,7 @@ def parse_v2(data: bytes) -> ParseResult:
             length=length,
         )
     if declared < address_length:
-        violations.append(
-            Violation(
-                14,
-                "v2.length",
-                f"length {declared} is shorter than the {address_length}-byte address block of {family}",
-            )
-        )
+        violations.append(Violation(14, "v2.length", ShortAddressBlock(declared, address_length, family)))
         return ParseResult(
             version=2,
             header=ProxyHeader(version=2, command=command, family=family, length=length),
@@ -80,10 +79,10 @@ def parse_v2(data: bytes) -> ParseResult:
 
 def _v2_command(ver_cmd: int, violations: list[Violation]) -> str:
     if ver_cmd >> 4 != 2:
-        violations.append(Violation(12, "v2.version", f"version nibble is {ver_cmd >> 4}; it must be 2"))
+        violations.append(Violation(12, "v2.version", OneNumber(Number.VERSION_NIBBLE, ver_cmd >> 4)))
     command = COMMANDS.get(ver_cmd & 0x0F)
     if command is None:
-        violations.append(Violation(12, "v2.command", f"command 0x{ver_cmd & 0x0F:x} is neither LOCAL (0) nor PROXY (1)"))
+        violations.append(Violation(12, "v2.command", OneNumber(Number.COMMAND, ver_cmd & 0x0F)))
         return f"0x{ver_cmd & 0x0F:x}"
     return command
 
@@ -93,13 +92,11 @@ def _v2_family(family_byte: int, violations: list[Violation]) -> str:
     if name is not None:
         return name
     if family_byte >> 4 not in ADDRESS_BLOCK_LENGTH:
-        violations.append(Violation(13, "v2.family", f"address family 0x{family_byte >> 4:x} is not UNSPEC, INET, INET6 or UNIX"))
+        violations.append(Violation(13, "v2.family", OneNumber(Number.FAMILY, family_byte >> 4)))
     if family_byte & 0x0F > 2:
-        violations.append(Violation(13, "v2.transport", f"transport 0x{family_byte & 0x0F:x} is not UNSPEC, STREAM or DGRAM"))
+        violations.append(Violation(13, "v2.transport", OneNumber(Number.TRANSPORT, family_byte & 0x0F)))
     if family_byte & 0x0F == 0 or family_byte >> 4 == 0:
-        violations.append(
-            Violation(13, "v2.family", f"family/transport byte 0x{family_byte:02x} mixes UNSPEC with a concrete value")
-        )
+        violations.append(Violation(13, "v2.family", OneNumber(Number.UNSPEC_MIXED, family_byte)))
     return f"0x{family_byte:02x}"
 
 
