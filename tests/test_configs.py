@@ -4,6 +4,7 @@ fixes printed for them applied and checked by the same programs."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxydiag import configs
-from proxydiag.configs import fixes, haproxy, haproxy_sections
+from proxydiag.configs import compose, fixes, haproxy, haproxy_sections, tree
 from proxydiag.configs.model import ConfigReadError
 from proxydiag.configs.stalwart import load as load_stalwart
 from proxydiag.pipeline.check import check_configurations
@@ -775,3 +776,26 @@ def test_nginx_fix_for_the_version_the_file_shows(tmp_path, pem):
     pd302 = next(j for j in result.judgements if j.code == "PD302")
     assert not any("v2" in line for edit in pd302.edits for line in edit.new)
     nginx_accepts(fixed(older, result, "PD302"))
+
+
+@pytest.mark.parametrize("text", [
+    COMPOSE_STALWART.format(inside=25),
+    json.dumps({"services": {"stalwart": {"ports": ["127.0.0.1:40025:25"]}}}, indent=2),
+    '{"services": {"stalwart": {"ports": ["127.0.0.1:40025:25"]}}}',
+    "'services':\n  stalwart:\n    ports: ['127.0.0.1:40025:25']\n",
+])
+def test_compose_published_ports_are_read_in_each_spelling_of_its_services_key(tmp_path, text):
+    """Block YAML, JSON (one line or indented) and a quoted key: all a compose file."""
+    path = write(tmp_path, "stack.conf", text)  # a name that says nothing
+    assert [(port.published, port.target) for port in compose.published_ports(str(path))][:1] == [(40025, 25)]
+
+
+def test_a_proxy_file_is_not_parsed_as_yaml_for_published_ports(tmp_path, monkeypatch):
+    """`check` looks for compose ports in every file it is given; a HAProxy file has no
+    `services` key, so no YAML parser runs over it (a quarter of check's time before)."""
+    parsed = []
+    monkeypatch.setattr(tree, "yaml_documents", lambda *args: parsed.append(args) or [])
+    path = write(tmp_path, "haproxy.cfg", haproxy_cfg("frontend smtp\n    bind :25\n    default_backend mail\n"
+                                                      f"backend mail\n    server s {SERVER}:10025 send-proxy-v2\n"))
+    assert compose.published_ports(str(path)) == [] and parsed == []
+    assert check_configurations([str(path)]).configs[0].kind == "haproxy"

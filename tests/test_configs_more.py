@@ -22,9 +22,11 @@ from hypothesis import strategies as st
 
 from proxydiag import configs
 from proxydiag.configs import caddy, envoy, fixes, kubernetes, traefik
-from proxydiag.configs.model import ConfigReadError
+from proxydiag.configs.model import ConfigReadError, Origin, ProxyConfig, VersionFloor
 from proxydiag.configs.stalwart import load as load_stalwart
 from proxydiag.pipeline.check import check_configurations
+from proxydiag.report.views import told_findings
+from proxydiag.rules import crosscheck
 from tests.daemons import need
 from tests.stalwart_configs import stalwart_toml
 
@@ -113,6 +115,26 @@ def test_traefik_header_to_untrusting_listener(tmp_path):
     assert cites(found.evidence["header"], tmp_path / "dynamic.yml", "version: 2")
     assert "config.toml:" in found.evidence["stalwart"]
     assert "PD110" not in [j.code for j in result.judgements]  # HostSNI(`*`) without TLS: forwarded at once
+
+
+def test_page_fix_of_a_finding_without_edits_is_the_configured_proxys_alone(tmp_path):
+    """Envoy's PD101 edits nothing of the user's bootstrap: its fix is the page's, and only
+    Envoy's section of it (and Stalwart's), not the HAProxy and nginx sections a report
+    prints when it cannot tell the proxy."""
+    result = check(tmp_path, {"envoy.yaml": envoy_bootstrap(143, 10143)}, TRUSTING)
+    missing = judgement(result, "PD101")
+    assert not missing.edits and missing.proxy == "Envoy"
+    (finding,) = told_findings([crosscheck.to_finding(missing)])
+    assert finding.fix.startswith("Envoy:") and "HAProxy:" not in finding.fix and "nginx:" not in finding.fix
+    assert "ProxyProtocolUpstreamTransport" in finding.fix  # the page's Envoy fix
+
+
+def test_page_section_carries_the_release_the_file_shows():
+    """A HAProxy file using `unique-id` (2.2) gets the page's fix for 2.2 and later first."""
+    floor = VersionFloor("2.2", Origin("haproxy.cfg", 9, "    bind :25 accept-proxy"))
+    assert crosscheck.page_section(ProxyConfig("haproxy", "haproxy.cfg", version_floor=floor)) == "HAProxy 2.2+"
+    assert crosscheck.page_section(ProxyConfig("kubernetes", "svc.yaml")) == "Cloud load balancers"
+    assert crosscheck.page_section(ProxyConfig("unknown", "x")) is None
 
 
 def test_traefik_no_header_to_trusting_listener_fix_adds_it(tmp_path):
@@ -1007,3 +1029,18 @@ def test_pd604_only_where_the_proxies_given_may_send_no_header_to_the_http_liste
     sending = [j.code for j in check(tmp_path, {"sends.cfg": haproxy("send-proxy-v2")}).findings]
     silent = [j.code for j in check(tmp_path, {"silent.cfg": haproxy("")}).findings]
     assert "PD604" not in sending and "PD604" in silent
+
+
+@pytest.mark.parametrize("kind, directive", [("haproxy", "`source`"), ("nginx", "`proxy_bind`"),
+                                             ("stalwart-proxy", "`source_ips`"), ("envoy", "`upstream_bind_config`"),
+                                             ("stunnel", "`local`"), ("traefik", None), ("caddy", None)])
+def test_trust_advice_names_the_configured_proxys_own_source_directive(kind, directive):
+    """PD102 with no source address set: the advice says how *this* proxy sets the address it
+    connects from (a Stalwart proxy user was told about HAProxy `source` and nginx `proxy_bind`)."""
+    from proxydiag.configs.stalwart import Listener
+
+    advice = fixes.trust_advice("config.toml:3", None, Listener("smtp", "smtp", [("::", 10025)]), kind)
+    if directive is None:
+        assert "its host's" in advice and "`" not in advice
+    else:
+        assert directive in advice and ("HAProxy" in advice) == (kind == "haproxy")

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxydiag.configs.stalwart import parse_trusted_entry
+from proxydiag.configs.stalwart import from_toml, parse_trusted_entry
 from proxydiag.facts.expectations import ExpectationResolver
 from proxydiag.facts.model import Connection
+from proxydiag.facts.provenance import ExpectOption, Majority, Provenance, StalwartListener, TrustedNetworksOption
 from proxydiag.rules import address as address_rules
 from proxydiag.rules import capture, config, front, http, server, tls
 from proxydiag.rules import header as header_rules
@@ -132,7 +133,7 @@ def test_as_they_are_a_missing_header_reads_as_it_always_did():
                                "PROXY header, but the listener expects one (--expect v2).")
     hidden = finding.message_for(Pseudonyms())
     assert hidden == "Connection to [3fff:ffff::1]:10025 starts with 'text2' instead of a PROXY header, but the " \
-                     "listener expects one (text3)."
+                     "listener expects one (--expect v2)."
 
 
 def test_as_they_are_an_untrusted_proxy_names_the_list_it_was_judged_against():
@@ -180,12 +181,18 @@ KINDS = sorted((kind for module in KIND_MODULES for kind in vars(module).values(
                key=lambda kind: kind.__name__)
 # Fields in proxydiag's own words (the service table's names, recognised protocols, a parser's
 # rule id, an expectation's value): never the evidence's, so told as they are.
-OWN_WORDS = {"service", "protocol", "rule", "expected"}
+OWN_WORDS = {"service", "protocol", "rule", "expected", "value"}
 NAMED = st.one_of(ADDRESSES, HOSTS)
 ENDPOINTS = st.builds(Endpoint, ADDRESSES, st.integers(1, 65535))
 TRUST_LISTS = st.builds(TrustList, st.none() | NAMED, st.lists(NAMED, max_size=3).map(tuple))
 CLAUSES = st.one_of(st.builds(LegOwnSource, ADDRESSES), st.builds(SendsHeadersItself, ADDRESSES),
                     st.builds(RefusedClearText, NAMED), TRUST_LISTS, st.builds(OffersStarttls))
+EXPECTED_VALUES = st.sampled_from(["v1", "v2", "any", "none"])
+PROVENANCES = st.one_of(st.builds(ExpectOption, EXPECTED_VALUES, st.none() | st.integers(1, 65535)),
+                        st.builds(StalwartListener, NAMED, NAMED, ADDRESSES, st.booleans()),
+                        st.builds(TrustedNetworksOption, st.booleans()),
+                        st.builds(Majority, st.integers(0, 10**6), st.integers(0, 10**6), ADDRESSES,
+                                  st.integers(1, 65535), st.booleans()))
 
 
 def drawn(name: str, kind_of: object) -> st.SearchStrategy[object]:
@@ -193,7 +200,7 @@ def drawn(name: str, kind_of: object) -> st.SearchStrategy[object]:
     if kind_of is str:
         return st.sampled_from(["smtp", "imap", "v2"]) if name in OWN_WORDS else NAMED
     simple: dict[object, st.SearchStrategy[object]] = {
-        int: st.integers(0, 10**6), float: st.floats(0, 10**4), bool: st.booleans(), Endpoint: ENDPOINTS, Said: CLAUSES,
+        int: st.integers(0, 10**6), float: st.floats(0, 10**4), bool: st.booleans(), Endpoint: ENDPOINTS, Said: CLAUSES, Provenance: PROVENANCES,
         Chain: st.builds(Chain, ADDRESSES, st.lists(ENDPOINTS, min_size=1, max_size=3).map(tuple)),
         TrustList: TRUST_LISTS,
     }
@@ -240,3 +247,18 @@ def test_no_field_of_a_kind_reaches_its_sentence_unnamed(kind):
         assert said.message(AS_THEY_ARE)
 
     told_through_pseudonyms()
+
+
+def test_the_stalwart_listener_an_expectation_comes_from_is_told_through_names():
+    """The provenance is typed: the listener id, the configuration's path and the leg's source
+    each go through their own kind of name, the sentence's words stay (before, the whole
+    provenance went through `Names.text` as one quoted string)."""
+    config = from_toml({"server": {"listener": {"acme-submission": {"bind": ["0.0.0.0:10025"], "protocol": "smtp"}}}},
+                       "/srv/acme-mailhub/stalwart/config.toml")
+    conn = connection(src=("198.51.100.2", 40000), dst=("192.0.2.10", 10025), header="v2")
+    (finding,) = [f for f in judged([conn], ExpectationResolver(config=config)) if f.code == "PD102"]
+    assert finding.message.endswith("(Stalwart listener 'acme-submission' (/srv/acme-mailhub/stalwart/config.toml): "
+                                    "source 198.51.100.2 is not trusted).")
+    hidden = finding.message_for(Pseudonyms())
+    assert hidden == ("240.0.0.1:10025 received a PROXY v2 header but does not expect one "
+                      "(Stalwart listener 'text2' (input3): source 240.0.0.4 is not trusted).")

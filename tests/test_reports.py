@@ -260,3 +260,13 @@ def test_no_findings_says_what_was_looked_at(tmp_path):
     for fmt in ("rich", "markdown"):
         shown = run("check", str(nginx), "--format", fmt).stdout
         assert "No findings: the proxy configurations show no problem." in shown and "greeting" not in shown, fmt
+
+
+def test_rich_fix_code_block_is_set_apart_from_the_explain_pointer():
+    """A fix ending in a code block ran straight into "more: proxydiag explain"; a blank
+    line now closes every fix."""
+    lines = [line.rstrip() for line in run("analyze", "captures/v1-behind-tls.pcap").stdout.splitlines()]
+    fixes = [index for index, line in enumerate(lines) if line.strip() == "fix:"]
+    pointers = [next(index for index in range(start, len(lines)) if lines[index].strip().startswith("more: "))
+                for start in fixes]
+    assert pointers and all(lines[index - 1] == "" for index in pointers)

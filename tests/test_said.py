@@ -52,7 +52,9 @@ def test_a_sentence_that_names_nothing_is_its_own_message():
 # --- no rule writes its sentence before a view asks ------------------------------------------
 
 RULES_DIR = Path(__file__).resolve().parent.parent / "proxydiag" / "rules"
-MESSAGE_TAKERS = {"Hit": 0, "make_finding": 1}  # the callee and where its message stands among the arguments
+# The callee and where its message stands among the arguments: an expectation's provenance too.
+MESSAGE_TAKERS = {"Hit": (0, "message"), "make_finding": (1, "message"), "Expectation": (1, "source")}
+EXPECTATIONS = RULES_DIR.parent / "facts" / "expectations.py"
 
 
 def _callee(call: ast.Call) -> str:
@@ -61,8 +63,8 @@ def _callee(call: ast.Call) -> str:
 
 
 def _message_argument(call: ast.Call) -> ast.expr | None:
-    position = MESSAGE_TAKERS[_callee(call)]
-    keyword = next((kw.value for kw in call.keywords if kw.arg == "message"), None)
+    position, name = MESSAGE_TAKERS[_callee(call)]
+    keyword = next((kw.value for kw in call.keywords if kw.arg == name), None)
     return keyword if keyword is not None else call.args[position] if len(call.args) > position else None
 
 
@@ -124,6 +126,8 @@ def prose_messages(source: str) -> list[int]:
     'make_finding("PD101", f"{address} refused", {})',
     'def finding(code: str, message: str) -> Finding:\n    return make_finding(code, message, {})',
     'Hit(Sentence(f"{address} refused"))',
+    'Expectation("any", f"--expect {value}")',
+    'Expectation("none", source="--trusted-networks: source not in the list")',
 ])
 def test_a_sentence_written_before_the_view_is_caught(source):
     assert prose_messages(source) == [source.count("\n") + 1]
@@ -134,6 +138,7 @@ def test_a_sentence_written_before_the_view_is_caught(source):
     "Hit(why, [conn])",
     'Hit(Sentence("The capture holds no mail traffic."))',
     "def finding(code: str, message: Said) -> Finding:\n    return make_finding(code, message, {})",
+    "Expectation(value, ExpectOption(value, port))",
 ])
 def test_a_typed_hit_passes(source):
     assert prose_messages(source) == []
@@ -144,3 +149,9 @@ def test_rules_hand_over_typed_hits_not_sentences(module):
     lines = prose_messages((RULES_DIR / module).read_text(encoding="utf-8"))
     assert not lines, f"proxydiag/rules/{module} hands a finished sentence to a finding at lines {lines}: " \
                       "write a Said kind with typed fields and its message(names)"
+
+
+def test_expectations_hand_over_a_typed_provenance_not_a_sentence():
+    lines = prose_messages(EXPECTATIONS.read_text(encoding="utf-8"))
+    assert not lines, f"proxydiag/facts/expectations.py writes an expectation's provenance as a sentence at lines {lines}: " \
+                      "use a Provenance kind (facts/provenance.py) with typed fields"

@@ -21,6 +21,10 @@ from proxydiag.configs.tree import Items, Source, Tree
 SHORT = re.compile(r"^(?:(?P<host>\[[^\]]*\]|[^:\[\]]*):)??(?:(?P<published>\d+(?:-\d+)?):)?(?P<target>\d+(?:-\d+)?)"
                    r"(?:/(?P<protocol>\w+))?$")
 MAX_RANGE = 1024
+# A compose file has a top-level `services` key (in block YAML at the start of a line; in
+# flow YAML or JSON quoted or after a brace). A file without one is not parsed as YAML at all:
+# `check` is handed HAProxy and nginx files too.
+SERVICES_KEY = re.compile(r"""(?m)^["']?services["']?[ \t]*:|[{,]\s*["']?services["']?\s*:""")
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ def published_ports(path: str) -> list[Published]:
     """Every TCP port a compose file publishes; [] for a file that is not one."""
     try:
         text = read_text(path)
+        if not SERVICES_KEY.search(text):
+            return []
         documents = tree.yaml_documents(text, path)
     except ConfigReadError:
         return []

@@ -396,14 +396,27 @@ def _label_service(key: str) -> str | None:
 # --- Stalwart's side -----------------------------------------------------------------------
 
 
-def trust_advice(where: str, source: str | None, listener: Listener) -> str:
+# Where each proxy sets the address it connects to its servers from (HAProxy `source`,
+# nginx stream `proxy_bind`, stalwartlabs/proxy `source_ips`, Envoy's cluster
+# `upstream_bind_config`, stunnel `local`); Traefik, Caddy's layer4 and the cloud
+# controllers have none: their address is the host's.
+SOURCE_DIRECTIVES = {"haproxy": "HAProxy `source`", "nginx": "nginx `proxy_bind`",
+                     "stalwart-proxy": "the destination's `source_ips`", "envoy": "the cluster's `upstream_bind_config`",
+                     "stunnel": "stunnel `local`"}
+
+
+def trust_advice(where: str, source: str | None, listener: Listener, kind: str | None = None) -> str:
     if source:
         entry = f"{source}/32" if ":" not in source else f"{source}/128"
         return (f"Or, if this proxy should pass client addresses: let Stalwart trust it ({where}): add `{entry}` to "
                 f"`server.proxy.trusted-networks` (0.15) / `proxyTrustedNetworks` (0.16), or to listener "
                 f"{listener.id!r}'s own list.")
+    directive = SOURCE_DIRECTIVES.get(kind or "")
+    if directive is None:
+        return ("Or, if this proxy should pass client addresses: add the address it connects from (its host's) to "
+                f"Stalwart's trusted networks ({where}).")
     return (f"Or, if this proxy should pass client addresses: add the proxy's address to Stalwart's trusted networks "
-            f"({where}), and set the address the proxy connects from (HAProxy `source`, nginx `proxy_bind`).")
+            f"({where}), and set the address the proxy connects from ({directive}).")
 
 
 def mx_port_advice(where: str | None) -> str:

@@ -25,10 +25,15 @@ def expects_of(expectation: Expectation | None) -> Expects | None:
 
 
 def connection_hop(conn: Connection, expectation: Expectation | None, role: ListenerRole = "server",
-                   expects: Expects | None = None, waits_for_client: bool = False) -> Hop:
+                   expects: Expects | None = None, waits_for_client: bool = False, *, terminated: bool = False,
+                   listener_implicit_tls: bool | None = None) -> Hop:
     """The leg as a hop; `expects` where the listener's behaviour showed it (it waited for a
-    header), else from the expectation given, read or inferred; `waits_for_client` where the
-    legs showed the proxy forwarding only after its client's first bytes."""
+    header, or its trust list left the sender out), else from the expectation given, read or
+    inferred; `waits_for_client` where the legs showed the proxy forwarding only after its
+    client's first bytes; `terminated` where the legs showed the client's TLS ending at the
+    proxy (its front leg's ClientHello, or the public port's implicit TLS), and
+    `listener_implicit_tls` where the listener's answers showed whether it wants TLS first."""
+    header = conn.header
     return Hop(
         sender=Party(address=conn.tcp.src_addr, port=conn.tcp.src_port),
         listener=Party(address=conn.tcp.dst_addr, port=conn.tcp.dst_port),
@@ -41,4 +46,15 @@ def connection_hop(conn: Connection, expectation: Expectation | None, role: List
         server_speaks_first=conn.server_speaks_first,
         client_opens_tls=conn.tls_client_hello,
         waits_for_client=waits_for_client,
+        ssl_tlv=header is not None and header.ssl is not None and bool(header.ssl.client_ssl),
+        passthrough=bool(conn.tls_client_hello),
+        tls=upgraded_after_header(conn),
+        terminated=terminated,
+        listener_implicit_tls=listener_implicit_tls,
     )
+
+
+def upgraded_after_header(conn: Connection) -> bool:
+    """The leg itself became TLS after the header: its client's STARTTLS was accepted (Stalwart's
+    proxy upgrades its backend so), and the server then knows the session is encrypted."""
+    return conn.mail is not None and conn.mail.upgraded

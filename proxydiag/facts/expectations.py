@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from proxydiag.configs.stalwart import StalwartConfig, TrustedEntry, parse_trusted_entry
 from proxydiag.facts.model import Connection, Expectation
+from proxydiag.facts.provenance import ExpectOption, Majority, StalwartListener, TrustedNetworksOption
 
 EXPECT_VALUES = ("v1", "v2", "any", "none")
 
@@ -98,21 +99,18 @@ class ExpectationResolver:
     def for_connection(self, conn: Connection) -> Expectation | None:
         port = conn.tcp.dst_port
         if port in self.per_port:
-            return Expectation(self.per_port[port], f"--expect {port}={self.per_port[port]}")
+            return Expectation(self.per_port[port], ExpectOption(self.per_port[port], port))
         if self.global_value:
-            return Expectation(self.global_value, f"--expect {self.global_value}")
+            return Expectation(self.global_value, ExpectOption(self.global_value))
         if self.config is not None:
             listener = self.config.listener_for_port(port)
             if listener is not None:
                 trusted = self.config.trusts(listener, conn.tcp.src_addr)
-                why = "trusted" if trusted else "not trusted"
-                return Expectation(
-                    "any" if trusted else "none",
-                    f"Stalwart listener {listener.id!r} ({self.config.path}): source {conn.tcp.src_addr} is {why}",
-                )
+                return Expectation("any" if trusted else "none",
+                                   StalwartListener(listener.id, self.config.path, conn.tcp.src_addr, trusted))
         if self.trusted is not None:
             trusted = any(entry.matches(conn.tcp.src_addr) for entry in self.trusted)
-            return Expectation("any" if trusted else "none", f"--trusted-networks: source {'in' if trusted else 'not in'} the list")
+            return Expectation("any" if trusted else "none", TrustedNetworksOption(trusted))
         return self._inferred(conn)
 
     def _inferred(self, conn: Connection) -> Expectation | None:
@@ -124,7 +122,6 @@ class ExpectationResolver:
         majority = with_header if wants else without
         return Expectation(
             "any" if wants else "none",
-            f"inferred: {majority} of {stats.connections} connections to {conn.tcp.dst_addr}:{conn.tcp.dst_port} "
-            f"{'carry' if wants else 'carry no'} PROXY header",
+            Majority(majority, stats.connections, conn.tcp.dst_addr, conn.tcp.dst_port, wants),
             inferred=True,
         )

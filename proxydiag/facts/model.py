@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxydiag.facts.encoded import Encoded
+from proxydiag.facts.provenance import Provenance
 from proxydiag.jsontypes import JsonDict
+from proxydiag.names import AS_THEY_ARE
 from proxydiag.parsers.protocols.base import MailOpening, Opening
 from proxydiag.parsers.proxy_protocol import ParseResult, ProxyHeader
 from proxydiag.services import Service
@@ -22,7 +24,7 @@ SCHEMA = "proxydiag/1"
 @dataclass(frozen=True)
 class Expectation:
     value: str  # v1, v2, any, none
-    source: str  # where it came from, in words the JSON document shows
+    source: Provenance  # where it came from; the JSON document tells it as it is
     inferred: bool = False
 
     @property
@@ -30,7 +32,7 @@ class Expectation:
         return self.value != "none"
 
     def to_dict(self) -> JsonDict:
-        return {"value": self.value, "source": self.source, "inferred": self.inferred}
+        return {"value": self.value, "source": self.source.message(AS_THEY_ARE), "inferred": self.inferred}
 
 
 @dataclass(slots=True)

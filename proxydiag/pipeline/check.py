@@ -42,17 +42,18 @@ def check_configurations(paths: Sequence[str], stalwart: StalwartConfig | None =
     judge them together with Stalwart's configuration (and the Stalwart file itself, unless
     the caller's own judging does: `analyze` with captures)."""
     result = CheckResult(stalwart=stalwart)
+    kinds = {path: kind or _recognised(path) for path in paths}  # each file's content read once for its kind
     published = tuple(mapping for path in paths for mapping in compose.published_ports(path))
-    entry_points = traefik_entry_points([path for path in paths if _is_kind(path, kind, "traefik")])
+    entry_points = traefik_entry_points([path for path in paths if kinds[path] == "traefik"])
     # HAProxy files that are one configuration split up are read together, at the first one's place
-    groups = haproxy.load_groups([path for path in paths if _is_kind(path, kind, "haproxy")])
+    groups = haproxy.load_groups([path for path in paths if kinds[path] == "haproxy"])
     first = {members[0]: read for members, read in groups}
     later = {path for members, _ in groups for path in members[1:]}
     for path in paths:
-        if kind is None and any(mapping.origin.path == path for mapping in published) and not _is_kind(path, None, "traefik"):
+        if kind is None and kinds[path] != "traefik" and any(mapping.origin.path == path for mapping in published):
             continue  # a compose file without Traefik: only its published ports matter here
         try:
-            read = first.get(path) or (None if path in later else load(path, kind, entry_points))
+            read = first.get(path) or (None if path in later else load(path, kinds[path], entry_points))
         except ConfigReadError as error:
             read = error
         if isinstance(read, ConfigReadError):
@@ -69,13 +70,12 @@ def check_configurations(paths: Sequence[str], stalwart: StalwartConfig | None =
     return result
 
 
-def _is_kind(path: str, given: str | None, wanted: str) -> bool:
-    if given is not None:
-        return given == wanted
+def _recognised(path: str) -> str | None:
+    """The file's kind from its content; None where it has none (`load` then says why)."""
     try:
-        return kind_of(path) == wanted
+        return kind_of(path)
     except ConfigReadError:
-        return False
+        return None
 
 
 def _stalwart_findings(stalwart: StalwartConfig | None, routes: tuple[Route, ...]) -> list[Finding]:

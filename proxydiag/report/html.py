@@ -16,16 +16,15 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from proxydiag.jsontypes import JsonDict
+from proxydiag.report.environment import CaptureRead, Environment, LogFileRead
 from proxydiag.report.ladder import Ladder, Step, pictures, time_label
 from proxydiag.report.views import (
     client_label,
-    config_problems,
     endpoint_of,
     endpoint_verdicts,
     evidence_lines,
     header_label,
     ladder_legs_of,
-    no_findings_text,
     outcome_label,
     tls_label,
     visible_document,
@@ -101,7 +100,8 @@ def style_hash(style: str) -> str:
 
 def page_of(document: JsonDict, typed: Sequence[Finding], version: str, command_line: str) -> JsonDict:
     """What the template shows, every value a plain string or number."""
-    summary = document["summary"]
+    environment = Environment.of(document)
+    summary = environment.summary
     findings = []
     for finding, picture in zip(typed, pictures(typed, ladder_legs_of(document)), strict=True):
         findings.append({
@@ -118,29 +118,27 @@ def page_of(document: JsonDict, typed: Sequence[Finding], version: str, command_
         "header": header_label(conn), "tls": tls_label(conn), "greeting": (conn["greeting"] or "")[:120],
         "outcome": outcome_label(conn),
     } for conn in document["connections"][:MAX_CONNECTIONS]]
-    counts = [(summary[key], name) for key, name in (("errors", "error"), ("warnings", "warning"), ("infos", "info"))]
     return {
-        "inputs": [_input_line(item) for item in document["inputs"]],
+        "inputs": [_input_line(read) for read in environment.inputs],
         "summary": summary,
-        "counts": [(count, name) for count, name in counts if count],
+        "counts": summary.severity_counts(),
         "endpoints": endpoint_verdicts(document),
-        "problems": config_problems(document),
+        "problems": environment.problems(),
         "findings": findings,
-        "no_findings": no_findings_text(document) if not findings else "",
+        "no_findings": environment.no_findings_text() if not findings else "",
         "connections": connections,
-        "more_connections": max(summary["connections"] - len(connections), 0),
-        "anonymized": bool(document.get("anonymized")),
+        "more_connections": max(summary.connections - len(connections), 0),
+        "anonymized": environment.anonymized,
         "version": version,
         "command_line": command_line,
     }
 
 
-def _input_line(item: JsonDict) -> str:
-    if item.get("format") == "log":
-        return f"log {item['path']}: {item['lines']} lines, {item['events']} events"
-    state = f", damaged: {item['damaged']}" if item.get("damaged") else ""
-    state += f", unreadable: {item['error']}" if item.get("error") else ""
-    return f"capture {item['path']}: {item.get('format') or '?'}, {item.get('packets', 0)} packets{state}"
+def _input_line(read: CaptureRead | LogFileRead) -> str:
+    if isinstance(read, LogFileRead):
+        return f"log {read.path}: {read.lines} lines, {read.events} events"
+    state = "".join(f", {what}: {said}" for what, said in read.state())
+    return f"capture {read.path}: {read.format or '?'}, {read.packets} packets{state}"
 
 
 def svg_of(ladder: Ladder) -> SvgLadder:

@@ -12,17 +12,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from proxydiag.jsontypes import JsonDict
+from proxydiag.report.environment import Environment, LogFileRead
 from proxydiag.report.ladder import pictures
 from proxydiag.report.mermaid import sequence_diagram
 from proxydiag.report.views import (
     client_label,
-    config_problems,
     endpoint_of,
     endpoint_verdicts,
     evidence_lines,
     header_label,
     ladder_legs_of,
-    no_findings_text,
     outcome_label,
     summarised,
     tls_label,
@@ -47,12 +46,13 @@ def render(document: JsonDict, version: str, command_line: str, findings: Sequen
     shown = visible_findings(document, findings)
     document = visible_document(document)
     command_line = document.get("command_line") or command_line
+    environment = Environment.of(document)
     out: list[str] = ["# proxydiag report", ""]
-    out += _environment(document, version, command_line)
+    out += _environment(document, environment, version, command_line)
     out += _verdicts(document)
-    out += _problems(document)
-    out += _findings(document, shown)
-    out += _connections(document)
+    out += _problems(environment)
+    out += _findings(document, shown, environment)
+    out += _connections(document, environment.summary.connections)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -79,42 +79,40 @@ def _cell(text: object) -> str:
     return code(text, in_table=True) if text not in (None, "") else " "
 
 
-def _environment(document: JsonDict, version: str, command_line: str) -> list[str]:
-    summary = document["summary"]
+def _environment(document: JsonDict, environment: Environment, version: str, command_line: str) -> list[str]:
+    summary = environment.summary
     lines = ["## Environment", ""]
-    for item in document["inputs"]:
-        if item.get("format") == "log":
-            sources = ", ".join(f"{escape(str(k))} {v}" for k, v in item["sources"].items()) or "none"
-            lines.append(f"- log {code(item['path'])}: {item['lines']} lines, {item['events']} events ({sources}), "
-                         f"{item['foreign']} foreign and {item['malformed']} malformed lines skipped")
+    for read in environment.inputs:
+        if isinstance(read, LogFileRead):
+            sources = ", ".join(f"{escape(name)} {count}" for name, count in read.sources) or "none"
+            lines.append(f"- log {code(read.path)}: {read.lines} lines, {read.events} events ({sources}), "
+                         f"{read.foreign} foreign and {read.malformed} malformed lines skipped")
             continue
-        state = f", damaged: {escape(item['damaged'])}" if item.get("damaged") else ""
-        state += f", unreadable: {escape(item['error'])}" if item.get("error") else ""
-        lines.append(f"- capture {code(item['path'])}: {escape(item['format'] or '?')}, link types "
-                     f"{code(item['linktypes'])}, {item['packets']} packets{state}")
-    for config in document.get("proxy_configs") or []:
-        lines.append(f"- {escape(config['kind'])} configuration {code(config['path'])}: {len(config['listeners'])} "
-                     f"listeners, {len(config['routes'])} routes")
+        state = "".join(f", {what}: {escape(said)}" for what, said in read.state())
+        lines.append(f"- capture {code(read.path)}: {escape(read.format or '?')}, link types "
+                     f"{code(list(read.linktypes))}, {read.packets} packets{state}")
+    for config in environment.proxy_configs or ():
+        lines.append(f"- {escape(config.kind)} configuration {code(config.path)}: {config.listeners} "
+                     f"listeners, {config.routes} routes")
     software = document.get("servers_recognised")
     if software is None:
         software = summarised(document, keep=0)["servers_recognised"]
     if software:
         lines.append(f"- servers recognised: {', '.join(code(name) for name in software)}")
-    if document.get("stalwart_config"):
-        config = document["stalwart_config"]
-        trusted = config["trusted_networks"]
-        lines.append(f"- Stalwart configuration {code(config['path'])} ({escape(config['style'])}): "
-                     f"{len(config['listeners'])} listeners, trusted networks {code(trusted) if trusted else 'none'}")
-    lines.append(f"- {summary['connections']} TCP connections, {summary['with_proxy_header']} with a PROXY header; "
-                 f"{summary['errors']} errors, {summary['warnings']} warnings, {summary['infos']} infos")
-    if document.get("anonymized"):
+    if environment.stalwart is not None:
+        stalwart, trusted = environment.stalwart, list(environment.stalwart.trusted_networks)
+        lines.append(f"- Stalwart configuration {code(stalwart.path)} ({escape(stalwart.style)}): "
+                     f"{stalwart.listeners} listeners, trusted networks {code(trusted) if trusted else 'none'}")
+    lines.append(f"- {summary.connections} TCP connections, {summary.with_proxy_header} with a PROXY header; "
+                 f"{summary.errors} errors, {summary.warnings} warnings, {summary.infos} infos")
+    if environment.anonymized:
         lines.append("- addresses and host names are pseudonyms (`--anonymize`)")
     lines += [f"- proxydiag {version}: {code(command_line)}", ""]
     return lines
 
 
-def _problems(document: JsonDict) -> list[str]:
-    problems = config_problems(document)
+def _problems(environment: Environment) -> list[str]:
+    problems = environment.problems()
     if not problems:
         return []
     return ["## Not judged, or refused by the program that reads it", "", *(f"- {escape(problem)}" for problem in problems), ""]
@@ -134,10 +132,10 @@ def _verdicts(document: JsonDict) -> list[str]:
     return lines + [""]
 
 
-def _findings(document: JsonDict, findings: Sequence[Finding]) -> list[str]:
+def _findings(document: JsonDict, findings: Sequence[Finding], environment: Environment) -> list[str]:
     lines = ["## Findings", ""]
     if not findings:
-        return lines + [no_findings_text(document), ""]
+        return lines + [environment.no_findings_text(), ""]
     drawn = pictures(findings, ladder_legs_of(document), lambda finding: finding.severity == "error")
     for finding, picture in zip(findings, drawn, strict=True):
         inferred = " (expectation inferred)" if finding.inferred else ""
@@ -166,7 +164,7 @@ def _demote_headings(text: str) -> str:
     return "\n".join(("####" + line.lstrip("#")) if line.startswith("#") else line for line in text.splitlines())
 
 
-def _connections(document: JsonDict) -> list[str]:
+def _connections(document: JsonDict, total: int) -> list[str]:
     connections = document["connections"]
     if not connections:
         return []
@@ -178,7 +176,6 @@ def _connections(document: JsonDict) -> list[str]:
             f"| {conn['id']} | {_cell(client_label(conn))} | {_cell(endpoint_of(conn))} | {_cell(conn['protocol'] or '?')} | "
             f"{_cell(header_label(conn))} | {_cell(tls_label(conn))} | {_cell(greeting)} | {_cell(outcome_label(conn))} |"
         )
-    total = document["summary"]["connections"]
     if total > min(len(connections), MAX_CONNECTIONS):
         lines += ["", f"{total - min(len(connections), MAX_CONNECTIONS)} more connections: run with `--format json` for all."]
     return lines + [""]

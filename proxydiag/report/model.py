@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from proxydiag.report.environment import Environment
     from proxydiag.rules.base import Finding
 
 FORMATS = ("rich", "json", "markdown", "html")
@@ -33,8 +34,9 @@ class Report:
     the JSON document writes its findings from them (report/json.py `document_of`, which
     tells each its fix), and `--anonymize` rewrites each into a `Finding` holding no
     original (its message told through the pseudonyms from its typed `said`).
-    `document`: the rest, still the untyped JSON of schema proxydiag/1 (inputs,
-    configurations, logs, the probe's targets; issue 27 item 4 types them next).
+    `document`: the JSON of schema proxydiag/1, the one form every command writes and
+    `--anonymize` rewrites; `environment` reads its head typed (the inputs, the
+    configurations, Stalwart's, the counts), as every human view does.
     `connections`: for captured traffic, read afresh from the store at each call
     (`encoded`: as the JSON text judging wrote, for the JSON report), never whole in
     memory; they stay the JSON objects the store streams, on purpose: a connection is
@@ -50,6 +52,12 @@ class Report:
     @classmethod
     def of_files(cls, document: dict[str, Any], given: Iterable[str | Path | None], **more: Any) -> Report:
         return cls(document, given=[str(path) for path in given if path is not None], **more)
+
+    @property
+    def environment(self) -> Environment:
+        from proxydiag.report.environment import Environment
+
+        return Environment.of(self.document)
 
     def typed(self) -> Sequence[Finding]:
         """The document's findings, typed; none when they are not known for each of its own."""

@@ -5,6 +5,7 @@ escaped Markdown cells)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich import box
@@ -15,6 +16,7 @@ from rich.text import Text
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report import markdown as markdown_report
 from proxydiag.report import rich as rich_report
+from proxydiag.report.environment import Environment
 from proxydiag.report.views import visible_document, visible_findings
 from proxydiag.rules.probe import certificate_line
 
@@ -24,34 +26,111 @@ if TYPE_CHECKING:
 STYLES = rich_report.STYLES
 
 
-def listener_line(target: JsonDict) -> str:
+@dataclass(frozen=True)
+class Verdict:
+    """What the probe concluded of a listener (the document's probe_verdict)."""
+
+    protocol: str | None
+    software: str | None
+    greets_only_after_client_spoke: bool
+    expects_header: bool | None
+    headers_accepted: tuple[str, ...]
+    greets_without_header: bool
+    time_to_greeting: float | None
+    trusted: bool | None
+    tls: JsonDict | None  # the handshake's facts, as rules/probe.py `certificate_line` reads them
+    starttls: JsonDict | None
+
+    @classmethod
+    def of(cls, item: JsonDict) -> Verdict:
+        return cls(item.get("protocol"), item.get("software"), bool(item.get("greets_only_after_client_spoke")),
+                   item.get("expects_header"), tuple(item.get("headers_accepted") or ()),
+                   bool(item.get("greets_without_header")), item.get("time_to_greeting"), item.get("trusted"),
+                   item.get("tls"), item.get("starttls"))
+
+
+@dataclass(frozen=True)
+class ProbedStep:
+    """One connection of the probe: what it sent first (`step`), what came of it, the exchange."""
+
+    step: str
+    outcome: str
+    exchange: tuple[str, ...]
+
+    @classmethod
+    def of(cls, item: JsonDict) -> ProbedStep:
+        return cls(str(item.get("step")), str(item.get("outcome")), tuple(item.get("exchange") or ()))
+
+
+@dataclass(frozen=True)
+class ProbedTarget:
+    """A listener probed (the document's probe_target)."""
+
+    target: str
+    role: str
+    error: str | None
+    verdict: Verdict | None
+    steps: tuple[ProbedStep, ...]
+
+    @classmethod
+    def of(cls, item: JsonDict) -> ProbedTarget:
+        verdict = item.get("verdict")
+        return cls(str(item.get("target")), str(item.get("role")), item.get("error"),
+                   Verdict.of(verdict) if isinstance(verdict, dict) else None,
+                   tuple(ProbedStep.of(step) for step in item.get("steps") or ()))
+
+
+@dataclass(frozen=True)
+class ProbeSummary:
+    targets: int
+    connections: int
+    errors: int
+    warnings: int
+    infos: int
+
+    @classmethod
+    def of(cls, item: JsonDict) -> ProbeSummary:
+        return cls(*(int(item.get(key) or 0) for key in ("targets", "connections", "errors", "warnings", "infos")))
+
+    def severity_counts(self) -> list[tuple[int, str]]:
+        counts = [(self.errors, "error"), (self.warnings, "warning"), (self.infos, "info")]
+        return [(count, name) for count, name in counts if count]
+
+
+def targets_of(document: JsonDict) -> list[ProbedTarget]:
+    return [ProbedTarget.of(item) for item in document.get("targets") or ()]
+
+
+def listener_line(target: ProbedTarget) -> str:
     """The verdict in one sentence."""
-    if target["error"]:
-        return target["error"]
-    verdict = target["verdict"]
-    what = verdict["protocol"] or "?"
-    if verdict["software"]:
-        what += f" ({verdict['software']})"
-    if verdict["greets_only_after_client_spoke"]:
+    if target.error:
+        return target.error
+    verdict = target.verdict
+    if verdict is None:
+        return "?: no greeting seen"
+    what = verdict.protocol or "?"
+    if verdict.software:
+        what += f" ({verdict.software})"
+    if verdict.greets_only_after_client_spoke:
         return f"{what}: greets only after the client speaks"
-    if verdict["expects_header"]:
-        return f"{what}: expects a PROXY header from this host ({', '.join(verdict['headers_accepted'])} accepted)"
-    if verdict["greets_without_header"]:
-        seconds = verdict["time_to_greeting"]
+    if verdict.expects_header:
+        return f"{what}: expects a PROXY header from this host ({', '.join(verdict.headers_accepted)} accepted)"
+    if verdict.greets_without_header:
+        seconds = verdict.time_to_greeting
         when = f" after {seconds:.3f} s" if seconds is not None else ""
         return f"{what}: greets without a header{when}; headers from this host are not taken"
-    if verdict["trusted"] is False:
+    if verdict.trusted is False:
         return f"{what}: cuts connections from this host, with or without a header"
     return f"{what}: no greeting seen"
 
 
-def _tls_summary(verdict: JsonDict | None) -> str:
-    if not verdict:
+def _tls_summary(verdict: Verdict | None) -> str:
+    if verdict is None:
         return ""
-    tls = verdict["tls"] or verdict["starttls"]
+    tls = verdict.tls or verdict.starttls
     if not tls or not tls.get("ok"):
         return ""
-    how = "TLS" if verdict["tls"] else "STARTTLS"
+    how = "TLS" if verdict.tls else "STARTTLS"
     return f"{how} {tls['version']}, {certificate_line(tls)}"
 
 
@@ -59,33 +138,32 @@ def render_rich(document: JsonDict, console: Console, verbose: bool = False, qui
                 findings: Sequence[Finding] | None = None) -> None:
     shown = visible_findings(document, findings)
     document = visible_document(document)  # certificate text and greetings are the listener's: shown, never obeyed
-    summary = document["summary"]
+    summary, targets = ProbeSummary.of(document.get("summary") or {}), targets_of(document)
     head = Text()
     head.append("proxydiag probe", style="bold")
-    head.append(f"  — {summary['targets']} target(s), {summary['connections']} connections\n")
-    counts = [(summary["errors"], "error"), (summary["warnings"], "warning"), (summary["infos"], "info")]
-    parts = [f"{count} {name}{'s' if count != 1 else ''}" for count, name in counts if count]
-    head.append(", ".join(parts) if parts else "no findings", style=STYLES["error"] if summary["errors"] else "green")
+    head.append(f"  — {summary.targets} target(s), {summary.connections} connections\n")
+    parts = [f"{count} {name}{'s' if count != 1 else ''}" for count, name in summary.severity_counts()]
+    head.append(", ".join(parts) if parts else "no findings", style=STYLES["error"] if summary.errors else "green")
     console.print(head)
     if not quiet:
-        console.print(_targets_table(document))
-    console.print(rich_report._findings(document, shown, verbose))
+        console.print(_targets_table(targets))
+    console.print(rich_report._findings(document, shown, verbose, Environment.of(document)))
     if verbose:
-        for target in document["targets"]:
-            for step in target["steps"]:
-                console.print(Text(f"{target['target']} step {step['step']}: {step['outcome']}", style="bold"))
-                if step["exchange"]:  # one print: a print per line was most of a probe report's time
-                    console.print(Text("\n".join("    " + line for line in step["exchange"])))
+        for target in targets:
+            for step in target.steps:
+                console.print(Text(f"{target.target} step {step.step}: {step.outcome}", style="bold"))
+                if step.exchange:  # one print: a print per line was most of a probe report's time
+                    console.print(Text("\n".join("    " + line for line in step.exchange)))
 
 
-def _targets_table(document: JsonDict) -> Table:
+def _targets_table(targets: list[ProbedTarget]) -> Table:
     table = Table(title="Listeners", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("target", "role", "verdict", "steps", "TLS"):
         table.add_column(name, overflow="fold")
-    for target in document["targets"]:
-        steps = "\n".join(f"{step['step']}: {step['outcome']}" for step in target["steps"])
-        table.add_row(Text(target["target"]), target["role"], Text(listener_line(target)), Text(steps),
-                      Text(_tls_summary(target["verdict"])))
+    for target in targets:
+        steps = "\n".join(f"{step.step}: {step.outcome}" for step in target.steps)
+        table.add_row(Text(target.target), target.role, Text(listener_line(target)), Text(steps),
+                      Text(_tls_summary(target.verdict)))
     return table
 
 
@@ -95,18 +173,19 @@ def render_markdown(document: JsonDict, version: str, command_line: str,
     document = visible_document(document)
     cell = markdown_report._cell
     command_line = document.get("command_line") or command_line
+    summary, targets = ProbeSummary.of(document.get("summary") or {}), targets_of(document)
     out = ["# proxydiag probe report", "", f"- proxydiag {version}: {markdown_report.code(command_line)}",
-           f"- {document['summary']['targets']} target(s), {document['summary']['connections']} connections", "",
+           f"- {summary.targets} target(s), {summary.connections} connections", "",
            "## Listeners", "", "| target | role | verdict | steps | TLS |", "|---|---|---|---|---|"]
-    for target in document["targets"]:
-        steps = ", ".join(f"{step['step']}: {step['outcome']}" for step in target["steps"])
-        out.append(f"| {cell(target['target'])} | {target['role']} | {cell(listener_line(target))} | {cell(steps)} | "
-                   f"{cell(_tls_summary(target['verdict']))} |")
+    for target in targets:
+        steps = ", ".join(f"{step.step}: {step.outcome}" for step in target.steps)
+        out.append(f"| {cell(target.target)} | {target.role} | {cell(listener_line(target))} | {cell(steps)} | "
+                   f"{cell(_tls_summary(target.verdict))} |")
     out.append("")
-    out += markdown_report._findings(document, shown)
+    out += markdown_report._findings(document, shown, Environment.of(document))
     out += ["## Conversations", ""]
-    for target in document["targets"]:
-        for step in target["steps"]:
-            exchange = [line.replace("`", "'") for line in step["exchange"]]  # wire text cannot close the fence
-            out += [f"### {target['target']}: {step['step']} ({step['outcome']})", "", "```text", *exchange, "```", ""]
+    for target in targets:
+        for step in target.steps:
+            exchange = [line.replace("`", "'") for line in step.exchange]  # wire text cannot close the fence
+            out += [f"### {target.target}: {step.step} ({step.outcome})", "", "```text", *exchange, "```", ""]
     return "\n".join(out).rstrip() + "\n"

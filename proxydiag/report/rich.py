@@ -16,16 +16,15 @@ from rich.text import Text
 
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report import ladder_text
+from proxydiag.report.environment import Environment
 from proxydiag.report.ladder import Drawn, Ladder, pictures
 from proxydiag.report.views import (
     client_label,
-    config_problems,
     endpoint_of,
     endpoint_verdicts,
     evidence_lines,
     header_label,
     ladder_legs_of,
-    no_findings_text,
     outcome_label,
     tls_label,
     visible_document,
@@ -55,18 +54,19 @@ def render_in_turns(document: JsonDict, console: Console, verbose: bool = False,
     `findings`: the document's, typed (None: read from the document)."""
     shown = visible_findings(document, findings)
     document = visible_document(document)
-    console.print(_headline(document))
-    if not quiet and (document.get("logs") is None or document["connections"]):
+    environment = Environment.of(document)
+    console.print(_headline(environment))
+    if not quiet and (not environment.logs_read or document["connections"]):
         console.print(_verdict(document))
-    if config_problems(document):  # with the findings: what they could not cover
-        console.print(_problems(config_problems(document)))
-    console.print(_findings(document, shown, verbose))
+    if environment.problems():  # with the findings: what they could not cover
+        console.print(_problems(environment.problems()))
+    console.print(_findings(document, shown, verbose, environment))
     if quiet or not document["connections"]:
         return
     more = iter(more)
     first = next(more, None)
     shown = document["connections"] if verbose or first is not None else document["connections"][:MAX_TABLE_ROWS]
-    console.print(_connections(shown, document["summary"]["connections"], more_follow=first is not None))
+    console.print(_connections(shown, environment.summary.connections, more_follow=first is not None))
     yield
     rows = chain([first], more) if first is not None else iter(())
     while batch := list(islice(rows, MAX_TABLE_ROWS)):
@@ -74,30 +74,26 @@ def render_in_turns(document: JsonDict, console: Console, verbose: bool = False,
         yield
 
 
-def _headline(document: JsonDict) -> Text:
-    summary = document["summary"]
-    captures = [item for item in document["inputs"] if item.get("format") != "log"]
-    logs = len(document["inputs"]) - len(captures)
-    stalwart = document.get("stalwart_config")
+def _headline(environment: Environment) -> Text:
+    summary, captures, stalwart = environment.summary, environment.captures, environment.stalwart
     parts = []
-    if captures or (document.get("logs") is None and document.get("proxy_configs") is None and not stalwart):
-        packets = sum(item.get("packets", 0) for item in captures)
+    if captures or (not environment.logs_read and environment.proxy_configs is None and stalwart is None):
+        packets = sum(capture.packets for capture in captures)
         parts.append(f"{len(captures)} capture{'s' if len(captures) != 1 else ''}, {packets} packets, "
-                     f"{summary['connections']} connections, {summary['with_proxy_header']} with a PROXY header")
-    if document.get("logs") is not None:
-        events = summary.get("log_events", 0)
+                     f"{summary.connections} connections, {summary.with_proxy_header} with a PROXY header")
+    if environment.logs_read:
+        logs, events = len(environment.logs), summary.log_events
         parts.append(f"{logs} log{'s' if logs != 1 else ''}, {events} event{'s' if events != 1 else ''} read")
-    if document.get("proxy_configs") is not None:
-        paths = ", ".join(config["path"] for config in document["proxy_configs"]) or "none readable"
-        parts.append(f"proxy configurations: {paths}" + (f"; Stalwart: {stalwart['path']}" if stalwart else ""))
+    if environment.proxy_configs is not None:
+        paths = ", ".join(config.path for config in environment.proxy_configs) or "none readable"
+        parts.append(f"proxy configurations: {paths}" + (f"; Stalwart: {stalwart.path}" if stalwart else ""))
     if not parts and stalwart:
-        parts.append(f"Stalwart configuration {stalwart['path']}")
+        parts.append(f"Stalwart configuration {stalwart.path}")
     text = Text()
     text.append("proxydiag", style="bold")
     text.append("  — " + "; ".join(parts) + "\n")
-    counts = [(summary["errors"], "error"), (summary["warnings"], "warning"), (summary["infos"], "info")]
-    parts = [f"{count} {name}{'s' if count != 1 else ''}" for count, name in counts if count]
-    text.append(", ".join(parts) if parts else "no findings", style=STYLES["error"] if summary["errors"] else "green")
+    counts = [f"{count} {name}{'s' if count != 1 else ''}" for count, name in summary.severity_counts()]
+    text.append(", ".join(counts) if counts else "no findings", style=STYLES["error"] if summary.errors else "green")
     return text
 
 
@@ -128,9 +124,9 @@ def _problems(problems: list[str]) -> Group:
     return Group(*lines)
 
 
-def _findings(document: JsonDict, findings: Sequence[Finding], verbose: bool) -> Group:
+def _findings(document: JsonDict, findings: Sequence[Finding], verbose: bool, environment: Environment) -> Group:
     if not findings:
-        return Group(Text("\n" + no_findings_text(document), style="green"))
+        return Group(Text("\n" + environment.no_findings_text(), style="green"))
     parts: list[RenderableType] = [Text("\nFindings", style="bold")]
     drawn = pictures(findings, ladder_legs_of(document)) if verbose else [Drawn()] * len(findings)
     for finding, picture in zip(findings, drawn, strict=True):
@@ -151,6 +147,7 @@ def _findings(document: JsonDict, findings: Sequence[Finding], verbose: bool) ->
         if finding.fix and (finding.severity != "info" or verbose):
             body.append(Text("fix:", style="bold"))
             body.append(_markdown(finding.fix))
+            body.append(Text(""))  # a fix's last code block would otherwise run into the pointer below
         body.append(Text(f"more: proxydiag explain {finding.code}", style="dim"))
         parts.append(title)
         parts.append(Padding(Group(*body), (0, 0, 1, 4)))

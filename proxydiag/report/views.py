@@ -145,27 +145,6 @@ class EndpointRow:
                 "warnings": self.warnings}
 
 
-def no_findings_text(document: JsonDict) -> str:
-    """What "no findings" covers: the traffic when there was some, else what was read."""
-    if document["summary"]["connections"]:
-        return "No findings: every header and greeting looks as expected."
-    read = [what for key, what in (("proxy_configs", "the proxy configurations"), ("stalwart_config", "Stalwart's configuration"),
-                                   ("logs", "the logs")) if document.get(key)]
-    if not read:
-        return "No findings: no connection was captured."
-    problems = " (apart from what was not judged, above)" if config_problems(document) else ""
-    return f"No findings: {' and '.join(read)} show no problem{problems}."
-
-
-def config_problems(document: JsonDict) -> list[str]:
-    """What the configurations hold that was not judged, or that Stalwart or the proxy
-    would refuse: each proxy configuration's problems, then Stalwart's."""
-    found = [str(problem) for config in document.get("proxy_configs") or [] for problem in config.get("problems") or []]
-    stalwart = document.get("stalwart_config") or {}
-    found += [f"{stalwart.get('path')}: {problem}" for problem in stalwart.get("problems") or []]
-    return found
-
-
 def endpoint_verdicts(document: JsonDict) -> list[JsonDict]:
     """One row per server endpoint: its connections, header versions and the worst
     finding that cites any of them."""

@@ -6,9 +6,12 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterator
 
+from proxydiag.facts.capture_hops import connection_hop
+from proxydiag.facts.hop import Expects
 from proxydiag.facts.model import Connection
 from proxydiag.rules.base import Context, Endpoint, Hit, Rule, endpoint, network, server_endpoint
 from proxydiag.rules.front import is_local_client
+from proxydiag.rules.hops import UNTRUSTED_PROXY_SOURCE
 from proxydiag.rules.said import AS_THEY_ARE, Names, Said
 
 # Where a real client's address cannot come from on the internet: RFC 1918, CGNAT (RFC
@@ -277,13 +280,19 @@ class UntrustedProxySource(Rule):
         if conn.header is None:
             return
         verdict = _trust(conn, ctx)
-        if verdict is None or verdict[0]:
+        if verdict is None or not UNTRUSTED_PROXY_SOURCE.applies(connection_hop(conn, None, expects=_expects(verdict[0]))):
             return
         yield Hit(
             ProxyNotTrusted(conn.tcp.src_addr, server_endpoint(conn), verdict[1]),
             [conn], {"tcp_src": conn.tcp.src_addr, "trusted_networks": verdict[1].message(AS_THEY_ARE)},
             group=(conn.tcp.src_addr,) + endpoint(conn),
         )
+
+
+def _expects(trusted: bool) -> Expects:
+    """What a Stalwart listener expects of a sender from its trust list: a header exactly
+    from the trusted (as facts/config_hops.py `route_hop` reads a configuration)."""
+    return "required" if trusted else "none"
 
 
 def _trust(conn: Connection, ctx: Context) -> tuple[bool, TrustList] | None:

@@ -13,7 +13,7 @@ other's listeners are a chain of two hops.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proxydiag.configs import fixes
 from proxydiag.configs.model import FrontListener, Origin, ProxyConfig, Route
@@ -37,6 +37,7 @@ from proxydiag.facts.config_hops import (
     target as find_target,
 )
 from proxydiag.facts.hop import Cite
+from proxydiag.parsers.protocols.software import STALWART_PROXY
 from proxydiag.rules.base import Finding
 from proxydiag.rules.finding import make_finding
 from proxydiag.rules.hops import (
@@ -71,6 +72,7 @@ class Judgement:
     edits: tuple[fixes.LineEdit, ...] = ()
     advice: str = ""
     inferred: bool = False
+    proxy: str | None = None  # the finding pages' section of the configuration's proxy, for the page's fix
 
     @property
     def message(self) -> str:
@@ -92,19 +94,40 @@ def check(configs: Sequence[ProxyConfig], setting: Setting) -> list[Judgement]:
     judgements: list[Judgement] = []
     feeding = chains(configs)
     for config in configs:
-        for front in config.listeners:
-            judgements.extend(_judge_front(front, config, configs, feeding))
-        for route in config.routes:
-            if route in feeding:
-                judgements.extend(_judge_hop(route, config, feeding[route], configs))
-                continue
-            target = find_target(route, setting, lines) if setting.stalwart is not None else None
-            if target is None and _another_service(route, config, setting, lines):
-                continue
-            if setting.stalwart is not None and target is None:
-                judgements.extend(_judge_unknown_port(route, setting))
-            judgements.extend(_judge_route(route, config, target, setting))
+        proxy = page_section(config)
+        judgements.extend(replace(judgement, proxy=proxy) for judgement in _judge_config(config, configs, feeding, setting, lines))
     return _unique(judgements)
+
+
+def _judge_config(config: ProxyConfig, configs: Sequence[ProxyConfig], feeding: Feeding, setting: Setting,
+                  lines: StalwartLines | None) -> Iterable[Judgement]:
+    for front in config.listeners:
+        yield from _judge_front(front, config, configs, feeding)
+    for route in config.routes:
+        if route in feeding:
+            yield from _judge_hop(route, config, feeding[route], configs)
+            continue
+        target = find_target(route, setting, lines) if setting.stalwart is not None else None
+        if target is None and _another_service(route, config, setting, lines):
+            continue
+        if setting.stalwart is not None and target is None:
+            yield from _judge_unknown_port(route, setting)
+        yield from _judge_route(route, config, target, setting)
+
+
+# The finding pages' "Fix on the proxy" section of each configuration kind (rules/catalog.py);
+# Kubernetes Service annotations configure the cloud controllers' load balancers.
+PAGE_SECTIONS = {"haproxy": "HAProxy", "nginx": "nginx", "traefik": "Traefik", "caddy": "Caddy", "envoy": "Envoy",
+                 "kubernetes": "Cloud load balancers", "stalwart-proxy": STALWART_PROXY, "stunnel": "stunnel"}
+
+
+def page_section(config: ProxyConfig) -> str | None:
+    """The pages' section for this configuration's proxy, with the release its file shows
+    (`HAProxy 2.2+`), so that a page's fix is printed for that proxy alone."""
+    section = PAGE_SECTIONS.get(config.kind)
+    if section is None or config.version_floor is None:
+        return section
+    return f"{section} {config.version_floor.version}+"
 
 
 def _another_service(route: Route, config: ProxyConfig, setting: Setting, lines: StalwartLines | None) -> bool:
@@ -221,7 +244,7 @@ def _judge_header(route: Route, config: ProxyConfig, target: Target | None) -> I
     if unexpected is None:
         return
     evidence = {**_both(route, target), "source": route.source_address or "(not set; the listener trusts no one)"}
-    advice = fixes.trust_advice(target.where, route.source_address, target.listener)
+    advice = fixes.trust_advice(target.where, route.source_address, target.listener, config.kind)
     yield Judgement.of_hit(unexpected, evidence, fixes.remove_header(route, config.kind),
                            _shared(route, config, False) + advice)
     untrusted = UNTRUSTED_PROXY_SOURCE.judge(hop)
@@ -346,7 +369,8 @@ def to_finding(judgement: Judgement) -> Finding:
     """A judgement as the reports show findings: the fix is the user's own lines, changed."""
     return make_finding(judgement.code, judgement.said, dict(judgement.evidence),
                         lowered="inferred" if judgement.inferred else None,
-                        fix=fixes.render(judgement.edits, judgement.advice) or None)  # no edit of theirs: the page's fix
+                        fix=fixes.render(judgement.edits, judgement.advice) or None,  # no edit of theirs: the page's fix
+                        proxy=judgement.proxy)
 
 
 def origin_lines(origins: Iterable[Origin]) -> list[str]:

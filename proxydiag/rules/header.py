@@ -8,6 +8,7 @@ from typing import Iterator
 from proxydiag.facts.capture_hops import connection_hop, sent_by
 from proxydiag.facts.expectations import EndpointStats
 from proxydiag.facts.model import Connection
+from proxydiag.facts.provenance import Provenance
 from proxydiag.parsers.protocols.http import HttpOpening
 from proxydiag.parsers.protocols.software import STALWART_PROXY
 from proxydiag.rules.base import (
@@ -62,12 +63,12 @@ TLS_NOTE = (" The client's first bytes are a TLS ClientHello: the proxy speaks T
 class StartsWithoutHeader(Said):
     server: Endpoint
     client_first: str
-    expected_by: str  # the expectation's provenance, in words
+    expected_by: Provenance
     client_hello: bool  # the client's first bytes are a TLS ClientHello
 
     def message(self, names: Names) -> str:
         return (f"Connection to {self.server.told(names)} starts with {quoted(names, self.client_first)} instead of a "
-                f"PROXY header, but the listener expects one ({names.text(self.expected_by)})."
+                f"PROXY header, but the listener expects one ({self.expected_by.message(names)})."
                 + (TLS_NOTE if self.client_hello else ""))
 
 
@@ -88,14 +89,14 @@ class NeverGreeted(Said):
 @dataclass(frozen=True)
 class ProxySentNothing(Said):
     server: Endpoint
-    expected_by: str
+    expected_by: Provenance
     waited: float  # seconds
     answer: str | None
 
     def message(self, names: Names) -> str:
         answer = f", then answered {quoted(names, self.answer)}" if self.answer else ""
         return (f"The proxy sent nothing to {self.server.told(names)}, which expects a PROXY header "
-                f"({names.text(self.expected_by)}): the listener waited {self.waited:.1f} s for the header without "
+                f"({self.expected_by.message(names)}): the listener waited {self.waited:.1f} s for the header without "
                 f"greeting{answer}.")
 
 
@@ -176,11 +177,11 @@ class HeaderRefused(Said):
 class HeaderNotExpected(Said):
     server: Endpoint
     version: int
-    expected_by: str
+    expected_by: Provenance
 
     def message(self, names: Names) -> str:
         return (f"{self.server.told(names)} received a PROXY v{self.version} header but does not expect one "
-                f"({names.text(self.expected_by)}).")
+                f"({self.expected_by.message(names)}).")
 
 
 class UnexpectedProxyHeader(Rule):
@@ -281,11 +282,11 @@ class MalformedProxyHeader(Rule):
 class OtherVersion(Said):
     server: Endpoint
     expected: str
-    expected_by: str
+    expected_by: Provenance
     received: int
 
     def message(self, names: Names) -> str:
-        return (f"{self.server.told(names)} expects PROXY {self.expected} ({names.text(self.expected_by)}) but received "
+        return (f"{self.server.told(names)} expects PROXY {self.expected} ({self.expected_by.message(names)}) but received "
                 f"v{self.received}.")
 
 

@@ -10,55 +10,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol
 
+from proxydiag.names import AS_THEY_ARE, AsTheyAre, Names, endpoint
 
-class Names(Protocol):
-    """How a sentence names what it speaks of: as it is, or pseudonymised (`--anonymize`)."""
-
-    def address(self, address: str) -> str:
-        """An IP address, without a port."""
-        ...
-
-    def host(self, name: str) -> str:
-        """A host name (DNS or single label)."""
-        ...
-
-    def path(self, path: str) -> str:
-        """A file the user gave."""
-        ...
-
-    def text(self, text: str) -> str:
-        """Wire, configuration, log or certificate text quoted as it came: under
-        `--anonymize`, only the tokens proxydiag knows survive (an allowlist)."""
-        ...
-
-
-class AsTheyAre:
-    """`Names` that change nothing: the report as the evidence showed it."""
-
-    def address(self, address: str) -> str:
-        return address
-
-    def host(self, name: str) -> str:
-        return name
-
-    def path(self, path: str) -> str:
-        return path
-
-    def text(self, text: str) -> str:
-        return text
-
-
-AS_THEY_ARE = AsTheyAre()
-
-
-def endpoint(names: Names, address: str, port: int | None) -> str:
-    """`address:port`, IPv6 in brackets; the address through `names`."""
-    shown = names.address(address)
-    if port is None:
-        return shown
-    return f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
+__all__ = ["AS_THEY_ARE", "AsTheyAre", "Names", "Said", "Sentence", "endpoint"]
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from proxydiag.facts.model import Connection
+from proxydiag.facts.provenance import Provenance
 from proxydiag.rules.base import HEALTH_CHECK_SECONDS, Context, Endpoint, Hit, Rule, endpoint, quoted, server_endpoint
 from proxydiag.rules.said import Names, Said
 
@@ -107,11 +108,11 @@ class NoGreeting(Rule):
 class ConnectOnlyChecks(Said):
     source: str
     server: Endpoint
-    expected_by: str  # the expectation's provenance, in words
+    expected_by: Provenance
 
     def message(self, names: Names) -> str:
         return (f"Connect-only checks from {names.address(self.source)} reach {self.server.told(names)}, which expects a "
-                f"PROXY header ({names.text(self.expected_by)}): each one is a rejected connection in the server's log "
+                f"PROXY header ({self.expected_by.message(names)}): each one is a rejected connection in the server's log "
                 "(HAProxy: check-send-proxy, or checks without their own port).")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
+from proxydiag.facts.capture_hops import connection_hop
 from proxydiag.facts.model import Connection
 from proxydiag.rules.base import (
     Context,
@@ -17,6 +18,12 @@ from proxydiag.rules.base import (
     server_endpoint,
 )
 from proxydiag.rules.header import relayed
+from proxydiag.rules.hops import (
+    PLAINTEXT_TO_TLS_LISTENER,
+    TLS_FLAG_IMPOSSIBLE,
+    TLS_FLAG_LOST,
+    TLS_TO_PLAINTEXT_LISTENER,
+)
 from proxydiag.rules.said import AS_THEY_ARE, Names, Said
 
 
@@ -82,12 +89,6 @@ def server_confirms_plaintext(conn: Connection) -> Said | None:
     return None
 
 
-def upgraded_after_header(conn: Connection) -> bool:
-    """The leg itself became TLS after the header: its client's STARTTLS was accepted (Stalwart's
-    proxy upgrades its backend so), and the server then knows the session is encrypted."""
-    return conn.mail is not None and conn.mail.upgraded
-
-
 def told(said: Said | None) -> str | None:
     """A clause as the JSON evidence keeps it: as it is."""
     return said.message(AS_THEY_ARE) if said is not None else None
@@ -110,13 +111,9 @@ class TlsFlagLost(Rule):
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
         header = conn.header
-        if header is None or header.version != 2 or header.command != "PROXY":
-            return
-        if (header.ssl is not None and header.ssl.client_ssl) or conn.tls_client_hello or upgraded_after_header(conn):
+        evidence = front_was_tls(conn, ctx) if header is not None else None
+        if header is None or evidence is None or not TLS_FLAG_LOST.applies(connection_hop(conn, None, terminated=True)):
             return  # flagged, or TLS passed through or started on this leg: the server does the TLS itself
-        evidence = front_was_tls(conn, ctx)
-        if evidence is None:
-            return
         confirmation = server_confirms_plaintext(conn)
         yield Hit(
             TlsFlagMissing(evidence, server_endpoint(conn), confirmation),
@@ -140,11 +137,8 @@ class TlsFlagImpossibleV1(Rule):
     code = "PD302"
 
     def check(self, conn: Connection, ctx: Context) -> Iterator[Hit]:
-        header = conn.header
-        if header is None or header.version != 1 or conn.tls_client_hello or upgraded_after_header(conn):
-            return
-        evidence = front_was_tls(conn, ctx)
-        if evidence is not None:
+        evidence = front_was_tls(conn, ctx) if conn.header is not None else None
+        if evidence is not None and TLS_FLAG_IMPOSSIBLE.applies(connection_hop(conn, None, terminated=True)):
             yield Hit(
                 V1CannotSayTls(evidence, server_endpoint(conn)),
                 [conn], {"evidence": told(evidence)}, group=endpoint(conn),
@@ -172,7 +166,7 @@ class TlsToPlaintextListener(Rule):
         plaintext = conn.opening.tls_answered_with_plaintext or (
             conn.greeting is not None and conn.greeting != "TLS record"
         )
-        if plaintext:
+        if plaintext and TLS_TO_PLAINTEXT_LISTENER.applies(connection_hop(conn, None, listener_implicit_tls=False)):
             yield Hit(
                 PlaintextAnswerToTls(conn.header is not None, server_endpoint(conn), conn.greeting),
                 [conn], {"server": conn.greeting}, group=endpoint(conn),
@@ -208,6 +202,9 @@ class PlaintextToTlsListener(Rule):
         alert = conn.opening.server_sent_tls and conn.greeting == "TLS record"
         silent = conn.greeting is None
         if not (alert or silent):
+            return  # the listener's answer does not show it waiting for TLS
+        hop = connection_hop(conn, None, terminated=True, listener_implicit_tls=True)
+        if not PLAINTEXT_TO_TLS_LISTENER.applies(hop):
             return
         yield Hit(
             PlaintextToImplicitTls(conn.header is not None, conn.client_first, server_endpoint(conn), alert, terminated),
