@@ -349,6 +349,11 @@ def _judge_health_check(route: Route, config: ProxyConfig, target: Target | None
     hit = HEALTH_CHECK_WITHOUT_HEADER.judge(hop) if hop is not None else None
     if hit is not None:
         yield Judgement.of_hit(hit, _both(route, checked), fixes.check_with_header(route, config.kind))
+    own_header = hop is not None and checked is not None and (route.sends == "none" or checked is not target)
+    unexpected = UNEXPECTED_HEADER.judge(hop) if hop is not None and own_header else None
+    if unexpected is not None and checked is not None and check is not None:  # traffic's own header is _judge_header's
+        yield Judgement.of_hit(unexpected, {**_both(route, checked), "health_check": check.origin.cite()},
+                               fixes.check_without_header(route, config.kind))
 
 
 # --- findings ----------------------------------------------------------------------------

@@ -1,0 +1,108 @@
+"""`check` on configurations in the shapes real deployments write, which the project does not
+ship (issue 27, "Done when": a configuration mistake that a capture of it gets right is right
+in `check` too). Each fixture is written here in the shape found; the docstring says where."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from proxydiag.configs import fixes
+from proxydiag.configs.stalwart import load as load_stalwart
+from proxydiag.pipeline.check import check_configurations
+from tests.test_configs import haproxy_accepts
+
+STALWART_TRUSTS_NOBODY = """\
+[server.listener."smtp"]
+bind = ["[::]:25"]
+protocol = "smtp"
+"""
+STALWART_TRUSTS_THE_PROXY = '[server]\nproxy.trusted-networks = ["10.0.0.0/8"]\n\n' + STALWART_TRUSTS_NOBODY
+
+
+def haproxy_smtp(tmp_path: Path, server_line: str) -> Path:
+    """Haraka's docs/HAProxy.md `listen smtp` section (smtpchk, check-send-proxy), with its
+    address on a `bind` line as HAProxy 2.x requires."""
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(textwrap.dedent(f"""\
+        defaults
+            mode tcp
+            timeout connect 3s
+            timeout client 30s
+            timeout server 30s
+        listen smtp
+            bind :25
+            option tcplog
+            option smtpchk
+            balance roundrobin
+            {server_line}
+        """))
+    return path
+
+
+def checked(tmp_path: Path, proxy: Path, stalwart_text: str):
+    stalwart = tmp_path / "config.toml"
+    stalwart.write_text(stalwart_text)
+    return check_configurations([str(proxy)], load_stalwart(str(stalwart)))
+
+
+def fixed(proxy: Path, judgement) -> str:
+    return fixes.apply(proxy.read_text(), judgement.edits, str(proxy))
+
+
+def test_health_checks_sending_a_header_to_a_listener_that_trusts_no_proxy_are_pd102(tmp_path):
+    """`check-send-proxy` without `send-proxy`: HAProxy 2.6.12 sends its checks a v1 header
+    (`PROXY TCP4 ...` seen on loopback), and a Stalwart listener that trusts no proxy reads it
+    as a command, as a capture of those checks shows (PD102). The fix drops the option, and
+    check then finds nothing in the result."""
+    proxy = haproxy_smtp(tmp_path, "server smtp1 10.0.0.5:25 check-send-proxy check inter 10s")
+    result = checked(tmp_path, proxy, STALWART_TRUSTS_NOBODY)
+    (judgement,) = result.judgements
+    assert judgement.code == "PD102" and "sends a v1 PROXY header" in judgement.message, judgement.message
+    assert "500 5.5.1" in judgement.message, judgement.message
+    assert judgement.evidence["health_check"].startswith(f"{proxy}:11:"), judgement.evidence
+    proxy.write_text(fixed(proxy, judgement))
+    assert "check-send-proxy" not in proxy.read_text()
+    assert checked(tmp_path, proxy, STALWART_TRUSTS_NOBODY).judgements == []
+
+
+def test_the_fix_of_an_unexpected_header_stops_the_checks_sending_one_too(tmp_path):
+    """`send-proxy` with `check-send-proxy` (Haraka's example): removing only `send-proxy`
+    would leave the checks sending headers the listener does not take."""
+    proxy = haproxy_smtp(tmp_path, "server smtp1 10.0.0.5:25 check-send-proxy check inter 10s send-proxy")
+    result = checked(tmp_path, proxy, STALWART_TRUSTS_NOBODY)
+    assert [judgement.code for judgement in result.judgements] == ["PD102"], result.judgements
+    proxy.write_text(fixed(proxy, result.judgements[0]))
+    assert "send-proxy" not in proxy.read_text(), proxy.read_text()
+    assert checked(tmp_path, proxy, STALWART_TRUSTS_NOBODY).judgements == []
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("server_line", ["server smtp1 10.0.0.5:25 check-send-proxy check inter 10s",
+                                         "server smtp1 10.0.0.5:25 check-send-proxy check inter 10s send-proxy"])
+def test_the_fixes_of_headers_to_checks_pass_haproxy(tmp_path, server_line):
+    proxy = haproxy_smtp(tmp_path, server_line)
+    haproxy_accepts(proxy)
+    (judgement,) = checked(tmp_path, proxy, STALWART_TRUSTS_NOBODY).judgements
+    proxy.write_text(fixed(proxy, judgement))
+    haproxy_accepts(proxy)
+
+
+def test_health_checks_with_a_header_to_a_listener_that_trusts_the_proxy_are_fine(tmp_path):
+    proxy = haproxy_smtp(tmp_path, "server smtp1 10.0.0.5:25 check-send-proxy check inter 10s send-proxy")
+    assert checked(tmp_path, proxy, STALWART_TRUSTS_THE_PROXY).judgements == []
+
+
+def test_files_named_for_another_kind_are_read_by_their_content(tmp_path):
+    """A HAProxy file named like YAML and an nginx file named .txt: the kind comes from the
+    content, whatever the name."""
+    source = haproxy_smtp(tmp_path, "server smtp1 10.0.0.5:25 send-proxy")
+    haproxy = tmp_path / "mail.yml"
+    haproxy.write_text(source.read_text())
+    nginx = tmp_path / "proxy.txt"
+    nginx.write_text("stream {\n    server { listen 993; proxy_pass 10.0.0.5:993; proxy_protocol on; }\n}\n")
+    result = check_configurations([str(haproxy), str(nginx)])
+    assert not result.errors, [str(error) for error in result.errors]
+    assert [(config.kind, config.path) for config in result.configs] == [("haproxy", str(haproxy)), ("nginx", str(nginx))]
