@@ -58,7 +58,8 @@ class StalwartLines:
             name = re.escape(listener.id)
             if self.style == "toml":
                 own = self._first_in_table(f"server.listener.{listener.id}", r"^\s*proxy\.trusted-networks")
-                return own or self._first([rf"server\.listener\.[\"']?{name}[\"']?\.proxy", r"^\s*\[\s*server\.listener\..*proxy"])
+                return own or self._first([rf"server\.listener\.[\"']?{name}[\"']?\.proxy",
+                                           r"^\s*\[\s*server\.listener\..*proxy"])
             return self._first([r"overrideProxyTrustedNetworks"])
         if self.style == "toml":
             found = self._first([r"^\s*\[\s*server\.proxy\s*\]", r"^\s*server\.proxy\.trusted-networks"])
