@@ -106,3 +106,51 @@ def test_files_named_for_another_kind_are_read_by_their_content(tmp_path):
     result = check_configurations([str(haproxy), str(nginx)])
     assert not result.errors, [str(error) for error in result.errors]
     assert [(config.kind, config.path) for config in result.configs] == [("haproxy", str(haproxy)), ("nginx", str(nginx))]
+
+
+ENVOY_UPSTREAM_PROXY_PROTOCOL = """\
+static_resources:
+  listeners:
+  - name: smtp
+    address:
+      socket_address: { address: 0.0.0.0, port_value: 25 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: smtp
+          cluster: stalwart_smtp
+  clusters:
+  - name: stalwart_smtp
+    type: STRICT_DNS
+    load_assignment:
+      cluster_name: stalwart_smtp
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 10.0.0.5, port_value: 25 }
+    transport_socket:
+      name: envoy.transport_sockets.upstream_proxy_protocol
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport
+        config: { version: V2 }
+        transport_socket:
+          name: envoy.transport_sockets.raw_buffer
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer
+"""
+
+
+def test_a_fix_with_no_edit_of_the_users_lines_starts_with_the_pages_fix_not_with_its_alternative(tmp_path):
+    """Envoy's upstream PROXY protocol transport socket (Envoy's docs, ProxyProtocolUpstreamTransport
+    wrapping raw_buffer) to a listener that trusts no proxy: no line of it is edited, so the fix
+    is the page's for Envoy, then the other way ("Or, ... trusted networks"), never that alone."""
+    proxy = tmp_path / "envoy.yaml"
+    proxy.write_text(ENVOY_UPSTREAM_PROXY_PROTOCOL)
+    result = checked(tmp_path, proxy, STALWART_TRUSTS_NOBODY)
+    (finding,) = result.findings
+    assert finding.code == "PD102" and finding.fix is not None, finding
+    assert finding.fix.startswith("Envoy:") and "upstream_proxy_protocol" in finding.fix, finding.fix
+    assert "Or, if this proxy should pass client addresses" in finding.fix and "HAProxy" not in finding.fix, finding.fix
