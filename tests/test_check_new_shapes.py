@@ -154,3 +154,34 @@ def test_a_fix_with_no_edit_of_the_users_lines_starts_with_the_pages_fix_not_wit
     assert finding.code == "PD102" and finding.fix is not None, finding
     assert finding.fix.startswith("Envoy:") and "upstream_proxy_protocol" in finding.fix, finding.fix
     assert "Or, if this proxy should pass client addresses" in finding.fix and "HAProxy" not in finding.fix, finding.fix
+
+
+NGINX_MAIL_WITH_HEADER = """\
+events {}
+mail {
+    server_name mail.example.org;
+    auth_http 127.0.0.1:9000/auth;
+    server {
+        listen 993 ssl;
+        protocol imap;
+        proxy_protocol on;
+    }
+    server {
+        listen 143;
+        protocol imap;
+    }
+}
+"""
+
+
+def test_a_mail_block_sending_a_header_to_a_back_end_auth_http_names_is_said_not_judged(tmp_path):
+    """nginx's mail proxy (ngx_mail_proxy_module `proxy_protocol on;`, 1.19.8+, in the
+    shape of the nginx mail proxies found with auth_http): the back end is named at run time,
+    so the header is not judged; the report says so instead of "no problem" for it."""
+    proxy = tmp_path / "nginx.conf"
+    proxy.write_text(NGINX_MAIL_WITH_HEADER)
+    result = checked(tmp_path, proxy, STALWART_TRUSTS_NOBODY)
+    (config,) = result.configs
+    assert [(str(problem.origin), "not judged" in problem.message) for problem in config.problems] == [
+        (f"{proxy}:8", True)], config.problems
+    assert result.judgements == []
