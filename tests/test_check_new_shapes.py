@@ -185,3 +185,49 @@ def test_a_mail_block_sending_a_header_to_a_back_end_auth_http_names_is_said_not
     assert [(str(problem.origin), "not judged" in problem.message) for problem in config.problems] == [
         (f"{proxy}:8", True)], config.problems
     assert result.judgements == []
+
+
+HAPROXY_PORTLESS_CHECKED = """\
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1m
+    timeout server 1m
+    default-server send-proxy-v2 check inter 30s
+
+frontend ft_smtp
+    bind :25
+    bind :587
+    default_backend bk_smtp
+
+backend bk_smtp
+    server mail 10.0.0.5{options}
+"""
+
+
+def test_a_checked_server_without_a_port_is_said_refused_by_haproxy(tmp_path):
+    """A server written without a port (the client's destination port is kept: one backend
+    for 25 and 587) with `check` from default-server: HAProxy refuses to start. Said once for
+    the line, not once per port; with `check port 25` or an SRV name nothing is said."""
+    proxy = tmp_path / "haproxy.cfg"
+    proxy.write_text(HAPROXY_PORTLESS_CHECKED.format(options=""))
+    (config,) = check_configurations([str(proxy)]).configs
+    assert [(str(problem.origin), "refuses `check`" in problem.message) for problem in config.problems] == [
+        (f"{proxy}:14", True)], config.problems
+    for options in (" port 25", " no-check"):
+        proxy.write_text(HAPROXY_PORTLESS_CHECKED.format(options=options))
+        assert check_configurations([str(proxy)]).configs[0].problems == (), options
+
+
+@pytest.mark.lab
+def test_haproxy_refuses_a_checked_server_without_a_port(tmp_path):
+    import subprocess
+
+    from tests.test_configs import need
+
+    proxy = tmp_path / "haproxy.cfg"
+    proxy.write_text(HAPROXY_PORTLESS_CHECKED.format(options=""))
+    run = subprocess.run([need("haproxy"), "-c", "-f", str(proxy)], capture_output=True, text=True)
+    assert run.returncode != 0 and "neither service port nor check port" in run.stderr + run.stdout
+    proxy.write_text(HAPROXY_PORTLESS_CHECKED.format(options=" port 25"))
+    haproxy_accepts(proxy)
