@@ -37,9 +37,9 @@ class StalwartLines:
         (a listener's own `proxy.trusted-networks` is not the server's)."""
         regex, inside = re.compile(pattern), False
         for number, line in enumerate(self.lines, start=1):
-            header = re.match(r"^\s*\[\s*([^\]]+?)\s*\]", line)
-            if header:
-                inside = header.group(1) == table
+            stripped = line.split("#", 1)[0].strip()
+            if stripped.startswith("[") and stripped.endswith("]"):
+                inside = stripped[1:-1].strip() == table
             elif inside and regex.search(line):
                 return f"{self.path}:{number}"
         return None
