@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -107,21 +105,35 @@ def test_include_of_a_kernel_file_is_refused(tmp_path, target):
     assert_refused(*check(config, OTHER), config, "a file of the kernel's")
 
 
-def test_a_configuration_in_dev_shm_is_read(tmp_path):
+def test_a_configuration_in_dev_shm_is_read(tmp_path, monkeypatch):
     """/dev/shm is a tmpfs of ordinary files, not the kernel's: nginx's file and its
-    includes there are read (the fuzz targets keep their scratch files there). Every Linux
-    machine this runs on has one (systemd and Docker mount it), so no skip: its absence fails."""
-    assert os.access("/dev/shm", os.W_OK), "/dev/shm is not a writable tmpfs here"
-    folder = Path(tempfile.mkdtemp(dir="/dev/shm"))
-    try:
-        (folder / "servers.conf").write_text(SERVER)
-        config = nginx_conf(folder, f"include {folder / 'servers.conf'};")
-        code, stderr, document = check(config)
-        assert code in (0, 1), stderr
-        (read,) = document["proxy_configs"]
-        assert read["routes"][0]["where"] == f"{folder / 'servers.conf'}:1", read
-    finally:
-        shutil.rmtree(folder)
+    includes there are read (the fuzz targets keep their scratch files there). Whether or
+    not this machine has a writable /dev/shm, the files are made to resolve there."""
+    from proxydiag.configs import nginx
+
+    shm = "/dev/shm/proxydiag-test"
+    real_realpath = os.path.realpath
+
+    def realpath(path, *args, **kwargs):
+        resolved = real_realpath(path, *args, **kwargs)
+        return shm + resolved[len(str(tmp_path)):] if resolved.startswith(str(tmp_path)) else resolved
+
+    monkeypatch.setattr(os.path, "realpath", realpath)
+    (tmp_path / "servers.conf").write_text(SERVER)
+    config = nginx_conf(tmp_path, f"include {tmp_path / 'servers.conf'};")
+    read = nginx.load(str(config))
+    assert f"{tmp_path / 'servers.conf'}:1" in [str(route.origin) for route in read.routes], read.routes
+
+
+def test_a_file_elsewhere_under_dev_is_still_the_kernels(tmp_path, monkeypatch):
+    """The /dev/shm exception is that folder alone: /dev/shmx or /dev/fd are the kernel's."""
+    from proxydiag.configs.includes import IncludeGuard
+
+    (tmp_path / "x.conf").write_text("# x\n")
+    for fake in ("/dev/shmx/x.conf", "/dev/fd/3"):
+        monkeypatch.setattr(os.path, "realpath", lambda path, *args, fake=fake, **kwargs: fake)
+        with pytest.raises(OSError, match="a file of the kernel's"):
+            IncludeGuard().check(str(tmp_path / "x.conf"))
 
 
 def test_include_of_a_file_of_another_syntax_says_so_and_quotes_nothing(tmp_path):

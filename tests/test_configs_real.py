@@ -32,6 +32,7 @@ SETUPS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "stalwart-2009": (("stalwart-2009-nginx.conf",), "stalwart-2009-config.toml"),
     "website-47": (("website-47-listen-proxy-protocol.conf",), "stalwart-docs-config.toml"),
     "haproxy-tls": (("haproxy-tls-terminate.cfg",), "haproxy-tls-config.toml"),
+    "haproxy-debian-tabs": (("haproxy-debian-tabs.cfg",), "haproxy-debian-tabs-config.toml"),
     "haproxy-split": (("haproxy-split/00-global.cfg", "haproxy-split/10-frontends.cfg",
                        "haproxy-split/20-backends.cfg"), "haproxy-split-config.toml"),
     "stalwart-docs-traefik": (("stalwart-docs-traefik.yml",), "stalwart-docs-listeners-016.json"),
@@ -219,3 +220,40 @@ def test_stalwart_016_listeners_written_as_arrays_are_read_and_refused():
     stalwart = load_stalwart(str(REAL / "stalwart-docs-listeners-016.json"))
     assert stalwart.listeners == []
     assert len(stalwart.problems) == 5 and all("a JSON array" in problem for problem in stalwart.problems)
+
+
+def test_a_tab_indented_config_is_quoted_with_spaces_and_fixed_with_its_tabs():
+    """Debian's packaged haproxy.cfg indents with tabs and aligns `server\tname` with them:
+    the evidence and the fix show them as spaces (not `\\x09`), the edit applied keeps them."""
+    config, stalwart = REAL / "haproxy-debian-tabs.cfg", REAL / "haproxy-debian-tabs-config.toml"
+    run = run_check(str(config), "--stalwart-config", str(stalwart), "--format", "json")
+    (finding,) = json.loads(run.stdout)["findings"]
+    assert finding["code"] == "PD102" and "\\x09" not in json.dumps(finding), finding
+    assert "\n-    server  stalwart 127.0.0.1:10465 send-proxy-v2\n+    server  stalwart 127.0.0.1:10465\n" in finding["fix"]
+    result = check_configurations([str(config)], load_stalwart(str(stalwart)))
+    (judgement,) = result.judgements
+    fixed = fixes.apply(config.read_text(), judgement.edits, str(config))
+    assert "\tserver\tstalwart 127.0.0.1:10465\n" in fixed + "\n"
+
+
+def test_trust_is_cited_where_it_applies_to_the_listener(tmp_path):
+    """A listener with no trusted networks of its own and no server-wide ones cites the file
+    alone, not another listener's `proxy.trusted-networks` (haproxy-debian-tabs-config.toml:
+    'submissions' was cited with imaps' line 7); a listener's own, written inside its table
+    as the Stalwart guides do, is cited at its line."""
+    from proxydiag.configs.stalwart_lines import StalwartLines
+
+    config = REAL / "haproxy-debian-tabs-config.toml"
+    by_id = {listener.id: listener for listener in load_stalwart(str(config)).listeners}
+    lines = StalwartLines.of(load_stalwart(str(config)))
+    assert lines.trust(by_id["submissions"]) == str(config)
+    assert lines.trust(by_id["imaps"]) == f"{config}:{line_of(config, 'proxy.trusted-networks')}"
+    two = tmp_path / "config.toml"
+    two.write_text(config.read_text() + 'proxy.trusted-networks = ["10.0.0.1/32"]\n')
+    lines, listeners = StalwartLines.of(load_stalwart(str(two))), load_stalwart(str(two)).listeners
+    assert [lines.trust(listener) for listener in listeners] == [f"{two}:7", f"{two}:13"]
+    server_wide = tmp_path / "server.toml"
+    server_wide.write_text('[server]\nhostname = "mx"\nproxy.trusted-networks = ["10.0.0.2/32"]\n\n' + config.read_text())
+    loaded = load_stalwart(str(server_wide))
+    submissions = next(listener for listener in loaded.listeners if listener.id == "submissions")
+    assert StalwartLines.of(loaded).trust(submissions) == f"{server_wide}:3"

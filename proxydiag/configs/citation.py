@@ -12,6 +12,10 @@ import re
 MASK = "<secret>"
 LIMIT = 160  # characters shown of one line
 BEFORE_FOCUS = 40  # of a long line, shown before the key the finding is about
+# Tabs are shown as the spaces an editor shows (HAProxy's packaged files and `caddy fmt`
+# indent with tabs, HAProxy files align columns with them): a tab left in would reach the
+# report as `\x09`, as every control character of the user's text does.
+INDENT_TAB, COLUMN_TAB = 4, 8
 
 # Names whose value is a secret wherever they stand: keys of YAML/JSON/TOML, directives of
 # HAProxy/nginx/stunnel/Caddy, Traefik and compose label names, Stalwart's settings.
@@ -49,8 +53,8 @@ _QUOTES = "\"'"
 def shown_line(text: str, focus: str = "") -> str:
     """`text` as a report may quote it; `focus`, the key the citation is about, picks the
     window of a line longer than LIMIT."""
-    indent = text[: len(text) - len(text.lstrip(" \t"))]
-    line = _without_comment(text.strip())
+    indent = text[: len(text) - len(text.lstrip(" \t"))].expandtabs(INDENT_TAB)
+    line = _without_comment(text.strip()).expandtabs(COLUMN_TAB)
     line = _PEM.sub(MASK, line)
     line = _CREDENTIAL_URL.sub(f"{MASK}@", line)
     line = _KEYED.sub(lambda match: f"{match.group('name')}{match.group('sep')}{_mask_like(match.group('value'))}", line)

@@ -149,7 +149,7 @@ def remove_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
         text = HAPROXY_SEND.sub("", route.origin.text)
         if text == route.origin.text:  # the header comes from a default-server line
             text = _append_word(text, "no-send-proxy-v2" if route.sends == "v2" else "no-send-proxy")
-        return _replace(route.origin, text)
+        return _replace(route.origin, _drop_word(text, "check-send-proxy"))  # its checks would still send one
     if kind in ("nginx", "stunnel") and route.sends_origin is not None:
         return (LineEdit(route.sends_origin, ()),)
     if kind in ("caddy", "kubernetes") and route.sends_origin is not None and "{" not in route.sends_origin.text:
@@ -276,6 +276,12 @@ def pass_tls_through(front: FrontListener) -> tuple[LineEdit, ...]:
 def check_with_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
     if kind == "haproxy":
         return _replace(route.origin, _append_word(route.origin.text, "check-send-proxy"))
+    return ()
+
+
+def check_without_header(route: Route, kind: str) -> tuple[LineEdit, ...]:
+    if kind == "haproxy" and "check-send-proxy" in route.origin.text:
+        return _replace(route.origin, _drop_word(route.origin.text, "check-send-proxy"))
     return ()
 
 

@@ -101,6 +101,8 @@ def server_routes(front: FrontListener, backend: Section, frontend: Section, wai
         address, port = _server_address(spec, front.port, line.origin, problems)
         if address is None:
             continue
+        if options.check and port is None and options.check_port is None and not address.startswith("_"):  # SRV: ports resolved
+            _refused_check(line.origin, problems)
         source = options.source or (address_only(source_line.words[1]) if source_line and len(source_line.words) > 1 else None)
         routes.append(Route(
             front=front,
@@ -153,6 +155,14 @@ def _server_address(spec: str, front_port: int, origin: Origin, problems: list[P
     if parsed is None:
         raise ConfigReadError(origin.path, origin.line, f"server address {spec!r}: invalid port")
     return host, parsed[1]
+
+
+def _refused_check(origin: Origin, problems: list[Problem]) -> None:
+    """HAProxy (2.6.12 seen) refuses to start: "server has neither service port nor check port"."""
+    problem = Problem("HAProxy refuses `check` on a server without a port (\"has neither service port nor check "
+                      "port\"): write the server's port, or `check port N`", origin)
+    if problem not in problems:  # the same line, once per frontend port that reaches it
+        problems.append(problem)
 
 
 def _health_check(options: _ServerOptions, origin: Origin) -> HealthCheck | None:

@@ -290,6 +290,7 @@ class _Reader:
             fronts = self.listen(body, kind, server_scope)
             listeners.extend(fronts)
             if kind == "mail":
+                _add_unjudged_mail_header(server_scope, problems)
                 continue
             for pass_directive, pass_origin in self.proxy_passes(body):
                 for front in fronts:
@@ -441,6 +442,15 @@ class _Reader:
             chosen_by=target.choices[0][2] if target.choices else None,
             chosen_for=", ".join(chosen.condition(key) for chosen, key, _ in target.choices) or None,
         )
+
+
+def _add_unjudged_mail_header(scope: _Scope, problems: list[Problem]) -> None:
+    """A mail server block that sends a header to a back end only `auth_http` names at run time:
+    said, so that "no findings" does not claim the header was judged."""
+    header = scope.get("proxy_protocol")
+    if header is not None and header[0][:1] in (("on",), ("v2",)):
+        _add(problems, Problem("mail proxy_protocol: sends a PROXY header to the back end auth_http names at run "
+                               "time, not written here: not judged against Stalwart's listeners", header[1]))
 
 
 def _add(problems: list[Problem], problem: Problem) -> None:

@@ -32,6 +32,18 @@ class StalwartLines:
                     return f"{self.path}:{number}"
         return self.path
 
+    def _first_in_table(self, table: str, pattern: str) -> str | None:
+        """file:line of the first line matching `pattern` under the TOML table `[table]` itself
+        (a listener's own `proxy.trusted-networks` is not the server's)."""
+        regex, inside = re.compile(pattern), False
+        for number, line in enumerate(self.lines, start=1):
+            stripped = line.split("#", 1)[0].strip()
+            if stripped.startswith("[") and stripped.endswith("]"):
+                inside = stripped[1:-1].strip() == table
+            elif inside and regex.search(line):
+                return f"{self.path}:{number}"
+        return None
+
     def listener(self, listener_id: str) -> str:
         """file:line of the listener's definition."""
         name = re.escape(listener_id)
@@ -45,8 +57,11 @@ class StalwartLines:
         if listener.trusted_override:
             name = re.escape(listener.id)
             if self.style == "toml":
-                return self._first([rf"server\.listener\.[\"']?{name}[\"']?\.proxy", r"^\s*\[\s*server\.listener\..*proxy"])
+                own = self._first_in_table(f"server.listener.{listener.id}", r"^\s*proxy\.trusted-networks")
+                return own or self._first([rf"server\.listener\.[\"']?{name}[\"']?\.proxy",
+                                           r"^\s*\[\s*server\.listener\..*proxy"])
             return self._first([r"overrideProxyTrustedNetworks"])
         if self.style == "toml":
-            return self._first([r"^\s*\[\s*server\.proxy\s*\]", r"^\s*server\.proxy\.trusted-networks", r"trusted-networks"])
+            found = self._first([r"^\s*\[\s*server\.proxy\s*\]", r"^\s*server\.proxy\.trusted-networks"])
+            return found if found != self.path else self._first_in_table("server", r"^\s*proxy\.trusted-networks") or found
         return self._first([r"proxyTrustedNetworks"])

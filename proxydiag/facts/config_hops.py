@@ -253,15 +253,18 @@ def check_hop(route: Route, checked: Target | None) -> Hop | None:
         return None
     requires = checked.trusted if checked is not None else route.sends != "none"
     port = check.port or route.target_port
-    sends: Sent = "none" if not check.sends_header else "local" if check.local else "v2" if route.sends == "none" \
+    # check-send-proxy alone sends v1: HAProxy picks v2 only for send-proxy-v2 (seen with 2.6.12)
+    sends: Sent = "none" if not check.sends_header else "local" if check.local else "v1" if route.sends == "none" \
         else route.sends
     return Hop(
         sender=Party(address=route.source_address, at=cite(route.origin)),
         listener=_stalwart_party(checked, port),
         listener_role="server",
         sends=sends,
-        expects="required" if requires else None,
+        expects="required" if requires else "none" if checked is not None and checked.trusted is False else None,
         provenance=_provenance(check.origin, route.origin),
+        protocol=checked.listener.protocol if checked is not None else None,
+        listener_implicit_tls=checked.listener.implicit_tls if checked is not None else None,
         health_check=True,
     )
 

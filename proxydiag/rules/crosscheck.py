@@ -39,6 +39,7 @@ from proxydiag.facts.config_hops import (
 from proxydiag.facts.hop import Cite
 from proxydiag.parsers.protocols.software import STALWART_PROXY
 from proxydiag.rules.base import Finding
+from proxydiag.rules.catalog import find_page
 from proxydiag.rules.finding import make_finding
 from proxydiag.rules.hops import (
     DUPLICATE_HEADER,
@@ -349,6 +350,11 @@ def _judge_health_check(route: Route, config: ProxyConfig, target: Target | None
     hit = HEALTH_CHECK_WITHOUT_HEADER.judge(hop) if hop is not None else None
     if hit is not None:
         yield Judgement.of_hit(hit, _both(route, checked), fixes.check_with_header(route, config.kind))
+    own_header = hop is not None and checked is not None and (route.sends == "none" or checked is not target)
+    unexpected = UNEXPECTED_HEADER.judge(hop) if hop is not None and own_header else None
+    if unexpected is not None and checked is not None and check is not None:  # traffic's own header is _judge_header's
+        yield Judgement.of_hit(unexpected, {**_both(route, checked), "health_check": check.origin.cite()},
+                               fixes.check_without_header(route, config.kind))
 
 
 # --- findings ----------------------------------------------------------------------------
@@ -369,8 +375,16 @@ def to_finding(judgement: Judgement) -> Finding:
     """A judgement as the reports show findings: the fix is the user's own lines, changed."""
     return make_finding(judgement.code, judgement.said, dict(judgement.evidence),
                         lowered="inferred" if judgement.inferred else None,
-                        fix=fixes.render(judgement.edits, judgement.advice) or None,  # no edit of theirs: the page's fix
-                        proxy=judgement.proxy)
+                        fix=_fix_text(judgement), proxy=judgement.proxy)
+
+
+def _fix_text(judgement: Judgement) -> str | None:
+    """The user's lines changed, then the advice; with no edit of theirs the page's fix for
+    their proxy (None: the views print it), before any advice, which offers another way ("Or, ...")."""
+    if judgement.edits or not judgement.advice:
+        return fixes.render(judgement.edits, judgement.advice) or None
+    page = find_page(judgement.code)
+    return "\n\n".join(part for part in (page.fix_for(judgement.proxy) if page else "", judgement.advice) if part)
 
 
 def origin_lines(origins: Iterable[Origin]) -> list[str]:
