@@ -71,7 +71,7 @@ def test_a_probed_target_reads_typed_and_says_its_verdict_in_one_line():
     assert [step.outcome for step in target.steps] == ["silent"]
     assert listener_line(target) == "smtp (Stalwart): expects a PROXY header from this host (v1, v2 accepted)"
     assert listener_line(ProbedTarget.of({**item, "error": "connection refused", "verdict": None})) == "connection refused"
-    assert ProbeSummary.of({"targets": 1, "connections": 5, "warnings": 2}).severity_counts() == [(2, "warning")]
+    assert ProbeSummary.of({"targets": 1, "connections": 5, "warnings": 2}).counts.severity_counts() == [(2, "warning")]
 
 
 def test_an_empty_logs_section_is_read_but_not_said_to_show_no_problem():

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from proxydiag.facts.summary import Summary
 from proxydiag.jsontypes import JsonDict
 from proxydiag.report import markdown as markdown_report
 from proxydiag.report import rich as rich_report
@@ -82,19 +83,15 @@ class ProbedTarget:
 
 @dataclass(frozen=True)
 class ProbeSummary:
+    """The probe's counts: its targets, and the connections and severities every report counts."""
+
     targets: int
-    connections: int
-    errors: int
-    warnings: int
-    infos: int
+    counts: Summary
 
     @classmethod
     def of(cls, item: JsonDict) -> ProbeSummary:
-        return cls(*(int(item.get(key) or 0) for key in ("targets", "connections", "errors", "warnings", "infos")))
-
-    def severity_counts(self) -> list[tuple[int, str]]:
-        counts = [(self.errors, "error"), (self.warnings, "warning"), (self.infos, "info")]
-        return [(count, name) for count, name in counts if count]
+        targets = item.get("targets")
+        return cls(targets if isinstance(targets, int) else 0, Summary.of(item))
 
 
 def targets_of(document: JsonDict) -> list[ProbedTarget]:
@@ -141,9 +138,9 @@ def render_rich(document: JsonDict, console: Console, verbose: bool = False, qui
     summary, targets = ProbeSummary.of(document.get("summary") or {}), targets_of(document)
     head = Text()
     head.append("proxydiag probe", style="bold")
-    head.append(f"  — {summary.targets} target(s), {summary.connections} connections\n")
-    parts = [f"{count} {name}{'s' if count != 1 else ''}" for count, name in summary.severity_counts()]
-    head.append(", ".join(parts) if parts else "no findings", style=STYLES["error"] if summary.errors else "green")
+    head.append(f"  — {summary.targets} target(s), {summary.counts.connections} connections\n")
+    parts = [f"{count} {name}{'s' if count != 1 else ''}" for count, name in summary.counts.severity_counts()]
+    head.append(", ".join(parts) if parts else "no findings", style=STYLES["error"] if summary.counts.errors else "green")
     console.print(head)
     if not quiet:
         console.print(_targets_table(targets))
@@ -175,7 +172,7 @@ def render_markdown(document: JsonDict, version: str, command_line: str,
     command_line = document.get("command_line") or command_line
     summary, targets = ProbeSummary.of(document.get("summary") or {}), targets_of(document)
     out = ["# proxydiag probe report", "", f"- proxydiag {version}: {markdown_report.code(command_line)}",
-           f"- {summary.targets} target(s), {summary.connections} connections", "",
+           f"- {summary.targets} target(s), {summary.counts.connections} connections", "",
            "## Listeners", "", "| target | role | verdict | steps | TLS |", "|---|---|---|---|---|"]
     for target in targets:
         steps = ", ".join(f"{step.step}: {step.outcome}" for step in target.steps)
